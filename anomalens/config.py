@@ -1,0 +1,41 @@
+"""Application settings, read from the environment (prefix ``ANOMALENS_``) or a ``.env`` file.
+
+Library objects take explicit arguments; ``Settings`` only supplies their defaults for the
+application layers (CLI, demo, reasoners, store).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Process-wide configuration.
+
+    Attributes:
+        device: ``"auto"`` picks CUDA when present, else CPU; or a torch device string.
+        progress: show progress bars during training and long jobs.
+        llm: reasoner backend: ``openai`` (any OpenAI-compatible server such as vLLM),
+            ``local`` (in-process embedded model), ``template`` (no LLM).
+        llm_base_url / llm_model / llm_api_key: the OpenAI-compatible endpoint.
+        chroma_url: a chroma server URL; unset means the embedded store.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ANOMALENS_", env_file=".env", extra="ignore", frozen=True)
+
+    device: str = "auto"
+    progress: bool = False
+    llm: Literal["openai", "local", "template"] = "local"
+    llm_base_url: str = "http://127.0.0.1:8000/v1"
+    llm_model: str = ""
+    llm_api_key: str = "EMPTY"
+    chroma_url: str | None = None
+
+
+def get_settings() -> Settings:
+    """Read the settings afresh from the environment."""
+    return Settings()

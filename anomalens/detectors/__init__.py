@@ -1,0 +1,33 @@
+"""Generative anomaly detectors behind one contract (see ``anomalens.detectors.base``).
+
+Score sign: higher = more anomalous (PyOD's convention, the reverse of scikit-learn's
+``score_samples``).
+"""
+
+from anomalens.detectors.autoencoder import AutoEncoder
+from anomalens.detectors.base import Attribution, BaseDetector
+from anomalens.detectors.calibration import benjamini_hochberg, conformal_pvalues
+from anomalens.detectors.flow import NormalizingFlow
+from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
+from anomalens.detectors.vae import VAE
+
+register("autoencoder", AutoEncoder, "reconstruction", ("tabular",), "mean squared reconstruction error (robust-scaled units)")
+register("vae", VAE, "reconstruction", ("tabular",), "negative reconstruction log-likelihood averaged over latent samples")
+register("flow", NormalizingFlow, "density", ("tabular",), "negative log-likelihood -log p(x) under a masked autoregressive flow")
+
+load = BaseDetector.load
+
+__all__ = [
+    "Attribution",
+    "AutoEncoder",
+    "BaseDetector",
+    "DetectorInfo",
+    "NormalizingFlow",
+    "VAE",
+    "benjamini_hochberg",
+    "conformal_pvalues",
+    "get_detector_class",
+    "list_detectors",
+    "load",
+    "make_detector",
+]

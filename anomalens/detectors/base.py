@@ -1,0 +1,555 @@
+"""The detector contract and the shared torch training loop.
+
+Every anomalens detector is used the same way::
+
+    det = VAE(epochs=100, device="auto", random_state=0)   # __init__ stores hyper-parameters only
+    det.fit(X_normal)                                      # returns self; holds out a calibration share
+    det.decision_function(X)   # (n,) anomaly score, HIGHER = MORE ANOMALOUS
+    det.pvalues(X)             # (n,) split-conformal p-values against the calibration scores
+    det.predict(X, alpha=0.01) # (n,) 0/1, 1 where the p-value is below alpha
+    det.predict_fdr(X, alpha=0.05)  # (n,) 0/1 with Benjamini-Hochberg false-discovery-rate control
+    det.explain(X)             # Attribution: per-feature contributions, higher = more responsible
+    det.restore(X)             # (n, d) the "normal version" of X, in the original units
+    det.embed(X)               # (n, k) representation for exemplar retrieval
+    det.save(path); anomalens.detectors.load(path)
+
+The score sign is PyOD's (higher = more anomalous), the reverse of scikit-learn's
+``score_samples``. Inputs are standardized inside the detector with a robust scaler fitted on the
+training rows; ``restore`` answers in the original units and ``explain`` in the score's units
+(each feature's additive share of the anomaly score, so attributions of different features are
+comparable whatever their units).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from anomalens.detectors._validation import check_matrix, check_probability
+from anomalens.detectors.calibration import benjamini_hochberg, conformal_pvalues, score_threshold
+from anomalens.errors import CheckpointError, ConfigError, InputError, NotFittedError
+
+__all__ = ["Attribution", "BaseConfig", "BaseDetector", "TorchConfig", "TorchDetector", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+_CONFIG_FILE = "config.json"
+_WEIGHTS_FILE = "weights.safetensors"
+# Quantile of the calibration attributions above which a feature counts as abnormal for one row.
+_FEATURE_QUANTILE = 0.99
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which features make rows anomalous.
+
+    Attributes:
+        values: (n, d) contributions, higher = more responsible. For additive scores (AutoEncoder,
+            VAE, NormalizingFlow) each row sums to the row's anomaly score.
+        feature_names: the d column names when known.
+        thresholds: (d,) the 99% quantile of each feature's contribution on held-out normal rows;
+            a contribution above it is unusual for that feature.
+        method: how the contributions were computed.
+    """
+
+    values: np.ndarray
+    feature_names: list[str] | None
+    thresholds: np.ndarray
+    method: str
+
+    @property
+    def abnormal(self) -> np.ndarray:
+        """(n, d) bool: contribution above the feature's normal 99% quantile."""
+        return self.values > self.thresholds
+
+    def top(self, k: int = 3) -> np.ndarray:
+        """(n, k) column indices of the k largest contributions per row, largest first."""
+        k = min(int(k), self.values.shape[1])
+        return np.argsort(-self.values, axis=1, kind="stable")[:, :k]
+
+    def names(self, idx: np.ndarray) -> list[str]:
+        """Names of the columns at ``idx`` (positions when the names are unknown)."""
+        return [self.feature_names[i] if self.feature_names else f"x{i}" for i in np.ravel(idx)]
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Hyper-parameters shared by every detector."""
+
+    calibration_size: float = 0.2  # share of the normal training rows held out for conformal p-values
+    random_state: int | None = 0  # seeds splits, initialisation and sampling; None = fresh randomness
+
+    def validate(self) -> None:
+        """Raise ConfigError for values out of range (called by ``fit``, not ``__init__``)."""
+        if not 0.0 < self.calibration_size < 1.0:
+            raise ConfigError(f"calibration_size must be in (0, 1), got {self.calibration_size!r}")
+        if self.random_state is not None and (isinstance(self.random_state, bool) or not isinstance(self.random_state, int)):
+            raise ConfigError(f"random_state must be an int or None, got {self.random_state!r}")
+
+
+class BaseDetector(ABC):
+    """Contract shared by all detectors: calibration, validation, scaling, persistence.
+
+    Subclasses set ``Config`` (a frozen dataclass of hyper-parameters) and implement the hooks that
+    work on robust-scaled float64 arrays: ``_fit_scaled``, ``_score_scaled``, ``_explain_scaled``,
+    ``_restore_scaled``, ``_embed_scaled``, ``_state``/``_load_state``.
+    """
+
+    Config: ClassVar[type[BaseConfig]] = BaseConfig
+    attribution_method: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        valid = [f.name for f in dataclasses.fields(self.Config)]
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"{type(self).__name__} got unknown parameter(s) {unknown}; valid parameters are {valid}"
+            )
+        self.config = self.Config(**params)
+
+    # ------------------------------------------------------------------ parameters
+    def get_params(self) -> dict[str, Any]:
+        """The hyper-parameters, as passed to ``__init__``."""
+        return dataclasses.asdict(self.config)
+
+    def __repr__(self) -> str:
+        default = self.Config()
+        changed = {k: v for k, v in self.get_params().items() if getattr(default, k) != v}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "calibration_scores_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+
+    def _check_input(self, X: Any, name: str = "X") -> np.ndarray:
+        self._check_fitted()
+        arr, _ = check_matrix(X, name=name, n_features=self.n_features_in_, feature_names=self.feature_names_in_)
+        return arr
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.center_) / self.scale_
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any = None) -> "BaseDetector":
+        """Learn normal behaviour from ``X`` (rows assumed normal) and calibrate p-values.
+
+        A ``calibration_size`` share of the rows is held out: the model never trains on it and its
+        scores become the calibration set of the conformal p-values.
+
+        Args:
+            X: (n_samples, n_features) normal data, a DataFrame (names kept) or an array.
+            y: ignored; present for scikit-learn compatibility.
+
+        Returns:
+            self
+        """
+        self.config.validate()
+        arr, columns = check_matrix(X, name="X", min_rows=4)
+        n = arr.shape[0]
+        rng = np.random.default_rng(self.config.random_state)
+        perm = rng.permutation(n)
+        n_cal = max(1, int(round(self.config.calibration_size * n)))
+        if n - n_cal < 2:
+            raise InputError(f"X must have enough rows to train after holding out {n_cal} for calibration, got {n}")
+        if n_cal < 20:
+            log.warning(
+                "only %d calibration rows: the smallest possible p-value is %.3f; give more normal rows "
+                "or a larger calibration_size for finer verdicts", n_cal, 1 / (n_cal + 1)
+            )
+        train, cal = arr[perm[n_cal:]], arr[perm[:n_cal]]
+        self.n_features_in_ = arr.shape[1]
+        self.feature_names_in_ = columns
+        self.center_, self.scale_ = _robust_scale(train)
+        self._fit_scaled(self._scale(train))
+        cal_scaled = self._scale(cal)
+        self.calibration_scores_ = np.sort(self._score_scaled(cal_scaled))
+        self.feature_thresholds_ = np.quantile(self._explain_scaled(cal_scaled), _FEATURE_QUANTILE, axis=0)
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Anomaly scores, higher = more anomalous (PyOD's sign).
+
+        Args:
+            X: (n, d) rows.
+
+        Returns:
+            (n,) float64 scores.
+        """
+        return self._score_scaled(self._scale(self._check_input(X)))
+
+    def pvalues(self, X: Any) -> np.ndarray:
+        """(n,) split-conformal p-values: small means unlike the calibration (normal) rows."""
+        scores = self.decision_function(X)  # validates and checks fitted first
+        return conformal_pvalues(self.calibration_scores_, scores)
+
+    def predict(self, X: Any, alpha: float = 0.01) -> np.ndarray:
+        """(n,) 0/1 verdicts: 1 where the p-value is below ``alpha`` (false-positive rate <= alpha)."""
+        alpha = check_probability(alpha, "alpha")
+        return (self.pvalues(X) < alpha).astype(int)
+
+    def predict_fdr(self, X: Any, alpha: float = 0.05) -> np.ndarray:
+        """(n,) 0/1 verdicts for a batch with the false discovery rate controlled at ``alpha`` (BH)."""
+        return benjamini_hochberg(self.pvalues(X), alpha)
+
+    def threshold(self, alpha: float = 0.01) -> float:
+        """The smallest score flagged by ``predict(X, alpha)``."""
+        self._check_fitted()
+        return score_threshold(self.calibration_scores_, alpha)
+
+    def explain(self, X: Any) -> Attribution:
+        """Per-feature contributions to the anomaly score, higher = more responsible.
+
+        Args:
+            X: (n, d) rows.
+
+        Returns:
+            Attribution with ``values`` of shape (n, d) in the score's units.
+        """
+        values = self._explain_scaled(self._scale(self._check_input(X)))
+        return Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method)
+
+    def restore(self, X: Any) -> np.ndarray:
+        """(n, d) the model's "normal version" of each row, in the original units."""
+        return self._restore_scaled(self._scale(self._check_input(X))) * self.scale_ + self.center_
+
+    def embed(self, X: Any) -> np.ndarray:
+        """(n, k) float32 representation used to retrieve similar normal exemplars."""
+        return self._embed_scaled(self._scale(self._check_input(X))).astype(np.float32)
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def _fit_scaled(self, Z: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _score_scaled(self, Z: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _explain_scaled(self, Z: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _restore_scaled(self, Z: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _embed_scaled(self, Z: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _state(self) -> dict[str, torch.Tensor]:
+        """Learned tensors to save, besides the scaler and calibration."""
+
+    @abstractmethod
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Rebuild the fitted model from ``_state``'s tensors."""
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to the folder ``path``: ``config.json`` + ``weights.safetensors``.
+
+        No pickle is involved: the JSON holds the class and hyper-parameters, safetensors the arrays.
+        """
+        from safetensors.torch import save_file
+
+        from anomalens import __version__
+
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self._state().items()}
+        for name in ("center_", "scale_", "calibration_scores_", "feature_thresholds_"):
+            tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "anomalens_version": __version__,
+            "class": type(self).__name__,
+            "params": self.get_params(),
+            "n_features_in": self.n_features_in_,
+            "feature_names_in": self.feature_names_in_,
+        }
+        save_file(tensors, str(path / _WEIGHTS_FILE))
+        (path / _CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BaseDetector":
+        """Load a detector saved by ``save``; called on a subclass it insists on that class."""
+        from anomalens.detectors.registry import get_detector_class
+
+        meta, tensors = _read_checkpoint(Path(path))
+        name = meta["class"]
+        if cls is not BaseDetector and name != cls.__name__:
+            raise CheckpointError(f"{path} holds a {name} detector, not a {cls.__name__}; use anomalens.detectors.load")
+        try:
+            klass = get_detector_class(name)
+        except InputError as exc:
+            raise CheckpointError(f"{path} holds an unknown detector class {name!r}") from exc
+        det = klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()})
+        det.n_features_in_ = int(meta["n_features_in"])
+        det.feature_names_in_ = meta["feature_names_in"]
+        try:
+            for attr in ("center_", "scale_", "calibration_scores_", "feature_thresholds_"):
+                setattr(det, attr, tensors.pop(attr).numpy().astype(np.float64))
+            det._load_state({k.removeprefix("model."): v for k, v in tensors.items()})
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: weights do not match a {name} with these parameters ({exc})") from exc
+        return det
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    cfg, weights = path / _CONFIG_FILE, path / _WEIGHTS_FILE
+    if not cfg.is_file() or not weights.is_file():
+        raise CheckpointError(f"{path} is not a saved detector: expected {_CONFIG_FILE} and {_WEIGHTS_FILE} inside")
+    try:
+        meta = json.loads(cfg.read_text())
+        if not isinstance(meta, dict) or {"class", "params", "format"} - set(meta):
+            raise ValueError("missing keys")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg} is corrupted: expected a JSON detector config ({exc})") from exc
+    if meta["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {meta['format']}, this anomalens reads {CHECKPOINT_FORMAT}")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is corrupted: not a readable safetensors file ({exc})") from exc
+    return meta, tensors
+
+
+def _robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and a robust standard deviation per column (IQR / 1.349).
+
+    Where the IQR is zero (a mostly constant or binary column) the standard deviation stands in, and
+    1 where that is zero too, so no column is divided by zero.
+    """
+    center = np.median(X, axis=0)
+    q75, q25 = np.percentile(X, [75, 25], axis=0)
+    scale = (q75 - q25) / 1.349
+    std = X.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, std)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    return center, scale
+
+
+# ====================================================================== torch detectors
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; any other value is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+
+
+@dataclass(frozen=True)
+class TorchConfig(BaseConfig):
+    """Training-loop hyper-parameters shared by the torch detectors."""
+
+    epochs: int = 200  # upper bound; early stopping on the validation share usually ends sooner
+    batch_size: int = 128  # capped at n_train // 8 so that small data sets get several updates per epoch
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 15  # epochs without validation improvement before stopping
+    validation_size: float = 0.1  # share of the training rows used for early stopping
+    device: str = "auto"
+    verbose: bool = False  # progress bar over epochs
+    score_batch_size: int = 8192  # rows per forward pass when scoring; memory stays flat
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("epochs", "batch_size", "patience", "score_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive int, got {v!r}")
+        if not 0.0 <= self.validation_size < 1.0:
+            raise ConfigError(f"validation_size must be in [0, 1), got {self.validation_size!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        resolve_device(self.device)
+
+
+class TorchDetector(BaseDetector):
+    """A detector whose model is a torch ``nn.Module`` trained by the one shared loop.
+
+    Subclasses give the network and its loss through small hooks:
+    ``_build_module(n_features)``, ``_loss(module, batch) -> scalar`` and the per-batch
+    ``_score_batch``, ``_explain_batch``, ``_restore_batch``, ``_embed_batch`` (all on scaled
+    float32 tensors). Training runs inside a forked RNG so it neither reads nor disturbs the
+    caller's global torch random state.
+    """
+
+    Config: ClassVar[type[TorchConfig]] = TorchConfig
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def _build_module(self, n_features: int) -> nn.Module: ...
+
+    @abstractmethod
+    def _loss(self, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """Mean training loss of a (batch, d) tensor."""
+
+    @abstractmethod
+    def _score_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        """Fitted tensors that are not module parameters (saved beside the weights)."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        return None
+
+    # ------------------------------------------------------------------ training loop
+    def _seed(self) -> int:
+        seed = self.config.random_state
+        return int(np.random.SeedSequence(seed).generate_state(1)[0]) if seed is not None else int(torch.seed() % 2**31)
+
+    def _fit_scaled(self, Z: np.ndarray) -> None:
+        cfg = self.config
+        self.device_ = resolve_device(cfg.device)
+        seed = self._seed()
+        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            self._on_fit_start(Z)
+            self.module_ = self._build_module(Z.shape[1]).to(self.device_)
+            data = torch.as_tensor(Z, dtype=torch.float32, device=self.device_)
+            perm = torch.randperm(len(data), generator=gen).to(self.device_)
+            n_val = int(round(cfg.validation_size * len(data))) if len(data) >= 50 else 0
+            val, train = data[perm[:n_val]], data[perm[n_val:]]
+            self.history_ = self._train(train, val, gen)
+            with torch.no_grad():
+                self._on_fit_end(train)
+
+    def _on_fit_end(self, train: torch.Tensor) -> None:
+        """Hook run after training with the (scaled) training rows, e.g. to estimate error scales."""
+
+    def _on_fit_start(self, Z: np.ndarray) -> None:
+        """Hook run inside the seeded RNG before the module is built (e.g. to draw fixed noise)."""
+
+    def _train(self, train: torch.Tensor, val: torch.Tensor, gen: torch.Generator) -> dict[str, Any]:
+        cfg = self.config
+        module = self.module_
+        opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        batch = max(8, min(cfg.batch_size, len(train) // 8))
+        best, best_state, bad = math.inf, None, 0
+        history: dict[str, Any] = {"train_loss": [], "val_loss": []}
+        epochs = range(cfg.epochs)
+        if cfg.verbose:
+            from tqdm.auto import tqdm
+
+            epochs = tqdm(epochs, desc=f"fit {type(self).__name__}", unit="epoch")
+        for _ in epochs:
+            module.train()
+            total, seen = 0.0, 0
+            for idx in _batches(torch.randperm(len(train), generator=gen).to(train.device), batch):
+                xb = train[idx]
+                loss = self._loss(module, xb)
+                if not torch.isfinite(loss):
+                    raise ConfigError(
+                        f"{type(self).__name__} training diverged (loss {loss.item()}); lower lr, got lr={cfg.lr}"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+                opt.step()
+                total += loss.item() * len(xb)
+                seen += len(xb)
+            history["train_loss"].append(total / seen)
+            monitored = self._evaluate(val) if len(val) else history["train_loss"][-1]
+            history["val_loss"].append(monitored)
+            if best == math.inf or monitored < best - 1e-4 * abs(best):
+                best, bad = monitored, 0
+                best_state = copy.deepcopy(module.state_dict())
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+            if cfg.verbose:
+                epochs.set_postfix(loss=f"{history['train_loss'][-1]:.4f}", val=f"{monitored:.4f}")
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+        history["epochs"] = len(history["train_loss"])
+        history["best_val_loss"] = best
+        return history
+
+    @torch.no_grad()
+    def _evaluate(self, val: torch.Tensor) -> float:
+        self.module_.eval()
+        total = 0.0
+        for idx in _batches(torch.arange(len(val), device=val.device), 4096):
+            total += self._loss(self.module_, val[idx]).item() * len(idx)
+        return total / len(val)
+
+    # ------------------------------------------------------------------ batched inference
+    def _map(self, fn, Z: np.ndarray, *, grad: bool = False) -> np.ndarray:
+        """Apply a per-batch hook over ``Z`` in ``score_batch_size`` chunks; memory stays flat."""
+        if not hasattr(self, "device_"):
+            self.device_ = resolve_device(self.config.device)
+            self.module_.to(self.device_)
+        self.module_.eval()
+        out = []
+        step = self.config.score_batch_size
+        with torch.set_grad_enabled(grad):
+            for i in range(0, len(Z), step):
+                xb = torch.as_tensor(Z[i : i + step], dtype=torch.float32, device=self.device_)
+                out.append(fn(xb).detach().cpu().numpy().astype(np.float64))
+        return np.concatenate(out, axis=0)
+
+    def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
+        return self._map(self._score_batch, Z)
+
+    def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
+        return self._map(self._explain_batch, Z)
+
+    def _restore_scaled(self, Z: np.ndarray) -> np.ndarray:
+        return self._map(self._restore_batch, Z)
+
+    def _embed_scaled(self, Z: np.ndarray) -> np.ndarray:
+        return self._map(self._embed_batch, Z)
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, torch.Tensor]:
+        state = {f"module.{k}": v for k, v in self.module_.state_dict().items()}
+        state.update({f"extra.{k}": v for k, v in self._extra_state().items()})
+        return state
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.device_ = resolve_device(self.config.device)
+        extra = {k.removeprefix("extra."): v.to(self.device_) for k, v in state.items() if k.startswith("extra.")}
+        self._load_extra_state(extra)
+        self.module_ = self._build_module(self.n_features_in_)
+        self.module_.load_state_dict({k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")})
+        self.module_.to(self.device_).eval()
+
+
+def _batches(order: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for i in range(0, len(order), size):
+        yield order[i : i + size]

@@ -1,0 +1,134 @@
+"""NormalizingFlow: a masked autoregressive flow with exact log-likelihood.
+
+Follows Papamakarios et al., "Masked Autoregressive Flow for Density Estimation" (NeurIPS 2017).
+Each layer is an affine MADE transform u_i = (x_i - m_i(x_<i)) * exp(-a_i(x_<i)). Unlike the
+paper's default we keep the SAME variable order in every layer (no permutations). The stack is then
+still autoregressive in that order, and the negative log-likelihood splits exactly into
+
+    -log p(x) = sum_i -log p(x_i | x_<i),  -log p(x_i | x_<i) = u_K,i^2 / 2 + log(2 pi) / 2 + sum_l a_l,i
+
+so each feature's term is its exact conditional negative log-likelihood: an additive attribution
+with a clear meaning ("x_i is unlikely given the features before it"). Known limit: when x_j is
+shifted, a later feature x_k that is strongly correlated with x_j becomes unlikely *given* x_j and
+shares the blame; the benchmark reports how often this costs the top-k hit.
+
+- score: -log p(x) on robust-scaled inputs
+- explain: the per-feature conditional negative log-likelihood above (sums to the score)
+- restore: gradient ascent on log p(x) over the abnormal features only (conditional NLL above its
+  99% quantile on held-out normal rows; at least the top one), the others fixed, so the "normal
+  version" changes what is wrong and keeps what is right
+- embed: the base-space code u_K (a Gaussianised representation of the row)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from anomalens.detectors.base import TorchConfig, TorchDetector
+from anomalens.detectors.nn import MADE, auto_hidden
+from anomalens.errors import ConfigError
+
+__all__ = ["NormalizingFlow", "NormalizingFlowConfig", "MAFNetwork"]
+
+_HALF_LOG2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class NormalizingFlowConfig(TorchConfig):
+    n_layers: int = 5  # stacked MADE affine layers
+    hidden_dims: tuple[int, ...] | None = None  # per MADE; None: (clip(2d, 32, 256), clip(2d, 32, 256))
+    max_log_scale: float = 3.0  # |a| bound per layer (soft, tanh): keeps training stable on heavy tails
+    noise_std: float = 0.0  # Gaussian dequantisation noise in training (robust sd units) for discrete columns
+    restore_steps: int = 200  # gradient-ascent steps of restore
+    restore_lr: float = 0.05  # Adam step size of restore, in robust standard deviations
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("n_layers", "restore_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive int, got {v!r}")
+
+
+class FlowOutput(NamedTuple):
+    u: torch.Tensor  # (batch, d) base-space code
+    nll: torch.Tensor  # (batch, d) per-feature conditional negative log-likelihood
+
+
+class MAFNetwork(nn.Module):
+    def __init__(self, n_features: int, hidden: tuple[int, ...], n_layers: int, max_log_scale: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(MADE(n_features, hidden, 2) for _ in range(n_layers))
+        self.max_log_scale = max_log_scale
+
+    def forward(self, x: torch.Tensor) -> FlowOutput:  # (batch, d)
+        u, log_det = x, torch.zeros_like(x)
+        for made in self.layers:
+            m, a = made(u).unbind(dim=1)  # (batch, d) each
+            a = self.max_log_scale * torch.tanh(a / self.max_log_scale)
+            u = (u - m) * torch.exp(-a)
+            log_det = log_det + a
+        return FlowOutput(u, 0.5 * u.pow(2) + _HALF_LOG2PI + log_det)
+
+
+class NormalizingFlow(TorchDetector):
+    """Masked autoregressive flow; score = -log p(x), explained by exact per-feature conditionals."""
+
+    Config = NormalizingFlowConfig
+    attribution_method = "per-feature conditional negative log-likelihood -log p(x_i | x_<i)"
+
+    def conditional_nll(self, X) -> np.ndarray:
+        """(n, d) exact -log p(x_i | x_<i) per feature (in column order); the same as ``explain(X).values``."""
+        return self.explain(X).values
+
+    def _build_module(self, n_features: int) -> nn.Module:
+        cfg = self.config
+        w = auto_hidden(n_features)[0]
+        hidden = tuple(cfg.hidden_dims) if cfg.hidden_dims else (w, w)
+        return MAFNetwork(n_features, hidden, cfg.n_layers, cfg.max_log_scale)
+
+    def _loss(self, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        if module.training and self.config.noise_std > 0:
+            batch = batch + self.config.noise_std * torch.randn_like(batch)
+        return module(batch).nll.sum(dim=1).mean()
+
+    def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module_(batch).nll
+
+    def _score_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module_(batch).nll.sum(dim=1)
+
+    def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module_(batch).u
+
+    def _restore_scaled(self, Z):
+        return self._map(self._restore_batch, Z, grad=True)
+
+    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        net = self.module_
+        for p in net.parameters():
+            p.requires_grad_(False)
+        try:
+            with torch.no_grad():
+                gain = self.module_(batch).nll
+                thresholds = torch.as_tensor(self.feature_thresholds_, dtype=batch.dtype, device=batch.device)
+                free = gain > thresholds
+                top = gain.argmax(dim=1, keepdim=True)
+                free.scatter_(1, top, True)  # always let the most anomalous feature move
+            x = batch.clone().requires_grad_(True)
+            opt = torch.optim.Adam([x], lr=self.config.restore_lr)
+            for _ in range(self.config.restore_steps):
+                opt.zero_grad(set_to_none=True)
+                net(x).nll.sum().backward()
+                x.grad.mul_(free)  # only the abnormal features move
+                opt.step()
+            return x.detach()
+        finally:
+            for p in net.parameters():
+                p.requires_grad_(True)

@@ -1,0 +1,132 @@
+"""The detector contract, parametrized over every registered detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from anomalens.detectors import Attribution, load, make_detector
+from anomalens.errors import NotFittedError
+from conftest import FAST, correlated, detector_names
+
+NAMES = detector_names()
+
+
+def inject(X: np.ndarray, seed: int, n_feats: int = 2, shift: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Shift ``n_feats`` random features of each row by ``shift`` robust standard deviations."""
+    rng = np.random.default_rng(seed)
+    q75, q25 = np.percentile(X, [75, 25], axis=0)
+    scale = (q75 - q25) / 1.349
+    A = X.copy()
+    feats = np.array([rng.choice(X.shape[1], n_feats, replace=False) for _ in range(len(X))])
+    signs = rng.choice([-1.0, 1.0], size=feats.shape)
+    for i in range(len(X)):
+        A[i, feats[i]] += signs[i] * shift * scale[feats[i]]
+    return A, feats
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_and_types(name, fitted, test_normal):
+    det = fitted(name)
+    n, d = test_normal.shape
+    assert det.decision_function(test_normal).shape == (n,)
+    p = det.pvalues(test_normal)
+    assert p.shape == (n,) and p.min() >= 1 / (len(det.calibration_scores_) + 1) and p.max() <= 1
+    assert set(np.unique(det.predict(test_normal, alpha=0.05))) <= {0, 1}
+    att = det.explain(test_normal)
+    assert isinstance(att, Attribution) and att.values.shape == (n, d) and att.thresholds.shape == (d,)
+    assert det.restore(test_normal).shape == (n, d)
+    emb = det.embed(test_normal)
+    assert emb.ndim == 2 and emb.shape[0] == n and np.isfinite(emb).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unfitted_use_says_call_fit(name, test_normal):
+    det = make_detector(name)
+    for method in (det.decision_function, det.pvalues, det.predict, det.explain, det.restore, det.embed):
+        with pytest.raises(NotFittedError, match="call fit first"):
+            method(test_normal)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_injected_outliers_score_higher(name, fitted, test_normal):
+    det = fitted(name)
+    anomalous, _ = inject(test_normal, seed=3)
+    s0, s1 = det.decision_function(test_normal), det.decision_function(anomalous)
+    y = np.r_[np.zeros(len(s0)), np.ones(len(s1))]
+    assert roc_auc_score(y, np.r_[s0, s1]) > 0.95
+    # Most injected rows are flagged at alpha = 0.01, few normal ones.
+    assert det.predict(anomalous, alpha=0.01).mean() > 0.8
+    assert det.predict(test_normal, alpha=0.01).mean() < 0.05
+
+
+# The flow's conditional attribution -log p(x_i | x_<i) shares the blame of a shifted feature with
+# the later features strongly correlated with it (this data has pairs with correlation > 0.9), so
+# its floor is lower; the benchmark reports the same gap on real data.
+HIT_FLOOR = {"flow": 0.5}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_explain_finds_injected_features(name, fitted, test_normal):
+    det = fitted(name)
+    anomalous, feats = inject(test_normal, seed=4, n_feats=1)
+    top = det.explain(anomalous).top(1)[:, 0]
+    assert (top == feats[:, 0]).mean() > HIT_FLOOR.get(name, 0.8)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_restore_moves_toward_normal(name, fitted, test_normal):
+    det = fitted(name)
+    anomalous, _ = inject(test_normal, seed=5, n_feats=1)
+    restored = det.restore(anomalous)
+    scale = np.percentile(test_normal, 75, axis=0) - np.percentile(test_normal, 25, axis=0)
+    before = np.linalg.norm((anomalous - test_normal) / scale, axis=1)
+    after = np.linalg.norm((restored - test_normal) / scale, axis=1)
+    assert np.median(after) < 0.6 * np.median(before)
+    # restorations are in the original units: the thousands-scale column stays in the thousands
+    assert abs(np.median(restored[:, 2]) - np.median(test_normal[:, 2])) < 100
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_scores(name, fitted, train_data, test_normal):
+    again = make_detector(name, random_state=0, **FAST).fit(train_data)
+    np.testing.assert_array_equal(again.decision_function(test_normal), fitted(name).decision_function(test_normal))
+    other = make_detector(name, random_state=1, **FAST).fit(train_data)
+    assert not np.array_equal(other.decision_function(test_normal), fitted(name).decision_function(test_normal))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scores_do_not_depend_on_the_batch(name, fitted, test_normal):
+    det = fitted(name)
+    whole = det.decision_function(test_normal)
+    one = np.array([det.decision_function(test_normal[i : i + 1])[0] for i in range(5)])
+    np.testing.assert_allclose(one, whole[:5], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_round_trip(name, fitted, test_normal, tmp_path):
+    det = fitted(name)
+    det.save(tmp_path / "m")
+    back = load(tmp_path / "m")
+    assert type(back) is type(det) and back.get_params() == det.get_params()
+    np.testing.assert_array_equal(back.decision_function(test_normal), det.decision_function(test_normal))
+    np.testing.assert_array_equal(back.pvalues(test_normal), det.pvalues(test_normal))
+    np.testing.assert_allclose(back.restore(test_normal[:20]), det.restore(test_normal[:20]), rtol=1e-6)
+    assert type(det).load(tmp_path / "m").is_fitted
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_additive_attributions_sum_to_score(name, fitted, test_normal):
+    det = fitted(name)
+    np.testing.assert_allclose(det.explain(test_normal).values.sum(axis=1), det.decision_function(test_normal), rtol=1e-4, atol=1e-4)
+
+
+def test_dataframe_names_flow_into_explanations(train_data):
+    pd = pytest.importorskip("pandas")
+    cols = [f"sensor_{i}" for i in range(train_data.shape[1])]
+    det = make_detector("autoencoder", random_state=0, **FAST).fit(pd.DataFrame(train_data, columns=cols))
+    frame = pd.DataFrame(correlated(10, 9), columns=cols)
+    att = det.explain(frame[cols[::-1]])  # reordered columns are matched by name
+    assert att.feature_names == cols
+    np.testing.assert_allclose(att.values, det.explain(frame).values)

@@ -1,0 +1,151 @@
+"""Bad input raises InputError / NotFittedError / CheckpointError with messages that say what and why."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomalens.detectors import AutoEncoder, VAE, load, make_detector
+from anomalens.errors import CheckpointError, ConfigError, InputError, NotFittedError
+
+
+@pytest.fixture(scope="module")
+def det(fitted):
+    return fitted("autoencoder")
+
+
+def test_wrong_column_count(det, test_normal):
+    with pytest.raises(InputError, match=r"must have 6 features \(as in fit\), got 5"):
+        det.decision_function(test_normal[:, :5])
+
+
+@pytest.mark.parametrize("bad, where", [(np.nan, "row 3, column 1"), (np.inf, "row 3, column 1")])
+def test_non_finite(det, test_normal, bad, where):
+    X = test_normal.copy()
+    X[3, 1] = bad
+    with pytest.raises(InputError, match=f"must be finite.*1 non-finite value.*{where}"):
+        det.decision_function(X)
+
+
+def test_non_finite_names_the_column_of_a_frame(train_data):
+    frame = pd.DataFrame(train_data, columns=list("abcdef"))
+    frame.loc[7, "c"] = np.nan
+    with pytest.raises(InputError, match="row 7, column 'c'"):
+        AutoEncoder(epochs=1).fit(frame)
+
+
+def test_non_numeric_array(det):
+    with pytest.raises(InputError, match="must be numeric.*got dtype <U"):
+        det.decision_function(np.array([["a"] * 6]))
+
+
+def test_non_numeric_column(train_data):
+    frame = pd.DataFrame(train_data, columns=list("abcdef"))
+    frame["f"] = "text"
+    with pytest.raises(InputError, match=r"non-numeric column\(s\) 'f'"):
+        AutoEncoder(epochs=1).fit(frame)
+
+
+def test_wrong_columns_by_name(train_data):
+    det = AutoEncoder(epochs=1).fit(pd.DataFrame(train_data, columns=list("abcdef")))
+    with pytest.raises(InputError, match=r"missing \['f'\], unexpected \['z'\]"):
+        det.decision_function(pd.DataFrame(train_data[:3], columns=list("abcdez")))
+
+
+def test_empty(det):
+    with pytest.raises(InputError, match=r"at least 1 row.*got shape \(0, 6\)"):
+        det.decision_function(np.empty((0, 6)))
+
+
+def test_none(det):
+    with pytest.raises(InputError, match="got None"):
+        det.decision_function(None)
+
+
+def test_one_dimensional(det, test_normal):
+    with pytest.raises(InputError, match=r"must be 2-D.*1-D array of shape \(6,\).*reshape\(1, -1\)"):
+        det.decision_function(test_normal[0])
+
+
+def test_ragged(det):
+    with pytest.raises(InputError, match="rectangular"):
+        det.decision_function([[1.0, 2.0], [1.0]])
+
+
+def test_too_few_rows_to_fit():
+    with pytest.raises(InputError, match="at least 4 row"):
+        AutoEncoder().fit(np.ones((3, 2)))
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError, match="VAE is not fitted yet; call fit first"):
+        VAE().decision_function(np.ones((2, 2)))
+    with pytest.raises(NotFittedError):
+        VAE().save("/tmp/never")
+
+
+def test_bad_alpha(det, test_normal):
+    with pytest.raises(InputError, match=r"alpha must be a number in \(0.0, 1.0\), got 1.5"):
+        det.predict(test_normal, alpha=1.5)
+
+
+def test_unknown_parameter_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['epoch'\]; valid parameters are \[.*'epochs'"):
+        VAE(epoch=3)
+
+
+def test_unknown_detector_lists_valid_ones():
+    with pytest.raises(InputError, match=r"unknown detector 'vea'; valid detectors are \[.*'vae'"):
+        make_detector("vea")
+
+
+def test_invalid_hyper_parameter_fails_at_fit_not_init(train_data):
+    det = VAE(epochs=0)  # __init__ only stores
+    with pytest.raises(ConfigError, match="epochs must be a positive int, got 0"):
+        det.fit(train_data)
+
+
+def test_corrupted_weights(det, tmp_path):
+    det.save(tmp_path / "m")
+    (tmp_path / "m" / "weights.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="weights.safetensors is corrupted"):
+        load(tmp_path / "m")
+
+
+def test_corrupted_config(det, tmp_path):
+    det.save(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json is corrupted"):
+        load(tmp_path / "m")
+
+
+def test_truncated_weights(det, tmp_path):
+    det.save(tmp_path / "m")
+    w = tmp_path / "m" / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    with pytest.raises(CheckpointError):
+        load(tmp_path / "m")
+
+
+def test_weights_of_another_shape(det, tmp_path):
+    det.save(tmp_path / "m")
+    cfg = tmp_path / "m" / "config.json"
+    meta = json.loads(cfg.read_text())
+    meta["params"]["latent_dim"] = 17
+    cfg.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        load(tmp_path / "m")
+
+
+def test_file_of_another_class(det, tmp_path):
+    det.save(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="holds a AutoEncoder detector, not a VAE"):
+        VAE.load(tmp_path / "m")
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="is not a saved detector"):
+        load(tmp_path / "nothing")
