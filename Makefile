@@ -11,7 +11,6 @@ $(PY):
 
 # torch first, pinned to the CPU wheel on this disk; a plain torch requirement would pull a CUDA build.
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)

@@ -36,6 +36,13 @@ def detector_names() -> list[str]:
     return [info.name for info in list_detectors()]
 
 
+def fast(name: str, **params):
+    """A detector with the short training of FAST (the ensemble passes it on to its members)."""
+    if name == "ensemble":
+        return make_detector(name, member_params=FAST, **params)
+    return make_detector(name, **FAST, **params)
+
+
 _FITTED: dict[str, object] = {}
 
 
@@ -45,7 +52,7 @@ def fitted(train_data):
 
     def get(name: str):
         if name not in _FITTED:
-            _FITTED[name] = make_detector(name, random_state=0, **FAST).fit(train_data)
+            _FITTED[name] = fast(name, random_state=0).fit(train_data)
         return _FITTED[name]
 
     return get

@@ -7,7 +7,7 @@ import pytest
 
 from anomalens.detectors import conformal_pvalues, make_detector
 from anomalens.detectors.calibration import benjamini_hochberg, score_threshold
-from conftest import FAST, correlated, detector_names
+from conftest import correlated, detector_names
 
 
 def test_pvalue_formula():

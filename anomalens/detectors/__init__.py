@@ -5,8 +5,10 @@ Score sign: higher = more anomalous (PyOD's convention, the reverse of scikit-le
 """
 
 from anomalens.detectors.autoencoder import AutoEncoder
+from anomalens.detectors.autoregressive import Autoregressive
 from anomalens.detectors.base import Attribution, BaseDetector
 from anomalens.detectors.calibration import benjamini_hochberg, conformal_pvalues
+from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
 from anomalens.detectors.vae import VAE
@@ -14,14 +16,18 @@ from anomalens.detectors.vae import VAE
 register("autoencoder", AutoEncoder, "reconstruction", ("tabular",), "mean squared reconstruction error (robust-scaled units)")
 register("vae", VAE, "reconstruction", ("tabular",), "negative reconstruction log-likelihood averaged over latent samples")
 register("flow", NormalizingFlow, "density", ("tabular",), "negative log-likelihood -log p(x) under a masked autoregressive flow")
+register("autoregressive", Autoregressive, "density", ("tabular",), "negative log-likelihood -log p(x), MADE with Gaussian-mixture conditionals")
+register("ensemble", Ensemble, "ensemble", ("tabular",), "Cauchy combination of the members' conformal p-values, re-calibrated")
 
 load = BaseDetector.load
 
 __all__ = [
     "Attribution",
     "AutoEncoder",
+    "Autoregressive",
     "BaseDetector",
     "DetectorInfo",
+    "Ensemble",
     "NormalizingFlow",
     "VAE",
     "benjamini_hochberg",

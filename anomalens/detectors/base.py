@@ -110,6 +110,7 @@ class BaseDetector(ABC):
 
     Config: ClassVar[type[BaseConfig]] = BaseConfig
     attribution_method: ClassVar[str] = ""
+    additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
 
     def __init__(self, **params: Any) -> None:
         valid = [f.name for f in dataclasses.fields(self.Config)]
@@ -417,6 +418,13 @@ class TorchDetector(BaseDetector):
 
     @abstractmethod
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    def _abnormal_features(self, attribution: torch.Tensor) -> torch.Tensor:
+        """(batch, d) bool: features above their normal 99% level, and always each row's top one."""
+        thresholds = torch.as_tensor(self.feature_thresholds_, dtype=attribution.dtype, device=attribution.device)
+        free = attribution > thresholds
+        free.scatter_(1, attribution.argmax(dim=1, keepdim=True), True)
+        return free
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         """Fitted tensors that are not module parameters (saved beside the weights)."""

@@ -14,8 +14,9 @@ shares the blame; the benchmark reports how often this costs the top-k hit.
 
 - score: -log p(x) on robust-scaled inputs
 - explain: the per-feature conditional negative log-likelihood above (sums to the score)
-- restore: gradient ascent on log p(x) over the abnormal features only (conditional NLL above its
-  99% quantile on held-out normal rows; at least the top one), the others fixed, so the "normal
+- restore: over the abnormal features only (conditional NLL above its 99% quantile on held-out
+  normal rows; at least the top one), the others fixed: each is first set to the training quantile
+  that maximises log p(x), then all are refined by gradient ascent on log p(x). The "normal
   version" changes what is wrong and keeps what is right
 - embed: the base-space code u_K (a Gaussianised representation of the row)
 """
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from anomalens.detectors.base import TorchConfig, TorchDetector
-from anomalens.detectors.nn import MADE, auto_hidden
+from anomalens.detectors.nn import MADE, made_hidden
 from anomalens.errors import ConfigError
 
 __all__ = ["NormalizingFlow", "NormalizingFlowConfig", "MAFNetwork"]
@@ -45,7 +46,7 @@ class NormalizingFlowConfig(TorchConfig):
     hidden_dims: tuple[int, ...] | None = None  # per MADE; None: (clip(2d, 32, 256), clip(2d, 32, 256))
     max_log_scale: float = 3.0  # |a| bound per layer (soft, tanh): keeps training stable on heavy tails
     noise_std: float = 0.0  # Gaussian dequantisation noise in training (robust sd units) for discrete columns
-    restore_steps: int = 200  # gradient-ascent steps of restore
+    restore_steps: int = 100  # gradient-ascent steps of restore, after the best-quantile start
     restore_lr: float = 0.05  # Adam step size of restore, in robust standard deviations
 
     def validate(self) -> None:
@@ -83,14 +84,25 @@ class NormalizingFlow(TorchDetector):
     Config = NormalizingFlowConfig
     attribution_method = "per-feature conditional negative log-likelihood -log p(x_i | x_<i)"
 
+    _N_CANDIDATES = 33  # training quantiles tried as starting values by restore
+
+    def _on_fit_start(self, Z) -> None:
+        levels = torch.linspace(0.01, 0.99, self._N_CANDIDATES, dtype=torch.float64)
+        self.candidates_ = torch.quantile(torch.as_tensor(Z), levels, dim=0).float()  # (K, d) scaled units
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        return {"candidates": self.candidates_}
+
+    def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.candidates_ = state["candidates"]
+
     def conditional_nll(self, X) -> np.ndarray:
         """(n, d) exact -log p(x_i | x_<i) per feature (in column order); the same as ``explain(X).values``."""
         return self.explain(X).values
 
     def _build_module(self, n_features: int) -> nn.Module:
         cfg = self.config
-        w = auto_hidden(n_features)[0]
-        hidden = tuple(cfg.hidden_dims) if cfg.hidden_dims else (w, w)
+        hidden = made_hidden(n_features, cfg.hidden_dims)
         return MAFNetwork(n_features, hidden, cfg.n_layers, cfg.max_log_scale)
 
     def _loss(self, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -110,18 +122,35 @@ class NormalizingFlow(TorchDetector):
     def _restore_scaled(self, Z):
         return self._map(self._restore_batch, Z, grad=True)
 
+    def _best_candidates(self, x: torch.Tensor, free: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
+        """Start restore from a normal value: each free feature, most anomalous first, is set to the
+        training quantile that maximises log p(x) with the other features as they are by then.
+        Gradient steps alone cannot travel back from a value tens of standard deviations out."""
+        cand = self.candidates_.to(x.device)  # (K, d)
+        K, d = cand.shape
+        order = torch.argsort(nll.masked_fill(~free, -torch.inf), dim=1, descending=True)  # (b, d)
+        n_free = int(free.sum(dim=1).max())
+        rows = torch.arange(len(x), device=x.device)
+        for step in range(n_free):
+            feat = order[:, step]  # (b,) the feature to set in each row
+            active = free[rows, feat]
+            trial = x.unsqueeze(0).repeat(K, 1, 1)  # (K, b, d)
+            trial[:, rows, feat] = cand[:, feat]
+            score = self.module_(trial.view(-1, d)).nll.sum(dim=1).view(K, -1)  # (K, b)
+            best = cand[score.argmin(dim=0), feat]  # (b,)
+            x[rows[active], feat[active]] = best[active]
+        return x
+
     def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
         net = self.module_
         for p in net.parameters():
             p.requires_grad_(False)
         try:
             with torch.no_grad():
-                gain = self.module_(batch).nll
-                thresholds = torch.as_tensor(self.feature_thresholds_, dtype=batch.dtype, device=batch.device)
-                free = gain > thresholds
-                top = gain.argmax(dim=1, keepdim=True)
-                free.scatter_(1, top, True)  # always let the most anomalous feature move
-            x = batch.clone().requires_grad_(True)
+                nll = self.module_(batch).nll
+                free = self._abnormal_features(nll)
+                x = self._best_candidates(batch.clone(), free, nll)
+            x.requires_grad_(True)
             opt = torch.optim.Adam([x], lr=self.config.restore_lr)
             for _ in range(self.config.restore_steps):
                 opt.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["clamp_code", "code_range", "mlp", "auto_hidden", "auto_latent", "MaskedLinear", "MADE"]
+__all__ = ["made_hidden", "clamp_code", "code_range", "mlp", "auto_hidden", "auto_latent", "MaskedLinear", "MADE"]
 
 
 def auto_hidden(n_features: int) -> tuple[int, int]:
@@ -22,6 +22,14 @@ def auto_hidden(n_features: int) -> tuple[int, int]:
 def auto_latent(n_features: int) -> int:
     """Default bottleneck: about sqrt(d), between 2 and 32, so reconstruction cannot be the identity."""
     return int(min(32, max(2, math.ceil(math.sqrt(n_features)))))
+
+
+def made_hidden(n_features: int, hidden_dims: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Hidden widths of a MADE: ``hidden_dims`` when given, else two layers of clip(2d, 32, 256)."""
+    if hidden_dims:
+        return tuple(hidden_dims)
+    w = auto_hidden(n_features)[0]
+    return (w, w)
 
 
 def mlp(sizes: list[int] | tuple[int, ...], *, final_activation: bool = False, dropout: float = 0.0) -> nn.Sequential:

@@ -1,0 +1,129 @@
+"""Ensemble: combine registered detectors through their calibrated p-values.
+
+Each member is fitted on the same training rows and turns its score into a conformal p-value. The
+members' p-values are combined with the Cauchy combination test (Liu and Xie, JASA 2020), which is
+robust to the strong dependence between detectors looking at the same row:
+
+    T = mean_m tan((1/2 - p_m) pi),   ensemble score = T (higher = more anomalous)
+
+The ensemble's own p-values are then conformal again: ``fit`` holds out its calibration share
+*before* the members see any data, and T on those rows is the calibration set. So the ensemble's
+p-values are exactly valid whatever the dependence between members (the Cauchy formula's own
+p-value is only asymptotically so).
+
+- explain: the members' attributions, each divided by that member's per-feature 99% normal level
+  (so "3" means three times the normal level for this feature), averaged
+- restore: the restoration of the member with the smallest p-value for that row (the one that
+  flagged it most strongly)
+- embed: the first member's embedding
+- ``member_pvalues(X)``: which member flagged the case
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from anomalens.detectors.base import BaseConfig, BaseDetector
+from anomalens.errors import CheckpointError, ConfigError
+
+__all__ = ["Ensemble", "EnsembleConfig"]
+
+
+@dataclass(frozen=True)
+class EnsembleConfig(BaseConfig):
+    detectors: tuple[str, ...] = ("autoencoder", "vae", "autoregressive")  # registered names
+    member_params: tuple[tuple[str, Any], ...] = field(default_factory=tuple)  # (param, value) for every member
+
+    def validate(self) -> None:
+        super().validate()
+        from anomalens.detectors.registry import get_detector_class
+
+        if not self.detectors:
+            raise ConfigError("detectors must name at least one registered detector, got an empty list")
+        for name in self.detectors:
+            if get_detector_class(name) is Ensemble:
+                raise ConfigError("detectors must not contain 'ensemble' itself")
+
+
+class Ensemble(BaseDetector):
+    """p-value (Cauchy) combination of registered detectors; its own p-values are re-calibrated."""
+
+    Config = EnsembleConfig
+    attribution_method = "mean over members of attribution / the member's normal 99% level"
+    additive_attribution = False
+
+    def __init__(self, **params: Any) -> None:
+        if "detectors" in params:
+            params["detectors"] = tuple(params["detectors"])
+        if "member_params" in params:  # a dict, or (name, value) pairs (lists after a JSON round trip)
+            mp = params["member_params"]
+            pairs = mp.items() if isinstance(mp, dict) else mp
+            params["member_params"] = tuple(sorted((str(k), v) for k, v in pairs))
+        super().__init__(**params)
+
+    def _members(self) -> list[BaseDetector]:
+        from anomalens.detectors.registry import make_detector
+
+        extra = dict(self.config.member_params)
+        return [make_detector(name, random_state=self.config.random_state, **extra) for name in self.config.detectors]
+
+    def _fit_scaled(self, Z: np.ndarray) -> None:
+        self.members_ = [m.fit(Z) for m in self._members()]
+
+    def member_pvalues(self, X: Any) -> dict[str, np.ndarray]:
+        """Each member's conformal p-values for the rows of ``X``: which member flagged what."""
+        Z = self._scale(self._check_input(X))
+        return {name: m.pvalues(Z) for name, m in zip(self.config.detectors, self.members_)}
+
+    def _member_p(self, Z: np.ndarray) -> np.ndarray:
+        return np.stack([m.pvalues(Z) for m in self.members_])  # (members, n)
+
+    def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
+        p = np.clip(self._member_p(Z), 1e-15, 1.0 - 1e-15)
+        return np.tan((0.5 - p) * np.pi).mean(axis=0)
+
+    def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
+        parts = []
+        for m in self.members_:
+            att = m.explain(Z)
+            parts.append(att.values / np.maximum(np.abs(att.thresholds), 1e-12))
+        return np.mean(parts, axis=0)
+
+    def _restore_scaled(self, Z: np.ndarray) -> np.ndarray:
+        best = self._member_p(Z).argmin(axis=0)  # (n,)
+        out = np.empty_like(Z)
+        for k, m in enumerate(self.members_):
+            rows = best == k
+            if rows.any():
+                out[rows] = m.restore(Z[rows])
+        return out
+
+    def _embed_scaled(self, Z: np.ndarray) -> np.ndarray:
+        return self.members_[0].embed(Z)
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, torch.Tensor]:
+        """Members' tensors, prefixed by position; their scalers and calibration included."""
+        state = {}
+        for i, m in enumerate(self.members_):
+            for k, v in m._state().items():
+                state[f"{i}.{k}"] = v
+            for attr in ("center_", "scale_", "calibration_scores_", "feature_thresholds_"):
+                state[f"{i}.{attr}"] = torch.from_numpy(np.ascontiguousarray(getattr(m, attr)))
+        return state
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        members = self._members()
+        for i, m in enumerate(members):
+            own = {k.split(".", 1)[1]: v for k, v in state.items() if k.split(".", 1)[0] == str(i)}
+            if not own:
+                raise CheckpointError(f"ensemble checkpoint lacks member {i} ({self.config.detectors[i]})")
+            m.n_features_in_, m.feature_names_in_ = self.n_features_in_, None
+            for attr in ("center_", "scale_", "calibration_scores_", "feature_thresholds_"):
+                setattr(m, attr, own.pop(attr).numpy().astype(np.float64))
+            m._load_state(own)
+        self.members_ = members
