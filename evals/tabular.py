@@ -142,8 +142,9 @@ def throughput(names: list[str], n_fit: int = 5000, n_score: int = 200_000, d: i
     out = {}
     for name in names:
         det = make(name, 0)
-        if hasattr(det, "config"):
-            det = type(det)(random_state=0, epochs=5)  # training quality does not matter for speed
+        if hasattr(det, "config"):  # training quality does not matter for speed
+            short = {"member_params": {"epochs": 5}} if "member_params" in det.get_params() else {"epochs": 5}
+            det = type(det)(random_state=0, **short)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             det.fit(X_fit)
