@@ -69,11 +69,10 @@ def make(name: str, seed: int):
 
 def inject(X: np.ndarray, ref: np.ndarray, n_feats: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shift ``n_feats`` random features of each row by ``shift`` robust sd of ``ref`` (random sign)."""
+    from anomalens.detectors.base import robust_scale
+
     rng = np.random.default_rng(seed)
-    q75, q25 = np.percentile(ref, [75, 25], axis=0)
-    scale = (q75 - q25) / 1.349
-    scale = np.where(scale > 1e-12, scale, ref.std(axis=0))
-    scale = np.where(scale > 1e-12, scale, 1.0)
+    scale = robust_scale(ref)[1]
     A = X.copy()
     feats = np.array([rng.choice(X.shape[1], n_feats, replace=False) for _ in range(len(X))])
     signs = rng.choice([-1.0, 1.0], size=feats.shape)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anomalens.detectors._validation import check_matrix, check_positive_int
+from anomalens.detectors.base import robust_scale
 from anomalens.errors import InputError
 
 __all__ = ["ANOMALY_TYPES", "Synthesized", "synthesize"]
@@ -49,13 +50,6 @@ class Synthesized:
     changed: np.ndarray
     clean: np.ndarray
     kind: np.ndarray
-
-
-def _robust_sd(ref: np.ndarray) -> np.ndarray:
-    q75, q25 = np.percentile(ref, [75, 25], axis=0)
-    sd = (q75 - q25) / 1.349
-    sd = np.where(sd > 1e-12, sd, ref.std(axis=0))
-    return np.where(sd > 1e-12, sd, 1.0)
 
 
 def synthesize(
@@ -94,7 +88,7 @@ def synthesize(
     if not isinstance(n_features, (int, np.integer)) or not 1 <= n_features <= d:
         raise InputError(f"n_features must be an int in [1, {d}] (the number of columns), got {n_features!r}")
     rng = np.random.default_rng(random_state)
-    sd = _robust_sd(ref)
+    sd = robust_scale(ref)[1]
     lo, hi = ref.min(axis=0), ref.max(axis=0)
     span = np.where(hi > lo, hi - lo, sd)
 

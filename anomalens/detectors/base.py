@@ -177,7 +177,7 @@ class BaseDetector(ABC):
         train, cal = arr[perm[n_cal:]], arr[perm[:n_cal]]
         self.n_features_in_ = arr.shape[1]
         self.feature_names_in_ = columns
-        self.center_, self.scale_ = _robust_scale(train)
+        self.center_, self.scale_ = robust_scale(train)
         self._fit_scaled(self._scale(train))
         cal_scaled = self._scale(cal)
         self.calibration_scores_ = np.sort(self._score_scaled(cal_scaled))
@@ -334,7 +334,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
     return meta, tensors
 
 
-def _robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median and a robust standard deviation per column (IQR / 1.349).
 
     Where the IQR is zero (a mostly constant or binary column) the standard deviation stands in, and
