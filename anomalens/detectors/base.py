@@ -50,6 +50,8 @@ _CONFIG_FILE = "config.json"
 _WEIGHTS_FILE = "weights.safetensors"
 # Quantile of the calibration attributions above which a feature counts as abnormal for one row.
 _FEATURE_QUANTILE = 0.99
+# Fitted arrays every detector holds besides its model; saved beside the weights.
+FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds_")
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ class BaseDetector(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self._state().items()}
-        for name in ("center_", "scale_", "calibration_scores_", "feature_thresholds_"):
+        for name in FITTED_ARRAYS:
             tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
         meta = {
             "format": CHECKPOINT_FORMAT,
@@ -304,7 +306,7 @@ class BaseDetector(ABC):
         det.n_features_in_ = int(meta["n_features_in"])
         det.feature_names_in_ = meta["feature_names_in"]
         try:
-            for attr in ("center_", "scale_", "calibration_scores_", "feature_thresholds_"):
+            for attr in FITTED_ARRAYS:
                 setattr(det, attr, tensors.pop(attr).numpy().astype(np.float64))
             det._load_state({k.removeprefix("model."): v for k, v in tensors.items()})
         except (KeyError, RuntimeError) as exc:

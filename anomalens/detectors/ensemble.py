@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anomalens.detectors.base import BaseConfig, BaseDetector
+from anomalens.detectors.base import FITTED_ARRAYS, BaseConfig, BaseDetector
 from anomalens.errors import CheckpointError, ConfigError
 
 __all__ = ["Ensemble", "EnsembleConfig"]
@@ -112,7 +112,7 @@ class Ensemble(BaseDetector):
         for i, m in enumerate(self.members_):
             for k, v in m._state().items():
                 state[f"{i}.{k}"] = v
-            for attr in ("center_", "scale_", "calibration_scores_", "feature_thresholds_"):
+            for attr in FITTED_ARRAYS:
                 state[f"{i}.{attr}"] = torch.from_numpy(np.ascontiguousarray(getattr(m, attr)))
         return state
 
@@ -123,7 +123,7 @@ class Ensemble(BaseDetector):
             if not own:
                 raise CheckpointError(f"ensemble checkpoint lacks member {i} ({self.config.detectors[i]})")
             m.n_features_in_, m.feature_names_in_ = self.n_features_in_, None
-            for attr in ("center_", "scale_", "calibration_scores_", "feature_thresholds_"):
+            for attr in FITTED_ARRAYS:
                 setattr(m, attr, own.pop(attr).numpy().astype(np.float64))
             m._load_state(own)
         self.members_ = members

@@ -147,7 +147,7 @@ class NormalizingFlow(TorchDetector):
             p.requires_grad_(False)
         try:
             with torch.no_grad():
-                nll = self.module_(batch).nll
+                nll = net(batch).nll
                 free = self._abnormal_features(nll)
                 x = self._best_candidates(batch.clone(), free, nll)
             x.requires_grad_(True)
