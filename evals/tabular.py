@@ -33,7 +33,7 @@ DATASETS = [
     "cardio", "thyroid", "Pima", "breastw", "Ionosphere", "WBC", "WDBC", "glass", "vertebral", "wine",
     "Hepatitis", "Lymphography", "satimage-2", "musk", "SpamBase", "optdigits", "satellite",
 ]
-OURS = ["autoencoder", "vae", "flow", "autoregressive", "ensemble"]
+OURS = ["autoencoder", "vae", "diffusion", "ganomaly", "flow", "autoregressive", "ensemble"]
 PYOD = ["pyod:IForest", "pyod:ECOD", "pyod:KNN", "pyod:AutoEncoder", "pyod:VAE"]
 
 

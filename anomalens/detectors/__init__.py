@@ -8,13 +8,17 @@ from anomalens.detectors.autoencoder import AutoEncoder
 from anomalens.detectors.autoregressive import Autoregressive
 from anomalens.detectors.base import Attribution, BaseDetector
 from anomalens.detectors.calibration import benjamini_hochberg, conformal_pvalues
+from anomalens.detectors.diffusion import Diffusion
 from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
+from anomalens.detectors.ganomaly import GANomaly
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
 from anomalens.detectors.vae import VAE
 
 register("autoencoder", AutoEncoder, "reconstruction", ("tabular",), "mean squared reconstruction error (robust-scaled units)")
 register("vae", VAE, "reconstruction", ("tabular",), "negative reconstruction log-likelihood averaged over latent samples")
+register("diffusion", Diffusion, "reconstruction", ("tabular",), "mean squared error of partial-diffusion denoising over noise levels (AnoDDPM)")
+register("ganomaly", GANomaly, "reconstruction", ("tabular",), "squared distance between the codes of the input and of its reconstruction")
 register("flow", NormalizingFlow, "density", ("tabular",), "negative log-likelihood -log p(x) under a masked autoregressive flow")
 register("autoregressive", Autoregressive, "density", ("tabular",), "negative log-likelihood -log p(x), MADE with Gaussian-mixture conditionals")
 register("ensemble", Ensemble, "ensemble", ("tabular",), "Cauchy combination of the members' conformal p-values, re-calibrated")
@@ -27,7 +31,9 @@ __all__ = [
     "Autoregressive",
     "BaseDetector",
     "DetectorInfo",
+    "Diffusion",
     "Ensemble",
+    "GANomaly",
     "NormalizingFlow",
     "VAE",
     "benjamini_hochberg",

@@ -466,7 +466,7 @@ class TorchDetector(BaseDetector):
     def _train(self, train: torch.Tensor, val: torch.Tensor, gen: torch.Generator) -> dict[str, Any]:
         cfg = self.config
         module = self.module_
-        opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizers = self._optimizers(module)
         batch = max(8, min(cfg.batch_size, len(train) // 8))
         best, best_state, bad = math.inf, None, 0
         history: dict[str, Any] = {"train_loss": [], "val_loss": []}
@@ -480,16 +480,12 @@ class TorchDetector(BaseDetector):
             total, seen = 0.0, 0
             for idx in _batches(torch.randperm(len(train), generator=gen).to(train.device), batch):
                 xb = train[idx]
-                loss = self._loss(module, xb)
-                if not torch.isfinite(loss):
+                loss = self._train_step(module, xb, optimizers)
+                if not math.isfinite(loss):
                     raise ConfigError(
-                        f"{type(self).__name__} training diverged (loss {loss.item()}); lower lr, got lr={cfg.lr}"
+                        f"{type(self).__name__} training diverged (loss {loss}); lower lr, got lr={cfg.lr}"
                     )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(module.parameters(), 10.0)
-                opt.step()
-                total += loss.item() * len(xb)
+                total += loss * len(xb)
                 seen += len(xb)
             history["train_loss"].append(total / seen)
             monitored = self._evaluate(val) if len(val) else history["train_loss"][-1]
@@ -509,6 +505,22 @@ class TorchDetector(BaseDetector):
         history["epochs"] = len(history["train_loss"])
         history["best_val_loss"] = best
         return history
+
+    def _optimizers(self, module: nn.Module) -> list[torch.optim.Optimizer]:
+        """The optimizers ``_train_step`` uses; one Adam over every parameter by default."""
+        return [torch.optim.Adam(module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)]
+
+    def _train_step(self, module: nn.Module, batch: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> float:
+        """One update on a batch; returns the loss that is logged. Adversarial models override it."""
+        (opt,) = optimizers
+        loss = self._loss(module, batch)
+        if not torch.isfinite(loss):
+            return float("nan")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+        opt.step()
+        return loss.item()
 
     @torch.no_grad()
     def _evaluate(self, val: torch.Tensor) -> float:

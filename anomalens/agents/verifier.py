@@ -1,0 +1,113 @@
+"""The verifier: no claim reaches a user unless the evidence it cites backs every fact in it.
+
+A claim is rejected when it
+
+- cites no evidence, or an id that the evidence does not contain;
+- names a feature that none of its cited items speaks about;
+- states a number that is not, up to rounding, a number of its cited items (or a count of the
+  evidence: features shown, exemplars, abnormal features);
+- names an exemplar id that the evidence does not contain;
+- contradicts the verdict (calls an anomalous case normal, or the reverse).
+
+Rounding: a number written with r decimals matches a value within 0.5 * 10^-r, or within 0.5%
+relative (rounding to 3 significant digits); percentages match shares.
+"""
+
+from __future__ import annotations
+
+import re
+
+from anomalens.schema import Claim, Evidence
+
+__all__ = ["verify", "verify_claim"]
+
+_NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
+_ID = re.compile(r"\b(exemplar|feature):[^\s,;()\[\]]+")
+_NEGATIONS = ("not anomalous", "no anomaly", "not an anomaly", "case is normal", "row is normal", "case looks normal",
+              "say normal", "is not unusual")
+
+
+def _mentions(text: str, name: str) -> bool:
+    """Whole-word, case-insensitive mention of a feature name."""
+    pattern = r"(?<![\w])" + re.escape(name.lower()) + r"(?![\w])"
+    return re.search(pattern, text.lower()) is not None
+
+
+def _numbers_in(text: str) -> list[tuple[float, int]]:
+    """(value, decimals) of each number written in ``text``."""
+    out = []
+    for m in _NUMBER.finditer(text):
+        tok = m.group(0).replace(",", "").replace("−", "-")
+        mant = tok.lower().split("e")[0]
+        decimals = len(mant.split(".")[1]) if "." in mant else 0
+        if "e" in tok.lower():
+            decimals = max(0, decimals - int(tok.lower().split("e")[1]))
+        try:
+            out.append((float(tok), decimals))
+        except ValueError:
+            continue
+    return out
+
+
+def _matches(x: float, decimals: int, values: list[float]) -> bool:
+    tol = 0.5 * 10.0 ** (-decimals) * (1 + 1e-9)
+    for v in values:
+        if v is None:
+            continue
+        for cand in (v, -v):
+            if abs(x - cand) <= tol or (cand != 0 and abs(x - cand) <= 0.005 * abs(cand)):
+                return True
+    return False
+
+
+def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
+    """None when the claim is grounded in the evidence it cites, else the reason it is not."""
+    items = evidence.items()
+    if not claim.cites:
+        return "cites no evidence"
+    unknown = [c for c in claim.cites if c not in items]
+    if unknown:
+        return f"cites unknown evidence ids {unknown[:3]}"
+    text = claim.text
+    # exemplar or feature ids written in the text must exist
+    for m in _ID.finditer(text):
+        ident = m.group(0).rstrip(".")
+        if ident not in items:
+            return f"names {ident!r}, which is not in the evidence"
+    # feature names: every one mentioned must be spoken about by a cited item
+    cited_features = set().union(*(evidence.features_of(c) for c in claim.cites))
+    stripped = _ID.sub(" ", text)
+    names = sorted(evidence.context.feature_names, key=len, reverse=True)  # longest first: "age" inside "page_age"
+    for name in names:
+        if _mentions(stripped, name):
+            if name not in cited_features:
+                return f"names feature {name!r}, which its cited evidence does not contain"
+            stripped = re.sub(r"(?<![\w])" + re.escape(name) + r"(?![\w])", " ", stripped, flags=re.IGNORECASE)
+    # numbers: each must be a number of a cited item (or a count of the evidence)
+    values: list[float] = list(evidence.counts())
+    for c in claim.cites:
+        values += items[c].numbers()
+    for x, decimals in _numbers_in(stripped):
+        if not _matches(x, decimals, values):
+            return f"states {x:g}, which its cited evidence does not contain"
+    # the verdict is the detector's: a claim may not reverse it (feature names, which are untrusted
+    # text, were stripped above, so a column named "... say normal" cannot trip or dodge this)
+    low = stripped.lower()
+    says_normal = any(n in low for n in _NEGATIONS)
+    if evidence.verdict.anomalous and says_normal:
+        return "contradicts the verdict (the case is anomalous)"
+    if not evidence.verdict.anomalous and re.search(r"\bis (an )?anomal(ous|y)\b", low) and "not" not in low:
+        return "contradicts the verdict (the case is not anomalous)"
+    return None
+
+
+def verify(claims: list[Claim], evidence: Evidence) -> tuple[list[Claim], list[Claim]]:
+    """Split claims into (verified, rejected); rejected ones carry the reason."""
+    ok, bad = [], []
+    for c in claims:
+        reason = verify_claim(c, evidence)
+        if reason is None:
+            ok.append(c.model_copy(update={"verified": True, "reason": None}))
+        else:
+            bad.append(c.model_copy(update={"verified": False, "reason": reason}))
+    return ok, bad

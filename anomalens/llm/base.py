@@ -1,0 +1,89 @@
+"""The narrow door to language models: a chat-client Protocol and the reasoner Protocol.
+
+A ``ChatClient`` turns a system and a user prompt into a validated pydantic object (structured
+output). A ``Reasoner`` turns case ``Evidence`` into draft claims; it may use a client or not
+(the template). Only modules in ``anomalens.llm`` import ``openai``, ``llama_cpp`` or
+``transformers``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, Field, ValidationError
+
+from anomalens.errors import BackendError
+
+from anomalens.schema import Claim, Evidence
+
+__all__ = ["ask_validated", "ChatClient", "ClaimDraft", "Completion", "Draft", "DraftClaims", "Reasoner"]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Completion(Generic[T]):
+    value: T
+    completion_tokens: int  # tokens generated, over every attempt
+    seconds: float  # wall time, over every attempt
+    attempts: int = 1
+
+
+def ask_validated(generate: Callable[[list[dict]], tuple[str, int]], messages: list[dict], schema: type[T], *,
+                  name: str, max_reasks: int) -> Completion[T]:
+    """Ask, validate the reply as ``schema``, and re-ask with the validation error at most
+    ``max_reasks`` times (instructor's re-ask); ``generate`` returns (reply text, tokens generated)."""
+    t0 = time.perf_counter()
+    tokens = 0
+    for attempt in range(max_reasks + 1):
+        content, n = generate(messages)
+        tokens += n
+        try:
+            return Completion(schema.model_validate_json(content.strip()), tokens, time.perf_counter() - t0, attempt + 1)
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"]
+            if attempt == max_reasks:
+                raise BackendError(f"{name} returned no valid {schema.__name__} after {attempt + 1} attempts: {msg}") from exc
+            messages = [*messages, {"role": "assistant", "content": content[:2000]},
+                        {"role": "user", "content": f"That reply was not valid ({msg}). Answer again with JSON only."}]
+    raise AssertionError("unreachable")
+
+
+@runtime_checkable
+class ChatClient(Protocol):
+    name: str  # "llm:<model>"
+
+    def complete_json(self, system: str, user: str, schema: type[T], *, max_tokens: int = 512) -> Completion[T]:
+        """A reply validated as ``schema``; raises BackendError when the backend fails."""
+        ...
+
+
+class ClaimDraft(BaseModel):
+    text: str = Field(max_length=200)  # one sentence; the bound also stops a small model rambling
+    cites: list[str] = Field(min_length=1, max_length=4)
+
+
+class DraftClaims(BaseModel):
+    """What an LLM is asked to return (bounds go into the JSON schema, so grammars enforce them)."""
+
+    claims: list[ClaimDraft] = Field(min_length=1, max_length=4)
+
+
+@dataclass(frozen=True)
+class Draft:
+    claims: list[Claim]
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    prompt_hash: str | None = None
+
+
+@runtime_checkable
+class Reasoner(Protocol):
+    name: str  # "template" or "llm:<model>"
+
+    def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
+        """Draft claims about the case; ``feedback`` lists why earlier claims were rejected."""
+        ...

@@ -1,0 +1,113 @@
+"""Any OpenAI-compatible chat server: vLLM in production, llama.cpp's server in tests.
+
+Structured output is requested with ``response_format`` of type ``json_schema``; a server that
+rejects that (llama.cpp's accepts only ``json_object``) is asked again with ``json_object`` and
+the schema in the prompt, and the client remembers which mode worked. Replies are validated with
+``model_validate_json``; an invalid reply is re-asked a bounded number of times with the
+validation error fed back. Connection failures and server errors are retried with exponential
+backoff, then raised as ``BackendError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from pydantic import BaseModel
+
+from anomalens.errors import BackendError
+from anomalens.llm.base import Completion, T, ask_validated
+
+__all__ = ["OpenAIChatClient"]
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIChatClient:
+    """Chat completions against ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``).
+
+    Args:
+        model: the served model's name; "" asks the server for its first model.
+        timeout: seconds per request.
+        max_retries: retries of a failed request (connection error, timeout, 5xx), with backoff.
+        max_reasks: re-asks of a reply that does not validate.
+    """
+
+    def __init__(self, base_url: str, model: str = "", api_key: str = "EMPTY", *, timeout: float = 60.0,
+                 max_retries: int = 2, max_reasks: int = 1, temperature: float = 0.0) -> None:
+        import openai
+
+        self._openai = openai
+        self.base_url, self.timeout = base_url, timeout
+        self.max_retries, self.max_reasks, self.temperature = max_retries, max_reasks, temperature
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
+        self._model = model
+        self.mode = "json_schema"  # switches to "json_object" when the server rejects json_schema
+
+    @property
+    def model(self) -> str:
+        if not self._model:
+            models = self._call(lambda: self._client.models.list())
+            if not models.data:
+                raise BackendError(f"the server at {self.base_url} serves no model")
+            self._model = models.data[0].id
+        return self._model
+
+    @property
+    def name(self) -> str:
+        return f"llm:{self.model}"
+
+    def _call(self, fn, *, unsupported=lambda exc: False):
+        """Run ``fn`` with retries; an error that ``unsupported`` recognises is raised at once."""
+        o = self._openai
+        delay = 0.5
+        for attempt in range(self.max_retries + 1):
+            try:
+                return fn()
+            except (o.APIConnectionError, o.APITimeoutError, o.InternalServerError, o.RateLimitError) as exc:
+                if unsupported(exc):
+                    raise
+                if attempt == self.max_retries:
+                    raise BackendError(f"LLM server at {self.base_url} failed after {attempt + 1} attempts: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+                log.warning("LLM request failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                time.sleep(delay)
+                delay *= 2
+            except o.AuthenticationError as exc:
+                raise BackendError(f"LLM server at {self.base_url} refused the API key") from exc
+
+    def _response_format(self, schema: type[BaseModel]) -> dict:
+        if self.mode == "json_schema":
+            return {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()}}
+        return {"type": "json_object", "schema": schema.model_json_schema()}
+
+    def _create(self, messages: list[dict], schema: type[BaseModel], max_tokens: int):
+        o = self._openai
+
+        def rejects_format(exc: Exception) -> bool:  # llama.cpp's server answers 500 to a json_schema request
+            return self.mode == "json_schema" and "json_schema" in str(exc)
+
+        try:
+            return self._call(lambda: self._client.chat.completions.create(
+                model=self.model, messages=messages, max_tokens=max_tokens, temperature=self.temperature,
+                response_format=self._response_format(schema)), unsupported=rejects_format)
+        except (o.BadRequestError, o.UnprocessableEntityError, o.InternalServerError) as exc:
+            if isinstance(exc, o.InternalServerError) and not rejects_format(exc):
+                raise
+            if self.mode != "json_schema":
+                raise BackendError(f"LLM server at {self.base_url} rejected the request: {exc}") from exc
+            log.info("server rejected json_schema output (%s); using json_object with the schema in the prompt", exc)
+            self.mode = "json_object"
+            return self._create(messages, schema, max_tokens)
+
+    def complete_json(self, system: str, user: str, schema: type[T], *, max_tokens: int = 512) -> Completion[T]:
+        def generate(messages: list[dict]) -> tuple[str, int]:
+            if self.mode == "json_object":  # no schema-constrained decoding: the schema goes into the prompt
+                messages = [{"role": "system", "content": f"{system}\nThe JSON must follow this schema:\n"
+                                                          f"{json.dumps(schema.model_json_schema())}"}, *messages[1:]]
+            resp = self._create(messages, schema, max_tokens)
+            return resp.choices[0].message.content or "", getattr(resp.usage, "completion_tokens", 0) or 0
+
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return ask_validated(generate, messages, schema, name=self.name, max_reasks=self.max_reasks)

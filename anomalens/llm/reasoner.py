@@ -1,0 +1,81 @@
+"""The LLM reasoner (prompts -> structured claims) and the factory that picks a backend from Settings."""
+
+from __future__ import annotations
+
+from anomalens.config import Settings, get_settings
+from anomalens.errors import ConfigError
+from anomalens.llm.base import ChatClient, ClaimDraft, Draft, DraftClaims, Reasoner
+from anomalens.llm.template import TemplateReasoner
+from anomalens.prompts import data_block, render, template_hash
+from anomalens.schema import Claim, Evidence
+
+__all__ = ["LLMReasoner", "evidence_payload", "make_reasoner"]
+
+PROMPTS = ("explain_system.jinja2", "explain_user.jinja2")
+
+
+def evidence_payload(evidence: Evidence) -> dict:
+    """The evidence as the model sees it: compact, every item under its citable id."""
+    payload: dict = {"verdict": evidence.verdict.model_dump(exclude={"id"})}
+    payload["features"] = {a.id: a.model_dump(exclude={"id", "contribution"}) for a in evidence.attributions}
+    payload["exemplars"] = {e.id: {"distance": e.distance} for e in evidence.exemplars}
+    if evidence.restoration is not None:
+        payload["restoration"] = [d.model_dump() for d in evidence.restoration.deltas[:5]]
+    return payload
+
+
+def draft_schema(ids: list[str]) -> type[DraftClaims]:
+    """DraftClaims whose ``cites`` may only be the given evidence ids (an enum in the JSON schema,
+    so servers and grammars that honour schemas cannot even cite a missing id)."""
+    from typing import Literal
+
+    from pydantic import Field, create_model
+
+    Cite = Literal[tuple(ids)]  # type: ignore[valid-type]
+    claim = create_model("ClaimDraft", __base__=ClaimDraft, cites=(list[Cite], Field(min_length=1, max_length=4)))
+    return create_model("DraftClaims", __base__=DraftClaims, claims=(list[claim], Field(min_length=1, max_length=4)))
+
+
+class LLMReasoner:
+    """Claims drafted by a chat model from the evidence (prompt templates in ``anomalens/prompts``)."""
+
+    def __init__(self, client: ChatClient, *, max_claims: int = 4, max_tokens: int = 600) -> None:
+        self.client, self.max_claims, self.max_tokens = client, max_claims, max_tokens
+        self.prompt_hash = template_hash(*PROMPTS)
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
+        system = render(PROMPTS[0], max_claims=self.max_claims)
+        user = render(PROMPTS[1], case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
+                      feedback=data_block(feedback, budget=1500) if feedback else "",
+                      evidence=data_block(evidence_payload(evidence)))
+        schema = draft_schema(list(evidence.items()))
+        out = self.client.complete_json(system, user, schema, max_tokens=self.max_tokens)
+        claims = [Claim(text=c.text.strip(), cites=list(c.cites)) for c in out.value.claims[: self.max_claims]]
+        return Draft(claims, out.completion_tokens, out.seconds, self.prompt_hash)
+
+
+def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, base_url: str | None = None,
+                  model: str | None = None) -> Reasoner:
+    """The reasoner that ``settings.llm`` names (arguments override the settings).
+
+    ``template``: no model. ``local``: the embedded model in this process. ``openai``: an
+    OpenAI-compatible server (vLLM) at ``base_url``. Building a local model loads it (seconds).
+    """
+    s = settings or get_settings()
+    kind = llm or s.llm
+    if kind == "template":
+        return TemplateReasoner()
+    if kind == "local":
+        from anomalens.llm.local import make_local_client
+
+        return LLMReasoner(make_local_client(s.llm_local_engine, s.llm_model_path))
+    if kind == "openai":
+        from anomalens.llm.openai_client import OpenAIChatClient
+
+        return LLMReasoner(OpenAIChatClient(base_url or s.llm_base_url, model if model is not None else s.llm_model,
+                                            s.llm_api_key, timeout=s.llm_timeout))
+    raise ConfigError(f"llm must be 'openai', 'local' or 'template', got {kind!r}")

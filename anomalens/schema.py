@@ -1,0 +1,228 @@
+"""The case report: pydantic models of a verdict, its evidence and its verified explanation.
+
+Every evidence item has a stable ``id`` that claims cite:
+
+- ``verdict``                  the calibrated verdict
+- ``feature:<name>``           one feature's attribution, value and normal range
+- ``exemplar:<row id>``        one nearest normal exemplar
+- ``restoration``              the restored normal version and its per-feature deltas
+
+``anomalens.schema.Attribution`` is the report's view of one feature (value, normal range,
+contribution); the detectors' array-valued ``anomalens.detectors.Attribution`` is what it is
+built from.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Attribution",
+    "Claim",
+    "Context",
+    "Evidence",
+    "Exemplar",
+    "Explanation",
+    "FeatureDelta",
+    "Report",
+    "Restoration",
+    "Verdict",
+    "fmt",
+]
+
+
+def fmt(x: float) -> str:
+    """How numbers are written in explanations: 4 significant digits (the verifier's rounding)."""
+    if x is None or not math.isfinite(x):
+        return str(x)
+    return f"{x:.4g}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Verdict(_Model):
+    id: Literal["verdict"] = "verdict"
+    anomalous: bool
+    score: float  # detector score, higher = more anomalous
+    p_value: float  # conformal p-value against held-out normal rows
+    alpha: float  # the level asked for: false-positive rate per case, or false discovery rate of a batch
+    cutoff: float  # the p-value cut-off applied: alpha for one case, the Benjamini-Hochberg cut-off in a batch
+    threshold: float | None  # the score above which a row is flagged at the cut-off (None: no score can be)
+    detector: str
+    method: str = "conformal p-value below alpha"
+
+    def numbers(self) -> list[float]:
+        return [n for n in (self.score, self.p_value, self.alpha, self.cutoff, self.threshold) if n is not None]
+
+
+class Attribution(_Model):
+    """One feature's part in the verdict."""
+
+    id: str  # "feature:<name>"
+    feature: str
+    value: float  # the case's value
+    contribution: float  # the detector's attribution, higher = more responsible
+    share: float  # contribution / total of the case's contributions (0..1; 0 when the total is 0)
+    abnormal: bool  # contribution above the 99% level seen on normal rows
+    normal_low: float  # 1% quantile of the training rows
+    normal_median: float
+    normal_high: float  # 99% quantile of the training rows
+    position: Literal["below", "within", "above"]  # value relative to [normal_low, normal_high]
+    exemplar_mean: float | None = None  # mean value of this feature in the nearest normal exemplars
+
+    def numbers(self) -> list[float]:
+        nums = [self.value, self.contribution, self.share, 100 * self.share, self.normal_low, self.normal_median,
+                self.normal_high, self.value - self.normal_median]
+        return nums + ([self.exemplar_mean] if self.exemplar_mean is not None else [])
+
+
+class Exemplar(_Model):
+    """A nearest normal case from the exemplar store."""
+
+    id: str  # "exemplar:<row id>"
+    row_id: str
+    distance: float  # in the detector's embedding space
+    values: dict[str, float]
+    source: str | None = None
+    timestamp: str | None = None
+
+    def numbers(self) -> list[float]:
+        return [self.distance, *self.values.values()]
+
+
+class FeatureDelta(_Model):
+    feature: str
+    observed: float
+    restored: float
+    delta: float  # restored - observed
+
+
+class Restoration(_Model):
+    """The normal version of the case: what the detector says it should have looked like."""
+
+    id: Literal["restoration"] = "restoration"
+    values: dict[str, float]
+    deltas: list[FeatureDelta]  # largest relative change first
+    score_after: float | None = None  # the detector's score of the restored row
+
+    def numbers(self) -> list[float]:
+        nums = [n for d in self.deltas for n in (d.observed, d.restored, d.delta, abs(d.delta))]
+        return nums + ([self.score_after] if self.score_after is not None else [])
+
+
+class Context(_Model):
+    feature_names: list[str]
+    n_train: int
+    detector: str
+    attribution_method: str
+    modality: str = "tabular"
+
+
+class Evidence(_Model):
+    case_id: str
+    verdict: Verdict
+    attributions: list[Attribution]  # top features by contribution
+    exemplars: list[Exemplar]
+    restoration: Restoration | None = None
+    context: Context
+
+    def items(self) -> dict[str, Verdict | Attribution | Exemplar | Restoration]:
+        """Every citable item by id."""
+        out: dict[str, Verdict | Attribution | Exemplar | Restoration] = {"verdict": self.verdict}
+        out.update({a.id: a for a in self.attributions})
+        out.update({e.id: e for e in self.exemplars})
+        if self.restoration is not None:
+            out["restoration"] = self.restoration
+        return out
+
+    def features_of(self, item_id: str) -> set[str]:
+        """Feature names an item speaks about."""
+        item = self.items()[item_id]
+        if isinstance(item, Attribution):
+            return {item.feature}
+        if isinstance(item, Exemplar):
+            return set(item.values)
+        if isinstance(item, Restoration):
+            return {d.feature for d in item.deltas}
+        return set()
+
+    def counts(self) -> list[float]:
+        """Counts a claim may state ("3 features", "5 exemplars")."""
+        return [len(self.attributions), len(self.exemplars), sum(a.abnormal for a in self.attributions)]
+
+
+class Claim(_Model):
+    text: str
+    cites: list[str] = Field(default_factory=list)  # evidence ids
+    verified: bool = False
+    reason: str | None = None  # why the verifier rejected it
+
+
+class Explanation(_Model):
+    text: str
+    claims: list[Claim]  # what is shown: every one passed the verifier
+    rejected: list[Claim] = Field(default_factory=list)  # dropped claims, with the verifier's reasons
+    source: str  # "template" or "llm:<model>"
+    grounded: bool  # True only when every shown claim passed the verifier
+    note: str | None = None  # e.g. why the template was used instead of the configured LLM
+    prompt_hash: str | None = None  # hash of the prompt templates that produced the draft
+    latency_s: float | None = None
+
+
+class Report(_Model):
+    evidence: Evidence
+    explanation: Explanation
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.evidence.verdict
+
+    def to_markdown(self) -> str:
+        """A human-readable report: verdict, evidence tables, explanation with citations."""
+        ev, v = self.evidence, self.evidence.verdict
+        word = "ANOMALOUS" if v.anomalous else "normal"
+        lines = [
+            f"# Case {ev.case_id}: {word}",
+            "",
+            f"- score {fmt(v.score)} (threshold {fmt(v.threshold)}), p-value {fmt(v.p_value)} (cut-off {fmt(v.cutoff)}, "
+            f"alpha {fmt(v.alpha)})",
+            f"- detector: {v.detector}; verdict: {v.method}",
+            "",
+            "## Features",
+            "",
+            "| feature | value | normal range (1%-99%) | median | nearest normal mean | share of score | abnormal |",
+            "|---|---:|---|---:|---:|---:|---|",
+        ]
+        for a in ev.attributions:
+            ex = "-" if a.exemplar_mean is None else fmt(a.exemplar_mean)
+            lines.append(
+                f"| {_md(a.feature)} | {fmt(a.value)} | {fmt(a.normal_low)} to {fmt(a.normal_high)} | {fmt(a.normal_median)} "
+                f"| {ex} | {100 * a.share:.1f}% | {'yes' if a.abnormal else 'no'} |"
+            )
+        if ev.exemplars:
+            lines += ["", "## Nearest normal exemplars", "", "| id | distance | source |", "|---|---:|---|"]
+            lines += [f"| {_md(e.id)} | {fmt(e.distance)} | {_md(e.source or '-')} |" for e in ev.exemplars]
+        if ev.restoration is not None:
+            lines += ["", "## Normal version (restoration)", "", "| feature | observed | restored | change |", "|---|---:|---:|---:|"]
+            lines += [
+                f"| {_md(d.feature)} | {fmt(d.observed)} | {fmt(d.restored)} | {fmt(d.delta)} |"
+                for d in ev.restoration.deltas[:10]
+            ]
+        ex = self.explanation
+        lines += ["", f"## Explanation ({ex.source}; {'verified' if ex.grounded else 'NOT verified'})", ""]
+        lines += [f"- {_md(c.text)} [{', '.join(c.cites)}]" for c in ex.claims]
+        if ex.note:
+            lines += ["", f"_{_md(ex.note)}_"]
+        if ex.rejected:
+            lines += ["", f"_{len(ex.rejected)} draft claim(s) failed verification and are not shown._"]
+        return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    """Escape table-breaking characters of untrusted text (feature names, sources)."""
+    return text.replace("|", "\\|").replace("\n", " ")

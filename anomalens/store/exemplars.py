@@ -1,0 +1,185 @@
+"""ExemplarStore: normal cases as vectors in chromadb, returned as the nearest normal evidence.
+
+The store knows nothing of detectors: it takes vectors (a detector's ``embed``), the raw rows and
+provenance, and answers k-nearest queries. Embedded ``chromadb.PersistentClient`` (a folder) by
+default; ``chromadb.HttpClient`` when a URL is given (``ANOMALENS_CHROMA_URL``) for a shared
+``chroma run`` server. Embeddings are always passed in, never computed by chromadb (its default
+embedding function downloads a model, which fails offline).
+
+Distances are Euclidean in the embedding space (chromadb's "l2" space returns squared distances;
+they are square-rooted here).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from anomalens.errors import BackendError, InputError
+
+__all__ = ["ExemplarHit", "ExemplarStore"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExemplarHit:
+    row_id: str
+    distance: float  # Euclidean, in the embedding space
+    values: np.ndarray  # (d,) the stored raw row (empty when none was stored)
+    source: str | None
+    timestamp: str | None
+
+
+def _client(path: str | Path | None, url: str | None):
+    import chromadb
+
+    try:
+        if url:
+            u = urlparse(url if "://" in url else f"http://{url}")
+            if not u.hostname:
+                raise InputError(f"chroma url must look like http://host:port, got {url!r}")
+            return chromadb.HttpClient(host=u.hostname, port=u.port or 8000, ssl=u.scheme == "https")
+        if path is None:
+            return chromadb.EphemeralClient()
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path))
+    except InputError:
+        raise
+    except Exception as exc:  # chromadb raises several types for an unreachable server or a bad folder
+        where = url or str(path)
+        raise BackendError(f"cannot open the chroma store at {where}: {exc}") from exc
+
+
+class ExemplarStore:
+    """Normal exemplars in a chromadb collection.
+
+    Args:
+        path: folder of an embedded store (None with no url: in memory).
+        url: a chroma server (``http://host:port``); takes precedence over ``path``.
+        collection: collection name (3-512 chars of [a-zA-Z0-9._-]); None: a fresh unique name.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, url: str | None = None, collection: str | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self.url = url
+        self.collection_name = collection or f"anomalens-{uuid.uuid4().hex[:12]}"
+        self._client = _client(self.path, url)
+        try:
+            self._col = self._client.get_or_create_collection(
+                self.collection_name, embedding_function=None, configuration={"hnsw": {"space": "l2"}}
+            )
+        except Exception as exc:
+            raise BackendError(f"cannot open collection {self.collection_name!r}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        where = self.url or (str(self.path) if self.path else "memory")
+        return f"ExemplarStore({where!r}, collection={self.collection_name!r}, count={self.count()})"
+
+    def count(self) -> int:
+        return int(self._col.count())
+
+    def add(
+        self,
+        embeddings: Any,
+        rows: Any = None,
+        ids: Sequence[str] | None = None,
+        *,
+        source: str | None = None,
+        timestamps: Sequence[str | None] | None = None,
+    ) -> int:
+        """Add n exemplars; returns how many were added.
+
+        Args:
+            embeddings: (n, k) vectors.
+            rows: (n, d) raw rows kept beside the vectors (returned by ``query``), or None.
+            ids: n unique row ids (default: "0", "1", ... continuing from ``count()``).
+            source: provenance, e.g. the training file's name.
+            timestamps: n ISO timestamps, when known.
+        """
+        E = np.asarray(embeddings, dtype=np.float32)
+        if E.ndim != 2 or len(E) == 0:
+            raise InputError(f"embeddings must be a non-empty 2-D array (n, k), got shape {E.shape}")
+        n = len(E)
+        if not np.isfinite(E).all():
+            raise InputError("embeddings contain NaN or inf")
+        R = None if rows is None else np.asarray(rows, dtype=np.float64)
+        if R is not None and (R.ndim != 2 or len(R) != n):
+            raise InputError(f"rows must be (n, d) with n = {n} like embeddings, got shape {R.shape}")
+        start = self.count()
+        ids = [str(i) for i in range(start, start + n)] if ids is None else [str(i) for i in ids]
+        if len(ids) != n or len(set(ids)) != n:
+            raise InputError(f"ids must be {n} unique values, got {len(ids)} ({len(set(ids))} unique)")
+        if timestamps is not None and len(timestamps) != n:
+            raise InputError(f"timestamps must have n = {n} entries, got {len(timestamps)}")
+        metas = []
+        for i in range(n):
+            m: dict[str, Any] = {"row_id": ids[i]}
+            if source is not None:
+                m["source"] = source
+            if timestamps is not None and timestamps[i] is not None:
+                m["timestamp"] = str(timestamps[i])
+            metas.append(m)
+        docs = None if R is None else [json.dumps(r.tolist()) for r in R]
+        step = max(1, int(self._client.get_max_batch_size()))
+        try:
+            for i in range(0, n, step):
+                self._col.add(
+                    ids=ids[i : i + step],
+                    embeddings=E[i : i + step],
+                    metadatas=metas[i : i + step],
+                    documents=None if docs is None else docs[i : i + step],
+                )
+        except Exception as exc:
+            raise BackendError(f"adding exemplars to {self.collection_name!r} failed: {exc}") from exc
+        return n
+
+    def query(self, embeddings: Any, k: int = 5) -> list[list[ExemplarHit]]:
+        """The k nearest exemplars of each query vector, nearest first.
+
+        Args:
+            embeddings: (k_dim,) one vector or (m, k_dim) several.
+        """
+        Q = np.asarray(embeddings, dtype=np.float32)
+        Q = Q[None, :] if Q.ndim == 1 else Q
+        if Q.ndim != 2 or not np.isfinite(Q).all():
+            raise InputError(f"query embeddings must be a finite (m, k) array, got shape {Q.shape}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive int, got {k!r}")
+        n = self.count()
+        if n == 0:
+            return [[] for _ in Q]
+        try:
+            res = self._col.query(query_embeddings=Q, n_results=min(k, n), include=["distances", "metadatas", "documents"])
+        except Exception as exc:
+            raise BackendError(f"querying {self.collection_name!r} failed: {exc}") from exc
+        out = []
+        for dists, metas, docs in zip(res["distances"], res["metadatas"], res["documents"] or [[None] * k] * len(Q)):
+            hits = []
+            for dist, meta, doc in zip(dists, metas, docs):
+                values = np.asarray(json.loads(doc), dtype=np.float64) if doc else np.empty(0)
+                hits.append(ExemplarHit(str(meta["row_id"]), float(np.sqrt(max(dist, 0.0))), values,
+                                        meta.get("source"), meta.get("timestamp")))
+            out.append(hits)
+        return out
+
+    def copy_to(self, other: "ExemplarStore", batch: int = 5000) -> int:
+        """Copy every exemplar (vector, row, provenance) into ``other``; returns how many."""
+        n = self.count()
+        for off in range(0, n, batch):
+            got = self._col.get(limit=batch, offset=off, include=["embeddings", "metadatas", "documents"])
+            metas = got["metadatas"]
+            other._col.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=metas, documents=got["documents"])
+        return n
+
+    def delete(self) -> None:
+        """Drop the collection (the store's data is lost)."""
+        self._client.delete_collection(self.collection_name)

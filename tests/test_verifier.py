@@ -1,0 +1,103 @@
+"""The verifier: grounded claims pass, every kind of ungrounded claim is rejected with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from anomalens.agents import explain_evidence, verify, verify_claim
+from anomalens.errors import BackendError
+from anomalens.llm import Draft, TemplateReasoner
+from anomalens.schema import Attribution, Claim, Context, Evidence, Exemplar, FeatureDelta, Restoration, Verdict
+
+
+def make_evidence(anomalous: bool = True) -> Evidence:
+    feats = ["glucose", "age", "blood pressure"]
+    return Evidence(
+        case_id="c1",
+        verdict=Verdict(anomalous=anomalous, score=12.34, p_value=0.0041, alpha=0.05, cutoff=0.05, threshold=7.5, detector="vae"),
+        attributions=[
+            Attribution(id="feature:glucose", feature="glucose", value=310.0, contribution=8.1, share=0.6564,
+                        abnormal=True, normal_low=70.0, normal_median=110.0, normal_high=190.0, position="above",
+                        exemplar_mean=121.5),
+            Attribution(id="feature:age", feature="age", value=41.0, contribution=1.2, share=0.0972, abnormal=False,
+                        normal_low=21.0, normal_median=33.0, normal_high=70.0, position="within"),
+        ],
+        exemplars=[Exemplar(id="exemplar:17", row_id="17", distance=0.8123,
+                            values={"glucose": 118.0, "age": 40.0, "blood pressure": 72.0})],
+        restoration=Restoration(values={"glucose": 125.0, "age": 41.0, "blood pressure": 70.0},
+                                deltas=[FeatureDelta(feature="glucose", observed=310.0, restored=125.0, delta=-185.0)]),
+        context=Context(feature_names=feats, n_train=500, detector="vae", attribution_method="nll"),
+    )
+
+
+@pytest.mark.parametrize("text, cites", [
+    ("glucose is 310, far above its normal range of 70 to 190.", ["feature:glucose"]),
+    ("glucose (310.0) accounts for 65.6% of the score.", ["feature:glucose"]),
+    ("The p-value is 0.004, below 0.05.", ["verdict"]),
+    ("The closest normal case, exemplar:17, is at distance 0.81.", ["exemplar:17"]),
+    ("The normal version lowers glucose by 185 to 125.", ["restoration"]),
+    ("Of the 2 features shown, 1 is abnormal.", ["verdict"]),
+])
+def test_grounded_claims_pass(text, cites):
+    assert verify_claim(Claim(text=text, cites=cites), make_evidence()) is None
+
+
+@pytest.mark.parametrize("text, cites, reason", [
+    ("glucose is high.", [], "cites no evidence"),
+    ("glucose is high.", ["feature:insulin"], "unknown evidence ids"),
+    ("glucose is 410.", ["feature:glucose"], "states 410"),
+    ("age is 41 and glucose is 310.", ["feature:age"], "names feature 'glucose'"),
+    ("blood pressure is 72.", ["feature:glucose"], "names feature 'blood pressure'"),
+    ("The closest case is exemplar:99.", ["exemplar:17"], "not in the evidence"),
+    ("The case is not anomalous.", ["verdict"], "contradicts the verdict"),
+    ("The score is 12.9.", ["verdict"], "states 12.9"),
+])
+def test_ungrounded_claims_are_rejected(text, cites, reason):
+    got = verify_claim(Claim(text=text, cites=cites), make_evidence())
+    assert got is not None and reason in got
+
+
+def test_template_claims_always_verify():
+    for anomalous in (True, False):
+        ev = make_evidence(anomalous)
+        ok, bad = verify(TemplateReasoner().draft(ev).claims, ev)
+        assert not bad and len(ok) >= 4
+        assert any("glucose" in c.text for c in ok)
+
+
+class ScriptedReasoner:
+    """A fake reasoner (named as such): returns scripted drafts, or raises like a dead server."""
+
+    name = "llm:scripted-fake"
+
+    def __init__(self, drafts=None, fail=False):
+        self.drafts, self.fail, self.feedback = list(drafts or []), fail, []
+
+    def draft(self, evidence, feedback=None):
+        self.feedback.append(feedback)
+        if self.fail:
+            raise BackendError("connection refused")
+        return Draft(claims=self.drafts.pop(0))
+
+
+def test_rejected_claims_are_regenerated_with_feedback_and_never_shown():
+    good = Claim(text="glucose is 310, above 190.", cites=["feature:glucose"])
+    bad = Claim(text="insulin is 999.", cites=["feature:glucose"])
+    r = ScriptedReasoner([[bad], [good]])
+    ex = explain_evidence(make_evidence(), r)
+    assert ex.source == "llm:scripted-fake" and ex.grounded
+    assert [c.text for c in ex.claims] == [good.text]
+    assert len(ex.rejected) == 1 and ex.rejected[0].reason
+    assert r.feedback[1] and "states 999" in r.feedback[1][0]
+
+
+def test_nothing_grounded_falls_back_to_the_template():
+    bad = Claim(text="glucose is 999.", cites=["feature:glucose"])
+    ex = explain_evidence(make_evidence(), ScriptedReasoner([[bad], [bad]]))
+    assert ex.source == "template" and ex.grounded and "passed verification" in ex.note
+    assert all(c.verified for c in ex.claims) and len(ex.rejected) == 2
+
+
+def test_dead_backend_falls_back_to_the_template_and_says_so():
+    ex = explain_evidence(make_evidence(), ScriptedReasoner(fail=True))
+    assert ex.source == "template" and "unavailable" in ex.note and "connection refused" in ex.note
