@@ -14,9 +14,10 @@ import logging
 
 import numpy as np
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
-from anomalens.detectors import make_detector
+from anomalens.investigator import Investigator
 
 __all__ = ["main"]
 
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         f"[bold]anomalens demo[/] — breast-cancer data (scikit-learn): fitting {args.detector} on "
         f"{len(train)} benign rows, scoring {len(test)} unseen rows ({int(is_anomaly[test].sum())} malignant)."
     )
-    det = make_detector(args.detector, random_state=0, verbose=True).fit(X.iloc[train])
+    inv = Investigator.fit(X.iloc[train], detector=args.detector, source="sklearn breast-cancer (benign)",
+                           random_state=0, verbose=True)
+    det = inv.detector
     X_test = X.iloc[test]
     scores = det.decision_function(X_test)
     pvals = det.pvalues(X_test)
@@ -86,7 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         f"p-values are split-conformal (smallest possible {1 / (len(det.calibration_scores_) + 1):.4f}); "
         f"verdict: p < {args.alpha}. Attributions: {att.method}."
     )
+    reasoner, why = _reasoner()
+    top_case = X_test.iloc[[order[0]]]
+    report = inv.analyze(top_case, alpha=args.alpha, reasoner=reasoner)
+    console.print(f"\n[bold]Full report of the top case[/] (reasoner: {why})")
+    console.print(Markdown(report.to_markdown()))
     return 0
+
+
+def _reasoner():
+    """The configured reasoner (ANOMALENS_LLM, default: the embedded model), or the template when it
+    cannot be built here; the report says which produced the explanation."""
+    from anomalens.errors import AnomalensError
+    from anomalens.llm import TemplateReasoner, make_reasoner
+
+    try:
+        r = make_reasoner()
+        return r, r.name
+    except (AnomalensError, ImportError) as exc:
+        return TemplateReasoner(), f"template ({exc})"
 
 
 if __name__ == "__main__":

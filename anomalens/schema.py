@@ -172,6 +172,8 @@ class Explanation(_Model):
     note: str | None = None  # e.g. why the template was used instead of the configured LLM
     prompt_hash: str | None = None  # hash of the prompt templates that produced the draft
     latency_s: float | None = None
+    completion_tokens: int | None = None  # tokens the LLM generated for this explanation (all rounds)
+    generation_s: float | None = None  # seconds the LLM spent generating them
 
 
 class Report(_Model):

@@ -39,10 +39,12 @@ def explain_evidence(evidence: Evidence, reasoner: Reasoner | None = None, *, ma
     rejected: list[Claim] = []
     feedback: list[str] | None = None
     prompt_hash = None
+    tokens, gen_s = 0, 0.0
     try:
         for _ in range(max_rounds):
             draft = reasoner.draft(evidence, feedback)
             prompt_hash = draft.prompt_hash
+            tokens, gen_s = tokens + draft.completion_tokens, gen_s + draft.seconds
             ok, bad = verify(draft.claims, evidence)
             seen = {c.text for c in accepted}
             accepted += [c for c in ok if c.text not in seen]
@@ -55,8 +57,9 @@ def explain_evidence(evidence: Evidence, reasoner: Reasoner | None = None, *, ma
         return _template(evidence, f"{reasoner.name} was unavailable ({exc}); the template explanation is shown.",
                          rejected, t0)
     if not accepted:
-        return _template(evidence, f"none of the {len(rejected)} claims drafted by {reasoner.name} passed verification; "
-                                   "the template explanation is shown.", rejected, t0)
+        ex = _template(evidence, f"none of the {len(rejected)} claims drafted by {reasoner.name} passed verification; "
+                                 "the template explanation is shown.", rejected, t0)
+        return ex.model_copy(update={"completion_tokens": tokens, "generation_s": gen_s, "prompt_hash": prompt_hash})
     return Explanation(text=" ".join(c.text for c in accepted), claims=accepted, rejected=rejected,
                        source=reasoner.name, grounded=True, prompt_hash=prompt_hash,
-                       latency_s=time.perf_counter() - t0)
+                       latency_s=time.perf_counter() - t0, completion_tokens=tokens, generation_s=gen_s)

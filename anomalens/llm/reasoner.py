@@ -39,7 +39,7 @@ def draft_schema(ids: list[str]) -> type[DraftClaims]:
 class LLMReasoner:
     """Claims drafted by a chat model from the evidence (prompt templates in ``anomalens/prompts``)."""
 
-    def __init__(self, client: ChatClient, *, max_claims: int = 4, max_tokens: int = 600) -> None:
+    def __init__(self, client: ChatClient, *, max_claims: int = 4, max_tokens: int = 400) -> None:
         self.client, self.max_claims, self.max_tokens = client, max_claims, max_tokens
         self.prompt_hash = template_hash(*PROMPTS)
 
