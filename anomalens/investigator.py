@@ -22,7 +22,7 @@ import numpy as np
 
 from anomalens import __version__
 from anomalens.agents.explain import explain_evidence
-from anomalens.detectors import BaseDetector, benjamini_hochberg, make_detector
+from anomalens.detectors import BaseDetector, benjamini_hochberg, conformal_pvalues, make_detector
 from anomalens.detectors.base import Attribution as DetectorAttribution
 from anomalens.detectors.calibration import score_threshold
 from anomalens.errors import CheckpointError, InputError
@@ -140,15 +140,15 @@ class Investigator:
         X, ids = self._rows(case)
         if len(X) != 1:
             raise InputError(f"case must be one row, got {len(X)}; use analyze_batch for several")
-        p = float(self.detector.pvalues(X)[0])
-        return self._evidence_batch(X, np.array([p < alpha]), alpha, alpha, k, top,
+        scores = self.detector.decision_function(X)
+        flags = conformal_pvalues(self.detector.calibration_scores_, scores) < alpha
+        return self._evidence_batch(X, scores, flags, alpha, alpha, k, top,
                                     [case_id or (ids[0] if ids else "case")], "conformal p-value below alpha")[0]
 
-    def _evidence_batch(self, X: np.ndarray, flags: np.ndarray, alpha: float, cutoff: float, k: int, top: int,
-                        case_ids: list[str], method: str) -> list[Evidence]:
+    def _evidence_batch(self, X: np.ndarray, scores: np.ndarray, flags: np.ndarray, alpha: float, cutoff: float,
+                        k: int, top: int, case_ids: list[str], method: str) -> list[Evidence]:
         det = self.detector
-        scores = det.decision_function(X)
-        pvals = det.pvalues(X)
+        pvals = conformal_pvalues(det.calibration_scores_, scores)
         attr: DetectorAttribution = det.explain(X)
         abnormal = attr.abnormal
         restored = det.restore(X)
@@ -216,14 +216,14 @@ class Investigator:
         case_ids = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
         if len(case_ids) != len(rows):
             raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
-        pvals = self.detector.pvalues(rows)
-        flags = benjamini_hochberg(pvals, alpha).astype(bool)
+        scores = self.detector.decision_function(rows)
+        flags = benjamini_hochberg(conformal_pvalues(self.detector.calibration_scores_, scores), alpha).astype(bool)
         m = len(rows)
         cutoff = alpha * max(int(flags.sum()), 1) / m  # the BH cut-off: flagged <=> p <= cutoff
         keep = np.flatnonzero(flags) if only_anomalous else np.arange(m)
         if len(keep) == 0:
             return []
-        evs = self._evidence_batch(rows[keep], flags[keep], alpha, cutoff, k, top, [case_ids[i] for i in keep],
+        evs = self._evidence_batch(rows[keep], scores[keep], flags[keep], alpha, cutoff, k, top, [case_ids[i] for i in keep],
                                    "Benjamini-Hochberg false discovery rate control over the batch")
         r = reasoner or self.reasoner
         return [Report(evidence=ev, explanation=explain_evidence(ev, r)) for ev in evs]

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
