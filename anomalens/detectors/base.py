@@ -516,10 +516,7 @@ class TorchDetector(BaseDetector):
         loss = self._loss(module, batch)
         if not torch.isfinite(loss):
             return float("nan")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(module.parameters(), 10.0)
-        opt.step()
+        optimizer_step(opt, loss, module.parameters())
         return loss.item()
 
     @torch.no_grad()
@@ -570,6 +567,15 @@ class TorchDetector(BaseDetector):
         self.module_ = self._build_module(self.n_features_in_)
         self.module_.load_state_dict({k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")})
         self.module_.to(self.device_).eval()
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None = 10.0) -> None:
+    """Back-propagate ``loss`` and take one step of ``opt``, clipping the gradient norm of ``params``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
 
 
 def _batches(order: torch.Tensor, size: int) -> Iterator[torch.Tensor]:

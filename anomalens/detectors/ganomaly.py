@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anomalens.detectors.base import TorchConfig, TorchDetector
+from anomalens.detectors.base import TorchConfig, TorchDetector, optimizer_step
 from anomalens.detectors.nn import auto_hidden, auto_latent, clamp_code, code_range, mlp
 from anomalens.errors import ConfigError
 
@@ -106,19 +106,14 @@ class GANomaly(TorchDetector):
         loss_g = self._loss_parts(batch, z, x_hat, z_hat) + cfg.w_adv * adv
         if not torch.isfinite(loss_g):
             return float("nan")
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        nn.utils.clip_grad_norm_(module.generator_parameters(), 10.0)
-        opt_g.step()
+        optimizer_step(opt_g, loss_g, module.generator_parameters())
         # discriminator: real rows vs reconstructions
         real = module.judge(module.features(batch))
         fake = module.judge(module.features(x_hat.detach()))
         loss_d = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
             fake, torch.zeros_like(fake)
         )
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        optimizer_step(opt_d, loss_d, module.discriminator_parameters(), clip=None)
         if loss_d.item() < 1e-5:  # the paper's remedy for a discriminator that has won outright
             for layer in [*module.features, module.judge]:
                 if isinstance(layer, nn.Linear):
