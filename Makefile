@@ -19,7 +19,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m anomalens.demo
+	$(VENV)/bin/anomalens demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -4,7 +4,10 @@ Data: scikit-learn's bundled Wisconsin breast-cancer table (569 rows, 30 named f
 with the package, no download). Benign tumours are "normal": the VAE learns them from part of the
 benign rows, then scores the held-out benign rows and every malignant one. The five most anomalous
 cases are printed with their calibrated verdict, the three features that make them anomalous, and
-the restored "normal" values the model proposes for those features.
+the restored "normal" values the model proposes for those features. The top case then gets a full
+report (verdict, p-value, attributions, nearest normal exemplars, restoration, verified
+explanation and its source) and a short scripted chat turn ("why is this anomalous?", then
+``/neighbors``), as an analyst would investigate it with ``anomalens chat``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from anomalens.agents.analyze import analyze_case
+from anomalens.agents.chat import ChatSession
 from anomalens.investigator import Investigator
+from anomalens.llm.reasoner import tool_client
+from anomalens.tools import Toolbox
 
 __all__ = ["main"]
 
@@ -36,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default="vae")
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--llm", choices=("openai", "local", "template"), default=None,
+                    help="reasoner (default: ANOMALENS_LLM, else the embedded model)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     console = Console()
@@ -89,22 +98,40 @@ def main(argv: list[str] | None = None) -> int:
         f"p-values are split-conformal (smallest possible {1 / (len(det.calibration_scores_) + 1):.4f}); "
         f"verdict: p < {args.alpha}. Attributions: {att.method}."
     )
-    reasoner, why = _reasoner()
-    top_case = X_test.iloc[[order[0]]]
-    report = inv.analyze(top_case, alpha=args.alpha, reasoner=reasoner)
-    console.print(f"\n[bold]Full report of the top case[/] (reasoner: {why})")
+    reasoner, why = _reasoner(args.llm)
+    top_id = str(X_test.index[order[0]])
+    box = Toolbox(inv, X_test, ids=[str(i) for i in X_test.index], focus=top_id, alpha=args.alpha)
+    report = analyze_case(box, top_id, reasoner)  # the analyze graph: detect, attribute, retrieve, restore, explain, verify
+    console.print(f"\n[bold]Full report of the top case, row {top_id}[/] (reasoner: {why})")
     console.print(Markdown(report.to_markdown()))
+
+    console.print(f"\n[bold]A short investigation of row {top_id}[/] (what `anomalens chat` does)")
+    session = ChatSession(box, top_id, reasoner=reasoner, model=tool_client(reasoner))
+    for question in ("why is this anomalous?", "/neighbors 3"):
+        console.print(f"[bold cyan]analyst>[/] {question}", highlight=False)
+        reply = session.ask(question)
+        ex = reply.explanation
+        head = f"({ex.source}, {'verified' if ex.grounded else 'NOT verified'}" if ex else "("
+        console.print(f"[bold green]anomalens>[/] [dim]{head}{'; tools: ' + ', '.join(reply.tools) if reply.tools else ''})[/]")
+        for c in ex.claims if ex else []:
+            console.print(f"  - {c.text} [dim][{', '.join(c.cites[:3])}{', ...' if len(c.cites) > 3 else ''}][/]",
+                          highlight=False)
+        if ex is not None and ex.note:
+            console.print(f"  [dim]{ex.note}[/]", highlight=False)
+    session.close()
+    console.print("\nNext: `anomalens fit your.csv --out model/`, `anomalens analyze model/ new.csv`, "
+                  "`anomalens chat model/ new.csv --row N`.")
     return 0
 
 
-def _reasoner():
+def _reasoner(llm: str | None = None):
     """The configured reasoner (ANOMALENS_LLM, default: the embedded model), or the template when it
     cannot be built here; the report says which produced the explanation."""
     from anomalens.errors import AnomalensError
     from anomalens.llm import TemplateReasoner, make_reasoner
 
     try:
-        r = make_reasoner()
+        r = make_reasoner(llm=llm)
         return r, r.name
     except (AnomalensError, ImportError) as exc:
         return TemplateReasoner(), f"template ({exc})"

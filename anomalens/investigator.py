@@ -29,10 +29,13 @@ from anomalens.errors import CheckpointError, InputError
 from anomalens.llm.base import Reasoner
 from anomalens.schema import (
     Attribution,
+    Comparison,
     Context,
     Evidence,
     Exemplar,
     FeatureDelta,
+    FeatureDifference,
+    FeatureProfile,
     Report,
     Restoration,
     Verdict,
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MODALITIES = ("tabular",)
 _CONFIG = "investigator.json"
+PROFILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # training quantiles kept per feature
 
 
 def _as_rows(data: Any, name: str) -> tuple[np.ndarray, list[str] | None, list[str] | None]:
@@ -72,10 +76,12 @@ class Investigator:
 
     def __init__(self, detector: BaseDetector, store: ExemplarStore, feature_names: list[str],
                  quantiles: np.ndarray, n_train: int, *, detector_name: str, modality: str = "tabular",
-                 reasoner: Reasoner | None = None) -> None:
+                 reasoner: Reasoner | None = None, profile: np.ndarray | None = None) -> None:
         self.detector, self.store = detector, store
         self.feature_names = list(feature_names)
         self.quantiles = np.asarray(quantiles, dtype=np.float64)  # (3, d): 1%, 50%, 99% of the training rows
+        # (len(PROFILE_LEVELS), d) training quantiles, or None for an Investigator saved before they were kept
+        self.profile = None if profile is None else np.asarray(profile, dtype=np.float64)
         self.n_train, self.detector_name, self.modality = n_train, detector_name, modality
         self.reasoner = reasoner
 
@@ -120,8 +126,10 @@ class Investigator:
             row_ids = [str(i) for i in ids]
         store = ExemplarStore(store_path, url=chroma_url)
         store.add(det.embed(Xf), Xf, row_ids, source=source)
-        quantiles = np.quantile(Xf, [0.01, 0.5, 0.99], axis=0)
-        return cls(det, store, names, quantiles, len(Xf), detector_name=det_name, modality=modality, reasoner=reasoner)
+        profile = np.quantile(Xf, PROFILE_LEVELS, axis=0)
+        quantiles = profile[[PROFILE_LEVELS.index(q) for q in (0.01, 0.5, 0.99)]]
+        return cls(det, store, names, quantiles, len(Xf), detector_name=det_name, modality=modality, reasoner=reasoner,
+                   profile=profile)
 
     # ------------------------------------------------------------------ evidence
     def _rows(self, case: Any) -> tuple[np.ndarray, list[str] | None]:
@@ -135,8 +143,11 @@ class Investigator:
         X = self.detector._check_input(np.asarray(X, dtype=np.float64) if names is None else X)
         return X, ids
 
-    def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None) -> Evidence:
-        """The evidence for one case (a row, a one-row DataFrame or a Series)."""
+    def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
+                 case_id: str | None = None) -> Evidence:
+        """The evidence for one case (a row, a one-row DataFrame or a Series); ``top=None`` keeps
+        every feature's attribution."""
+        top = len(self.feature_names) if top is None else top
         X, ids = self._rows(case)
         if len(X) != 1:
             raise InputError(f"case must be one row, got {len(X)}; use analyze_batch for several")
@@ -196,6 +207,48 @@ class Investigator:
             ))
         return out
 
+    def feature_profile(self, name: str) -> FeatureProfile:
+        """The training distribution of one feature (quantiles of the normal rows)."""
+        if name not in self.feature_names:
+            close = [n for n in self.feature_names if name.lower() in n.lower() or n.lower() in name.lower()]
+            raise InputError(f"feature must be one of the {len(self.feature_names)} training features "
+                             f"(e.g. {(close or self.feature_names)[:8]}), got {name!r}")
+        j = self.feature_names.index(name)
+        if self.profile is not None:
+            qs = {f"{100 * q:g}%": float(v) for q, v in zip(PROFILE_LEVELS, self.profile[:, j])}
+        else:
+            qs = {f"{100 * q:g}%": float(v) for q, v in zip((0.01, 0.5, 0.99), self.quantiles[:, j])}
+        lo, med, hi = self.quantiles[:, j]
+        return FeatureProfile(id=f"profile:{name}", feature=name, normal_low=float(lo), normal_median=float(med),
+                              normal_high=float(hi), quantiles=qs, n_train=self.n_train)
+
+    def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5) -> Comparison:
+        """The case beside another row: embedding distance, the other's verdict, and the ``top``
+        features that differ most (robust-scaled)."""
+        X, _ = self._rows(case)
+        Y, _ = self._rows(other)
+        if len(X) != 1 or len(Y) != 1:
+            raise InputError(f"compare takes one row each, got {len(X)} and {len(Y)}")
+        det = self.detector
+        ex, ey = det.embed(X)[0], det.embed(Y)[0]
+        score = det.decision_function(Y)
+        p = conformal_pvalues(det.calibration_scores_, score)
+        diff = Y[0] - X[0]
+        order = np.argsort(-np.abs(diff) / det.scale_, kind="stable")[:top]
+        return Comparison(
+            id=f"compare:{other_id}", other_id=str(other_id), distance=float(np.linalg.norm(ex - ey)),
+            other_score=float(score[0]), other_p_value=float(p[0]), other_anomalous=bool(p[0] < alpha),
+            differences=[FeatureDifference(feature=self.feature_names[j], value=float(X[0, j]), other=float(Y[0, j]),
+                                           difference=float(diff[j])) for j in order],
+        )
+
+    def exemplar_row(self, row_id: str) -> np.ndarray:
+        """The stored normal exemplar ``row_id`` as a (d,) row."""
+        hit = self.store.get([row_id])[0]
+        if hit.values.shape != (len(self.feature_names),):
+            raise InputError(f"exemplar {row_id!r} has no stored row of {len(self.feature_names)} values")
+        return hit.values
+
     # ------------------------------------------------------------------ reports
     def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,
                 reasoner: Reasoner | None = None) -> Report:
@@ -203,12 +256,8 @@ class Investigator:
         ev = self.evidence(case, alpha=alpha, k=k, top=top, case_id=case_id)
         return Report(evidence=ev, explanation=explain_evidence(ev, reasoner or self.reasoner))
 
-    def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5,
-                      ids: Sequence[str] | None = None, reasoner: Reasoner | None = None,
-                      only_anomalous: bool = False) -> list[Report]:
-        """Reports for a batch, with verdicts that control the false discovery rate at ``alpha``
-        (Benjamini-Hochberg over the batch's p-values). Reports keep the input order;
-        ``only_anomalous`` keeps just the flagged ones."""
+    def _batch(self, X: Any, alpha: float, ids: Sequence[str] | None):
+        """(rows, case ids, scores, BH flags, BH cut-off) of a batch."""
         from anomalens.detectors._validation import check_probability
 
         alpha = check_probability(alpha, "alpha")
@@ -218,9 +267,34 @@ class Investigator:
             raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
         scores = self.detector.decision_function(rows)
         flags = benjamini_hochberg(conformal_pvalues(self.detector.calibration_scores_, scores), alpha).astype(bool)
+        cutoff = alpha * max(int(flags.sum()), 1) / len(rows)  # the BH cut-off: flagged <=> p <= cutoff
+        return rows, case_ids, scores, flags, cutoff
+
+    def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Sequence[str] | None = None) -> dict[str, Verdict]:
+        """Verdicts for a batch by case id, controlling the false discovery rate at ``alpha``
+        (Benjamini-Hochberg), without the rest of the evidence."""
+        rows, case_ids, scores, flags, cutoff = self._batch(X, alpha, ids)
+        pvals = conformal_pvalues(self.detector.calibration_scores_, scores)
+        thr = score_threshold(self.detector.calibration_scores_, cutoff)
+        return {cid: Verdict(anomalous=bool(f), score=float(s), p_value=float(p), alpha=alpha, cutoff=float(cutoff),
+                             threshold=float(thr) if np.isfinite(thr) else None, detector=self.detector_name,
+                             method="Benjamini-Hochberg false discovery rate control over the batch")
+                for cid, s, p, f in zip(case_ids, scores, pvals, flags)}
+
+    def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5,
+                      ids: Sequence[str] | None = None, reasoner: Reasoner | None = None,
+                      only_anomalous: bool = False, limit: int | None = None) -> list[Report]:
+        """Reports for a batch, with verdicts that control the false discovery rate at ``alpha``
+        (Benjamini-Hochberg over the batch's p-values). Reports keep the input order;
+        ``only_anomalous`` keeps just the flagged ones; ``limit`` keeps the ``limit`` highest
+        scores, most anomalous first (the verdicts are still those of the whole batch)."""
+        rows, case_ids, scores, flags, cutoff = self._batch(X, alpha, ids)
         m = len(rows)
-        cutoff = alpha * max(int(flags.sum()), 1) / m  # the BH cut-off: flagged <=> p <= cutoff
         keep = np.flatnonzero(flags) if only_anomalous else np.arange(m)
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+                raise InputError(f"limit must be a positive int or None, got {limit!r}")
+            keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
         if len(keep) == 0:
             return []
         evs = self._evidence_batch(rows[keep], scores[keep], flags[keep], alpha, cutoff, k, top, [case_ids[i] for i in keep],
@@ -245,6 +319,7 @@ class Investigator:
         config = {
             "anomalens_version": __version__, "modality": self.modality, "detector": self.detector_name,
             "feature_names": self.feature_names, "quantiles": self.quantiles.tolist(), "n_train": self.n_train,
+            "profile": None if self.profile is None else self.profile.tolist(),
             "store": {"url": self.store.url, "collection": self.store.collection_name},
         }
         (path / _CONFIG).write_text(json.dumps(config, indent=1))
@@ -270,5 +345,6 @@ class Investigator:
                                   f"detector expects {det.n_features_in_})")
         store = ExemplarStore(None if store_cfg["url"] else path / "store", url=store_cfg["url"],
                               collection=store_cfg["collection"])
+        profile = config.get("profile")
         return cls(det, store, names, quantiles, int(config["n_train"]), detector_name=config["detector"],
-                   modality=config["modality"], reasoner=reasoner)
+                   modality=config["modality"], reasoner=reasoner, profile=None if profile is None else np.asarray(profile))

@@ -6,6 +6,11 @@ Every evidence item has a stable ``id`` that claims cite:
 - ``feature:<name>``           one feature's attribution, value and normal range
 - ``exemplar:<row id>``        one nearest normal exemplar
 - ``restoration``              the restored normal version and its per-feature deltas
+- ``compare:<other id>``       the case beside another row or exemplar   } added during a chat
+- ``profile:<name>``           a feature's training distribution          } investigation
+
+Features looked up during an investigation beyond the top ones are ``feature:<name>`` items too
+(``Evidence.lookups``).
 
 ``anomalens.schema.Attribution`` is the report's view of one feature (value, normal range,
 contribution); the detectors' array-valued ``anomalens.detectors.Attribution`` is what it is
@@ -22,11 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "Attribution",
     "Claim",
+    "Comparison",
     "Context",
     "Evidence",
     "Exemplar",
     "Explanation",
+    "FeatureDifference",
     "FeatureDelta",
+    "FeatureProfile",
     "Report",
     "Restoration",
     "Verdict",
@@ -115,6 +123,49 @@ class Restoration(_Model):
         return nums + ([self.score_after] if self.score_after is not None else [])
 
 
+class FeatureDifference(_Model):
+    feature: str
+    value: float  # the case's value
+    other: float  # the other case's value
+    difference: float  # other - value
+
+
+class Comparison(_Model):
+    """The case beside another one (a row of the data or a stored normal exemplar)."""
+
+    id: str  # "compare:<other id>"
+    other_id: str  # a row id of the data, or "exemplar:<row id>"
+    distance: float  # in the detector's embedding space
+    other_score: float  # the detector's score of the other case
+    other_p_value: float
+    other_anomalous: bool  # the other case's verdict at the same alpha
+    differences: list[FeatureDifference]  # largest robust-scaled difference first
+
+    def numbers(self) -> list[float]:
+        nums = [self.distance, self.other_score, self.other_p_value]
+        try:  # a numeric case id ("against case 17") is a number the claim may write
+            nums.append(float(self.other_id))
+        except ValueError:
+            pass
+        return nums + [n for d in self.differences for n in (d.value, d.other, d.difference, abs(d.difference))]
+
+
+class FeatureProfile(_Model):
+    """One feature's training distribution (the normal rows the detector was fitted on)."""
+
+    id: str  # "profile:<name>"
+    feature: str
+    normal_low: float  # 1% quantile
+    normal_median: float
+    normal_high: float  # 99% quantile
+    quantiles: dict[str, float]  # "1%" -> value, ...
+    n_train: int
+
+    def numbers(self) -> list[float]:
+        levels = [float(q.rstrip("%")) for q in self.quantiles]  # "the 1% quantile" states the level too
+        return [self.normal_low, self.normal_median, self.normal_high, *self.quantiles.values(), self.n_train, *levels]
+
+
 class Context(_Model):
     feature_names: list[str]
     n_train: int
@@ -130,15 +181,33 @@ class Evidence(_Model):
     exemplars: list[Exemplar]
     restoration: Restoration | None = None
     context: Context
+    # gathered during an investigation (chat tools): features looked up beyond the top ones, comparisons
+    lookups: list[Attribution] = Field(default_factory=list)
+    profiles: list[FeatureProfile] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(default_factory=list)
 
-    def items(self) -> dict[str, Verdict | Attribution | Exemplar | Restoration]:
+    def items(self) -> dict[str, Item]:
         """Every citable item by id."""
-        out: dict[str, Verdict | Attribution | Exemplar | Restoration] = {"verdict": self.verdict}
+        out: dict[str, Item] = {"verdict": self.verdict}
+        out.update({a.id: a for a in self.lookups})
         out.update({a.id: a for a in self.attributions})
         out.update({e.id: e for e in self.exemplars})
         if self.restoration is not None:
             out["restoration"] = self.restoration
+        out.update({p.id: p for p in self.profiles})
+        out.update({c.id: c for c in self.comparisons})
         return out
+
+    def with_items(self, *new: Attribution | FeatureProfile | Comparison) -> "Evidence":
+        """A copy that also holds these looked-up items (an id already held is replaced; a top
+        feature's attribution is kept as it is)."""
+        top = {a.id for a in self.attributions}
+        update = {}
+        for field, kind in (("lookups", Attribution), ("profiles", FeatureProfile), ("comparisons", Comparison)):
+            add = [x for x in new if isinstance(x, kind) and x.id not in top]
+            ids = {x.id for x in add}
+            update[field] = [x for x in getattr(self, field) if x.id not in ids] + add
+        return self.model_copy(update=update)
 
     def features_of(self, item_id: str) -> set[str]:
         """Feature names an item speaks about."""
@@ -149,11 +218,18 @@ class Evidence(_Model):
             return set(item.values)
         if isinstance(item, Restoration):
             return {d.feature for d in item.deltas}
+        if isinstance(item, Comparison):
+            return {d.feature for d in item.differences}
+        if isinstance(item, FeatureProfile):
+            return {item.feature}
         return set()
 
     def counts(self) -> list[float]:
         """Counts a claim may state ("3 features", "5 exemplars")."""
         return [len(self.attributions), len(self.exemplars), sum(a.abnormal for a in self.attributions)]
+
+
+Item = Verdict | Attribution | Exemplar | Restoration | FeatureProfile | Comparison
 
 
 class Claim(_Model):

@@ -21,15 +21,15 @@ Writes evals/results/explain.json and .md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from evals.common import llama_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,17 +59,6 @@ def build_cases() -> list[dict[str, Any]]:
     return invs, [cases[i] for i in order]
 
 
-@contextlib.contextmanager
-def llama_server():
-    from anomalens.llm.local import smollm2_path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from servers import llama_server as serve
-
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), smollm2_path()) as url:
-        yield url
 
 
 def tokens_per_s() -> dict[str, float]:

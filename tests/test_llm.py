@@ -78,7 +78,7 @@ def test_openai_path_against_a_real_llama_cpp_server(tmp_path):
     ev = make_evidence()
     with llama_server(tmp_path, smollm2_path()) as url:
         client = OpenAIChatClient(url, model="", timeout=120)
-        assert client.name == "llm:smollm2-135m"  # asked the server for its model
+        assert client.model == "smollm2-135m" and client.name == "llm:smollm2-135m"  # asked the server for its model
         out = client.complete_json("Reply in JSON.", "Cite the verdict.", draft_schema(list(ev.items())), max_tokens=200)
         assert out.completion_tokens > 0 and out.value.claims
         assert all(c in ev.items() for claim in out.value.claims for c in claim.cites)

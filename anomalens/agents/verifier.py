@@ -7,7 +7,8 @@ A claim is rejected when it
 - states a number that is not, up to rounding, a number of its cited items (or a count of the
   evidence: features shown, exemplars, abnormal features);
 - names an exemplar id that the evidence does not contain;
-- contradicts the verdict (calls an anomalous case normal, or the reverse).
+- contradicts the verdict (calls an anomalous case normal, or the reverse);
+- asks a question, or states nothing checkable (no number, feature, id or verdict).
 
 Rounding: a number written with r decimals matches a value within 0.5 * 10^-r, or within 0.5%
 relative (rounding to 3 significant digits); percentages match shares.
@@ -17,12 +18,12 @@ from __future__ import annotations
 
 import re
 
-from anomalens.schema import Claim, Evidence
+from anomalens.schema import Claim, Comparison, Evidence
 
-__all__ = ["verify", "verify_claim"]
+__all__ = ["cite_text", "verify", "verify_claim"]
 
 _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
-_ID = re.compile(r"\b(exemplar|feature):[^\s,;()\[\]]+")
+_ID = re.compile(r"(?<![\w:])(?:exemplar|feature|profile|compare):[^\s,;()\[\]]+")
 _NEGATIONS = ("not anomalous", "no anomaly", "not an anomaly", "case is normal", "row is normal", "case looks normal",
               "say normal", "is not unusual")
 
@@ -68,28 +69,39 @@ def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
     unknown = [c for c in claim.cites if c not in items]
     if unknown:
         return f"cites unknown evidence ids {unknown[:3]}"
-    text = claim.text
-    # exemplar or feature ids written in the text must exist
+    text = claim.text.strip()
+    if text.endswith("?"):
+        return "asks a question instead of stating a fact"
+    # exemplar or feature ids written in the text must exist (or be what a cited comparison compares with)
+    compared = {items[c].other_id for c in claim.cites if isinstance(items[c], Comparison)}
     for m in _ID.finditer(text):
         ident = m.group(0).rstrip(".")
-        if ident not in items:
+        if ident not in items and ident not in compared:
             return f"names {ident!r}, which is not in the evidence"
     # feature names: every one mentioned must be spoken about by a cited item
     cited_features = set().union(*(evidence.features_of(c) for c in claim.cites))
     stripped = _ID.sub(" ", text)
     names = sorted(evidence.context.feature_names, key=len, reverse=True)  # longest first: "age" inside "page_age"
+    named = False
     for name in names:
         if _mentions(stripped, name):
             if name not in cited_features:
                 return f"names feature {name!r}, which its cited evidence does not contain"
             stripped = re.sub(r"(?<![\w])" + re.escape(name) + r"(?![\w])", " ", stripped, flags=re.IGNORECASE)
+            named = True
     # numbers: each must be a number of a cited item (or a count of the evidence)
     values: list[float] = list(evidence.counts())
     for c in claim.cites:
         values += items[c].numbers()
-    for x, decimals in _numbers_in(stripped):
+    numbers = _numbers_in(stripped)
+    for x, decimals in numbers:
         if not _matches(x, decimals, values):
             return f"states {x:g}, which its cited evidence does not contain"
+    # a claim must say something the evidence can confirm: a number, a feature, an id, or the verdict
+    said_something = numbers or named or _ID.search(text) or re.search(
+        r"\b(anomal\w*|normal|outlier|unusual)\b", stripped.lower())
+    if not said_something:
+        return "states nothing that its cited evidence could confirm"
     # the verdict is the detector's: a claim may not reverse it (feature names, which are untrusted
     # text, were stripped above, so a column named "... say normal" cannot trip or dodge this)
     low = stripped.lower()
@@ -111,3 +123,31 @@ def verify(claims: list[Claim], evidence: Evidence) -> tuple[list[Claim], list[C
         else:
             bad.append(c.model_copy(update={"verified": False, "reason": reason}))
     return ok, bad
+
+
+def cite_text(text: str, evidence: Evidence) -> list[Claim]:
+    """Claims of free text (a model that answered in prose): one per sentence, citing the evidence
+    items the sentence mentions (ids written out, features named, the verdict's and restoration's
+    words, exemplars when it speaks of neighbours). A sentence that mentions nothing checkable cites
+    nothing, so the verifier rejects it."""
+    items = evidence.items()
+    names = sorted(evidence.context.feature_names, key=len, reverse=True)
+    claims = []
+    for sentence in (s.strip() for s in re.split(r"(?<=[.!?])\s+", text.strip())):
+        if not sentence:
+            continue
+        cites = [m.group(0).rstrip(".") for m in _ID.finditer(sentence) if m.group(0).rstrip(".") in items]
+        rest = _ID.sub(" ", sentence)
+        for name in names:
+            if _mentions(rest, name):
+                cites += [i for i in (f"feature:{name}", f"profile:{name}") if i in items]
+                rest = re.sub(r"(?<![\w])" + re.escape(name) + r"(?![\w])", " ", rest, flags=re.IGNORECASE)
+        low = rest.lower()
+        if re.search(r"p-value|p value|score|anomal|cut-off|threshold", low):
+            cites.append("verdict")
+        if "restoration" in items and re.search(r"normal version|restor|should (be|have)|would be", low):
+            cites.append("restoration")
+        if not any(c.startswith("exemplar:") for c in cites) and re.search(r"exemplar|neighbo|nearest|closest", low):
+            cites += [e.id for e in evidence.exemplars]
+        claims.append(Claim(text=sentence, cites=list(dict.fromkeys(cites))))
+    return claims

@@ -3,12 +3,23 @@
 Only this package talks to language models (``openai``, ``llama_cpp``, ``transformers``).
 """
 
-from anomalens.llm.base import ChatClient, ClaimDraft, Completion, Draft, DraftClaims, Reasoner
-from anomalens.llm.reasoner import LLMReasoner, evidence_payload, make_reasoner
+from anomalens.llm.base import (
+    ChatClient,
+    ChatTurn,
+    ClaimDraft,
+    Completion,
+    Draft,
+    DraftClaims,
+    Reasoner,
+    ToolCallRequest,
+    ToolChatClient,
+)
+from anomalens.llm.reasoner import LLMReasoner, evidence_payload, make_reasoner, tool_client
 from anomalens.llm.template import TemplateReasoner
 
 __all__ = [
     "ChatClient",
+    "ChatTurn",
     "ClaimDraft",
     "Completion",
     "Draft",
@@ -16,6 +27,9 @@ __all__ = [
     "LLMReasoner",
     "Reasoner",
     "TemplateReasoner",
+    "ToolCallRequest",
+    "ToolChatClient",
     "evidence_payload",
     "make_reasoner",
+    "tool_client",
 ]

@@ -19,7 +19,8 @@ from anomalens.errors import BackendError
 
 from anomalens.schema import Claim, Evidence
 
-__all__ = ["ask_validated", "ChatClient", "ClaimDraft", "Completion", "Draft", "DraftClaims", "Reasoner"]
+__all__ = ["ask_validated", "ChatClient", "ChatTurn", "ClaimDraft", "Completion", "Draft", "DraftClaims", "Reasoner",
+           "ToolCallRequest", "ToolChatClient"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -61,6 +62,36 @@ class ChatClient(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ToolCallRequest:
+    id: str
+    name: str
+    args: dict
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One assistant turn of a tool-calling chat: text, tool calls, or both."""
+
+    content: str
+    tool_calls: list[ToolCallRequest]
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class ToolChatClient(Protocol):
+    """A chat model that can call tools (OpenAI tool-calling format: messages and tools as dicts)."""
+
+    name: str
+
+    def chat(self, messages: list[dict], tools: list[dict], *, tool_choice: str | dict = "auto",
+             max_tokens: int = 512) -> ChatTurn:
+        """The next assistant turn; ``tool_choice`` is "auto", "required", "none" or
+        ``{"type": "function", "function": {"name": ...}}``. Raises BackendError when the backend fails."""
+        ...
+
+
 class ClaimDraft(BaseModel):
     text: str = Field(max_length=200)  # one sentence; the bound also stops a small model rambling
     cites: list[str] = Field(min_length=1, max_length=4)
@@ -86,4 +117,8 @@ class Reasoner(Protocol):
 
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
         """Draft claims about the case; ``feedback`` lists why earlier claims were rejected."""
+        ...
+
+    def answer(self, question: str, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
+        """Draft claims that answer an analyst's question about the case from its evidence."""
         ...

@@ -1,5 +1,8 @@
 """Any OpenAI-compatible chat server: vLLM in production, llama.cpp's server in tests.
 
+It is both a ``ChatClient`` (structured output) and a ``ToolChatClient`` (tool calling; vLLM
+needs ``--enable-auto-tool-choice --tool-call-parser <parser>`` for ``tool_choice="auto"``).
+
 Structured output is requested with ``response_format`` of type ``json_schema``; a server that
 rejects that (llama.cpp's accepts only ``json_object``) is asked again with ``json_object`` and
 the schema in the prompt, and the client remembers which mode worked. Replies are validated with
@@ -17,7 +20,7 @@ import time
 from pydantic import BaseModel
 
 from anomalens.errors import BackendError
-from anomalens.llm.base import Completion, T, ask_validated
+from anomalens.llm.base import ChatTurn, Completion, T, ToolCallRequest, ask_validated
 
 __all__ = ["OpenAIChatClient"]
 
@@ -56,7 +59,8 @@ class OpenAIChatClient:
 
     @property
     def name(self) -> str:
-        return f"llm:{self.model}"
+        # no request here: naming a client must not fail when its server is down
+        return f"llm:{self._model or self.base_url}"
 
     def _call(self, fn, *, unsupported=lambda exc: False):
         """Run ``fn`` with retries; an error that ``unsupported`` recognises is raised at once."""
@@ -111,3 +115,25 @@ class OpenAIChatClient:
 
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         return ask_validated(generate, messages, schema, name=self.name, max_reasks=self.max_reasks)
+
+    def chat(self, messages: list[dict], tools: list[dict], *, tool_choice: str | dict = "auto",
+             max_tokens: int = 512) -> ChatTurn:
+        """The next assistant turn with tool calling (OpenAI format)."""
+        o = self._openai
+        t0 = time.perf_counter()
+        try:
+            resp = self._call(lambda: self._client.chat.completions.create(
+                model=self.model, messages=messages, tools=tools or None, tool_choice=tool_choice if tools else None,
+                max_tokens=max_tokens, temperature=self.temperature))
+        except (o.BadRequestError, o.UnprocessableEntityError) as exc:
+            raise BackendError(f"LLM server at {self.base_url} rejected the tool-calling request: {exc}") from exc
+        msg = resp.choices[0].message
+        calls = []
+        for i, tc in enumerate(msg.tool_calls or []):
+            try:
+                args = json.loads(tc.function.arguments or "{}")
+            except json.JSONDecodeError:  # the model's mistake: the tool will report the arguments as invalid
+                args = {"__unparsed__": (tc.function.arguments or "")[:200]}
+            calls.append(ToolCallRequest(tc.id or f"call_{i}", tc.function.name, args if isinstance(args, dict) else {}))
+        return ChatTurn(msg.content or "", calls, getattr(resp.usage, "completion_tokens", 0) or 0,
+                        time.perf_counter() - t0)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from anomalens.config import Settings, get_settings
 from anomalens.errors import ConfigError
-from anomalens.llm.base import ChatClient, ClaimDraft, Draft, DraftClaims, Reasoner
+from anomalens.llm.base import ChatClient, ClaimDraft, Draft, DraftClaims, Reasoner, ToolChatClient
 from anomalens.llm.template import TemplateReasoner
 from anomalens.prompts import data_block, render, template_hash
 from anomalens.schema import Claim, Evidence
 
-__all__ = ["LLMReasoner", "evidence_payload", "make_reasoner"]
+__all__ = ["LLMReasoner", "evidence_payload", "make_reasoner", "tool_client"]
 
 PROMPTS = ("explain_system.jinja2", "explain_user.jinja2")
+ANSWER_PROMPTS = ("answer_system.jinja2", "answer_user.jinja2")
+QUESTION_BUDGET = 500  # characters of an analyst's question passed to the model
 
 
 def evidence_payload(evidence: Evidence) -> dict:
@@ -21,6 +23,12 @@ def evidence_payload(evidence: Evidence) -> dict:
     payload["exemplars"] = {e.id: {"distance": e.distance} for e in evidence.exemplars}
     if evidence.restoration is not None:
         payload["restoration"] = [d.model_dump() for d in evidence.restoration.deltas[:5]]
+    if evidence.lookups:
+        payload["features"].update({a.id: a.model_dump(exclude={"id", "contribution"}) for a in evidence.lookups})
+    if evidence.profiles:
+        payload["profiles"] = {p.id: p.model_dump(exclude={"id"}) for p in evidence.profiles}
+    if evidence.comparisons:
+        payload["comparisons"] = {c.id: c.model_dump(exclude={"id"}) for c in evidence.comparisons}
     return payload
 
 
@@ -42,6 +50,7 @@ class LLMReasoner:
     def __init__(self, client: ChatClient, *, max_claims: int = 4, max_tokens: int = 400) -> None:
         self.client, self.max_claims, self.max_tokens = client, max_claims, max_tokens
         self.prompt_hash = template_hash(*PROMPTS)
+        self.answer_hash = template_hash(*ANSWER_PROMPTS)
 
     @property
     def name(self) -> str:
@@ -52,10 +61,21 @@ class LLMReasoner:
         user = render(PROMPTS[1], case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
                       feedback=data_block(feedback, budget=1500) if feedback else "",
                       evidence=data_block(evidence_payload(evidence)))
+        return self._ask(system, user, evidence, self.prompt_hash)
+
+    def answer(self, question: str, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
+        system = render(ANSWER_PROMPTS[0], max_claims=self.max_claims)
+        user = render(ANSWER_PROMPTS[1], case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
+                      question=data_block({"question": question}, text_budget=QUESTION_BUDGET),
+                      feedback=data_block(feedback, budget=1500) if feedback else "",
+                      evidence=data_block(evidence_payload(evidence)))
+        return self._ask(system, user, evidence, self.answer_hash)
+
+    def _ask(self, system: str, user: str, evidence: Evidence, prompt_hash: str) -> Draft:
         schema = draft_schema(list(evidence.items()))
         out = self.client.complete_json(system, user, schema, max_tokens=self.max_tokens)
         claims = [Claim(text=c.text.strip(), cites=list(c.cites)) for c in out.value.claims[: self.max_claims]]
-        return Draft(claims, out.completion_tokens, out.seconds, self.prompt_hash)
+        return Draft(claims, out.completion_tokens, out.seconds, prompt_hash)
 
 
 def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, base_url: str | None = None,
@@ -79,3 +99,10 @@ def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, b
         return LLMReasoner(OpenAIChatClient(base_url or s.llm_base_url, model if model is not None else s.llm_model,
                                             s.llm_api_key, timeout=s.llm_timeout))
     raise ConfigError(f"llm must be 'openai', 'local' or 'template', got {kind!r}")
+
+
+def tool_client(reasoner: Reasoner) -> ToolChatClient | None:
+    """The reasoner's chat client when it can call tools (an OpenAI-compatible server), else None:
+    the embedded model and the template answer chat questions from the evidence instead."""
+    client = getattr(reasoner, "client", None)
+    return client if isinstance(client, ToolChatClient) else None

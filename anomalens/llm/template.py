@@ -2,15 +2,94 @@
 
 Always available, needs no model, and the fallback when an LLM is down or none of its claims
 pass the verifier. Numbers are written with ``schema.fmt`` (4 significant digits), which is the
-rounding the verifier accepts.
+rounding the verifier accepts. ``answer`` picks the claims that a question asks for by its
+words (neighbours, normal version, a feature's name, comparison, verdict), over every evidence
+item an investigation has gathered.
 """
 
 from __future__ import annotations
 
-from anomalens.llm.base import Draft
-from anomalens.schema import Claim, Evidence, fmt
+import re
 
-__all__ = ["TemplateReasoner"]
+from anomalens.llm.base import Draft
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, fmt
+
+__all__ = ["TemplateReasoner", "topics"]
+
+_WHERE = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
+_TOPICS = {
+    "neighbors": ("similar", "neighbo", "nearest", "closest", "exemplar", "like this", "normal case", "normal row"),
+    "restore": ("look like", "should", "restor", "normal version", "expected", "fix", "what would normal"),
+    "compare": ("compare", "differ", "versus", " vs"),
+    "verdict": ("p-value", "p value", "score", "confiden", "how sure", "significan", "is this anomal", "is it anomal"),
+    "why": ("why", "explain", "cause", "reason", "driv", "responsible", "wrong"),
+}
+
+
+def _mentions(text: str, name: str) -> bool:
+    return re.search(r"(?<![\w])" + re.escape(name.lower()) + r"(?![\w])", text.lower()) is not None
+
+
+def topics(question: str, evidence: Evidence) -> tuple[list[str], list[str]]:
+    """(topics the question asks about, feature names it mentions), longest names first."""
+    q = question.lower()
+    found = [t for t, words in _TOPICS.items() if any(w in q for w in words)]
+    features, rest = [], q
+    for name in sorted(evidence.context.feature_names, key=len, reverse=True):
+        if _mentions(rest, name):
+            features.append(name)
+            rest = re.sub(r"(?<![\w])" + re.escape(name.lower()) + r"(?![\w])", " ", rest)
+    return found, features
+
+
+def verdict_claim(evidence: Evidence) -> Claim:
+    v = evidence.verdict
+    if v.anomalous:
+        return Claim(text=f"The case is anomalous: its score {fmt(v.score)} gives a p-value of {fmt(v.p_value)}, "
+                     f"below the cut-off {fmt(v.cutoff)} ({v.method}).", cites=["verdict"])
+    return Claim(text=f"The case is not anomalous: its score {fmt(v.score)} gives a p-value of "
+                 f"{fmt(v.p_value)}, not below the cut-off {fmt(v.cutoff)} ({v.method}).", cites=["verdict"])
+
+
+def feature_claim(a: Attribution, evidence: Evidence, *, with_exemplars: bool = True) -> Claim:
+    text = (f"{a.feature} is {fmt(a.value)}, {_WHERE[a.position]} {fmt(a.normal_low)} to {fmt(a.normal_high)} "
+            f"(median {fmt(a.normal_median)}), and accounts for {fmt(100 * a.share)}% of the score")
+    cites = [a.id]
+    if with_exemplars and a.exemplar_mean is not None and evidence.exemplars:
+        text += f"; the nearest normal cases have {a.feature} around {fmt(a.exemplar_mean)}"
+        cites += [e.id for e in evidence.exemplars]
+    return Claim(text=text + ".", cites=cites)
+
+
+def exemplar_claims(evidence: Evidence, n: int = 1) -> list[Claim]:
+    ex = evidence.exemplars
+    if not ex:
+        return []
+    claims = [Claim(text=f"The closest normal exemplar is {ex[0].id} at distance {fmt(ex[0].distance)}.", cites=[ex[0].id])]
+    if n > 1 and len(ex) > 1:
+        others = ", ".join(f"{e.id} ({fmt(e.distance)})" for e in ex[1:n])
+        claims.append(Claim(text=f"The next nearest normal exemplars are {others}.", cites=[e.id for e in ex[1:n]]))
+    return claims
+
+
+def restoration_claim(evidence: Evidence, n: int = 2) -> list[Claim]:
+    r = evidence.restoration
+    if r is None or not r.deltas:
+        return []
+    changes = ", ".join(f"{d.feature} from {fmt(d.observed)} to {fmt(d.restored)}" for d in r.deltas[:n])
+    return [Claim(text=f"The normal version of this case changes {changes}.", cites=["restoration"])]
+
+
+def profile_claim(p: FeatureProfile) -> Claim:
+    return Claim(text=f"In the {p.n_train} normal training rows, {p.feature} has median {fmt(p.normal_median)} and "
+                 f"ranges from {fmt(p.normal_low)} (1%) to {fmt(p.normal_high)} (99%).", cites=[p.id])
+
+
+def comparison_claim(c: Comparison, n: int = 2) -> Claim:
+    diffs = ", ".join(f"{d.feature} {fmt(d.value)} against {fmt(d.other)}" for d in c.differences[:n])
+    other = c.other_id if c.other_id.startswith("exemplar:") else f"case {c.other_id}"
+    return Claim(text=f"Against {other} (distance {fmt(c.distance)}), the case differs most in {diffs}.",
+                 cites=[c.id])
 
 
 class TemplateReasoner:
@@ -23,29 +102,29 @@ class TemplateReasoner:
         self.max_features = max_features
 
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
-        v = evidence.verdict
-        claims = []
-        if v.anomalous:
-            claims.append(Claim(text=f"The case is anomalous: its score {fmt(v.score)} gives a p-value of {fmt(v.p_value)}, "
-                                f"below the cut-off {fmt(v.cutoff)} ({v.method}).", cites=["verdict"]))
-        else:
-            claims.append(Claim(text=f"The case is not anomalous: its score {fmt(v.score)} gives a p-value of "
-                                f"{fmt(v.p_value)}, not below the cut-off {fmt(v.cutoff)} ({v.method}).", cites=["verdict"]))
+        claims = [verdict_claim(evidence)]
         shown = [a for a in evidence.attributions if a.abnormal] or evidence.attributions[:1]
-        for a in shown[: self.max_features]:
-            where = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
-            text = (f"{a.feature} is {fmt(a.value)}, {where[a.position]} {fmt(a.normal_low)} to {fmt(a.normal_high)} "
-                    f"(median {fmt(a.normal_median)}), and accounts for {fmt(100 * a.share)}% of the score")
-            cites = [a.id]
-            if a.exemplar_mean is not None and evidence.exemplars:
-                text += f"; the nearest normal cases have {a.feature} around {fmt(a.exemplar_mean)}"
-                cites += [e.id for e in evidence.exemplars]
-            claims.append(Claim(text=text + ".", cites=cites))
-        if evidence.exemplars:
-            e = evidence.exemplars[0]
-            claims.append(Claim(text=f"The closest normal exemplar is {e.id} at distance {fmt(e.distance)}.", cites=[e.id]))
-        r = evidence.restoration
-        if r is not None and r.deltas:
-            changes = ", ".join(f"{d.feature} from {fmt(d.observed)} to {fmt(d.restored)}" for d in r.deltas[:2])
-            claims.append(Claim(text=f"The normal version of this case changes {changes}.", cites=["restoration"]))
-        return Draft(claims=claims)
+        claims += [feature_claim(a, evidence) for a in shown[: self.max_features]]
+        return Draft(claims=claims + exemplar_claims(evidence) + restoration_claim(evidence))
+
+    def answer(self, question: str, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
+        found, features = topics(question, evidence)
+        items = evidence.items()
+        claims: list[Claim] = []
+        for name in features:
+            if f"feature:{name}" in items:
+                claims.append(feature_claim(items[f"feature:{name}"], evidence, with_exemplars=False))
+            if f"profile:{name}" in items:
+                claims.append(profile_claim(items[f"profile:{name}"]))
+        if "compare" in found and evidence.comparisons:
+            claims.append(comparison_claim(evidence.comparisons[-1]))
+        if "neighbors" in found:
+            claims += exemplar_claims(evidence, n=3)
+        if "restore" in found:
+            claims += restoration_claim(evidence, n=3)
+        if "verdict" in found:
+            claims.insert(0, verdict_claim(evidence))
+        if not claims or ("why" in found and not features):
+            claims = self.draft(evidence).claims if not claims else [*self.draft(evidence).claims[:3], *claims]
+        seen: set[str] = set()
+        return Draft(claims=[c for c in claims if not (c.text in seen or seen.add(c.text))])

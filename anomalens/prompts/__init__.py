@@ -50,19 +50,20 @@ def template_hash(*names: str) -> str:
     return h.hexdigest()[:12]
 
 
-def _clip(obj: Any) -> Any:
+def _clip(obj: Any, n: int = NAME_BUDGET) -> Any:
     if isinstance(obj, str):
-        return obj if len(obj) <= NAME_BUDGET else obj[: NAME_BUDGET - 1] + "…"
+        return obj if len(obj) <= n else obj[: n - 1] + "…"
     if isinstance(obj, dict):
-        return {_clip(k): _clip(v) for k, v in obj.items()}
+        return {_clip(k, n): _clip(v, n) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clip(v) for v in obj]
+        return [_clip(v, n) for v in obj]
     return obj
 
 
-def data_block(payload: Any, budget: int = DATA_BUDGET) -> str:
-    """Untrusted data as JSON between <data> delimiters, strings clipped and the whole truncated."""
-    text = json.dumps(_clip(payload), ensure_ascii=False, default=str)
+def data_block(payload: Any, budget: int = DATA_BUDGET, *, text_budget: int = NAME_BUDGET) -> str:
+    """Untrusted data as JSON between <data> delimiters, each string clipped to ``text_budget``
+    characters and the whole truncated to ``budget``."""
+    text = json.dumps(_clip(payload, text_budget), ensure_ascii=False, default=str)
     text = text.replace("</data>", "<\\/data>")  # the data cannot close its own block
     if len(text) > budget:
         text = text[:budget] + " …(truncated)"

@@ -171,6 +171,28 @@ class ExemplarStore:
             out.append(hits)
         return out
 
+    def get(self, row_ids: Sequence[str]) -> list[ExemplarHit]:
+        """The stored exemplars with these row ids, in the order asked (distance 0).
+
+        Raises:
+            InputError: an id the store does not hold (the message names it).
+        """
+        ids = [str(i) for i in row_ids]
+        try:
+            got = self._col.get(ids=ids, include=["metadatas", "documents"])
+        except Exception as exc:
+            raise BackendError(f"reading exemplars from {self.collection_name!r} failed: {exc}") from exc
+        by_id = {i: (m, d) for i, m, d in zip(got["ids"], got["metadatas"], got["documents"] or [None] * len(got["ids"]))}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise InputError(f"row_ids must be stored exemplar ids; not in the store: {missing[:5]}")
+        out = []
+        for i in ids:
+            meta, doc = by_id[i]
+            values = np.asarray(json.loads(doc), dtype=np.float64) if doc else np.empty(0)
+            out.append(ExemplarHit(i, 0.0, values, meta.get("source"), meta.get("timestamp")))
+        return out
+
     def copy_to(self, other: "ExemplarStore", batch: int = 5000) -> int:
         """Copy every exemplar (vector, row, provenance) into ``other``; returns how many."""
         n = self.count()

@@ -1,0 +1,406 @@
+"""Chat-style investigation of one case: a LangGraph tool-calling loop over the investigation tools,
+with the case's evidence in state, a bound on steps, and the verifier on every answer.
+
+Three ways a turn is answered, all ending in the same verify step:
+
+- an explicit command (``/why``, ``/neighbors [k]``, ``/restore``, ``/compare <id>``,
+  ``/feature <name>``, ``/score``, ``/detectors``, ``/help``) runs its tool directly; the answer
+  is the template's claims about what the tool returned;
+- with a model that can call tools (``ToolChatClient``: vLLM or any OpenAI-compatible server), the
+  model calls tools until it calls ``answer`` with claims citing evidence ids (or answers in plain
+  text, whose sentences are matched to the evidence they mention), within ``max_steps`` calls;
+- with a model that cannot (the embedded default, or none), the question is answered from the
+  evidence by the reasoner (``answer_question``), after looking up any feature it names.
+
+Whatever drafted the claims, only those the verifier accepts are shown; when none pass, the
+template's answer is shown with a note. Tool artifacts that are evidence (a feature looked up, a
+comparison, a profile) join the case's evidence, so later claims may cite them.
+
+Conversation state is checkpointed (SQLite) per thread and can be resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage, convert_to_openai_messages
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from pydantic import ValidationError
+
+from anomalens.agents.explain import Drafting, answer_question
+from anomalens.agents.verifier import cite_text
+from anomalens.errors import BackendError, InputError
+from anomalens.llm.base import Draft, Reasoner, ToolChatClient
+from anomalens.llm.reasoner import draft_schema, evidence_payload
+from anomalens.llm.template import (
+    TemplateReasoner,
+    comparison_claim,
+    exemplar_claims,
+    feature_claim,
+    profile_claim,
+    restoration_claim,
+    topics,
+    verdict_claim,
+)
+from anomalens.prompts import data_block, render
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, Explanation, FeatureProfile
+from anomalens.tools import Toolbox, make_tools
+
+__all__ = ["ChatReply", "ChatSession", "ChatState", "COMMANDS", "build_chat_graph"]
+
+log = logging.getLogger(__name__)
+
+COMMANDS = {  # command -> (tool, usage)
+    "/why": ("explain_case", "/why: the features behind the verdict"),
+    "/neighbors": ("nearest_exemplars", "/neighbors [k]: the nearest normal exemplars"),
+    "/restore": ("restore_case", "/restore: the normal version of the case"),
+    "/compare": ("compare_cases", "/compare <case id | exemplar:<row id>>: the case beside another"),
+    "/feature": ("describe_feature", "/feature <name>: a feature's value, part in the score and normal range"),
+    "/score": ("score_case", "/score: the verdict, score and p-value"),
+    "/detectors": ("list_detectors", "/detectors: the registered detectors"),
+}
+ANSWER_TOOL = "answer"
+
+
+class ChatState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    case_id: str
+    evidence: dict  # the case's Evidence (JSON form, so checkpoints hold plain data), grown by lookups
+    case_row: list[float]  # the case's values, so a saved conversation resumes without its data file
+    question: str  # the analyst's text this turn
+    command: str | None  # the command this turn, when it is one
+    steps: int  # model calls this turn
+    draft: list[dict] | None  # claims drafted this turn, before verification
+    reply: dict | None  # this turn's verified answer (an Explanation)
+
+
+@dataclass
+class ChatReply:
+    """One answered turn."""
+
+    text: str  # what the analyst sees: verified claims, or a tool's error observation
+    explanation: Explanation | None  # the verified claims (None for a help text or an error observation)
+    tools: list[str] = field(default_factory=list)  # tools called this turn, in order
+    steps: int = 0  # model calls this turn
+
+
+def _evidence_of(state: ChatState) -> Evidence:
+    return Evidence.model_validate(state["evidence"])
+
+
+def _merge(ev: Evidence, artifact: Any) -> Evidence:
+    """Evidence items among a tool's artifact join the case's evidence."""
+    found = [a for a in (artifact if isinstance(artifact, (tuple, list)) else [artifact])
+             if isinstance(a, (Attribution, FeatureProfile, Comparison))]
+    return ev.with_items(*found) if found else ev
+
+
+def _command_claims(command: str, ev: Evidence, args: dict) -> list[Claim]:
+    """The template's claims about what a command's tool returned."""
+    if command == "/why":
+        return TemplateReasoner().draft(ev).claims
+    if command == "/neighbors":
+        return exemplar_claims(ev, n=int(args.get("k", 5)))
+    if command == "/restore":
+        return restoration_claim(ev, n=3)
+    if command == "/compare":
+        return [comparison_claim(c, n=3) for c in ev.comparisons if c.other_id == args["other_id"]]
+    if command == "/feature":
+        items = ev.items()
+        return [feature_claim(items[f"feature:{args['name']}"], ev, with_exemplars=False),
+                profile_claim(items[f"profile:{args['name']}"])]
+    if command == "/score":
+        return [verdict_claim(ev)]
+    return []
+
+
+def _parse_command(text: str) -> tuple[str, dict] | str:
+    """(command, tool args), or the error text for a malformed command."""
+    try:
+        parts = shlex.split(text)
+    except ValueError as exc:
+        return f"could not read the command ({exc})"
+    cmd, rest = parts[0].lower(), parts[1:]
+    if cmd == "/help":
+        return cmd, {}
+    if cmd not in COMMANDS:
+        return f"unknown command {cmd!r}; try one of {sorted([*COMMANDS, '/help'])}"
+    if cmd == "/neighbors":
+        if rest and not rest[0].isdigit():
+            return f"/neighbors takes a positive number k, got {rest[0]!r}"
+        return cmd, {"k": int(rest[0])} if rest else {}
+    if cmd in ("/compare", "/feature"):
+        if not rest:
+            return f"usage: {COMMANDS[cmd][1]}"
+        return cmd, {"other_id": rest[0]} if cmd == "/compare" else {"name": " ".join(rest)}
+    return cmd, {}
+
+
+def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: ToolChatClient | None = None,
+                     max_steps: int = 5, forced: Sequence[str] = (), max_claims: int = 4, checkpointer: Any = None):
+    """The compiled chat graph.
+
+    Args:
+        box: the investigator and cases the tools act on.
+        reasoner: answers questions from the evidence when no tool-calling model is given.
+        model: a tool-calling chat model (None: questions are answered by ``reasoner``).
+        max_steps: model calls per turn; at the bound the turn is answered from what was gathered.
+        forced: tool names the model must call at its first steps, in order (``tool_choice``);
+            for models that cannot choose tools reliably.
+        checkpointer: a LangGraph checkpointer (e.g. ``SqliteSaver``) to save and resume threads.
+    """
+    tools = {t.name: t for t in make_tools(box)}
+    reasoner = reasoner or TemplateReasoner()
+
+    def start(state: ChatState) -> dict:
+        text = state["messages"][-1].content if state["messages"] else ""
+        update: dict = {"question": str(text).strip(), "command": None, "steps": 0, "draft": None, "reply": None}
+        if not state.get("evidence"):
+            update["evidence"] = box.evidence(state["case_id"]).model_dump(mode="json")
+            update["case_row"] = [float(v) for v in box.row(state["case_id"])]
+        return update
+
+    def route(state: ChatState) -> str:
+        if state["question"].startswith("/"):
+            return "command"
+        return "agent" if model is not None else "lookup"
+
+    # ---------------------------------------------------------------- explicit commands
+    def command(state: ChatState) -> dict:
+        parsed = _parse_command(state["question"])
+        if isinstance(parsed, str):
+            return {"messages": [AIMessage(parsed)], "command": None}
+        cmd, args = parsed
+        if cmd == "/help":
+            return {"messages": [AIMessage("Commands: " + "; ".join(u for _, u in COMMANDS.values()) + "; /help")]}
+        call = {"name": COMMANDS[cmd][0], "args": {**args}, "id": f"cmd-{len(state['messages'])}", "type": "tool_call"}
+        if call["name"] not in ("list_detectors",):
+            call["args"]["case_id"] = state["case_id"]
+        return {"messages": [AIMessage("", tool_calls=[call])], "command": cmd}
+
+    def after_command(state: ChatState) -> str:
+        return "tools" if state.get("command") else END
+
+    # ---------------------------------------------------------------- tool-calling model
+    def agent(state: ChatState) -> dict:
+        ev = _evidence_of(state)
+        system = render("chat_system.jinja2", case_id=ev.case_id, anomalous=ev.verdict.anomalous,
+                        max_claims=max_claims, evidence=data_block(evidence_payload(ev)))
+        specs = [convert_to_openai_tool(t) for t in tools.values()]
+        specs.append({"type": "function", "function": {
+            "name": ANSWER_TOOL, "description": "Give the analyst the final answer as claims citing evidence ids.",
+            "parameters": draft_schema(list(ev.items())).model_json_schema()}})
+        step = state.get("steps", 0)
+        choice: str | dict = {"type": "function", "function": {"name": forced[step]}} if step < len(forced) else "auto"
+        turn_msgs = _this_turn(state["messages"])
+        messages = [{"role": "system", "content": system},
+                    *convert_to_openai_messages(state["messages"][: len(state["messages"]) - len(turn_msgs)]
+                                                [-6:]), *convert_to_openai_messages(turn_msgs)]
+        try:
+            turn = model.chat(messages, specs, tool_choice=choice)
+        except BackendError as exc:
+            log.warning("chat model failed: %s", exc)
+            return {"steps": step + 1, "draft": None, "messages": [AIMessage("", additional_kwargs={"error": str(exc)})]}
+        calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in turn.tool_calls]
+        return {"steps": step + 1, "messages": [AIMessage(turn.content, tool_calls=calls)]}
+
+    def after_agent(state: ChatState) -> str:
+        last = state["messages"][-1]
+        calls = getattr(last, "tool_calls", None) or []
+        if any(c["name"] == ANSWER_TOOL for c in calls) or not calls:
+            return "draft"
+        return "tools" if state["steps"] < max_steps else "draft"
+
+    def run_tools(state: ChatState) -> dict:
+        ev = _evidence_of(state)
+        out = []
+        for call in state["messages"][-1].tool_calls:
+            tool = tools.get(call["name"])
+            if tool is None:
+                out.append(ToolMessage(f"unknown tool {call['name']!r}; try one of {sorted([*tools, ANSWER_TOOL])}",
+                                       tool_call_id=call["id"], name=call["name"], status="error"))
+                continue
+            msg = tool.invoke(call)
+            ev = _merge(ev, msg.artifact)
+            # the artifact has joined the evidence; the checkpoint keeps only the text
+            out.append(ToolMessage(msg.content, tool_call_id=call["id"], name=call["name"], status=msg.status))
+        return {"messages": out, "evidence": ev.model_dump(mode="json")}
+
+    def after_tools(state: ChatState) -> str:
+        return "draft" if state.get("command") else "agent"
+
+    # ---------------------------------------------------------------- answering
+    def lookup(state: ChatState) -> dict:
+        """Without a tool-calling model: look up the features the question names."""
+        ev = _evidence_of(state)
+        _, features = topics(state["question"], ev)
+        calls = [{"name": "describe_feature", "args": {"name": f, "case_id": state["case_id"]},
+                  "id": f"lookup-{len(state['messages'])}-{i}", "type": "tool_call"} for i, f in enumerate(features[:3])]
+        return {"messages": [AIMessage("", tool_calls=calls)]} if calls else {}
+
+    def after_lookup(state: ChatState) -> str:
+        last = state["messages"][-1]
+        return "tools_then_answer" if isinstance(last, AIMessage) and last.tool_calls else "answer"
+
+    def answer(state: ChatState) -> dict:
+        ev = _evidence_of(state)
+        ex = answer_question(state["question"], ev, reasoner)
+        return {"reply": ex.model_dump(mode="json"), "messages": [AIMessage(ex.text)]}
+
+    def draft(state: ChatState) -> dict:
+        """Claims of this turn, before verification: a command's, or the model's answer."""
+        ev = _evidence_of(state)
+        if state.get("command"):
+            call = next(m for m in reversed(state["messages"]) if isinstance(m, AIMessage) and m.tool_calls)
+            failed = [m for m in state["messages"][-len(call.tool_calls):] if getattr(m, "status", "") == "error"]
+            if failed:  # the tool said why (unknown feature, unknown case): show that, nothing to verify
+                return {"draft": None, "reply": None, "messages": [AIMessage(failed[0].content)]}
+            return {"draft": [c.model_dump() for c in _command_claims(state["command"], ev, call.tool_calls[0]["args"])]}
+        last = state["messages"][-1]
+        for c in getattr(last, "tool_calls", None) or []:
+            if c["name"] == ANSWER_TOOL:
+                try:
+                    drafted = draft_schema(list(ev.items())).model_validate(c["args"])
+                    return {"draft": [{"text": d.text, "cites": list(d.cites)} for d in drafted.claims]}
+                except ValidationError as exc:
+                    return {"draft": [{"text": json.dumps(c["args"])[:200], "cites": [],
+                                       "reason": f"invalid answer: {exc.errors()[0]['msg']}"}]}
+        text = last.content if isinstance(last, AIMessage) and isinstance(last.content, str) else ""
+        return {"draft": [c.model_dump() for c in cite_text(text, ev)] if text.strip() else []}
+
+    def verify(state: ChatState) -> dict:
+        if state.get("draft") is None:
+            return {}
+        ev = _evidence_of(state)
+        source = "template" if state.get("command") else getattr(model, "name", "model")
+        d = Drafting(source)
+        claims = [Claim(text=c["text"], cites=c.get("cites", [])) for c in state["draft"]]
+        if claims:
+            d.add_draft(Draft(claims), ev)
+        if not d.accepted:
+            last = state["messages"][-1]
+            if isinstance(last, AIMessage) and last.additional_kwargs.get("error"):
+                d.error = last.additional_kwargs["error"]
+            elif not claims:
+                d.error = f"no answer within {max_steps} steps" if state.get("steps", 0) >= max_steps else "no answer"
+        ex = d.finish(ev, lambda: TemplateReasoner().answer(state["question"], ev))
+        return {"reply": ex.model_dump(mode="json"), "messages": [AIMessage(ex.text)]}
+
+    g = StateGraph(ChatState)
+    for name, fn in [("start", start), ("command", command), ("agent", agent), ("tools", run_tools),
+                     ("lookup", lookup), ("tools_then_answer", run_tools), ("answer", answer), ("draft", draft),
+                     ("verify", verify)]:
+        g.add_node(name, fn)
+    g.add_edge(START, "start")
+    g.add_conditional_edges("start", route, ["command", "agent", "lookup"])
+    g.add_conditional_edges("command", after_command, ["tools", END])
+    g.add_conditional_edges("agent", after_agent, ["tools", "draft"])
+    g.add_conditional_edges("tools", after_tools, ["agent", "draft"])
+    g.add_conditional_edges("lookup", after_lookup, ["tools_then_answer", "answer"])
+    g.add_edge("tools_then_answer", "answer")
+    g.add_edge("answer", END)
+    g.add_edge("draft", "verify")
+    g.add_edge("verify", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def _this_turn(messages: list[AnyMessage]) -> list[AnyMessage]:
+    """The messages since the last human message (inclusive)."""
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], HumanMessage):
+            return messages[i:]
+    return messages
+
+
+class ChatSession:
+    """An investigation of one case that remembers the conversation.
+
+    Args:
+        box: the investigator and cases; the case in focus is investigated unless ``case_id`` is given.
+        reasoner / model / max_steps / forced: see ``build_chat_graph``.
+        checkpoint: a SQLite file that keeps the conversation (None: in memory for this session only).
+        thread_id: the conversation to start or resume in ``checkpoint``.
+    """
+
+    def __init__(self, box: Toolbox, case_id: str | None = None, *, reasoner: Reasoner | None = None,
+                 model: ToolChatClient | None = None, checkpoint: str | Path | None = None, thread_id: str = "default",
+                 max_steps: int = 5, forced: Sequence[str] = ()) -> None:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        self.box, self.thread_id = box, str(thread_id)
+        if checkpoint is not None:
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(checkpoint), check_same_thread=False)
+            saver = SqliteSaver(self._conn)
+        else:
+            self._conn, saver = None, InMemorySaver()
+        self.graph = build_chat_graph(box, reasoner=reasoner, model=model, max_steps=max_steps, forced=forced,
+                                      checkpointer=saver)
+        self._config = {"configurable": {"thread_id": self.thread_id}, "recursion_limit": 4 * max_steps + 20}
+        saved = self.graph.get_state(self._config).values
+        if saved.get("case_id") is not None:  # resuming: the thread's own case, with its saved values
+            if case_id is not None and str(case_id) != saved["case_id"]:
+                raise InputError(f"thread {self.thread_id!r} investigates case {saved['case_id']!r}, not {case_id!r}; "
+                                 "use another thread_id")
+            self.case_id = saved["case_id"]
+            if self.case_id not in box.case_ids:
+                box.add_case(saved["case_row"], self.case_id, focus=False)
+        elif case_id is None and box.focus is None:
+            raise InputError(f"thread {self.thread_id!r} holds no saved conversation, and no case was given to start one")
+        else:
+            self.case_id = box.resolve(case_id)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the thread already held a conversation."""
+        return bool(self.graph.get_state(self._config).values.get("messages"))
+
+    def ask(self, text: str) -> ChatReply:
+        """Answer one analyst turn (a question or a /command)."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"text must be a non-empty question or /command, got {text!r}")
+        before = len(self.graph.get_state(self._config).values.get("messages", []))
+        state = self.graph.invoke({"messages": [HumanMessage(text.strip())], "case_id": self.case_id}, self._config)
+        new = state["messages"][before + 1:]
+        called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
+        reply = state.get("reply")
+        return ChatReply(text=str(new[-1].content) if new else "",
+                         explanation=Explanation.model_validate(reply) if reply else None,
+                         tools=called, steps=state.get("steps", 0))
+
+    @property
+    def evidence(self) -> Evidence:
+        """The case's evidence, with what this conversation looked up."""
+        values = self.graph.get_state(self._config).values
+        return Evidence.model_validate(values["evidence"]) if values.get("evidence") else self.box.evidence(self.case_id)
+
+    def history(self) -> list[tuple[str, str]]:
+        """(role, text) of the conversation so far (tool calls shown by name)."""
+        out = []
+        for m in self.graph.get_state(self._config).values.get("messages", []):
+            if isinstance(m, HumanMessage):
+                out.append(("user", str(m.content)))
+            elif isinstance(m, ToolMessage):
+                out.append(("tool", f"{m.name}: {m.content}"))
+            elif isinstance(m, AIMessage):
+                if m.tool_calls:
+                    out.append(("call", ", ".join(f"{c['name']}({json.dumps(c['args'])})" for c in m.tool_calls)))
+                if m.content:
+                    out.append(("assistant", str(m.content)))
+        return out
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,378 @@
+"""The ``anomalens`` command: fit, analyze, chat, demo, eval.
+
+Plain text (rich tables) for people, ``--json`` for machines. Bad input ends with one line on
+stderr (``error: ...``) and a non-zero exit: 2 for bad input or usage, 1 for a failed backend
+(LLM or chroma server). The LLM comes from the environment (``ANOMALENS_LLM`` ...) or from
+``--llm openai --base-url ... --model ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from anomalens.errors import AnomalensError, BackendError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Explainable anomaly analysis: fit on normal data, analyze cases, investigate them in a chat.")
+out = Console()
+err = Console(stderr=True)
+
+LlmOpt = Annotated[Optional[str], typer.Option(
+    "--llm", help="reasoner: openai | local | template (default: ANOMALENS_LLM, else local)")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="served model name (default: the server's first)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+IdColOpt = Annotated[Optional[str], typer.Option("--id-column", help="column holding case ids (not a feature)")]
+
+
+class CliError(Exception):
+    """A one-line error for the user; exit code 2."""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn):
+    """Run a command body; expected failures become one line on stderr and an exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except BackendError as exc:
+            _fail(str(exc).splitlines()[0], 1)
+        except (AnomalensError, CliError) as exc:
+            _fail(str(exc).splitlines()[0], 2)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- data
+def read_table(path: Path):
+    """A DataFrame from CSV/TSV or Parquet."""
+    import pandas as pd
+
+    if not path.exists():
+        raise CliError(f"DATA must be an existing CSV or Parquet file, got {str(path)!r} (no such file)")
+    if path.is_dir():
+        raise CliError(f"DATA must be a CSV or Parquet file, got the folder {str(path)!r}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            try:
+                return pd.read_parquet(path)
+            except ImportError as exc:
+                raise CliError(f"reading Parquet needs pyarrow: pip install 'anomalens[parquet]' ({exc})") from exc
+        if suffix in (".csv", ".tsv", ".txt", ".gz"):
+            return pd.read_csv(path, sep="\t" if ".tsv" in path.name.lower() else ",")
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise CliError(f"cannot read {str(path)!r}: {str(exc).splitlines()[0]}") from exc
+    raise CliError(f"DATA must end in .csv, .tsv or .parquet, got {path.name!r}")
+
+
+def _columns(names: list[str] | None) -> list[str]:
+    return [c.strip() for n in names or [] for c in n.split(",") if c.strip()]
+
+
+def select_features(frame, *, label_column: str | None = None, exclude: list[str] | None = None,
+                    id_column: str | None = None, features: list[str] | None = None):
+    """(feature frame, case ids) of a table: drop the label, excluded and id columns, check the rest
+    is numeric; with ``features`` (a fitted investigator's), select exactly those."""
+    cols = list(map(str, frame.columns))
+    frame = frame.set_axis(cols, axis=1)
+    named = [c for c in [label_column, id_column, *_columns(exclude)] if c]
+    missing = [c for c in named if c not in cols]
+    if missing:
+        raise CliError(f"column {missing[0]!r} is not in the data; its columns are {cols[:12]}"
+                       f"{' ...' if len(cols) > 12 else ''}")
+    ids = [str(v) for v in frame[id_column]] if id_column else None
+    if ids is not None and len(set(ids)) != len(ids):
+        raise CliError(f"--id-column {id_column!r} must hold unique ids, got {len(ids) - len(set(ids))} duplicates")
+    if features is not None:
+        absent = [c for c in features if c not in cols]
+        if absent:
+            raise CliError(f"the data lacks {len(absent)} feature(s) the model was fitted on, e.g. {absent[:5]}")
+        X = frame[features]
+    else:
+        X = frame.drop(columns=named)
+    bad = [c for c in X.columns if X[c].dtype.kind not in "biuf"]
+    if bad:
+        raise CliError(f"feature columns must be numeric; {bad[:5]} are not (pass --exclude or --label-column)")
+    if X.shape[1] == 0:
+        raise CliError("no feature columns are left after --label-column/--exclude/--id-column")
+    if ids is not None:
+        X = X.set_axis(ids, axis=0)
+    return X, ids
+
+
+def _params(values: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for v in values or []:
+        if "=" not in v:
+            raise CliError(f"--param must look like name=value, got {v!r}")
+        k, raw = v.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[k.strip()] = raw
+    return out
+
+
+def _reasoner(llm: str | None, base_url: str | None, model: str | None):
+    from anomalens.llm import make_reasoner
+
+    try:
+        return make_reasoner(llm=llm, base_url=base_url, model=model)
+    except ImportError as exc:
+        raise CliError(f"the {llm or 'configured'} LLM backend is not installed ({exc}); "
+                       "pip install 'anomalens[local]' or use --llm template") from exc
+
+
+def _load(model_dir: Path, reasoner=None):
+    from anomalens import Investigator
+
+    if not model_dir.is_dir():
+        raise CliError(f"DIR must be a folder written by 'anomalens fit', got {str(model_dir)!r} (no such folder)")
+    return Investigator.load(model_dir, reasoner=reasoner)
+
+
+def _pick_row(X, ids, row: str) -> tuple[Any, str]:
+    """(one-row frame, case id) for --row: a 0-based position, or a value of --id-column."""
+    if ids is not None and row in ids:
+        return X.iloc[[ids.index(row)]], row
+    if row.lstrip("-").isdigit():
+        pos = int(row)
+        if not 0 <= pos < len(X):
+            raise CliError(f"--row must be a row position in 0..{len(X) - 1}" +
+                           (" or a value of --id-column" if ids is not None else "") + f", got {row}")
+        return X.iloc[[pos]], ids[pos] if ids is not None else str(pos)
+    raise CliError(f"--row must be a 0-based row position{' or an id of --id-column' if ids else ''}, got {row!r}")
+
+
+# ---------------------------------------------------------------- commands
+@app.command()
+@_guard
+def fit(
+    data: Annotated[Path, typer.Argument(help="normal rows: a CSV or Parquet file")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write the fitted investigator to")],
+    detector: Annotated[str, typer.Option("--detector", "-d", help="a registered detector (see 'anomalens eval' or the README)")] = "vae",
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="label column to leave out")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="columns to leave out (repeat or comma-separate)")] = None,
+    id_column: IdColOpt = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="detector hyper-parameter name=value (repeatable)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit a detector and an exemplar store on normal rows, and save them to --out."""
+    from anomalens import Investigator
+
+    frame = read_table(data)
+    X, ids = select_features(frame, label_column=label_column, exclude=exclude, id_column=id_column)
+    params = {"random_state": seed, **_params(param)}
+    if not as_json and sys.stderr.isatty():
+        params.setdefault("verbose", True)  # a progress bar over epochs
+    t0 = time.perf_counter()
+    inv = Investigator.fit(X, detector=detector, source=data.name, ids=ids, **params)
+    inv.save(out_dir)
+    summary = {"out": str(out_dir), "detector": inv.detector_name, "rows": len(X), "features": len(inv.feature_names),
+               "calibration_rows": len(inv.detector.calibration_scores_), "exemplars": inv.store.count(),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(title="fitted", show_header=False)
+    for k, v in summary.items():
+        table.add_row(k, str(v))
+    out.print(table)
+
+
+@app.command()
+@_guard
+def analyze(
+    model_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a folder written by 'anomalens fit'")],
+    data: Annotated[Path, typer.Argument(help="rows to analyze: a CSV or Parquet file")],
+    top: Annotated[int, typer.Option(min=1, help="report the N most anomalous rows")] = 5,
+    row: Annotated[Optional[str], typer.Option(help="report this row only: 0-based position, or a value of --id-column")] = None,
+    id_column: IdColOpt = None,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="false discovery rate (per-case level with --row)")] = 0.05,
+    llm: LlmOpt = None, base_url: BaseUrlOpt = None, model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score every row (verdicts control the false discovery rate) and report the top N, or one --row."""
+    reasoner = _reasoner(llm, base_url, model)
+    inv = _load(model_dir, reasoner)
+    X, ids = select_features(read_table(data), id_column=id_column, features=inv.feature_names)
+    if row is not None:
+        case, cid = _pick_row(X, ids, row)
+        reports = [inv.analyze(case, alpha=alpha, case_id=cid)]
+    else:
+        from rich.progress import Progress
+
+        with Progress(transient=True, console=err, disable=as_json or not sys.stderr.isatty()) as bar:
+            bar.add_task(f"scoring {len(X)} rows and explaining the top {top}", total=None)
+            reports = inv.analyze_batch(X, alpha=alpha, ids=ids, limit=top)
+    if as_json:
+        print(json.dumps([json.loads(r.model_dump_json()) for r in reports]))
+        return
+    table = Table(title=f"{len(reports)} case(s) from {data.name}" + ("" if row is not None else ", most anomalous first"))
+    for col in ("case", "verdict", "score", "p-value", "top features"):
+        table.add_column(col)
+    for r in reports:
+        v = r.verdict
+        table.add_row(r.evidence.case_id, "[red]ANOMALOUS[/]" if v.anomalous else "normal", f"{v.score:.4g}",
+                      f"{v.p_value:.4g}", ", ".join(a.feature for a in r.evidence.attributions[:3]))
+    out.print(table)
+    for r in reports:
+        out.print(Markdown(r.to_markdown()))
+
+
+@app.command()
+@_guard
+def chat(
+    model_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a folder written by 'anomalens fit'")],
+    data: Annotated[Optional[Path], typer.Argument(help="the rows the case comes from (omit to resume a saved chat)")] = None,
+    row: Annotated[Optional[str], typer.Option(help="the case: 0-based row position, or a value of --id-column")] = None,
+    id_column: IdColOpt = None,
+    thread: Annotated[Optional[str], typer.Option(help="conversation id to start or resume (default: case-<id>)")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="SQLite file keeping conversations (default: DIR/chat.sqlite)")] = None,
+    max_steps: Annotated[int, typer.Option(min=1, max=20, help="tool calls per question")] = 5,
+    llm: LlmOpt = None, base_url: BaseUrlOpt = None, model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Investigate one case interactively: ask questions, or use /why /neighbors /restore /compare /feature.
+
+    Reads one line per turn from the terminal or from piped input; /quit or end of input stops.
+    """
+    from anomalens.agents.chat import ChatSession
+    from anomalens.llm.reasoner import tool_client
+    from anomalens.tools import Toolbox
+
+    reasoner = _reasoner(llm, base_url, model)
+    inv = _load(model_dir, reasoner)
+    box = Toolbox(inv)
+    case_id = None
+    if data is not None:
+        if row is None:
+            raise CliError("--row is required with DATA: which row to investigate")
+        X, ids = select_features(read_table(data), id_column=id_column, features=inv.feature_names)
+        _, case_id = _pick_row(X, ids, row)
+        box = Toolbox(inv, X, ids=ids or [str(i) for i in range(len(X))], focus=case_id)  # /compare <id> reaches every row
+    elif thread is None:
+        raise CliError("give DATA and --row to start a chat, or --thread to resume a saved one")
+    session = ChatSession(box, case_id, reasoner=reasoner, model=tool_client(reasoner), max_steps=max_steps,
+                          checkpoint=checkpoint or model_dir / "chat.sqlite", thread_id=thread or f"case-{case_id}")
+    if case_id is None and not session.resumed:
+        raise CliError(f"no saved conversation {thread!r} in {checkpoint or model_dir / 'chat.sqlite'}; give DATA and --row")
+    interactive = sys.stdin.isatty() and not as_json
+    if not as_json:
+        ev = session.evidence
+        v = ev.verdict
+        out.print(f"[bold]Case {ev.case_id}[/]: {'[red]ANOMALOUS[/]' if v.anomalous else 'normal'} "
+                  f"(p-value {v.p_value:.4g}, detector {v.detector}); top features: "
+                  f"{', '.join(a.feature for a in ev.attributions[:3])}. Ask a question, or /help. /quit ends.",
+                  highlight=False)
+        if session.resumed:
+            out.print(f"(resumed conversation {session.thread_id!r}, {len(session.history())} earlier entries)")
+    try:
+        while True:
+            try:
+                line = input("you> " if interactive else "")
+            except EOFError:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            if line.lower() in ("/quit", "/exit", "quit", "exit"):
+                break
+            reply = session.ask(line)
+            if as_json:
+                print(json.dumps({"question": line, "answer": reply.text, "tools": reply.tools, "steps": reply.steps,
+                                  "explanation": None if reply.explanation is None
+                                  else json.loads(reply.explanation.model_dump_json())}), flush=True)
+                continue
+            if not interactive:
+                out.print(f"you> {line}", highlight=False)
+            _print_reply(reply)
+    finally:
+        session.close()
+
+
+def _print_reply(reply) -> None:
+    ex = reply.explanation
+    if ex is None:
+        out.print(f"anomalens> {reply.text}", highlight=False)
+        return
+    tools = f"; tools: {', '.join(reply.tools)}" if reply.tools else ""
+    out.print(f"anomalens> [dim]({ex.source}, {'verified' if ex.grounded else 'NOT verified'}{tools})[/]")
+    for c in ex.claims:
+        out.print(f"  - {c.text} [dim][{', '.join(c.cites[:4])}{', ...' if len(c.cites) > 4 else ''}][/]",
+                  highlight=False)
+    if ex.note:
+        out.print(f"  [dim]{ex.note}[/]", highlight=False)
+    sys.stdout.flush()
+
+
+@app.command()
+@_guard
+def demo(
+    detector: Annotated[str, typer.Option("--detector", "-d")] = "vae",
+    top: Annotated[int, typer.Option(min=1)] = 5,
+    llm: LlmOpt = None,
+) -> None:
+    """The main job on the embedded defaults (what 'make demo' runs): fit, analyze, report, chat."""
+    from anomalens import demo as demo_mod
+
+    argv = ["--detector", detector, "--top", str(top)] + (["--llm", llm] if llm else [])
+    raise typer.Exit(demo_mod.main(argv))
+
+
+EVALS = ("tabular", "attribution", "explain", "store", "agent")
+
+
+@app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_guard
+def eval_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help=f"benchmark: {' | '.join(EVALS)}; extra arguments go to it")],
+) -> None:
+    """Run a benchmark from the source checkout's evals/ (results under evals/results/)."""
+    import importlib
+
+    if name not in EVALS:
+        raise CliError(f"benchmark must be one of {list(EVALS)}, got {name!r}")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        mod = importlib.import_module(f"evals.{name}")
+    except ModuleNotFoundError as exc:
+        raise CliError("the benchmarks live in the source checkout's evals/ folder; run 'anomalens eval' "
+                       f"from the repository root ({exc})") from exc
+    mod.main(list(ctx.args))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

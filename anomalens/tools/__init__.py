@@ -1,0 +1,6 @@
+"""Tools the agent calls: LangChain tools over a ``Toolbox`` (an Investigator and its cases)."""
+
+from anomalens.tools.case_tools import TOOL_NAMES, DetectorCard, make_tools
+from anomalens.tools.toolbox import Toolbox
+
+__all__ = ["DetectorCard", "make_tools", "TOOL_NAMES", "Toolbox"]

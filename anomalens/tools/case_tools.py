@@ -1,0 +1,181 @@
+"""LangChain tools over a Toolbox: thin typed wrappers, each returning a short text for the model
+and the full pydantic object as the artifact (``response_format="content_and_artifact"``).
+
+Bad arguments (an unknown case, feature or detector; an out-of-range number) come back to the
+model as an error observation that lists the valid choices; real bugs still raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from pydantic import BaseModel, Field, ValidationError
+
+from anomalens.detectors import list_detectors
+from anomalens.errors import InputError
+from anomalens.schema import fmt
+from anomalens.tools.toolbox import Toolbox
+
+__all__ = ["DetectorCard", "make_tools", "TOOL_NAMES"]
+
+TOOL_NAMES = ("score_case", "explain_case", "nearest_exemplars", "restore_case", "compare_cases", "describe_feature",
+              "list_detectors", "describe_detector", "batch_verdicts")
+
+
+class DetectorCard(BaseModel):
+    name: str
+    family: str
+    modalities: list[str]
+    score: str  # what the score means
+    params: list[str]
+    in_use: bool  # the investigator's detector
+
+
+# ---------------------------------------------------------------- argument schemas
+class CaseArgs(BaseModel):
+    case_id: str | None = Field(None, description="id of a case under investigation; omit for the case in focus")
+
+
+class ExplainArgs(CaseArgs):
+    top: int = Field(5, ge=1, le=50, description="how many features, most responsible first")
+
+
+class NeighborArgs(CaseArgs):
+    k: int = Field(5, ge=1, le=50, description="how many nearest normal exemplars")
+
+
+class CompareArgs(CaseArgs):
+    other_id: str = Field(description="another case id, or a normal exemplar as 'exemplar:<row id>'")
+
+
+class FeatureArgs(CaseArgs):
+    name: str = Field(description="a feature (column) name exactly as in the data")
+
+
+class DetectorArgs(BaseModel):
+    name: str | None = Field(None, description="a registered detector name; omit for the one in use")
+
+
+class BatchArgs(BaseModel):
+    case_ids: list[str] | None = Field(None, description="case ids; omit for every case under investigation")
+    alpha: float = Field(0.05, gt=0, lt=1, description="false discovery rate to control")
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:3]:
+        where = ".".join(str(p) for p in e["loc"]) or "arguments"
+        parts.append(f"{where}: {e['msg']} (got {e.get('input')!r:.60})")
+    return "invalid arguments: " + "; ".join(parts)
+
+
+def _tool(fn: Callable[..., tuple[str, Any]], name: str, schema: type[BaseModel]) -> BaseTool:
+    def run(**kwargs: Any) -> tuple[str, Any]:
+        try:
+            return fn(**kwargs)
+        except InputError as exc:  # the model's mistake: an observation, not a crash
+            raise ToolException(str(exc)) from exc
+
+    return StructuredTool.from_function(
+        func=run, name=name, description=fn.__doc__, args_schema=schema, response_format="content_and_artifact",
+        handle_tool_error=True, handle_validation_error=_validation_message,
+    )
+
+
+def make_tools(box: Toolbox) -> list[BaseTool]:
+    """The investigation tools over ``box`` (names in ``TOOL_NAMES``)."""
+
+    def score_case(case_id: str | None = None):
+        """Score a case: the calibrated verdict (anomalous or not), anomaly score and p-value."""
+        v = box.evidence(case_id).verdict
+        word = "ANOMALOUS" if v.anomalous else "not anomalous"
+        return (f"case {box.resolve(case_id)}: {word}; score {fmt(v.score)}, p-value {fmt(v.p_value)} "
+                f"(cut-off {fmt(v.cutoff)}, detector {v.detector})", v)
+
+    def explain_case(case_id: str | None = None, top: int = 5):
+        """Explain a case: the features most responsible for its score, with normal ranges."""
+        atts = box.full_evidence(case_id).attributions[:top]
+        lines = [f"{a.id}: value {fmt(a.value)}, normal {fmt(a.normal_low)} to {fmt(a.normal_high)}, "
+                 f"{fmt(100 * a.share)}% of the score{', abnormal' if a.abnormal else ''}" for a in atts]
+        return "\n".join(lines), atts
+
+    def nearest_exemplars(case_id: str | None = None, k: int = 5):
+        """Find the nearest normal exemplars of a case (normal training rows most like it)."""
+        ev = box.evidence(case_id)
+        hits = ev.exemplars[:k] if k <= len(ev.exemplars) else box.investigator.evidence(
+            box.row(case_id), alpha=box.alpha, k=k, top=1, case_id=ev.case_id).exemplars
+        return "\n".join(f"{e.id}: distance {fmt(e.distance)}" for e in hits) or "the store holds no exemplars", hits
+
+    def restore_case(case_id: str | None = None):
+        """Restore a case: its normal version (what it should have looked like) and the biggest changes."""
+        r = box.evidence(case_id).restoration
+        text = "; ".join(f"{d.feature}: {fmt(d.observed)} -> {fmt(d.restored)}" for d in r.deltas[:5])
+        return f"normal version changes {text}; its score would be {fmt(r.score_after)}", r
+
+    def compare_cases(other_id: str, case_id: str | None = None):
+        """Compare a case with another case or a normal exemplar: distance and the features that differ most."""
+        cid = box.resolve(case_id)
+        c = box.investigator.compare(box.row(cid), box.row(other_id), other_id=other_id, alpha=box.alpha)
+        diffs = "; ".join(f"{d.feature}: {fmt(d.value)} vs {fmt(d.other)}" for d in c.differences)
+        return f"{c.id}: distance {fmt(c.distance)}; {other_id} has p-value {fmt(c.other_p_value)}; {diffs}", c
+
+    def describe_feature(name: str, case_id: str | None = None):
+        """Describe a feature: its normal range in the training data and its value and part in the case."""
+        p = box.investigator.feature_profile(name)
+        a = box.feature_attribution(name, case_id)
+        qs = ", ".join(f"{q} {fmt(v)}" for q, v in p.quantiles.items())
+        return (f"{a.id}: value {fmt(a.value)} ({a.position} the normal range), {fmt(100 * a.share)}% of the score; "
+                f"{p.id}: training quantiles {qs}", (p, a))
+
+    def list_detectors_():
+        """List the registered detectors with their family and what their score means."""
+        cards = [_card(i.name) for i in list_detectors()]
+        return "\n".join(f"{c.name} ({c.family}): {c.score}" for c in cards), cards
+
+    def describe_detector(name: str | None = None):
+        """Describe a detector (default: the one in use): family, modalities, score meaning, parameters."""
+        c = _card(name or box.investigator.detector_name)
+        return f"{c.name} ({c.family}, {', '.join(c.modalities)}): {c.score}; parameters {', '.join(c.params)}", c
+
+    def batch_verdicts(case_ids: list[str] | None = None, alpha: float = 0.05):
+        """Calibrated verdicts for many cases at once, controlling the false discovery rate."""
+        ids = [box.resolve(c) for c in case_ids] if case_ids else box.case_ids
+        if not ids:
+            raise InputError("case_ids: no cases are under investigation")
+        import numpy as np
+
+        verdicts = box.investigator.verdicts(np.stack([box.row(c) for c in ids]), alpha=alpha, ids=ids)
+        flagged = [c for c, v in verdicts.items() if v.anomalous]
+        text = f"{len(flagged)} of {len(ids)} cases anomalous at FDR {fmt(alpha)}: {flagged[:20]}"
+        floor = 1 / (len(box.investigator.detector.calibration_scores_) + 1)
+        if floor > alpha / len(ids):  # no p-value can get under the first BH cut-off: say so
+            text += (f" (note: the smallest p-value possible with this calibration set is {fmt(floor)}, above the "
+                     f"first cut-off {fmt(alpha / len(ids))}; fit on more normal rows to flag within a batch this big)")
+        return text, verdicts
+
+    def _card(name: str) -> DetectorCard:
+        infos = {i.name: i for i in list_detectors()}
+        key = name.lower()
+        if key not in infos:
+            raise InputError(f"unknown detector {name!r}; try one of {sorted(infos)}")
+        i = infos[key]
+        return DetectorCard(name=i.name, family=i.family, modalities=list(i.modalities), score=i.score,
+                            params=i.params, in_use=i.name == box.investigator.detector_name.lower())
+
+    return [
+        _tool(score_case, "score_case", CaseArgs),
+        _tool(explain_case, "explain_case", ExplainArgs),
+        _tool(nearest_exemplars, "nearest_exemplars", NeighborArgs),
+        _tool(restore_case, "restore_case", CaseArgs),
+        _tool(compare_cases, "compare_cases", CompareArgs),
+        _tool(describe_feature, "describe_feature", FeatureArgs),
+        _tool(list_detectors_, "list_detectors", NoArgs),
+        _tool(describe_detector, "describe_detector", DetectorArgs),
+        _tool(batch_verdicts, "batch_verdicts", BatchArgs),
+    ]

@@ -1,0 +1,96 @@
+"""The cases under investigation, by id, and their evidence: what the tools act on.
+
+A ``Toolbox`` holds an ``Investigator``, a table of cases (rows of the data being investigated,
+each with an id) and the case in focus. Evidence is computed once per case (every feature's
+attribution, so a later question about any feature is answered from the same computation) and
+cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from anomalens.errors import InputError
+from anomalens.investigator import Investigator
+from anomalens.schema import Evidence
+
+__all__ = ["Toolbox"]
+
+
+class Toolbox:
+    """An Investigator and the cases it investigates.
+
+    Args:
+        investigator: a fitted Investigator.
+        cases: rows to investigate: a DataFrame (a non-default index gives the ids) or an array.
+        ids: case ids for ``cases`` (default: the DataFrame index, else "0", "1", ...).
+        focus: the case the tools act on when no id is given (default: the first case).
+        alpha: the per-case level of verdicts; k: exemplars per case; top: features in a report.
+    """
+
+    def __init__(self, investigator: Investigator, cases: Any = None, ids: Sequence[str] | None = None, *,
+                 focus: str | None = None, alpha: float = 0.05, k: int = 5, top: int = 5) -> None:
+        self.investigator, self.alpha, self.k, self.top = investigator, alpha, k, top
+        self._rows: dict[str, np.ndarray] = {}
+        self._evidence: dict[str, Evidence] = {}
+        if cases is not None:
+            rows, row_ids = investigator._rows(cases)
+            names = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
+            if len(names) != len(rows) or len(set(names)) != len(names):
+                raise InputError(f"ids must be {len(rows)} unique case ids, got {len(names)} ({len(set(names))} unique)")
+            self._rows = dict(zip(names, rows))
+        self.focus = focus if focus is not None else next(iter(self._rows), None)
+        if self.focus is not None:
+            self.row(self.focus)
+
+    @property
+    def case_ids(self) -> list[str]:
+        return list(self._rows)
+
+    def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
+        """Add one row under ``case_id`` (replacing a case of that id); it becomes the focus by default."""
+        rows, _ = self.investigator._rows(row)
+        if len(rows) != 1:
+            raise InputError(f"add_case takes one row, got {len(rows)}")
+        self._rows[str(case_id)] = rows[0]
+        self._evidence.pop(str(case_id), None)
+        if focus:
+            self.focus = str(case_id)
+        return str(case_id)
+
+    def resolve(self, case_id: str | None) -> str:
+        """The id of a known case (``None``: the case in focus)."""
+        cid = self.focus if case_id is None else str(case_id)
+        if cid is None:
+            raise InputError("case_id is required: no case is in focus")
+        if cid not in self._rows:
+            raise InputError(f"case_id must be one of the {len(self._rows)} cases under investigation "
+                             f"(e.g. {self.case_ids[:10]}), got {case_id!r}")
+        return cid
+
+    def row(self, case_id: str | None = None) -> np.ndarray:
+        """(d,) the case's row; ``"exemplar:<row id>"`` reads a stored normal exemplar."""
+        if case_id is not None and str(case_id).startswith("exemplar:"):
+            return self.investigator.exemplar_row(str(case_id).split(":", 1)[1])
+        return self._rows[self.resolve(case_id)]
+
+    def full_evidence(self, case_id: str | None = None) -> Evidence:
+        """The case's evidence with every feature's attribution (cached)."""
+        cid = self.resolve(case_id)
+        if cid not in self._evidence:
+            self._evidence[cid] = self.investigator.evidence(self._rows[cid], alpha=self.alpha, k=self.k, top=None,
+                                                             case_id=cid)
+        return self._evidence[cid]
+
+    def evidence(self, case_id: str | None = None) -> Evidence:
+        """The case's evidence as a report shows it (the ``top`` features)."""
+        ev = self.full_evidence(case_id)
+        return ev.model_copy(update={"attributions": ev.attributions[: self.top]})
+
+    def feature_attribution(self, name: str, case_id: str | None = None):
+        """One feature's attribution in the case (any feature, not only the top ones)."""
+        self.investigator.feature_profile(name)  # validates the name, listing the valid ones
+        return next(a for a in self.full_evidence(case_id).attributions if a.feature == name)

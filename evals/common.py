@@ -1,0 +1,21 @@
+"""Helpers shared by the benchmark runners."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def llama_server():
+    """llama.cpp's OpenAI-compatible server on a free 127.0.0.1 port, serving the embedded GGUF
+    (the launcher the tests use, from tests/servers.py); yields its base URL."""
+    from anomalens.llm.local import smollm2_path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from servers import llama_server as serve
+
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), smollm2_path()) as url:
+        yield url
