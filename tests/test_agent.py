@@ -96,6 +96,21 @@ def test_chat_routes_tools_and_answers_with_verified_claims(box):
     assert set(model.calls[0]["tools"]) >= {"describe_feature", "compare_cases", "answer"}
 
 
+def test_later_turns_see_earlier_answers_but_not_their_tool_traffic(box):
+    model = ScriptedToolModel([
+        ScriptedToolModel.call("nearest_exemplars", k=2),
+        ScriptedToolModel.answer(("memory is far above its normal range.", ["feature:memory"])),
+        ScriptedToolModel.answer(("The case is anomalous.", ["verdict"])),
+    ])
+    s = ChatSession(box, model=model)
+    s.ask("first question")
+    s.ask("second question")
+    sent = model.calls[2]["messages"]
+    roles = [m["role"] for m in sent]
+    assert roles == ["system", "user", "assistant", "user"]  # earlier turn as plain question and answer
+    assert sent[1]["content"] == "first question" and "memory is far above" in sent[2]["content"]
+
+
 def _profile_median(messages) -> str:
     tool = next(m for m in messages if m["role"] == "tool" and "profile:latency" in m["content"])
     return tool["content"].split("50% ")[1].split(",")[0]

@@ -202,9 +202,12 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         step = state.get("steps", 0)
         choice: str | dict = {"type": "function", "function": {"name": forced[step]}} if step < len(forced) else "auto"
         turn_msgs = _this_turn(state["messages"])
-        messages = [{"role": "system", "content": system},
-                    *convert_to_openai_messages(state["messages"][: len(state["messages"]) - len(turn_msgs)]
-                                                [-6:]), *convert_to_openai_messages(turn_msgs)]
+        # earlier turns as plain question and answer (their tool calls are done; a cut-off pair of a
+        # tool call and its result would be an invalid request), the last 3 turns at most
+        earlier = [m for m in state["messages"][: len(state["messages"]) - len(turn_msgs)]
+                   if isinstance(m, HumanMessage) or (isinstance(m, AIMessage) and m.content and not m.tool_calls)]
+        messages = [{"role": "system", "content": system}, *convert_to_openai_messages(earlier[-6:]),
+                    *convert_to_openai_messages(turn_msgs)]
         try:
             turn = model.chat(messages, specs, tool_choice=choice)
         except BackendError as exc:

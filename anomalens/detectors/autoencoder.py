@@ -7,9 +7,10 @@ from corrupted ones, which makes it less able to copy anomalies through.
 - score: mean normalised squared reconstruction error over features, on robust-scaled inputs
 - explain: each feature's squared error, divided by its mean on the training rows (so a feature
   that is always hard to reconstruct does not dominate), / d; sums to the score
-- restore: the reconstruction from the code clamped into the box of the training rows' codes, so an
-  extreme input cannot drive the decoder to extrapolate: the "normal version" stays on the
-  manifold learned from normal rows
+- restore: the minimal edit (``TorchDetector._minimal_edit``): the most responsible features are
+  re-estimated, the others held, by iterating the reconstruction from the code clamped into the
+  box of the training rows' codes (so an extreme input cannot drive the decoder to extrapolate),
+  until the row scores like a typical normal row
 - embed: the bottleneck code
 """
 
@@ -89,16 +90,19 @@ class AutoEncoder(TorchDetector):
         self.error_scale_, self.code_range_ = state["error_scale"], state["code_range"]
 
     def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        recon = self._restore_batch(batch) if self.config.clamp_latent else self.module_(batch).reconstruction
+        recon = self._project_batch(batch) if self.config.clamp_latent else self.module_(batch).reconstruction
         err = (recon - batch).pow(2)  # (batch, d)
         return err / self.error_scale_.to(batch.device) / batch.shape[1]
 
     def _score_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self._explain_batch(batch).sum(dim=1)
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+    def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
         code = clamp_code(self.module_.encoder(batch), self.code_range_)
         return self.module_.decoder(code)
+
+    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._minimal_edit(batch, self._project_batch)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_(batch).code

@@ -8,9 +8,11 @@ multi-modal and skewed columns are modelled. One masked network gives every cond
 
 - score: -log p(x) on robust-scaled inputs
 - explain: each feature's conditional negative log-likelihood (sums to the score)
-- restore: in column order, each abnormal feature (conditional NLL above its 99% quantile on
-  held-out normal rows; at least the top one) is replaced by the mode of its conditional given the
-  features before it, those already restored included; normal features are kept
+- restore: the minimal edit (``TorchDetector._minimal_edit``): features are freed in attribution
+  order and, in column order, replaced by the mode of their conditional given the features before
+  them (those already replaced included), the others kept, until the row scores like a typical
+  normal row; a row that needs more than 8 gets its abnormal features (conditional NLL above the
+  99% quantile on held-out normal rows; at least the top one) replaced that way
 - embed: the network's last hidden layer
 """
 
@@ -100,15 +102,19 @@ class Autoregressive(TorchDetector):
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.hidden(batch)
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+    def _fill_modes(self, batch: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """(batch, d) the rows with each freed feature set to its conditional mode, in column order
+        (each conditional sees the features before it, freed ones already replaced)."""
         net = self.module_
-        nll = net.nll(batch)
-        free = self._abnormal_features(nll)
         x = batch.clone()
-        for i in torch.nonzero(free.any(dim=0)).flatten().tolist():  # column order: conditionals use x_<i
+        for i in torch.nonzero(free.any(dim=0)).flatten().tolist():
             c = net(x)
             x[:, i] = torch.where(free[:, i], _mixture_mode(c.logit[:, :, i], c.mean[:, :, i], c.log_scale[:, :, i]), x[:, i])
         return x
+
+    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        abnormal = self._fill_modes(batch, self._abnormal_features(self.module_.nll(batch)))
+        return self._minimal_edit(batch, fill=self._fill_modes, fallback=abnormal)
 
 
 def _mixture_mode(logit: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:

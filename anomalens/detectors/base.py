@@ -28,7 +28,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +50,12 @@ _CONFIG_FILE = "config.json"
 _WEIGHTS_FILE = "weights.safetensors"
 # Quantile of the calibration attributions above which a feature counts as abnormal for one row.
 _FEATURE_QUANTILE = 0.99
+# restoration by minimal edit (reconstruction models): stop when a row scores like a typical normal
+# row (the median calibration score); each freed set is re-estimated by 10 rounds of projection;
+# past 8 freed features the edit is no longer "minimal" and the plain projection is returned
+EDIT_LEVEL = 0.5
+EDIT_ROUNDS = 10
+EDIT_MAX_FREE = 8
 # Fitted arrays every detector holds besides its model; saved beside the weights.
 FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds_")
 
@@ -420,6 +426,46 @@ class TorchDetector(BaseDetector):
 
     @abstractmethod
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    def _minimal_edit(self, batch: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+                      fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                      fallback: torch.Tensor | None = None) -> torch.Tensor:
+        """Restoration as the smallest edit that makes each row normal.
+
+        Features are freed in the order of their attribution (most responsible first); the freed
+        ones are re-estimated with every other feature held at its observed value, until the row
+        scores at or below a typical normal row (the median calibration score). A row that needs
+        more than ``EDIT_MAX_FREE`` features gets ``fallback`` (default: the plain projection).
+        Holding the normal features fixed is what makes the restoration undo the anomaly instead
+        of blurring the whole row toward the training mean.
+
+        Args:
+            batch: (batch, d) scaled rows.
+            project: (batch, d) -> (batch, d) a reconstruction; the freed features are re-estimated
+                by iterating it ``EDIT_ROUNDS`` times (reconstruction models).
+            fill: (batch, free mask) -> (batch, d) the rows with their freed features re-estimated
+                in one call (density models), instead of ``project``.
+        """
+        if fill is None:
+            def fill(x: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+                for _ in range(EDIT_ROUNDS):
+                    x = torch.where(free, project(x), batch)
+                return x
+
+        attribution = self._explain_batch(batch)  # (batch, d)
+        order = attribution.argsort(dim=1, descending=True)
+        target = float(np.quantile(self.calibration_scores_, EDIT_LEVEL))
+        out = (fallback if fallback is not None else project(batch)).clone()
+        done = torch.zeros(len(batch), dtype=torch.bool, device=batch.device)
+        for k in range(1, min(batch.shape[1], EDIT_MAX_FREE) + 1):
+            free = torch.zeros_like(batch, dtype=torch.bool).scatter_(1, order[:, :k], True)
+            x = fill(batch, free)
+            ok = ~done & (self._score_batch(x) <= target)
+            out[ok] = x[ok]
+            done |= ok
+            if bool(done.all()):
+                break
+        return out
 
     def _abnormal_features(self, attribution: torch.Tensor) -> torch.Tensor:
         """(batch, d) bool: features above their normal 99% level, and always each row's top one."""

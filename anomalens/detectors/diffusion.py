@@ -12,9 +12,9 @@ makes a restoration reproducible.
   start steps spread evenly over (0, t_score * T]: an average over noise levels, as the diffusion
   likelihood bound is, rather than one hand-picked t
 - explain: each feature's share of that error (sums to the score)
-- restore: the row denoised from the strongest level (t_score * T), averaged over the draws,
-  starting from the row clipped into the training rows' box (a restoration never extrapolates
-  beyond what normal rows span)
+- restore: the minimal edit (``TorchDetector._minimal_edit``) whose projection is the row denoised
+  from the strongest level (t_score * T), averaged over the draws, starting from the row clipped
+  into the training rows' box (a restoration never extrapolates beyond what normal rows span)
 - embed: the denoised row
 
 The DTE idea (Livernoche et al., "On Diffusion Modeling for Anomaly Detection", ICLR 2024: a head
@@ -162,9 +162,12 @@ class Diffusion(TorchDetector):
     def _score_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self._error(batch).sum(dim=1)
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+    def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
         top = self._levels()[-1]  # the strongest noise level undoes the most; its draws are averaged
         return self._denoise(batch, [top] * self.config.n_draws).mean(dim=0)
 
+    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._minimal_edit(batch, self._project_batch)
+
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._restore_batch(batch)
+        return self._project_batch(batch)

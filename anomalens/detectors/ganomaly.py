@@ -12,7 +12,8 @@ reconstruction's code disagree.
 - score: mean squared distance ||z - z_hat||^2 / k between the two codes (the paper's score)
 - explain: each feature's squared reconstruction error, normalised by its mean on training rows
   (not additive: the score lives in latent space)
-- restore: the reconstruction from the code clamped into the training codes' box
+- restore: the minimal edit (``TorchDetector._minimal_edit``) whose projection is the reconstruction
+  from the code clamped into the training codes' box
 - embed: z
 
 Early stopping watches the contextual plus encoder loss on the validation share (the adversarial
@@ -128,7 +129,7 @@ class GANomaly(TorchDetector):
         chunks = [train[i : i + 8192] for i in range(0, len(train), 8192)]
         outs = [self.module_(c) for c in chunks]
         self.code_range_ = code_range(torch.cat([o[0] for o in outs]))
-        err = torch.cat([(self._restore_batch(c) - c).pow(2) for c in chunks])
+        err = torch.cat([(self._project_batch(c) - c).pow(2) for c in chunks])
         self.error_scale_ = err.mean(dim=0).clamp_min(1e-6)
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
@@ -142,10 +143,13 @@ class GANomaly(TorchDetector):
         return (z - z_hat).pow(2).mean(dim=1)
 
     def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return (self._restore_batch(batch) - batch).pow(2) / self.error_scale_.to(batch.device)
+        return (self._project_batch(batch) - batch).pow(2) / self.error_scale_.to(batch.device)
+
+    def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module_.decoder(clamp_code(self.module_.encoder(batch), self.code_range_))
 
     def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.module_.decoder(clamp_code(self.module_.encoder(batch), self.code_range_))
+        return self._minimal_edit(batch, self._project_batch)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.encoder(batch)

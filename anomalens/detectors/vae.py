@@ -7,8 +7,9 @@ L latent samples drawn from the encoder's posterior q(z | x).
 
 - score: -1/L sum_l log N(x | mu_dec(z_l), sigma_dec^2(z_l)), z_l ~ q(z | x)
 - explain: the same negative log-likelihood per feature (sums to the score)
-- restore: the decoder's mean for the encoder's mean, clamped into the box of the training rows'
-  encoder means (an extreme row cannot make the decoder extrapolate out of the normal region)
+- restore: the minimal edit (``TorchDetector._minimal_edit``) whose projection is the decoder's mean
+  for the encoder's mean, clamped into the box of the training rows' encoder means (an extreme row
+  cannot make the decoder extrapolate out of the normal region)
 - embed: the encoder's mean
 
 The L standard-normal draws are fixed at fit time (and saved), so a row's score is a deterministic
@@ -136,9 +137,12 @@ class VAE(TorchDetector):
     def _score_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self._explain_batch(batch).sum(dim=1)
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+    def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
         mu = clamp_code(self.module_.encode(batch)[0], self.code_range_)
         return self.module_.decode(mu)[0]
+
+    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._minimal_edit(batch, self._project_batch)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.encode(batch)[0]
