@@ -20,6 +20,7 @@ built from.
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,7 @@ __all__ = [
     "Restoration",
     "Verdict",
     "fmt",
+    "split_mentions",
 ]
 
 
@@ -47,6 +49,21 @@ def fmt(x: float) -> str:
     if x is None or not math.isfinite(x):
         return str(x)
     return f"{x:.4g}"
+
+
+def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
+    """(the names ``text`` mentions as whole words, case-insensitively; ``text`` with them blanked).
+
+    Longest names first, each blanked once found, so "age" is not found inside "page_age" and a
+    feature name cannot be mistaken for the words or numbers of the text around it.
+    """
+    found = []
+    for name in sorted(names, key=len, reverse=True):
+        pattern = r"(?<![\w])" + re.escape(name) + r"(?![\w])"
+        if re.search(pattern, text, flags=re.IGNORECASE):
+            found.append(name)
+            text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
+    return found, text
 
 
 class _Model(BaseModel):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from anomalens.schema import Claim, Comparison, Evidence
+from anomalens.schema import Claim, Comparison, Evidence, split_mentions
 
 __all__ = ["cite_text", "verify", "verify_claim"]
 
@@ -26,12 +26,6 @@ _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:
 _ID = re.compile(r"(?<![\w:])(?:exemplar|feature|profile|compare):[^\s,;()\[\]]+")
 _NEGATIONS = ("not anomalous", "no anomaly", "not an anomaly", "case is normal", "row is normal", "case looks normal",
               "say normal", "is not unusual")
-
-
-def _mentions(text: str, name: str) -> bool:
-    """Whole-word, case-insensitive mention of a feature name."""
-    pattern = r"(?<![\w])" + re.escape(name.lower()) + r"(?![\w])"
-    return re.search(pattern, text.lower()) is not None
 
 
 def _numbers_in(text: str) -> list[tuple[float, int]]:
@@ -80,15 +74,10 @@ def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
             return f"names {ident!r}, which is not in the evidence"
     # feature names: every one mentioned must be spoken about by a cited item
     cited_features = set().union(*(evidence.features_of(c) for c in claim.cites))
-    stripped = _ID.sub(" ", text)
-    names = sorted(evidence.context.feature_names, key=len, reverse=True)  # longest first: "age" inside "page_age"
-    named = False
-    for name in names:
-        if _mentions(stripped, name):
-            if name not in cited_features:
-                return f"names feature {name!r}, which its cited evidence does not contain"
-            stripped = re.sub(r"(?<![\w])" + re.escape(name) + r"(?![\w])", " ", stripped, flags=re.IGNORECASE)
-            named = True
+    named, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names)
+    for name in named:
+        if name not in cited_features:
+            return f"names feature {name!r}, which its cited evidence does not contain"
     # numbers: each must be a number of a cited item (or a count of the evidence)
     values: list[float] = list(evidence.counts())
     for c in claim.cites:
@@ -131,17 +120,13 @@ def cite_text(text: str, evidence: Evidence) -> list[Claim]:
     words, exemplars when it speaks of neighbours). A sentence that mentions nothing checkable cites
     nothing, so the verifier rejects it."""
     items = evidence.items()
-    names = sorted(evidence.context.feature_names, key=len, reverse=True)
     claims = []
     for sentence in (s.strip() for s in re.split(r"(?<=[.!?])\s+", text.strip())):
         if not sentence:
             continue
         cites = [m.group(0).rstrip(".") for m in _ID.finditer(sentence) if m.group(0).rstrip(".") in items]
-        rest = _ID.sub(" ", sentence)
-        for name in names:
-            if _mentions(rest, name):
-                cites += [i for i in (f"feature:{name}", f"profile:{name}") if i in items]
-                rest = re.sub(r"(?<![\w])" + re.escape(name) + r"(?![\w])", " ", rest, flags=re.IGNORECASE)
+        named, rest = split_mentions(_ID.sub(" ", sentence), evidence.context.feature_names)
+        cites += [i for name in named for i in (f"feature:{name}", f"profile:{name}") if i in items]
         low = rest.lower()
         if re.search(r"p-value|p value|score|anomal|cut-off|threshold", low):
             cites.append("verdict")

@@ -9,10 +9,9 @@ item an investigation has gathered.
 
 from __future__ import annotations
 
-import re
 
 from anomalens.llm.base import Draft
-from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, fmt
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, fmt, split_mentions
 
 __all__ = ["TemplateReasoner", "topics"]
 
@@ -26,20 +25,11 @@ _TOPICS = {
 }
 
 
-def _mentions(text: str, name: str) -> bool:
-    return re.search(r"(?<![\w])" + re.escape(name.lower()) + r"(?![\w])", text.lower()) is not None
-
-
 def topics(question: str, evidence: Evidence) -> tuple[list[str], list[str]]:
     """(topics the question asks about, feature names it mentions), longest names first."""
     q = question.lower()
     found = [t for t, words in _TOPICS.items() if any(w in q for w in words)]
-    features, rest = [], q
-    for name in sorted(evidence.context.feature_names, key=len, reverse=True):
-        if _mentions(rest, name):
-            features.append(name)
-            rest = re.sub(r"(?<![\w])" + re.escape(name.lower()) + r"(?![\w])", " ", rest)
-    return found, features
+    return found, split_mentions(question, evidence.context.feature_names)[0]
 
 
 def verdict_claim(evidence: Evidence) -> Claim:
