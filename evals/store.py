@@ -8,7 +8,6 @@ Writes evals/results/store.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from evals.common import write_results
+
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,16 +58,13 @@ def main(argv: list[str] | None = None) -> dict:
         "query_ms_median": 1000 * float(np.median(lat)), "query_ms_p95": 1000 * float(np.percentile(lat, 95)),
         "bruteforce_ms_median": 1000 * float(np.median(lat_bf)), "recall_at_5": float(np.mean(recall)),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "store.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "store.md").write_text(
+    write_results("store", result,
         f"# Exemplar store (embedded chromadb), {args.n:,} exemplars, {args.dim}-d vectors + {args.features}-feature rows\n\n"
         f"| measure | ExemplarStore | numpy brute force |\n|---|---:|---:|\n"
         f"| add, rows/s | {result['add_rows_per_s']:,.0f} | - |\n"
         f"| query k=5, median ms | {result['query_ms_median']:.2f} | {result['bruteforce_ms_median']:.2f} |\n"
         f"| query k=5, p95 ms | {result['query_ms_p95']:.2f} | - |\n"
         f"| recall@5 vs exact | {result['recall_at_5']:.3f} | 1 |\n")
-    print(json.dumps(result, indent=1))
     return result
 
 
