@@ -67,10 +67,11 @@ def test_injected_outliers_score_higher(name, fitted, test_normal):
     assert det.predict(test_normal, alpha=0.01).mean() < 0.05
 
 
-# The density models' conditional attribution -log p(x_i | x_<i) shares the blame of a shifted feature with
+# The flow's conditional attribution -log p(x_i | x_<i) shares the blame of a shifted feature with
 # the later features strongly correlated with it (this data has pairs with correlation > 0.9), so
-# its floor is lower; the benchmark reports the same gap on real data.
-HIT_FLOOR = {"flow": 0.5, "autoregressive": 0.7}
+# its floor is lower; Autoregressive avoids that with a clamped context and two orderings
+# (tests/test_attribution.py), the benchmark reports the gap on real data.
+HIT_FLOOR = {"flow": 0.5}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -5,8 +5,14 @@ optional denoising training of Vincent et al. (ICML 2008): the network reconstru
 from corrupted ones, which makes it less able to copy anomalies through.
 
 - score: mean normalised squared reconstruction error over features, on robust-scaled inputs
-- explain: each feature's squared error, divided by its mean on the training rows (so a feature
-  that is always hard to reconstruct does not dominate), / d; sums to the score
+- explain: the score shared out over the features in proportion to their normalised squared errors
+  under a *robust* reconstruction (sums to the score). A wrong feature drags the code, and with it
+  the reconstruction of the features that are fine, so the plain errors smear the blame; the
+  robust reconstruction re-projects with each feature whose error is beyond its normal 99% level
+  (on the training rows) replaced by its reconstruction, ``robust_rounds`` times, so the features
+  that are fine are reconstructed from each other and only the wrong ones keep large errors
+  (iteratively reweighted projection, as in robust PCA). ``robust_rounds=0`` gives the plain
+  per-feature errors
 - restore: the minimal edit (``TorchDetector._minimal_edit``): the most responsible features are
   re-estimated, the others held, by iterating the reconstruction from the code clamped into the
   box of the training rows' codes (so an extreme input cannot drive the decoder to extrapolate),
@@ -19,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,11 +44,14 @@ class AutoEncoderConfig(TorchConfig):
     dropout: float = 0.2  # dropout after each hidden layer in training: keeps the model from copying anomalies through
     clamp_latent: bool = True  # score and restore from the code clamped into the training codes' box
     normalize_errors: bool = True  # divide each feature's squared error by its mean on the training rows
+    robust_rounds: int = 3  # re-projections of the robust reconstruction that ``explain`` shares the score by
 
     def validate(self) -> None:
         super().validate()
         if self.noise_std < 0:
             raise ConfigError(f"noise_std must be >= 0, got {self.noise_std!r}")
+        if isinstance(self.robust_rounds, bool) or not isinstance(self.robust_rounds, int) or self.robust_rounds < 0:
+            raise ConfigError(f"robust_rounds must be an int >= 0, got {self.robust_rounds!r}")
         if self.latent_dim is not None and self.latent_dim < 1:
             raise ConfigError(f"latent_dim must be a positive int or None, got {self.latent_dim!r}")
 
@@ -66,7 +76,7 @@ class AutoEncoder(TorchDetector):
     """Under-complete (optionally denoising) autoencoder; score = mean squared reconstruction error."""
 
     Config = AutoEncoderConfig
-    attribution_method = "squared reconstruction error per feature / d"
+    attribution_method = "score shared by squared error per feature under a robust (reweighted) reconstruction"
 
     def _build_module(self, n_features: int) -> nn.Module:
         cfg = self.config
@@ -82,20 +92,37 @@ class AutoEncoder(TorchDetector):
         err = torch.cat([(o.reconstruction - train[i * 8192 : (i + 1) * 8192]).pow(2) for i, o in enumerate(outs)])
         self.error_scale_ = err.mean(dim=0).clamp_min(1e-6) if self.config.normalize_errors else torch.ones(train.shape[1])
         self.code_range_ = code_range(torch.cat([o.code for o in outs]))
+        errors = torch.cat([self._errors(train[i : i + 8192], self._reconstruct(train[i : i + 8192]))
+                            for i in range(0, len(train), 8192)])
+        self.error_limit_ = torch.as_tensor(np.quantile(errors.cpu().numpy(), 0.99, axis=0), dtype=torch.float32)
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
-        return {"error_scale": self.error_scale_, "code_range": self.code_range_}
+        return {"error_scale": self.error_scale_, "code_range": self.code_range_, "error_limit": self.error_limit_}
 
     def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         self.error_scale_, self.code_range_ = state["error_scale"], state["code_range"]
+        self.error_limit_ = state["error_limit"]
 
-    def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        recon = self._project_batch(batch) if self.config.clamp_latent else self.module_(batch).reconstruction
-        err = (recon - batch).pow(2)  # (batch, d)
-        return err / self.error_scale_.to(batch.device) / batch.shape[1]
+    def _reconstruct(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._project_batch(batch) if self.config.clamp_latent else self.module_(batch).reconstruction
+
+    def _errors(self, batch: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """(batch, d) squared errors, each divided by the feature's mean error on the training rows."""
+        return (recon - batch).pow(2) / self.error_scale_.to(batch.device)
 
     def _score_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._explain_batch(batch).sum(dim=1)
+        return self._errors(batch, self._reconstruct(batch)).mean(dim=1)
+
+    def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        recon = self._reconstruct(batch)
+        plain = self._errors(batch, recon)
+        limit = self.error_limit_.to(batch.device)
+        err = plain
+        for _ in range(self.config.robust_rounds):
+            recon = self._reconstruct(torch.where(err <= limit, batch, recon))
+            err = self._errors(batch, recon)
+        share = err / err.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return share * plain.mean(dim=1, keepdim=True)
 
     def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
         code = clamp_code(self.module_.encoder(batch), self.code_range_)

@@ -1,4 +1,4 @@
-"""Autoregressive: a MADE density model with Gaussian-mixture conditionals, exact log-likelihood.
+"""Autoregressive: MADE density models with Gaussian-mixture conditionals, exact log-likelihood.
 
 Follows Germain et al., "MADE: Masked Autoencoder for Distribution Estimation" (ICML 2015), with
 each conditional p(x_i | x_<i) a mixture of Gaussians (as in Uria et al.'s RNADE, JMLR 2016) so
@@ -6,14 +6,28 @@ multi-modal and skewed columns are modelled. One masked network gives every cond
 
     -log p(x) = sum_i -log p(x_i | x_<i)       (exactly additive)
 
-- score: -log p(x) on robust-scaled inputs
-- explain: each feature's conditional negative log-likelihood (sums to the score)
+Two choices make the per-feature terms point at the features that are actually wrong:
+
+- **the context is clamped into the training rows' box**: each conditional sees the features
+  before it clipped to the range normal rows span, while the feature itself is scored as it is. A
+  far-out value is then blamed on its own term instead of throwing every later conditional into
+  extrapolation. Each conditional is still a normalised density for any context, so p(x) stays an
+  exact likelihood.
+- **an ensemble of orderings** (as MADE's order-agnostic ensembles): ``n_orderings`` networks,
+  the natural column order, the reversed one, then seeded random ones, trained side by side. A
+  feature that breaks its relation to the others is unlikely given its context in every ordering,
+  while the terms it disturbs downstream differ between orderings and average out.
+
+- score: the mean over orderings of -log p(x) on robust-scaled inputs
+- explain: each feature's conditional negative log-likelihood, averaged over the orderings (sums to
+  the score)
 - restore: the minimal edit (``TorchDetector._minimal_edit``): features are freed in attribution
-  order and, in column order, replaced by the mode of their conditional given the features before
-  them (those already replaced included), the others kept, until the row scores like a typical
-  normal row; a row that needs more than 8 gets its abnormal features (conditional NLL above the
-  99% quantile on held-out normal rows; at least the top one) replaced that way
-- embed: the network's last hidden layer
+  order and each freed feature is set, by coordinate search, to the value among the normal range's
+  quantiles and its conditionals' component means that gives the whole row the lowest score (all
+  other features held); the freed set grows until the row scores like a typical normal row. A row
+  that needs more than 8 gets its abnormal features (conditional NLL above the 99% quantile on
+  held-out normal rows; at least the top one) re-estimated that way
+- embed: the first network's last hidden layer
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -33,6 +48,10 @@ from anomalens.errors import ConfigError
 __all__ = ["Autoregressive", "AutoregressiveConfig"]
 
 _HALF_LOG2PI = 0.5 * math.log(2 * math.pi)
+# candidate values of a freed feature in restoration: these quantiles of the training rows, plus the
+# component means of its conditionals; two sweeps of coordinate search over the freed features
+_GRID_LEVELS = np.linspace(0.0, 1.0, 41)
+_SEARCH_SWEEPS = 2
 
 
 @dataclass(frozen=True)
@@ -40,11 +59,15 @@ class AutoregressiveConfig(TorchConfig):
     n_components: int = 5  # Gaussians per conditional
     hidden_dims: tuple[int, ...] | None = None  # None: (clip(2d, 32, 256), clip(2d, 32, 256))
     min_log_scale: float = -4.0  # floor of each component's log standard deviation (robust sd units)
+    n_orderings: int = 2  # networks with different column orders (natural, reversed, then random)
+    clamp_context: bool = True  # conditionals see earlier features clipped into the training box
 
     def validate(self) -> None:
         super().validate()
-        if isinstance(self.n_components, bool) or not isinstance(self.n_components, int) or self.n_components < 1:
-            raise ConfigError(f"n_components must be a positive int, got {self.n_components!r}")
+        for name in ("n_components", "n_orderings"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive int, got {v!r}")
 
 
 class Conditionals(NamedTuple):
@@ -54,44 +77,98 @@ class Conditionals(NamedTuple):
 
 
 class MixtureMADE(nn.Module):
-    def __init__(self, n_features: int, hidden: tuple[int, ...], n_components: int, min_log_scale: float) -> None:
+    """One MADE over the columns taken in ``order``; outputs stay in the original column order."""
+
+    def __init__(self, n_features: int, hidden: tuple[int, ...], n_components: int, min_log_scale: float,
+                 order: torch.Tensor | None = None) -> None:
         super().__init__()
         self.made = MADE(n_features, hidden, 3 * n_components)
         self.k, self.min_log_scale = n_components, min_log_scale
+        order = torch.arange(n_features) if order is None else order
+        self.register_buffer("order", order.long())
+        self.register_buffer("inverse", torch.argsort(order).long())
+        # the training box the context is clamped into; infinite = no clamping
+        self.register_buffer("box", torch.tensor([-math.inf, math.inf]).repeat_interleave(n_features).view(2, -1))
         # spread the initial component means so the mixture starts multi-modal
         with torch.no_grad():
             offsets = torch.linspace(-1.5, 1.5, n_components) if n_components > 1 else torch.zeros(1)
             self.made.out.bias.view(3, n_components, n_features)[1] += offsets[:, None]
 
+    def _context(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.minimum(x, self.box[1]), self.box[0])[:, self.order]
+
     def forward(self, x: torch.Tensor) -> Conditionals:  # x: (batch, d)
-        out = self.made(x).view(x.shape[0], 3, self.k, x.shape[1])
+        out = self.made(self._context(x)).view(x.shape[0], 3, self.k, x.shape[1])[..., self.inverse]
         log_scale = self.min_log_scale + F.softplus(out[:, 2] - self.min_log_scale)
         return Conditionals(out[:, 0], out[:, 1], log_scale)
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, d) per-feature conditional negative log-likelihood."""
+        """(batch, d) per-feature conditional negative log-likelihood, in column order."""
         c = self(x)
         z = (x[:, None, :] - c.mean) * torch.exp(-c.log_scale)
         log_comp = -0.5 * z.pow(2) - c.log_scale - _HALF_LOG2PI  # (batch, K, d)
         return -torch.logsumexp(F.log_softmax(c.logit, dim=1) + log_comp, dim=1)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        return self.made.net(x)
+        return self.made.net(self._context(x))
+
+
+class OrderingEnsemble(nn.Module):
+    """MixtureMADEs over different column orders; per-feature NLL averaged over them."""
+
+    def __init__(self, members: list[MixtureMADE]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.nll(x) for m in self.members]).mean(dim=0)
+
+    def set_box(self, box: torch.Tensor) -> None:
+        for m in self.members:
+            m.box.copy_(box)
+
+
+def orderings(n_features: int, n: int, seed: int) -> list[torch.Tensor]:
+    """The natural column order, the reversed one, then seeded random permutations (n in all)."""
+    base = [torch.arange(n_features), torch.arange(n_features).flip(0)]
+    gen = torch.Generator().manual_seed(seed)
+    while len(base) < n:
+        base.append(torch.randperm(n_features, generator=gen))
+    return base[:n]
 
 
 class Autoregressive(TorchDetector):
     """MADE with mixture-of-Gaussian conditionals; score = -log p(x), explained per feature exactly."""
 
     Config = AutoregressiveConfig
-    attribution_method = "per-feature conditional negative log-likelihood -log p(x_i | x_<i)"
+    attribution_method = "per-feature conditional negative log-likelihood -log p(x_i | x_<i), mean over orderings"
 
     def _build_module(self, n_features: int) -> nn.Module:
         cfg = self.config
         hidden = made_hidden(n_features, cfg.hidden_dims)
-        return MixtureMADE(n_features, hidden, cfg.n_components, cfg.min_log_scale)
+        seed = cfg.random_state if cfg.random_state is not None else 0
+        members = [MixtureMADE(n_features, hidden, cfg.n_components, cfg.min_log_scale, order)
+                   for order in orderings(n_features, cfg.n_orderings, seed)]
+        return OrderingEnsemble(members)
+
+    def _on_fit_start(self, Z: np.ndarray) -> None:
+        self.grid_ = torch.as_tensor(np.quantile(Z, _GRID_LEVELS, axis=0), dtype=torch.float32)  # (G, d)
+
+    def _fit_scaled(self, Z: np.ndarray) -> None:
+        super()._fit_scaled(Z)
+        if self.config.clamp_context:
+            box = torch.as_tensor(np.stack([Z.min(axis=0), Z.max(axis=0)]), dtype=torch.float32)
+            self.module_.set_box(box.to(self.device_))
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        return {"grid": self.grid_}
+
+    def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.grid_ = state["grid"]
 
     def _loss(self, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        return module.nll(batch).sum(dim=1).mean()
+        # each member's mean NLL; summed so every ordering gets its own full gradient
+        return sum(m.nll(batch).sum(dim=1).mean() for m in module.members)
 
     def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.nll(batch)
@@ -100,26 +177,25 @@ class Autoregressive(TorchDetector):
         return self.module_.nll(batch).sum(dim=1)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.module_.hidden(batch)
+        return self.module_.members[0].hidden(batch)
 
-    def _fill_modes(self, batch: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
-        """(batch, d) the rows with each freed feature set to its conditional mode, in column order
-        (each conditional sees the features before it, freed ones already replaced)."""
-        net = self.module_
+    def _fill_search(self, batch: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """(batch, d) the rows with each freed feature set, by coordinate search, to the candidate
+        value (training quantiles and its conditionals' component means) that minimises the score."""
         x = batch.clone()
-        for i in torch.nonzero(free.any(dim=0)).flatten().tolist():
-            c = net(x)
-            x[:, i] = torch.where(free[:, i], _mixture_mode(c.logit[:, :, i], c.mean[:, :, i], c.log_scale[:, :, i]), x[:, i])
+        grid = self.grid_.to(batch.device)
+        for _ in range(_SEARCH_SWEEPS):
+            for i in torch.nonzero(free.any(dim=0)).flatten().tolist():
+                rows = torch.nonzero(free[:, i]).flatten()
+                xr = x[rows]
+                means = torch.cat([m(xr).mean[:, :, i] for m in self.module_.members], dim=1)  # (r, K * M)
+                cand = torch.cat([grid[:, i].expand(len(rows), -1), means], dim=1)  # (r, C)
+                trial = xr.repeat_interleave(cand.shape[1], dim=0)
+                trial[:, i] = cand.reshape(-1)
+                best = self._score_batch(trial).view(len(rows), -1).argmin(dim=1)
+                x[rows, i] = cand.gather(1, best[:, None]).squeeze(1)
         return x
 
     def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        abnormal = self._fill_modes(batch, self._abnormal_features(self.module_.nll(batch)))
-        return self._minimal_edit(batch, fill=self._fill_modes, fallback=abnormal)
-
-
-def _mixture_mode(logit: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """(batch,) the highest-density point among the component means of a 1-D mixture (batch, K)."""
-    w = F.log_softmax(logit, dim=1)
-    z = (mean[:, None, :] - mean[:, :, None]) * torch.exp(-log_scale[:, None, :])  # (batch, at, comp)
-    dens = torch.logsumexp(w[:, None, :] - 0.5 * z.pow(2) - log_scale[:, None, :], dim=2)  # (batch, at)
-    return mean.gather(1, dens.argmax(dim=1, keepdim=True)).squeeze(1)
+        abnormal = self._fill_search(batch, self._abnormal_features(self.module_.nll(batch)))
+        return self._minimal_edit(batch, fill=self._fill_search, fallback=abnormal)

@@ -459,6 +459,7 @@ class TorchDetector(BaseDetector):
         done = torch.zeros(len(batch), dtype=torch.bool, device=batch.device)
         for k in range(1, min(batch.shape[1], EDIT_MAX_FREE) + 1):
             free = torch.zeros_like(batch, dtype=torch.bool).scatter_(1, order[:, :k], True)
+            free &= ~done[:, None]  # rows already restored need no more work
             x = fill(batch, free)
             ok = ~done & (self._score_batch(x) <= target)
             out[ok] = x[ok]
