@@ -15,8 +15,7 @@ from corrupted ones, which makes it less able to copy anomalies through.
   per-feature errors
 - restore: the minimal edit (``TorchDetector._minimal_edit``): the most responsible features are
   re-estimated, the others held, by iterating the reconstruction from the code clamped into the
-  box of the training rows' codes (so an extreme input cannot drive the decoder to extrapolate),
-  until the row scores like a typical normal row
+  box of the training rows' codes (so an extreme input cannot drive the decoder to extrapolate)
 - embed: the bottleneck code
 """
 
@@ -76,6 +75,7 @@ class AutoEncoder(TorchDetector):
     """Under-complete (optionally denoising) autoencoder; score = mean squared reconstruction error."""
 
     Config = AutoEncoderConfig
+    restores_by_edit = True
     attribution_method = "score shared by squared error per feature under a robust (reweighted) reconstruction"
 
     def _build_module(self, n_features: int) -> nn.Module:
@@ -129,7 +129,7 @@ class AutoEncoder(TorchDetector):
         return self.module_.decoder(code)
 
     def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._minimal_edit(batch, self._project_batch)
+        return self._minimal_edit(batch)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_(batch).code

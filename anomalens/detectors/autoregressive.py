@@ -13,10 +13,13 @@ Two choices make the per-feature terms point at the features that are actually w
   far-out value is then blamed on its own term instead of throwing every later conditional into
   extrapolation. Each conditional is still a normalised density for any context, so p(x) stays an
   exact likelihood.
-- **an ensemble of orderings** (as MADE's order-agnostic ensembles): ``n_orderings`` networks,
-  the natural column order, the reversed one, then seeded random ones, trained side by side. A
-  feature that breaks its relation to the others is unlikely given its context in every ordering,
-  while the terms it disturbs downstream differ between orderings and average out.
+- **an ensemble of orderings** (as MADE's order-agnostic ensembles): ``n_orderings`` MADEs over
+  the natural column order, the reversed one, then seeded random ones, trained side by side as
+  one batched network (``BatchedMADE``: one matmul per layer for all orderings). A feature that
+  breaks its relation to the others is unlikely given its context in every ordering, while the
+  terms it disturbs downstream differ between orderings and average out. On the attribution
+  benchmark (8 data sets, local / global hit@2): one plain ordering 0.78 / 0.80, clamped context
+  0.83 / 0.89, with 2 orderings 0.87 / 0.92, with 4 orderings 0.91 / 0.94.
 
 - score: the mean over orderings of -log p(x) on robust-scaled inputs
 - explain: each feature's conditional negative log-likelihood, averaged over the orderings (sums to
@@ -24,10 +27,11 @@ Two choices make the per-feature terms point at the features that are actually w
 - restore: the minimal edit (``TorchDetector._minimal_edit``): features are freed in attribution
   order and each freed feature is set, by coordinate search, to the value among the normal range's
   quantiles and its conditionals' component means that gives the whole row the lowest score (all
-  other features held); the freed set grows until the row scores like a typical normal row. A row
-  that needs more than 8 gets its abnormal features (conditional NLL above the 99% quantile on
-  held-out normal rows; at least the top one) re-estimated that way
-- embed: the first network's last hidden layer
+  other features held); the freed set grows until the row scores like a typical normal row, and
+  the edit with the best trade-off of score and size is kept. A row that never gets there with 8
+  gets its abnormal features (conditional NLL above the 99% quantile on held-out normal rows; at
+  least the top one) re-estimated that way
+- embed: the first ordering's last hidden layer
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from anomalens.detectors.base import TorchConfig, TorchDetector
-from anomalens.detectors.nn import MADE, made_hidden
+from anomalens.detectors.nn import BatchedMADE, made_hidden
 from anomalens.errors import ConfigError
 
 __all__ = ["Autoregressive", "AutoregressiveConfig"]
@@ -59,7 +63,7 @@ class AutoregressiveConfig(TorchConfig):
     n_components: int = 5  # Gaussians per conditional
     hidden_dims: tuple[int, ...] | None = None  # None: (clip(2d, 32, 256), clip(2d, 32, 256))
     min_log_scale: float = -4.0  # floor of each component's log standard deviation (robust sd units)
-    n_orderings: int = 2  # networks with different column orders (natural, reversed, then random)
+    n_orderings: int = 4  # column orders (natural, reversed, then seeded random ones), one batched network
     clamp_context: bool = True  # conditionals see earlier features clipped into the training box
 
     def validate(self) -> None:
@@ -77,55 +81,49 @@ class Conditionals(NamedTuple):
 
 
 class MixtureMADE(nn.Module):
-    """One MADE over the columns taken in ``order``; outputs stay in the original column order."""
+    """MADEs with mixture-of-Gaussian conditionals, one per column order, run as one batched network.
+
+    The context each conditional sees is clamped into ``box`` (the training rows' range; infinite
+    until ``fit`` sets it), while the feature itself is scored as it is.
+    """
 
     def __init__(self, n_features: int, hidden: tuple[int, ...], n_components: int, min_log_scale: float,
-                 order: torch.Tensor | None = None) -> None:
+                 orders: list[torch.Tensor]) -> None:
         super().__init__()
-        self.made = MADE(n_features, hidden, 3 * n_components)
+        self.made = BatchedMADE(n_features, hidden, 3 * n_components, orders)
         self.k, self.min_log_scale = n_components, min_log_scale
-        order = torch.arange(n_features) if order is None else order
-        self.register_buffer("order", order.long())
-        self.register_buffer("inverse", torch.argsort(order).long())
-        # the training box the context is clamped into; infinite = no clamping
         self.register_buffer("box", torch.tensor([-math.inf, math.inf]).repeat_interleave(n_features).view(2, -1))
         # spread the initial component means so the mixture starts multi-modal
         with torch.no_grad():
             offsets = torch.linspace(-1.5, 1.5, n_components) if n_components > 1 else torch.zeros(1)
-            self.made.out.bias.view(3, n_components, n_features)[1] += offsets[:, None]
+            self.made.out.bias.view(len(orders), 3, n_components, n_features)[:, 1] += offsets[:, None]
+
+    @property
+    def n_members(self) -> int:
+        return self.made.order.shape[0]
 
     def _context(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(torch.minimum(x, self.box[1]), self.box[0])[:, self.order]
+        return torch.maximum(torch.minimum(x, self.box[1]), self.box[0])
 
-    def forward(self, x: torch.Tensor) -> Conditionals:  # x: (batch, d)
-        out = self.made(self._context(x)).view(x.shape[0], 3, self.k, x.shape[1])[..., self.inverse]
-        log_scale = self.min_log_scale + F.softplus(out[:, 2] - self.min_log_scale)
-        return Conditionals(out[:, 0], out[:, 1], log_scale)
+    def forward(self, x: torch.Tensor) -> Conditionals:  # x: (batch, d) -> each (members, batch, K, d)
+        out = self.made(self._context(x)).view(self.n_members, x.shape[0], 3, self.k, x.shape[1])
+        log_scale = self.min_log_scale + F.softplus(out[:, :, 2] - self.min_log_scale)
+        return Conditionals(out[:, :, 0], out[:, :, 1], log_scale)
+
+    def member_nll(self, x: torch.Tensor) -> torch.Tensor:
+        """(members, batch, d) each ordering's per-feature conditional negative log-likelihood."""
+        c = self(x)
+        z = (x[None, :, None, :] - c.mean) * torch.exp(-c.log_scale)
+        log_comp = -0.5 * z.pow(2) - c.log_scale - _HALF_LOG2PI  # (members, batch, K, d)
+        return -torch.logsumexp(F.log_softmax(c.logit, dim=2) + log_comp, dim=2)
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, d) per-feature conditional negative log-likelihood, in column order."""
-        c = self(x)
-        z = (x[:, None, :] - c.mean) * torch.exp(-c.log_scale)
-        log_comp = -0.5 * z.pow(2) - c.log_scale - _HALF_LOG2PI  # (batch, K, d)
-        return -torch.logsumexp(F.log_softmax(c.logit, dim=1) + log_comp, dim=1)
+        """(batch, d) per-feature conditional NLL, averaged over the orderings."""
+        return self.member_nll(x).mean(dim=0)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        return self.made.net(self._context(x))
-
-
-class OrderingEnsemble(nn.Module):
-    """MixtureMADEs over different column orders; per-feature NLL averaged over them."""
-
-    def __init__(self, members: list[MixtureMADE]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def nll(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m.nll(x) for m in self.members]).mean(dim=0)
-
-    def set_box(self, box: torch.Tensor) -> None:
-        for m in self.members:
-            m.box.copy_(box)
+        """(batch, width) the first ordering's last hidden layer."""
+        return self.made.features(self._context(x))[0]
 
 
 def orderings(n_features: int, n: int, seed: int) -> list[torch.Tensor]:
@@ -141,15 +139,15 @@ class Autoregressive(TorchDetector):
     """MADE with mixture-of-Gaussian conditionals; score = -log p(x), explained per feature exactly."""
 
     Config = AutoregressiveConfig
+    restores_by_edit = True
     attribution_method = "per-feature conditional negative log-likelihood -log p(x_i | x_<i), mean over orderings"
 
     def _build_module(self, n_features: int) -> nn.Module:
         cfg = self.config
         hidden = made_hidden(n_features, cfg.hidden_dims)
         seed = cfg.random_state if cfg.random_state is not None else 0
-        members = [MixtureMADE(n_features, hidden, cfg.n_components, cfg.min_log_scale, order)
-                   for order in orderings(n_features, cfg.n_orderings, seed)]
-        return OrderingEnsemble(members)
+        return MixtureMADE(n_features, hidden, cfg.n_components, cfg.min_log_scale,
+                           orderings(n_features, cfg.n_orderings, seed))
 
     def _on_fit_start(self, Z: np.ndarray) -> None:
         self.grid_ = torch.as_tensor(np.quantile(Z, _GRID_LEVELS, axis=0), dtype=torch.float32)  # (G, d)
@@ -158,7 +156,7 @@ class Autoregressive(TorchDetector):
         super()._fit_scaled(Z)
         if self.config.clamp_context:
             box = torch.as_tensor(np.stack([Z.min(axis=0), Z.max(axis=0)]), dtype=torch.float32)
-            self.module_.set_box(box.to(self.device_))
+            self.module_.box.copy_(box.to(self.device_))
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         return {"grid": self.grid_}
@@ -167,8 +165,8 @@ class Autoregressive(TorchDetector):
         self.grid_ = state["grid"]
 
     def _loss(self, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        # each member's mean NLL; summed so every ordering gets its own full gradient
-        return sum(m.nll(batch).sum(dim=1).mean() for m in module.members)
+        # each ordering's mean NLL, summed so that every ordering gets its own full gradient
+        return module.member_nll(batch).sum(dim=2).mean(dim=1).sum()
 
     def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.nll(batch)
@@ -177,9 +175,9 @@ class Autoregressive(TorchDetector):
         return self.module_.nll(batch).sum(dim=1)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.module_.members[0].hidden(batch)
+        return self.module_.hidden(batch)
 
-    def _fill_search(self, batch: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    def _edit_fill(self, batch: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
         """(batch, d) the rows with each freed feature set, by coordinate search, to the candidate
         value (training quantiles and its conditionals' component means) that minimises the score."""
         x = batch.clone()
@@ -188,7 +186,7 @@ class Autoregressive(TorchDetector):
             for i in torch.nonzero(free.any(dim=0)).flatten().tolist():
                 rows = torch.nonzero(free[:, i]).flatten()
                 xr = x[rows]
-                means = torch.cat([m(xr).mean[:, :, i] for m in self.module_.members], dim=1)  # (r, K * M)
+                means = self.module_(xr).mean[:, :, :, i].transpose(0, 1).reshape(len(rows), -1)  # (r, M * K)
                 cand = torch.cat([grid[:, i].expand(len(rows), -1), means], dim=1)  # (r, C)
                 trial = xr.repeat_interleave(cand.shape[1], dim=0)
                 trial[:, i] = cand.reshape(-1)
@@ -197,5 +195,5 @@ class Autoregressive(TorchDetector):
         return x
 
     def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        abnormal = self._fill_search(batch, self._abnormal_features(self.module_.nll(batch)))
-        return self._minimal_edit(batch, fill=self._fill_search, fallback=abnormal)
+        abnormal = self._edit_fill(batch, self._abnormal_features(self.module_.nll(batch)))
+        return self._minimal_edit(batch, fallback=abnormal)

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,12 +50,14 @@ _CONFIG_FILE = "config.json"
 _WEIGHTS_FILE = "weights.safetensors"
 # Quantile of the calibration attributions above which a feature counts as abnormal for one row.
 _FEATURE_QUANTILE = 0.99
-# restoration by minimal edit (reconstruction models): stop when a row scores like a typical normal
+# restoration by minimal edit: never free more features than needed to score like a typical normal
 # row (the median calibration score); each freed set is re-estimated by 10 rounds of projection;
-# past 8 freed features the edit is no longer "minimal" and the plain projection is returned
+# past 8 freed features the edit is no longer "minimal" and the plain projection is returned;
+# at most this many calibration rows estimate the per-feature cost of an edit (edit_gain_)
 EDIT_LEVEL = 0.5
 EDIT_ROUNDS = 10
 EDIT_MAX_FREE = 8
+EDIT_GAIN_ROWS = 2000
 # Fitted arrays every detector holds besides its model; saved beside the weights.
 FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds_")
 
@@ -190,7 +192,11 @@ class BaseDetector(ABC):
         cal_scaled = self._scale(cal)
         self.calibration_scores_ = np.sort(self._score_scaled(cal_scaled))
         self.feature_thresholds_ = np.quantile(self._explain_scaled(cal_scaled), _FEATURE_QUANTILE, axis=0)
+        self._on_calibrated(cal_scaled)
         return self
+
+    def _on_calibrated(self, cal: np.ndarray) -> None:
+        """Hook run at the end of ``fit`` with the (scaled) calibration rows."""
 
     # ------------------------------------------------------------------ scoring
     def decision_function(self, X: Any) -> np.ndarray:
@@ -406,6 +412,7 @@ class TorchDetector(BaseDetector):
     """
 
     Config: ClassVar[type[TorchConfig]] = TorchConfig
+    restores_by_edit: ClassVar[bool] = False  # restore is ``_minimal_edit``: fit measures ``edit_gain_``
 
     # ------------------------------------------------------------------ hooks
     @abstractmethod
@@ -427,46 +434,61 @@ class TorchDetector(BaseDetector):
     @abstractmethod
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
 
-    def _minimal_edit(self, batch: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
-                      fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                      fallback: torch.Tensor | None = None) -> torch.Tensor:
+    def _edit_fill(self, batch: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """(batch, d) the rows with their ``free`` features re-estimated and the others held: the
+        model's projection (``_project_batch``) iterated ``EDIT_ROUNDS`` times. Density models
+        without a projection override it."""
+        x = batch
+        for _ in range(EDIT_ROUNDS):
+            x = torch.where(free, self._project_batch(x), batch)
+        return x
+
+    def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no projection; override _edit_fill")
+
+    def _minimal_edit(self, batch: torch.Tensor, *, fallback: torch.Tensor | None = None) -> torch.Tensor:
         """Restoration as the smallest edit that makes each row normal.
 
-        Features are freed in the order of their attribution (most responsible first); the freed
-        ones are re-estimated with every other feature held at its observed value, until the row
-        scores at or below a typical normal row (the median calibration score). A row that needs
-        more than ``EDIT_MAX_FREE`` features gets ``fallback`` (default: the plain projection).
-        Holding the normal features fixed is what makes the restoration undo the anomaly instead
-        of blurring the whole row toward the training mean.
-
-        Args:
-            batch: (batch, d) scaled rows.
-            project: (batch, d) -> (batch, d) a reconstruction; the freed features are re-estimated
-                by iterating it ``EDIT_ROUNDS`` times (reconstruction models).
-            fill: (batch, free mask) -> (batch, d) the rows with their freed features re-estimated
-                in one call (density models), instead of ``project``.
+        Features are freed in the order of their attribution (most responsible first) and
+        re-estimated with every other feature held at its observed value (``_edit_fill``). Edits
+        of k = 1, 2, ... features are tried until one scores like a typical normal row (the median
+        calibration score), at most ``EDIT_MAX_FREE``; of those tried a row gets the one that
+        trades score against size best, score + k * ``edit_gain_``: each freed feature must buy
+        more than re-estimating its most suspicious feature buys a typical normal row (the median
+        gain on the calibration rows). A row that never scores like a normal row and whose best
+        trade-off is the largest edit gets ``fallback`` (default: the plain projection). Holding the normal features fixed is what makes the restoration undo
+        the anomaly instead of blurring the whole row toward the training mean.
         """
-        if fill is None:
-            def fill(x: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
-                for _ in range(EDIT_ROUNDS):
-                    x = torch.where(free, project(x), batch)
-                return x
-
         attribution = self._explain_batch(batch)  # (batch, d)
         order = attribution.argsort(dim=1, descending=True)
         target = float(np.quantile(self.calibration_scores_, EDIT_LEVEL))
-        out = (fallback if fallback is not None else project(batch)).clone()
-        done = torch.zeros(len(batch), dtype=torch.bool, device=batch.device)
-        for k in range(1, min(batch.shape[1], EDIT_MAX_FREE) + 1):
-            free = torch.zeros_like(batch, dtype=torch.bool).scatter_(1, order[:, :k], True)
-            free &= ~done[:, None]  # rows already restored need no more work
-            x = fill(batch, free)
-            ok = ~done & (self._score_batch(x) <= target)
-            out[ok] = x[ok]
-            done |= ok
-            if bool(done.all()):
+        gain = max(0.0, float(getattr(self, "edit_gain_", 0.0)))
+        n, d = batch.shape
+        n_max = min(d, EDIT_MAX_FREE)
+        best_cost = torch.full((n,), math.inf, device=batch.device)
+        best_k = torch.zeros(n, dtype=torch.long, device=batch.device)
+        out = batch.clone()
+        active = torch.ones(n, dtype=torch.bool, device=batch.device)  # not yet scoring like a normal row
+        for k in range(1, n_max + 1):
+            rows = torch.nonzero(active).flatten()
+            if len(rows) == 0:
                 break
+            free = torch.zeros(len(rows), d, dtype=torch.bool, device=batch.device).scatter_(1, order[rows, :k], True)
+            x = self._edit_fill(batch[rows], free)
+            score = self._score_batch(x)
+            better = score + gain * k < best_cost[rows]
+            idx = rows[better]
+            out[idx], best_cost[idx], best_k[idx] = x[better], score[better] + gain * k, k
+            active[rows[score <= target]] = False
+        stuck = active & (best_k == n_max)  # never normal, and every feature freed paid off
+        if bool(stuck.any()):
+            out[stuck] = (fallback if fallback is not None else self._project_batch(batch))[stuck]
         return out
+
+    def _edit_gain(self, cal: torch.Tensor) -> float:
+        """Median score drop of calibration rows when their most suspicious feature is re-estimated."""
+        free = torch.zeros_like(cal, dtype=torch.bool).scatter_(1, self._explain_batch(cal).argmax(dim=1, keepdim=True), True)
+        return float((self._score_batch(cal) - self._score_batch(self._edit_fill(cal, free))).median())
 
     def _abnormal_features(self, attribution: torch.Tensor) -> torch.Tensor:
         """(batch, d) bool: features above their normal 99% level, and always each row's top one."""
@@ -503,6 +525,14 @@ class TorchDetector(BaseDetector):
             self.history_ = self._train(train, val, gen)
             with torch.no_grad():
                 self._on_fit_end(train)
+
+    def _on_calibrated(self, cal: np.ndarray) -> None:
+        if not self.restores_by_edit:
+            return
+        self.module_.eval()
+        rows = torch.as_tensor(cal[:EDIT_GAIN_ROWS], dtype=torch.float32, device=self.device_)  # already shuffled
+        with torch.no_grad():
+            self.edit_gain_ = max(0.0, self._edit_gain(rows))
 
     def _on_fit_end(self, train: torch.Tensor) -> None:
         """Hook run after training with the (scaled) training rows, e.g. to estimate error scales."""
@@ -605,12 +635,16 @@ class TorchDetector(BaseDetector):
     def _state(self) -> dict[str, torch.Tensor]:
         state = {f"module.{k}": v for k, v in self.module_.state_dict().items()}
         state.update({f"extra.{k}": v for k, v in self._extra_state().items()})
+        if self.restores_by_edit:
+            state["edit_gain"] = torch.tensor([self.edit_gain_], dtype=torch.float64)
         return state
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.device_ = resolve_device(self.config.device)
         extra = {k.removeprefix("extra."): v.to(self.device_) for k, v in state.items() if k.startswith("extra.")}
         self._load_extra_state(extra)
+        if self.restores_by_edit:
+            self.edit_gain_ = float(state["edit_gain"][0])
         self.module_ = self._build_module(self.n_features_in_)
         self.module_.load_state_dict({k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")})
         self.module_.to(self.device_).eval()

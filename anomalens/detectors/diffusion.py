@@ -7,10 +7,13 @@ normal rows denoises towards normal, so what does not come back is anomalous. Th
 the deterministic DDIM update (Song et al., ICLR 2021) in ``denoise_steps`` strides, which is what
 makes a restoration reproducible.
 
-- score: mean normalised squared error between the row and its denoised version, averaged over
-  ``n_draws`` noise draws (fixed at fit time, so a row's score never depends on its batch) whose
-  start steps spread evenly over (0, t_score * T]: an average over noise levels, as the diffusion
-  likelihood bound is, rather than one hand-picked t
+- score: squared error between the row and its denoised version, averaged over ``n_draws`` noise
+  draws (fixed at fit time, so a row's score never depends on its batch) whose start steps spread
+  evenly over (0, t_score * T]: an average over noise levels, as the diffusion likelihood bound
+  is, rather than one hand-picked t. Each level's error of each feature is divided by its mean on
+  the training rows, so every level counts in units of its own normal error: the weak levels,
+  where a normal row comes back almost exactly, are the most telling about a feature that is off,
+  and are not drowned by the strong levels' larger errors
 - explain: each feature's share of that error (sums to the score)
 - restore: the minimal edit (``TorchDetector._minimal_edit``) whose projection is the row denoised
   from the strongest level (t_score * T), averaged over the draws, starting from the row clipped
@@ -50,7 +53,7 @@ class DiffusionConfig(TorchConfig):
     t_score: float = 0.5  # strongest start step / T; score draws spread over (0, t_score]
     denoise_steps: int = 4  # DDIM strides from t0 back to 0
     n_draws: int = 4  # noise draws averaged in the score (fixed at fit time)
-    normalize_errors: bool = True  # divide each feature's squared error by its mean on the training rows
+    normalize_errors: bool = True  # divide each level's squared error of a feature by its mean on the training rows
 
     def validate(self) -> None:
         super().validate()
@@ -93,7 +96,8 @@ class Diffusion(TorchDetector):
     """DDPM over rows; score = error of partial-diffusion denoising (AnoDDPM) over several noise levels."""
 
     Config = DiffusionConfig
-    attribution_method = "squared error between the row and its denoised version, per feature / d"
+    restores_by_edit = True
+    attribution_method = "squared error between the row and its denoised versions, per feature, in units of each noise level's normal error / d"
 
     def _build_module(self, n_features: int) -> nn.Module:
         cfg = self.config
@@ -105,7 +109,7 @@ class Diffusion(TorchDetector):
         self.alpha_bar_ = cosine_alpha_bar(cfg.n_timesteps)
         self.noise_ = torch.randn(cfg.n_draws, Z.shape[1])  # fixed draws for scoring and restoring
         self.box_ = torch.stack([torch.as_tensor(Z.min(axis=0)), torch.as_tensor(Z.max(axis=0))]).float()
-        self.error_scale_ = torch.ones(Z.shape[1])
+        self.error_scale_ = torch.ones(cfg.n_draws, Z.shape[1])  # per noise level and feature
 
     def _loss(self, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         T = self.config.n_timesteps
@@ -117,8 +121,9 @@ class Diffusion(TorchDetector):
 
     def _on_fit_end(self, train: torch.Tensor) -> None:
         if self.config.normalize_errors:
-            err = torch.cat([self._error(train[i : i + 8192]) for i in range(0, len(train), 8192)])
-            self.error_scale_ = err.mean(dim=0).clamp_min(1e-6).cpu()
+            levels = self._levels()
+            err = torch.cat([(self._denoise(xb, levels) - xb).pow(2) for xb in train.split(8192)], dim=1)
+            self.error_scale_ = err.mean(dim=1).clamp_min(1e-6).cpu()  # (levels, d)
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         return {"alpha_bar": self.alpha_bar_, "noise": self.noise_, "box": self.box_, "error_scale": self.error_scale_}
@@ -153,8 +158,8 @@ class Diffusion(TorchDetector):
         return torch.stack(outs)
 
     def _error(self, batch: torch.Tensor) -> torch.Tensor:
-        err = (self._denoise(batch, self._levels()) - batch).pow(2).mean(dim=0)
-        return err / self.error_scale_.to(batch.device) / batch.shape[1]
+        err = (self._denoise(batch, self._levels()) - batch).pow(2) / self.error_scale_.to(batch.device)[:, None, :]
+        return err.mean(dim=0) / batch.shape[1]
 
     def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self._error(batch)
@@ -167,7 +172,7 @@ class Diffusion(TorchDetector):
         return self._denoise(batch, [top] * self.config.n_draws).mean(dim=0)
 
     def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._minimal_edit(batch, self._project_batch)
+        return self._minimal_edit(batch)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self._project_batch(batch)

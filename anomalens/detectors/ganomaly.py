@@ -79,6 +79,7 @@ class GANomaly(TorchDetector):
     """Encoder-decoder-encoder GAN; score = distance between the input's code and its reconstruction's."""
 
     Config = GANomalyConfig
+    restores_by_edit = True
     attribution_method = "squared reconstruction error per feature, normalised by its training mean"
     additive_attribution = False
 
@@ -149,7 +150,7 @@ class GANomaly(TorchDetector):
         return self.module_.decoder(clamp_code(self.module_.encoder(batch), self.code_range_))
 
     def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._minimal_edit(batch, self._project_batch)
+        return self._minimal_edit(batch)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.encoder(batch)

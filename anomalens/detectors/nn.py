@@ -11,7 +11,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["made_hidden", "clamp_code", "code_range", "mlp", "auto_hidden", "auto_latent", "MaskedLinear", "MADE"]
+__all__ = [
+    "made_hidden", "made_masks", "clamp_code", "code_range", "mlp", "auto_hidden", "auto_latent", "MaskedLinear", "MADE",
+    "BatchedMaskedLinear", "BatchedMADE",
+]
 
 
 def auto_hidden(n_features: int) -> tuple[int, int]:
@@ -55,6 +58,20 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
+def made_masks(n_features: int, hidden: tuple[int, ...], n_out: int) -> list[torch.Tensor]:
+    """MADE's 0/1 masks (out, in) for the natural order: output block j of feature i sees only
+    features before i. Hidden degrees cycle over 1..d-1 so every conditional gets units."""
+    d = n_features
+    in_deg = torch.arange(1, d + 1)  # degree of input i is i+1
+    degs = [in_deg]
+    for h in hidden:
+        degs.append(torch.arange(h) % max(1, d - 1) + 1 if d > 1 else torch.zeros(h, dtype=torch.long))
+    masks = [(b[:, None] >= a[None, :]) for a, b in zip(degs[:-1], degs[1:])]
+    out_deg = in_deg.repeat(n_out)  # (n_out * d,), output feature i sees hidden degree < i+1
+    masks.append(out_deg[:, None] > degs[-1][None, :])
+    return masks
+
+
 class MADE(nn.Module):
     """Masked MLP whose output block j for feature i depends only on features before i.
 
@@ -66,23 +83,73 @@ class MADE(nn.Module):
         super().__init__()
         d = n_features
         self.n_features, self.n_out = d, n_out
-        in_deg = torch.arange(1, d + 1)  # degree of input i is i+1
-        degs = [in_deg]
-        for h in hidden:
-            # hidden degrees cycle over 1..d-1 so every conditional gets units (d == 1: all zero)
-            degs.append(torch.arange(h) % max(1, d - 1) + 1 if d > 1 else torch.zeros(h, dtype=torch.long))
+        masks = made_masks(d, hidden, n_out)
         layers: list[nn.Module] = []
-        for a, b in zip(degs[:-1], degs[1:]):
-            layers += [MaskedLinear(len(a), len(b), (b[:, None] >= a[None, :])), nn.SiLU()]
-        out_deg = in_deg.repeat(n_out)  # (n_out * d,), output feature i sees hidden degree < i+1
+        for mask in masks[:-1]:
+            layers += [MaskedLinear(mask.shape[1], mask.shape[0], mask), nn.SiLU()]
         self.net = nn.Sequential(*layers)
-        self.out = MaskedLinear(len(degs[-1]), n_out * d, out_deg[:, None] > degs[-1][None, :])
+        self.out = MaskedLinear(masks[-1].shape[1], n_out * d, masks[-1])
         nn.init.zeros_(self.out.weight)  # start as the identity / standard-normal conditional
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, d) -> (batch, n_out, d)
         h = self.net(x)
         return self.out(h).view(x.shape[0], self.n_out, self.n_features)
+
+
+class BatchedMaskedLinear(nn.Module):
+    """``n_members`` masked linear layers with one shared mask, applied as one batched matmul."""
+
+    def __init__(self, n_members: int, mask: torch.Tensor, zero: bool = False) -> None:
+        super().__init__()
+        out_f, in_f = mask.shape
+        self.register_buffer("mask", mask.float())
+        self.weight = nn.Parameter(torch.empty(n_members, out_f, in_f))
+        self.bias = nn.Parameter(torch.empty(n_members, out_f))
+        if zero:
+            nn.init.zeros_(self.weight)
+            nn.init.zeros_(self.bias)
+        else:  # nn.Linear's default initialisation, member by member
+            bound = 1 / math.sqrt(in_f)
+            nn.init.uniform_(self.weight, -bound, bound)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (members, batch, in) -> (members, batch, out)
+        return torch.baddbmm(self.bias[:, None, :], h, (self.weight * self.mask).transpose(1, 2))
+
+
+class BatchedMADE(nn.Module):
+    """Several MADEs over the same features, each reading the columns in its own ``order``.
+
+    Every member sees its input permuted into its order and uses the natural-order masks, so all
+    members run as one batched matmul per layer (a loop over members costs that many times the
+    per-layer overhead on a CPU). Output: (members, batch, n_out, d) in the original column order.
+    """
+
+    def __init__(self, n_features: int, hidden: tuple[int, ...], n_out: int, orders: list[torch.Tensor]) -> None:
+        super().__init__()
+        d = n_features
+        self.n_features, self.n_out = d, n_out
+        masks = made_masks(d, hidden, n_out)
+        m = len(orders)
+        self.hidden = nn.ModuleList(BatchedMaskedLinear(m, mask) for mask in masks[:-1])
+        self.out = BatchedMaskedLinear(m, masks[-1], zero=True)  # start as standard-normal conditionals
+        order = torch.stack([o.long() for o in orders])  # (members, d)
+        self.register_buffer("order", order)
+        self.register_buffer("inverse", torch.argsort(order, dim=1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, d) -> (members, batch, last hidden width)."""
+        h = x[:, self.order].transpose(0, 1)  # (members, batch, d), each in its member's order
+        for layer in self.hidden:
+            h = F.silu(layer(h))
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, d) -> (members, batch, n_out, d)
+        m, b, d = self.order.shape[0], x.shape[0], self.n_features
+        out = self.out(self.features(x)).view(m, b, self.n_out, d)
+        index = self.inverse[:, None, None, :].expand(m, b, self.n_out, d)
+        return out.gather(3, index)  # back to the original column order
 
 
 def code_range(codes: torch.Tensor) -> torch.Tensor:

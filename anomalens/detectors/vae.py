@@ -100,6 +100,7 @@ class VAE(TorchDetector):
     """Variational autoencoder; score = negative reconstruction log-likelihood over latent samples."""
 
     Config = VAEConfig
+    restores_by_edit = True
     attribution_method = "per-feature negative reconstruction log-likelihood (An and Cho, 2015)"
 
     def _on_fit_start(self, Z) -> None:
@@ -142,7 +143,7 @@ class VAE(TorchDetector):
         return self.module_.decode(mu)[0]
 
     def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._minimal_edit(batch, self._project_batch)
+        return self._minimal_edit(batch)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.encode(batch)[0]
