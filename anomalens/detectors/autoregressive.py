@@ -54,7 +54,8 @@ __all__ = ["Autoregressive", "AutoregressiveConfig"]
 _HALF_LOG2PI = 0.5 * math.log(2 * math.pi)
 # candidate values of a freed feature in restoration: these quantiles of the training rows, plus the
 # component means of its conditionals; two sweeps of coordinate search over the freed features
-_GRID_LEVELS = np.linspace(0.0, 1.0, 41)
+# (one when refining a smaller edit that is already searched)
+_GRID_LEVELS = np.linspace(0.0, 1.0, 17)
 _SEARCH_SWEEPS = 2
 
 
@@ -177,12 +178,13 @@ class Autoregressive(TorchDetector):
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.hidden(batch)
 
-    def _edit_fill(self, batch: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    def _edit_fill(self, batch: torch.Tensor, free: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, d) the rows with each freed feature set, by coordinate search, to the candidate
-        value (training quantiles and its conditionals' component means) that minimises the score."""
-        x = batch.clone()
+        value (training quantiles and its conditionals' component means) that minimises the score.
+        From ``start`` (a previous, smaller edit) one sweep refines; from scratch, two."""
+        x = (batch if start is None else start).clone()
         grid = self.grid_.to(batch.device)
-        for _ in range(_SEARCH_SWEEPS):
+        for _ in range(_SEARCH_SWEEPS if start is None else 1):
             for i in torch.nonzero(free.any(dim=0)).flatten().tolist():
                 rows = torch.nonzero(free[:, i]).flatten()
                 xr = x[rows]

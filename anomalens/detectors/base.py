@@ -434,10 +434,10 @@ class TorchDetector(BaseDetector):
     @abstractmethod
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
 
-    def _edit_fill(self, batch: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    def _edit_fill(self, batch: torch.Tensor, free: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, d) the rows with their ``free`` features re-estimated and the others held: the
         model's projection (``_project_batch``) iterated ``EDIT_ROUNDS`` times. Density models
-        without a projection override it."""
+        without a projection override it; ``start`` (the previous, smaller edit) may seed a search."""
         x = batch
         for _ in range(EDIT_ROUNDS):
             x = torch.where(free, self._project_batch(x), batch)
@@ -467,14 +467,15 @@ class TorchDetector(BaseDetector):
         n_max = min(d, EDIT_MAX_FREE)
         best_cost = torch.full((n,), math.inf, device=batch.device)
         best_k = torch.zeros(n, dtype=torch.long, device=batch.device)
-        out = batch.clone()
+        out, last = batch.clone(), batch.clone()
         active = torch.ones(n, dtype=torch.bool, device=batch.device)  # not yet scoring like a normal row
         for k in range(1, n_max + 1):
             rows = torch.nonzero(active).flatten()
             if len(rows) == 0:
                 break
             free = torch.zeros(len(rows), d, dtype=torch.bool, device=batch.device).scatter_(1, order[rows, :k], True)
-            x = self._edit_fill(batch[rows], free)
+            x = self._edit_fill(batch[rows], free, start=last[rows])
+            last[rows] = x
             score = self._score_batch(x)
             better = score + gain * k < best_cost[rows]
             idx = rows[better]
