@@ -32,7 +32,7 @@ def test_autoregressive_clamped_context_and_orderings_beat_one_plain_ordering(da
     default = fast("autoregressive", random_state=0).fit(train)
     assert default.config.n_orderings == 4 and default.config.clamp_context
     h_plain, h_default = hit_rate(plain, test, 2), hit_rate(default, test, 2)
-    # measured: 0.78 for one plain ordering, 0.95 with both choices
+    # measured: 0.78 for one plain ordering, 0.98 with both choices (4 orderings)
     assert h_default >= 0.9, h_default
     assert h_default > h_plain + 0.05, (h_plain, h_default)
 
@@ -95,6 +95,6 @@ def test_minimal_edit_trade_off_changes_fewer_features(data):
     gain = det.edit_gain_
     n_free, undone_free = restore_stats(0.0)
     n_traded, undone_traded = restore_stats(gain)
-    # measured: 1.93 features changed per row without the charge, 1.52 with it; 0.98 undone
+    # measured: 2.04 features changed per row without the charge, 1.61 with it; 0.98 undone
     assert n_traded <= n_free - 0.2, (n_free, n_traded)
     assert undone_traded >= 0.9 and undone_traded >= undone_free - 0.02, (undone_free, undone_traded)
