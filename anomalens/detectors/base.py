@@ -456,13 +456,14 @@ class TorchDetector(BaseDetector):
         trades score against size best, score + k * ``edit_gain_``: each freed feature must buy
         more than re-estimating its most suspicious feature buys a typical normal row (the median
         gain on the calibration rows). A row that never scores like a normal row and whose best
-        trade-off is the largest edit gets ``fallback`` (default: the plain projection). Holding the normal features fixed is what makes the restoration undo
-        the anomaly instead of blurring the whole row toward the training mean.
+        trade-off is the largest edit gets ``fallback`` (default: the plain projection). Holding
+        the normal features fixed is what makes the restoration undo the anomaly instead of
+        blurring the whole row toward the training mean.
         """
         attribution = self._explain_batch(batch)  # (batch, d)
         order = attribution.argsort(dim=1, descending=True)
         target = float(np.quantile(self.calibration_scores_, EDIT_LEVEL))
-        gain = max(0.0, float(getattr(self, "edit_gain_", 0.0)))
+        gain = self.edit_gain_
         n, d = batch.shape
         n_max = min(d, EDIT_MAX_FREE)
         best_cost = torch.full((n,), math.inf, device=batch.device)

@@ -121,8 +121,7 @@ class Diffusion(TorchDetector):
 
     def _on_fit_end(self, train: torch.Tensor) -> None:
         if self.config.normalize_errors:
-            levels = self._levels()
-            err = torch.cat([(self._denoise(xb, levels) - xb).pow(2) for xb in train.split(8192)], dim=1)
+            err = torch.cat([self._level_errors(xb) for xb in train.split(8192)], dim=1)
             self.error_scale_ = err.mean(dim=1).clamp_min(1e-6).cpu()  # (levels, d)
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
@@ -157,8 +156,12 @@ class Diffusion(TorchDetector):
             outs.append(x_t)
         return torch.stack(outs)
 
+    def _level_errors(self, batch: torch.Tensor) -> torch.Tensor:
+        """(levels, batch, d) squared error of the row denoised from each scoring level."""
+        return (self._denoise(batch, self._levels()) - batch).pow(2)
+
     def _error(self, batch: torch.Tensor) -> torch.Tensor:
-        err = (self._denoise(batch, self._levels()) - batch).pow(2) / self.error_scale_.to(batch.device)[:, None, :]
+        err = self._level_errors(batch) / self.error_scale_.to(batch.device)[:, None, :]
         return err.mean(dim=0) / batch.shape[1]
 
     def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
