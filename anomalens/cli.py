@@ -21,6 +21,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from anomalens.errors import AnomalensError, BackendError
+from anomalens.text import clip, for_terminal, strip_control
 
 __all__ = ["app", "main"]
 
@@ -41,9 +42,22 @@ class CliError(Exception):
     """A one-line error for the user; exit code 2."""
 
 
+def _error_line(message: object) -> str:
+    """One line of an error message: control characters stripped, clipped, markup escaped."""
+    first = strip_control(str(message).strip().splitlines()[0] if str(message).strip() else "failed")
+    return for_terminal(first, 600)
+
+
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {_error_line(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _text(value: object, max_len: int = 80):
+    """A rich Text of untrusted text: printed as itself (no markup), control characters stripped."""
+    from rich.text import Text
+
+    return Text(clip(strip_control(value), max_len))
 
 
 def _guard(fn):
@@ -57,9 +71,9 @@ def _guard(fn):
         except typer.Exit:
             raise
         except BackendError as exc:
-            _fail(str(exc).splitlines()[0], 1)
+            _fail(str(exc), 1)
         except (AnomalensError, CliError) as exc:
-            _fail(str(exc).splitlines()[0], 2)
+            _fail(str(exc), 2)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
 
@@ -137,6 +151,32 @@ def _params(values: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _check_out(out_dir: Path) -> list[Path]:
+    """--out must be a folder we can write, checked before training by writing a probe file there;
+    returns the folders this created (removed again if the fit fails)."""
+    import tempfile
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out must be a folder, got the existing file {str(out_dir)!r}")
+    created = [p for p in [out_dir, *out_dir.absolute().parents] if not p.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        _remove_empty(created)
+        raise CliError(f"--out must be a writable folder, got {str(out_dir)!r} ({exc.strerror or exc})") from exc
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for p in folders:  # deepest first
+        try:
+            p.rmdir()
+        except OSError:
+            pass
+
+
 def _reasoner(llm: str | None, base_url: str | None, model: str | None):
     from anomalens.llm import make_reasoner
 
@@ -184,15 +224,22 @@ def fit(
 ) -> None:
     """Fit a detector and an exemplar store on normal rows, and save them to --out."""
     from anomalens import Investigator
+    from anomalens.detectors import make_detector
 
-    frame = read_table(data)
-    X, ids = select_features(frame, label_column=label_column, exclude=exclude, id_column=id_column)
     params = {"random_state": seed, **_params(param)}
     if not as_json and sys.stderr.isatty():
         params.setdefault("verbose", True)  # a progress bar over epochs
+    make_detector(detector, **params).validate_params()  # bad hyper-parameters fail before any work
+    frame = read_table(data)
+    X, ids = select_features(frame, label_column=label_column, exclude=exclude, id_column=id_column)
+    created = _check_out(out_dir)
     t0 = time.perf_counter()
-    inv = Investigator.fit(X, detector=detector, source=data.name, ids=ids, **params)
-    inv.save(out_dir)
+    try:
+        inv = Investigator.fit(X, detector=detector, source=data.name, ids=ids, **params)
+        inv.save(out_dir)
+    except BaseException:
+        _remove_empty(created)
+        raise
     summary = {"out": str(out_dir), "detector": inv.detector_name, "rows": len(X), "features": len(inv.feature_names),
                "calibration_rows": len(inv.detector.calibration_scores_), "exemplars": inv.store.count(),
                "seconds": round(time.perf_counter() - t0, 2)}
@@ -218,6 +265,9 @@ def analyze(
     as_json: JsonOpt = False,
 ) -> None:
     """Score every row (verdicts control the false discovery rate) and report the top N, or one --row."""
+    from anomalens.detectors import check_probability
+
+    alpha = check_probability(alpha, "--alpha")
     reasoner = _reasoner(llm, base_url, model)
     inv = _load(model_dir, reasoner)
     X, ids = select_features(read_table(data), id_column=id_column, features=inv.feature_names)
@@ -233,14 +283,19 @@ def analyze(
     if as_json:
         print(json.dumps([json.loads(r.model_dump_json()) for r in reports]))
         return
-    table = Table(title=f"{len(reports)} case(s) from {data.name}" + ("" if row is not None else ", most anomalous first"))
+    table = Table(title=f"{len(reports)} case(s) from {for_terminal(data.name, 80)}"
+                  + ("" if row is not None else ", most anomalous first"))
     for col in ("case", "verdict", "score", "p-value", "top features"):
         table.add_column(col)
     for r in reports:
         v = r.verdict
-        table.add_row(r.evidence.case_id, "[red]ANOMALOUS[/]" if v.anomalous else "normal", f"{v.score:.4g}",
-                      f"{v.p_value:.4g}", ", ".join(a.feature for a in r.evidence.attributions[:3]))
+        p = f"{v.p_value:.4g}" + (" (tail)" if v.approximate else "")
+        table.add_row(_text(r.evidence.case_id, 40), _verdict_word(v), f"{v.score:.4g}", p,
+                      _text(", ".join(a.feature for a in r.evidence.attributions[:3]), 80))
     out.print(table)
+    notes = {r.verdict.note for r in reports if r.verdict.note}
+    if notes:
+        err.print(f"[yellow]note:[/] {for_terminal(sorted(notes)[0], 400)}", highlight=False)
     for r in reports:
         out.print(Markdown(r.to_markdown()))
 
@@ -278,20 +333,22 @@ def chat(
         box = Toolbox(inv, X, ids=ids or [str(i) for i in range(len(X))], focus=case_id)  # /compare <id> reaches every row
     elif thread is None:
         raise CliError("give DATA and --row to start a chat, or --thread to resume a saved one")
+    checkpoint = checkpoint or _default_checkpoint(model_dir)
     session = ChatSession(box, case_id, reasoner=reasoner, model=tool_client(reasoner), max_steps=max_steps,
-                          checkpoint=checkpoint or model_dir / "chat.sqlite", thread_id=thread or f"case-{case_id}")
+                          checkpoint=checkpoint, thread_id=thread or f"case-{case_id}")
     if case_id is None and not session.resumed:
-        raise CliError(f"no saved conversation {thread!r} in {checkpoint or model_dir / 'chat.sqlite'}; give DATA and --row")
+        raise CliError(f"no saved conversation {thread!r} in {str(checkpoint)!r}; give DATA and --row")
     interactive = sys.stdin.isatty() and not as_json
     if not as_json:
         ev = session.evidence
         v = ev.verdict
-        out.print(f"[bold]Case {ev.case_id}[/]: {'[red]ANOMALOUS[/]' if v.anomalous else 'normal'} "
-                  f"(p-value {v.p_value:.4g}, detector {v.detector}); top features: "
-                  f"{', '.join(a.feature for a in ev.attributions[:3])}. Ask a question, or /help. /quit ends.",
-                  highlight=False)
+        out.print(f"[bold]Case {for_terminal(ev.case_id, 40)}[/]: {_verdict_word(v)} "
+                  f"(p-value {v.p_value:.4g}, detector {for_terminal(v.detector, 40)}); top features: "
+                  f"{for_terminal(', '.join(a.feature for a in ev.attributions[:3]), 120)}. Ask a question, or /help. "
+                  "/quit ends.", highlight=False)
         if session.resumed:
-            out.print(f"(resumed conversation {session.thread_id!r}, {len(session.history())} earlier entries)")
+            out.print(f"(resumed conversation {for_terminal(repr(session.thread_id), 60)}, "
+                      f"{len(session.history())} earlier entries)", highlight=False)
     try:
         while True:
             try:
@@ -310,24 +367,43 @@ def chat(
                                   else json.loads(reply.explanation.model_dump_json())}), flush=True)
                 continue
             if not interactive:
-                out.print(f"you> {line}", highlight=False)
+                out.print(f"you> {for_terminal(line, 2000)}", highlight=False)
             _print_reply(reply)
     finally:
         session.close()
 
 
+def _default_checkpoint(model_dir: Path) -> Path:
+    """DIR/chat.sqlite, or, for a model folder this user cannot write, a file in the user's cache."""
+    import hashlib
+    import os
+
+    if os.access(model_dir, os.W_OK):
+        return model_dir / "chat.sqlite"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anomalens" / "chats"
+    key = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    return cache / f"{key}.sqlite"
+
+
+def _verdict_word(v) -> str:
+    if v.anomalous:
+        return "[red]ANOMALOUS[/]"
+    return "[yellow]not significant (batch)[/]" if v.note else "normal"
+
+
 def _print_reply(reply) -> None:
     ex = reply.explanation
     if ex is None:
-        out.print(f"anomalens> {reply.text}", highlight=False)
+        out.print(f"anomalens> {for_terminal(reply.text, 4000)}", highlight=False)
         return
     tools = f"; tools: {', '.join(reply.tools)}" if reply.tools else ""
-    out.print(f"anomalens> [dim]({ex.source}, {'verified' if ex.grounded else 'NOT verified'}{tools})[/]")
+    out.print(f"anomalens> [dim]({for_terminal(ex.source + ', ' + ('verified' if ex.grounded else 'NOT verified') + tools, 200)})[/]",
+              highlight=False)
     for c in ex.claims:
-        out.print(f"  - {c.text} [dim][{', '.join(c.cites[:4])}{', ...' if len(c.cites) > 4 else ''}][/]",
-                  highlight=False)
+        cites = ", ".join(c.cites[:4]) + (", ..." if len(c.cites) > 4 else "")
+        out.print(f"  - {for_terminal(c.text, 1000)} [dim]\\[{for_terminal(cites, 300)}][/]", highlight=False)
     if ex.note:
-        out.print(f"  [dim]{ex.note}[/]", highlight=False)
+        out.print(f"  [dim]{for_terminal(ex.note, 1000)}[/]", highlight=False)
     sys.stdout.flush()
 
 
@@ -370,8 +446,38 @@ def eval_(
 
 
 def main() -> None:
+    """Entry point: usage errors and unexpected failures are one line on stderr too (set
+    ANOMALENS_DEBUG=1 for the traceback of an unexpected failure)."""
+    import os
+
+    try:  # typer >= 0.22 carries its own copy of click's exceptions
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover - older typer on plain click
+        from click import exceptions as click_exc
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except click_exc.NoArgsIsHelpError:  # "anomalens" alone: the help was printed
+        sys.exit(2)
+    except click_exc.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        err.print(f"[red]error:[/] {_error_line(exc.format_message())}{for_terminal(where)}", highlight=False,
+                  soft_wrap=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, getattr(click_exc, "Abort", KeyboardInterrupt)):
+        err.print("[red]error:[/] aborted", highlight=False)
+        sys.exit(130)
+    except click_exc.ClickException as exc:
+        err.print(f"[red]error:[/] {_error_line(exc.format_message())}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: still one line, never a traceback, unless asked for
+        if os.environ.get("ANOMALENS_DEBUG"):
+            raise
+        err.print(f"[red]error:[/] unexpected {type(exc).__name__}: {_error_line(exc)} "
+                  "(set ANOMALENS_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"AUROC on the unseen rows: {roc_auc_score(is_anomaly[test], scores):.3f}; "
         f"flagged at FDR 5%: {flags.sum()} rows, of which {int(is_anomaly[test][flags == 1].sum())} malignant; "
-        f"calibrated on {len(det.calibration_scores_)} held-out benign rows."
+        f"calibrated on {len(det.calibration_scores_)} benign rows the scoring model did not train on "
+        f"({'out-of-fold scores of every training row' if det.calibration_mode_ == 'cross' else 'a held-out share'})."
     )
     order = np.argsort(-scores)[: args.top]
     cases = X_test.iloc[order]
@@ -90,13 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         ]
         verdict = "[red]anomalous[/]" if pvals[order[i]] < args.alpha else "normal"
         table.add_row(
-            str(X_test.index[row_pos]), f"{scores[row_pos]:.1f}", f"{pvals[row_pos]:.4f}", verdict,
+            str(X_test.index[row_pos]), f"{scores[row_pos]:.1f}", f"{pvals[row_pos]:.3g}", verdict,
             "malignant" if is_anomaly[test][row_pos] else "benign", "\n".join(lines),
         )
     console.print(table)
     console.print(
-        f"p-values are split-conformal (smallest possible {1 / (len(det.calibration_scores_) + 1):.4f}); "
-        f"verdict: p < {args.alpha}. Attributions: {att.method}."
+        f"p-values are conformal down to {1 / (len(det.calibration_scores_) + 1):.3g} = 1/(calibration rows + 1); "
+        f"below it they come from a fitted extreme-value tail (approximate). "
+        f"Verdict: p < {args.alpha}. Attributions: {att.method}."
     )
     reasoner, why = _reasoner(args.llm)
     top_id = str(X_test.index[order[0]])

@@ -40,6 +40,8 @@ __all__ = [
     "Restoration",
     "Verdict",
     "fmt",
+    "is_ordinary_word",
+    "quote",
     "split_mentions",
 ]
 
@@ -51,18 +53,52 @@ def fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
-    """(the names ``text`` mentions as whole words, case-insensitively; ``text`` with them blanked).
+# Words that prose about a case uses on its own (function words and the templates' vocabulary): a
+# feature named like one of them is a mention only when quoted ('score'), never as a bare word.
+ORDINARY_WORDS = frozenset("""
+a an the and or but not no nor of in on at to from by for with as is are was were be been being it its this
+that these those there here than then so if into over under above below within between about around after
+before up down out off all any each every some most more less few many much one two three case cases row rows
+value values score scores normal anomalous anomaly anomalies range median mean share feature features exemplar
+exemplars distance nearest closest next version change changes restored restoration observed verdict p
+cut off cutoff threshold alpha level rate detector model training train data set sets point points
+has have had gives given accounts account against differs differ most least high low time times count id
+""".split())
 
-    Longest names first, each blanked once found, so "age" is not found inside "page_age" and a
-    feature name cannot be mistaken for the words or numbers of the text around it.
+_QUOTES = (("'", "'"), ('"', '"'), ("`", "`"), ("\u2018", "\u2019"), ("\u201c", "\u201d"))
+
+
+def quote(name: str) -> str:
+    """How explanations write a feature name: in single quotes, so it is read as a name, not a word."""
+    return f"'{name}'"
+
+
+def is_ordinary_word(name: str) -> bool:
+    """Whether a feature name could be an ordinary word of a sentence (then only its quoted form counts)."""
+    low = name.strip().lower()
+    return low in ORDINARY_WORDS or (low.isalpha() and len(low) <= 2)
+
+
+def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
+    """(the names ``text`` mentions, case-insensitively; ``text`` with them blanked).
+
+    A name is mentioned when it appears quoted ('name', "name", `name`, curly quotes), or as a
+    whole word when it is not an ordinary word (see ``is_ordinary_word``: a feature called "a" or
+    "score" is not mentioned by "a score"). Longest names first, each blanked once found, so "age"
+    is not found inside "page_age" and a feature name cannot be mistaken for the words or numbers of
+    the text around it.
     """
     found = []
     for name in sorted(names, key=len, reverse=True):
-        pattern = r"(?<![\w])" + re.escape(name) + r"(?![\w])"
-        if re.search(pattern, text, flags=re.IGNORECASE):
+        quoted = "|".join(re.escape(a) + re.escape(name) + re.escape(b) for a, b in _QUOTES)
+        patterns = [quoted] if is_ordinary_word(name) else [quoted, r"(?<![\w])" + re.escape(name) + r"(?![\w])"]
+        hit = False
+        for pattern in patterns:
+            if re.search(pattern, text, flags=re.IGNORECASE):
+                hit = True
+                text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
+        if hit:
             found.append(name)
-            text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
     return found, text
 
 
@@ -80,6 +116,9 @@ class Verdict(_Model):
     threshold: float | None  # the score above which a row is flagged at the cut-off (None: no score can be)
     detector: str
     method: str = "conformal p-value below alpha"
+    p_value_method: str = "conformal"  # exact conformal, or the GPD tail's extrapolation beyond the calibration scores
+    approximate: bool = False  # the p-value is the tail's extrapolation, not an exact conformal p-value
+    note: str | None = None  # e.g. "not significant at this batch size; per-row p = ..."
 
     def numbers(self) -> list[float]:
         return [n for n in (self.score, self.p_value, self.alpha, self.cutoff, self.threshold) if n is not None]
@@ -115,6 +154,7 @@ class Exemplar(_Model):
     values: dict[str, float]
     source: str | None = None
     timestamp: str | None = None
+    weight: int = 1  # training rows this exemplar stands for (the store keeps a sample beyond a size)
 
     def numbers(self) -> list[float]:
         return [self.distance, *self.values.values()]
@@ -281,12 +321,15 @@ class Report(_Model):
         """A human-readable report: verdict, evidence tables, explanation with citations."""
         ev, v = self.evidence, self.evidence.verdict
         word = "ANOMALOUS" if v.anomalous else "normal"
+        if not v.anomalous and v.note:
+            word = "not flagged"
         lines = [
-            f"# Case {ev.case_id}: {word}",
+            f"# Case {_md(ev.case_id)}: {word}",
             "",
             f"- score {fmt(v.score)} (threshold {fmt(v.threshold)}), p-value {fmt(v.p_value)} (cut-off {fmt(v.cutoff)}, "
             f"alpha {fmt(v.alpha)})",
-            f"- detector: {v.detector}; verdict: {v.method}",
+            f"- detector: {_md(v.detector)}; verdict: {v.method}; p-value: {v.p_value_method}",
+            *([f"- note: {_md(v.note)}"] if v.note else []),
             "",
             "## Features",
             "",
@@ -310,7 +353,7 @@ class Report(_Model):
             ]
         ex = self.explanation
         lines += ["", f"## Explanation ({ex.source}; {'verified' if ex.grounded else 'NOT verified'})", ""]
-        lines += [f"- {_md(c.text)} [{', '.join(c.cites)}]" for c in ex.claims]
+        lines += [f"- {_md(c.text)} \\[{_md(', '.join(c.cites))}\\]" for c in ex.claims]
         if ex.note:
             lines += ["", f"_{_md(ex.note)}_"]
         if ex.rejected:
@@ -319,5 +362,8 @@ class Report(_Model):
 
 
 def _md(text: str) -> str:
-    """Escape table-breaking characters of untrusted text (feature names, sources)."""
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Untrusted text (feature names, sources, claim text) as inert markdown: no HTML, links,
+    images or table breaks, no control characters."""
+    from anomalens.text import for_markdown
+
+    return for_markdown(text)

@@ -10,7 +10,11 @@ data sets, fit seconds and scoring throughput. In the same run:
   nothing is reported);
 - throughput: rows/s of ``decision_function`` on 200,000 rows at d = 20, after fitting on 5,000.
 
-Run:  python -m evals.tabular [--datasets cardio,thyroid] [--seeds 0,1,2] [--jobs 2] [--fresh]
+Run:  python -m evals.tabular [--datasets cardio,thyroid | --all] [--seeds 0,1,2] [--jobs 2] [--fresh]
+      python -m evals.tabular --all --no-attribution --out evals/results/tabular_all.json
+        (every classical set in ../shared/data; sets with more than --max-train normal training rows
+        or --max-test test rows are subsampled, seeded, keeping the test set's anomaly share)
+A detector name may carry parameters: ``vae@beta=1`` is the VAE with beta = 1.
 Writes evals/results/tabular.json and evals/results/tabular.md. Finished (dataset, seed,
 detector) cells are cached in the JSON and skipped on the next run unless ``--fresh`` is given.
 """
@@ -66,7 +70,12 @@ def make(name: str, seed: int):
         raise ValueError(f"unknown PyOD model {cls!r}")
     from anomalens.detectors import make_detector
 
-    return make_detector(name, random_state=seed)
+    base, _, spec = name.partition("@")
+    params = {}
+    for kv in filter(None, spec.split(",")):
+        k, v = kv.split("=", 1)
+        params[k] = json.loads(v)
+    return make_detector(base, random_state=seed, **params)
 
 
 def inject(X: np.ndarray, ref: np.ndarray, n_feats: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +92,25 @@ def inject(X: np.ndarray, ref: np.ndarray, n_feats: int, shift: float, seed: int
     return A, feats
 
 
-def run_cell(task: tuple[str, int, str, float]) -> dict[str, Any]:
+def subsample(X_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, max_train: int, max_test: int,
+              seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded subsets of at most ``max_train`` training rows and ``max_test`` test rows (the test
+    subset keeps the anomaly share)."""
+    rng = np.random.default_rng(10_000 + seed)
+    if len(X_train) > max_train:
+        X_train = X_train[np.sort(rng.choice(len(X_train), max_train, replace=False))]
+    if len(X_test) > max_test:
+        keep = []
+        for label in (0, 1):
+            idx = np.flatnonzero(y_test == label)
+            k = max(1, int(round(max_test * len(idx) / len(y_test))))
+            keep.append(rng.choice(idx, min(k, len(idx)), replace=False))
+        keep = np.sort(np.concatenate(keep))
+        X_test, y_test = X_test[keep], y_test[keep]
+    return X_train, X_test, y_test
+
+
+def run_cell(task: tuple) -> dict[str, Any]:
     """Fit and score one (dataset, seed, detector) cell."""
     import torch
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -91,9 +118,13 @@ def run_cell(task: tuple[str, int, str, float]) -> dict[str, Any]:
     from anomalens.data import load_adbench, semi_supervised_split
 
     torch.set_num_threads(1)
-    dataset, seed, name, shift = task
+    dataset, seed, name, shift = task[:4]
+    opts = task[4] if len(task) > 4 else {}
     X, y = load_adbench(dataset)
     X_train, X_test, y_test = semi_supervised_split(X, y, seed)
+    if opts.get("max_train") or opts.get("max_test"):
+        X_train, X_test, y_test = subsample(X_train, X_test, y_test, opts.get("max_train") or len(X_train),
+                                            opts.get("max_test") or len(X_test), seed)
     det = make(name, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -110,7 +141,7 @@ def run_cell(task: tuple[str, int, str, float]) -> dict[str, Any]:
         "score_rows_per_s": len(X_test) / max(score_s, 1e-9),
         "calibrated_fpr_at_0.05": None, "calibrated_tpr_at_0.05": None,
     }
-    if hasattr(det, "explain"):
+    if hasattr(det, "explain") and not opts.get("no_attribution"):
         flags = det.predict(X_test, alpha=0.05)
         cell["calibrated_fpr_at_0.05"] = float(flags[y_test == 0].mean())
         cell["calibrated_tpr_at_0.05"] = float(flags[y_test == 1].mean())
@@ -190,6 +221,25 @@ def summarize(cells: list[dict[str, Any]], detectors: list[str], datasets: list[
     return {"per_dataset": table, "overall": overall, "datasets_complete": complete}
 
 
+def robustness(summary: dict[str, Any], detectors: list[str], anchor: str = "pyod:KNN") -> list[str]:
+    """Per detector: mean AUROC, mean rank, the worst set, and the largest shortfall against ``anchor``."""
+    table, complete = summary["per_dataset"], summary["datasets_complete"]
+    if not complete:
+        return []
+    lines = [f"## Robustness ({len(complete)} data sets)", "",
+             f"| detector | mean AUROC | mean rank | worst set (AUROC) | largest shortfall vs {anchor} (set) |",
+             "|---|---:|---:|---|---|"]
+    for d in sorted(detectors, key=lambda d: -summary["overall"][d]["auroc"]):
+        worst = min(complete, key=lambda ds: table[ds][d]["auroc"])
+        gap = ""
+        if anchor in detectors:
+            ds_gap = max(complete, key=lambda ds: table[ds][anchor]["auroc"] - table[ds][d]["auroc"])
+            gap = f"{table[ds_gap][anchor]['auroc'] - table[ds_gap][d]['auroc']:+.3f} ({ds_gap})"
+        lines.append(f"| {d} | {summary['overall'][d]['auroc']:.3f} | {summary['overall'][d]['mean_rank']:.2f} | "
+                     f"{worst} ({table[worst][d]['auroc']:.3f}) | {gap} |")
+    return lines + [""]
+
+
 def to_markdown(summary: dict[str, Any], detectors: list[str], meta: dict[str, Any]) -> str:
     lines = [f"# Tabular benchmark ({len(summary['datasets_complete'])} ADBench data sets, seeds {meta['seeds']})", "",
              f"Semi-supervised protocol; {meta['machine']}; run {meta['date']}. "
@@ -206,6 +256,7 @@ def to_markdown(summary: dict[str, Any], detectors: list[str], meta: dict[str, A
         if metric == "auroc":
             lines.append("| **mean rank** | " + " | ".join(f"{summary['overall'][d]['mean_rank']:.2f}" for d in detectors) + " |")
         lines.append("")
+    lines += robustness(summary, detectors)
     lines += ["## Cost (mean over data sets and seeds; 1 thread per fit)", "", "| | " + " | ".join(detectors) + " |", sep,
               "| fit seconds | " + " | ".join(f"{summary['overall'][d]['fit_s']:.2f}" for d in detectors) + " |",
               "| scoring rows/s (test sets) | " + " | ".join(f"{summary['overall'][d]['score_rows_per_s']:,.0f}" for d in detectors) + " |"]
@@ -241,19 +292,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--fresh", action="store_true", help="ignore cached cells")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "tabular.json"))
+    ap.add_argument("--all", action="store_true", help="every classical set in ../shared/data/adbench_classical")
+    ap.add_argument("--max-train", type=int, default=0, help="subsample training rows beyond this (0: never)")
+    ap.add_argument("--max-test", type=int, default=0, help="subsample test rows beyond this (0: never)")
+    ap.add_argument("--no-attribution", action="store_true", help="skip the attribution and restoration check")
     args = ap.parse_args(argv)
     datasets, detectors = args.datasets.split(","), args.detectors.split(",")
+    if args.all:
+        from anomalens.data import shared_data_dir
+
+        root = shared_data_dir()
+        if root is None:
+            raise SystemExit("--all needs ../shared/data (or ANOMALENS_DATA_DIR)")
+        stems = sorted((p.stem for p in (root / "adbench_classical").glob("*.npz")), key=lambda s: int(s.split("_")[0]))
+        datasets = [s.split("_", 1)[1] for s in stems]
+    opts = {"max_train": args.max_train, "max_test": args.max_test, "no_attribution": args.no_attribution}
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() and not args.fresh else {}
     cells = [c for c in previous.get("cells", []) if c.get("shift", args.shift) == args.shift]
     done = {(c["dataset"], c["seed"], c["detector"]) for c in cells}
-    tasks = [(ds, s, det, args.shift) for ds in datasets for s in seeds for det in detectors if (ds, s, det) not in done]
+    # cheap cells first, so a partial run already covers most data sets
+    tasks = [(ds, s, det, args.shift, opts) for ds in datasets for s in seeds for det in detectors
+             if (ds, s, det) not in done]
     print(f"{len(tasks)} cells to run ({len(done)} cached)", flush=True)
 
     def save(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        meta = {"seeds": seeds, "shift": args.shift, "date": time.strftime("%Y-%m-%d"),
+        meta = {"seeds": seeds, "shift": args.shift, "date": time.strftime("%Y-%m-%d"), **opts,
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1 per fit",
                 "throughput": previous.get("meta", {}).get("throughput", {})}
         if extra:

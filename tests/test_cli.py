@@ -74,7 +74,7 @@ def test_chat_with_piped_input(files):
     out = res.stdout
     assert "Case c7: ANOMALOUS" in out and "you> /neighbors 2" in out
     assert "The closest normal exemplar is exemplar:" in out and "Against case c3" in out
-    assert "latency is" in out and "must be one of the 6 training features" in out
+    assert "'latency' is" in out and "must be one of the 6 training features" in out
     res = cli("chat", str(files / "model"), "--thread", "case-c7", "--checkpoint", str(files / "chat.sqlite"),
               "--json", input="/restore\n")
     turn = json.loads(res.stdout.strip().splitlines()[-1])
@@ -149,7 +149,7 @@ def test_chat_in_a_real_terminal(files):
         wait_for("you>")
         subprocess.run(["tmux", "send-keys", "-t", session, "why is this anomalous?", "Enter"], check=True)
         s = wait_for("accounts for")
-        assert "The case is anomalous" in s and "memory is" in s and "(template, verified)" in s
+        assert "The case is anomalous" in s and "'memory' is" in s and "(template, verified)" in s
         subprocess.run(["tmux", "send-keys", "-t", session, "/neighbors 2", "Enter"], check=True)
         s = wait_for("The next nearest normal exemplars are")
         assert "tools: nearest_exemplars" in s

@@ -86,7 +86,8 @@ def test_rejected_claims_are_regenerated_with_feedback_and_never_shown():
     r = ScriptedReasoner([[bad], [good]])
     ex = explain_evidence(make_evidence(), r)
     assert ex.source == "llm:scripted-fake" and ex.grounded
-    assert [c.text for c in ex.claims] == [good.text]
+    # the model's verified claim, led by the verdict sentence a report never loses
+    assert [c.text for c in ex.claims][1:] == [good.text] and ex.claims[0].cites == ["verdict"]
     assert len(ex.rejected) == 1 and ex.rejected[0].reason
     assert r.feedback[1] and "states 999" in r.feedback[1][0]
 

@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 
-from anomalens.agents.explain import Drafting
+from anomalens.agents.explain import Drafting, with_verdict
 from anomalens.errors import AnomalensError, BackendError
 from anomalens.llm.base import Draft, Reasoner
 from anomalens.llm.template import TemplateReasoner
@@ -84,7 +84,7 @@ def build_analyze_graph(box: Toolbox, reasoner: Reasoner | None = None, *, max_r
     def report(state: AnalyzeState) -> dict:
         ev = state["evidence"]
         state["drafting"].source = reasoner.name  # a server's model name is known once it has answered
-        explanation = state["drafting"].finish(ev, lambda: TemplateReasoner().draft(ev))
+        explanation = with_verdict(state["drafting"].finish(ev, lambda: TemplateReasoner().draft(ev)), ev)
         return {"report": Report(evidence=ev, explanation=explanation)}
 
     g = StateGraph(AnalyzeState)

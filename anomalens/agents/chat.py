@@ -25,6 +25,7 @@ import json
 import logging
 import shlex
 import sqlite3
+from contextlib import contextmanager
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from pydantic import ValidationError
 
 from anomalens.agents.explain import Drafting, answer_question
 from anomalens.agents.verifier import cite_text
-from anomalens.errors import BackendError, InputError
+from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.llm.base import Draft, Reasoner, ToolChatClient
 from anomalens.llm.reasoner import draft_schema, evidence_payload
 from anomalens.llm.template import (
@@ -340,18 +341,24 @@ class ChatSession:
         from langgraph.checkpoint.memory import InMemorySaver
 
         self.box, self.thread_id = box, str(thread_id)
+        self._lock_path: Path | None = None
         if checkpoint is not None:
             from langgraph.checkpoint.sqlite import SqliteSaver
 
-            Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(checkpoint), check_same_thread=False)
-            saver = SqliteSaver(self._conn)
+            checkpoint = Path(checkpoint)
+            try:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(str(checkpoint), check_same_thread=False, timeout=60)
+                saver = SqliteSaver(self._conn)
+            except (sqlite3.Error, OSError) as exc:
+                raise CheckpointError(f"checkpoint {str(checkpoint)!r} cannot be opened as a chat store: {exc}") from exc
+            self._lock_path = checkpoint.with_name(checkpoint.name + ".lock")
         else:
             self._conn, saver = None, InMemorySaver()
         self.graph = build_chat_graph(box, reasoner=reasoner, model=model, max_steps=max_steps, forced=forced,
                                       checkpointer=saver)
         self._config = {"configurable": {"thread_id": self.thread_id}, "recursion_limit": 4 * max_steps + 20}
-        saved = self.graph.get_state(self._config).values
+        saved = self._state().values
         if saved.get("case_id") is not None:  # resuming: the thread's own case, with its saved values
             if case_id is not None and str(case_id) != saved["case_id"]:
                 raise InputError(f"thread {self.thread_id!r} investigates case {saved['case_id']!r}, not {case_id!r}; "
@@ -364,17 +371,46 @@ class ChatSession:
         else:
             self.case_id = box.resolve(case_id)
 
+    def _state(self):
+        """The thread's saved state; a checkpoint file that is not a chat store is a CheckpointError."""
+        try:
+            return self.graph.get_state(self._config)
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"the chat checkpoint is corrupted or not a chat store ({exc})") from exc
+
+    @contextmanager
+    def _writer(self):
+        """One writer per checkpoint file at a time, across processes: an exclusive lock held for
+        the whole turn, so a second process reads the first one's turn before adding its own (no
+        turn is lost to interleaved read-modify-write)."""
+        if self._lock_path is None:
+            yield
+            return
+        import fcntl
+
+        with open(self._lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     @property
     def resumed(self) -> bool:
         """Whether the thread already held a conversation."""
-        return bool(self.graph.get_state(self._config).values.get("messages"))
+        return bool(self._state().values.get("messages"))
 
     def ask(self, text: str) -> ChatReply:
         """Answer one analyst turn (a question or a /command)."""
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"text must be a non-empty question or /command, got {text!r}")
-        before = len(self.graph.get_state(self._config).values.get("messages", []))
-        state = self.graph.invoke({"messages": [HumanMessage(text.strip())], "case_id": self.case_id}, self._config)
+        with self._writer():
+            before = len(self._state().values.get("messages", []))
+            try:
+                state = self.graph.invoke({"messages": [HumanMessage(text.strip())], "case_id": self.case_id},
+                                          self._config)
+            except sqlite3.DatabaseError as exc:
+                raise CheckpointError(f"the chat checkpoint could not be written ({exc})") from exc
         new = state["messages"][before + 1:]
         called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
         reply = state.get("reply")
@@ -385,13 +421,13 @@ class ChatSession:
     @property
     def evidence(self) -> Evidence:
         """The case's evidence, with what this conversation looked up."""
-        values = self.graph.get_state(self._config).values
+        values = self._state().values
         return Evidence.model_validate(values["evidence"]) if values.get("evidence") else self.box.evidence(self.case_id)
 
     def history(self) -> list[tuple[str, str]]:
         """(role, text) of the conversation so far (tool calls shown by name)."""
         out = []
-        for m in self.graph.get_state(self._config).values.get("messages", []):
+        for m in self._state().values.get("messages", []):
             if isinstance(m, HumanMessage):
                 out.append(("user", str(m.content)))
             elif isinstance(m, ToolMessage):

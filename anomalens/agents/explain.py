@@ -20,7 +20,7 @@ from anomalens.llm.base import Draft, Reasoner
 from anomalens.llm.template import TemplateReasoner
 from anomalens.schema import Claim, Evidence, Explanation
 
-__all__ = ["answer_question", "Drafting", "explain_evidence"]
+__all__ = ["answer_question", "Drafting", "explain_evidence", "explain_many", "with_verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,11 @@ class Drafting:
         return ex
 
 
-def _grounded(evidence: Evidence, reasoner: Reasoner | None, ask: Callable[[Reasoner, list[str] | None], Draft],
-              fallback: Callable[[], Draft], max_rounds: int) -> Explanation:
+def _drafted(evidence: Evidence, reasoner: Reasoner | None, ask: Callable[[Reasoner, list[str] | None], Draft],
+             fallback: Callable[[], Draft], max_rounds: int) -> tuple[Explanation, str | None]:
+    """(the explanation, the backend's failure or None)."""
     if reasoner is None or isinstance(reasoner, TemplateReasoner):
-        return Drafting("template").finish(evidence, fallback)
+        return Drafting("template").finish(evidence, fallback), None
     d = Drafting(reasoner.name)
     try:
         for _ in range(max_rounds):
@@ -90,7 +91,47 @@ def _grounded(evidence: Evidence, reasoner: Reasoner | None, ask: Callable[[Reas
     except BackendError as exc:
         d.fail(exc)
     d.source = reasoner.name  # a server's model name is known once it has answered
-    return d.finish(evidence, fallback)
+    return d.finish(evidence, fallback), d.error
+
+
+def _grounded(evidence: Evidence, reasoner: Reasoner | None, ask: Callable[[Reasoner, list[str] | None], Draft],
+              fallback: Callable[[], Draft], max_rounds: int) -> Explanation:
+    return _drafted(evidence, reasoner, ask, fallback, max_rounds)[0]
+
+
+def with_verdict(ex: Explanation, evidence: Evidence) -> Explanation:
+    """A report never loses its verdict sentence: the template's (verified) verdict claim leads
+    when no shown claim cites the verdict."""
+    from anomalens.llm.template import verdict_claim
+
+    if any("verdict" in c.cites for c in ex.claims):
+        return ex
+    ok, _ = verify([verdict_claim(evidence)], evidence)
+    if not ok:
+        return ex
+    claims = ok + ex.claims
+    return ex.model_copy(update={"claims": claims, "text": " ".join(c.text for c in claims)})
+
+
+def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *, max_rounds: int = 2) -> list[Explanation]:
+    """Verified explanations of a batch. After the reasoner's backend fails once, the rest of the
+    batch is explained by the template without calling it again (a dead server is not retried for
+    every case), and each of those explanations says why."""
+    out: list[Explanation] = []
+    failure: str | None = None
+    for ev in evidences:
+        if failure is None:
+            ex, failure = _drafted(ev, reasoner, lambda r, fb, ev=ev: r.draft(ev, fb),
+                                   lambda ev=ev: TemplateReasoner().draft(ev), max_rounds)
+            if failure is not None:
+                log.warning("reasoner %s failed (%s); the rest of this batch is explained by the template",
+                            getattr(reasoner, "name", "?"), failure)
+        else:
+            ex = Drafting("template").finish(ev, lambda ev=ev: TemplateReasoner().draft(ev))
+            ex = ex.model_copy(update={"note": f"{getattr(reasoner, 'name', 'the reasoner')} failed earlier in this "
+                                               f"batch ({failure}); the template's claims are shown."})
+        out.append(with_verdict(ex, ev))
+    return out
 
 
 def explain_evidence(evidence: Evidence, reasoner: Reasoner | None = None, *, max_rounds: int = 2) -> Explanation:
@@ -100,8 +141,8 @@ def explain_evidence(evidence: Evidence, reasoner: Reasoner | None = None, *, ma
         reasoner: what drafts the claims (None: the template).
         max_rounds: drafts asked of an LLM reasoner; later rounds get the reasons earlier claims failed.
     """
-    return _grounded(evidence, reasoner, lambda r, fb: r.draft(evidence, fb),
-                     lambda: TemplateReasoner().draft(evidence), max_rounds)
+    return with_verdict(_grounded(evidence, reasoner, lambda r, fb: r.draft(evidence, fb),
+                                   lambda: TemplateReasoner().draft(evidence), max_rounds), evidence)
 
 
 def answer_question(question: str, evidence: Evidence, reasoner: Reasoner | None = None, *,

@@ -7,7 +7,8 @@ Score sign: higher = more anomalous (PyOD's convention, the reverse of scikit-le
 from anomalens.detectors.autoencoder import AutoEncoder
 from anomalens.detectors.autoregressive import Autoregressive
 from anomalens.detectors.base import Attribution, BaseDetector
-from anomalens.detectors.calibration import benjamini_hochberg, conformal_pvalues
+from anomalens.detectors._validation import check_matrix, check_probability
+from anomalens.detectors.calibration import Calibrator, benjamini_hochberg, conformal_pvalues
 from anomalens.detectors.diffusion import Diffusion
 from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
@@ -30,6 +31,7 @@ __all__ = [
     "AutoEncoder",
     "Autoregressive",
     "BaseDetector",
+    "Calibrator",
     "DetectorInfo",
     "Diffusion",
     "Ensemble",
@@ -37,6 +39,8 @@ __all__ = [
     "NormalizingFlow",
     "VAE",
     "benjamini_hochberg",
+    "check_matrix",
+    "check_probability",
     "conformal_pvalues",
     "get_detector_class",
     "list_detectors",

@@ -13,7 +13,7 @@ import numpy as np
 
 from anomalens.errors import InputError
 
-__all__ = ["check_matrix", "check_probability", "check_positive_int"]
+__all__ = ["check_dims", "check_int", "check_matrix", "check_probability", "check_positive_int"]
 
 
 def _describe(x: Any) -> str:
@@ -121,3 +121,29 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def check_int(value: Any, name: str, *, low: int = 1, high: int | None = None, error: type[Exception] | None = None) -> int:
+    """Check that ``value`` is an int in [low, high]; raises ``error`` (default ConfigError) naming it."""
+    from anomalens.errors import ConfigError
+
+    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise (error or ConfigError)(f"{name} must be an int {bound}, got {value!r}")
+    return int(value)
+
+
+def check_dims(value: Any, name: str, *, allow_none: bool = True) -> tuple[int, ...] | None:
+    """Check a layer-width list: None (automatic) or a non-empty list of positive ints."""
+    from anomalens.errors import ConfigError
+
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value or \
+            any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value):
+        raise ConfigError(f"{name} must be a non-empty list of positive ints (e.g. [64, 32])"
+                          f"{' or null' if allow_none else ''}, got {value!r}")
+    return tuple(int(v) for v in value)

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomalens.detectors._validation import check_matrix, check_probability
-from anomalens.detectors.calibration import benjamini_hochberg, conformal_pvalues, score_threshold
+from anomalens.detectors._validation import check_dims, check_int, check_matrix, check_probability
+from anomalens.detectors.calibration import Calibrator, benjamini_hochberg
 from anomalens.errors import CheckpointError, ConfigError, InputError, NotFittedError
 
 __all__ = ["Attribution", "BaseConfig", "BaseDetector", "TorchConfig", "TorchDetector", "resolve_device"]
@@ -58,6 +58,8 @@ EDIT_LEVEL = 0.5
 EDIT_ROUNDS = 10
 EDIT_MAX_FREE = 8
 EDIT_GAIN_ROWS = 2000
+# below this many training rows, calibration="auto" uses out-of-fold scores of every row (n_folds + 1 fits)
+CROSS_MAX_ROWS = 1000
 # Fitted arrays every detector holds besides its model; saved beside the weights.
 FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds_")
 
@@ -99,15 +101,47 @@ class Attribution:
 class BaseConfig:
     """Hyper-parameters shared by every detector."""
 
-    calibration_size: float = 0.2  # share of the normal training rows held out for conformal p-values
+    calibration_size: float = 0.2  # share of the normal training rows held out for conformal p-values ("split")
     random_state: int | None = 0  # seeds splits, initialisation and sampling; None = fresh randomness
+    # "split": hold out calibration_size of the rows; "cross": out-of-fold scores of n_folds models over every
+    # training row (n_cal = n_train: finer p-values, n_folds + 1 fits); "auto": cross below CROSS_MAX_ROWS rows
+    calibration: str = "auto"
+    n_folds: int = 5
+    tail: bool = True  # extend p-values below 1/(n_cal+1) with a GPD tail (approximate, marked as such)
 
     def validate(self) -> None:
-        """Raise ConfigError for values out of range (called by ``fit``, not ``__init__``)."""
-        if not 0.0 < self.calibration_size < 1.0:
-            raise ConfigError(f"calibration_size must be in (0, 1), got {self.calibration_size!r}")
-        if self.random_state is not None and (isinstance(self.random_state, bool) or not isinstance(self.random_state, int)):
-            raise ConfigError(f"random_state must be an int or None, got {self.random_state!r}")
+        """Raise ConfigError for values out of range (called by ``fit``, and by ``validate_params``)."""
+        if isinstance(self.calibration_size, bool) or not isinstance(self.calibration_size, (int, float)) \
+                or not 0.0 < self.calibration_size <= 0.5:
+            raise ConfigError(f"calibration_size must be a number in (0, 0.5], got {self.calibration_size!r}")
+        if self.random_state is not None and (isinstance(self.random_state, bool) or not isinstance(self.random_state, int)
+                                              or not 0 <= self.random_state < 2**32):
+            raise ConfigError(f"random_state must be an int in [0, 2**32) or None, got {self.random_state!r}")
+        if self.calibration not in ("auto", "split", "cross"):
+            raise ConfigError(f"calibration must be one of ['auto', 'split', 'cross'], got {self.calibration!r}")
+        check_int(self.n_folds, "n_folds", low=2, high=20)
+        self._check_types()
+
+    def _check_types(self) -> None:
+        """Every field has its default's type: numbers are finite numbers, flags are booleans,
+        layer widths are lists of positive ints (a JSON list becomes a tuple)."""
+        for f in dataclasses.fields(self):
+            v, default = getattr(self, f.name), f.default
+            if f.name == "hidden_dims":
+                object.__setattr__(self, f.name, check_dims(v, f.name))
+            elif f.name == "latent_dim":
+                if v is not None:
+                    check_int(v, f.name)
+            elif isinstance(default, bool):
+                if not isinstance(v, bool):
+                    raise ConfigError(f"{f.name} must be true or false, got {v!r}")
+            elif isinstance(default, float):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ConfigError(f"{f.name} must be a finite number, got {v!r}")
+            elif isinstance(default, int) and default is not None and f.name != "random_state":
+                check_int(v, f.name, low=0)
+            elif isinstance(default, str) and not isinstance(v, str):
+                raise ConfigError(f"{f.name} must be a string, got {v!r}")
 
 
 class BaseDetector(ABC):
@@ -121,6 +155,7 @@ class BaseDetector(ABC):
     Config: ClassVar[type[BaseConfig]] = BaseConfig
     attribution_method: ClassVar[str] = ""
     additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
+    cross_in_auto: ClassVar[bool] = True  # calibration="auto" may choose "cross" for this class on small data
 
     def __init__(self, **params: Any) -> None:
         valid = [f.name for f in dataclasses.fields(self.Config)]
@@ -141,9 +176,30 @@ class BaseDetector(ABC):
         changed = {k: v for k, v in self.get_params().items() if getattr(default, k) != v}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
+    def set_params(self, **params: Any) -> "BaseDetector":
+        """Change hyper-parameters (scikit-learn's contract); takes effect at the next ``fit``."""
+        merged = {**self.get_params(), **params}
+        type(self).__init__(self, **merged)
+        return self
+
+    def validate_params(self) -> "BaseDetector":
+        """Check every hyper-parameter now (``fit`` does too); raises ConfigError naming the bad one."""
+        self.config.validate()
+        return self
+
     @property
     def is_fitted(self) -> bool:
         return hasattr(self, "calibration_scores_")
+
+    @property
+    def calibrator(self) -> Calibrator:
+        """The calibration stage: scores -> p-values against ``calibration_scores_`` (see ``Calibrator``)."""
+        self._check_fitted()
+        cached = self.__dict__.get("_calibrator")
+        if cached is None or cached[0] is not self.calibration_scores_ or cached[1].use_tail != self.config.tail:
+            cached = (self.calibration_scores_, Calibrator(self.calibration_scores_, tail=self.config.tail))
+            self.__dict__["_calibrator"] = cached
+        return cached[1]
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
@@ -176,6 +232,21 @@ class BaseDetector(ABC):
         n = arr.shape[0]
         rng = np.random.default_rng(self.config.random_state)
         perm = rng.permutation(n)
+        self.__dict__.pop("_calibrator", None)
+        self.n_features_in_ = arr.shape[1]
+        self.feature_names_in_ = columns
+        mode = self.config.calibration
+        if mode == "auto":
+            mode = "cross" if n < CROSS_MAX_ROWS and self.cross_in_auto else "split"
+        if mode == "cross" and n >= 2 * self.config.n_folds + 4:
+            scores, attributions = self._out_of_fold(arr, perm)
+            self.center_, self.scale_ = robust_scale(arr)
+            self._fit_scaled(self._scale(arr))
+            self.calibration_scores_ = np.sort(scores)
+            self.feature_thresholds_ = np.quantile(attributions, _FEATURE_QUANTILE, axis=0)
+            self.calibration_mode_ = "cross"
+            self._on_calibrated(self._scale(arr[perm]))
+            return self
         n_cal = max(1, int(round(self.config.calibration_size * n)))
         if n - n_cal < 2:
             raise InputError(f"X must have enough rows to train after holding out {n_cal} for calibration, got {n}")
@@ -185,15 +256,31 @@ class BaseDetector(ABC):
                 "or a larger calibration_size for finer verdicts", n_cal, 1 / (n_cal + 1)
             )
         train, cal = arr[perm[n_cal:]], arr[perm[:n_cal]]
-        self.n_features_in_ = arr.shape[1]
-        self.feature_names_in_ = columns
         self.center_, self.scale_ = robust_scale(train)
         self._fit_scaled(self._scale(train))
         cal_scaled = self._scale(cal)
         self.calibration_scores_ = np.sort(self._score_scaled(cal_scaled))
         self.feature_thresholds_ = np.quantile(self._explain_scaled(cal_scaled), _FEATURE_QUANTILE, axis=0)
+        self.calibration_mode_ = "split"
         self._on_calibrated(cal_scaled)
         return self
+
+    def _out_of_fold(self, arr: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) scores and (n, d) attributions of every row by a model that did not train on it
+        (``n_folds`` models, each fitted on the other folds with its own scaler)."""
+        n, k = len(arr), self.config.n_folds
+        scores, attributions = np.empty(n), np.empty_like(arr)
+        for f in range(k):
+            held = perm[f::k]
+            rest = np.setdiff1d(perm, held, assume_unique=True)
+            quiet = {"verbose": False} if "verbose" in self.get_params() else {}
+            member = type(self)(**{**self.get_params(), "calibration": "split", **quiet})
+            member.n_features_in_, member.feature_names_in_ = self.n_features_in_, None
+            member.center_, member.scale_ = robust_scale(arr[rest])
+            member._fit_scaled(member._scale(arr[rest]))
+            z = member._scale(arr[held])
+            scores[held], attributions[held] = member._score_scaled(z), member._explain_scaled(z)
+        return scores, attributions
 
     def _on_calibrated(self, cal: np.ndarray) -> None:
         """Hook run at the end of ``fit`` with the (scaled) calibration rows."""
@@ -211,9 +298,10 @@ class BaseDetector(ABC):
         return self._score_scaled(self._scale(self._check_input(X)))
 
     def pvalues(self, X: Any) -> np.ndarray:
-        """(n,) split-conformal p-values: small means unlike the calibration (normal) rows."""
+        """(n,) conformal p-values: small means unlike the calibration (normal) rows. Below
+        1/(n_cal+1) they come from the calibrator's tail (``calibrator.approximate`` tells which)."""
         scores = self.decision_function(X)  # validates and checks fitted first
-        return conformal_pvalues(self.calibration_scores_, scores)
+        return self.calibrator.pvalues(scores)
 
     def predict(self, X: Any, alpha: float = 0.01) -> np.ndarray:
         """(n,) 0/1 verdicts: 1 where the p-value is below ``alpha`` (false-positive rate <= alpha)."""
@@ -225,9 +313,9 @@ class BaseDetector(ABC):
         return benjamini_hochberg(self.pvalues(X), alpha)
 
     def threshold(self, alpha: float = 0.01) -> float:
-        """The smallest score flagged by ``predict(X, alpha)``."""
-        self._check_fitted()
-        return score_threshold(self.calibration_scores_, alpha)
+        """The smallest score whose p-value is at most ``alpha`` (inf when no score can reach it)."""
+        alpha = check_probability(alpha, "alpha")
+        return self.calibrator.threshold(alpha)
 
     def explain(self, X: Any) -> Attribution:
         """Per-feature contributions to the anomaly score, higher = more responsible.
@@ -307,6 +395,9 @@ class BaseDetector(ABC):
         from anomalens.detectors.registry import get_detector_class
 
         meta, tensors = _read_checkpoint(Path(path))
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise CheckpointError(f"{path} is corrupted: {len(bad)} saved array(s) hold NaN or inf, e.g. {bad[:3]}")
         name = meta["class"]
         if cls is not BaseDetector and name != cls.__name__:
             raise CheckpointError(f"{path} holds a {name} detector, not a {cls.__name__}; use anomalens.detectors.load")
@@ -314,7 +405,10 @@ class BaseDetector(ABC):
             klass = get_detector_class(name)
         except InputError as exc:
             raise CheckpointError(f"{path} holds an unknown detector class {name!r}") from exc
-        det = klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()})
+        try:
+            det = klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()})
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"{path}: its saved parameters do not fit a {name} ({exc})") from exc
         det.n_features_in_ = int(meta["n_features_in"])
         det.feature_names_in_ = meta["feature_names_in"]
         try:
@@ -364,14 +458,30 @@ def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ====================================================================== torch detectors
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; any other value is passed to ``torch.device``."""
+def resolve_device(device: str, *, strict: bool = True) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; any other value is passed to ``torch.device``.
+    ``strict=False`` (loading a model saved on another machine) falls back to the CPU with a warning
+    where the saved device is missing."""
+    if not strict:
+        try:
+            return resolve_device(device)
+        except ConfigError:
+            log.warning("device %r is not available here; using the CPU", device)
+            return torch.device("cpu")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            raise ConfigError(f"device must be available on this machine ('auto' or 'cpu'; CUDA devices: {n}), "
+                              f"got {device!r}")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
 
 
 @dataclass(frozen=True)
@@ -394,10 +504,12 @@ class TorchConfig(BaseConfig):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive int, got {v!r}")
-        if not 0.0 <= self.validation_size < 1.0:
-            raise ConfigError(f"validation_size must be in [0, 1), got {self.validation_size!r}")
+        if not 0.0 <= self.validation_size <= 0.5:
+            raise ConfigError(f"validation_size must be in [0, 0.5], got {self.validation_size!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         resolve_device(self.device)
 
 
@@ -610,7 +722,7 @@ class TorchDetector(BaseDetector):
     def _map(self, fn, Z: np.ndarray, *, grad: bool = False) -> np.ndarray:
         """Apply a per-batch hook over ``Z`` in ``score_batch_size`` chunks; memory stays flat."""
         if not hasattr(self, "device_"):
-            self.device_ = resolve_device(self.config.device)
+            self.device_ = resolve_device(self.config.device, strict=False)
             self.module_.to(self.device_)
         self.module_.eval()
         out = []
@@ -642,7 +754,7 @@ class TorchDetector(BaseDetector):
         return state
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.device_ = resolve_device(self.config.device)
+        self.device_ = resolve_device(self.config.device, strict=False)
         extra = {k.removeprefix("extra."): v.to(self.device_) for k, v in state.items() if k.startswith("extra.")}
         self._load_extra_state(extra)
         if self.restores_by_edit:

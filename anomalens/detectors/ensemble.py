@@ -55,6 +55,9 @@ class Ensemble(BaseDetector):
     Config = EnsembleConfig
     attribution_method = "mean over members of attribution / the member's normal 99% level"
     additive_attribution = False
+    # "auto" keeps the split: cross calibration would fit (n_folds + 1) x members models; the members'
+    # own p-values (and so the combined score) already reach below 1/(n_cal+1) through their tails
+    cross_in_auto = False
 
     def __init__(self, **params: Any) -> None:
         if "detectors" in params:
@@ -68,7 +71,7 @@ class Ensemble(BaseDetector):
     def _members(self) -> list[BaseDetector]:
         from anomalens.detectors.registry import make_detector
 
-        extra = dict(self.config.member_params)
+        extra = {"calibration": "split", **dict(self.config.member_params)}  # members: one fit each
         return [make_detector(name, random_state=self.config.random_state, **extra) for name in self.config.detectors]
 
     def _fit_scaled(self, Z: np.ndarray) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from anomalens.llm.base import Draft
-from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, fmt, split_mentions
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, fmt, quote, split_mentions
 
 __all__ = ["TemplateReasoner", "topics"]
 
@@ -42,11 +42,11 @@ def verdict_claim(evidence: Evidence) -> Claim:
 
 
 def feature_claim(a: Attribution, evidence: Evidence, *, with_exemplars: bool = True) -> Claim:
-    text = (f"{a.feature} is {fmt(a.value)}, {_WHERE[a.position]} {fmt(a.normal_low)} to {fmt(a.normal_high)} "
+    text = (f"{quote(a.feature)} is {fmt(a.value)}, {_WHERE[a.position]} {fmt(a.normal_low)} to {fmt(a.normal_high)} "
             f"(median {fmt(a.normal_median)}), and accounts for {fmt(100 * a.share)}% of the score")
     cites = [a.id]
     if with_exemplars and a.exemplar_mean is not None and evidence.exemplars:
-        text += f"; the nearest normal cases have {a.feature} around {fmt(a.exemplar_mean)}"
+        text += f"; the nearest normal cases have {quote(a.feature)} around {fmt(a.exemplar_mean)}"
         cites += [e.id for e in evidence.exemplars]
     return Claim(text=text + ".", cites=cites)
 
@@ -66,17 +66,17 @@ def restoration_claim(evidence: Evidence, n: int = 2) -> list[Claim]:
     r = evidence.restoration
     if r is None or not r.deltas:
         return []
-    changes = ", ".join(f"{d.feature} from {fmt(d.observed)} to {fmt(d.restored)}" for d in r.deltas[:n])
+    changes = ", ".join(f"{quote(d.feature)} from {fmt(d.observed)} to {fmt(d.restored)}" for d in r.deltas[:n])
     return [Claim(text=f"The normal version of this case changes {changes}.", cites=["restoration"])]
 
 
 def profile_claim(p: FeatureProfile) -> Claim:
-    return Claim(text=f"In the {p.n_train} normal training rows, {p.feature} has median {fmt(p.normal_median)} and "
+    return Claim(text=f"In the {p.n_train} normal training rows, {quote(p.feature)} has median {fmt(p.normal_median)} and "
                  f"ranges from {fmt(p.normal_low)} (1%) to {fmt(p.normal_high)} (99%).", cites=[p.id])
 
 
 def comparison_claim(c: Comparison, n: int = 2) -> Claim:
-    diffs = ", ".join(f"{d.feature} {fmt(d.value)} against {fmt(d.other)}" for d in c.differences[:n])
+    diffs = ", ".join(f"{quote(d.feature)} {fmt(d.value)} against {fmt(d.other)}" for d in c.differences[:n])
     other = c.other_id if c.other_id.startswith("exemplar:") else f"case {c.other_id}"
     return Claim(text=f"Against {other} (distance {fmt(c.distance)}), the case differs most in {diffs}.",
                  cites=[c.id])

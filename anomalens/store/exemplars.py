@@ -37,6 +37,7 @@ class ExemplarHit:
     values: np.ndarray  # (d,) the stored raw row (empty when none was stored)
     source: str | None
     timestamp: str | None
+    weight: int = 1  # training rows this exemplar stands for
 
 
 def _client(path: str | Path | None, url: str | None):
@@ -66,17 +67,22 @@ class ExemplarStore:
         path: folder of an embedded store (None with no url: in memory).
         url: a chroma server (``http://host:port``); takes precedence over ``path``.
         collection: collection name (3-512 chars of [a-zA-Z0-9._-]); None: a fresh unique name.
+        create: create the collection when it does not exist (False: a missing one is an error).
     """
 
-    def __init__(self, path: str | Path | None = None, *, url: str | None = None, collection: str | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, url: str | None = None, collection: str | None = None,
+                 create: bool = True) -> None:
         self.path = None if path is None else Path(path)
         self.url = url
         self.collection_name = collection or f"anomalens-{uuid.uuid4().hex[:12]}"
         self._client = _client(self.path, url)
         try:
-            self._col = self._client.get_or_create_collection(
-                self.collection_name, embedding_function=None, configuration={"hnsw": {"space": "l2"}}
-            )
+            if create:
+                self._col = self._client.get_or_create_collection(
+                    self.collection_name, embedding_function=None, configuration={"hnsw": {"space": "l2"}}
+                )
+            else:
+                self._col = self._client.get_collection(self.collection_name, embedding_function=None)
         except Exception as exc:
             raise BackendError(f"cannot open collection {self.collection_name!r}: {exc}") from exc
 
@@ -85,7 +91,19 @@ class ExemplarStore:
         return f"ExemplarStore({where!r}, collection={self.collection_name!r}, count={self.count()})"
 
     def count(self) -> int:
-        return int(self._col.count())
+        try:
+            return int(self._col.count())
+        except Exception as exc:
+            raise BackendError(f"counting the exemplars of {self.collection_name!r} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Release the embedded store's files (its SQLite connection); the store is unusable after."""
+        try:
+            close = getattr(self._client, "close", None)
+            if close is not None:
+                close()
+        except Exception as exc:  # closing is best effort
+            log.debug("closing %r: %s", self.collection_name, exc)
 
     def add(
         self,
@@ -95,6 +113,7 @@ class ExemplarStore:
         *,
         source: str | None = None,
         timestamps: Sequence[str | None] | None = None,
+        weights: Sequence[int] | None = None,
     ) -> int:
         """Add n exemplars; returns how many were added.
 
@@ -104,6 +123,7 @@ class ExemplarStore:
             ids: n unique row ids (default: "0", "1", ... continuing from ``count()``).
             source: provenance, e.g. the training file's name.
             timestamps: n ISO timestamps, when known.
+            weights: n counts of the training rows each exemplar stands for (default 1).
         """
         E = np.asarray(embeddings, dtype=np.float32)
         if E.ndim != 2 or len(E) == 0:
@@ -120,6 +140,8 @@ class ExemplarStore:
             raise InputError(f"ids must be {n} unique values, got {len(ids)} ({len(set(ids))} unique)")
         if timestamps is not None and len(timestamps) != n:
             raise InputError(f"timestamps must have n = {n} entries, got {len(timestamps)}")
+        if weights is not None and len(weights) != n:
+            raise InputError(f"weights must have n = {n} entries, got {len(weights)}")
         metas = []
         for i in range(n):
             m: dict[str, Any] = {"row_id": ids[i]}
@@ -127,6 +149,8 @@ class ExemplarStore:
                 m["source"] = source
             if timestamps is not None and timestamps[i] is not None:
                 m["timestamp"] = str(timestamps[i])
+            if weights is not None and int(weights[i]) != 1:
+                m["weight"] = int(weights[i])
             metas.append(m)
         docs = None if R is None else [json.dumps(r.tolist()) for r in R]
         step = max(1, int(self._client.get_max_batch_size()))
@@ -167,7 +191,7 @@ class ExemplarStore:
             for dist, meta, doc in zip(dists, metas, docs):
                 values = np.asarray(json.loads(doc), dtype=np.float64) if doc else np.empty(0)
                 hits.append(ExemplarHit(str(meta["row_id"]), float(np.sqrt(max(dist, 0.0))), values,
-                                        meta.get("source"), meta.get("timestamp")))
+                                        meta.get("source"), meta.get("timestamp"), int(meta.get("weight", 1))))
             out.append(hits)
         return out
 
@@ -190,18 +214,24 @@ class ExemplarStore:
         for i in ids:
             meta, doc = by_id[i]
             values = np.asarray(json.loads(doc), dtype=np.float64) if doc else np.empty(0)
-            out.append(ExemplarHit(i, 0.0, values, meta.get("source"), meta.get("timestamp")))
+            out.append(ExemplarHit(i, 0.0, values, meta.get("source"), meta.get("timestamp"), int(meta.get("weight", 1))))
         return out
 
     def copy_to(self, other: "ExemplarStore", batch: int = 5000) -> int:
         """Copy every exemplar (vector, row, provenance) into ``other``; returns how many."""
         n = self.count()
-        for off in range(0, n, batch):
-            got = self._col.get(limit=batch, offset=off, include=["embeddings", "metadatas", "documents"])
-            metas = got["metadatas"]
-            other._col.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=metas, documents=got["documents"])
+        try:
+            for off in range(0, n, batch):
+                got = self._col.get(limit=batch, offset=off, include=["embeddings", "metadatas", "documents"])
+                metas = got["metadatas"]
+                other._col.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=metas, documents=got["documents"])
+        except Exception as exc:
+            raise BackendError(f"copying exemplars from {self.collection_name!r} failed: {exc}") from exc
         return n
 
     def delete(self) -> None:
         """Drop the collection (the store's data is lost)."""
-        self._client.delete_collection(self.collection_name)
+        try:
+            self._client.delete_collection(self.collection_name)
+        except Exception as exc:
+            raise BackendError(f"deleting collection {self.collection_name!r} failed: {exc}") from exc

@@ -153,10 +153,12 @@ def make_tools(box: Toolbox) -> list[BaseTool]:
         verdicts = box.investigator.verdicts(np.stack([box.row(c) for c in ids]), alpha=alpha, ids=ids)
         flagged = [c for c, v in verdicts.items() if v.anomalous]
         text = f"{len(flagged)} of {len(ids)} cases anomalous at FDR {fmt(alpha)}: {flagged[:20]}"
-        floor = 1 / (len(box.investigator.detector.calibration_scores_) + 1)
-        if floor > alpha / len(ids):  # no p-value can get under the first BH cut-off: say so
-            text += (f" (note: the smallest p-value possible with this calibration set is {fmt(floor)}, above the "
-                     f"first cut-off {fmt(alpha / len(ids))}; fit on more normal rows to flag within a batch this big)")
+        approx = [c for c in flagged if verdicts[c].approximate]
+        if approx:
+            text += f" ({len(approx)} by the calibration tail's approximate p-values: {approx[:10]})"
+        held = [c for c, v in verdicts.items() if v.note]
+        if held:  # significant alone, not within this batch: say so rather than "normal"
+            text += f"; not significant at this batch size: {held[:10]} ({verdicts[held[0]].note})"
         return text, verdicts
 
     def _card(name: str) -> DetectorCard:

@@ -37,7 +37,7 @@ class Toolbox:
         self._rows: dict[str, np.ndarray] = {}
         self._evidence: dict[str, Evidence] = {}
         if cases is not None:
-            rows, row_ids = investigator._rows(cases)
+            rows, row_ids = investigator.rows(cases)
             names = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
             if len(names) != len(rows) or len(set(names)) != len(names):
                 raise InputError(f"ids must be {len(rows)} unique case ids, got {len(names)} ({len(set(names))} unique)")
@@ -52,7 +52,7 @@ class Toolbox:
 
     def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
         """Add one row under ``case_id`` (replacing a case of that id); it becomes the focus by default."""
-        rows, _ = self.investigator._rows(row)
+        rows, _ = self.investigator.rows(row)
         if len(rows) != 1:
             raise InputError(f"add_case takes one row, got {len(rows)}")
         self._rows[str(case_id)] = rows[0]

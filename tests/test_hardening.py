@@ -1,0 +1,438 @@
+"""Hardening: each test here failed on the code before the hardening issue.
+
+Batch verdicts that can flag at any batch size, no lost or mixed data, bad input as one line
+before any work, untrusted text printed and rendered harmlessly, read-only models, the exemplar
+sample, a dead LLM server not retried for every report, and verdict sentences that survive
+features named like ordinary words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from agent_fixtures import COLUMNS, cases, metrics
+
+from anomalens import Investigator
+from anomalens.detectors import Calibrator, benjamini_hochberg
+from anomalens.errors import BackendError, CheckpointError, InputError
+from anomalens.schema import Report
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "anomalens.cli"]
+ENV = {**os.environ, "ANOMALENS_LLM": "template", "PYTHONPATH": str(ROOT)}
+FAST = {"epochs": 40, "patience": 8}
+
+
+def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, timeout=timeout, env=kw.pop("env", ENV), **kw)
+
+
+@pytest.fixture(scope="module")
+def small_inv():
+    """The issue's case: 600 training rows (the VAE, the default detector of the CLI and of fit)."""
+    return Investigator.fit(metrics(600, 0), detector="vae", random_state=0, **FAST)
+
+
+# ---------------------------------------------------------------- 1. batch verdicts with power
+@pytest.mark.parametrize("m", [10, 100, 1000])
+def test_a_15_sd_row_is_flagged_in_batches_of_any_size(small_inv, m):
+    batch = metrics(m, seed=m)
+    far = batch.iloc[[0]].copy()
+    far["memory"] += 15 * float(metrics(600, 0)["memory"].std())
+    batch = pd.concat([far, batch.iloc[1:]], ignore_index=True)
+    verdicts = small_inv.verdicts(batch, alpha=0.05)
+    v = verdicts["0"]
+    assert v.anomalous, v
+    # beyond every calibration score: the tail's p-value, said so
+    assert v.approximate and "tail" in v.p_value_method and v.p_value < 0.05 / m
+    assert sum(x.anomalous for x in verdicts.values()) <= 1 + 0.1 * m
+
+
+def test_calibration_uses_every_training_row_on_small_data(small_inv):
+    assert small_inv.detector.calibration_mode_ == "cross"
+    assert len(small_inv.detector.calibration_scores_) == 600
+
+
+def test_fdr_holds_on_pure_normal_batches_over_many_calibration_draws():
+    """FWER (= FDR when every row is normal) of BH on tail-extended p-values, over fresh
+    calibration sets and batches, for light- and heavy-tailed score distributions."""
+    rng = np.random.default_rng(0)
+    dists = {"chi2": lambda n: rng.chisquare(6, n), "lognormal": lambda n: rng.lognormal(0, 0.7, n)}
+    draws = 300
+    for name, draw in dists.items():
+        for m in (10, 100, 1000):
+            rejections = sum(benjamini_hochberg(Calibrator(draw(600)).pvalues(draw(m)), 0.05).any() for _ in range(draws))
+            # alpha + 3 binomial standard errors
+            assert rejections / draws <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / draws), (name, m, rejections)
+
+
+def test_fdr_holds_with_a_real_detector(small_inv):
+    fw = 0
+    for i in range(60):
+        v = small_inv.verdicts(metrics(100, seed=1000 + i), alpha=0.05)
+        fw += any(x.anomalous for x in v.values())
+    assert fw / 60 <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 60)
+
+
+def test_an_unresolvable_batch_says_so_instead_of_normal(small_inv):
+    """Without the tail, a far row in a large batch is 'not significant at this batch size', with its p."""
+    det = small_inv.detector
+    det.set_params(tail=False)
+    try:
+        batch = metrics(1000, seed=5)
+        batch.loc[0, "memory"] += 15 * float(metrics(600, 0)["memory"].std())
+        v = small_inv.verdicts(batch, alpha=0.05)["0"]
+        assert not v.anomalous and v.note and "not significant at this batch size" in v.note and "per-row p" in v.note
+        rep = small_inv.analyze_batch(batch, limit=1)[0]
+        assert "not flagged" in rep.to_markdown() and "normal" not in rep.to_markdown().splitlines()[0]
+    finally:
+        det.set_params(tail=True)
+
+
+# ---------------------------------------------------------------- 2. no lost or mixed data
+CHAT_WRITER = textwrap.dedent("""
+    import sys
+    from anomalens import Investigator
+    from anomalens.agents.chat import ChatSession
+    from anomalens.tools import Toolbox
+    inv = Investigator.load(sys.argv[1])
+    import pandas as pd
+    X = pd.read_csv(sys.argv[2], index_col=0)
+    box = Toolbox(inv, X, focus="c7")
+    s = ChatSession(box, "c7", checkpoint=sys.argv[3], thread_id="t")
+    for i in range(8):
+        s.ask(f"/score")
+        s.ask(f"/feature memory") if i % 2 else s.ask("/neighbors 2")
+    s.close()
+""")
+
+
+def test_two_chat_writers_on_one_thread_keep_every_turn(small_inv, tmp_path):
+    small_inv.save(tmp_path / "model")
+    cases().to_csv(tmp_path / "cases.csv")
+    script = tmp_path / "writer.py"
+    script.write_text(CHAT_WRITER)
+    args = [sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "cases.csv"), str(tmp_path / "chat.sqlite")]
+    procs = [subprocess.Popen(args, env=ENV, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
+    from anomalens.agents.chat import ChatSession
+    from anomalens.tools import Toolbox
+
+    s = ChatSession(Toolbox(small_inv, cases(), focus="c7"), checkpoint=tmp_path / "chat.sqlite", thread_id="t")
+    users = [t for role, t in s.history() if role == "user"]
+    s.close()
+    assert len(users) == 32, len(users)  # 2 processes x 8 rounds x 2 turns
+
+
+REFIT = textwrap.dedent("""
+    import sys
+    from anomalens import Investigator
+    from agent_fixtures import metrics
+    Investigator.fit(metrics(int(sys.argv[2]), 1), detector="autoencoder", epochs=30, random_state=1).save(sys.argv[1])
+""")
+
+
+def test_a_refit_killed_midway_leaves_the_old_or_the_new_model(tmp_path):
+    model = tmp_path / "model"
+    old = Investigator.fit(metrics(300, 0), detector="autoencoder", epochs=20, random_state=0).save(model)
+    old_scores = Investigator.load(old).detector.decision_function(metrics(5, 9))
+    script = tmp_path / "refit.py"
+    script.write_text(REFIT)
+    env = {**ENV, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    seen = set()
+    for delay in (0.5, 1.5, 2.5, 3.5, 5.0, 8.0, 30.0):
+        p = subprocess.Popen([sys.executable, str(script), str(model), "1200"], env=env, stderr=subprocess.PIPE)
+        try:
+            p.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        inv = Investigator.load(model)  # never a CheckpointError, never a mix
+        if inv.n_train == 300:
+            np.testing.assert_allclose(inv.detector.decision_function(metrics(5, 9)), old_scores)
+            seen.add("old")
+        else:
+            assert inv.n_train == 1200 and inv.store.count() == 1200
+            seen.add("new")
+        assert inv.store.count() == inv.n_train
+    assert "new" in seen  # the last, unkilled fit landed
+    assert len([c for c in model.iterdir() if c.name.startswith("v-")]) == 1  # interrupted versions cleaned up
+
+
+def test_a_missing_or_corrupted_part_is_a_checkpoint_error(tmp_path):
+    import shutil
+
+    inv = Investigator.fit(metrics(200, 0), detector="autoencoder", epochs=5, random_state=0)
+
+    def fresh(name):
+        inv.save(tmp_path / name)
+        cfg = json.loads((tmp_path / name / "investigator.json").read_text())
+        return tmp_path / name, tmp_path / name / cfg["root"]
+
+    d, root = fresh("no_store")
+    shutil.rmtree(root / "store")
+    with pytest.raises(CheckpointError, match="exemplar store"):
+        Investigator.load(d)
+    d, root = fresh("nan_weights")
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(root / "detector" / "weights.safetensors"))
+    w["calibration_scores_"][:] = float("nan")
+    save_file(w, str(root / "detector" / "weights.safetensors"))
+    with pytest.raises(CheckpointError, match="NaN"):
+        Investigator.load(d)
+    d, root = fresh("bad_index")
+    db = root / "store" / "chroma.sqlite3"
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CheckpointError):
+        Investigator.load(d)
+    res = run_cli("analyze", str(d), str(tmp_path / "x.csv"))
+    assert res.returncode == 2 and res.stderr.decode().count("\n") == 1 and b"Traceback" not in res.stderr
+
+
+def test_a_corrupted_chat_checkpoint_is_a_checkpoint_error(small_inv, tmp_path):
+    from anomalens.agents.chat import ChatSession
+    from anomalens.tools import Toolbox
+
+    bad = tmp_path / "chat.sqlite"
+    bad.write_bytes(b"garbage, not sqlite" * 200)
+    with pytest.raises(CheckpointError):
+        ChatSession(Toolbox(small_inv, cases(), focus="c7"), "c7", checkpoint=bad, thread_id="t")
+
+
+def test_refitting_into_a_folder_leaves_no_orphan_versions(tmp_path):
+    for seed in range(3):
+        Investigator.fit(metrics(200, seed), detector="autoencoder", epochs=5, random_state=seed).save(tmp_path / "m")
+    assert len([c for c in (tmp_path / "m").iterdir() if c.name.startswith("v-")]) == 1
+    assert Investigator.load(tmp_path / "m").store.count() == 200
+
+
+# ---------------------------------------------------------------- 3. bad input: one line, exit 2, before any work
+@pytest.fixture(scope="module")
+def train_csv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    metrics(600, 0).to_csv(d / "train.csv", index=False)
+    return d
+
+
+@pytest.mark.parametrize("param", ["device=cuda", "hidden_dims=5", "hidden_dims=[0]", "latent_dim=0",
+                                   "validation_size=0.999", "random_state=-1", "weight_decay=-1", "lr=abc",
+                                   "epochs=1.5", "calibration=twice"])
+def test_every_invalid_parameter_fails_fast_in_one_line(train_csv, param, tmp_path):
+    t0 = time.perf_counter()
+    res = run_cli("fit", str(train_csv / "train.csv"), "--out", str(tmp_path / "m"), "-p", param)
+    took = time.perf_counter() - t0
+    err = res.stderr.decode()
+    assert res.returncode == 2, err
+    assert err.count("\n") == 1 and err.startswith("error:") and "Traceback" not in err, err
+    assert param.split("=")[0] in err
+    assert not (tmp_path / "m").exists()
+    assert took < 20  # the interpreter and torch import; the fit itself would take far longer
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_a_bad_out_fails_before_training(train_csv, tmp_path, kind):
+    if kind == "file":
+        out = tmp_path / "afile"
+        out.write_text("x")
+    else:
+        out = Path("/proc/anomalens-cannot-write/model")
+    res = run_cli("fit", str(train_csv / "train.csv"), "--out", str(out), "-p", "epochs=500", "-p", "patience=500")
+    err = res.stderr.decode()
+    assert res.returncode == 2 and err.count("\n") == 1 and "--out" in err, err
+
+
+@pytest.mark.parametrize("args", [["analyze"], ["fit", "x.csv"], ["analyze", "a", "b", "--top", "zero"], ["nosuch"],
+                                  ["analyze", "a", "b", "--frobnicate"]])
+def test_usage_errors_are_one_line(args):
+    res = run_cli(*args)
+    err = res.stderr.decode()
+    assert res.returncode == 2 and err.count("\n") == 1 and err.startswith("error:"), err
+    assert "╭" not in err and "│" not in err
+
+
+def test_alpha_zero_is_refused_for_one_row(small_inv, tmp_path, train_csv):
+    small_inv.save(tmp_path / "m")
+    res = run_cli("analyze", str(tmp_path / "m"), str(train_csv / "train.csv"), "--row", "0", "--alpha", "0")
+    assert res.returncode == 2 and "--alpha" in res.stderr.decode()
+    with pytest.raises(InputError, match="alpha"):
+        small_inv.analyze(metrics(1, 0), alpha=0)
+
+
+def test_analyze_takes_a_dict_and_refuses_a_string(small_inv):
+    row = metrics(1, 3).iloc[0].to_dict()
+    assert small_inv.analyze(row).evidence.attributions
+    for bad in ("abc", 5, b"x", {"cpu": "high"}, {"cpu": 1.0}):
+        with pytest.raises(InputError):
+            small_inv.analyze(bad)
+
+
+# ---------------------------------------------------------------- 4. untrusted text, escaped everywhere
+NASTY = ["[/]", "t[bold]x", "\x1b]0;pwned\x07title", "\x1b[2Jclear", "\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\",
+         "<script>alert(1)</script>", "![i](http://evil/p.png)"]
+
+
+def test_markup_ansi_and_html_in_names_are_harmless(tmp_path):
+    rng = np.random.default_rng(0)
+    base = metrics(300, 0)
+    frame = pd.DataFrame(base.to_numpy()[:, :len(NASTY)] if base.shape[1] >= len(NASTY) else
+                         np.column_stack([base.to_numpy(), rng.normal(size=(300, len(NASTY) - base.shape[1]))]),
+                         columns=NASTY)
+    name = "t[bold]x[red].csv"
+    frame.to_csv(tmp_path / name, index=False)
+    fit = run_cli("fit", str(tmp_path / name), "--out", str(tmp_path / "m"), "-d", "autoencoder", "-p", "epochs=5")
+    assert fit.returncode == 0, fit.stderr.decode()
+    test = frame.copy()
+    test.iloc[0, 1] += 50
+    test.to_csv(tmp_path / name, index=False)
+    res = run_cli("analyze", str(tmp_path / "m"), str(tmp_path / name), "--top", "2")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, res.stderr.decode()
+    assert b"\x1b]" not in out and b"\x1b[2J" not in out and b"\x07" not in out  # no OSC, no clear screen
+    assert b"t[bold]x[red].csv" in out  # the file name printed as itself
+    # an error message that carries a nasty name
+    miss = run_cli("analyze", str(tmp_path / "m"), str(tmp_path / "[/]\x1b]0;x\x07.csv"))
+    assert miss.returncode == 2 and b"\x1b" not in miss.stderr and b"[/]" in miss.stderr
+    inv = Investigator.load(tmp_path / "m")
+    md = inv.analyze(test.iloc[[0]]).to_markdown()
+    import re
+
+    assert "<script>" not in md and "\x1b" not in md and "&lt;script&gt;" in md
+    assert not re.search(r"(?<!\\)\]\(", md) and not re.search(r"(?<!\\)!(?<!\\)\[", md)  # no live link or image
+
+
+# ---------------------------------------------------------------- 5. verifier and ordinary-word feature names
+def test_features_named_like_ordinary_words_keep_the_verdict_sentence():
+    names = ["a", "score", "case", "value", "is", "normal"]
+    X = metrics(600, 0).to_numpy()
+    inv = Investigator.fit(pd.DataFrame(X, columns=names), detector="autoencoder", random_state=0, **FAST)
+    row = pd.DataFrame(X[:1] + np.array([[0, 9, 0, 0, 0, 0]]), columns=names)
+    rep = inv.analyze(row)
+    ex = rep.explanation
+    assert ex.grounded and not ex.rejected, [c.reason for c in ex.rejected]
+    assert any(c.cites == ["verdict"] for c in ex.claims)
+    assert any("'score'" in c.text for c in ex.claims)
+
+
+# ---------------------------------------------------------------- 6. read-only models
+def test_a_saved_model_is_readable_by_others(small_inv, tmp_path):
+    old = os.umask(0o022)
+    try:
+        small_inv.save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "m").rglob("*"):
+        assert f.stat().st_mode & 0o004, f"{f} is not readable by others ({oct(f.stat().st_mode)})"
+
+
+def test_a_read_only_model_is_analysed_without_write_access(small_inv, tmp_path):
+    """The model folder made read-only, and the analysing process stripped of root's permission
+    override (setpriv drops CAP_DAC_OVERRIDE), so it is refused writes as any other user would be."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and util-linux's setpriv to drop the permission override")
+    small_inv.save(tmp_path / "model")
+    cases().to_csv(tmp_path / "cases.csv")
+    for f in [tmp_path / "model", *(tmp_path / "model").rglob("*")]:
+        f.chmod(0o555 if f.is_dir() else 0o444)
+    drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+    probe = subprocess.run([*drop, "sh", "-c", f"touch {tmp_path / 'model' / 'x'}"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("setpriv could not drop the permission override here")
+    try:
+        res = subprocess.run([*drop, *CLI, "analyze", str(tmp_path / "model"), str(tmp_path / "cases.csv"), "--json",
+                              "--id-column", "Unnamed: 0", "--top", "1"], capture_output=True, timeout=180, env=ENV)
+        assert res.returncode == 0, res.stderr.decode()[-2000:]
+        assert json.loads(res.stdout)[0]["evidence"]["case_id"] == "c7"
+    finally:
+        for f in [tmp_path / "model", *(tmp_path / "model").rglob("*")]:
+            f.chmod(0o755 if f.is_dir() else 0o644)
+
+
+# ---------------------------------------------------------------- 7. the exemplar sample
+def test_large_fits_keep_a_weighted_exemplar_sample():
+    rng = np.random.default_rng(0)
+    X = metrics(20000, 0)
+    inv = Investigator.fit(X, detector="autoencoder", random_state=0, epochs=3, max_exemplars=400)
+    assert inv.store.count() <= 400
+    hits = inv.store.query(inv.detector.embed(X.iloc[:50].to_numpy()), k=3)
+    assert all(h.weight >= 1 for hs in hits for h in hs)
+    # the sample is 50x smaller than the data: its nearest exemplar is further than the true nearest
+    # row by a factor the report states (the benchmark measures it at 100,000 x 20)
+    assert inv.exemplar_coverage is not None and 1.0 <= inv.exemplar_coverage < 10.0
+    total = sum(int(m.get("weight", 1)) for m in inv.store._col.get(include=["metadatas"])["metadatas"])
+    assert total == 20000  # every training row is represented
+    rep = inv.analyze(X.iloc[[int(rng.integers(0, 20000))]])
+    assert rep.evidence.exemplars and sum(e.weight for e in rep.evidence.exemplars) >= 5
+
+
+def test_chroma_url_from_the_environment_is_used_by_fit(monkeypatch):
+    monkeypatch.setenv("ANOMALENS_CHROMA_URL", "http://127.0.0.1:1")  # nothing listens on port 1
+    with pytest.raises(BackendError, match="127.0.0.1:1"):
+        Investigator.fit(metrics(100, 0), detector="autoencoder", epochs=2)
+
+
+# ---------------------------------------------------------------- 8. a dead LLM server
+class FailingReasoner:
+    """A FAKE reasoner (named as such) standing in for a dead LLM server: every call fails; calls are counted."""
+
+    name = "fake:dead"
+
+    def __init__(self):
+        self.calls = 0
+
+    def draft(self, evidence, feedback=None):
+        self.calls += 1
+        raise BackendError("connection refused")
+
+    def answer(self, question, evidence, feedback=None):
+        self.calls += 1
+        raise BackendError("connection refused")
+
+
+def test_a_dead_llm_is_tried_once_per_batch(small_inv):
+    r = FailingReasoner()
+    reps = small_inv.analyze_batch(cases(), reasoner=r, limit=6)
+    assert r.calls == 1 and len(reps) == 6
+    assert all(rep.explanation.source == "template" and rep.explanation.note for rep in reps)
+    assert sum("earlier in this batch" in rep.explanation.note for rep in reps) == 5
+    assert all(isinstance(rep, Report) and rep.explanation.grounded for rep in reps)
+
+
+def test_chroma_url_from_the_environment_against_a_real_server(tmp_path, monkeypatch):
+    """``ANOMALENS_CHROMA_URL`` reaches fit and the CLI; a re-fit removes the collection it replaces."""
+    from servers import chroma_binary, chroma_server
+
+    if chroma_binary() is None:
+        pytest.skip("the chroma CLI (from the chromadb package) is not installed")
+    import chromadb
+
+    with chroma_server(tmp_path) as url:
+        monkeypatch.setenv("ANOMALENS_CHROMA_URL", url)
+        inv = Investigator.fit(metrics(200, 0), detector="autoencoder", epochs=5, random_state=0)
+        assert inv.store.url == url and inv.store.count() == 200
+        inv.save(tmp_path / "m")
+        first = inv.store.collection_name
+        metrics(200, 1).to_csv(tmp_path / "train.csv", index=False)
+        res = run_cli("fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "-d", "autoencoder",
+                      "-p", "epochs=5", "--json", env={**ENV, "ANOMALENS_CHROMA_URL": url})
+        assert res.returncode == 0, res.stderr.decode()
+        host, port = url.rsplit(":", 1)
+        client = chromadb.HttpClient(host="127.0.0.1", port=int(port))
+        names = [c.name for c in client.list_collections()]
+        assert first not in names and len(names) == 1  # the old model's collection is gone, no orphan
+        loaded = Investigator.load(tmp_path / "m")
+        assert loaded.store.url == url and loaded.store.count() == 200
