@@ -421,7 +421,7 @@ def demo(
     raise typer.Exit(demo_mod.main(argv))
 
 
-EVALS = ("tabular", "attribution", "explain", "store", "agent")
+EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -435,14 +435,15 @@ def eval_(
 
     if name not in EVALS:
         raise CliError(f"benchmark must be one of {list(EVALS)}, got {name!r}")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
         mod = importlib.import_module(f"evals.{name}")
     except ModuleNotFoundError as exc:
-        raise CliError("the benchmarks live in the source checkout's evals/ folder; run 'anomalens eval' "
-                       f"from the repository root ({exc})") from exc
-    mod.main(list(ctx.args))
+        raise CliError(f"the benchmarks are not installed with this anomalens ({exc}); install it from the source "
+                       "checkout: pip install -e .") from exc
+    try:
+        mod.main(list(ctx.args))
+    except SystemExit as exc:  # argparse's --help and usage errors
+        raise typer.Exit(exc.code if isinstance(exc.code, int) else 2) from None
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,9 @@ def write_results(name: str, data: Any, markdown: str) -> None:
 @contextlib.contextmanager
 def llama_server():
     """llama.cpp's OpenAI-compatible server on a free 127.0.0.1 port, serving the embedded GGUF
-    (the launcher the tests use, from tests/servers.py); yields its base URL."""
+    (the launcher the tests use, ``anomalens.testing``); yields its base URL."""
     from anomalens.llm.local import smollm2_path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from servers import llama_server as serve
+    from anomalens.testing import llama_server as serve
 
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), smollm2_path()) as url:
         yield url

@@ -161,3 +161,13 @@ def test_chat_in_a_real_terminal(files):
         assert subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_eval_works_from_any_directory(tmp_path):
+    env = {**os.environ, **ENV}
+    res = subprocess.run([*_command(), "eval", "calibration", "-h"], capture_output=True, text=True, env=env,
+                         timeout=120, cwd=tmp_path)
+    assert res.returncode == 0 and "usage" in res.stdout and "--draws" in res.stdout, res.stderr
+    bad = subprocess.run([*_command(), "eval", "nosuch"], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "benchmark must be one of" in bad.stderr

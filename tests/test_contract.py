@@ -157,3 +157,24 @@ def test_restore_of_extreme_rows_stays_in_the_normal_range(name, fitted, train_d
     moved = restored[rows, feats[:, 0]]
     inside = (moved >= lo[feats[:, 0]] - margin[feats[:, 0]]) & (moved <= hi[feats[:, 0]] + margin[feats[:, 0]])
     assert inside.mean() >= 0.75
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sklearn_clone_and_pipeline(name, train_data, test_normal):
+    """scikit-learn's own clone returns an equal unfitted detector; a Pipeline ending in a detector
+    fits and scores; set_params changes a hyper-parameter; a ParameterGrid sweep builds detectors."""
+    from sklearn.base import clone
+    from sklearn.model_selection import ParameterGrid
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    det = fast(name, random_state=3)
+    twin = clone(det)
+    assert type(twin) is type(det) and twin.get_params() == det.get_params() and not twin.is_fitted
+    if name != "ensemble":
+        pipe = Pipeline([("scale", StandardScaler()), ("det", clone(det))]).fit(train_data[:400])
+        s = pipe.decision_function(test_normal)
+        assert s.shape == (len(test_normal),) and np.isfinite(s).all()
+    assert clone(det).set_params(random_state=7).get_params()["random_state"] == 7
+    grid = list(ParameterGrid({"random_state": [0, 1], "calibration_size": [0.2, 0.3]}))
+    assert len({repr(clone(det).set_params(**g)) for g in grid}) == 4

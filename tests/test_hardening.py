@@ -373,8 +373,7 @@ def test_large_fits_keep_a_weighted_exemplar_sample():
     # the sample is 50x smaller than the data: its nearest exemplar is further than the true nearest
     # row by a factor the report states (the benchmark measures it at 100,000 x 20)
     assert inv.exemplar_coverage is not None and 1.0 <= inv.exemplar_coverage < 10.0
-    total = sum(int(m.get("weight", 1)) for m in inv.store._col.get(include=["metadatas"])["metadatas"])
-    assert total == 20000  # every training row is represented
+    assert inv.store.total_weight() == 20000  # every training row is represented
     rep = inv.analyze(X.iloc[[int(rng.integers(0, 20000))]])
     assert rep.evidence.exemplars and sum(e.weight for e in rep.evidence.exemplars) >= 5
 
@@ -436,3 +435,13 @@ def test_chroma_url_from_the_environment_against_a_real_server(tmp_path, monkeyp
         assert first not in names and len(names) == 1  # the old model's collection is gone, no orphan
         loaded = Investigator.load(tmp_path / "m")
         assert loaded.store.url == url and loaded.store.count() == 200
+
+
+def test_the_tail_is_refused_when_the_top_scores_contradict_it():
+    rng = np.random.default_rng(3)
+    bulk = rng.chisquare(6, 600)
+    assert Calibrator(bulk).tail is not None
+    rare_mode = np.append(bulk[:-1], 1e4)  # one normal score far beyond the bulk: the tail cannot be trusted
+    cal = Calibrator(rare_mode)
+    assert cal.tail is None and cal.method == "conformal"
+    assert cal.pvalues([1e6])[0] == pytest.approx(1 / 601)  # exact p-values only

@@ -167,9 +167,11 @@ class BaseDetector(ABC):
         self.config = self.Config(**params)
 
     # ------------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        """The hyper-parameters, as passed to ``__init__``."""
-        return dataclasses.asdict(self.config)
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyper-parameters, as passed to ``__init__`` (scikit-learn's contract: the objects
+        themselves, so ``sklearn.base.clone`` returns an equal, unfitted detector; ``deep`` is
+        accepted for compatibility: a detector holds no sub-estimators)."""
+        return {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}
 
     def __repr__(self) -> str:
         default = self.Config()
@@ -181,6 +183,13 @@ class BaseDetector(ABC):
         merged = {**self.get_params(), **params}
         type(self).__init__(self, **merged)
         return self
+
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags (an outlier detector that needs no target), so pipelines and
+        model selection accept it; scikit-learn is imported only when it asks."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type="outlier_detector", target_tags=TargetTags(required=False))
 
     def validate_params(self) -> "BaseDetector":
         """Check every hyper-parameter now (``fit`` does too); raises ConfigError naming the bad one."""

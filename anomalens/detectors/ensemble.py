@@ -60,12 +60,14 @@ class Ensemble(BaseDetector):
     cross_in_auto = False
 
     def __init__(self, **params: Any) -> None:
-        if "detectors" in params:
+        if "detectors" in params and not isinstance(params["detectors"], tuple):
             params["detectors"] = tuple(params["detectors"])
         if "member_params" in params:  # a dict, or (name, value) pairs (lists after a JSON round trip)
             mp = params["member_params"]
             pairs = mp.items() if isinstance(mp, dict) else mp
-            params["member_params"] = tuple(sorted((str(k), v) for k, v in pairs))
+            norm = tuple(sorted((str(k), v) for k, v in pairs))
+            if norm != mp:  # an already normalised tuple is kept as the same object (sklearn's clone checks identity)
+                params["member_params"] = norm
         super().__init__(**params)
 
     def _members(self) -> list[BaseDetector]:

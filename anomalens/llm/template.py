@@ -64,9 +64,11 @@ def exemplar_claims(evidence: Evidence, n: int = 1) -> list[Claim]:
 
 def restoration_claim(evidence: Evidence, n: int = 2) -> list[Claim]:
     r = evidence.restoration
-    if r is None or not r.deltas:
+    # features the restoration actually changes (a minimal edit holds the others at their values)
+    moved = [d for d in (r.deltas if r is not None else []) if fmt(d.observed) != fmt(d.restored)]
+    if not moved:
         return []
-    changes = ", ".join(f"{quote(d.feature)} from {fmt(d.observed)} to {fmt(d.restored)}" for d in r.deltas[:n])
+    changes = ", ".join(f"{quote(d.feature)} from {fmt(d.observed)} to {fmt(d.restored)}" for d in moved[:n])
     return [Claim(text=f"The normal version of this case changes {changes}.", cites=["restoration"])]
 
 

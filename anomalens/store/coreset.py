@@ -15,18 +15,25 @@ __all__ = ["coverage", "select_exemplars"]
 
 
 def _nearest(Q: np.ndarray, C: np.ndarray, step: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(index, Euclidean distance) of the nearest row of C for each row of Q, in chunks."""
-    cc = (C * C).sum(1)
+    """(index, Euclidean distance) of the nearest row of C for each row of Q, in chunks (torch's
+    threaded matrix product; memory stays at step x len(C))."""
+    import torch
+
+    q_all = torch.from_numpy(np.ascontiguousarray(Q))
+    c = torch.from_numpy(np.ascontiguousarray(C, dtype=Q.dtype))
+    cc = (c * c).sum(1)
     idx, dist = np.empty(len(Q), dtype=np.int64), np.empty(len(Q))
-    for i in range(0, len(Q), step):
-        q = Q[i:i + step]
-        d2 = (q * q).sum(1)[:, None] - 2.0 * q @ C.T + cc[None, :]
-        j = d2.argmin(1)
-        idx[i:i + step], dist[i:i + step] = j, np.sqrt(np.maximum(d2[np.arange(len(q)), j], 0.0))
+    with torch.no_grad():
+        for i in range(0, len(Q), step):
+            q = q_all[i:i + step]
+            # |c|^2 - 2 q.c in one fused product; |q|^2 is constant per row, added after the argmin
+            best, j = torch.addmm(cc.expand(len(q), -1), q, c.T, alpha=-2.0).min(1)
+            best = best + (q * q).sum(1)
+            idx[i:i + step], dist[i:i + step] = j.numpy(), best.clamp_min(0).sqrt().double().numpy()
     return idx, dist
 
 
-def select_exemplars(E: np.ndarray, size: int, *, seed: int | None = 0, rounds: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def select_exemplars(E: np.ndarray, size: int, *, seed: int | None = 0, rounds: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """(row indices, weights) of at most ``size`` representative rows of the embeddings ``E`` (n, k).
 
     With n <= size every row is kept with weight 1. Otherwise k-means with ``size`` centres
@@ -57,7 +64,7 @@ def coverage(E: np.ndarray, kept: np.ndarray, *, sample: int = 200, seed: int | 
     """Median over up to ``sample`` rows not kept of (distance to the nearest kept exemplar) /
     (distance to the nearest other training row); 1.0 means the sample loses nothing. None when
     every row is kept."""
-    E = np.asarray(E, dtype=np.float64)
+    E = np.asarray(E, dtype=np.float32)
     rest = np.setdiff1d(np.arange(len(E)), kept)
     if len(rest) == 0:
         return None
@@ -65,10 +72,12 @@ def coverage(E: np.ndarray, kept: np.ndarray, *, sample: int = 200, seed: int | 
     q = rng.choice(rest, size=min(sample, len(rest)), replace=False)
     _, d_kept = _nearest(E[q], E[kept])
     # the true nearest training row other than the query itself
-    cc = (E * E).sum(1)
-    d2 = (E[q] * E[q]).sum(1)[:, None] - 2.0 * E[q] @ E.T + cc[None, :]
-    d2[np.arange(len(q)), q] = np.inf
-    d_all = np.sqrt(np.maximum(d2.min(1), 0.0))
+    others = np.ones(len(E), dtype=bool)
+    others[q] = False
+    d_all = _nearest(E[q], E[others])[1] if others.any() else np.full(len(q), np.inf)
+    among = np.sqrt(((E[q][:, None, :] - E[q][None, :, :]) ** 2).sum(-1))  # the sampled rows among themselves
+    np.fill_diagonal(among, np.inf)
+    d_all = np.minimum(d_all, among.min(1))
     ok = d_all > 0
     if not ok.any():
         return 1.0

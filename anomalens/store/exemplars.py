@@ -96,6 +96,14 @@ class ExemplarStore:
         except Exception as exc:
             raise BackendError(f"counting the exemplars of {self.collection_name!r} failed: {exc}") from exc
 
+    def total_weight(self) -> int:
+        """How many training rows the stored exemplars stand for (the sum of their weights)."""
+        try:
+            metas = self._col.get(include=["metadatas"])["metadatas"]
+        except Exception as exc:
+            raise BackendError(f"reading exemplars from {self.collection_name!r} failed: {exc}") from exc
+        return int(sum(int((m or {}).get("weight", 1)) for m in metas))
+
     def close(self) -> None:
         """Release the embedded store's files (its SQLite connection); the store is unusable after."""
         try:
