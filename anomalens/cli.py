@@ -21,7 +21,8 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from anomalens.errors import AnomalensError, BackendError
-from anomalens.text import clip, for_terminal, strip_control
+from anomalens.config import DEFAULT_DETECTOR
+from anomalens.text import clip, for_terminal, names, strip_control
 
 __all__ = ["app", "main"]
 
@@ -116,21 +117,20 @@ def select_features(frame, *, label_column: str | None = None, exclude: list[str
     named = [c for c in [label_column, id_column, *_columns(exclude)] if c]
     missing = [c for c in named if c not in cols]
     if missing:
-        raise CliError(f"column {missing[0]!r} is not in the data; its columns are {cols[:12]}"
-                       f"{' ...' if len(cols) > 12 else ''}")
+        raise CliError(f"column {clip(missing[0], 60)!r} is not in the data; its columns are {names(cols, 12)}")
     ids = [str(v) for v in frame[id_column]] if id_column else None
     if ids is not None and len(set(ids)) != len(ids):
         raise CliError(f"--id-column {id_column!r} must hold unique ids, got {len(ids) - len(set(ids))} duplicates")
     if features is not None:
         absent = [c for c in features if c not in cols]
         if absent:
-            raise CliError(f"the data lacks {len(absent)} feature(s) the model was fitted on, e.g. {absent[:5]}")
+            raise CliError(f"the data lacks {len(absent)} feature(s) the model was fitted on, e.g. {names(absent)}")
         X = frame[features]
     else:
         X = frame.drop(columns=named)
     bad = [c for c in X.columns if X[c].dtype.kind not in "biuf"]
     if bad:
-        raise CliError(f"feature columns must be numeric; {bad[:5]} are not (pass --exclude or --label-column)")
+        raise CliError(f"feature columns must be numeric; {names(bad)} are not (pass --exclude or --label-column)")
     if X.shape[1] == 0:
         raise CliError("no feature columns are left after --label-column/--exclude/--id-column")
     if ids is not None:
@@ -214,7 +214,8 @@ def _pick_row(X, ids, row: str) -> tuple[Any, str]:
 def fit(
     data: Annotated[Path, typer.Argument(help="normal rows: a CSV or Parquet file")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write the fitted investigator to")],
-    detector: Annotated[str, typer.Option("--detector", "-d", help="a registered detector (see 'anomalens eval' or the README)")] = "vae",
+    detector: Annotated[str, typer.Option("--detector", "-d", help="a registered detector (see the README); the default "
+                                          "combines autoencoder, vae and autoregressive")] = DEFAULT_DETECTOR,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="label column to leave out")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="columns to leave out (repeat or comma-separate)")] = None,
     id_column: IdColOpt = None,
@@ -410,7 +411,7 @@ def _print_reply(reply) -> None:
 @app.command()
 @_guard
 def demo(
-    detector: Annotated[str, typer.Option("--detector", "-d")] = "vae",
+    detector: Annotated[str, typer.Option("--detector", "-d")] = DEFAULT_DETECTOR,
     top: Annotated[int, typer.Option(min=1)] = 5,
     llm: LlmOpt = None,
 ) -> None:

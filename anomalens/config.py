@@ -10,7 +10,12 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["DEFAULT_DETECTOR", "Settings", "get_settings"]
+
+# The default detector of ``Investigator.fit``, the CLI and the demo: the most robust over every classical
+# set in ../shared/data, not the best on a few (evals/results/tabular_all.md: the highest mean AUROC with
+# the smallest worst-case gap to PyOD's KNN). Kept here, with no heavy imports, for the CLI's start-up.
+DEFAULT_DETECTOR = "ensemble"
 
 
 class Settings(BaseSettings):

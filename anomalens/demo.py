@@ -22,6 +22,7 @@ from rich.table import Table
 
 from anomalens.agents.analyze import analyze_case
 from anomalens.agents.chat import ChatSession
+from anomalens.config import DEFAULT_DETECTOR
 from anomalens.investigator import Investigator
 from anomalens.llm.reasoner import tool_client
 from anomalens.tools import Toolbox
@@ -40,7 +41,7 @@ def load_breast_cancer_frame():
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="anomalens demo on scikit-learn's breast-cancer data")
-    ap.add_argument("--detector", default="vae")
+    ap.add_argument("--detector", default=DEFAULT_DETECTOR)
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--llm", choices=("openai", "local", "template"), default=None,

@@ -4,7 +4,7 @@ It composes the parts and computes nothing itself: a detector (score, p-value, a
 restoration, embedding), the exemplar store (nearest normal cases), the training quantiles
 (normal ranges), a reasoner and the verifier (the explanation).
 
-    inv = Investigator.fit(train_df, detector="vae")
+    inv = Investigator.fit(train_df)    # detector="ensemble" (AE + VAE + autoregressive) by default
     report = inv.analyze(row)            # one case -> Report
     reports = inv.analyze_batch(df)      # FDR-controlled verdicts for a batch
     inv.save("model/"); Investigator.load("model/")
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from anomalens import __version__
+from anomalens.config import DEFAULT_DETECTOR
 from anomalens.agents.explain import explain_evidence, explain_many
 from anomalens.detectors import BaseDetector, benjamini_hochberg, check_matrix, check_probability, make_detector
 from anomalens.detectors.base import Attribution as DetectorAttribution
@@ -48,6 +49,7 @@ from anomalens.schema import (
 )
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, select_exemplars
+from anomalens.text import names as names_of
 
 __all__ = ["Investigator"]
 
@@ -117,7 +119,7 @@ class Investigator:
 
     # ------------------------------------------------------------------ fit
     @classmethod
-    def fit(cls, data: Any, modality: str = "tabular", detector: str | BaseDetector = "vae", *,
+    def fit(cls, data: Any, modality: str = "tabular", detector: str | BaseDetector = DEFAULT_DETECTOR, *,
             store_path: str | Path | None = None, chroma_url: str | None = None, source: str | None = None,
             ids: Sequence[str] | None = None, reasoner: Reasoner | None = None, max_exemplars: int = MAX_EXEMPLARS,
             **detector_params: Any) -> "Investigator":
@@ -127,7 +129,8 @@ class Investigator:
             data: (n, d) normal rows: a DataFrame (its columns name the features; a non-default
                 index gives the row ids) or an array.
             modality: "tabular" (series, images and logs come later on the same contract).
-            detector: a registered name (see ``list_detectors()``) or an unfitted detector.
+            detector: a registered name (see ``list_detectors()``) or an unfitted detector; the
+                default, ``DEFAULT_DETECTOR``, is the Ensemble (see evals/results/tabular_all.md).
             store_path: folder of the embedded exemplar store (None: in memory until ``save``).
             chroma_url: a chroma server to hold the exemplars instead (default: ``ANOMALENS_CHROMA_URL``).
             source: provenance recorded with every exemplar (e.g. the file name).
@@ -186,8 +189,8 @@ class Investigator:
             missing = [n for n in self.feature_names if n not in names]
             extra = [n for n in names if n not in self.feature_names]
             if missing or extra:
-                raise InputError(f"{name} columns must be the training features; missing {missing[:5]}, "
-                                 f"unexpected {extra[:5]}")
+                raise InputError(f"{name} columns must be the training features; missing {names_of(missing)}, "
+                                 f"unexpected {names_of(extra)}")
             X = X[self.feature_names]
         self.detector.calibrator  # noqa: B018 - raises NotFittedError before the data is looked at
         arr, _ = check_matrix(X, name=name, n_features=len(self.feature_names),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["clip", "for_markdown", "for_terminal", "strip_control"]
+__all__ = ["clip", "for_markdown", "for_terminal", "names", "strip_control"]
 
 _ESCAPES = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI ... final byte (colours, cursor moves, clear screen)
@@ -55,3 +55,12 @@ def for_markdown(text: object, max_len: int | None = None) -> str:
     if max_len:
         s = clip(s, max_len)
     return _MD_SPECIAL.sub(r"\\\1", html.escape(s, quote=False))
+
+
+def names(values, limit: int = 5, max_len: int = 60) -> str:
+    """A short, safe list of untrusted names for an error message: at most ``limit`` of them, each
+    clipped to ``max_len`` characters with control characters stripped, and how many were left out."""
+    values = list(values)
+    shown = [repr(clip(strip_control(v), max_len)) for v in values[:limit]]
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return "[" + ", ".join(shown) + "]" + more

@@ -95,7 +95,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--detector", default="vae")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--draws", type=int, default=400)
+    ap.add_argument("--rewrite", action="store_true", help="rewrite the markdown from the saved JSON, run nothing")
     args = ap.parse_args(argv)
+    if args.rewrite:
+        import json
+
+        from evals.common import RESULTS
+
+        saved = json.loads((RESULTS / "calibration.json").read_text())
+        summary = summarize(saved["cells"])
+        write_results("calibration", {**saved, "summary": summary}, markdown(summary, saved["detector"], saved["seeds"]))
+        return
     import torch
 
     from anomalens.detectors import make_detector
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = sorted({(c["source"], c["size"], c["calibration"], c["tail"]) for c in cells},
-                  key=lambda k: (k[0], -len(k[1]), k[2] != "split", k[3]))
+                  key=lambda k: (k[0], SIZES[k[1]], k[2] != "split", k[3]))
     out = []
     for src, size, mode, tail in keys:
         group = [c for c in cells if (c["source"], c["size"], c["calibration"], c["tail"]) == (src, size, mode, tail)]

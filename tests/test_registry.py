@@ -30,7 +30,7 @@ def test_factory_accepts_class_names_and_rejects_unknown_parameters():
 
 
 def test_ensemble_rejects_unknown_members_at_fit(train_data):
-    with pytest.raises(InputError, match="unknown detector 'vea'"):
+    with pytest.raises(ConfigError, match="unknown detector 'vea'"):  # a hyper-parameter: checked before any fit
         Ensemble(detectors=["vea"]).fit(train_data)
     with pytest.raises(ConfigError, match="must not contain 'ensemble'"):
         Ensemble(detectors=["ensemble"]).fit(train_data)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from anomalens.errors import InputError
+from anomalens.text import names
 
 __all__ = ["check_dims", "check_int", "check_matrix", "check_probability", "check_positive_int"]
 
@@ -60,7 +61,7 @@ def check_matrix(
         columns = [str(c) for c in X.columns]
         non_numeric = [c for c, dt in zip(columns, X.dtypes) if not _is_numeric(dt)]
         if non_numeric:
-            shown = ", ".join(repr(c) for c in non_numeric[:5])
+            shown = names(non_numeric)[1:-1] if len(non_numeric) <= 5 else names(non_numeric)
             raise InputError(
                 f"{name} must hold numeric columns only; got non-numeric column(s) {shown} "
                 f"with dtype(s) {', '.join(str(X[c].dtype) for c in non_numeric[:5])}"
@@ -70,7 +71,7 @@ def check_matrix(
             extra = [c for c in columns if c not in feature_names]
             if missing or extra:
                 raise InputError(
-                    f"{name} columns differ from the fitted ones: missing {missing[:5]}, unexpected {extra[:5]} "
+                    f"{name} columns differ from the fitted ones: missing {names(missing)}, unexpected {names(extra)} "
                     f"(expected {len(feature_names)} columns)"
                 )
             X = X[list(feature_names)]  # same set, other order: reorder rather than misread

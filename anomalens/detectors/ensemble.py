@@ -21,6 +21,7 @@ p-value is only asymptotically so).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from anomalens.detectors.base import FITTED_ARRAYS, BaseConfig, BaseDetector
-from anomalens.errors import CheckpointError, ConfigError
+from anomalens.errors import CheckpointError, ConfigError, InputError
 
 __all__ = ["Ensemble", "EnsembleConfig"]
 
@@ -42,11 +43,26 @@ class EnsembleConfig(BaseConfig):
         super().validate()
         from anomalens.detectors.registry import get_detector_class
 
-        if not self.detectors:
-            raise ConfigError("detectors must name at least one registered detector, got an empty list")
+        if isinstance(self.detectors, str) or not self.detectors:
+            raise ConfigError(f"detectors must name at least one registered detector, got {self.detectors!r}")
+        classes = []
         for name in self.detectors:
-            if get_detector_class(name) is Ensemble:
+            try:
+                cls = get_detector_class(name)
+            except InputError as exc:
+                raise ConfigError(f"detectors: {exc}") from exc
+            if cls is Ensemble:
                 raise ConfigError("detectors must not contain 'ensemble' itself")
+            classes.append(cls)
+        params = dict(self.member_params)
+        accepted = {f.name for cls in classes for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise ConfigError(f"Ensemble got parameter(s) {unknown} that none of its members {list(self.detectors)} "
+                              f"takes; valid member parameters are {sorted(accepted)}")
+        for cls in classes:  # each member's own checks (types, ranges, device), before any fit
+            own = {f.name for f in dataclasses.fields(cls.Config)}
+            cls(**{k: v for k, v in params.items() if k in own}).config.validate()
 
 
 class Ensemble(BaseDetector):
@@ -60,7 +76,16 @@ class Ensemble(BaseDetector):
     cross_in_auto = False
 
     def __init__(self, **params: Any) -> None:
-        if "detectors" in params and not isinstance(params["detectors"], tuple):
+        """Ensemble hyper-parameters, plus any of the members' (``Ensemble(epochs=40)``): those are
+        kept in ``member_params`` and each member gets the ones it takes."""
+        own = {f.name for f in dataclasses.fields(EnsembleConfig)}
+        forwarded = {k: params.pop(k) for k in list(params) if k not in own}
+        if forwarded:
+            mp = params.get("member_params", ())
+            merged = dict(mp.items() if isinstance(mp, dict) else mp)
+            merged.update(forwarded)
+            params["member_params"] = merged
+        if "detectors" in params and not isinstance(params["detectors"], tuple) and not isinstance(params["detectors"], str):
             params["detectors"] = tuple(params["detectors"])
         if "member_params" in params:  # a dict, or (name, value) pairs (lists after a JSON round trip)
             mp = params["member_params"]
@@ -73,8 +98,15 @@ class Ensemble(BaseDetector):
     def _members(self) -> list[BaseDetector]:
         from anomalens.detectors.registry import make_detector
 
+        from anomalens.detectors.registry import get_detector_class
+
         extra = {"calibration": "split", **dict(self.config.member_params)}  # members: one fit each
-        return [make_detector(name, random_state=self.config.random_state, **extra) for name in self.config.detectors]
+        members = []
+        for name in self.config.detectors:
+            own = {f.name for f in dataclasses.fields(get_detector_class(name).Config)}
+            members.append(make_detector(name, **{"random_state": self.config.random_state,
+                                                  **{k: v for k, v in extra.items() if k in own}}))
+        return members
 
     def _fit_scaled(self, Z: np.ndarray) -> None:
         self.members_ = [m.fit(Z) for m in self._members()]
