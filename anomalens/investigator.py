@@ -12,6 +12,7 @@ restoration, embedding), the exemplar store (nearest normal cases), the training
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -472,6 +473,7 @@ def _open_store(path: Path, root: Path, cfg: dict) -> ExemplarStore:
             raise CheckpointError(f"{path} is incomplete: its exemplar store {str(folder)!r} is missing")
         if not os.access(folder, os.W_OK) or not all(os.access(f, os.W_OK) for f in folder.rglob("*") if f.is_file()):
             private = Path(tempfile.mkdtemp(prefix="anomalens-store-"))
+            atexit.register(shutil.rmtree, private, ignore_errors=True)  # the copy lives as long as the process
             shutil.copytree(folder, private / "store")
             for f in [private / "store", *(private / "store").rglob("*")]:
                 f.chmod(0o700 if f.is_dir() else 0o600)

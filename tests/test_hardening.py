@@ -445,3 +445,15 @@ def test_the_tail_is_refused_when_the_top_scores_contradict_it():
     cal = Calibrator(rare_mode)
     assert cal.tail is None and cal.method == "conformal"
     assert cal.pvalues([1e6])[0] == pytest.approx(1 / 601)  # exact p-values only
+
+
+def test_auto_calibration_crosses_only_small_data():
+    from anomalens.detectors import make_detector
+
+    rng = np.random.default_rng(0)
+    narrow = make_detector("autoencoder", epochs=1).fit(rng.normal(size=(300, 6)))
+    wide = make_detector("autoencoder", epochs=1).fit(rng.normal(size=(300, 700)))  # 210,000 values: 6 fits would cost
+    many = make_detector("autoencoder", epochs=1).fit(rng.normal(size=(1500, 6)))
+    assert (narrow.calibration_mode_, len(narrow.calibration_scores_)) == ("cross", 300)
+    assert (wide.calibration_mode_, len(wide.calibration_scores_)) == ("split", 60)
+    assert (many.calibration_mode_, len(many.calibration_scores_)) == ("split", 300)

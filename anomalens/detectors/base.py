@@ -58,8 +58,10 @@ EDIT_LEVEL = 0.5
 EDIT_ROUNDS = 10
 EDIT_MAX_FREE = 8
 EDIT_GAIN_ROWS = 2000
-# below this many training rows, calibration="auto" uses out-of-fold scores of every row (n_folds + 1 fits)
+# below this many training rows, calibration="auto" uses out-of-fold scores of every row (n_folds + 1 fits),
+# unless the data has more than CROSS_MAX_CELLS values (rows x features): the extra fits would then cost minutes
 CROSS_MAX_ROWS = 1000
+CROSS_MAX_CELLS = 200_000
 # Fitted arrays every detector holds besides its model; saved beside the weights.
 FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds_")
 
@@ -246,7 +248,8 @@ class BaseDetector(ABC):
         self.feature_names_in_ = columns
         mode = self.config.calibration
         if mode == "auto":
-            mode = "cross" if n < CROSS_MAX_ROWS and self.cross_in_auto else "split"
+            small = n < CROSS_MAX_ROWS and n * arr.shape[1] <= CROSS_MAX_CELLS
+            mode = "cross" if small and self.cross_in_auto else "split"
         if mode == "cross" and n >= 2 * self.config.n_folds + 4:
             scores, attributions = self._out_of_fold(arr, perm)
             self.center_, self.scale_ = robust_scale(arr)
