@@ -22,8 +22,9 @@ class Settings(BaseSettings):
     """Process-wide configuration.
 
     Attributes:
-        device: ``"auto"`` picks CUDA when present, else CPU; or a torch device string.
-        progress: show progress bars during training and long jobs.
+        device: ``"auto"`` picks CUDA when present, else CPU; or a torch device string. The device of
+            detectors that ``Investigator.fit`` builds by name (unless given as a parameter).
+        progress: progress bars over epochs for detectors that ``Investigator.fit`` builds by name.
         llm: reasoner backend: ``openai`` (any OpenAI-compatible server such as vLLM),
             ``local`` (in-process embedded model), ``template`` (no LLM).
         llm_base_url / llm_model / llm_api_key / llm_timeout: the OpenAI-compatible endpoint

@@ -13,6 +13,7 @@ restoration, embedding), the exemplar store (nearest normal cases), the training
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import numpy as np
 
 from anomalens import __version__
 from anomalens.config import DEFAULT_DETECTOR
-from anomalens.agents.explain import explain_evidence, explain_many
+from anomalens.grounding.drafting import explain_evidence, explain_many
 from anomalens.detectors import BaseDetector, benjamini_hochberg, check_matrix, check_probability, make_detector
 from anomalens.detectors.base import Attribution as DetectorAttribution
 from anomalens.detectors.calibration import bh_cutoff
@@ -146,7 +147,18 @@ class Investigator:
             raise InputError(f"modality must be one of {list(MODALITIES)} for now, got {modality!r}")
         if isinstance(max_exemplars, bool) or not isinstance(max_exemplars, (int, np.integer)) or max_exemplars < 1:
             raise InputError(f"max_exemplars must be a positive int, got {max_exemplars!r}")
+        from anomalens.config import get_settings
+
+        settings = get_settings()
         if isinstance(detector, str):
+            from anomalens.detectors import get_detector_class
+
+            klass = get_detector_class(detector)
+            fields = {f.name for f in dataclasses.fields(klass.Config)}
+            defaults = {"device": settings.device, "verbose": settings.progress}  # ANOMALENS_DEVICE, ANOMALENS_PROGRESS
+            for k, v in defaults.items():
+                if k not in detector_params and (k in fields or klass.__name__ == "Ensemble") and v != {"device": "auto", "verbose": False}[k]:
+                    detector_params[k] = v
             det, det_name = make_detector(detector, **detector_params), detector
         else:
             if detector_params:
@@ -164,9 +176,7 @@ class Investigator:
         t_detector = time.perf_counter() - t0
         names = names or list(det.feature_names_in_ or [f"x{i}" for i in range(arr.shape[1])])
         if chroma_url is None:
-            from anomalens.config import get_settings
-
-            chroma_url = get_settings().chroma_url
+            chroma_url = settings.chroma_url
         store = ExemplarStore(store_path, url=chroma_url)
         E = det.embed(arr)
         keep, weights = select_exemplars(E, int(max_exemplars), seed=det.config.random_state)

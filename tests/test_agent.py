@@ -16,7 +16,7 @@ from servers import llama_server
 from anomalens import Investigator
 from anomalens.agents.analyze import analyze_case
 from anomalens.agents.chat import ChatSession
-from anomalens.agents.verifier import verify
+from anomalens.grounding.verifier import verify
 from anomalens.errors import InputError
 from anomalens.llm.base import ChatTurn
 from anomalens.llm.template import TemplateReasoner

@@ -457,3 +457,14 @@ def test_auto_calibration_crosses_only_small_data():
     assert (narrow.calibration_mode_, len(narrow.calibration_scores_)) == ("cross", 300)
     assert (wide.calibration_mode_, len(wide.calibration_scores_)) == ("split", 60)
     assert (many.calibration_mode_, len(many.calibration_scores_)) == ("split", 300)
+
+
+def test_settings_for_device_and_progress_are_read_by_fit(monkeypatch):
+    monkeypatch.setenv("ANOMALENS_DEVICE", "cpu")
+    inv = Investigator.fit(metrics(100, 0), detector="autoencoder", epochs=2)
+    assert inv.detector.get_params()["device"] == "cpu"
+    monkeypatch.setenv("ANOMALENS_DEVICE", "cuda:7")
+    from anomalens.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="device"):  # refused before any work
+        Investigator.fit(metrics(100, 0), detector="autoencoder", epochs=2)

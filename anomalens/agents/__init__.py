@@ -4,8 +4,8 @@ The graphs are imported lazily: they sit on top of the Investigator and the tool
 themselves use the explanation pipeline from here.
 """
 
-from anomalens.agents.explain import answer_question, explain_evidence
-from anomalens.agents.verifier import cite_text, verify, verify_claim
+from anomalens.grounding.drafting import answer_question, explain_evidence
+from anomalens.grounding.verifier import cite_text, verify, verify_claim
 
 __all__ = ["analyze_case", "answer_question", "build_analyze_graph", "build_chat_graph", "ChatReply", "ChatSession",
            "cite_text", "explain_evidence", "verify", "verify_claim"]

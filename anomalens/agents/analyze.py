@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 
-from anomalens.agents.explain import Drafting, with_verdict
+from anomalens.grounding.drafting import Drafting, with_verdict
 from anomalens.errors import AnomalensError, BackendError
 from anomalens.llm.base import Draft, Reasoner
 from anomalens.llm.template import TemplateReasoner

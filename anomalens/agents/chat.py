@@ -37,8 +37,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from pydantic import ValidationError
 
-from anomalens.agents.explain import Drafting, answer_question
-from anomalens.agents.verifier import cite_text
+from anomalens.grounding.drafting import Drafting, answer_question
+from anomalens.grounding.verifier import cite_text
 from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.llm.base import Draft, Reasoner, ToolChatClient
 from anomalens.llm.reasoner import draft_schema, evidence_payload

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from anomalens.agents.verifier import verify
+from anomalens.grounding.verifier import verify
 from anomalens.errors import BackendError
 from anomalens.llm.base import Draft, Reasoner
 from anomalens.llm.template import TemplateReasoner
