@@ -45,12 +45,16 @@ class CliError(Exception):
 
 def _error_line(message: object) -> str:
     """One line of an error message: control characters stripped, clipped, markup escaped."""
-    first = strip_control(str(message).strip().splitlines()[0] if str(message).strip() else "failed")
-    return for_terminal(first, 600)
+    text = str(message).strip()
+    return for_terminal(text.splitlines()[0] if text else "failed", 600)
+
+
+def _print_error(message: object) -> None:
+    err.print(f"[red]error:[/] {_error_line(message)}", highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {_error_line(message)}", highlight=False, soft_wrap=True)
+    _print_error(message)
     raise typer.Exit(code)
 
 
@@ -464,20 +468,19 @@ def main() -> None:
         sys.exit(2)
     except click_exc.UsageError as exc:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        err.print(f"[red]error:[/] {_error_line(exc.format_message())}{for_terminal(where)}", highlight=False,
-                  soft_wrap=True)
+        _print_error(exc.format_message().strip().split("\n")[0] + where)
         sys.exit(2)
     except (KeyboardInterrupt, getattr(click_exc, "Abort", KeyboardInterrupt)):
-        err.print("[red]error:[/] aborted", highlight=False)
+        _print_error("aborted")
         sys.exit(130)
     except click_exc.ClickException as exc:
-        err.print(f"[red]error:[/] {_error_line(exc.format_message())}", highlight=False, soft_wrap=True)
+        _print_error(exc.format_message())
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug: still one line, never a traceback, unless asked for
         if os.environ.get("ANOMALENS_DEBUG"):
             raise
-        err.print(f"[red]error:[/] unexpected {type(exc).__name__}: {_error_line(exc)} "
-                  "(set ANOMALENS_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        _print_error(f"unexpected {type(exc).__name__}: {str(exc).strip().split(chr(10))[0]} "
+                     "(set ANOMALENS_DEBUG=1 for the traceback)")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

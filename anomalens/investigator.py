@@ -166,7 +166,7 @@ class Investigator:
             det, det_name = detector, type(detector).__name__
         det.validate_params()  # a bad hyper-parameter fails before any work
         X, names, row_ids = _as_rows(data, "data")
-        arr, columns = check_matrix(X, name="data", min_rows=4)
+        arr, _ = check_matrix(X, name="data", min_rows=4)
         if ids is not None:
             if len(ids) != len(arr):
                 raise InputError(f"ids must have one entry per row ({len(arr)}), got {len(ids)}")
@@ -223,14 +223,14 @@ class Investigator:
         if len(X) != 1:
             raise InputError(f"case must be one row, got {len(X)}; use analyze_batch for several")
         scores = self.detector.decision_function(X)
-        pvals, _ = self._verdict_parts(scores)
-        return self._evidence_batch(X, scores, pvals < alpha, alpha, alpha, k, top,
+        pvals, approx = self._verdict_parts(scores)
+        return self._evidence_batch(X, scores, pvals, approx, pvals < alpha, alpha, alpha, k, top,
                                     [case_id or (ids[0] if ids else "case")], "conformal p-value below alpha")[0]
 
     def _verdict(self, score: float, p: float, approx: bool, flag: bool, alpha: float, cutoff: float,
-                 method: str, m: int) -> Verdict:
+                 method: str, m: int, thr: float) -> Verdict:
+        """One row's verdict; ``thr`` is the batch's score threshold at ``cutoff`` (computed once)."""
         cal = self.detector.calibrator
-        thr = cal.threshold(cutoff)
         note = None
         if not flag and p < alpha and m > 1:
             note = (f"not significant at this batch size: per-row p = {fmt(p)} is below alpha = {fmt(alpha)}, "
@@ -244,10 +244,11 @@ class Investigator:
                                        else f"conformal ({cal.n} calibration scores)"),
                        approximate=bool(approx), note=note)
 
-    def _evidence_batch(self, X: np.ndarray, scores: np.ndarray, flags: np.ndarray, alpha: float, cutoff: float,
-                        k: int, top: int, case_ids: list[str], method: str, m: int = 1) -> list[Evidence]:
+    def _evidence_batch(self, X: np.ndarray, scores: np.ndarray, pvals: np.ndarray, approx: np.ndarray,
+                        flags: np.ndarray, alpha: float, cutoff: float, k: int, top: int, case_ids: list[str],
+                        method: str, m: int = 1) -> list[Evidence]:
         det = self.detector
-        pvals, approx = self._verdict_parts(scores)
+        thr = det.calibrator.threshold(cutoff)
         attr: DetectorAttribution = det.explain(X)
         abnormal = attr.abnormal
         restored = det.restore(X)
@@ -284,7 +285,7 @@ class Investigator:
                                    delta=float(delta[j])) for j in np.argsort(-rel, kind="stable")]
             out.append(Evidence(
                 case_id=str(case_ids[i]),
-                verdict=self._verdict(scores[i], pvals[i], approx[i], flags[i], alpha, cutoff, method, m),
+                verdict=self._verdict(scores[i], pvals[i], approx[i], flags[i], alpha, cutoff, method, m, thr),
                 attributions=attributions, exemplars=exemplars,
                 restoration=Restoration(values=dict(zip(self.feature_names, map(float, restored[i]))), deltas=deltas,
                                         score_after=float(score_after[i])),
@@ -344,24 +345,24 @@ class Investigator:
         return Report(evidence=ev, explanation=explain_evidence(ev, reasoner or self.reasoner))
 
     def _batch(self, X: Any, alpha: float, ids: Sequence[str] | None):
-        """(rows, case ids, scores, BH flags, BH cut-off) of a batch."""
+        """(rows, case ids, scores, p-values, approximate mask, BH flags, BH cut-off) of a batch."""
         alpha = check_probability(alpha, "alpha")
         rows, row_ids = self.rows(X, "X")
         case_ids = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
         if len(case_ids) != len(rows):
             raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
         scores = self.detector.decision_function(rows)
-        pvals, _ = self._verdict_parts(scores)
+        pvals, approx = self._verdict_parts(scores)
         flags = benjamini_hochberg(pvals, alpha).astype(bool)
         cutoff = bh_cutoff(int(flags.sum()), len(rows), alpha)  # flagged <=> p <= cutoff
-        return rows, case_ids, scores, flags, cutoff
+        return rows, case_ids, scores, pvals, approx, flags, cutoff
 
     def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Sequence[str] | None = None) -> dict[str, Verdict]:
         """Verdicts for a batch by case id, controlling the false discovery rate at ``alpha``
         (Benjamini-Hochberg), without the rest of the evidence."""
-        rows, case_ids, scores, flags, cutoff = self._batch(X, alpha, ids)
-        pvals, approx = self._verdict_parts(scores)
-        return {cid: self._verdict(s, p, a, f, alpha, cutoff, BH_METHOD, len(rows))
+        rows, case_ids, scores, pvals, approx, flags, cutoff = self._batch(X, alpha, ids)
+        thr = self.detector.calibrator.threshold(cutoff)
+        return {cid: self._verdict(s, p, a, f, alpha, cutoff, BH_METHOD, len(rows), thr)
                 for cid, s, p, a, f in zip(case_ids, scores, pvals, approx, flags)}
 
     def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5,
@@ -375,15 +376,15 @@ class Investigator:
         in each report's note)."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
             raise InputError(f"limit must be a positive int or None, got {limit!r}")
-        rows, case_ids, scores, flags, cutoff = self._batch(X, alpha, ids)
+        rows, case_ids, scores, pvals, approx, flags, cutoff = self._batch(X, alpha, ids)
         m = len(rows)
         keep = np.flatnonzero(flags) if only_anomalous else np.arange(m)
         if limit is not None:
             keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
         if len(keep) == 0:
             return []
-        evs = self._evidence_batch(rows[keep], scores[keep], flags[keep], alpha, cutoff, k, top, [case_ids[i] for i in keep],
-                                   BH_METHOD, m)
+        evs = self._evidence_batch(rows[keep], scores[keep], pvals[keep], approx[keep], flags[keep], alpha, cutoff, k, top,
+                                   [case_ids[i] for i in keep], BH_METHOD, m)
         explanations = explain_many(evs, reasoner or self.reasoner)
         return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
 
@@ -406,13 +407,10 @@ class Investigator:
         root.mkdir()
         self.detector.save(root / "detector")
         store = self.store
-        if store.url is None:
+        if store.url is None:  # a server collection stays where it is; an embedded one is copied in
             copy = ExemplarStore(root / "store", collection=store.collection_name)
             store.copy_to(copy)
-            copy.close()
-            store = ExemplarStore(root / "store", collection=store.collection_name)
-        elif old is not None and old["store"].get("url") == store.url and old["store"]["collection"] == store.collection_name:
-            pass  # re-saving the same server collection
+            store = copy
         config = {
             "anomalens_version": __version__, "modality": self.modality, "detector": self.detector_name,
             "feature_names": self.feature_names, "quantiles": self.quantiles.tolist(), "n_train": self.n_train,

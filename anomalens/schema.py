@@ -90,14 +90,11 @@ def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
     """
     found = []
     for name in sorted(names, key=len, reverse=True):
-        quoted = "|".join(re.escape(a) + re.escape(name) + re.escape(b) for a, b in _QUOTES)
-        patterns = [quoted] if is_ordinary_word(name) else [quoted, r"(?<![\w])" + re.escape(name) + r"(?![\w])"]
-        hit = False
-        for pattern in patterns:
-            if re.search(pattern, text, flags=re.IGNORECASE):
-                hit = True
-                text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
-        if hit:
+        pattern = "|".join(re.escape(a) + re.escape(name) + re.escape(b) for a, b in _QUOTES)
+        if not is_ordinary_word(name):
+            pattern += r"|(?<![\w])" + re.escape(name) + r"(?![\w])"
+        text, hits = re.subn(pattern, " ", text, flags=re.IGNORECASE)
+        if hits:
             found.append(name)
     return found, text
 

@@ -54,15 +54,27 @@ class EnsembleConfig(BaseConfig):
             if cls is Ensemble:
                 raise ConfigError("detectors must not contain 'ensemble' itself")
             classes.append(cls)
-        params = dict(self.member_params)
         accepted = {f.name for cls in classes for f in dataclasses.fields(cls.Config)}
-        unknown = sorted(set(params) - accepted)
+        unknown = sorted(set(dict(self.member_params)) - accepted)
         if unknown:
             raise ConfigError(f"Ensemble got parameter(s) {unknown} that none of its members {list(self.detectors)} "
                               f"takes; valid member parameters are {sorted(accepted)}")
-        for cls in classes:  # each member's own checks (types, ranges, device), before any fit
-            own = {f.name for f in dataclasses.fields(cls.Config)}
-            cls(**{k: v for k, v in params.items() if k in own}).config.validate()
+        for member in member_detectors(self):  # each member's own checks (types, ranges, device), before any fit
+            member.config.validate()
+
+
+def member_detectors(config: EnsembleConfig) -> list[BaseDetector]:
+    """The unfitted members of an ensemble: each gets the ensemble's seed, the split calibration (one fit
+    each) and those of ``member_params`` its own configuration takes."""
+    from anomalens.detectors.registry import get_detector_class
+
+    params = {"random_state": config.random_state, "calibration": "split", **dict(config.member_params)}
+    members = []
+    for name in config.detectors:
+        cls = get_detector_class(name)
+        own = {f.name for f in dataclasses.fields(cls.Config)}
+        members.append(cls(**{k: v for k, v in params.items() if k in own}))
+    return members
 
 
 class Ensemble(BaseDetector):
@@ -96,17 +108,7 @@ class Ensemble(BaseDetector):
         super().__init__(**params)
 
     def _members(self) -> list[BaseDetector]:
-        from anomalens.detectors.registry import make_detector
-
-        from anomalens.detectors.registry import get_detector_class
-
-        extra = {"calibration": "split", **dict(self.config.member_params)}  # members: one fit each
-        members = []
-        for name in self.config.detectors:
-            own = {f.name for f in dataclasses.fields(get_detector_class(name).Config)}
-            members.append(make_detector(name, **{"random_state": self.config.random_state,
-                                                  **{k: v for k, v in extra.items() if k in own}}))
-        return members
+        return member_detectors(self.config)
 
     def _fit_scaled(self, Z: np.ndarray) -> None:
         self.members_ = [m.fit(Z) for m in self._members()]
