@@ -22,7 +22,7 @@ from rich.table import Table
 
 from anomalens.errors import AnomalensError, BackendError
 from anomalens.config import DEFAULT_DETECTOR
-from anomalens.text import clip, for_terminal, names, strip_control
+from anomalens.text import clip, for_terminal, strip_control
 
 __all__ = ["app", "main"]
 
@@ -108,38 +108,12 @@ def read_table(path: Path):
     raise CliError(f"DATA must end in .csv, .tsv or .parquet, got {path.name!r}")
 
 
-def _columns(names: list[str] | None) -> list[str]:
-    return [c.strip() for n in names or [] for c in n.split(",") if c.strip()]
-
-
 def select_features(frame, *, label_column: str | None = None, exclude: list[str] | None = None,
                     id_column: str | None = None, features: list[str] | None = None):
-    """(feature frame, case ids) of a table: drop the label, excluded and id columns, check the rest
-    is numeric; with ``features`` (a fitted investigator's), select exactly those."""
-    cols = list(map(str, frame.columns))
-    frame = frame.set_axis(cols, axis=1)
-    named = [c for c in [label_column, id_column, *_columns(exclude)] if c]
-    missing = [c for c in named if c not in cols]
-    if missing:
-        raise CliError(f"column {clip(missing[0], 60)!r} is not in the data; its columns are {names(cols, 12)}")
-    ids = [str(v) for v in frame[id_column]] if id_column else None
-    if ids is not None and len(set(ids)) != len(ids):
-        raise CliError(f"--id-column {id_column!r} must hold unique ids, got {len(ids) - len(set(ids))} duplicates")
-    if features is not None:
-        absent = [c for c in features if c not in cols]
-        if absent:
-            raise CliError(f"the data lacks {len(absent)} feature(s) the model was fitted on, e.g. {names(absent)}")
-        X = frame[features]
-    else:
-        X = frame.drop(columns=named)
-    bad = [c for c in X.columns if X[c].dtype.kind not in "biuf"]
-    if bad:
-        raise CliError(f"feature columns must be numeric; {names(bad)} are not (pass --exclude or --label-column)")
-    if X.shape[1] == 0:
-        raise CliError("no feature columns are left after --label-column/--exclude/--id-column")
-    if ids is not None:
-        X = X.set_axis(ids, axis=0)
-    return X, ids
+    """(feature frame, case ids) of a table (``modalities.tabular.select_columns``)."""
+    from anomalens.modalities.tabular import select_columns
+
+    return select_columns(frame, label_column=label_column, exclude=exclude, id_column=id_column, features=features)
 
 
 def _params(values: list[str] | None) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Investigator: fit on normal data, then answer "is this anomalous, and why?" with a Report.
 
-It composes the parts and computes nothing itself: a detector (score, p-value, attribution,
-restoration, embedding), the exemplar store (nearest normal cases), the training quantiles
-(normal ranges), a reasoner and the verifier (the explanation).
+It composes the parts and computes nothing itself: the modality (input checks, normal profile,
+evidence units), a detector (score, attribution, restoration, embedding), its calibration stage
+(p-values), the exemplar store (nearest normal cases), a reasoner and the verifier (the explanation).
 
     inv = Investigator.fit(train_df)    # detector="ensemble" (AE + VAE + autoregressive) by default
     report = inv.analyze(row)            # one case -> Report
@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,108 +29,66 @@ import numpy as np
 
 from anomalens import __version__
 from anomalens.config import DEFAULT_DETECTOR
-from anomalens.grounding.drafting import explain_evidence, explain_many
-from anomalens.detectors import BaseDetector, benjamini_hochberg, check_matrix, check_probability, make_detector
-from anomalens.detectors.base import Attribution as DetectorAttribution
+from anomalens.detectors import BaseDetector, benjamini_hochberg, check_probability, make_detector
 from anomalens.detectors.calibration import bh_cutoff
 from anomalens.errors import BackendError, CheckpointError, InputError
+from anomalens.grounding.drafting import explain_evidence, explain_many
 from anomalens.llm.base import Reasoner
-from anomalens.schema import (
-    Attribution,
-    Comparison,
-    Context,
-    Evidence,
-    Exemplar,
-    FeatureDelta,
-    FeatureDifference,
-    FeatureProfile,
-    Report,
-    Restoration,
-    Verdict,
-    fmt,
-)
+from anomalens.modalities import Modality, get_modality, list_modalities
+from anomalens.modalities.tabular import PROFILE_LEVELS  # noqa: F401 - re-exported for older imports
+from anomalens.schema import Comparison, Evidence, FeatureProfile, Report, Verdict, fmt
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, select_exemplars
-from anomalens.text import names as names_of
 
 __all__ = ["Investigator"]
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("tabular",)
 _CONFIG = "investigator.json"
-PROFILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # training quantiles kept per feature
 MAX_EXEMPLARS = 5000  # default size of the exemplar sample kept in the store (k-means medoids beyond it)
 
 
-def _as_rows(data: Any, name: str) -> tuple[np.ndarray, list[str] | None, list[str] | None]:
-    """(X, column names or None, row ids or None) of a DataFrame, a 2-D array, or one row."""
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if data is None:
-        raise InputError(f"{name} must be a DataFrame, an array of rows, a Series or a dict of feature values, got None")
-    if isinstance(data, (str, bytes)) or np.isscalar(data):
-        raise InputError(f"{name} must be a DataFrame, an array of rows, a Series or a dict of feature values, "
-                         f"got {type(data).__name__}")
-    if isinstance(data, Mapping):  # one row given as {feature: value}
-        if pd is None:  # pragma: no cover
-            raise InputError(f"{name} as a dict needs pandas")
-        try:
-            frame = pd.DataFrame([dict(data)])
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{name} as a dict must map feature names to numbers ({exc})") from exc
-        return frame.set_axis([str(c) for c in frame.columns], axis=1), [str(c) for c in data], None
-    if pd is not None and isinstance(data, pd.Series):
-        frame = pd.DataFrame([data.to_numpy()], columns=[str(c) for c in data.index])
-        return frame, list(frame.columns), [str(data.name)] if data.name is not None else None
-    if pd is not None and isinstance(data, pd.DataFrame):
-        ids = None if isinstance(data.index, pd.RangeIndex) else [str(i) for i in data.index]
-        return data, [str(c) for c in data.columns], ids
-    try:
-        X = np.asarray(data)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be a rectangular array of numbers, got a {type(data).__name__} numpy cannot read") from exc
-    if X.ndim == 1:
-        X = X[None, :]
-    return X, None, None
-
-
 class Investigator:
-    """A fitted detector with its exemplar store and feature metadata; produces case Reports."""
+    """A fitted detector with its exemplar store and modality; produces case Reports.
 
-    def __init__(self, detector: BaseDetector, store: ExemplarStore, feature_names: list[str],
-                 quantiles: np.ndarray, n_train: int, *, detector_name: str, modality: str = "tabular",
-                 reasoner: Reasoner | None = None, profile: np.ndarray | None = None,
-                 exemplar_coverage: float | None = None) -> None:
-        self.detector, self.store = detector, store
-        self.feature_names = list(feature_names)
-        self.quantiles = np.asarray(quantiles, dtype=np.float64)  # (3, d): 1%, 50%, 99% of the training rows
-        # (len(PROFILE_LEVELS), d) training quantiles, or None for an Investigator saved before they were kept
-        self.profile = None if profile is None else np.asarray(profile, dtype=np.float64)
-        self.n_train, self.detector_name, self.modality = n_train, detector_name, modality
+    It composes: modality (input -> model array; evidence units) -> detector (scores, attribution,
+    restoration, embedding) -> calibration (p-values) -> store (nearest exemplars) -> modality
+    (evidence items) -> reasoner -> verifier. Nothing in it knows the kind of data.
+    """
+
+    def __init__(self, detector: BaseDetector, store: ExemplarStore, modality: Modality, n_train: int, *,
+                 detector_name: str, reasoner: Reasoner | None = None, exemplar_coverage: float | None = None) -> None:
+        if not isinstance(modality, Modality):
+            raise InputError(f"modality must be a Modality (see anomalens.modalities), got {type(modality).__name__}")
+        self.detector, self.store, self.modality = detector, store, modality
+        self.n_train, self.detector_name = n_train, detector_name
         self.reasoner = reasoner
         # median (nearest kept exemplar distance) / (nearest training row distance); None: every row is kept
         self.exemplar_coverage = exemplar_coverage
         self.fit_seconds: dict[str, float] = {}  # time of fit's steps (detector, exemplars, total); empty after load
 
+    @property
+    def feature_names(self) -> list[str]:
+        """The names of the evidence units (a table's feature columns)."""
+        return self.modality.unit_names
+
     def __repr__(self) -> str:
-        return (f"Investigator(detector={self.detector_name!r}, features={len(self.feature_names)}, "
-                f"n_train={self.n_train}, store={self.store.count()} exemplars)")
+        return (f"Investigator(modality={self.modality.name!r}, detector={self.detector_name!r}, "
+                f"units={len(self.feature_names)}, n_train={self.n_train}, store={self.store.count()} exemplars)")
 
     # ------------------------------------------------------------------ fit
     @classmethod
-    def fit(cls, data: Any, modality: str = "tabular", detector: str | BaseDetector = DEFAULT_DETECTOR, *,
+    def fit(cls, data: Any, modality: str | Modality = "tabular", detector: str | BaseDetector = DEFAULT_DETECTOR, *,
             store_path: str | Path | None = None, chroma_url: str | None = None, source: str | None = None,
             ids: Sequence[str] | None = None, reasoner: Reasoner | None = None, max_exemplars: int = MAX_EXEMPLARS,
             **detector_params: Any) -> "Investigator":
         """Fit on normal data.
 
         Args:
-            data: (n, d) normal rows: a DataFrame (its columns name the features; a non-default
-                index gives the row ids) or an array.
-            modality: "tabular" (series, images and logs come later on the same contract).
+            data: normal data in a form the modality reads; tabular: (n, d) rows, a DataFrame (its
+                columns name the features; a non-default index gives the row ids) or an array.
+            modality: a registered name (``anomalens.modalities.list_modalities()``) or an unfitted
+                ``Modality``.
             detector: a registered name (see ``list_detectors()``) or an unfitted detector; the
                 default, ``DEFAULT_DETECTOR``, is the Ensemble (see evals/results/tabular_all.md).
             store_path: folder of the embedded exemplar store (None: in memory until ``save``).
@@ -143,8 +101,12 @@ class Investigator:
                 stands for (``exemplar_coverage`` says how much nearer the true nearest row is).
             **detector_params: hyper-parameters for a detector given by name.
         """
-        if modality not in MODALITIES:
-            raise InputError(f"modality must be one of {list(MODALITIES)} for now, got {modality!r}")
+        if isinstance(modality, str):
+            if modality not in list_modalities():
+                raise InputError(f"modality must be one of {list_modalities()}, got {modality!r}")
+            modality = get_modality(modality)()
+        elif not isinstance(modality, Modality):
+            raise InputError(f"modality must be a name in {list_modalities()} or a Modality, got {type(modality).__name__}")
         if isinstance(max_exemplars, bool) or not isinstance(max_exemplars, (int, np.integer)) or max_exemplars < 1:
             raise InputError(f"max_exemplars must be a positive int, got {max_exemplars!r}")
         from anomalens.config import get_settings
@@ -165,16 +127,11 @@ class Investigator:
                 raise InputError(f"detector params {sorted(detector_params)} apply only to a detector given by name")
             det, det_name = detector, type(detector).__name__
         det.validate_params()  # a bad hyper-parameter fails before any work
-        X, names, row_ids = _as_rows(data, "data")
-        arr, _ = check_matrix(X, name="data", min_rows=4)
-        if ids is not None:
-            if len(ids) != len(arr):
-                raise InputError(f"ids must have one entry per row ({len(arr)}), got {len(ids)}")
-            row_ids = [str(i) for i in ids]
+        inp = modality.learn(data, ids)
+        arr, row_ids = inp.array, inp.ids
         t0 = time.perf_counter()
-        det.fit(X)
+        det.fit(inp.data)
         t_detector = time.perf_counter() - t0
-        names = names or list(det.feature_names_in_ or [f"x{i}" for i in range(arr.shape[1])])
         if chroma_url is None:
             chroma_url = settings.chroma_url
         store = ExemplarStore(store_path, url=chroma_url)
@@ -184,29 +141,18 @@ class Investigator:
         store.add(E[keep], arr[keep], ids_kept, source=source, weights=weights)
         cover = coverage(E, keep, seed=det.config.random_state) if len(keep) < len(arr) else None
         t_exemplars = time.perf_counter() - t0 - t_detector
-        profile = np.quantile(arr, PROFILE_LEVELS, axis=0)
-        quantiles = profile[[PROFILE_LEVELS.index(q) for q in (0.01, 0.5, 0.99)]]
-        inv = cls(det, store, names, quantiles, len(arr), detector_name=det_name, modality=modality, reasoner=reasoner,
-                  profile=profile, exemplar_coverage=cover)
+        modality.fit_profile(arr)
+        inv = cls(det, store, modality, len(arr), detector_name=det_name, reasoner=reasoner, exemplar_coverage=cover)
         inv.fit_seconds = {"detector": t_detector, "exemplars": t_exemplars, "total": time.perf_counter() - t0}
         return inv
 
     # ------------------------------------------------------------------ evidence
     def rows(self, case: Any, name: str = "case") -> tuple[np.ndarray, list[str] | None]:
-        """(X, row ids or None): ``case`` (a DataFrame, array, Series, dict or list of rows) checked
-        once against the training features and turned into a finite (n, d) float array."""
-        X, names, ids = _as_rows(case, name)
-        if names is not None and names != self.feature_names:
-            missing = [n for n in self.feature_names if n not in names]
-            extra = [n for n in names if n not in self.feature_names]
-            if missing or extra:
-                raise InputError(f"{name} columns must be the training features; missing {names_of(missing)}, "
-                                 f"unexpected {names_of(extra)}")
-            X = X[self.feature_names]
+        """(X, row ids or None): ``case`` checked once by the modality against the training data and
+        turned into a finite (n, d) float array (tabular: a DataFrame, array, Series, dict or list of rows)."""
         self.detector.calibrator  # noqa: B018 - raises NotFittedError before the data is looked at
-        arr, _ = check_matrix(X, name=name, n_features=len(self.feature_names),
-                              feature_names=self.feature_names if names is not None else None)
-        return arr, ids
+        inp = self.modality.prepare(case, name)
+        return inp.array, inp.ids
 
     def _verdict_parts(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p-values, approximate mask) of scores, from the detector's calibration stage."""
@@ -215,17 +161,15 @@ class Investigator:
 
     def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
                  case_id: str | None = None) -> Evidence:
-        """The evidence for one case (a row, a one-row DataFrame, a Series or a dict); ``top=None``
-        keeps every feature's attribution."""
+        """The evidence for one case (tabular: a row, a one-row DataFrame, a Series or a dict);
+        ``top=None`` keeps every unit's attribution."""
         alpha = check_probability(alpha, "alpha")
         top = len(self.feature_names) if top is None else top
         X, ids = self.rows(case)
         if len(X) != 1:
             raise InputError(f"case must be one row, got {len(X)}; use analyze_batch for several")
-        scores = self.detector.decision_function(X)
-        pvals, approx = self._verdict_parts(scores)
-        return self._evidence_batch(X, scores, pvals, approx, pvals < alpha, alpha, alpha, k, top,
-                                    [case_id or (ids[0] if ids else "case")], "conformal p-value below alpha")[0]
+        return self._evidence_batch(X, alpha, alpha, k, top, [case_id or (ids[0] if ids else "case")],
+                                    "conformal p-value below alpha", flags=None)[0]
 
     def _verdict(self, score: float, p: float, approx: bool, flag: bool, alpha: float, cutoff: float,
                  method: str, m: int, thr: float) -> Verdict:
@@ -238,97 +182,47 @@ class Investigator:
         elif not flag and cal.tail is None and cal.floor > cutoff:
             note = (f"cannot be resolved: with {cal.n} calibration scores no p-value is below {fmt(cal.floor)}, "
                     f"and the cut-off is {fmt(cutoff)}")
+        tail = cal.method.removeprefix("conformal + ")
         return Verdict(anomalous=bool(flag), score=float(score), p_value=float(p), alpha=alpha, cutoff=float(cutoff),
                        threshold=float(thr) if np.isfinite(thr) else None, detector=self.detector_name, method=method,
-                       p_value_method=("GPD tail beyond the largest calibration score (approximate)" if approx
+                       p_value_method=(f"{tail} beyond the largest calibration score (approximate)" if approx
                                        else f"conformal ({cal.n} calibration scores)"),
                        approximate=bool(approx), note=note)
 
-    def _evidence_batch(self, X: np.ndarray, scores: np.ndarray, pvals: np.ndarray, approx: np.ndarray,
-                        flags: np.ndarray, alpha: float, cutoff: float, k: int, top: int, case_ids: list[str],
-                        method: str, m: int = 1) -> list[Evidence]:
+    def _evidence_batch(self, X: np.ndarray, alpha: float, cutoff: float, k: int, top: int, case_ids: list[str],
+                        method: str, m: int = 1, flags: np.ndarray | None = None) -> list[Evidence]:
+        """Evidence of checked rows ``X``: the detector inspects them once (scores, attribution,
+        restoration, embedding), calibration gives the p-values, the store the nearest exemplars and
+        the modality the evidence items. ``flags`` None: flagged when p < alpha (one case)."""
         det = self.detector
+        insp = det.inspect(X, checked=True)  # checked once, by the modality
+        pvals, approx = self._verdict_parts(insp.scores)
+        if flags is None:
+            flags = pvals < alpha
         thr = det.calibrator.threshold(cutoff)
-        attr: DetectorAttribution = det.explain(X)
-        abnormal = attr.abnormal
-        restored = det.restore(X)
-        score_after = det.decision_function(restored)
-        hits = self.store.query(det.embed(X), k=k)
-        lo, med, hi = self.quantiles
-        scale = det.scale_
-        out = []
-        for i in range(len(X)):
-            exemplars = [
-                Exemplar(id=f"exemplar:{h.row_id}", row_id=h.row_id, distance=h.distance,
-                         values=dict(zip(self.feature_names, map(float, h.values))), source=h.source,
-                         timestamp=h.timestamp, weight=h.weight)
-                for h in hits[i]
-            ]
-            ex_values = np.array([h.values for h in hits[i]]) if hits[i] else None
-            contrib = attr.values[i]
-            positive = np.clip(contrib, 0, None)
-            total = positive.sum()
-            order = np.argsort(-contrib, kind="stable")[:top]
-            attributions = []
-            for j in order:
-                v = float(X[i, j])
-                attributions.append(Attribution(
-                    id=f"feature:{self.feature_names[j]}", feature=self.feature_names[j], value=v,
-                    contribution=float(contrib[j]), share=float(positive[j] / total) if total > 0 else 0.0,
-                    abnormal=bool(abnormal[i, j]), normal_low=float(lo[j]), normal_median=float(med[j]),
-                    normal_high=float(hi[j]), position="below" if v < lo[j] else "above" if v > hi[j] else "within",
-                    exemplar_mean=float(ex_values[:, j].mean()) if ex_values is not None and ex_values.shape[1] else None,
-                ))
-            delta = restored[i] - X[i]
-            rel = np.abs(delta) / scale
-            deltas = [FeatureDelta(feature=self.feature_names[j], observed=float(X[i, j]), restored=float(restored[i, j]),
-                                   delta=float(delta[j])) for j in np.argsort(-rel, kind="stable")]
-            out.append(Evidence(
-                case_id=str(case_ids[i]),
-                verdict=self._verdict(scores[i], pvals[i], approx[i], flags[i], alpha, cutoff, method, m, thr),
-                attributions=attributions, exemplars=exemplars,
-                restoration=Restoration(values=dict(zip(self.feature_names, map(float, restored[i]))), deltas=deltas,
-                                        score_after=float(score_after[i])),
-                context=Context(feature_names=self.feature_names, n_train=self.n_train, detector=self.detector_name,
-                                attribution_method=det.attribution_method, modality=self.modality),
-            ))
-        return out
+        hits = self.store.query(insp.embedding, k=k)
+        items = self.modality.case_items(X, insp, hits, top, det.scale_)
+        context = self.modality.context(n_train=self.n_train, detector=self.detector_name,
+                                        attribution_method=det.attribution_method)
+        return [Evidence(case_id=str(case_ids[i]),
+                         verdict=self._verdict(insp.scores[i], pvals[i], approx[i], flags[i], alpha, cutoff, method, m, thr),
+                         attributions=it.attributions, exemplars=it.exemplars, restoration=it.restoration, context=context)
+                for i, it in enumerate(items)]
 
     def feature_profile(self, name: str) -> FeatureProfile:
-        """The training distribution of one feature (quantiles of the normal rows)."""
-        if name not in self.feature_names:
-            close = [n for n in self.feature_names if name.lower() in n.lower() or n.lower() in name.lower()]
-            raise InputError(f"feature must be one of the {len(self.feature_names)} training features "
-                             f"(e.g. {(close or self.feature_names)[:8]}), got {name!r}")
-        j = self.feature_names.index(name)
-        if self.profile is not None:
-            qs = {f"{100 * q:g}%": float(v) for q, v in zip(PROFILE_LEVELS, self.profile[:, j])}
-        else:
-            qs = {f"{100 * q:g}%": float(v) for q, v in zip((0.01, 0.5, 0.99), self.quantiles[:, j])}
-        lo, med, hi = self.quantiles[:, j]
-        return FeatureProfile(id=f"profile:{name}", feature=name, normal_low=float(lo), normal_median=float(med),
-                              normal_high=float(hi), quantiles=qs, n_train=self.n_train)
+        """The training distribution of one unit (tabular: quantiles of a feature over the normal rows)."""
+        return self.modality.profile_of(name, self.n_train)
 
     def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5) -> Comparison:
-        """The case beside another row: embedding distance, the other's verdict, and the ``top``
-        features that differ most (robust-scaled)."""
+        """The case beside another one: embedding distance, the other's verdict, and the ``top``
+        units that differ most."""
         alpha = check_probability(alpha, "alpha")
         X, _ = self.rows(case)
         Y, _ = self.rows(other, "other")
         if len(X) != 1 or len(Y) != 1:
             raise InputError(f"compare takes one row each, got {len(X)} and {len(Y)}")
-        det = self.detector
-        ex, ey = det.embed(X)[0], det.embed(Y)[0]
-        score = det.decision_function(Y)
-        p, _ = self._verdict_parts(score)
-        diff = Y[0] - X[0]
-        order = np.argsort(-np.abs(diff) / det.scale_, kind="stable")[:top]
-        return Comparison(
-            id=f"compare:{other_id}", other_id=str(other_id), distance=float(np.linalg.norm(ex - ey)),
-            other_score=float(score[0]), other_p_value=float(p[0]), other_anomalous=bool(p[0] < alpha),
-            differences=[FeatureDifference(feature=self.feature_names[j], value=float(X[0, j]), other=float(Y[0, j]),
-                                           difference=float(diff[j])) for j in order],
-        )
+        p, _ = self._verdict_parts(self.detector.decision_function(Y, checked=True))
+        return self.modality.compare(self.detector, X, Y, other_id=other_id, p_other=float(p[0]), alpha=alpha, top=top)
 
     def exemplar_row(self, row_id: str) -> np.ndarray:
         """The stored normal exemplar ``row_id`` as a (d,) row."""
@@ -351,7 +245,7 @@ class Investigator:
         case_ids = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
         if len(case_ids) != len(rows):
             raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
-        scores = self.detector.decision_function(rows)
+        scores = self.detector.decision_function(rows, checked=True)
         pvals, approx = self._verdict_parts(scores)
         flags = benjamini_hochberg(pvals, alpha).astype(bool)
         cutoff = bh_cutoff(int(flags.sum()), len(rows), alpha)  # flagged <=> p <= cutoff
@@ -383,8 +277,8 @@ class Investigator:
             keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
         if len(keep) == 0:
             return []
-        evs = self._evidence_batch(rows[keep], scores[keep], pvals[keep], approx[keep], flags[keep], alpha, cutoff, k, top,
-                                   [case_ids[i] for i in keep], BH_METHOD, m)
+        evs = self._evidence_batch(rows[keep], alpha, cutoff, k, top, [case_ids[i] for i in keep], BH_METHOD, m,
+                                   flags=flags[keep])
         explanations = explain_many(evs, reasoner or self.reasoner)
         return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
 
@@ -412,9 +306,8 @@ class Investigator:
             store.copy_to(copy)
             store = copy
         config = {
-            "anomalens_version": __version__, "modality": self.modality, "detector": self.detector_name,
-            "feature_names": self.feature_names, "quantiles": self.quantiles.tolist(), "n_train": self.n_train,
-            "profile": None if self.profile is None else self.profile.tolist(), "root": version,
+            "anomalens_version": __version__, "modality": self.modality.name, "detector": self.detector_name,
+            **self.modality.to_config(), "n_train": self.n_train, "root": version,
             "store": {"url": store.url, "collection": store.collection_name, "count": store.count()},
             "exemplar_coverage": self.exemplar_coverage,
         }
@@ -433,22 +326,21 @@ class Investigator:
         exemplar store is opened from a private copy)."""
         path = Path(path)
         config = _read_config(path)
-        names, quantiles, store_cfg = config["feature_names"], np.asarray(config["quantiles"], dtype=np.float64), config["store"]
         root = path / config.get("root", ".")
+        try:
+            modality = get_modality(config.get("modality", "tabular")).from_config(config)
+        except (InputError, CheckpointError) as exc:  # an unknown modality, or its part of the config is corrupted
+            raise CheckpointError(f"{path / _CONFIG}: {exc}") from exc
         from anomalens.detectors import load as load_detector
 
         if not (root / "detector").is_dir():
             raise CheckpointError(f"{path} is incomplete: its detector folder {str(root / 'detector')!r} is missing")
         det = load_detector(root / "detector")
-        if quantiles.shape != (3, len(names)) or det.n_features_in_ != len(names):
-            raise CheckpointError(f"{path}: the feature metadata does not match the detector ({len(names)} names, "
-                                  f"detector expects {det.n_features_in_})")
-        if not np.isfinite(quantiles).all():
-            raise CheckpointError(f"{path / _CONFIG} is corrupted: its normal ranges hold NaN or inf")
-        store = _open_store(path, root, store_cfg)
-        profile = config.get("profile")
-        return cls(det, store, names, quantiles, int(config["n_train"]), detector_name=config["detector"],
-                   modality=config["modality"], reasoner=reasoner, profile=None if profile is None else np.asarray(profile),
+        if det.n_features_in_ != len(modality.unit_names):
+            raise CheckpointError(f"{path}: the {modality.name} metadata does not match the detector "
+                                  f"({len(modality.unit_names)} units, detector expects {det.n_features_in_})")
+        store = _open_store(path, root, config["store"])
+        return cls(det, store, modality, int(config["n_train"]), detector_name=config["detector"], reasoner=reasoner,
                    exemplar_coverage=config.get("exemplar_coverage"))
 
 
@@ -458,7 +350,7 @@ BH_METHOD = "Benjamini-Hochberg false discovery rate control over the batch"
 def _read_config(path: Path) -> dict:
     try:
         config = json.loads((path / _CONFIG).read_text())
-        config["feature_names"], config["quantiles"], config["store"]["collection"]  # noqa: B018 - required keys
+        config["n_train"], config["store"]["collection"]  # noqa: B018 - required keys
         if not isinstance(config.get("root", "."), str) or "/" in config.get("root", ".") or ".." in config.get("root", "."):
             raise ValueError(f"root {config.get('root')!r} is not a version folder name")
     except FileNotFoundError as exc:

@@ -33,6 +33,9 @@ __all__ = [
     "Evidence",
     "Exemplar",
     "Explanation",
+    "Item",
+    "ITEM_KINDS",
+    "UNIT_KINDS",
     "FeatureDifference",
     "FeatureDelta",
     "FeatureProfile",
@@ -97,6 +100,12 @@ def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
         if hits:
             found.append(name)
     return found, text
+
+
+# Prefixes of evidence ids: units of each modality (feature of a row; channel and segment of a series;
+# event and line of a log) and the items an investigation adds.
+UNIT_KINDS = ("feature", "channel", "segment", "event", "line")
+ITEM_KINDS = (*UNIT_KINDS, "exemplar", "profile", "compare")
 
 
 class _Model(BaseModel):
@@ -221,7 +230,8 @@ class FeatureProfile(_Model):
 
 
 class Context(_Model):
-    feature_names: list[str]
+    feature_names: list[str]  # the names of the evidence units (features of a row for the tabular modality)
+    unit_kind: str = "feature"  # the prefix of the units' evidence ids: "<unit_kind>:<name>"
     n_train: int
     detector: str
     attribution_method: str
@@ -264,7 +274,7 @@ class Evidence(_Model):
         return self.model_copy(update=update)
 
     def features_of(self, item_id: str) -> set[str]:
-        """Feature names an item speaks about."""
+        """Unit (feature) names an item speaks about."""
         item = self.items()[item_id]
         if isinstance(item, Attribution):
             return {item.feature}

@@ -14,7 +14,7 @@ Scores of a pool of held-out normal rows and of shifted rows are computed once p
 drawn from the pools (scores only), so many draws are cheap.
 
 Run:  python -m evals.calibration [--detector vae] [--seeds 0,1,2] [--draws 400]
-Writes evals/results/calibration.json and evals/results/calibration.md.
+Writes evals/results/calibration.{json,md} (vae) or calibration_<detector>.{json,md}.
 """
 
 from __future__ import annotations
@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> None:
 
         from evals.common import RESULTS
 
-        saved = json.loads((RESULTS / "calibration.json").read_text())
+        saved = json.loads((RESULTS / f"{result_name(args.detector)}.json").read_text())
         summary = summarize(saved["cells"])
-        write_results("calibration", {**saved, "summary": summary}, markdown(summary, saved["detector"], saved["seeds"]))
+        write_results(result_name(args.detector), {**saved, "summary": summary},
+                      markdown(summary, saved["detector"], saved["seeds"]))
         return
     import torch
 
@@ -131,8 +132,13 @@ def main(argv: list[str] | None = None) -> None:
                         print(src, size_name, mode, "tail" if tail else "exact", seed,
                               {m: (res[str(m)]["fdr"], res[str(m)]["power"]) for m in BATCHES}, flush=True)
     summary = summarize(cells)
-    write_results("calibration", {"detector": args.detector, "alpha": ALPHA, "shift_sd": SHIFT, "seeds": seeds,
+    write_results(result_name(args.detector), {"detector": args.detector, "alpha": ALPHA, "shift_sd": SHIFT, "seeds": seeds,
                                   "cells": cells, "summary": summary}, markdown(summary, args.detector, seeds))
+
+
+def result_name(detector: str) -> str:
+    """evals/results/calibration.* for the VAE (the first run), calibration_<detector>.* for others."""
+    return "calibration" if detector == "vae" else f"calibration_{detector}"
 
 
 def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,7 +164,7 @@ def markdown(summary: list[dict[str, Any]], detector: str, seeds: list[int]) -> 
              f"FDR on batches of held-out normal rows (any rejection is false); power: one row shifted by {SHIFT:g} "
              "robust sd in a normal batch, flagged. Exact conformal p-values cannot go below 1/(n_cal+1); the tail "
              "option splits that last cell with a conservative GPD tail (approximate p-values).", "",
-             "Command: `python -m evals.calibration`", "", head, "|" + "---|" * (5 + len(BATCHES))]
+             f"Command: `python -m evals.calibration --detector {detector}`", "", head, "|" + "---|" * (5 + len(BATCHES))]
     for r in summary:
         cellv = " | ".join(f"{r[f'fdr@{m}']:.3f} / {r[f'power@{m}']:.2f}" for m in BATCHES)
         lines.append(f"| {r['source']} | {r['n_train']:,} | {r['calibration']} | {r['n_cal']:,} | "

@@ -34,10 +34,10 @@ def factor_rows(n: int, seed: int, d: int = 20, k: int = 8) -> np.ndarray:
 
 
 def nn_ratio(inv, E_train: np.ndarray, Q: np.ndarray) -> float:
-    from anomalens.store.coreset import _nearest
+    from anomalens.store.coreset import nearest
 
     E_q = inv.detector.embed(Q).astype(np.float64)
-    _, d_all = _nearest(E_q, E_train.astype(np.float64))
+    _, d_all = nearest(E_q, E_train.astype(np.float64))
     hits = inv.store.query(E_q, k=1)
     d_kept = np.array([h[0].distance for h in hits])
     ok = d_all > 0

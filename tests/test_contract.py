@@ -46,9 +46,21 @@ def test_shapes_and_types(name, fitted, test_normal):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_inspect_is_the_separate_calls_in_one_pass(name, fitted, test_normal):
+    det = fitted(name)
+    X, _ = inject(test_normal[:40], seed=3)
+    insp = det.inspect(X)
+    assert np.allclose(insp.scores, det.decision_function(X), rtol=1e-6, atol=1e-9)
+    assert np.allclose(insp.attribution.values, det.explain(X).values, rtol=1e-6, atol=1e-9)
+    assert np.allclose(insp.restored, det.restore(X), rtol=1e-5, atol=1e-6)
+    assert np.allclose(insp.restored_scores, det.decision_function(insp.restored), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(insp.embedding, det.embed(X))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_unfitted_use_says_call_fit(name, test_normal):
     det = make_detector(name)
-    for method in (det.decision_function, det.pvalues, det.predict, det.explain, det.restore, det.embed):
+    for method in (det.decision_function, det.pvalues, det.predict, det.explain, det.restore, det.embed, det.inspect):
         with pytest.raises(NotFittedError, match="call fit first"):
             method(test_normal)
 
@@ -178,3 +190,17 @@ def test_sklearn_clone_and_pipeline(name, train_data, test_normal):
     assert clone(det).set_params(random_state=7).get_params()["random_state"] == 7
     grid = list(ParameterGrid({"random_state": [0, 1], "calibration_size": [0.2, 0.3]}))
     assert len({repr(clone(det).set_params(**g)) for g in grid}) == 4
+
+
+def test_an_ensemble_saved_with_the_earlier_score_is_refused_not_misread(fitted, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from anomalens.errors import CheckpointError
+
+    path = fitted("ensemble").save(tmp_path / "ens")
+    tensors = load_file(str(path / "weights.safetensors"))
+    assert "model.score_version" in tensors
+    del tensors["model.score_version"]  # what an Ensemble saved before the -ln q score holds
+    save_file(tensors, str(path / "weights.safetensors"))
+    with pytest.raises(CheckpointError, match="earlier score.*fit it again"):
+        load(path)

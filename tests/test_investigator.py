@@ -111,3 +111,27 @@ def test_bad_input(inv, tmp_path):
         inv.analyze(np.zeros(5))
     with pytest.raises(CheckpointError, match="no saved Investigator"):
         Investigator.load(tmp_path / "nothing")
+
+
+def test_a_case_is_checked_once_and_attributed_once_per_analyze(inv, monkeypatch):
+    import anomalens.detectors.base as base
+    import anomalens.modalities.tabular as tabular
+
+    calls = {"check": 0, "explain": 0}
+    real_check = tabular.check_matrix
+
+    def counting_check(*a, **kw):
+        calls["check"] += 1
+        return real_check(*a, **kw)
+
+    real_explain = type(inv.detector)._explain_batch  # the minimal edit would call it again without inspect
+
+    def counting_explain(self, batch):
+        calls["explain"] += 1
+        return real_explain(self, batch)
+
+    monkeypatch.setattr(tabular, "check_matrix", counting_check)
+    monkeypatch.setattr(base, "check_matrix", counting_check)
+    monkeypatch.setattr(type(inv.detector), "_explain_batch", counting_explain)
+    report = inv.analyze(frame(1, 5).iloc[0])
+    assert report.evidence.attributions and calls == {"check": 1, "explain": 1}

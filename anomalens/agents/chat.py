@@ -41,18 +41,8 @@ from anomalens.grounding.drafting import Drafting, answer_question
 from anomalens.grounding.verifier import cite_text
 from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.llm.base import Draft, Reasoner, ToolChatClient
-from anomalens.llm.reasoner import draft_schema, evidence_payload
-from anomalens.llm.template import (
-    TemplateReasoner,
-    comparison_claim,
-    exemplar_claims,
-    feature_claim,
-    profile_claim,
-    restoration_claim,
-    topics,
-    verdict_claim,
-)
-from anomalens.prompts import data_block, render
+from anomalens.llm.reasoner import chat_system_prompt, draft_schema
+from anomalens.llm.template import TemplateReasoner, topics
 from anomalens.schema import Attribution, Claim, Comparison, Evidence, Explanation, FeatureProfile
 from anomalens.tools import Toolbox, make_tools
 
@@ -103,25 +93,6 @@ def _merge(ev: Evidence, artifact: Any) -> Evidence:
     found = [a for a in (artifact if isinstance(artifact, (tuple, list)) else [artifact])
              if isinstance(a, (Attribution, FeatureProfile, Comparison))]
     return ev.with_items(*found) if found else ev
-
-
-def _command_claims(command: str, ev: Evidence, args: dict) -> list[Claim]:
-    """The template's claims about what a command's tool returned."""
-    if command == "/why":
-        return TemplateReasoner().draft(ev).claims
-    if command == "/neighbors":
-        return exemplar_claims(ev, n=int(args.get("k", 5)))
-    if command == "/restore":
-        return restoration_claim(ev, n=3)
-    if command == "/compare":
-        return [comparison_claim(c, n=3) for c in ev.comparisons if c.other_id == args["other_id"]]
-    if command == "/feature":
-        items = ev.items()
-        return [feature_claim(items[f"feature:{args['name']}"], ev, with_exemplars=False),
-                profile_claim(items[f"profile:{args['name']}"])]
-    if command == "/score":
-        return [verdict_claim(ev)]
-    return []
 
 
 def _parse_command(text: str) -> tuple[str, dict] | str:
@@ -194,8 +165,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
     # ---------------------------------------------------------------- tool-calling model
     def agent(state: ChatState) -> dict:
         ev = _evidence_of(state)
-        system = render("chat_system.jinja2", case_id=ev.case_id, anomalous=ev.verdict.anomalous,
-                        max_claims=max_claims, evidence=data_block(evidence_payload(ev)))
+        system = chat_system_prompt(ev, max_claims=max_claims)
         specs = [convert_to_openai_tool(t) for t in tools.values()]
         specs.append({"type": "function", "function": {
             "name": ANSWER_TOOL, "description": "Give the analyst the final answer as claims citing evidence ids.",
@@ -268,7 +238,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
             failed = [m for m in state["messages"][-len(call.tool_calls):] if getattr(m, "status", "") == "error"]
             if failed:  # the tool said why (unknown feature, unknown case): show that, nothing to verify
                 return {"draft": None, "reply": None, "messages": [AIMessage(failed[0].content)]}
-            return {"draft": [c.model_dump() for c in _command_claims(state["command"], ev, call.tool_calls[0]["args"])]}
+            return {"draft": [c.model_dump() for c in TemplateReasoner().command_claims(state["command"], ev, call.tool_calls[0]["args"])]}
         last = state["messages"][-1]
         for c in getattr(last, "tool_calls", None) or []:
             if c["name"] == ANSWER_TOOL:

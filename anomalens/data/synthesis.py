@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anomalens.detectors._validation import check_matrix, check_positive_int
+from anomalens.detectors import check_matrix, check_positive_int
 from anomalens.detectors.base import robust_scale
 from anomalens.errors import InputError
 

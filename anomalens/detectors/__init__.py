@@ -6,8 +6,8 @@ Score sign: higher = more anomalous (PyOD's convention, the reverse of scikit-le
 
 from anomalens.detectors.autoencoder import AutoEncoder
 from anomalens.detectors.autoregressive import Autoregressive
-from anomalens.detectors.base import Attribution, BaseDetector
-from anomalens.detectors._validation import check_matrix, check_probability
+from anomalens.detectors.base import Attribution, BaseDetector, Inspection
+from anomalens.detectors._validation import check_matrix, check_positive_int, check_probability
 from anomalens.detectors.calibration import Calibrator, benjamini_hochberg, conformal_pvalues
 from anomalens.detectors.diffusion import Diffusion
 from anomalens.detectors.ensemble import Ensemble
@@ -28,6 +28,7 @@ load = BaseDetector.load
 
 __all__ = [
     "Attribution",
+    "Inspection",
     "AutoEncoder",
     "Autoregressive",
     "BaseDetector",
@@ -40,6 +41,7 @@ __all__ = [
     "VAE",
     "benjamini_hochberg",
     "check_matrix",
+    "check_positive_int",
     "check_probability",
     "conformal_pvalues",
     "get_detector_class",

@@ -196,6 +196,8 @@ class Autoregressive(TorchDetector):
                 x[rows, i] = cand.gather(1, best[:, None]).squeeze(1)
         return x
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        abnormal = self._edit_fill(batch, self._abnormal_features(self.module_.nll(batch)))
-        return self._minimal_edit(batch, fallback=abnormal)
+    def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor:
+        if attribution is None:
+            attribution = self.module_.nll(batch)
+        abnormal = self._edit_fill(batch, self._abnormal_features(attribution))
+        return self._minimal_edit(batch, fallback=abnormal, attribution=attribution)

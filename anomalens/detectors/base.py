@@ -100,6 +100,18 @@ class Attribution:
 
 
 @dataclass(frozen=True)
+class Inspection:
+    """What a report needs from the detector about some rows, from one validation, one scaling and one
+    attribution pass (``BaseDetector.inspect``): the restoration's minimal edit reuses the attribution."""
+
+    scores: np.ndarray  # (n,) anomaly scores
+    attribution: Attribution  # (n, d) per-feature contributions
+    restored: np.ndarray  # (n, d) the normal version, original units
+    restored_scores: np.ndarray  # (n,) scores of the restored rows
+    embedding: np.ndarray  # (n, k) float32, for exemplar retrieval
+
+
+@dataclass(frozen=True)
 class BaseConfig:
     """Hyper-parameters shared by every detector."""
 
@@ -157,7 +169,6 @@ class BaseDetector(ABC):
     Config: ClassVar[type[BaseConfig]] = BaseConfig
     attribution_method: ClassVar[str] = ""
     additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
-    cross_in_auto: ClassVar[bool] = True  # calibration="auto" may choose "cross" for this class on small data
 
     def __init__(self, **params: Any) -> None:
         valid = [f.name for f in dataclasses.fields(self.Config)]
@@ -216,8 +227,10 @@ class BaseDetector(ABC):
         if not self.is_fitted:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
 
-    def _check_input(self, X: Any, name: str = "X") -> np.ndarray:
+    def _check_input(self, X: Any, name: str = "X", *, checked: bool = False) -> np.ndarray:
         self._check_fitted()
+        if checked:
+            return X
         arr, _ = check_matrix(X, name=name, n_features=self.n_features_in_, feature_names=self.feature_names_in_)
         return arr
 
@@ -249,7 +262,7 @@ class BaseDetector(ABC):
         mode = self.config.calibration
         if mode == "auto":
             small = n < CROSS_MAX_ROWS and n * arr.shape[1] <= CROSS_MAX_CELLS
-            mode = "cross" if small and self.cross_in_auto else "split"
+            mode = "cross" if small else "split"
         if mode == "cross" and n >= 2 * self.config.n_folds + 4:
             scores, attributions = self._out_of_fold(arr, perm)
             self.center_, self.scale_ = robust_scale(arr)
@@ -298,16 +311,18 @@ class BaseDetector(ABC):
         """Hook run at the end of ``fit`` with the (scaled) calibration rows."""
 
     # ------------------------------------------------------------------ scoring
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Any, *, checked: bool = False) -> np.ndarray:
         """Anomaly scores, higher = more anomalous (PyOD's sign).
 
         Args:
             X: (n, d) rows.
+            checked: X is already a finite float (n, n_features_in_) array (checked by the caller,
+                e.g. a modality's ``prepare``) and is not checked again.
 
         Returns:
             (n,) float64 scores.
         """
-        return self._score_scaled(self._scale(self._check_input(X)))
+        return self._score_scaled(self._scale(self._check_input(X, checked=checked)))
 
     def pvalues(self, X: Any) -> np.ndarray:
         """(n,) conformal p-values: small means unlike the calibration (normal) rows. Below
@@ -349,6 +364,19 @@ class BaseDetector(ABC):
         """(n, k) float32 representation used to retrieve similar normal exemplars."""
         return self._embed_scaled(self._scale(self._check_input(X))).astype(np.float32)
 
+    def inspect(self, X: Any, *, checked: bool = False) -> Inspection:
+        """Scores, attribution, restoration (and its scores) and embedding of the rows of ``X``, with
+        ``X`` checked and scaled once and the attribution computed once (``restore`` alone
+        recomputes it for its minimal edit). ``checked`` as in ``decision_function``."""
+        Z = self._scale(self._check_input(X, checked=checked))
+        values = self._explain_scaled(Z)
+        R = self._restore_scaled(Z, values)
+        return Inspection(
+            scores=self._score_scaled(Z),
+            attribution=Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method),
+            restored=R * self.scale_ + self.center_, restored_scores=self._score_scaled(R),
+            embedding=self._embed_scaled(Z).astype(np.float32))
+
     # ------------------------------------------------------------------ hooks
     @abstractmethod
     def _fit_scaled(self, Z: np.ndarray) -> None: ...
@@ -360,7 +388,8 @@ class BaseDetector(ABC):
     def _explain_scaled(self, Z: np.ndarray) -> np.ndarray: ...
 
     @abstractmethod
-    def _restore_scaled(self, Z: np.ndarray) -> np.ndarray: ...
+    def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
+        """(n, d) restored rows (scaled); ``attribution`` is ``_explain_scaled(Z)`` when the caller has it."""
 
     @abstractmethod
     def _embed_scaled(self, Z: np.ndarray) -> np.ndarray: ...
@@ -553,7 +582,7 @@ class TorchDetector(BaseDetector):
     def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
 
     @abstractmethod
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor: ...
 
     @abstractmethod
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor: ...
@@ -570,7 +599,8 @@ class TorchDetector(BaseDetector):
     def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no projection; override _edit_fill")
 
-    def _minimal_edit(self, batch: torch.Tensor, *, fallback: torch.Tensor | None = None) -> torch.Tensor:
+    def _minimal_edit(self, batch: torch.Tensor, *, fallback: torch.Tensor | None = None,
+                      attribution: torch.Tensor | None = None) -> torch.Tensor:
         """Restoration as the smallest edit that makes each row normal.
 
         Features are freed in the order of their attribution (most responsible first) and
@@ -584,7 +614,8 @@ class TorchDetector(BaseDetector):
         the normal features fixed is what makes the restoration undo the anomaly instead of
         blurring the whole row toward the training mean.
         """
-        attribution = self._explain_batch(batch)  # (batch, d)
+        if attribution is None:
+            attribution = self._explain_batch(batch)  # (batch, d)
         order = attribution.argsort(dim=1, descending=True)
         target = float(np.quantile(self.calibration_scores_, EDIT_LEVEL))
         gain = self.edit_gain_
@@ -731,8 +762,9 @@ class TorchDetector(BaseDetector):
         return total / len(val)
 
     # ------------------------------------------------------------------ batched inference
-    def _map(self, fn, Z: np.ndarray, *, grad: bool = False) -> np.ndarray:
-        """Apply a per-batch hook over ``Z`` in ``score_batch_size`` chunks; memory stays flat."""
+    def _map(self, fn, Z: np.ndarray, *extra: np.ndarray | None, grad: bool = False) -> np.ndarray:
+        """Apply a per-batch hook over ``Z`` in ``score_batch_size`` chunks; memory stays flat.
+        ``extra`` arrays (None passes None) are cut into the same chunks and passed after the batch."""
         if not hasattr(self, "device_"):
             self.device_ = resolve_device(self.config.device, strict=False)
             self.module_.to(self.device_)
@@ -742,7 +774,9 @@ class TorchDetector(BaseDetector):
         with torch.set_grad_enabled(grad):
             for i in range(0, len(Z), step):
                 xb = torch.as_tensor(Z[i : i + step], dtype=torch.float32, device=self.device_)
-                out.append(fn(xb).detach().cpu().numpy().astype(np.float64))
+                more = [None if e is None else torch.as_tensor(e[i : i + step], dtype=torch.float32, device=self.device_)
+                        for e in extra]
+                out.append(fn(xb, *more).detach().cpu().numpy().astype(np.float64))
         return np.concatenate(out, axis=0)
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
@@ -751,8 +785,8 @@ class TorchDetector(BaseDetector):
     def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
         return self._map(self._explain_batch, Z)
 
-    def _restore_scaled(self, Z: np.ndarray) -> np.ndarray:
-        return self._map(self._restore_batch, Z)
+    def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
+        return self._map(self._restore_batch, Z, attribution)
 
     def _embed_scaled(self, Z: np.ndarray) -> np.ndarray:
         return self._map(self._embed_batch, Z)

@@ -174,8 +174,8 @@ class Diffusion(TorchDetector):
         top = self._levels()[-1]  # the strongest noise level undoes the most; its draws are averaged
         return self._denoise(batch, [top] * self.config.n_draws).mean(dim=0)
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._minimal_edit(batch)
+    def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor:
+        return self._minimal_edit(batch, attribution=attribution)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self._project_batch(batch)

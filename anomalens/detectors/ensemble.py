@@ -4,10 +4,13 @@ Each member is fitted on the same training rows and turns its score into a confo
 members' p-values are combined with the Cauchy combination test (Liu and Xie, JASA 2020), which is
 robust to the strong dependence between detectors looking at the same row:
 
-    T = mean_m tan((1/2 - p_m) pi),   ensemble score = T (higher = more anomalous)
+    T = mean_m tan((1/2 - p_m) pi),   q = 1/2 - arctan(T) / pi,   ensemble score = -ln q
+
+-ln q ranks rows as T does, and its tail under normal data is close to the exponential, which the
+calibration's GPD tail fits and checks (T itself is Cauchy-tailed and fails the tail's check).
 
 The ensemble's own p-values are then conformal again: ``fit`` holds out its calibration share
-*before* the members see any data, and T on those rows is the calibration set. So the ensemble's
+*before* the members see any data, and the score on those rows is the calibration set. So the ensemble's
 p-values are exactly valid whatever the dependence between members (the Cauchy formula's own
 p-value is only asymptotically so).
 
@@ -77,15 +80,23 @@ def member_detectors(config: EnsembleConfig) -> list[BaseDetector]:
     return members
 
 
+SCORE_VERSION = 2  # 1 (unmarked): T, with member p-values clipped at 1e-15; 2: -ln q
+
+
+def cauchy_neglog_p(t: np.ndarray) -> np.ndarray:
+    """-ln of the Cauchy combination's p-value 1/2 - arctan(t)/pi, accurate for large t (arctan(1/t)/pi)."""
+    t = np.asarray(t, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        q = np.where(t > 1.0, np.arctan(1.0 / np.where(t > 1.0, t, 1.0)) / np.pi, 0.5 - np.arctan(t) / np.pi)
+    return -np.log(q)
+
+
 class Ensemble(BaseDetector):
     """p-value (Cauchy) combination of registered detectors; its own p-values are re-calibrated."""
 
     Config = EnsembleConfig
     attribution_method = "mean over members of attribution / the member's normal 99% level"
     additive_attribution = False
-    # "auto" keeps the split: cross calibration would fit (n_folds + 1) x members models; the members'
-    # own p-values (and so the combined score) already reach below 1/(n_cal+1) through their tails
-    cross_in_auto = False
 
     def __init__(self, **params: Any) -> None:
         """Ensemble hyper-parameters, plus any of the members' (``Ensemble(epochs=40)``): those are
@@ -122,8 +133,11 @@ class Ensemble(BaseDetector):
         return np.stack([m.pvalues(Z) for m in self.members_])  # (members, n)
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
-        p = np.clip(self._member_p(Z), 1e-15, 1.0 - 1e-15)
-        return np.tan((0.5 - p) * np.pi).mean(axis=0)
+        p = np.clip(self._member_p(Z), 1e-300, 1.0 - 1e-15)
+        # tan((1/2 - p) pi) = 1 / tan(p pi), which keeps its precision for tiny p
+        with np.errstate(divide="ignore"):
+            t = np.where(p < 0.25, 1.0 / np.tan(np.pi * p), np.tan((0.5 - p) * np.pi))
+        return cauchy_neglog_p(t.mean(axis=0))
 
     def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
         parts = []
@@ -132,7 +146,8 @@ class Ensemble(BaseDetector):
             parts.append(att.values / np.maximum(np.abs(att.thresholds), 1e-12))
         return np.mean(parts, axis=0)
 
-    def _restore_scaled(self, Z: np.ndarray) -> np.ndarray:
+    def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
+        # each member's minimal edit follows its own attribution, not the ensemble's average
         best = self._member_p(Z).argmin(axis=0)  # (n,)
         out = np.empty_like(Z)
         for k, m in enumerate(self.members_):
@@ -147,7 +162,7 @@ class Ensemble(BaseDetector):
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:
         """Members' tensors, prefixed by position; their scalers and calibration included."""
-        state = {}
+        state = {"score_version": torch.tensor([SCORE_VERSION])}
         for i, m in enumerate(self.members_):
             for k, v in m._state().items():
                 state[f"{i}.{k}"] = v
@@ -156,6 +171,12 @@ class Ensemble(BaseDetector):
         return state
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        version = state.pop("score_version", None)
+        if version is None or int(version[0]) != SCORE_VERSION:
+            raise CheckpointError(
+                f"this Ensemble was saved with an earlier score (version {1 if version is None else int(version[0])}, "
+                f"this anomalens computes version {SCORE_VERSION}): its calibration scores do not match today's "
+                "scores; fit it again on the same data")
         members = self._members()
         for i, m in enumerate(members):
             own = {k.split(".", 1)[1]: v for k, v in state.items() if k.split(".", 1)[0] == str(i)}

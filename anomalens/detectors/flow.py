@@ -119,8 +119,8 @@ class NormalizingFlow(TorchDetector):
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_(batch).u
 
-    def _restore_scaled(self, Z):
-        return self._map(self._restore_batch, Z, grad=True)
+    def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
+        return self._map(self._restore_batch, Z, attribution, grad=True)
 
     def _best_candidates(self, x: torch.Tensor, free: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
         """Start restore from a normal value: each free feature, most anomalous first, is set to the
@@ -141,7 +141,9 @@ class NormalizingFlow(TorchDetector):
             x[rows[active], feat[active]] = best[active]
         return x
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
+    def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor:
+        # the abnormal features come from the per-feature NLL (the attribution itself); recomputed here
+        # under no_grad as the gradient search starts from them
         net = self.module_
         for p in net.parameters():
             p.requires_grad_(False)

@@ -149,8 +149,8 @@ class GANomaly(TorchDetector):
     def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.decoder(clamp_code(self.module_.encoder(batch), self.code_range_))
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._minimal_edit(batch)
+    def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor:
+        return self._minimal_edit(batch, attribution=attribution)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.encoder(batch)

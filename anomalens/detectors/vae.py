@@ -142,8 +142,8 @@ class VAE(TorchDetector):
         mu = clamp_code(self.module_.encode(batch)[0], self.code_range_)
         return self.module_.decode(mu)[0]
 
-    def _restore_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return self._minimal_edit(batch)
+    def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor:
+        return self._minimal_edit(batch, attribution=attribution)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module_.encode(batch)[0]

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import re
 
-from anomalens.schema import Claim, Comparison, Evidence, split_mentions
+from anomalens.schema import ITEM_KINDS, Claim, Comparison, Evidence, split_mentions
 
 __all__ = ["cite_text", "verify", "verify_claim"]
 
 _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
-_ID = re.compile(r"(?<![\w:])(?:exemplar|feature|profile|compare):[^\s,;()\[\]]+")
+_ID = re.compile(r"(?<![\w:])(?:" + "|".join(ITEM_KINDS) + r"):[^\s,;()\[\]]+")
 _NEGATIONS = ("not anomalous", "no anomaly", "not an anomaly", "case is normal", "row is normal", "case looks normal",
               "say normal", "is not unusual")
 
@@ -77,7 +77,7 @@ def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
     named, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names)
     for name in named:
         if name not in cited_features:
-            return f"names feature {name!r}, which its cited evidence does not contain"
+            return f"names {evidence.context.unit_kind} {name!r}, which its cited evidence does not contain"
     # numbers: each must be a number of a cited item (or a count of the evidence)
     values: list[float] = list(evidence.counts())
     for c in claim.cites:
@@ -126,7 +126,8 @@ def cite_text(text: str, evidence: Evidence) -> list[Claim]:
             continue
         cites = [m.group(0).rstrip(".") for m in _ID.finditer(sentence) if m.group(0).rstrip(".") in items]
         named, rest = split_mentions(_ID.sub(" ", sentence), evidence.context.feature_names)
-        cites += [i for name in named for i in (f"feature:{name}", f"profile:{name}") if i in items]
+        kind = evidence.context.unit_kind
+        cites += [i for name in named for i in (f"{kind}:{name}", f"profile:{name}") if i in items]
         low = rest.lower()
         if re.search(r"p-value|p value|score|anomal|cut-off|threshold", low):
             cites.append("verdict")

@@ -9,7 +9,7 @@ from anomalens.llm.template import TemplateReasoner
 from anomalens.prompts import data_block, render, template_hash
 from anomalens.schema import Claim, Evidence
 
-__all__ = ["LLMReasoner", "evidence_payload", "make_reasoner", "tool_client"]
+__all__ = ["LLMReasoner", "chat_system_prompt", "draft_schema", "evidence_payload", "make_reasoner", "tool_client"]
 
 PROMPTS = ("explain_system.jinja2", "explain_user.jinja2")
 ANSWER_PROMPTS = ("answer_system.jinja2", "answer_user.jinja2")
@@ -19,6 +19,7 @@ QUESTION_BUDGET = 500  # characters of an analyst's question passed to the model
 def evidence_payload(evidence: Evidence) -> dict:
     """The evidence as the model sees it: compact, every item under its citable id."""
     payload: dict = {"verdict": evidence.verdict.model_dump(exclude={"id"})}
+    # the units (tabular: features) under their ids; the key stays "features" for every modality's prompt
     payload["features"] = {a.id: a.model_dump(exclude={"id", "contribution"}) for a in evidence.attributions}
     payload["exemplars"] = {e.id: {"distance": e.distance} for e in evidence.exemplars}
     if evidence.restoration is not None:
@@ -30,6 +31,13 @@ def evidence_payload(evidence: Evidence) -> dict:
     if evidence.comparisons:
         payload["comparisons"] = {c.id: c.model_dump(exclude={"id"}) for c in evidence.comparisons}
     return payload
+
+
+def chat_system_prompt(evidence: Evidence, *, max_claims: int = 4) -> str:
+    """The system prompt of a tool-calling chat turn about one case (its evidence as data, never as
+    instructions)."""
+    return render("chat_system.jinja2", case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
+                  max_claims=max_claims, unit_kind=evidence.context.unit_kind, evidence=data_block(evidence_payload(evidence)))
 
 
 def draft_schema(ids: list[str]) -> type[DraftClaims]:
@@ -57,14 +65,14 @@ class LLMReasoner:
         return self.client.name
 
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
-        system = render(PROMPTS[0], max_claims=self.max_claims)
+        system = render(PROMPTS[0], max_claims=self.max_claims, unit_kind=evidence.context.unit_kind)
         user = render(PROMPTS[1], case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
                       feedback=data_block(feedback, budget=1500) if feedback else "",
                       evidence=data_block(evidence_payload(evidence)))
         return self._ask(system, user, evidence, self.prompt_hash)
 
     def answer(self, question: str, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
-        system = render(ANSWER_PROMPTS[0], max_claims=self.max_claims)
+        system = render(ANSWER_PROMPTS[0], max_claims=self.max_claims, unit_kind=evidence.context.unit_kind)
         user = render(ANSWER_PROMPTS[1], case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
                       question=data_block({"question": question}, text_budget=QUESTION_BUDGET),
                       feedback=data_block(feedback, budget=1500) if feedback else "",

@@ -15,7 +15,6 @@ from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeaturePr
 
 __all__ = ["TemplateReasoner", "topics"]
 
-_WHERE = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
 _TOPICS = {
     "neighbors": ("similar", "neighbo", "nearest", "closest", "exemplar", "like this", "normal case", "normal row"),
     "restore": ("look like", "should", "restor", "normal version", "expected", "fix", "what would normal"),
@@ -41,14 +40,15 @@ def verdict_claim(evidence: Evidence) -> Claim:
                  f"{fmt(v.p_value)}, not below the cut-off {fmt(v.cutoff)} ({v.method}).", cites=["verdict"])
 
 
+def _modality(evidence: Evidence):
+    from anomalens.modalities import get_modality
+
+    return get_modality(evidence.context.modality)
+
+
 def feature_claim(a: Attribution, evidence: Evidence, *, with_exemplars: bool = True) -> Claim:
-    text = (f"{quote(a.feature)} is {fmt(a.value)}, {_WHERE[a.position]} {fmt(a.normal_low)} to {fmt(a.normal_high)} "
-            f"(median {fmt(a.normal_median)}), and accounts for {fmt(100 * a.share)}% of the score")
-    cites = [a.id]
-    if with_exemplars and a.exemplar_mean is not None and evidence.exemplars:
-        text += f"; the nearest normal cases have {quote(a.feature)} around {fmt(a.exemplar_mean)}"
-        cites += [e.id for e in evidence.exemplars]
-    return Claim(text=text + ".", cites=cites)
+    """The modality's claim about one unit (tabular: a feature against its normal range)."""
+    return _modality(evidence).unit_claim(a, evidence, with_exemplars=with_exemplars)
 
 
 def exemplar_claims(evidence: Evidence, n: int = 1) -> list[Claim]:
@@ -72,16 +72,12 @@ def restoration_claim(evidence: Evidence, n: int = 2) -> list[Claim]:
     return [Claim(text=f"The normal version of this case changes {changes}.", cites=["restoration"])]
 
 
-def profile_claim(p: FeatureProfile) -> Claim:
-    return Claim(text=f"In the {p.n_train} normal training rows, {quote(p.feature)} has median {fmt(p.normal_median)} and "
-                 f"ranges from {fmt(p.normal_low)} (1%) to {fmt(p.normal_high)} (99%).", cites=[p.id])
+def profile_claim(p: FeatureProfile, evidence: Evidence) -> Claim:
+    return _modality(evidence).profile_claim(p)
 
 
-def comparison_claim(c: Comparison, n: int = 2) -> Claim:
-    diffs = ", ".join(f"{quote(d.feature)} {fmt(d.value)} against {fmt(d.other)}" for d in c.differences[:n])
-    other = c.other_id if c.other_id.startswith("exemplar:") else f"case {c.other_id}"
-    return Claim(text=f"Against {other} (distance {fmt(c.distance)}), the case differs most in {diffs}.",
-                 cites=[c.id])
+def comparison_claim(c: Comparison, evidence: Evidence, n: int = 2) -> Claim:
+    return _modality(evidence).comparison_claim(c, n)
 
 
 class TemplateReasoner:
@@ -103,13 +99,14 @@ class TemplateReasoner:
         found, features = topics(question, evidence)
         items = evidence.items()
         claims: list[Claim] = []
+        kind = evidence.context.unit_kind
         for name in features:
-            if f"feature:{name}" in items:
-                claims.append(feature_claim(items[f"feature:{name}"], evidence, with_exemplars=False))
+            if f"{kind}:{name}" in items:
+                claims.append(feature_claim(items[f"{kind}:{name}"], evidence, with_exemplars=False))
             if f"profile:{name}" in items:
-                claims.append(profile_claim(items[f"profile:{name}"]))
+                claims.append(profile_claim(items[f"profile:{name}"], evidence))
         if "compare" in found and evidence.comparisons:
-            claims.append(comparison_claim(evidence.comparisons[-1]))
+            claims.append(comparison_claim(evidence.comparisons[-1], evidence))
         if "neighbors" in found:
             claims += exemplar_claims(evidence, n=3)
         if "restore" in found:
@@ -120,3 +117,22 @@ class TemplateReasoner:
             claims = self.draft(evidence).claims if not claims else [*self.draft(evidence).claims[:3], *claims]
         seen: set[str] = set()
         return Draft(claims=[c for c in claims if not (c.text in seen or seen.add(c.text))])
+
+    def command_claims(self, command: str, evidence: Evidence, args: dict) -> list[Claim]:
+        """The claims about what a chat command's tool returned (``/why``, ``/neighbors``, ...)."""
+        ev = evidence
+        if command == "/why":
+            return self.draft(ev).claims
+        if command == "/neighbors":
+            return exemplar_claims(ev, n=int(args.get("k", 5)))
+        if command == "/restore":
+            return restoration_claim(ev, n=3)
+        if command == "/compare":
+            return [comparison_claim(c, ev, n=3) for c in ev.comparisons if c.other_id == args["other_id"]]
+        if command == "/feature":
+            items, kind = ev.items(), ev.context.unit_kind
+            return [feature_claim(items[f"{kind}:{args['name']}"], ev, with_exemplars=False),
+                    profile_claim(items[f"profile:{args['name']}"], ev)]
+        if command == "/score":
+            return [verdict_claim(ev)]
+        return []

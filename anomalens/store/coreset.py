@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["coverage", "select_exemplars"]
+__all__ = ["coverage", "nearest", "select_exemplars"]
 
 
-def _nearest(Q: np.ndarray, C: np.ndarray, step: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def nearest(Q: np.ndarray, C: np.ndarray, step: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """(index, Euclidean distance) of the nearest row of C for each row of Q, in chunks (torch's
     threaded matrix product; memory stays at step x len(C))."""
     import torch
@@ -47,13 +47,13 @@ def select_exemplars(E: np.ndarray, size: int, *, seed: int | None = 0, rounds: 
     rng = np.random.default_rng(seed)
     centres = E[rng.choice(n, size=size, replace=False)]
     for _ in range(rounds):
-        assign, _ = _nearest(E, centres)
+        assign, _ = nearest(E, centres)
         counts = np.bincount(assign, minlength=size)
         sums = np.zeros_like(centres)
         np.add.at(sums, assign, E)
         live = counts > 0
         centres[live] = sums[live] / counts[live, None]
-    assign, dist = _nearest(E, centres)
+    assign, dist = nearest(E, centres)
     counts = np.bincount(assign, minlength=size)
     order = np.lexsort((dist, assign))  # by cluster, nearest to its centre first
     first = order[np.r_[True, assign[order][1:] != assign[order][:-1]]]
@@ -70,11 +70,11 @@ def coverage(E: np.ndarray, kept: np.ndarray, *, sample: int = 200, seed: int | 
         return None
     rng = np.random.default_rng(seed)
     q = rng.choice(rest, size=min(sample, len(rest)), replace=False)
-    _, d_kept = _nearest(E[q], E[kept])
+    _, d_kept = nearest(E[q], E[kept])
     # the true nearest training row other than the query itself
     others = np.ones(len(E), dtype=bool)
     others[q] = False
-    d_all = _nearest(E[q], E[others])[1] if others.any() else np.full(len(q), np.inf)
+    d_all = nearest(E[q], E[others])[1] if others.any() else np.full(len(q), np.inf)
     among = np.sqrt(((E[q][:, None, :] - E[q][None, :, :]) ** 2).sum(-1))  # the sampled rows among themselves
     np.fill_diagonal(among, np.inf)
     d_all = np.minimum(d_all, among.min(1))

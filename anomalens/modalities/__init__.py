@@ -1,0 +1,40 @@
+"""Modalities: one room per kind of data, behind one contract (``Modality``).
+
+    get_modality("tabular")      # the class registered under that name
+    list_modalities()            # ["tabular"]
+
+The series and log modalities join with ``register``; the Investigator, the tools, the template
+reasoner and the verifier reach a modality only through this contract.
+"""
+
+from __future__ import annotations
+
+from anomalens.errors import InputError
+from anomalens.modalities.base import CaseItems, Modality, ModelInput
+from anomalens.modalities.tabular import TabularModality
+
+__all__ = ["CaseItems", "Modality", "ModelInput", "TabularModality", "get_modality", "list_modalities", "register"]
+
+_REGISTRY: dict[str, type[Modality]] = {}
+
+
+def register(cls: type[Modality]) -> type[Modality]:
+    """Add a modality class under its ``name`` (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Modality)):
+        raise InputError(f"register takes a Modality subclass, got {cls!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_modality(name: str) -> type[Modality]:
+    """The modality class registered as ``name``."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise InputError(f"modality must be one of {list_modalities()}, got {name!r}")
+    return _REGISTRY[name]
+
+
+def list_modalities() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+register(TabularModality)
