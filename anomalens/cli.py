@@ -400,7 +400,7 @@ def demo(
     raise typer.Exit(demo_mod.main(argv))
 
 
-EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large")
+EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large", "latency")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

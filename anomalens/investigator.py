@@ -35,7 +35,6 @@ from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.grounding.drafting import explain_evidence, explain_many
 from anomalens.llm.base import Reasoner
 from anomalens.modalities import Modality, get_modality, list_modalities
-from anomalens.modalities.tabular import PROFILE_LEVELS  # noqa: F401 - re-exported for older imports
 from anomalens.schema import Comparison, Evidence, FeatureProfile, Report, Verdict, fmt
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, select_exemplars

@@ -328,7 +328,8 @@ class ChatSession:
         self.graph = build_chat_graph(box, reasoner=reasoner, model=model, max_steps=max_steps, forced=forced,
                                       checkpointer=saver)
         self._config = {"configurable": {"thread_id": self.thread_id}, "recursion_limit": 4 * max_steps + 20}
-        saved = self._state().values
+        with self._writer():  # the first read creates the tables (switching the file to WAL): one process at a time
+            saved = self._state().values
         if saved.get("case_id") is not None:  # resuming: the thread's own case, with its saved values
             if case_id is not None and str(case_id) != saved["case_id"]:
                 raise InputError(f"thread {self.thread_id!r} investigates case {saved['case_id']!r}, not {case_id!r}; "

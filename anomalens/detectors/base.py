@@ -167,6 +167,9 @@ class BaseDetector(ABC):
     """
 
     Config: ClassVar[type[BaseConfig]] = BaseConfig
+    # True for a model another detector owns (an Ensemble's member): its verdicts are not shown, so
+    # the warning about too few calibration rows is the owner's to give
+    nested: bool = False
     attribution_method: ClassVar[str] = ""
     additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
 
@@ -275,7 +278,7 @@ class BaseDetector(ABC):
         n_cal = max(1, int(round(self.config.calibration_size * n)))
         if n - n_cal < 2:
             raise InputError(f"X must have enough rows to train after holding out {n_cal} for calibration, got {n}")
-        if n_cal < 20:
+        if n_cal < 20 and not self.nested:
             log.warning(
                 "only %d calibration rows: the smallest possible p-value is %.3f; give more normal rows "
                 "or a larger calibration_size for finer verdicts", n_cal, 1 / (n_cal + 1)
@@ -324,10 +327,10 @@ class BaseDetector(ABC):
         """
         return self._score_scaled(self._scale(self._check_input(X, checked=checked)))
 
-    def pvalues(self, X: Any) -> np.ndarray:
+    def pvalues(self, X: Any, *, checked: bool = False) -> np.ndarray:
         """(n,) conformal p-values: small means unlike the calibration (normal) rows. Below
         1/(n_cal+1) they come from the calibrator's tail (``calibrator.approximate`` tells which)."""
-        scores = self.decision_function(X)  # validates and checks fitted first
+        scores = self.decision_function(X, checked=checked)  # validates and checks fitted first
         return self.calibrator.pvalues(scores)
 
     def predict(self, X: Any, alpha: float = 0.01) -> np.ndarray:
@@ -344,40 +347,46 @@ class BaseDetector(ABC):
         alpha = check_probability(alpha, "alpha")
         return self.calibrator.threshold(alpha)
 
-    def explain(self, X: Any) -> Attribution:
+    def explain(self, X: Any, *, checked: bool = False) -> Attribution:
         """Per-feature contributions to the anomaly score, higher = more responsible.
 
         Args:
             X: (n, d) rows.
+            checked: as in ``decision_function``.
 
         Returns:
             Attribution with ``values`` of shape (n, d) in the score's units.
         """
-        values = self._explain_scaled(self._scale(self._check_input(X)))
+        values = self._explain_scaled(self._scale(self._check_input(X, checked=checked)))
         return Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method)
 
-    def restore(self, X: Any) -> np.ndarray:
+    def restore(self, X: Any, *, checked: bool = False) -> np.ndarray:
         """(n, d) the model's "normal version" of each row, in the original units."""
-        return self._restore_scaled(self._scale(self._check_input(X))) * self.scale_ + self.center_
+        return self._restore_scaled(self._scale(self._check_input(X, checked=checked))) * self.scale_ + self.center_
 
-    def embed(self, X: Any) -> np.ndarray:
+    def embed(self, X: Any, *, checked: bool = False) -> np.ndarray:
         """(n, k) float32 representation used to retrieve similar normal exemplars."""
-        return self._embed_scaled(self._scale(self._check_input(X))).astype(np.float32)
+        return self._embed_scaled(self._scale(self._check_input(X, checked=checked))).astype(np.float32)
 
     def inspect(self, X: Any, *, checked: bool = False) -> Inspection:
         """Scores, attribution, restoration (and its scores) and embedding of the rows of ``X``, with
         ``X`` checked and scaled once and the attribution computed once (``restore`` alone
         recomputes it for its minimal edit). ``checked`` as in ``decision_function``."""
         Z = self._scale(self._check_input(X, checked=checked))
-        values = self._explain_scaled(Z)
-        R = self._restore_scaled(Z, values)
+        scores, values, R = self._inspect_scaled(Z)
         return Inspection(
-            scores=self._score_scaled(Z),
+            scores=scores,
             attribution=Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method),
             restored=R * self.scale_ + self.center_, restored_scores=self._score_scaled(R),
             embedding=self._embed_scaled(Z).astype(np.float32))
 
     # ------------------------------------------------------------------ hooks
+    def _inspect_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, attribution, restored rows) of scaled rows, the attribution computed once;
+        detectors that can share more work between the three override it."""
+        values = self._explain_scaled(Z)
+        return self._score_scaled(Z), values, self._restore_scaled(Z, values)
+
     @abstractmethod
     def _fit_scaled(self, Z: np.ndarray) -> None: ...
 

@@ -76,7 +76,9 @@ def member_detectors(config: EnsembleConfig) -> list[BaseDetector]:
     for name in config.detectors:
         cls = get_detector_class(name)
         own = {f.name for f in dataclasses.fields(cls.Config)}
-        members.append(cls(**{k: v for k, v in params.items() if k in own}))
+        member = cls(**{k: v for k, v in params.items() if k in own})
+        member.nested = True
+        members.append(member)
     return members
 
 
@@ -127,37 +129,50 @@ class Ensemble(BaseDetector):
     def member_pvalues(self, X: Any) -> dict[str, np.ndarray]:
         """Each member's conformal p-values for the rows of ``X``: which member flagged what."""
         Z = self._scale(self._check_input(X))
-        return {name: m.pvalues(Z) for name, m in zip(self.config.detectors, self.members_)}
+        return {name: m.pvalues(Z, checked=True) for name, m in zip(self.config.detectors, self.members_)}
 
     def _member_p(self, Z: np.ndarray) -> np.ndarray:
-        return np.stack([m.pvalues(Z) for m in self.members_])  # (members, n)
+        return np.stack([m.pvalues(Z, checked=True) for m in self.members_])  # (members, n)
 
-    def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
-        p = np.clip(self._member_p(Z), 1e-300, 1.0 - 1e-15)
+    @staticmethod
+    def _combine(p: np.ndarray) -> np.ndarray:
+        """-ln q of the Cauchy combination of (members, n) p-values."""
+        p = np.clip(p, 1e-300, 1.0 - 1e-15)
         # tan((1/2 - p) pi) = 1 / tan(p pi), which keeps its precision for tiny p
         with np.errstate(divide="ignore"):
             t = np.where(p < 0.25, 1.0 / np.tan(np.pi * p), np.tan((0.5 - p) * np.pi))
         return cauchy_neglog_p(t.mean(axis=0))
 
+    def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
+        return self._combine(self._member_p(Z))
+
+    def _inspect_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = self._member_p(Z)  # once, for the score and for choosing each row's restoring member
+        return self._combine(p), self._explain_scaled(Z), self._restore_from(Z, p)
+
     def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
         parts = []
         for m in self.members_:
-            att = m.explain(Z)
+            att = m.explain(Z, checked=True)
             parts.append(att.values / np.maximum(np.abs(att.thresholds), 1e-12))
         return np.mean(parts, axis=0)
 
     def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
         # each member's minimal edit follows its own attribution, not the ensemble's average
-        best = self._member_p(Z).argmin(axis=0)  # (n,)
+        return self._restore_from(Z, self._member_p(Z))
+
+    def _restore_from(self, Z: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Each row restored by the member with its smallest p-value (``p``: (members, n))."""
+        best = p.argmin(axis=0)  # (n,)
         out = np.empty_like(Z)
         for k, m in enumerate(self.members_):
             rows = best == k
             if rows.any():
-                out[rows] = m.restore(Z[rows])
+                out[rows] = m.restore(Z[rows], checked=True)
         return out
 
     def _embed_scaled(self, Z: np.ndarray) -> np.ndarray:
-        return self.members_[0].embed(Z)
+        return self.members_[0].embed(Z, checked=True)
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:
