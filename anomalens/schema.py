@@ -34,6 +34,7 @@ __all__ = [
     "Exemplar",
     "Explanation",
     "Item",
+    "ORDINARY_WORDS",
     "ITEM_KINDS",
     "UNIT_KINDS",
     "FeatureDifference",
@@ -297,8 +298,15 @@ Item = Verdict | Attribution | Exemplar | Restoration | FeatureProfile | Compari
 
 
 class Claim(_Model):
+    """One statement about the case. A typed claim (``kind`` set) is data: its kind from the
+    modality's closed vocabulary, the evidence ids it is about and its relation fields (``params``,
+    e.g. ``{"position": "above"}``); its ``text`` is rendered from the evidence by the modality. A
+    claim without a kind is free text, shown only when the verifier can read it as typed claims."""
+
     text: str
     cites: list[str] = Field(default_factory=list)  # evidence ids
+    kind: str | None = None  # a typed claim's kind (see the modality's ``claim_kinds``); None: free text
+    params: dict[str, str] = Field(default_factory=dict)  # a typed claim's relation fields
     verified: bool = False
     reason: str | None = None  # why the verifier rejected it
 
@@ -309,6 +317,11 @@ class Explanation(_Model):
     rejected: list[Claim] = Field(default_factory=list)  # dropped claims, with the verifier's reasons
     source: str  # "template" or "llm:<model>"
     grounded: bool  # True only when every shown claim passed the verifier
+    # the model's own reading of the case (what a pattern usually means): never verified, shown apart and
+    # labelled; dropped (interpretation_note says why) when it states a number, name or id absent from the
+    # evidence or contradicts the verdict
+    interpretation: str | None = None
+    interpretation_note: str | None = None
     note: str | None = None  # e.g. why the template was used instead of the configured LLM
     prompt_hash: str | None = None  # hash of the prompt templates that produced the draft
     latency_s: float | None = None
@@ -361,6 +374,9 @@ class Report(_Model):
         ex = self.explanation
         lines += ["", f"## Explanation ({ex.source}; {'verified' if ex.grounded else 'NOT verified'})", ""]
         lines += [f"- {_md(c.text)} \\[{_md(', '.join(c.cites))}\\]" for c in ex.claims]
+        if ex.interpretation:
+            lines += ["", f"## Interpretation ({_md(ex.source)}; the model's reading, NOT verified)", "",
+                      _md(ex.interpretation)]
         if ex.note:
             lines += ["", f"_{_md(ex.note)}_"]
         if ex.rejected:

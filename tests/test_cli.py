@@ -151,7 +151,7 @@ def test_chat_in_a_real_terminal(files):
         s = wait_for("accounts for")
         assert "The case is anomalous" in s and "'memory' is" in s and "(template, verified)" in s
         subprocess.run(["tmux", "send-keys", "-t", session, "/neighbors 2", "Enter"], check=True)
-        s = wait_for("The next nearest normal exemplars are")
+        s = wait_for("The second-closest normal exemplar is")
         assert "tools: nearest_exemplars" in s
         subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
         end = time.time() + 30

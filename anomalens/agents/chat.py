@@ -257,7 +257,8 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         ev = _evidence_of(state)
         source = "template" if state.get("command") else getattr(model, "name", "model")
         d = Drafting(source)
-        claims = [Claim(text=c["text"], cites=c.get("cites", [])) for c in state["draft"]]
+        claims = [Claim(text=c["text"], cites=c.get("cites", []), kind=c.get("kind"), params=c.get("params") or {})
+                  for c in state["draft"]]
         if claims:
             d.add_draft(Draft(claims), ev)
         if not d.accepted:

@@ -1,5 +1,14 @@
 """The verifier: no claim reaches a user unless the evidence it cites backs every fact in it.
 
+It accepts only what it can prove. A **typed claim** (``Claim.kind``) is checked exactly by its
+modality: its kind, cited ids and relation fields must be one of the true claims the evidence
+supports, and its text is the modality's rendering. A **free-text** claim must also read as typed
+claims (its modality's ``parse_claim``): every word is a unit name, an id, a number or the
+vocabulary of claims, and the relations it states hold ("below its normal range" for a value
+above it is rejected); a sentence about causes, deployments or firmware is not a claim the
+evidence can prove. A model's **interpretation** is checked by ``check_interpretation`` and is
+never shown as verified.
+
 A claim is rejected when it
 
 - cites no evidence, or an id that the evidence does not contain;
@@ -8,7 +17,8 @@ A claim is rejected when it
   evidence: features shown, exemplars, abnormal features);
 - names an exemplar id that the evidence does not contain;
 - contradicts the verdict (calls an anomalous case normal, or the reverse);
-- asks a question, or states nothing checkable (no number, feature, id or verdict).
+- asks a question, or states nothing checkable (no number, feature, id or verdict);
+- (typed) is not one of the true typed claims of its modality; (free text) cannot be read as one.
 
 Rounding: a number written with r decimals matches a value within 0.5 * 10^-r, or within 0.5%
 relative (rounding to 3 significant digits); percentages match shares.
@@ -20,7 +30,7 @@ import re
 
 from anomalens.schema import ITEM_KINDS, Claim, Comparison, Evidence, split_mentions
 
-__all__ = ["cite_text", "verify", "verify_claim"]
+__all__ = ["check_interpretation", "cite_text", "render_typed", "verify", "verify_claim"]
 
 _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
 _ID = re.compile(r"(?<![\w:])(?:" + "|".join(ITEM_KINDS) + r"):[^\s,;()\[\]]+")
@@ -55,8 +65,39 @@ def _matches(x: float, decimals: int, values: list[float]) -> bool:
     return False
 
 
+def _modality(evidence: Evidence):
+    from anomalens.modalities import get_modality
+
+    return get_modality(evidence.context.modality)
+
+
+def render_typed(claim: Claim, evidence: Evidence) -> Claim:
+    """A typed claim with its text rendered from the evidence (unchanged when the evidence does not
+    support it: ``verify_claim`` then says why)."""
+    if claim.kind is None:
+        return claim
+    rendered = _modality(evidence).render_claim(claim.kind, claim.cites, claim.params, evidence)
+    return claim if rendered is None else claim.model_copy(update={"text": rendered.text})
+
+
 def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
     """None when the claim is grounded in the evidence it cites, else the reason it is not."""
+    reason = _grounded(claim, evidence)
+    if reason is not None:
+        return reason
+    modality = _modality(evidence)
+    if claim.kind is not None:
+        reason = modality.check_claim(claim, evidence)
+        if reason is None:
+            rendered = modality.render_claim(claim.kind, claim.cites, claim.params, evidence)
+            if rendered is None or rendered.text != claim.text:
+                return "its text is not the rendering of its kind from the evidence"
+        return reason
+    return modality.parse_claim(claim, evidence)
+
+
+def _grounded(claim: Claim, evidence: Evidence) -> str | None:
+    """The checks every claim passes: ids, names, numbers, something checkable, the verdict."""
     items = evidence.items()
     if not claim.cites:
         return "cites no evidence"
@@ -102,10 +143,37 @@ def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
     return None
 
 
+def check_interpretation(text: str, evidence: Evidence) -> str | None:
+    """None when a model's interpretation may be shown (labelled, never as verified): it names no id,
+    quoted name or number that is not in the evidence, and does not reverse the verdict."""
+    items = evidence.items()
+    for m in _ID.finditer(text):
+        if m.group(0).rstrip(".") not in items:
+            return f"names {m.group(0).rstrip('.')!r}, which is not in the evidence"
+    names = set(evidence.context.feature_names)
+    for name in re.findall(r"'([^']{1,80})'", text):
+        if name not in names:
+            return f"names {name!r}, which is not a {evidence.context.unit_kind} of the evidence"
+    values: list[float] = list(evidence.counts())
+    for item in items.values():
+        values += item.numbers()
+    _, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names)
+    for x, decimals in _numbers_in(stripped):
+        if not _matches(x, decimals, values):
+            return f"states {x:g}, which the evidence does not contain"
+    low = stripped.lower()
+    if evidence.verdict.anomalous and any(n in low for n in _NEGATIONS):
+        return "contradicts the verdict (the case is anomalous)"
+    if not evidence.verdict.anomalous and re.search(r"\bis (an )?anomal(ous|y)\b", low) and "not" not in low:
+        return "contradicts the verdict (the case is not anomalous)"
+    return None
+
+
 def verify(claims: list[Claim], evidence: Evidence) -> tuple[list[Claim], list[Claim]]:
-    """Split claims into (verified, rejected); rejected ones carry the reason."""
+    """Split claims into (verified, rejected); rejected ones carry the reason. Typed claims are
+    rendered from the evidence first (a model chooses kinds and ids; the sentence is ours)."""
     ok, bad = [], []
-    for c in claims:
+    for c in (render_typed(c, evidence) for c in claims):
         reason = verify_claim(c, evidence)
         if reason is None:
             ok.append(c.model_copy(update={"verified": True, "reason": None}))

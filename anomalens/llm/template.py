@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from anomalens.llm.base import Draft
-from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, fmt, quote, split_mentions
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, fmt, split_mentions
 
 __all__ = ["TemplateReasoner", "topics"]
 
@@ -32,12 +32,15 @@ def topics(question: str, evidence: Evidence) -> tuple[list[str], list[str]]:
 
 
 def verdict_claim(evidence: Evidence) -> Claim:
+    """The typed verdict claim (every modality's)."""
     v = evidence.verdict
     if v.anomalous:
-        return Claim(text=f"The case is anomalous: its score {fmt(v.score)} gives a p-value of {fmt(v.p_value)}, "
-                     f"below the cut-off {fmt(v.cutoff)} ({v.method}).", cites=["verdict"])
-    return Claim(text=f"The case is not anomalous: its score {fmt(v.score)} gives a p-value of "
-                 f"{fmt(v.p_value)}, not below the cut-off {fmt(v.cutoff)} ({v.method}).", cites=["verdict"])
+        text = (f"The case is anomalous: its score {fmt(v.score)} gives a p-value of {fmt(v.p_value)}, "
+                f"below the cut-off {fmt(v.cutoff)} ({v.method}).")
+    else:
+        text = (f"The case is not anomalous: its score {fmt(v.score)} gives a p-value of "
+                f"{fmt(v.p_value)}, not below the cut-off {fmt(v.cutoff)} ({v.method}).")
+    return Claim(text=text, cites=["verdict"], kind="verdict")
 
 
 def _modality(evidence: Evidence):
@@ -46,38 +49,32 @@ def _modality(evidence: Evidence):
     return get_modality(evidence.context.modality)
 
 
-def feature_claim(a: Attribution, evidence: Evidence, *, with_exemplars: bool = True) -> Claim:
-    """The modality's claim about one unit (tabular: a feature against its normal range)."""
-    return _modality(evidence).unit_claim(a, evidence, with_exemplars=with_exemplars)
+def about(evidence: Evidence, item_id: str, kinds: tuple[str, ...] | None = None) -> list[Claim]:
+    """The modality's true typed claims whose first cited item is ``item_id`` (optionally of ``kinds``)."""
+    return [c for c in _modality(evidence).claim_candidates(evidence)
+            if c.cites and c.cites[0] == item_id and (kinds is None or c.kind in kinds)]
+
+
+def feature_claim(a: Attribution, evidence: Evidence, *, with_exemplars: bool = True) -> list[Claim]:
+    """The modality's claims about one unit (tabular: its value against its normal range and share
+    of the score, and with ``with_exemplars`` its value in the nearest normal cases)."""
+    return _modality(evidence).unit_claims(evidence, a.id, with_exemplars=with_exemplars)
 
 
 def exemplar_claims(evidence: Evidence, n: int = 1) -> list[Claim]:
-    ex = evidence.exemplars
-    if not ex:
-        return []
-    claims = [Claim(text=f"The closest normal exemplar is {ex[0].id} at distance {fmt(ex[0].distance)}.", cites=[ex[0].id])]
-    if n > 1 and len(ex) > 1:
-        others = ", ".join(f"{e.id} ({fmt(e.distance)})" for e in ex[1:n])
-        claims.append(Claim(text=f"The next nearest normal exemplars are {others}.", cites=[e.id for e in ex[1:n]]))
-    return claims
+    return [c for e in evidence.exemplars[:n] for c in about(evidence, e.id)]
 
 
 def restoration_claim(evidence: Evidence, n: int = 2) -> list[Claim]:
-    r = evidence.restoration
-    # features the restoration actually changes (a minimal edit holds the others at their values)
-    moved = [d for d in (r.deltas if r is not None else []) if fmt(d.observed) != fmt(d.restored)]
-    if not moved:
-        return []
-    changes = ", ".join(f"{quote(d.feature)} from {fmt(d.observed)} to {fmt(d.restored)}" for d in moved[:n])
-    return [Claim(text=f"The normal version of this case changes {changes}.", cites=["restoration"])]
+    return about(evidence, "restoration")[:n]
 
 
-def profile_claim(p: FeatureProfile, evidence: Evidence) -> Claim:
-    return _modality(evidence).profile_claim(p)
+def profile_claim(p: FeatureProfile, evidence: Evidence) -> list[Claim]:
+    return about(evidence, p.id)
 
 
-def comparison_claim(c: Comparison, evidence: Evidence, n: int = 2) -> Claim:
-    return _modality(evidence).comparison_claim(c, n)
+def comparison_claim(c: Comparison, evidence: Evidence, n: int = 2) -> list[Claim]:
+    return about(evidence, c.id)[:n]
 
 
 class TemplateReasoner:
@@ -92,7 +89,7 @@ class TemplateReasoner:
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
         claims = [verdict_claim(evidence)]
         shown = [a for a in evidence.attributions if a.abnormal] or evidence.attributions[:1]
-        claims += [feature_claim(a, evidence) for a in shown[: self.max_features]]
+        claims += [c for a in shown[: self.max_features] for c in feature_claim(a, evidence)]
         return Draft(claims=claims + exemplar_claims(evidence) + restoration_claim(evidence))
 
     def answer(self, question: str, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
@@ -102,11 +99,11 @@ class TemplateReasoner:
         kind = evidence.context.unit_kind
         for name in features:
             if f"{kind}:{name}" in items:
-                claims.append(feature_claim(items[f"{kind}:{name}"], evidence, with_exemplars=False))
+                claims += feature_claim(items[f"{kind}:{name}"], evidence, with_exemplars=False)
             if f"profile:{name}" in items:
-                claims.append(profile_claim(items[f"profile:{name}"], evidence))
+                claims += profile_claim(items[f"profile:{name}"], evidence)
         if "compare" in found and evidence.comparisons:
-            claims.append(comparison_claim(evidence.comparisons[-1], evidence))
+            claims += comparison_claim(evidence.comparisons[-1], evidence)
         if "neighbors" in found:
             claims += exemplar_claims(evidence, n=3)
         if "restore" in found:
@@ -128,11 +125,11 @@ class TemplateReasoner:
         if command == "/restore":
             return restoration_claim(ev, n=3)
         if command == "/compare":
-            return [comparison_claim(c, ev, n=3) for c in ev.comparisons if c.other_id == args["other_id"]]
+            return [x for c in ev.comparisons if c.other_id == args["other_id"] for x in comparison_claim(c, ev, n=3)]
         if command == "/feature":
             items, kind = ev.items(), ev.context.unit_kind
-            return [feature_claim(items[f"{kind}:{args['name']}"], ev, with_exemplars=False),
-                    profile_claim(items[f"profile:{args['name']}"], ev)]
+            return [*feature_claim(items[f"{kind}:{args['name']}"], ev, with_exemplars=False),
+                    *profile_claim(items[f"profile:{args['name']}"], ev)]
         if command == "/score":
             return [verdict_claim(ev)]
         return []

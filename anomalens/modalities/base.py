@@ -10,8 +10,9 @@ A modality owns
 - the **evidence items** of a case, each keyed by a unit id ``<kind>:<name>`` (``feature:memory``,
   later ``channel:cpu``, ``segment:cpu:10:05..10:12``, ``event:E17``), built from the detector's
   one-pass ``Inspection`` and the nearest exemplars;
-- its **claims**: the template's sentence about one unit, the profile of a unit, a comparison (the
-  template reasoner and the chat commands ask the modality for them);
+- its **typed claims**: a closed vocabulary of claim kinds about its units, each rendered from the
+  evidence (``claim_candidates``, ``render_claim``), the exact check of a typed claim and the
+  reading of a free-text one (``check_claim``, ``parse_claim``: the verifier's rules for its units);
 - the lookups its **tools** offer the agent (a unit's profile, a comparison with another case);
 - its part of the saved model (``to_config`` / ``from_config``).
 
@@ -28,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from anomalens.detectors import BaseDetector, Inspection
-from anomalens.schema import Claim, Comparison, Context, Evidence, FeatureProfile, Item
+from anomalens.schema import Claim, Comparison, Context, Evidence, FeatureProfile
 from anomalens.store import ExemplarHit
 
 __all__ = ["CaseItems", "ModelInput", "Modality"]
@@ -103,21 +104,33 @@ class Modality(ABC):
         return Context(feature_names=self.unit_names, unit_kind=self.unit_kind, n_train=n_train, detector=detector,
                        attribution_method=attribution_method, modality=self.name)
 
-    # ------------------------------------------------------------------ claims (the template's words)
-    @classmethod
-    @abstractmethod
-    def unit_claim(cls, item: Item, evidence: Evidence, *, with_exemplars: bool = True) -> Claim:
-        """The template's claim about one unit's evidence item."""
+    # ------------------------------------------------------------------ typed claims (the verifier's rules)
+    claim_kinds: ClassVar[dict[str, str]]  # kind -> what it states (the closed vocabulary sent to models)
 
     @classmethod
     @abstractmethod
-    def profile_claim(cls, profile: FeatureProfile) -> Claim:
-        """The template's claim about one unit's normal profile."""
+    def claim_candidates(cls, evidence: Evidence) -> list[Claim]:
+        """Every true typed claim the evidence supports, rendered (the template picks from them)."""
 
     @classmethod
     @abstractmethod
-    def comparison_claim(cls, comparison: Comparison, n: int = 2) -> Claim:
-        """The template's claim about a comparison."""
+    def unit_claims(cls, evidence: Evidence, unit_id: str, *, with_exemplars: bool = True) -> list[Claim]:
+        """The template's claims about one unit (picked from ``claim_candidates``)."""
+
+    @classmethod
+    @abstractmethod
+    def render_claim(cls, kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
+        """The typed claim rendered from the evidence, or None when the evidence does not support it."""
+
+    @classmethod
+    @abstractmethod
+    def check_claim(cls, claim: Claim, evidence: Evidence) -> str | None:
+        """None when a typed claim is supported exactly (kind, cites, params), else why not."""
+
+    @classmethod
+    @abstractmethod
+    def parse_claim(cls, claim: Claim, evidence: Evidence) -> str | None:
+        """None when a free-text claim reads as typed claims that hold, else why it cannot be proved."""
 
     # ------------------------------------------------------------------ persistence
     @abstractmethod

@@ -19,6 +19,7 @@ import numpy as np
 
 from anomalens.detectors import BaseDetector, Inspection, check_matrix
 from anomalens.errors import CheckpointError, InputError
+from anomalens.modalities import tabular_claims
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.schema import (
     Attribution,
@@ -29,10 +30,7 @@ from anomalens.schema import (
     FeatureDelta,
     FeatureDifference,
     FeatureProfile,
-    Item,
     Restoration,
-    fmt,
-    quote,
 )
 from anomalens.store import ExemplarHit
 from anomalens.text import clip
@@ -227,34 +225,29 @@ class TabularModality(Modality):
                                            difference=float(diff[j])) for j in order],
         )
 
-    # ------------------------------------------------------------------ claims
-    @classmethod
-    def unit_claim(cls, item: Item, evidence: Evidence, *, with_exemplars: bool = True) -> Claim:
-        a = item
-        if not isinstance(a, Attribution):
-            raise InputError(f"a feature claim needs a feature attribution, got {type(item).__name__}")
-        text = (f"{quote(a.feature)} is {fmt(a.value)}, {_WHERE[a.position]} {fmt(a.normal_low)} to "
-                f"{fmt(a.normal_high)} (median {fmt(a.normal_median)}), and accounts for {fmt(100 * a.share)}% of the score")
-        cites = [a.id]
-        if with_exemplars and a.exemplar_mean is not None and evidence.exemplars:
-            text += f"; the nearest normal cases have {quote(a.feature)} around {fmt(a.exemplar_mean)}"
-            cites += [e.id for e in evidence.exemplars]
-        return Claim(text=text + ".", cites=cites)
+    # ------------------------------------------------------------------ typed claims
+    claim_kinds = tabular_claims.KINDS
 
     @classmethod
-    def profile_claim(cls, profile: FeatureProfile) -> Claim:
-        p = profile
-        return Claim(text=f"In the {p.n_train} normal training rows, {quote(p.feature)} has median "
-                     f"{fmt(p.normal_median)} and ranges from {fmt(p.normal_low)} (1%) to {fmt(p.normal_high)} (99%).",
-                     cites=[p.id])
+    def claim_candidates(cls, evidence: Evidence) -> list[Claim]:
+        return tabular_claims.candidates(evidence)
 
     @classmethod
-    def comparison_claim(cls, comparison: Comparison, n: int = 2) -> Claim:
-        c = comparison
-        diffs = ", ".join(f"{quote(d.feature)} {fmt(d.value)} against {fmt(d.other)}" for d in c.differences[:n])
-        other = c.other_id if c.other_id.startswith("exemplar:") else f"case {c.other_id}"
-        return Claim(text=f"Against {other} (distance {fmt(c.distance)}), the case differs most in {diffs}.",
-                     cites=[c.id])
+    def unit_claims(cls, evidence: Evidence, unit_id: str, *, with_exemplars: bool = True) -> list[Claim]:
+        kinds = ("range", "exemplar_value") if with_exemplars else ("range",)
+        return [c for c in tabular_claims.candidates(evidence) if c.kind in kinds and c.cites and c.cites[0] == unit_id]
+
+    @classmethod
+    def render_claim(cls, kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
+        return tabular_claims.render_kind(kind, cites, params, evidence)
+
+    @classmethod
+    def check_claim(cls, claim: Claim, evidence: Evidence) -> str | None:
+        return tabular_claims.check(claim, evidence)
+
+    @classmethod
+    def parse_claim(cls, claim: Claim, evidence: Evidence) -> str | None:
+        return tabular_claims.parse(claim, evidence)
 
     # ------------------------------------------------------------------ persistence
     def to_config(self) -> dict[str, Any]:

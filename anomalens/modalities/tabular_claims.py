@@ -1,0 +1,220 @@
+"""Typed claims about rows of a table: a closed vocabulary of kinds, each rendered from the evidence.
+
+A typed claim is ``Claim(kind, cites, params)``; its sentence is rendered here from the evidence
+items it cites, so every name and number in it is the evidence's. ``candidates(evidence)`` lists
+every true typed claim the evidence supports; a typed claim verifies when it is one of them (same
+kind, cites and params), and ``parse`` reads a free-text sentence as a typed claim (its kind from
+its words, its relation checked against the candidates) or says why it cannot.
+
+Kinds (params in brackets):
+
+- ``verdict``: the verdict, its score, p-value and cut-off (cites ``verdict``)
+- ``range`` [position: above | below | within]: a feature's value against its normal range, and
+  its share of the score (cites ``feature:<name>``)
+- ``share``: a feature's share of the score (cites ``feature:<name>``)
+- ``rank`` [rank: 1, 2, ...]: a feature's place among the contributions shown
+- ``exemplar_value``: a feature's mean over the nearest normal exemplars (cites the feature and
+  every exemplar)
+- ``exemplar_distance`` [rank]: an exemplar's distance and its place among the nearest
+- ``restoration`` [unit]: the normal version's change of one feature (cites ``restoration``)
+- ``profile``: a feature's training distribution (cites ``profile:<name>``)
+- ``comparison`` [unit]: the case beside another one on one feature (cites ``compare:<id>``)
+"""
+
+from __future__ import annotations
+
+import re
+
+from anomalens.schema import (
+    ORDINARY_WORDS,
+    Attribution,
+    Claim,
+    Comparison,
+    Evidence,
+    FeatureProfile,
+    fmt,
+    quote,
+    split_mentions,
+)
+
+__all__ = ["KINDS", "candidates", "check", "parse", "render_kind"]
+
+KINDS = {
+    "verdict": "the verdict with its score, p-value and cut-off",
+    "range": "a feature's value against its normal range (params: position = above | below | within)",
+    "share": "a feature's share of the anomaly score",
+    "rank": "a feature's place among the largest contributions (params: rank = 1, 2, ...)",
+    "exemplar_value": "a feature's typical value in the nearest normal exemplars",
+    "exemplar_distance": "a nearest normal exemplar and its distance (params: rank = 1, 2, ...)",
+    "restoration": "what the normal version changes in one feature (params: unit = the feature)",
+    "profile": "a feature's distribution in the normal training rows",
+    "comparison": "the case beside another case on one feature (params: unit = the feature)",
+}
+_WHERE = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
+_ORD = {1: "largest", 2: "second-largest", 3: "third-largest"}
+_NTH = {1: "closest", 2: "second-closest", 3: "third-closest"}
+
+
+def _ordinal(k: int, words: dict[int, str], fallback: str) -> str:
+    return words.get(k, f"{k}th-{fallback}")
+
+
+def candidates(evidence: Evidence) -> list[Claim]:
+    """Every true typed claim the evidence supports, rendered."""
+    from anomalens.llm.template import verdict_claim
+
+    out = [verdict_claim(evidence)]
+    units: list[Attribution] = [*evidence.attributions, *[a for a in evidence.lookups
+                                                          if a.id not in {b.id for b in evidence.attributions}]]
+    for a in units:
+        out.append(Claim(kind="range", cites=[a.id], params={"position": a.position},
+                         text=f"{quote(a.feature)} is {fmt(a.value)}, {_WHERE[a.position]} {fmt(a.normal_low)} to "
+                              f"{fmt(a.normal_high)} (median {fmt(a.normal_median)}), and accounts for "
+                              f"{fmt(100 * a.share)}% of the score."))
+        out.append(Claim(kind="share", cites=[a.id], params={},
+                         text=f"{quote(a.feature)} accounts for {fmt(100 * a.share)}% of the score."))
+        if a.exemplar_mean is not None and evidence.exemplars:
+            out.append(Claim(kind="exemplar_value", cites=[a.id, *[e.id for e in evidence.exemplars]], params={},
+                             text=f"The nearest normal cases have {quote(a.feature)} around {fmt(a.exemplar_mean)} "
+                                  f"(this case: {fmt(a.value)})."))
+    for k, a in enumerate(evidence.attributions, start=1):
+        out.append(Claim(kind="rank", cites=[a.id], params={"rank": str(k)},
+                         text=f"{quote(a.feature)} is the {_ordinal(k, _ORD, 'largest')} contribution to the score "
+                              f"({fmt(100 * a.share)}%)."))
+    for k, e in enumerate(evidence.exemplars, start=1):
+        out.append(Claim(kind="exemplar_distance", cites=[e.id], params={"rank": str(k)},
+                         text=f"The {_ordinal(k, _NTH, 'closest')} normal exemplar is {e.id} at distance "
+                              f"{fmt(e.distance)}."))
+    r = evidence.restoration
+    for d in (r.deltas if r is not None else []):
+        if fmt(d.observed) != fmt(d.restored):
+            out.append(Claim(kind="restoration", cites=["restoration"], params={"unit": d.feature},
+                             text=f"The normal version of this case changes {quote(d.feature)} from {fmt(d.observed)} "
+                                  f"to {fmt(d.restored)}."))
+    for p in evidence.profiles:
+        out.append(_profile(p))
+    for c in evidence.comparisons:
+        for d in c.differences:
+            out.append(_comparison(c, d.feature))
+    return out
+
+
+def _profile(p: FeatureProfile) -> Claim:
+    return Claim(kind="profile", cites=[p.id], params={},
+                 text=f"In the {p.n_train} normal training rows, {quote(p.feature)} has median {fmt(p.normal_median)} "
+                      f"and ranges from {fmt(p.normal_low)} (1%) to {fmt(p.normal_high)} (99%).")
+
+
+def _comparison(c: Comparison, unit: str) -> Claim:
+    d = next(x for x in c.differences if x.feature == unit)
+    other = c.other_id if c.other_id.startswith("exemplar:") else f"case {c.other_id}"
+    return Claim(kind="comparison", cites=[c.id], params={"unit": unit},
+                 text=f"Against {other} (distance {fmt(c.distance)}), {quote(unit)} is {fmt(d.value)} here and "
+                      f"{fmt(d.other)} there.")
+
+
+def _key(claim: Claim) -> tuple:
+    return claim.kind, frozenset(claim.cites), tuple(sorted((k, str(v)) for k, v in claim.params.items()))
+
+
+def render_kind(kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
+    """The rendered typed claim (kind, cites, params), or None when the evidence does not support it."""
+    want = _key(Claim(text="", kind=kind, cites=cites, params=params))
+    return next((c for c in candidates(evidence) if _key(c) == want), None)
+
+
+def check(claim: Claim, evidence: Evidence) -> str | None:
+    """None when the typed claim is one the evidence supports (kind, cites and params), else why not."""
+    if claim.kind not in KINDS:
+        return f"kind {claim.kind!r} is not one of {sorted(KINDS)}"
+    if render_kind(claim.kind, claim.cites, claim.params, evidence) is not None:
+        return None
+    same = [c for c in candidates(evidence) if c.kind == claim.kind and set(c.cites) == set(claim.cites)]
+    if not same:
+        return f"a {claim.kind} claim cannot rest on {claim.cites}"
+    return f"says {claim.params} where the evidence says {same[0].params}"
+
+
+# ---------------------------------------------------------------- reading free text
+# Words a sentence about the evidence may use besides names, ids and numbers: the ordinary words of
+# the schema, the words of each kind, and connectives. Anything else ("caused", "leak", "firmware",
+# "deployment") is something the evidence cannot confirm.
+_KIND_WORDS = set("""
+above below within inside outside higher lower high low exceeds exceed exceeding over under beyond less greater
+normal range ranges usual typical typically median quantile quantiles percentile training rows row
+accounts account share percent contribution contributions contributes contributor largest biggest top first
+second third rank ranks ranked greatest strongest main largest-contributing
+nearest closest close exemplar exemplars neighbour neighbours neighbor neighbors distance away similar
+restored restoration restore version changes change changed changing lowers raises lowered raised moves moved
+brings brought back reduces reduced increases increased
+p-value pvalue cut-off cutoff score scores gives give giving anomalous anomaly flagged flag significant
+level alpha false discovery rate control conformal method detector batch
+against compared comparison differs differ difference versus vs here there other
+around about roughly approximately nearly almost just only also while whereas which where their its
+much far well very clearly strongly mostly largely mainly primarily chiefly
+should would expected observed value values its this that case is are was be being
+shown abnormal unusual outlier benjamini-hochberg benjamini hochberg
+driver drivers drives driving responsible explains explained primary chief
+second-closest third-closest second-largest third-largest
+""".split())
+_ALLOWED = ORDINARY_WORDS | _KIND_WORDS
+_WORD = re.compile(r"[a-z][a-z'-]*")
+_NUM = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
+_ID = re.compile(r"(?<![\w:])(?:feature|exemplar|profile|compare):[^\s,;()\[\]]+")
+
+_POSITION = (("above", r"\b(above|higher than|exceeds?|exceeding|over|beyond|greater than)\b"),
+             ("below", r"\b(below|lower than|under|less than)\b"),
+             ("within", r"\b(within|inside|in (its|the) normal range)\b"))
+
+
+def unconfirmable_words(text: str, names: list[str]) -> list[str]:
+    """Words of ``text`` that are none of: a unit name, an evidence id, a number, or the claim vocabulary."""
+    _, rest = split_mentions(_ID.sub(" ", text), names)
+    rest = _NUM.sub(" ", rest.lower())
+    return [w for w in _WORD.findall(rest) if w.strip("'-") not in _ALLOWED and w.strip("'-")]
+
+
+def parse(claim: Claim, evidence: Evidence) -> str | None:
+    """Read a free-text claim as typed claims: None when it is one (its words are the vocabulary of
+    claims about its cited items and the relations it states hold), else why it cannot be proved."""
+    names = evidence.context.feature_names
+    extra = unconfirmable_words(claim.text, names)
+    if extra:
+        return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
+    low = claim.text.lower()
+    named, _ = split_mentions(_ID.sub(" ", claim.text), names)
+    items = evidence.items()
+    cands = candidates(evidence)
+    kinds = set()
+    for position, pattern in _POSITION:
+        if re.search(pattern, low) and (re.search(r"\b(normal|range|usual|typical)\b", low) or _NUM.search(low)):
+            kinds.add("range")
+            for name in named:
+                fid = f"feature:{name}"
+                if fid in claim.cites or fid in items:
+                    held = next((c.params["position"] for c in cands if c.kind == "range" and c.cites == [fid]), None)
+                    if held is not None and held != position and len(named) == 1:
+                        return f"says {quote(name)} is {position} its normal range, but it is {held}"
+    if re.search(r"%|\b(share|accounts?|contribut\w*|percent)\b", low):
+        kinds.add("share")
+    if re.search(r"\b(main|largest|biggest|top|primary|chief|strongest|greatest|drivers?|drives|driving|responsible)\b",
+                 low) and not re.search(r"\b(second|third|\d+(st|nd|rd|th))\b", low):
+        kinds.add("rank")
+        top = evidence.attributions[0].feature if evidence.attributions else None
+        if len(named) == 1 and top is not None and named[0] != top:
+            return f"says {quote(named[0])} contributes most, but {quote(top)} does"
+    if any(c.startswith("exemplar:") for c in claim.cites) or re.search(r"\b(nearest|closest|neighbou?rs?|exemplars?)\b", low):
+        kinds.add("exemplar")
+    if "restoration" in claim.cites or re.search(r"\b(normal version|restor\w*)\b", low):
+        kinds.add("restoration")
+    if any(c.startswith("profile:") for c in claim.cites) or re.search(r"\b(median|quantile|training rows)\b", low):
+        kinds.add("profile")
+    if any(c.startswith("compare:") for c in claim.cites):
+        kinds.add("comparison")
+    if "verdict" in claim.cites and re.search(
+            r"\b(p-value|p value|anomal\w*|abnormal|cut-off|cutoff|threshold|score|flag\w*|significan\w*)\b", low):
+        kinds.add("verdict")
+    if not kinds:
+        return "is not a claim of any kind the evidence can prove (a range, share, rank, exemplar, restoration, " \
+               "profile, comparison or the verdict)"
+    return None
