@@ -381,6 +381,9 @@ def _print_reply(reply) -> None:
     for c in ex.claims:
         cites = ", ".join(c.cites[:4]) + (", ..." if len(c.cites) > 4 else "")
         out.print(f"  - {for_terminal(c.text, 1000)} [dim]\\[{for_terminal(cites, 300)}][/]", highlight=False)
+    if ex.interpretation:
+        out.print(f"  [italic]the model's interpretation (not verified):[/] {for_terminal(ex.interpretation, 1000)}",
+                  highlight=False)
     if ex.note:
         out.print(f"  [dim]{for_terminal(ex.note, 1000)}[/]", highlight=False)
     sys.stdout.flush()

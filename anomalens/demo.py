@@ -24,6 +24,7 @@ from anomalens.agents.analyze import analyze_case
 from anomalens.agents.chat import ChatSession
 from anomalens.config import DEFAULT_DETECTOR
 from anomalens.investigator import Investigator
+from anomalens.text import for_terminal
 from anomalens.llm.reasoner import tool_client
 from anomalens.tools import Toolbox
 
@@ -117,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         head = f"({ex.source}, {'verified' if ex.grounded else 'NOT verified'}" if ex else "("
         console.print(f"[bold green]anomalens>[/] [dim]{head}{'; tools: ' + ', '.join(reply.tools) if reply.tools else ''})[/]")
         for c in ex.claims if ex else []:
-            console.print(f"  - {c.text} [dim][{', '.join(c.cites[:3])}{', ...' if len(c.cites) > 3 else ''}][/]",
+            cites = ", ".join(c.cites[:3]) + (", ..." if len(c.cites) > 3 else "")
+            console.print(f"  - {for_terminal(c.text, 1000)} [dim]\\[{for_terminal(cites, 300)}][/]", highlight=False)
+        if ex is not None and ex.interpretation:
+            console.print(f"  [italic]the model's interpretation (not verified):[/] {for_terminal(ex.interpretation, 600)}",
                           highlight=False)
         if ex is not None and ex.note:
-            console.print(f"  [dim]{ex.note}[/]", highlight=False)
+            console.print(f"  [dim]{for_terminal(ex.note, 1000)}[/]", highlight=False)
     session.close()
     console.print("\nNext: `anomalens fit your.csv --out model/`, `anomalens analyze model/ new.csv`, "
                   "`anomalens chat model/ new.csv --row N`.")

@@ -52,8 +52,10 @@ class ScriptedToolModel:
         return ChatTurn("", [ToolCallRequest(f"call-{tool}-{len(args)}", tool, args)])
 
     @staticmethod
-    def answer(*claims: tuple[str, list[str]]):
+    def answer(*claims: tuple, interpretation: str = ""):
+        """The "answer" tool call with typed claims: (kind, cites) or (kind, cites, params)."""
         from anomalens.llm.base import ChatTurn, ToolCallRequest
 
+        drafted = [{"kind": c[0], "cites": c[1], **(c[2] if len(c) > 2 else {})} for c in claims]
         return ChatTurn("", [ToolCallRequest("call-answer", "answer",
-                                             {"claims": [{"text": t, "cites": c} for t, c in claims]})])
+                                             {"claims": drafted, "interpretation": interpretation})])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from agent_fixtures import COLUMNS, cases, metrics
+from agent_fixtures import cases, metrics
 
 from anomalens import Investigator
 from anomalens.detectors import Calibrator, benjamini_hochberg

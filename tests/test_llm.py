@@ -29,7 +29,7 @@ def test_every_template_renders_and_every_name_used_exists():
     for path in Path(__file__).resolve().parents[1].joinpath("anomalens").rglob("*.py"):
         used |= set(re.findall(r"[\"']([\w-]+\.jinja2)[\"']", path.read_text()))
     assert used and used <= set(template_names())
-    assert "at most 3 claims" in render("explain_system.jinja2", max_claims=3)
+    assert "at most 3 claims" in render("explain_system.jinja2", max_claims=3, kinds="- verdict: the verdict")
     import jinja2
 
     with pytest.raises(jinja2.UndefinedError):
@@ -43,13 +43,24 @@ def test_data_block_keeps_untrusted_text_inside_and_bounded():
     assert len(block) < 900 and "truncated" in block
 
 
-def test_draft_schema_allows_only_evidence_ids():
+def test_draft_schema_allows_only_evidence_ids_and_the_modalitys_kinds():
+    from anomalens.llm.reasoner import schema_for
+    from anomalens.modalities import TabularModality
+
     ev = make_evidence()
-    schema = draft_schema(list(ev.items()))
-    ok = schema.model_validate_json('{"claims": [{"text": "t", "cites": ["feature:glucose"]}]}')
-    assert ok.claims[0].cites == ["feature:glucose"]
-    with pytest.raises(Exception):
-        schema.model_validate_json('{"claims": [{"text": "t", "cites": ["feature:insulin"]}]}')
+    schema = schema_for(ev)
+    ok = schema.model_validate_json('{"claims": [{"kind": "range", "cites": ["feature:glucose"], "position": "above"}]}')
+    assert ok.claims[0].cites == ["feature:glucose"] and ok.claims[0].params() == {"position": "above"}
+    for bad in ('{"claims": [{"kind": "range", "cites": ["feature:insulin"]}]}',  # not an evidence id
+                '{"claims": [{"kind": "cause", "cites": ["feature:glucose"]}]}',  # not a kind
+                '{"claims": [{"kind": "restoration", "cites": ["restoration"], "unit": "insulin"}]}',  # not a unit
+                '{"claims": [{"text": "glucose is 310.", "cites": ["feature:glucose"]}]}'):  # prose instead of a kind
+        with pytest.raises(Exception):
+            schema.model_validate_json(bad)
+    js = schema.model_json_schema()
+    text = str(js)
+    assert all(k in text for k in TabularModality.claim_kinds) and "feature:insulin" not in text
+    assert set(js["$defs"]["ClaimDraft"]["properties"]["cites"]["items"]["enum"]) == set(ev.items())
 
 
 def test_factory_builds_each_backend_and_rejects_unknown():

@@ -41,7 +41,7 @@ from anomalens.grounding.drafting import Drafting, answer_question
 from anomalens.grounding.verifier import cite_text
 from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.llm.base import Draft, Reasoner, ToolChatClient
-from anomalens.llm.reasoner import chat_system_prompt, draft_schema
+from anomalens.llm.reasoner import chat_system_prompt, schema_for
 from anomalens.llm.template import TemplateReasoner, topics
 from anomalens.schema import Attribution, Claim, Comparison, Evidence, Explanation, FeatureProfile
 from anomalens.tools import Toolbox, make_tools
@@ -71,6 +71,7 @@ class ChatState(TypedDict, total=False):
     command: str | None  # the command this turn, when it is one
     steps: int  # model calls this turn
     draft: list[dict] | None  # claims drafted this turn, before verification
+    interpretation: str | None  # the model's interpretation this turn (unverified; shown apart if it passes)
     reply: dict | None  # this turn's verified answer (an Explanation)
 
 
@@ -169,7 +170,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         specs = [convert_to_openai_tool(t) for t in tools.values()]
         specs.append({"type": "function", "function": {
             "name": ANSWER_TOOL, "description": "Give the analyst the final answer as claims citing evidence ids.",
-            "parameters": draft_schema(list(ev.items())).model_json_schema()}})
+            "parameters": schema_for(ev).model_json_schema()}})
         step = state.get("steps", 0)
         choice: str | dict = {"type": "function", "function": {"name": forced[step]}} if step < len(forced) else "auto"
         turn_msgs = _this_turn(state["messages"])
@@ -238,18 +239,21 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
             failed = [m for m in state["messages"][-len(call.tool_calls):] if getattr(m, "status", "") == "error"]
             if failed:  # the tool said why (unknown feature, unknown case): show that, nothing to verify
                 return {"draft": None, "reply": None, "messages": [AIMessage(failed[0].content)]}
-            return {"draft": [c.model_dump() for c in TemplateReasoner().command_claims(state["command"], ev, call.tool_calls[0]["args"])]}
+            claims = TemplateReasoner().command_claims(state["command"], ev, call.tool_calls[0]["args"])
+            return {"draft": [c.model_dump() for c in claims], "interpretation": None}
         last = state["messages"][-1]
         for c in getattr(last, "tool_calls", None) or []:
             if c["name"] == ANSWER_TOOL:
                 try:
-                    drafted = draft_schema(list(ev.items())).model_validate(c["args"])
-                    return {"draft": [{"text": d.text, "cites": list(d.cites)} for d in drafted.claims]}
+                    drafted = schema_for(ev).model_validate(c["args"])
+                    return {"draft": [{"text": "", "kind": d.kind, "cites": list(d.cites), "params": d.params()}
+                                      for d in drafted.claims],
+                            "interpretation": drafted.interpretation.strip() or None}
                 except ValidationError as exc:
                     return {"draft": [{"text": json.dumps(c["args"])[:200], "cites": [],
                                        "reason": f"invalid answer: {exc.errors()[0]['msg']}"}]}
         text = last.content if isinstance(last, AIMessage) and isinstance(last.content, str) else ""
-        return {"draft": [c.model_dump() for c in cite_text(text, ev)] if text.strip() else []}
+        return {"draft": [c.model_dump() for c in cite_text(text, ev)] if text.strip() else [], "interpretation": None}
 
     def verify(state: ChatState) -> dict:
         if state.get("draft") is None:
@@ -260,7 +264,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         claims = [Claim(text=c["text"], cites=c.get("cites", []), kind=c.get("kind"), params=c.get("params") or {})
                   for c in state["draft"]]
         if claims:
-            d.add_draft(Draft(claims), ev)
+            d.add_draft(Draft(claims, interpretation=state.get("interpretation")), ev)
         if not d.accepted:
             last = state["messages"][-1]
             if isinstance(last, AIMessage) and last.additional_kwargs.get("error"):

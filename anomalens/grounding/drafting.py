@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from anomalens.grounding.verifier import verify
+from anomalens.grounding.verifier import check_interpretation, verify
 from anomalens.errors import BackendError
 from anomalens.llm.base import Draft, Reasoner
 from anomalens.llm.template import TemplateReasoner
@@ -38,6 +38,8 @@ class Drafting:
     generation_s: float = 0.0
     prompt_hash: str | None = None
     error: str | None = None  # the backend failure, when there was one
+    interpretation: str | None = None  # the model's interpretation, when it passed check_interpretation
+    interpretation_note: str | None = None  # why a model's interpretation is not shown
     t0: float = field(default_factory=time.perf_counter)
 
     def add_draft(self, draft: Draft, evidence: Evidence) -> bool:
@@ -46,6 +48,12 @@ class Drafting:
         self.prompt_hash = draft.prompt_hash
         self.tokens, self.generation_s = self.tokens + draft.completion_tokens, self.generation_s + draft.seconds
         ok, bad = verify(draft.claims, evidence)
+        if draft.interpretation:
+            reason = check_interpretation(draft.interpretation, evidence)
+            if reason is None:
+                self.interpretation, self.interpretation_note = draft.interpretation, None
+            else:
+                self.interpretation_note = f"the model's interpretation was dropped: it {reason}"
         seen = {c.text for c in self.accepted}
         self.accepted += [c for c in ok if c.text not in seen]
         self.rejected += bad
@@ -61,6 +69,7 @@ class Drafting:
         if self.accepted and self.error is None:
             return Explanation(text=" ".join(c.text for c in self.accepted), claims=self.accepted,
                                rejected=self.rejected, source=self.source, grounded=True, prompt_hash=self.prompt_hash,
+                               interpretation=self.interpretation, interpretation_note=self.interpretation_note,
                                latency_s=time.perf_counter() - self.t0, completion_tokens=self.tokens,
                                generation_s=self.generation_s)
         note = None

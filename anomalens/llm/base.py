@@ -93,14 +93,26 @@ class ToolChatClient(Protocol):
 
 
 class ClaimDraft(BaseModel):
-    text: str = Field(max_length=200)  # one sentence; the bound also stops a small model rambling
-    cites: list[str] = Field(min_length=1, max_length=4)
+    """A typed claim as a model chooses it: a kind, the evidence ids it is about and its relation
+    fields. The model writes no sentence: the modality renders it from the evidence."""
+
+    kind: str
+    cites: list[str] = Field(min_length=1, max_length=6)
+    position: str | None = None  # "above" | "below" | "within" (range claims)
+    rank: int | None = Field(default=None, ge=1, le=50)  # rank / exemplar_distance claims
+    unit: str | None = None  # restoration / comparison claims: the unit's name
+
+    def params(self) -> dict[str, str]:
+        return {k: str(v) for k, v in (("position", self.position), ("rank", self.rank), ("unit", self.unit))
+                if v is not None}
 
 
 class DraftClaims(BaseModel):
     """What an LLM is asked to return (bounds go into the JSON schema, so grammars enforce them)."""
 
     claims: list[ClaimDraft] = Field(min_length=1, max_length=4)
+    # the model's own reading of the case, shown apart and labelled, never as a verified claim
+    interpretation: str = Field(default="", max_length=300)
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,7 @@ class Draft:
     completion_tokens: int = 0
     seconds: float = 0.0
     prompt_hash: str | None = None
+    interpretation: str | None = None  # the model's interpretation, unverified
 
 
 @runtime_checkable

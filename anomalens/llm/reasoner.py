@@ -9,7 +9,7 @@ from anomalens.llm.template import TemplateReasoner
 from anomalens.prompts import data_block, render, template_hash
 from anomalens.schema import Claim, Evidence
 
-__all__ = ["LLMReasoner", "chat_system_prompt", "draft_schema", "evidence_payload", "make_reasoner", "tool_client"]
+__all__ = ["LLMReasoner", "chat_system_prompt", "draft_schema", "evidence_payload", "kinds_block", "schema_for", "make_reasoner", "tool_client"]
 
 PROMPTS = ("explain_system.jinja2", "explain_user.jinja2")
 ANSWER_PROMPTS = ("answer_system.jinja2", "answer_user.jinja2")
@@ -37,19 +37,41 @@ def chat_system_prompt(evidence: Evidence, *, max_claims: int = 4) -> str:
     """The system prompt of a tool-calling chat turn about one case (its evidence as data, never as
     instructions)."""
     return render("chat_system.jinja2", case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
-                  max_claims=max_claims, unit_kind=evidence.context.unit_kind, evidence=data_block(evidence_payload(evidence)))
+                  max_claims=max_claims, unit_kind=evidence.context.unit_kind, kinds=kinds_block(evidence), evidence=data_block(evidence_payload(evidence)))
 
 
-def draft_schema(ids: list[str]) -> type[DraftClaims]:
-    """DraftClaims whose ``cites`` may only be the given evidence ids (an enum in the JSON schema,
-    so servers and grammars that honour schemas cannot even cite a missing id)."""
+def draft_schema(ids: list[str], kinds: list[str] | None = None, units: list[str] | None = None) -> type[DraftClaims]:
+    """DraftClaims whose ``cites`` may only be the given evidence ids, ``kind`` only the modality's
+    claim kinds and ``unit`` only its unit names (enums in the JSON schema, so servers and grammars
+    that honour schemas cannot even cite a missing id or invent a kind)."""
     from typing import Literal
 
     from pydantic import Field, create_model
 
     Cite = Literal[tuple(ids)]  # type: ignore[valid-type]
-    claim = create_model("ClaimDraft", __base__=ClaimDraft, cites=(list[Cite], Field(min_length=1, max_length=4)))
+    fields: dict = {"cites": (list[Cite], Field(min_length=1, max_length=6))}
+    if kinds:
+        fields["kind"] = (Literal[tuple(kinds)], ...)  # type: ignore[valid-type]
+    fields["position"] = (Literal["above", "below", "within"] | None, None)
+    if units:
+        fields["unit"] = (Literal[tuple(units)] | None, None)  # type: ignore[valid-type]
+    claim = create_model("ClaimDraft", __base__=ClaimDraft, **fields)
     return create_model("DraftClaims", __base__=DraftClaims, claims=(list[claim], Field(min_length=1, max_length=4)))
+
+
+def schema_for(evidence: Evidence) -> type[DraftClaims]:
+    """The draft schema of one case: its evidence ids, its modality's kinds and unit names."""
+    from anomalens.modalities import get_modality
+
+    return draft_schema(list(evidence.items()), list(get_modality(evidence.context.modality).claim_kinds),
+                        evidence.context.feature_names)
+
+
+def kinds_block(evidence: Evidence) -> str:
+    """The claim kinds of the case's modality, one per line, for the prompt."""
+    from anomalens.modalities import get_modality
+
+    return "\n".join(f"- {k}: {v}" for k, v in get_modality(evidence.context.modality).claim_kinds.items())
 
 
 class LLMReasoner:
@@ -65,14 +87,16 @@ class LLMReasoner:
         return self.client.name
 
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
-        system = render(PROMPTS[0], max_claims=self.max_claims, unit_kind=evidence.context.unit_kind)
+        system = render(PROMPTS[0], max_claims=self.max_claims, unit_kind=evidence.context.unit_kind,
+                        kinds=kinds_block(evidence))
         user = render(PROMPTS[1], case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
                       feedback=data_block(feedback, budget=1500) if feedback else "",
                       evidence=data_block(evidence_payload(evidence)))
         return self._ask(system, user, evidence, self.prompt_hash)
 
     def answer(self, question: str, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
-        system = render(ANSWER_PROMPTS[0], max_claims=self.max_claims, unit_kind=evidence.context.unit_kind)
+        system = render(ANSWER_PROMPTS[0], max_claims=self.max_claims, unit_kind=evidence.context.unit_kind,
+                        kinds=kinds_block(evidence))
         user = render(ANSWER_PROMPTS[1], case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
                       question=data_block({"question": question}, text_budget=QUESTION_BUDGET),
                       feedback=data_block(feedback, budget=1500) if feedback else "",
@@ -80,10 +104,11 @@ class LLMReasoner:
         return self._ask(system, user, evidence, self.answer_hash)
 
     def _ask(self, system: str, user: str, evidence: Evidence, prompt_hash: str) -> Draft:
-        schema = draft_schema(list(evidence.items()))
-        out = self.client.complete_json(system, user, schema, max_tokens=self.max_tokens)
-        claims = [Claim(text=c.text.strip(), cites=list(c.cites)) for c in out.value.claims[: self.max_claims]]
-        return Draft(claims, out.completion_tokens, out.seconds, prompt_hash)
+        out = self.client.complete_json(system, user, schema_for(evidence), max_tokens=self.max_tokens)
+        claims = [Claim(text="", kind=c.kind, cites=list(c.cites), params=c.params())
+                  for c in out.value.claims[: self.max_claims]]
+        return Draft(claims, out.completion_tokens, out.seconds, prompt_hash,
+                     interpretation=out.value.interpretation.strip() or None)
 
 
 def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, base_url: str | None = None,

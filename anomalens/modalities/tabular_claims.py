@@ -182,39 +182,45 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
     if extra:
         return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
     low = claim.text.lower()
-    named, _ = split_mentions(_ID.sub(" ", claim.text), names)
-    items = evidence.items()
+    named, rest = split_mentions(_ID.sub(" ", claim.text), names)
+    has_number = bool(_NUM.search(rest))
+    ids_in_text = {m.group(0).rstrip(".") for m in _ID.finditer(claim.text)}
+    cites = set(claim.cites) | ids_in_text
     cands = candidates(evidence)
-    kinds = set()
+    cited_units = [n for n in named if f"feature:{n}" in cites or f"profile:{n}" in cites]
+    kinds = set()  # the kinds the sentence reads as, each with what it needs: its items cited, a fact stated
     for position, pattern in _POSITION:
-        if re.search(pattern, low) and (re.search(r"\b(normal|range|usual|typical)\b", low) or _NUM.search(low)):
+        if cited_units and re.search(pattern, low) and (re.search(r"\b(normal|range|usual|typical)\b", low) or has_number):
             kinds.add("range")
-            for name in named:
-                fid = f"feature:{name}"
-                if fid in claim.cites or fid in items:
-                    held = next((c.params["position"] for c in cands if c.kind == "range" and c.cites == [fid]), None)
-                    if held is not None and held != position and len(named) == 1:
-                        return f"says {quote(name)} is {position} its normal range, but it is {held}"
-    if re.search(r"%|\b(share|accounts?|contribut\w*|percent)\b", low):
+            held = next((c.params["position"] for c in cands if c.kind == "range" and c.cites == [f"feature:{cited_units[0]}"]),
+                        None)
+            if len(cited_units) == 1 and held is not None and held != position:
+                return f"says {quote(cited_units[0])} is {position} its normal range, but it is {held}"
+    if cited_units and has_number and re.search(r"%|\b(share|accounts?|contribut\w*|percent)\b", low):
         kinds.add("share")
-    if re.search(r"\b(main|largest|biggest|top|primary|chief|strongest|greatest|drivers?|drives|driving|responsible)\b",
-                 low) and not re.search(r"\b(second|third|\d+(st|nd|rd|th))\b", low):
+    if cited_units and re.search(r"\b(main|largest|biggest|top|primary|chief|strongest|greatest|drivers?|drives|driving|"
+                                 r"responsible)\b", low) and not re.search(r"\b(second|third|\d+(st|nd|rd|th))\b", low):
         kinds.add("rank")
         top = evidence.attributions[0].feature if evidence.attributions else None
-        if len(named) == 1 and top is not None and named[0] != top:
-            return f"says {quote(named[0])} contributes most, but {quote(top)} does"
-    if any(c.startswith("exemplar:") for c in claim.cites) or re.search(r"\b(nearest|closest|neighbou?rs?|exemplars?)\b", low):
+        if len(cited_units) == 1 and top is not None and cited_units[0] != top:
+            return f"says {quote(cited_units[0])} contributes most, but {quote(top)} does"
+    if any(c.startswith("exemplar:") for c in cites) and (ids_in_text or has_number):
         kinds.add("exemplar")
-    if "restoration" in claim.cites or re.search(r"\b(normal version|restor\w*)\b", low):
+        named_ex = [i for i in ids_in_text if i.startswith("exemplar:")]
+        first = evidence.exemplars[0].id if evidence.exemplars else None
+        if (len(named_ex) == 1 and first is not None and named_ex[0] != first and re.search(r"\b(closest|nearest)\b", low)
+                and not re.search(r"\b(second|third|next|other|\d+(st|nd|rd|th))\b|-closest|-nearest", low)):
+            return f"calls {named_ex[0]} the closest normal exemplar, but {first} is"
+    if "restoration" in cites and (named or has_number) and re.search(r"\b(normal version|restor\w*|change\w*)\b", low):
         kinds.add("restoration")
-    if any(c.startswith("profile:") for c in claim.cites) or re.search(r"\b(median|quantile|training rows)\b", low):
+    if any(c.startswith("profile:") for c in cites) and cited_units and has_number:
         kinds.add("profile")
-    if any(c.startswith("compare:") for c in claim.cites):
+    if any(c.startswith("compare:") for c in cites) and (named or has_number):
         kinds.add("comparison")
-    if "verdict" in claim.cites and re.search(
-            r"\b(p-value|p value|anomal\w*|abnormal|cut-off|cutoff|threshold|score|flag\w*|significan\w*)\b", low):
+    if "verdict" in cites and (has_number or re.search(
+            r"\b(anomal\w*|abnormal|flag\w*|significan\w*|outlier)\b", low)):
         kinds.add("verdict")
     if not kinds:
-        return "is not a claim of any kind the evidence can prove (a range, share, rank, exemplar, restoration, " \
-               "profile, comparison or the verdict)"
+        return ("is not a claim of any kind its cited evidence can prove (a range, share, rank, exemplar, restoration, "
+                "profile, comparison or the verdict, stating a name, number or id)")
     return None
