@@ -403,7 +403,7 @@ def demo(
     raise typer.Exit(demo_mod.main(argv))
 
 
-EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large", "latency")
+EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large", "latency", "verifier")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -99,7 +99,7 @@ class ClaimDraft(BaseModel):
     kind: str
     cites: list[str] = Field(min_length=1, max_length=6)
     position: str | None = None  # "above" | "below" | "within" (range claims)
-    rank: int | None = Field(default=None, ge=1, le=50)  # rank / exemplar_distance claims
+    rank: int | None = None  # rank / exemplar_distance claims (a wrong one fails that claim alone, not the draft)
     unit: str | None = None  # restoration / comparison claims: the unit's name
 
     def params(self) -> dict[str, str]:

@@ -78,8 +78,9 @@ def comparison_claim(c: Comparison, evidence: Evidence, n: int = 2) -> list[Clai
 
 
 class TemplateReasoner:
-    """Claims: the verdict, each abnormal feature against its normal range and the nearest normal
-    cases, the closest exemplar, and the restoration's main changes."""
+    """Claims: the verdict, each feature with an abnormal contribution or a value outside its normal
+    range (at most ``max_features``, largest contribution first) against its normal range and the
+    nearest normal cases, the closest exemplar, and the restoration's main changes."""
 
     name = "template"
 
@@ -88,7 +89,8 @@ class TemplateReasoner:
 
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
         claims = [verdict_claim(evidence)]
-        shown = [a for a in evidence.attributions if a.abnormal] or evidence.attributions[:1]
+        # units whose contribution is abnormal or whose value is outside its normal range, by contribution
+        shown = [a for a in evidence.attributions if a.abnormal or a.position != "within"] or evidence.attributions[:1]
         claims += [c for a in shown[: self.max_features] for c in feature_claim(a, evidence)]
         return Draft(claims=claims + exemplar_claims(evidence) + restoration_claim(evidence))
 
