@@ -66,9 +66,9 @@ def _matches(x: float, decimals: int, values: list[float]) -> bool:
 
 
 def _modality(evidence: Evidence):
-    from anomalens.modalities import get_modality
+    from anomalens.modalities import modality_of
 
-    return get_modality(evidence.context.modality)
+    return modality_of(evidence)
 
 
 def render_typed(claim: Claim, evidence: Evidence) -> Claim:

@@ -61,17 +61,17 @@ def draft_schema(ids: list[str], kinds: list[str] | None = None, units: list[str
 
 def schema_for(evidence: Evidence) -> type[DraftClaims]:
     """The draft schema of one case: its evidence ids, its modality's kinds and unit names."""
-    from anomalens.modalities import get_modality
+    from anomalens.modalities import modality_of
 
-    return draft_schema(list(evidence.items()), list(get_modality(evidence.context.modality).claim_kinds),
+    return draft_schema(list(evidence.items()), list(modality_of(evidence).claim_kinds),
                         evidence.context.feature_names)
 
 
 def kinds_block(evidence: Evidence) -> str:
     """The claim kinds of the case's modality, one per line, for the prompt."""
-    from anomalens.modalities import get_modality
+    from anomalens.modalities import modality_of
 
-    return "\n".join(f"- {k}: {v}" for k, v in get_modality(evidence.context.modality).claim_kinds.items())
+    return "\n".join(f"- {k}: {v}" for k, v in modality_of(evidence).claim_kinds.items())
 
 
 class LLMReasoner:

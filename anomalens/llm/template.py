@@ -44,9 +44,9 @@ def verdict_claim(evidence: Evidence) -> Claim:
 
 
 def _modality(evidence: Evidence):
-    from anomalens.modalities import get_modality
+    from anomalens.modalities import modality_of  # imported late: modalities import the template
 
-    return get_modality(evidence.context.modality)
+    return modality_of(evidence)
 
 
 def about(evidence: Evidence, item_id: str, kinds: tuple[str, ...] | None = None) -> list[Claim]:

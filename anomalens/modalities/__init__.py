@@ -13,7 +13,8 @@ from anomalens.errors import InputError
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.modalities.tabular import TabularModality
 
-__all__ = ["CaseItems", "Modality", "ModelInput", "TabularModality", "get_modality", "list_modalities", "register"]
+__all__ = ["CaseItems", "Modality", "ModelInput", "TabularModality", "get_modality", "list_modalities", "modality_of",
+           "register"]
 
 _REGISTRY: dict[str, type[Modality]] = {}
 
@@ -31,6 +32,11 @@ def get_modality(name: str) -> type[Modality]:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise InputError(f"modality must be one of {list_modalities()}, got {name!r}")
     return _REGISTRY[name]
+
+
+def modality_of(evidence) -> type[Modality]:
+    """The modality class a case's evidence was built by (``evidence.context.modality``)."""
+    return get_modality(evidence.context.modality)
 
 
 def list_modalities() -> list[str]:
