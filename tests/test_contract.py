@@ -204,3 +204,17 @@ def test_an_ensemble_saved_with_the_earlier_score_is_refused_not_misread(fitted,
     save_file(tensors, str(path / "weights.safetensors"))
     with pytest.raises(CheckpointError, match="earlier score.*fit it again"):
         load(path)
+
+
+def test_fold_ensembles_give_their_members_the_final_calibration_count():
+    """In cross calibration a fold ensemble trains on fewer rows than the final one; its members
+    hold out as many rows as the final members will, so their p-values have the same resolution."""
+    from anomalens.detectors import Ensemble
+
+    X = correlated(400, seed=3)
+    final = Ensemble(calibration="split", member_params={"epochs": 3}, random_state=0).fit(X)
+    fold = Ensemble(calibration="split", member_params={"epochs": 3}, random_state=0)
+    fold.final_rows = 500
+    fold.fit(X)
+    assert {len(m.calibration_scores_) for m in final.members_} == {64}  # 20% of the 320 it trains on
+    assert {len(m.calibration_scores_) for m in fold.members_} == {100}  # what the final members, on 500 rows, hold out

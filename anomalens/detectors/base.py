@@ -170,6 +170,8 @@ class BaseDetector(ABC):
     # True for a model another detector owns (an Ensemble's member): its verdicts are not shown, so
     # the warning about too few calibration rows is the owner's to give
     nested: bool = False
+    # on a fold model of cross calibration: the number of rows the final model trains on (None otherwise)
+    final_rows: int | None = None
     attribution_method: ClassVar[str] = ""
     additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
 
@@ -303,6 +305,7 @@ class BaseDetector(ABC):
             rest = np.setdiff1d(perm, held, assume_unique=True)
             quiet = {"verbose": False} if "verbose" in self.get_params() else {}
             member = type(self)(**{**self.get_params(), "calibration": "split", **quiet})
+            member.final_rows = n  # a fold model that learns from data must do so as the final model will
             member.n_features_in_, member.feature_names_in_ = self.n_features_in_, None
             member.center_, member.scale_ = robust_scale(arr[rest])
             member._fit_scaled(member._scale(arr[rest]))

@@ -66,12 +66,14 @@ class EnsembleConfig(BaseConfig):
             member.config.validate()
 
 
-def member_detectors(config: EnsembleConfig) -> list[BaseDetector]:
+def member_detectors(config: EnsembleConfig, calibration_size: float | None = None) -> list[BaseDetector]:
     """The unfitted members of an ensemble: each gets the ensemble's seed, the split calibration (one fit
-    each) and those of ``member_params`` its own configuration takes."""
+    each), ``calibration_size`` when given, and those of ``member_params`` its own configuration takes."""
     from anomalens.detectors.registry import get_detector_class
 
     params = {"random_state": config.random_state, "calibration": "split", **dict(config.member_params)}
+    if calibration_size is not None:
+        params["calibration_size"] = calibration_size
     members = []
     for name in config.detectors:
         cls = get_detector_class(name)
@@ -124,7 +126,14 @@ class Ensemble(BaseDetector):
         return member_detectors(self.config)
 
     def _fit_scaled(self, Z: np.ndarray) -> None:
-        self.members_ = [m.fit(Z) for m in self._members()]
+        share = None
+        if self.final_rows is not None and self.final_rows > len(Z):
+            # a fold ensemble of cross calibration: its members hold out as many rows as the final
+            # ensemble's will, so their p-values (and tails) have the same resolution and the
+            # out-of-fold scores are on the final model's scale
+            size = dict(self.config.member_params).get("calibration_size", 0.2)
+            share = min(0.5, size * self.final_rows / len(Z))
+        self.members_ = [m.fit(Z) for m in member_detectors(self.config, share)]
 
     def member_pvalues(self, X: Any) -> dict[str, np.ndarray]:
         """Each member's conformal p-values for the rows of ``X``: which member flagged what."""
