@@ -35,6 +35,7 @@ __all__ = [
     "Explanation",
     "Item",
     "ORDINARY_WORDS",
+    "ITEM_ID",
     "ITEM_KINDS",
     "UNIT_KINDS",
     "FeatureDifference",
@@ -107,6 +108,8 @@ def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
 # event and line of a log) and the items an investigation adds.
 UNIT_KINDS = ("feature", "channel", "segment", "event", "line")
 ITEM_KINDS = (*UNIT_KINDS, "exemplar", "profile", "compare")
+# an evidence id written in text ("feature:memory", "exemplar:17"), as the verifier and the modalities read it
+ITEM_ID = re.compile(r"(?<![\w:])(?:" + "|".join(ITEM_KINDS) + r"):[^\s,;()\[\]]+")
 
 
 class _Model(BaseModel):

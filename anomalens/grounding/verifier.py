@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import re
 
-from anomalens.schema import ITEM_KINDS, Claim, Comparison, Evidence, split_mentions
+from anomalens.schema import ITEM_ID as _ID
+from anomalens.schema import Claim, Comparison, Evidence, split_mentions
 
-__all__ = ["check_interpretation", "cite_text", "render_typed", "verify", "verify_claim"]
+__all__ = ["check_interpretation", "cite_text", "verify", "verify_claim"]
 
 _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
-_ID = re.compile(r"(?<![\w:])(?:" + "|".join(ITEM_KINDS) + r"):[^\s,;()\[\]]+")
 _NEGATIONS = ("not anomalous", "no anomaly", "not an anomaly", "case is normal", "row is normal", "case looks normal",
               "say normal", "is not unusual")
 
@@ -65,35 +65,46 @@ def _matches(x: float, decimals: int, values: list[float]) -> bool:
     return False
 
 
+def _foreign_number(text: str, values: list[float]) -> float | None:
+    """The first number written in ``text`` that is none of ``values`` up to rounding, or None."""
+    return next((x for x, decimals in _numbers_in(text) if not _matches(x, decimals, values)), None)
+
+
+def _reverses_verdict(low: str, evidence: Evidence) -> str | None:
+    """Why lower-cased text (unit names already stripped) reverses the verdict, or None."""
+    if evidence.verdict.anomalous and any(n in low for n in _NEGATIONS):
+        return "contradicts the verdict (the case is anomalous)"
+    if not evidence.verdict.anomalous and re.search(r"\bis (an )?anomal(ous|y)\b", low) and "not" not in low:
+        return "contradicts the verdict (the case is not anomalous)"
+    return None
+
+
 def _modality(evidence: Evidence):
     from anomalens.modalities import modality_of
 
     return modality_of(evidence)
 
 
-def render_typed(claim: Claim, evidence: Evidence) -> Claim:
-    """A typed claim with its text rendered from the evidence (unchanged when the evidence does not
-    support it: ``verify_claim`` then says why)."""
-    if claim.kind is None:
-        return claim
-    rendered = _modality(evidence).render_claim(claim.kind, claim.cites, claim.params, evidence)
-    return claim if rendered is None else claim.model_copy(update={"text": rendered.text})
-
-
 def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
-    """None when the claim is grounded in the evidence it cites, else the reason it is not."""
-    reason = _grounded(claim, evidence)
-    if reason is not None:
-        return reason
+    """None when the claim is grounded in the evidence it cites, else the reason it is not. A typed
+    claim's text must be its kind's rendering from the evidence."""
+    return _verified(claim, evidence, render=False)[1]
+
+
+def _verified(claim: Claim, evidence: Evidence, *, render: bool) -> tuple[Claim, str | None]:
+    """(the claim, why it is rejected or None). A typed claim is rendered once: with ``render`` its
+    text becomes the rendering (a model chose kind, cites and params), else it must equal it."""
     modality = _modality(evidence)
-    if claim.kind is not None:
-        reason = modality.check_claim(claim, evidence)
-        if reason is None:
-            rendered = modality.render_claim(claim.kind, claim.cites, claim.params, evidence)
-            if rendered is None or rendered.text != claim.text:
-                return "its text is not the rendering of its kind from the evidence"
-        return reason
-    return modality.parse_claim(claim, evidence)
+    if claim.kind is None:
+        return claim, _grounded(claim, evidence) or modality.parse_claim(claim, evidence)
+    rendered = modality.render_claim(claim.kind, claim.cites, claim.params, evidence)
+    if rendered is None:
+        return claim, modality.check_claim(claim, evidence) or "the evidence does not support it"
+    if render:
+        claim = claim.model_copy(update={"text": rendered.text})
+    elif rendered.text != claim.text:
+        return claim, "its text is not the rendering of its kind from the evidence"
+    return claim, _grounded(claim, evidence)
 
 
 def _grounded(claim: Claim, evidence: Evidence) -> str | None:
@@ -123,24 +134,17 @@ def _grounded(claim: Claim, evidence: Evidence) -> str | None:
     values: list[float] = list(evidence.counts())
     for c in claim.cites:
         values += items[c].numbers()
-    numbers = _numbers_in(stripped)
-    for x, decimals in numbers:
-        if not _matches(x, decimals, values):
-            return f"states {x:g}, which its cited evidence does not contain"
+    x = _foreign_number(stripped, values)
+    if x is not None:
+        return f"states {x:g}, which its cited evidence does not contain"
     # a claim must say something the evidence can confirm: a number, a feature, an id, or the verdict
-    said_something = numbers or named or _ID.search(text) or re.search(
+    said_something = _numbers_in(stripped) or named or _ID.search(text) or re.search(
         r"\b(anomal\w*|normal|outlier|unusual)\b", stripped.lower())
     if not said_something:
         return "states nothing that its cited evidence could confirm"
     # the verdict is the detector's: a claim may not reverse it (feature names, which are untrusted
     # text, were stripped above, so a column named "... say normal" cannot trip or dodge this)
-    low = stripped.lower()
-    says_normal = any(n in low for n in _NEGATIONS)
-    if evidence.verdict.anomalous and says_normal:
-        return "contradicts the verdict (the case is anomalous)"
-    if not evidence.verdict.anomalous and re.search(r"\bis (an )?anomal(ous|y)\b", low) and "not" not in low:
-        return "contradicts the verdict (the case is not anomalous)"
-    return None
+    return _reverses_verdict(stripped.lower(), evidence)
 
 
 def check_interpretation(text: str, evidence: Evidence) -> str | None:
@@ -158,23 +162,18 @@ def check_interpretation(text: str, evidence: Evidence) -> str | None:
     for item in items.values():
         values += item.numbers()
     _, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names)
-    for x, decimals in _numbers_in(stripped):
-        if not _matches(x, decimals, values):
-            return f"states {x:g}, which the evidence does not contain"
-    low = stripped.lower()
-    if evidence.verdict.anomalous and any(n in low for n in _NEGATIONS):
-        return "contradicts the verdict (the case is anomalous)"
-    if not evidence.verdict.anomalous and re.search(r"\bis (an )?anomal(ous|y)\b", low) and "not" not in low:
-        return "contradicts the verdict (the case is not anomalous)"
-    return None
+    x = _foreign_number(stripped, values)
+    if x is not None:
+        return f"states {x:g}, which the evidence does not contain"
+    return _reverses_verdict(stripped.lower(), evidence)
 
 
 def verify(claims: list[Claim], evidence: Evidence) -> tuple[list[Claim], list[Claim]]:
     """Split claims into (verified, rejected); rejected ones carry the reason. Typed claims are
     rendered from the evidence first (a model chooses kinds and ids; the sentence is ours)."""
     ok, bad = [], []
-    for c in (render_typed(c, evidence) for c in claims):
-        reason = verify_claim(c, evidence)
+    for c in claims:
+        c, reason = _verified(c, evidence, render=True)
         if reason is None:
             ok.append(c.model_copy(update={"verified": True, "reason": None}))
         else:

@@ -49,10 +49,10 @@ def _modality(evidence: Evidence):
     return modality_of(evidence)
 
 
-def about(evidence: Evidence, item_id: str, kinds: tuple[str, ...] | None = None) -> list[Claim]:
-    """The modality's true typed claims whose first cited item is ``item_id`` (optionally of ``kinds``)."""
-    return [c for c in _modality(evidence).claim_candidates(evidence)
-            if c.cites and c.cites[0] == item_id and (kinds is None or c.kind in kinds)]
+def about(evidence: Evidence, *item_ids: str) -> list[Claim]:
+    """The modality's true typed claims whose first cited item is one of ``item_ids``, in the
+    modality's order (candidates rendered once)."""
+    return [c for c in _modality(evidence).claim_candidates(evidence) if c.cites and c.cites[0] in item_ids]
 
 
 def feature_claim(a: Attribution, evidence: Evidence, *, with_exemplars: bool = True) -> list[Claim]:
@@ -62,7 +62,7 @@ def feature_claim(a: Attribution, evidence: Evidence, *, with_exemplars: bool = 
 
 
 def exemplar_claims(evidence: Evidence, n: int = 1) -> list[Claim]:
-    return [c for e in evidence.exemplars[:n] for c in about(evidence, e.id)]
+    return about(evidence, *[e.id for e in evidence.exemplars[:n]])
 
 
 def restoration_claim(evidence: Evidence, n: int = 2) -> list[Claim]:

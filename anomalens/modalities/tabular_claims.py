@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 
+from anomalens.schema import ITEM_ID as _ID
 from anomalens.schema import (
     ORDINARY_WORDS,
     Attribution,
@@ -127,9 +128,10 @@ def check(claim: Claim, evidence: Evidence) -> str | None:
     """None when the typed claim is one the evidence supports (kind, cites and params), else why not."""
     if claim.kind not in KINDS:
         return f"kind {claim.kind!r} is not one of {sorted(KINDS)}"
-    if render_kind(claim.kind, claim.cites, claim.params, evidence) is not None:
+    cands, want = candidates(evidence), _key(claim)
+    if any(_key(c) == want for c in cands):
         return None
-    same = [c for c in candidates(evidence) if c.kind == claim.kind and set(c.cites) == set(claim.cites)]
+    same = [c for c in cands if c.kind == claim.kind and set(c.cites) == set(claim.cites)]
     if not same:
         return f"a {claim.kind} claim cannot rest on {claim.cites}"
     return f"says {claim.params} where the evidence says {same[0].params}"
@@ -160,7 +162,6 @@ second-closest third-closest second-largest third-largest
 _ALLOWED = ORDINARY_WORDS | _KIND_WORDS
 _WORD = re.compile(r"[a-z][a-z'-]*")
 _NUM = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
-_ID = re.compile(r"(?<![\w:])(?:feature|exemplar|profile|compare):[^\s,;()\[\]]+")
 
 _POSITION = (("above", r"\b(above|higher than|exceeds?|exceeding|over|beyond|greater than)\b"),
              ("below", r"\b(below|lower than|under|less than)\b"),
@@ -186,14 +187,14 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
     has_number = bool(_NUM.search(rest))
     ids_in_text = {m.group(0).rstrip(".") for m in _ID.finditer(claim.text)}
     cites = set(claim.cites) | ids_in_text
-    cands = candidates(evidence)
+    items = evidence.items()
     cited_units = [n for n in named if f"feature:{n}" in cites or f"profile:{n}" in cites]
     kinds = set()  # the kinds the sentence reads as, each with what it needs: its items cited, a fact stated
     for position, pattern in _POSITION:
         if cited_units and re.search(pattern, low) and (re.search(r"\b(normal|range|usual|typical)\b", low) or has_number):
             kinds.add("range")
-            held = next((c.params["position"] for c in cands if c.kind == "range" and c.cites == [f"feature:{cited_units[0]}"]),
-                        None)
+            unit = items.get(f"feature:{cited_units[0]}")
+            held = unit.position if isinstance(unit, Attribution) else None
             if len(cited_units) == 1 and held is not None and held != position:
                 return f"says {quote(cited_units[0])} is {position} its normal range, but it is {held}"
     if cited_units and has_number and re.search(r"%|\b(share|accounts?|contribut\w*|percent)\b", low):
