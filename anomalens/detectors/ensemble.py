@@ -131,7 +131,7 @@ class Ensemble(BaseDetector):
             # a fold ensemble of cross calibration: its members hold out as many rows as the final
             # ensemble's will, so their p-values (and tails) have the same resolution and the
             # out-of-fold scores are on the final model's scale
-            size = dict(self.config.member_params).get("calibration_size", 0.2)
+            size = dict(self.config.member_params).get("calibration_size", BaseConfig.calibration_size)
             share = min(0.5, size * self.final_rows / len(Z))
         self.members_ = [m.fit(Z) for m in member_detectors(self.config, share)]
 
