@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-series clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m evals.tabular
+
+# the series benchmark against TSB-AD's baselines; tsb-ad 1.5 pins numpy<2, so it goes in without its
+# dependencies (its metrics and the baselines used run on numpy 2) and the few it needs come from '.[bench]'
+bench-series: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q --no-deps tsb-ad==1.5
+	$(PY) -m evals.series
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

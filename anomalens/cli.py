@@ -116,6 +116,17 @@ def select_features(frame, *, label_column: str | None = None, exclude: list[str
     return select_columns(frame, label_column=label_column, exclude=exclude, id_column=id_column, features=features)
 
 
+def _series_frame(frame, label_column: str | None, exclude: list[str] | None):
+    """A series table without its label and excluded columns (the time column stays)."""
+    from anomalens.modalities.tabular import column_list
+
+    drop = [c for c in [label_column, *column_list(exclude)] if c]
+    missing = [c for c in drop if c not in frame.columns]
+    if missing:
+        raise CliError(f"column {_text(missing[0], 60)!r} is not in the data")
+    return frame.drop(columns=drop)
+
+
 def _params(values: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for v in values or []:
@@ -192,36 +203,59 @@ def _pick_row(X, ids, row: str) -> tuple[Any, str]:
 def fit(
     data: Annotated[Path, typer.Argument(help="normal rows: a CSV or Parquet file")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write the fitted investigator to")],
-    detector: Annotated[str, typer.Option("--detector", "-d", help="a registered detector (see the README); the default "
-                                          "combines autoencoder, vae and autoregressive")] = DEFAULT_DETECTOR,
+    detector: Annotated[Optional[str], typer.Option("--detector", "-d", help="a registered detector (see the README); "
+                                                    "default: the Ensemble of autoencoder, vae and autoregressive for "
+                                                    "rows, conv_ae for a series")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="label column to leave out")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="columns to leave out (repeat or comma-separate)")] = None,
     id_column: IdColOpt = None,
+    modality: Annotated[Optional[str], typer.Option("--modality", help="tabular or series (default: series when "
+                                                     "--time-column is given)")] = None,
+    time_column: Annotated[Optional[str], typer.Option("--time-column", help="a series' timestamp column")] = None,
+    window: Annotated[Optional[int], typer.Option("--window", help="a series' window length (default: its period)")] = None,
+    fill: Annotated[Optional[str], typer.Option("--fill", help="fill a series' missing values: interpolate or ffill")] = None,
+    resample: Annotated[Optional[str], typer.Option("--resample", help="average an irregular series onto a grid, "
+                                                     "e.g. 5min")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="detector hyper-parameter name=value (repeatable)")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fit a detector and an exemplar store on normal rows, and save them to --out."""
+    """Fit a detector and an exemplar store on normal rows (or a normal series), and save them to --out."""
     from anomalens import Investigator
     from anomalens.detectors import make_detector
+    from anomalens.modalities import list_modalities
 
+    modality = modality or ("series" if time_column or window else "tabular")
+    if modality not in list_modalities():
+        raise CliError(f"--modality must be one of {list_modalities()}, got {modality!r}")
     params = {"random_state": seed, **_params(param)}
     if not as_json and sys.stderr.isatty():
         params.setdefault("verbose", True)  # a progress bar over epochs
-    make_detector(detector, **params).validate_params()  # bad hyper-parameters fail before any work
+    if detector is not None:
+        make_detector(detector, **params).validate_params()  # bad hyper-parameters fail before any work
     frame = read_table(data)
-    X, ids = select_features(frame, label_column=label_column, exclude=exclude, id_column=id_column)
+    if modality == "series":
+        from anomalens.modalities import SeriesModality
+
+        X, ids = _series_frame(frame, label_column, exclude), None
+        mod = SeriesModality(window, time_column=time_column, fill=fill, resample=resample)
+    else:
+        X, ids = select_features(frame, label_column=label_column, exclude=exclude, id_column=id_column)
+        mod = "tabular"
     created = _check_out(out_dir)
     t0 = time.perf_counter()
     try:
-        inv = Investigator.fit(X, detector=detector, source=data.name, ids=ids, **params)
+        inv = Investigator.fit(X, modality=mod, detector=detector, source=data.name, ids=ids, **params)
         inv.save(out_dir)
     except BaseException:
         _remove_empty(created)
         raise
-    summary = {"out": str(out_dir), "detector": inv.detector_name, "rows": len(X), "features": len(inv.feature_names),
-               "calibration_rows": len(inv.detector.calibration_scores_), "exemplars": inv.store.count(),
-               "seconds": round(time.perf_counter() - t0, 2)}
+    summary = {"out": str(out_dir), "modality": modality, "detector": inv.detector_name, "rows": len(X),
+               ("channels" if modality == "series" else "features"): len(inv.feature_names),
+               **({"window": inv.modality.window, "period": inv.modality.period,
+                   "calibration_points": len(inv.modality.calibration_scores)} if modality == "series"
+                  else {"calibration_rows": len(inv.detector.calibration_scores_)}),
+               "exemplars": inv.store.count(), "seconds": round(time.perf_counter() - t0, 2)}
     if as_json:
         print(json.dumps(summary))
         return
@@ -240,15 +274,23 @@ def analyze(
     row: Annotated[Optional[str], typer.Option(help="report this row only: 0-based position, or a value of --id-column")] = None,
     id_column: IdColOpt = None,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="false discovery rate (per-case level with --row)")] = 0.05,
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="a series' label column to leave out")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="a series' columns to leave out")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="a series: write each event's report "
+                                                     "(JSON, markdown) and plot (PNG) to this folder")] = None,
     llm: LlmOpt = None, base_url: BaseUrlOpt = None, model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score every row (verdicts control the false discovery rate) and report the top N, or one --row."""
+    """Score every row (verdicts control the false discovery rate) and report the top N, or one --row;
+    for a series, find its events (the false discovery rate over points) and report the top N."""
     from anomalens.detectors import check_probability
 
     alpha = check_probability(alpha, "--alpha")
     reasoner = _reasoner(llm, base_url, model)
     inv = _load(model_dir, reasoner)
+    if inv.modality.sequential:
+        return _analyze_series(inv, data, top=top, alpha=alpha, label_column=label_column, exclude=exclude,
+                               out_dir=out_dir, as_json=as_json)
     X, ids = select_features(read_table(data), id_column=id_column, features=inv.feature_names)
     if row is not None:
         case, cid = _pick_row(X, ids, row)
@@ -275,6 +317,39 @@ def analyze(
     notes = {r.verdict.note for r in reports if r.verdict.note}
     if notes:
         err.print(f"[yellow]note:[/] {for_terminal(sorted(notes)[0], 400)}", highlight=False)
+    for r in reports:
+        out.print(Markdown(r.to_markdown()))
+
+
+def _analyze_series(inv, data: Path, *, top: int, alpha: float, label_column: str | None, exclude: list[str] | None,
+                    out_dir: Path | None, as_json: bool) -> None:
+    """``analyze`` on a series: the events table, each event's report, and with --out its files and plot."""
+    frame = _series_frame(read_table(data), label_column, exclude)
+    if out_dir is not None:
+        _check_out(out_dir)
+    reports = inv.analyze_batch(frame, alpha=alpha, limit=top, plot_dir=out_dir,
+                                progress=not as_json and sys.stderr.isatty())
+    if out_dir is not None:
+        for r in reports:
+            stem = f"event-{r.evidence.event.index}"
+            (out_dir / f"{stem}.json").write_text(r.model_dump_json(indent=1))
+            (out_dir / f"{stem}.md").write_text(r.to_markdown())
+    if as_json:
+        print(json.dumps([json.loads(r.model_dump_json()) for r in reports]))
+        return
+    table = Table(title=f"{len(reports)} event(s) in {for_terminal(data.name, 80)} (false discovery rate {alpha:g} "
+                        f"over {len(frame)} points)")
+    for col in ("event", "start", "end", "points", "peak", "p-value", "channels"):
+        table.add_column(col)
+    for r in reports:
+        e, v = r.evidence.event, r.verdict
+        table.add_row(str(e.index), _text(e.start, 30), _text(e.end, 30), str(e.n_points), _text(e.peak, 30),
+                      f"{v.p_value:.3g}" + (" (tail)" if v.approximate else ""), _text(", ".join(e.channels[:4]), 60))
+    out.print(table)
+    if out_dir is not None:
+        err.print(f"reports and plots written to {for_terminal(str(out_dir), 200)}", highlight=False)
+    elif reports:
+        err.print("pass --out DIR to write each event's report and plot", highlight=False)
     for r in reports:
         out.print(Markdown(r.to_markdown()))
 

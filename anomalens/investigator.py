@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _CONFIG = "investigator.json"
 MAX_EXEMPLARS = 5000  # default size of the exemplar sample kept in the store (k-means medoids beyond it)
+MAX_SERIES_EXEMPLARS = 1000  # the same for the windows of a series (each keeps channels x window values)
 
 
 class Investigator:
@@ -76,10 +77,15 @@ class Investigator:
                 f"units={len(self.feature_names)}, n_train={self.n_train}, store={self.store.count()} exemplars)")
 
     # ------------------------------------------------------------------ fit
+    @property
+    def calibrator(self):
+        """The calibration stage whose p-values the verdicts use (the detector's, for rows)."""
+        return self.detector.calibrator
+
     @classmethod
-    def fit(cls, data: Any, modality: str | Modality = "tabular", detector: str | BaseDetector = DEFAULT_DETECTOR, *,
+    def fit(cls, data: Any, modality: str | Modality = "tabular", detector: str | BaseDetector | None = None, *,
             store_path: str | Path | None = None, chroma_url: str | None = None, source: str | None = None,
-            ids: Sequence[str] | None = None, reasoner: Reasoner | None = None, max_exemplars: int = MAX_EXEMPLARS,
+            ids: Sequence[str] | None = None, reasoner: Reasoner | None = None, max_exemplars: int | None = None,
             **detector_params: Any) -> "Investigator":
         """Fit on normal data.
 
@@ -88,14 +94,16 @@ class Investigator:
                 columns name the features; a non-default index gives the row ids) or an array.
             modality: a registered name (``anomalens.modalities.list_modalities()``) or an unfitted
                 ``Modality``.
-            detector: a registered name (see ``list_detectors()``) or an unfitted detector; the
-                default, ``DEFAULT_DETECTOR``, is the Ensemble (see evals/results/tabular_all.md).
+            detector: a registered name (see ``list_detectors()``) or an unfitted detector; None:
+                the modality's default (tabular: ``DEFAULT_DETECTOR``, the Ensemble, see
+                evals/results/tabular_all.md; series: ``conv_ae``).
             store_path: folder of the embedded exemplar store (None: in memory until ``save``).
             chroma_url: a chroma server to hold the exemplars instead (default: ``ANOMALENS_CHROMA_URL``).
             source: provenance recorded with every exemplar (e.g. the file name).
             ids: n row ids for the exemplars (default: the DataFrame index, else 0..n-1).
             reasoner: drafts explanations (None: the template; see ``anomalens.llm.make_reasoner``).
-            max_exemplars: at most this many training rows are stored as exemplars: beyond it, the
+            max_exemplars: at most this many training rows (None: MAX_EXEMPLARS; for a series,
+                MAX_SERIES_EXEMPLARS windows) are stored as exemplars: beyond it, the
                 rows nearest to k-means centres of the embeddings, each with the number of rows it
                 stands for (``exemplar_coverage`` says how much nearer the true nearest row is).
             **detector_params: hyper-parameters for a detector given by name.
@@ -106,16 +114,27 @@ class Investigator:
             modality = get_modality(modality)()
         elif not isinstance(modality, Modality):
             raise InputError(f"modality must be a name in {list_modalities()} or a Modality, got {type(modality).__name__}")
+        if max_exemplars is None:
+            max_exemplars = MAX_SERIES_EXEMPLARS if modality.sequential else MAX_EXEMPLARS
         if isinstance(max_exemplars, bool) or not isinstance(max_exemplars, (int, np.integer)) or max_exemplars < 1:
             raise InputError(f"max_exemplars must be a positive int, got {max_exemplars!r}")
         from anomalens.config import get_settings
 
         settings = get_settings()
+        if detector is None:
+            detector = modality.default_detector or DEFAULT_DETECTOR
+        if modality.sequential:  # the series is checked and split before the detector is built: it needs the window
+            head, block = modality.split(data)
         if isinstance(detector, str):
             from anomalens.detectors import get_detector_class
 
             klass = get_detector_class(detector)
             fields = {f.name for f in dataclasses.fields(klass.Config)}
+            if modality.sequential:
+                if "window" in fields and "window" not in detector_params:
+                    detector_params["window"] = modality.window
+                if "calibration" in fields and "calibration" not in detector_params:
+                    detector_params["calibration"] = "split"  # p-values come from the held-out block; one fit
             defaults = {"device": settings.device, "verbose": settings.progress}  # ANOMALENS_DEVICE, ANOMALENS_PROGRESS
             for k, v in defaults.items():
                 if k not in detector_params and (k in fields or klass.__name__ == "Ensemble") and v != {"device": "auto", "verbose": False}[k]:
@@ -126,13 +145,21 @@ class Investigator:
                 raise InputError(f"detector params {sorted(detector_params)} apply only to a detector given by name")
             det, det_name = detector, type(detector).__name__
         det.validate_params()  # a bad hyper-parameter fails before any work
+        if chroma_url is None:
+            chroma_url = settings.chroma_url
+        if modality.sequential:
+            if getattr(det.config, "window", None) not in (None, modality.window):
+                raise InputError(f"the detector's window ({det.config.window}) must be the modality's ({modality.window})")
+            from anomalens.series_investigator import SeriesInvestigator
+
+            return SeriesInvestigator.fit_series(modality, head, block, det, det_name,
+                                                 store=ExemplarStore(store_path, url=chroma_url), reasoner=reasoner,
+                                                 max_exemplars=max_exemplars, source=source)
         inp = modality.learn(data, ids)
         arr, row_ids = inp.array, inp.ids
         t0 = time.perf_counter()
         det.fit(inp.data)
         t_detector = time.perf_counter() - t0
-        if chroma_url is None:
-            chroma_url = settings.chroma_url
         store = ExemplarStore(store_path, url=chroma_url)
         E = det.embed(arr)
         keep, weights = select_exemplars(E, int(max_exemplars), seed=det.config.random_state)
@@ -155,7 +182,7 @@ class Investigator:
 
     def _verdict_parts(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p-values, approximate mask) of scores, from the detector's calibration stage."""
-        cal = self.detector.calibrator
+        cal = self.calibrator
         return cal.pvalues(scores), cal.approximate(scores)
 
     def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
@@ -173,7 +200,7 @@ class Investigator:
     def _verdict(self, score: float, p: float, approx: bool, flag: bool, alpha: float, cutoff: float,
                  method: str, m: int, thr: float) -> Verdict:
         """One row's verdict; ``thr`` is the batch's score threshold at ``cutoff`` (computed once)."""
-        cal = self.detector.calibrator
+        cal = self.calibrator
         note = None
         if not flag and p < alpha and m > 1:
             note = (f"not significant at this batch size: per-row p = {fmt(p)} is below alpha = {fmt(alpha)}, "
@@ -335,10 +362,14 @@ class Investigator:
         if not (root / "detector").is_dir():
             raise CheckpointError(f"{path} is incomplete: its detector folder {str(root / 'detector')!r} is missing")
         det = load_detector(root / "detector")
-        if det.n_features_in_ != len(modality.unit_names):
+        if det.n_features_in_ != modality.model_width:
             raise CheckpointError(f"{path}: the {modality.name} metadata does not match the detector "
-                                  f"({len(modality.unit_names)} units, detector expects {det.n_features_in_})")
+                                  f"({modality.model_width} values per row, detector expects {det.n_features_in_})")
         store = _open_store(path, root, config["store"])
+        if modality.sequential:
+            from anomalens.series_investigator import SeriesInvestigator
+
+            cls = SeriesInvestigator
         return cls(det, store, modality, int(config["n_train"]), detector_name=config["detector"], reasoner=reasoner,
                    exemplar_coverage=config.get("exemplar_coverage"))
 

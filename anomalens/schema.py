@@ -30,6 +30,7 @@ __all__ = [
     "Claim",
     "Comparison",
     "Context",
+    "Event",
     "Evidence",
     "Exemplar",
     "Explanation",
@@ -43,6 +44,7 @@ __all__ = [
     "FeatureProfile",
     "Report",
     "Restoration",
+    "Segment",
     "Verdict",
     "fmt",
     "is_ordinary_word",
@@ -233,6 +235,57 @@ class FeatureProfile(_Model):
         return [self.normal_low, self.normal_median, self.normal_high, *self.quantiles.values(), self.n_train, *levels]
 
 
+class Event(_Model):
+    """An anomaly event of a series: a run of flagged time points (the series modality)."""
+
+    id: Literal["event"] = "event"
+    index: int  # 1, 2, ... in time order within the analysed series
+    start: str  # time of the first flagged point (ISO 8601, or the position for a series without timestamps)
+    end: str  # time of the last flagged point
+    peak: str  # time of the highest point score
+    n_points: int
+    peak_score: float  # the point score at the peak (the verdict's score)
+    channels: list[str]  # channels whose attribution over the event is beyond their normal level, largest first
+    note: str | None = None  # e.g. how many missing values the input had filled
+
+    def numbers(self) -> list[float]:
+        return [float(self.n_points), self.peak_score, *_positions(self.start, self.end, self.peak)]
+
+    def stamps(self) -> list[str]:
+        """Times a claim citing this item may write (read as times, not numbers)."""
+        return [self.start, self.end, self.peak]
+
+
+class Segment(_Model):
+    """One channel over an event: observed and restored values, and the channel's most deviating point."""
+
+    id: str  # "segment:<channel>:<start>..<end>"
+    channel: str
+    start: str
+    end: str
+    times: list[str]  # the event's times (at most MAX_SEGMENT_POINTS, evenly picked)
+    observed: list[float]
+    restored: list[float]  # the detector's restoration: what the channel should have looked like
+    peak_time: str  # where observed and restored differ most
+    peak_value: float  # observed at peak_time
+    expected: float  # restored at peak_time
+    normal_low: float  # the channel's 1% quantile at that time (the same phase of the period, when there is one)
+    normal_high: float  # 99% quantile
+    share: float  # the channel's share of the event's attribution
+
+    def numbers(self) -> list[float]:
+        return [self.peak_value, self.expected, self.normal_low, self.normal_high, self.share, 100 * self.share,
+                self.expected - self.peak_value, *_positions(self.start, self.end, self.peak_time)]
+
+    def stamps(self) -> list[str]:
+        return [self.start, self.end, self.peak_time]
+
+
+def _positions(*times: str) -> list[float]:
+    """The times of a series without timestamps are positions: numbers a claim may state."""
+    return [float(t) for t in times if t.lstrip("-").isdigit()]
+
+
 class Context(_Model):
     feature_names: list[str]  # the names of the evidence units (features of a row for the tabular modality)
     unit_kind: str = "feature"  # the prefix of the units' evidence ids: "<unit_kind>:<name>"
@@ -253,6 +306,8 @@ class Evidence(_Model):
     lookups: list[Attribution] = Field(default_factory=list)
     profiles: list[FeatureProfile] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(default_factory=list)
+    event: Event | None = None  # a series case: the event, its segments (one per involved channel) and plot
+    segments: list[Segment] = Field(default_factory=list)
 
     def items(self) -> dict[str, Item]:
         """Every citable item by id."""
@@ -264,6 +319,9 @@ class Evidence(_Model):
             out["restoration"] = self.restoration
         out.update({p.id: p for p in self.profiles})
         out.update({c.id: c for c in self.comparisons})
+        if self.event is not None:
+            out["event"] = self.event
+        out.update({g.id: g for g in self.segments})
         return out
 
     def with_items(self, *new: Attribution | FeatureProfile | Comparison) -> "Evidence":
@@ -290,6 +348,10 @@ class Evidence(_Model):
             return {d.feature for d in item.differences}
         if isinstance(item, FeatureProfile):
             return {item.feature}
+        if isinstance(item, Segment):
+            return {item.channel}
+        if isinstance(item, Event):
+            return set(item.channels)
         return set()
 
     def counts(self) -> list[float]:
@@ -297,7 +359,7 @@ class Evidence(_Model):
         return [len(self.attributions), len(self.exemplars), sum(a.abnormal for a in self.attributions)]
 
 
-Item = Verdict | Attribution | Exemplar | Restoration | FeatureProfile | Comparison
+Item = Verdict | Attribution | Exemplar | Restoration | FeatureProfile | Comparison | Event | Segment
 
 
 class Claim(_Model):
@@ -335,6 +397,7 @@ class Explanation(_Model):
 class Report(_Model):
     evidence: Evidence
     explanation: Explanation
+    plot: str | None = None  # a series event's PNG (written by ``anomalens.plots``), when one was asked for
 
     @property
     def verdict(self) -> Verdict:
@@ -353,10 +416,11 @@ class Report(_Model):
             f"alpha {fmt(v.alpha)})",
             f"- detector: {_md(v.detector)}; verdict: {v.method}; p-value: {v.p_value_method}",
             *([f"- note: {_md(v.note)}"] if v.note else []),
+            *_event_lines(ev, self.plot),
             "",
-            "## Features",
+            "## Channels" if ev.event is not None else "## Features",
             "",
-            "| feature | value | normal range (1%-99%) | median | nearest normal mean | share of score | abnormal |",
+            f"| {ev.context.unit_kind} | value | normal range (1%-99%) | median | nearest normal mean | share of score | abnormal |",
             "|---|---:|---|---:|---:|---:|---|",
         ]
         for a in ev.attributions:
@@ -369,7 +433,7 @@ class Report(_Model):
             lines += ["", "## Nearest normal exemplars", "", "| id | distance | source |", "|---|---:|---|"]
             lines += [f"| {_md(e.id)} | {fmt(e.distance)} | {_md(e.source or '-')} |" for e in ev.exemplars]
         if ev.restoration is not None:
-            lines += ["", "## Normal version (restoration)", "", "| feature | observed | restored | change |", "|---|---:|---:|---:|"]
+            lines += ["", "## Normal version (restoration)", "", f"| {ev.context.unit_kind} | observed | restored | change |", "|---|---:|---:|---:|"]
             lines += [
                 f"| {_md(d.feature)} | {fmt(d.observed)} | {fmt(d.restored)} | {fmt(d.delta)} |"
                 for d in ev.restoration.deltas[:10]
@@ -385,6 +449,24 @@ class Report(_Model):
         if ex.rejected:
             lines += ["", f"_{len(ex.rejected)} draft claim(s) failed verification and are not shown._"]
         return "\n".join(lines) + "\n"
+
+
+def _event_lines(ev: Evidence, plot: str | None) -> list[str]:
+    """A series case's event, its segments and plot, as markdown lines."""
+    e = ev.event
+    if e is None:
+        return []
+    lines = ["", "## Event", "", f"- {e.n_points} point(s) from {_md(e.start)} to {_md(e.end)}, peak at {_md(e.peak)}",
+             f"- channels involved: {_md(', '.join(e.channels) or 'none beyond their normal level')}"]
+    lines += [f"- note: {_md(e.note)}"] if e.note else []
+    if plot and re.fullmatch(r"[\w.-]+\.png", plot):  # a name the plots module wrote, next to the report
+        lines += [f"- plot: ![event {e.index}]({plot})"]
+    if ev.segments:
+        lines += ["", "| channel | peak time | observed | restored (expected) | normal range (1%-99%) | share |",
+                  "|---|---|---:|---:|---|---:|"]
+        lines += [f"| {_md(g.channel)} | {_md(g.peak_time)} | {fmt(g.peak_value)} | {fmt(g.expected)} | "
+                  f"{fmt(g.normal_low)} to {fmt(g.normal_high)} | {100 * g.share:.1f}% |" for g in ev.segments]
+    return lines
 
 
 def _md(text: str) -> str:

@@ -51,7 +51,29 @@ def tabular_sample() -> Sample:
     ])
 
 
-SAMPLES: dict[str, Callable[[], Sample]] = {"tabular": tabular_sample}
+def series_sample() -> Sample:
+    rng = np.random.default_rng(0)
+    names = ["cpu", "memory", "latency"]
+    T = 2100
+    t = np.arange(T)
+    phase = 2 * np.pi * t / 40
+    X = np.column_stack([np.sin(phase), 0.7 * np.sin(phase + 0.5), np.cos(phase)]) + 0.1 * rng.normal(size=(T, 3))
+    frame = pd.DataFrame(X, columns=names, index=pd.date_range("2026-01-01", periods=T, freq="min"))
+    train, test = frame.iloc[:1700], frame.iloc[1700:]
+    anomalous = test.copy()
+    anomalous.iloc[200:215, 2] += 2.5
+    unsorted = test.iloc[::-1]
+    duplicated = pd.concat([test.iloc[:100], test.iloc[99:200]])
+    nan = test.copy()
+    nan.iloc[10, 1] = np.nan
+    text = test.assign(memory=["x"] * len(test))
+    return Sample(train, test, anomalous, "latency", bad=[
+        (None, "case"), (nan, "NaN"), (unsorted, "increasing"), (duplicated, "unique"), (test.iloc[:20], "window"),
+        (text, "numeric"), (test.drop(columns=["cpu"]), "missing"),
+    ])
+
+
+SAMPLES: dict[str, Callable[[], Sample]] = {"tabular": tabular_sample, "series": series_sample}
 
 
 def test_every_registered_modality_has_a_sample_here():
@@ -68,7 +90,7 @@ def fitted(request):
 def test_fit_keeps_the_modality_and_its_units(fitted):
     name, sample, inv = fitted
     assert inv.modality.name == name and isinstance(inv.modality, get_modality(name))
-    assert len(inv.modality.unit_names) == inv.detector.n_features_in_
+    assert inv.modality.model_width == inv.detector.n_features_in_
     assert sample.changed_unit in inv.modality.unit_names
 
 
@@ -114,7 +136,7 @@ def test_bad_input_is_one_input_error_naming_the_problem(fitted):
 
 
 def test_unknown_modalities_are_refused_with_the_list():
-    with pytest.raises(InputError, match=r"modality must be one of \['tabular'"):
+    with pytest.raises(InputError, match=r"modality must be one of \['series', 'tabular'"):
         Investigator.fit(np.zeros((10, 2)), modality="image")
     with pytest.raises(InputError, match="modality must be one of"):
         get_modality("image")

@@ -9,6 +9,7 @@ from anomalens.detectors.autoregressive import Autoregressive
 from anomalens.detectors.base import Attribution, BaseDetector, Inspection
 from anomalens.detectors._validation import check_matrix, check_positive_int, check_probability
 from anomalens.detectors.calibration import Calibrator, benjamini_hochberg, conformal_pvalues
+from anomalens.detectors.conv import ConvAutoEncoder
 from anomalens.detectors.diffusion import Diffusion
 from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
@@ -16,13 +17,15 @@ from anomalens.detectors.ganomaly import GANomaly
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
 from anomalens.detectors.vae import VAE
 
-register("autoencoder", AutoEncoder, "reconstruction", ("tabular",), "mean squared reconstruction error (robust-scaled units)")
-register("vae", VAE, "reconstruction", ("tabular",), "negative reconstruction log-likelihood averaged over latent samples")
-register("diffusion", Diffusion, "reconstruction", ("tabular",), "mean squared error of partial-diffusion denoising over noise levels (AnoDDPM)")
-register("ganomaly", GANomaly, "reconstruction", ("tabular",), "squared distance between the codes of the input and of its reconstruction")
-register("flow", NormalizingFlow, "density", ("tabular",), "negative log-likelihood -log p(x) under a masked autoregressive flow")
-register("autoregressive", Autoregressive, "density", ("tabular",), "negative log-likelihood -log p(x), MADE with Gaussian-mixture conditionals")
+register("autoencoder", AutoEncoder, "reconstruction", ("tabular", "series"), "mean squared reconstruction error (robust-scaled units)")
+register("vae", VAE, "reconstruction", ("tabular", "series"), "negative reconstruction log-likelihood averaged over latent samples")
+register("diffusion", Diffusion, "reconstruction", ("tabular", "series"), "mean squared error of partial-diffusion denoising over noise levels (AnoDDPM)")
+register("ganomaly", GANomaly, "reconstruction", ("tabular", "series"), "squared distance between the codes of the input and of its reconstruction")
+register("flow", NormalizingFlow, "density", ("tabular", "series"), "negative log-likelihood -log p(x) under a masked autoregressive flow")
+register("autoregressive", Autoregressive, "density", ("tabular", "series"), "negative log-likelihood -log p(x), MADE with Gaussian-mixture conditionals")
 register("ensemble", Ensemble, "ensemble", ("tabular",), "Cauchy combination of the members' conformal p-values, re-calibrated")
+register("conv_ae", ConvAutoEncoder, "reconstruction", ("series",),
+         "mean squared reconstruction error per channel x time cell of a 1-D convolutional autoencoder over windows")
 
 load = BaseDetector.load
 
@@ -33,6 +36,7 @@ __all__ = [
     "Autoregressive",
     "BaseDetector",
     "Calibrator",
+    "ConvAutoEncoder",
     "DetectorInfo",
     "Diffusion",
     "Ensemble",

@@ -140,14 +140,18 @@ class Calibrator:
         calibration_scores: (n_cal,) scores of normal rows the model did not train on.
         tail: extend the p-values beyond the largest calibration score with the GPD tail (see the
             module docstring); False keeps the exact conformal p-values only.
+        check_tail: run ``fit_tail``'s check. Scores of dependent points (a series) come in runs, so
+            the top 1% is often one run of neighbours that the check reads as a rare mode; the
+            series modality turns it off (the tail stays conservative: inflated shape and scale).
     """
 
-    def __init__(self, calibration_scores: np.ndarray, *, tail: bool = True) -> None:
+    def __init__(self, calibration_scores: np.ndarray, *, tail: bool = True, check_tail: bool = True) -> None:
         cal = np.sort(np.asarray(calibration_scores, dtype=np.float64))
         if cal.size == 0:
             raise InputError("calibration_scores must hold at least one score, got 0")
         self.scores = cal
         self.use_tail = bool(tail)
+        self.check_tail = bool(check_tail)
 
     @property
     def n(self) -> int:
@@ -160,7 +164,7 @@ class Calibrator:
 
     @cached_property
     def tail(self) -> TailFit | None:
-        return fit_tail(self.scores) if self.use_tail else None
+        return fit_tail(self.scores, check=self.check_tail) if self.use_tail else None
 
     @property
     def method(self) -> str:

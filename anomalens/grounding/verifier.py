@@ -127,6 +127,11 @@ def _grounded(claim: Claim, evidence: Evidence) -> str | None:
     # feature names: every one mentioned must be spoken about by a cited item
     cited_features = set().union(*(evidence.features_of(c) for c in claim.cites))
     named, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names)
+    times = False
+    for c in claim.cites:  # the times of a cited event or segment are times, not numbers
+        for t in sorted(getattr(items[c], "stamps", list)(), key=len, reverse=True):
+            if not t.lstrip("-").isdigit() and t in stripped:
+                stripped, times = stripped.replace(t, " "), True
     for name in named:
         if name not in cited_features:
             return f"names {evidence.context.unit_kind} {name!r}, which its cited evidence does not contain"
@@ -138,7 +143,7 @@ def _grounded(claim: Claim, evidence: Evidence) -> str | None:
     if x is not None:
         return f"states {x:g}, which its cited evidence does not contain"
     # a claim must say something the evidence can confirm: a number, a feature, an id, or the verdict
-    said_something = _numbers_in(stripped) or named or _ID.search(text) or re.search(
+    said_something = _numbers_in(stripped) or times or named or _ID.search(text) or re.search(
         r"\b(anomal\w*|normal|outlier|unusual)\b", stripped.lower())
     if not said_something:
         return "states nothing that its cited evidence could confirm"

@@ -60,6 +60,8 @@ class Modality(ABC):
 
     name: ClassVar[str]
     unit_kind: ClassVar[str]
+    default_detector: ClassVar[str | None] = None  # None: the package default (``config.DEFAULT_DETECTOR``)
+    sequential: ClassVar[bool] = False  # True: a case is an event found in a sequence (see SeriesInvestigator)
 
     # ------------------------------------------------------------------ input
     @abstractmethod
@@ -75,6 +77,11 @@ class Modality(ABC):
     @abstractmethod
     def unit_names(self) -> list[str]:
         """The names of the evidence units, in the model array's column order where that applies."""
+
+    @property
+    def model_width(self) -> int:
+        """Values in one detector row (tabular: one per unit; series: channels x window)."""
+        return len(self.unit_names)
 
     def unit_id(self, name: str) -> str:
         return f"{self.unit_kind}:{name}"
@@ -105,12 +112,15 @@ class Modality(ABC):
                        attribution_method=attribution_method, modality=self.name)
 
     # ------------------------------------------------------------------ typed claims (the verifier's rules)
-    claim_kinds: ClassVar[dict[str, str]]  # kind -> what it states (the closed vocabulary sent to models)
+    # A modality's claim rules live in one module (``tabular_claims``, ``series_claims``) with
+    # ``KINDS``, ``candidates``, ``render_kind``, ``check`` and ``parse``; the methods below read it.
+    claims: ClassVar[Any]
+    claim_kinds: ClassVar[dict[str, str]]  # kind -> what it states (the closed vocabulary sent to models): claims.KINDS
 
     @classmethod
-    @abstractmethod
     def claim_candidates(cls, evidence: Evidence) -> list[Claim]:
         """Every true typed claim the evidence supports, rendered (the template picks from them)."""
+        return cls.claims.candidates(evidence)
 
     @classmethod
     @abstractmethod
@@ -118,19 +128,19 @@ class Modality(ABC):
         """The template's claims about one unit (picked from ``claim_candidates``)."""
 
     @classmethod
-    @abstractmethod
     def render_claim(cls, kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
         """The typed claim rendered from the evidence, or None when the evidence does not support it."""
+        return cls.claims.render_kind(kind, cites, params, evidence)
 
     @classmethod
-    @abstractmethod
     def check_claim(cls, claim: Claim, evidence: Evidence) -> str | None:
         """None when a typed claim is supported exactly (kind, cites, params), else why not."""
+        return cls.claims.check(claim, evidence)
 
     @classmethod
-    @abstractmethod
     def parse_claim(cls, claim: Claim, evidence: Evidence) -> str | None:
         """None when a free-text claim reads as typed claims that hold, else why it cannot be proved."""
+        return cls.claims.parse(claim, evidence)
 
     # ------------------------------------------------------------------ persistence
     @abstractmethod

@@ -36,7 +36,7 @@ from anomalens.store import ExemplarHit
 from anomalens.text import clip
 from anomalens.text import names as names_of
 
-__all__ = ["PROFILE_LEVELS", "TabularModality", "as_rows", "select_columns"]
+__all__ = ["PROFILE_LEVELS", "TabularModality", "as_rows", "column_list", "select_columns"]
 
 PROFILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # training quantiles kept per feature
 _WHERE = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
@@ -72,7 +72,8 @@ def as_rows(data: Any, name: str) -> tuple[Any, list[str] | None, list[str] | No
     return X, None, None
 
 
-def _columns(names: list[str] | None) -> list[str]:
+def column_list(names: list[str] | None) -> list[str]:
+    """Column names given as repeated and/or comma-separated options."""
     return [c.strip() for n in names or [] for c in n.split(",") if c.strip()]
 
 
@@ -83,7 +84,7 @@ def select_columns(frame, *, label_column: str | None = None, exclude: list[str]
     may hold several comma-separated names."""
     cols = list(map(str, frame.columns))
     frame = frame.set_axis(cols, axis=1)
-    named = [c for c in [label_column, id_column, *_columns(exclude)] if c]
+    named = [c for c in [label_column, id_column, *column_list(exclude)] if c]
     missing = [c for c in named if c not in cols]
     if missing:
         raise InputError(f"column {clip(missing[0], 60)!r} is not in the data; its columns are {names_of(cols, 12)}")
@@ -226,28 +227,14 @@ class TabularModality(Modality):
         )
 
     # ------------------------------------------------------------------ typed claims
+    claims = tabular_claims
     claim_kinds = tabular_claims.KINDS
-
-    @classmethod
-    def claim_candidates(cls, evidence: Evidence) -> list[Claim]:
-        return tabular_claims.candidates(evidence)
 
     @classmethod
     def unit_claims(cls, evidence: Evidence, unit_id: str, *, with_exemplars: bool = True) -> list[Claim]:
         kinds = ("range", "exemplar_value") if with_exemplars else ("range",)
         return [c for c in tabular_claims.candidates(evidence) if c.kind in kinds and c.cites and c.cites[0] == unit_id]
 
-    @classmethod
-    def render_claim(cls, kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
-        return tabular_claims.render_kind(kind, cites, params, evidence)
-
-    @classmethod
-    def check_claim(cls, claim: Claim, evidence: Evidence) -> str | None:
-        return tabular_claims.check(claim, evidence)
-
-    @classmethod
-    def parse_claim(cls, claim: Claim, evidence: Evidence) -> str | None:
-        return tabular_claims.parse(claim, evidence)
 
     # ------------------------------------------------------------------ persistence
     def to_config(self) -> dict[str, Any]:

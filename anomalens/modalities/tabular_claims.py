@@ -38,7 +38,7 @@ from anomalens.schema import (
     split_mentions,
 )
 
-__all__ = ["KINDS", "candidates", "check", "parse", "render_kind"]
+__all__ = ["KINDS", "candidates", "check", "check_among", "claim_key", "parse", "render_kind", "unconfirmable_words"]
 
 KINDS = {
     "verdict": "the verdict with its score, p-value and cut-off",
@@ -114,22 +114,28 @@ def _comparison(c: Comparison, unit: str) -> Claim:
                       f"{fmt(d.other)} there.")
 
 
-def _key(claim: Claim) -> tuple:
+def claim_key(claim: Claim) -> tuple:
+    """What identifies a typed claim: its kind, cited ids and params (not its text)."""
     return claim.kind, frozenset(claim.cites), tuple(sorted((k, str(v)) for k, v in claim.params.items()))
 
 
 def render_kind(kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
     """The rendered typed claim (kind, cites, params), or None when the evidence does not support it."""
-    want = _key(Claim(text="", kind=kind, cites=cites, params=params))
-    return next((c for c in candidates(evidence) if _key(c) == want), None)
+    want = claim_key(Claim(text="", kind=kind, cites=cites, params=params))
+    return next((c for c in candidates(evidence) if claim_key(c) == want), None)
 
 
 def check(claim: Claim, evidence: Evidence) -> str | None:
     """None when the typed claim is one the evidence supports (kind, cites and params), else why not."""
-    if claim.kind not in KINDS:
-        return f"kind {claim.kind!r} is not one of {sorted(KINDS)}"
-    cands, want = candidates(evidence), _key(claim)
-    if any(_key(c) == want for c in cands):
+    return check_among(claim, candidates(evidence), KINDS)
+
+
+def check_among(claim: Claim, cands: list[Claim], kinds: dict[str, str]) -> str | None:
+    """None when the typed claim is one of the true candidates ``cands``, else why not."""
+    if claim.kind not in kinds:
+        return f"kind {claim.kind!r} is not one of {sorted(kinds)}"
+    want = claim_key(claim)
+    if any(claim_key(c) == want for c in cands):
         return None
     same = [c for c in cands if c.kind == claim.kind and set(c.cites) == set(claim.cites)]
     if not same:
@@ -168,18 +174,20 @@ _POSITION = (("above", r"\b(above|higher than|exceeds?|exceeding|over|beyond|gre
              ("within", r"\b(within|inside|in (its|the) normal range)\b"))
 
 
-def unconfirmable_words(text: str, names: list[str]) -> list[str]:
-    """Words of ``text`` that are none of: a unit name, an evidence id, a number, or the claim vocabulary."""
+def unconfirmable_words(text: str, names: list[str], extra: frozenset[str] = frozenset()) -> list[str]:
+    """Words of ``text`` that are none of: a unit name, an evidence id, a number, the claim
+    vocabulary or the ``extra`` words of a modality's own kinds."""
     _, rest = split_mentions(_ID.sub(" ", text), names)
     rest = _NUM.sub(" ", rest.lower())
-    return [w for w in _WORD.findall(rest) if w.strip("'-") not in _ALLOWED and w.strip("'-")]
+    return [w for w in _WORD.findall(rest) if w.strip("'-") not in _ALLOWED | extra and w.strip("'-")]
 
 
-def parse(claim: Claim, evidence: Evidence) -> str | None:
+def parse(claim: Claim, evidence: Evidence, extra_words: frozenset[str] = frozenset()) -> str | None:
     """Read a free-text claim as typed claims: None when it is one (its words are the vocabulary of
     claims about its cited items and the relations it states hold), else why it cannot be proved."""
     names = evidence.context.feature_names
-    extra = unconfirmable_words(claim.text, names)
+    unit = evidence.context.unit_kind
+    extra = unconfirmable_words(claim.text, names, extra_words)
     if extra:
         return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
     low = claim.text.lower()
@@ -188,13 +196,13 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
     ids_in_text = {m.group(0).rstrip(".") for m in _ID.finditer(claim.text)}
     cites = set(claim.cites) | ids_in_text
     items = evidence.items()
-    cited_units = [n for n in named if f"feature:{n}" in cites or f"profile:{n}" in cites]
+    cited_units = [n for n in named if f"{unit}:{n}" in cites or f"profile:{n}" in cites]
     kinds = set()  # the kinds the sentence reads as, each with what it needs: its items cited, a fact stated
     for position, pattern in _POSITION:
         if cited_units and re.search(pattern, low) and (re.search(r"\b(normal|range|usual|typical)\b", low) or has_number):
             kinds.add("range")
-            unit = items.get(f"feature:{cited_units[0]}")
-            held = unit.position if isinstance(unit, Attribution) else None
+            item = items.get(f"{unit}:{cited_units[0]}")
+            held = item.position if isinstance(item, Attribution) else None
             if len(cited_units) == 1 and held is not None and held != position:
                 return f"says {quote(cited_units[0])} is {position} its normal range, but it is {held}"
     if cited_units and has_number and re.search(r"%|\b(share|accounts?|contribut\w*|percent)\b", low):

@@ -1,0 +1,584 @@
+"""The series modality: a multivariate time series (channels sampled over time); evidence units
+``channel:<name>`` and ``segment:<channel>:<start>..<end>``; a case is an **event**, a run of
+flagged time points.
+
+- input: a DataFrame with a time column (``time_column``) or a ``DatetimeIndex``, or with neither
+  (the row position is the time); one numeric column per channel; a 1-D array is one channel.
+  Timestamps must be unique, increasing and evenly spaced (``resample=`` a pandas rule such as
+  ``"5min"`` averages an irregular series onto a grid); a missing value is an error naming its
+  channel and time unless ``fill=`` ``"interpolate"`` or ``"ffill"`` fills it (the report says so);
+- windows: sliding windows of ``window`` points (default: the dominant period by autocorrelation,
+  as TSB-AD chooses it, bounded to [8, 128]; 32 when there is none), flattened channel by channel
+  (value of channel c at offset t is column ``c * window + t``), stride 1 when scoring;
+- point scores: each window's attribution is a channel x time matrix (it sums to the window's
+  score for the additive detectors); a cell's attribution in the series is its **minimum** over the
+  windows that cover it, and a point's score is the sum over channels. An anomalous point is
+  anomalous in every window that sees it, while a normal point next to an anomaly is reconstructed
+  well by the windows that do not hold the anomaly: the minimum keeps events as long as the
+  anomaly (the mean, ``combine="mean"``, smears each event over a window on both sides: on
+  injected level shifts the time IoU was 0.26-0.57 with the mean, 1.0 with the minimum);
+- calibration: the last ``calibration_size`` of the training series is a contiguous held-out
+  block: the detector never trains on it, and its point scores are the conformal calibration set.
+  Points of a series are dependent, so the conformal guarantee (exchangeability) holds only
+  approximately: a p-value is a rank among held-out normal points, not an exact probability;
+- normal profile: each channel's quantiles over the training series, and per phase of the period
+  (when the series has one, over at least 3 periods) its 1%/50%/99% quantiles at that phase;
+- events: contiguous flagged points (gaps of fewer than window / 2 points joined), each with its
+  peak, the channels whose attribution exceeds their normal 99% level, a segment per channel with
+  observed and restored values, and the nearest normal windows from the exemplar store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from anomalens.detectors import BaseDetector, Calibrator, Inspection
+from anomalens.errors import CheckpointError, InputError
+from anomalens.modalities import series_claims
+from anomalens.modalities.base import CaseItems, Modality, ModelInput
+from anomalens.modalities.tabular import PROFILE_LEVELS
+from anomalens.schema import (
+    Attribution,
+    Claim,
+    Comparison,
+    Event,
+    Evidence,
+    Exemplar,
+    FeatureDelta,
+    FeatureDifference,
+    FeatureProfile,
+    Restoration,
+    Segment,
+)
+from anomalens.store import ExemplarHit
+from anomalens.text import clip
+from anomalens.text import names as names_of
+
+__all__ = ["FILLS", "SeriesData", "SeriesModality", "choose_window", "dominant_period", "read_series"]
+
+FILLS = ("interpolate", "ffill")
+COMBINES = ("min", "mean")  # how a point's cells are read off the windows that cover it
+MIN_WINDOW, MAX_WINDOW, DEFAULT_WINDOW = 8, 128, 32
+MAX_TRAIN_WINDOWS = 20000  # training windows beyond it are taken with a stride
+MAX_SEGMENT_POINTS = 200  # points of a segment kept in the evidence (evenly picked)
+SCORE_CHUNK = 2048  # windows per detector call when scoring
+
+
+@dataclass
+class SeriesData:
+    """A checked series: ``times`` (a DatetimeIndex, or integer positions), ``values`` (T, C)."""
+
+    times: Any
+    values: np.ndarray
+    channels: list[str]
+    filled: int = 0  # cells filled by ``fill``
+    fill: str | None = None
+
+    def stamp(self, i: int) -> str:
+        return stamp(self.times[i])
+
+
+def stamp(t: Any) -> str:
+    """A time as written in evidence ids and text: ISO 8601 without spaces, or the integer position."""
+    import pandas as pd
+
+    if isinstance(t, pd.Timestamp):
+        return t.isoformat()
+    return str(int(t))
+
+
+def read_series(data: Any, *, name: str = "series", time_column: str | None = None, fill: str | None = None,
+                resample: str | None = None, channels: list[str] | None = None,
+                exclude: tuple[str, ...] = ()) -> SeriesData:
+    """Check a series and return it as (times, values); ``channels`` (a fitted model's) must all be there."""
+    import pandas as pd
+
+    if fill is not None and fill not in FILLS:
+        raise InputError(f"fill must be one of {list(FILLS)} or None, got {fill!r}")
+    if data is None or isinstance(data, (str, bytes, dict)) or np.isscalar(data):
+        raise InputError(f"{name} must be a DataFrame (a time column or DatetimeIndex, one numeric column per channel) "
+                         f"or an array, got {type(data).__name__}")
+    if isinstance(data, pd.Series):
+        data = data.to_frame(name=str(data.name) if data.name is not None else "value")
+    if not isinstance(data, pd.DataFrame):
+        try:
+            arr = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name} must be numeric, got an array numpy cannot read as numbers ({clip(str(exc), 80)})") from exc
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise InputError(f"{name} must be (time, channels), got an array of shape {arr.shape}")
+        data = pd.DataFrame(arr, columns=channels if channels and len(channels) == arr.shape[1]
+                            else [f"ch{i}" for i in range(arr.shape[1])])
+    frame = data.set_axis([str(c) for c in data.columns], axis=1)
+    if time_column is not None:
+        if time_column not in frame.columns:
+            raise InputError(f"time column {clip(time_column, 60)!r} is not in {name}; its columns are "
+                             f"{names_of(list(frame.columns), 12)}")
+        raw = frame[time_column]
+        times = pd.to_datetime(raw, errors="coerce") if raw.dtype.kind not in "iu" else raw
+        if raw.dtype.kind not in "iu" and times.isna().any():
+            i = int(np.flatnonzero(times.isna().to_numpy())[0])
+            raise InputError(f"{name}'s time column {clip(time_column, 60)!r} must hold timestamps; row {i} holds "
+                             f"{clip(str(raw.iloc[i]), 40)!r}")
+        frame = frame.drop(columns=[time_column]).set_axis(pd.Index(times), axis=0)
+    elif not isinstance(frame.index, (pd.DatetimeIndex, pd.RangeIndex)) and frame.index.dtype.kind not in "iu":
+        raise InputError(f"{name} needs a time column (time_column=...), a DatetimeIndex or a plain integer index; "
+                         f"its index is of type {frame.index.dtype}")
+    frame = frame.drop(columns=[c for c in exclude if c in frame.columns])
+    if channels is not None:
+        missing = [c for c in channels if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in channels]
+        if missing or extra:
+            raise InputError(f"{name} channels must be the training channels; missing {names_of(missing)}, "
+                             f"unexpected {names_of(extra)}")
+        frame = frame[channels]
+    if frame.shape[1] == 0:
+        raise InputError(f"{name} has no channel columns")
+    bad = [c for c in frame.columns if frame[c].dtype.kind not in "biuf"]
+    if bad:
+        raise InputError(f"channel columns must be numeric; {names_of(bad)} are not (got {frame[bad[0]].dtype})")
+    frame = frame.astype(np.float64)
+    idx = frame.index
+    is_time = isinstance(idx, pd.DatetimeIndex)
+    if idx.has_duplicates:
+        raise InputError(f"{name} timestamps must be unique; {_show(idx[idx.duplicated()][0])} appears more than once")
+    if not idx.is_monotonic_increasing:
+        i = int(np.flatnonzero(np.diff(idx.asi8 if is_time else idx.to_numpy()) < 0)[0]) + 1
+        raise InputError(f"{name} timestamps must be increasing; {_show(idx[i])} (row {i}) comes after {_show(idx[i - 1])}")
+    if resample is not None:
+        if not is_time:
+            raise InputError(f"resample={resample!r} needs timestamps (a time column or a DatetimeIndex)")
+        try:
+            frame = frame.resample(resample).mean()
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"resample must be a pandas frequency such as '5min', got {resample!r}") from exc
+        idx = frame.index
+    if len(idx) > 2:
+        steps = np.diff(idx.asi8 if is_time else idx.to_numpy())
+        usual = np.median(steps)
+        odd = np.flatnonzero(steps != usual)
+        if len(odd):
+            i = int(odd[0]) + 1
+            raise InputError(f"{name} must be evenly spaced: the step before {_show(idx[i])} (row {i}) is "
+                             f"{_step(steps[odd[0]], is_time)}, the usual step is {_step(usual, is_time)}; "
+                             f"pass resample= (e.g. '5min') to average it onto a grid")
+    values = frame.to_numpy()
+    filled = 0
+    if np.isinf(values).any():
+        r, c = np.argwhere(np.isinf(values))[0]
+        raise InputError(f"{name} holds an infinite value in channel {clip(frame.columns[c], 60)!r} at {_show(idx[r])}")
+    if np.isnan(values).any():
+        if fill is None:
+            r, c = np.argwhere(np.isnan(values))[0]
+            raise InputError(f"{name} has a missing value (NaN) in channel {clip(frame.columns[c], 60)!r} at "
+                             f"{_show(idx[r])}; pass fill='interpolate' or fill='ffill' to fill it")
+        empty = [c for c in frame.columns if frame[c].isna().all()]
+        if empty:
+            raise InputError(f"channel {clip(empty[0], 60)!r} of {name} holds no value to fill from")
+        filled = int(np.isnan(values).sum())
+        filled_frame = frame.interpolate(method="linear", limit_direction="both") if fill == "interpolate" \
+            else frame.ffill().bfill()
+        values = filled_frame.to_numpy()
+    times = idx if is_time else idx.to_numpy().astype(np.int64)
+    return SeriesData(times, np.ascontiguousarray(values), list(frame.columns), filled, fill if filled else None)
+
+
+def _show(t: Any) -> str:
+    return stamp(t) if not isinstance(t, (int, np.integer)) else f"position {int(t)}"
+
+
+def _step(ns: float, is_time: bool) -> str:
+    import pandas as pd
+
+    return str(pd.Timedelta(int(ns), unit="ns")) if is_time else f"{ns:g}"
+
+
+def dominant_period(x: np.ndarray, low: int = 4, high: int = 500) -> int | None:
+    """The lag of the highest autocorrelation peak in [low, high] (None: no peak above 0.2), as
+    TSB-AD's ``find_length_rank`` reads a period off the autocorrelation."""
+    x = np.asarray(x[-20000:], dtype=np.float64)
+    x = x - x.mean()
+    n = len(x)
+    if n < 3 * low or not x.any():
+        return None
+    f = np.fft.rfft(x, 2 * n)
+    acf = np.fft.irfft(f * np.conj(f))[:n]
+    acf = acf / acf[0]
+    hi = min(high, n // 3)
+    if hi <= low:
+        return None
+    seg = acf[low - 1 : hi + 2]
+    peaks = np.flatnonzero((seg[1:-1] > seg[:-2]) & (seg[1:-1] >= seg[2:])) + low
+    if len(peaks) == 0:
+        return None
+    best = peaks[np.argmax(acf[peaks])]
+    return int(best) if acf[best] > 0.2 else None
+
+
+def choose_window(values: np.ndarray) -> tuple[int, int | None]:
+    """(window, period): the median dominant period over the channels that have one, bounded to
+    [MIN_WINDOW, MAX_WINDOW] (DEFAULT_WINDOW when none has), and that period (None when none)."""
+    periods = [p for c in range(values.shape[1]) if (p := dominant_period(values[:, c])) is not None]
+    if not periods:
+        return min(DEFAULT_WINDOW, max(MIN_WINDOW, len(values) // 4)), None
+    period = int(np.median(periods))
+    return int(np.clip(period, MIN_WINDOW, MAX_WINDOW)), period
+
+
+class SeriesModality(Modality):
+    """Multivariate time series, analysed in sliding windows; a case is an event (a run of flagged points)."""
+
+    name = "series"
+    unit_kind = "channel"
+    default_detector = "conv_ae"
+    sequential = True  # cases are events found in a series, not rows (see SeriesInvestigator)
+
+    def __init__(self, window: int | None = None, *, time_column: str | None = None, fill: str | None = None,
+                 resample: str | None = None, calibration_size: float = 0.2, combine: str = "min") -> None:
+        if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
+                                   or not MIN_WINDOW // 2 <= window <= 4096):
+            raise InputError(f"window must be an int in [{MIN_WINDOW // 2}, 4096] or None, got {window!r}")
+        if fill is not None and fill not in FILLS:
+            raise InputError(f"fill must be one of {list(FILLS)} or None, got {fill!r}")
+        if isinstance(calibration_size, bool) or not isinstance(calibration_size, (int, float)) \
+                or not 0.05 <= calibration_size <= 0.5:
+            raise InputError(f"calibration_size must be a number in [0.05, 0.5], got {calibration_size!r}")
+        if combine not in COMBINES:
+            raise InputError(f"combine must be one of {list(COMBINES)}, got {combine!r}")
+        self.combine = combine
+        self.window = None if window is None else int(window)
+        self.time_column, self.fill, self.resample = time_column, fill, resample
+        self.calibration_size = float(calibration_size)
+        self.channels: list[str] = []
+        self.period: int | None = None
+        self.time_kind = "position"  # or "datetime"
+        self.t0: str | None = None  # first training time
+        self.step: float = 1.0  # seconds (datetime) or positions between points
+        self.quantiles: np.ndarray | None = None  # (3, C): 1%, 50%, 99% over the training series
+        self.profile: np.ndarray | None = None  # (len(PROFILE_LEVELS), C)
+        self.phase: np.ndarray | None = None  # (3, period, C) per phase of the period, or None
+        self.calibration_scores: np.ndarray | None = None  # point scores of the held-out block
+        self.channel_limits: np.ndarray | None = None  # (C,) 99% of a channel's point attribution, held-out block
+        self.n_points = 0  # training points
+
+    def __repr__(self) -> str:
+        return f"SeriesModality(channels={len(self.channels)}, window={self.window}, period={self.period})"
+
+    @property
+    def unit_names(self) -> list[str]:
+        return self.channels
+
+    @property
+    def model_width(self) -> int:
+        """Values per detector row: channels x window."""
+        return len(self.channels) * (self.window or 0)
+
+    # ------------------------------------------------------------------ input
+    def read(self, data: Any, name: str = "series") -> SeriesData:
+        """``data`` checked against the training series (channels, spacing, missing values) and long
+        enough for one window."""
+        s = read_series(data, name=name, time_column=self.time_column, fill=self.fill, resample=self.resample,
+                        channels=self.channels or None)
+        if self.window is not None and len(s.values) < self.window:
+            raise InputError(f"{name} must be at least one window long ({self.window} points), got {len(s.values)}")
+        return s
+
+    def split(self, data: Any) -> tuple[SeriesData, SeriesData]:
+        """Learn the channels, time grid and window of normal training data; (training part,
+        contiguous held-out calibration block)."""
+        s = read_series(data, name="data", time_column=self.time_column, fill=self.fill, resample=self.resample)
+        T = len(s.values)
+        self.channels = s.channels
+        window, self.period = choose_window(s.values[: int(T * (1 - self.calibration_size))])
+        self.window = self.window or window
+        n_cal = int(round(self.calibration_size * T))
+        if T - n_cal < 4 * self.window or n_cal < 2 * self.window:
+            need = int(math.ceil(max(4 * self.window / (1 - self.calibration_size), 2 * self.window / self.calibration_size)))
+            raise InputError(f"data must be at least {need} points long for window {self.window} (4 windows to train on "
+                             f"and 2 in the held-out calibration block), got {T}")
+        import pandas as pd
+
+        if isinstance(s.times, pd.DatetimeIndex):
+            self.time_kind, self.step = "datetime", float((s.times[1] - s.times[0]).total_seconds())
+        else:
+            self.time_kind, self.step = "position", float(s.times[1] - s.times[0]) if T > 1 else 1.0
+        self.t0 = stamp(s.times[0])
+        self.n_points = T - n_cal
+        head = SeriesData(s.times[: T - n_cal], s.values[: T - n_cal], s.channels, s.filled, s.fill)
+        tail = SeriesData(s.times[T - n_cal :], s.values[T - n_cal :], s.channels)
+        return head, tail
+
+    def learn(self, data: Any, ids: Any = None) -> ModelInput:
+        """The training windows (strided beyond MAX_TRAIN_WINDOWS) of the training part of ``data``;
+        ids are the windows' start times."""
+        head, _ = self.split(data)
+        X = self.learn_windows(head)
+        stride = max(1, math.ceil((len(head.values) - self.window + 1) / MAX_TRAIN_WINDOWS))
+        return ModelInput(X, X, [head.stamp(i) for i in range(0, len(head.values) - self.window + 1, stride)])
+
+    def learn_windows(self, head: SeriesData) -> np.ndarray:
+        """The training windows of the training part: stride 1, or the stride that keeps MAX_TRAIN_WINDOWS."""
+        n = len(head.values) - self.window + 1
+        return self.windows(head.values, np.arange(0, n, max(1, math.ceil(n / MAX_TRAIN_WINDOWS))))
+
+    def prepare(self, data: Any, name: str = "case") -> ModelInput:
+        """Every window (stride 1) of a series."""
+        s = self.read(data, name)
+        starts = np.arange(len(s.values) - self.window + 1)
+        return ModelInput(s, self.windows(s.values, starts), [s.stamp(i) for i in starts])
+
+    def windows(self, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """(len(starts), C * window) windows starting at ``starts``, channel by channel."""
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        view = sliding_window_view(values, self.window, axis=0)  # (T - w + 1, C, w)
+        return view[np.asarray(starts)].reshape(len(starts), -1)
+
+    # ------------------------------------------------------------------ scoring
+    def point_attribution(self, detector: BaseDetector, values: np.ndarray, progress: bool = False) -> np.ndarray:
+        """(C, T) channel x time attribution of a series: each cell's minimum (or mean, see
+        ``combine``) over the windows (stride 1) that cover it. Its column sums are the point scores."""
+        T, C = values.shape
+        w = self.window
+        n = T - w + 1
+        combine = self.combine
+        sums = np.zeros((C, T)) if combine == "mean" else np.full((C, T), np.inf)
+        chunks = range(0, n, SCORE_CHUNK)
+        if progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="scoring windows", unit="chunk", leave=False)
+        for a in chunks:
+            starts = np.arange(a, min(n, a + SCORE_CHUNK))
+            A = detector.explain(self.windows(values, starts), checked=True).values.reshape(len(starts), C, w)
+            for j in range(w):
+                if combine == "mean":
+                    sums[:, a + j : a + j + len(starts)] += A[:, :, j].T
+                else:
+                    np.minimum(sums[:, a + j : a + j + len(starts)], A[:, :, j].T, out=sums[:, a + j : a + j + len(starts)])
+        return sums / _coverage(T, w)[None, :] if combine == "mean" else sums
+
+    def fit_calibration(self, detector: BaseDetector, block: SeriesData) -> None:
+        """Point scores of the held-out block become the conformal calibration set; each channel's 99%
+        point attribution there is its normal level."""
+        cells = self.point_attribution(detector, block.values)
+        self.calibration_scores = np.sort(cells.sum(axis=0))
+        self.channel_limits = np.quantile(cells, 0.99, axis=1)
+
+    @property
+    def calibrator(self) -> Calibrator:
+        if self.calibration_scores is None:
+            raise InputError("the series modality is not fitted (no calibration scores)")
+        if getattr(self, "_calibrator", None) is None:
+            # points of a series are dependent: their top scores come in runs, which fit_tail's check
+            # (made for exchangeable rows) reads as a rare normal mode; the conservative tail is kept
+            self._calibrator = Calibrator(self.calibration_scores, check_tail=False)
+        return self._calibrator
+
+    def events(self, flags: np.ndarray) -> list[tuple[int, int]]:
+        """(first, last) positions of runs of flagged points; gaps shorter than window / 2 are joined."""
+        idx = np.flatnonzero(flags)
+        if len(idx) == 0:
+            return []
+        gap = max(1, self.window // 2)
+        breaks = np.flatnonzero(np.diff(idx) > gap)
+        starts = np.r_[idx[0], idx[breaks + 1]]
+        ends = np.r_[idx[breaks], idx[-1]]
+        return list(zip(starts.tolist(), ends.tolist()))
+
+    # ------------------------------------------------------------------ normal profile
+    def positions(self, times: Any) -> np.ndarray:
+        """Positions of times on the training grid (0 = the first training point)."""
+        import pandas as pd
+
+        if self.time_kind == "datetime":
+            t0 = pd.Timestamp(self.t0)
+            return np.round((pd.DatetimeIndex(times) - t0).total_seconds().to_numpy() / self.step).astype(np.int64)
+        return np.round((np.asarray(times, dtype=np.float64) - float(self.t0)) / self.step).astype(np.int64)
+
+    def fit_profile(self, array: np.ndarray) -> None:
+        """``array``: the (T, C) training values (not the windows)."""
+        self.profile = np.quantile(array, PROFILE_LEVELS, axis=0)
+        self.quantiles = self.profile[[PROFILE_LEVELS.index(q) for q in (0.01, 0.5, 0.99)]]
+        P = self.period
+        if P is not None and len(array) >= 3 * P:
+            T = len(array) - len(array) % P
+            by_phase = array[:T].reshape(T // P, P, -1)  # (periods, P, C)
+            self.phase = np.quantile(by_phase, (0.01, 0.5, 0.99), axis=0)
+        else:
+            self.phase = None
+
+    def normal_at(self, c: int, position: int) -> tuple[float, float, float]:
+        """(1%, 50%, 99%) of channel c at a position: at the same phase of the period when known."""
+        if self.phase is not None:
+            k = int(position) % self.phase.shape[1]
+            return tuple(float(v) for v in self.phase[:, k, c])
+        return tuple(float(v) for v in self.quantiles[:, c])
+
+    def _index(self, unit: str) -> int:
+        if unit not in self.channels:
+            raise InputError(f"channel must be one of the {len(self.channels)} training channels "
+                             f"(e.g. {names_of(self.channels, 8)}), got {clip(str(unit), 60)!r}")
+        return self.channels.index(unit)
+
+    def profile_of(self, unit: str, n_train: int) -> FeatureProfile:
+        j = self._index(unit)
+        qs = {f"{100 * q:g}%": float(v) for q, v in zip(PROFILE_LEVELS, self.profile[:, j])}
+        lo, med, hi = self.quantiles[:, j]
+        return FeatureProfile(id=f"profile:{unit}", feature=unit, normal_low=float(lo), normal_median=float(med),
+                              normal_high=float(hi), quantiles=qs, n_train=n_train)
+
+    # ------------------------------------------------------------------ evidence
+    def event_items(self, s: SeriesData, span: tuple[int, int], cells: np.ndarray, restored: np.ndarray,
+                    hits: list[ExemplarHit], window_start: int, top: int) -> tuple[Event, CaseItems, list]:
+        """The evidence of one event ``span`` (first, last point) of series ``s``: ``cells`` its (C, T)
+        channel x time attribution, ``restored`` (C, T) restored values over the event (NaN
+        elsewhere), ``hits`` the exemplars nearest to the window starting at ``window_start``."""
+        a, b = span
+        C = len(self.channels)
+        pos = self.positions(s.times[a : b + 1])
+        ev_cells = cells[:, a : b + 1]
+        contrib = ev_cells.sum(axis=1)
+        total = np.clip(contrib, 0, None).sum()
+        peak_t = a + ev_cells.argmax(axis=1)  # each channel's most deviating point
+        abnormal = ev_cells.max(axis=1) > self.channel_limits
+        order = np.argsort(-contrib, kind="stable")
+        offset = lambda t: t - window_start  # noqa: E731 - a point's offset in the exemplar windows
+        ex_vals = [h.values.reshape(C, self.window) for h in hits]
+        exemplars = []
+        for h, v in zip(hits, ex_vals):
+            off = min(max(offset(int(peak_t[order[0]])), 0), self.window - 1)
+            exemplars.append(Exemplar(id=f"exemplar:{h.row_id}", row_id=h.row_id, distance=h.distance,
+                                      values={ch: float(v[c, off]) for c, ch in enumerate(self.channels)},
+                                      source=h.source, timestamp=h.timestamp or h.row_id, weight=h.weight))
+        attributions, segments, deltas = [], [], []
+        for c in order[:top]:
+            t = int(peak_t[c])
+            lo, med, hi = self.normal_at(c, pos[t - a])
+            v = float(s.values[t, c])
+            off = min(max(offset(t), 0), self.window - 1)
+            share = float(max(contrib[c], 0) / total) if total > 0 else 0.0
+            attributions.append(Attribution(
+                id=self.unit_id(self.channels[c]), feature=self.channels[c], value=v, contribution=float(contrib[c]),
+                share=share, abnormal=bool(abnormal[c]), normal_low=lo, normal_median=med, normal_high=hi,
+                position="below" if v < lo else "above" if v > hi else "within",
+                exemplar_mean=float(np.mean([e[c, off] for e in ex_vals])) if ex_vals else None))
+            if abnormal[c] or c == order[0]:
+                keep = np.unique(np.linspace(a, b, min(b - a + 1, MAX_SEGMENT_POINTS)).round().astype(int))
+                segments.append(Segment(
+                    id=f"segment:{self.channels[c]}:{s.stamp(a)}..{s.stamp(b)}", channel=self.channels[c],
+                    start=s.stamp(a), end=s.stamp(b), times=[s.stamp(i) for i in keep],
+                    observed=[float(s.values[i, c]) for i in keep], restored=[float(restored[c, i]) for i in keep],
+                    peak_time=s.stamp(t), peak_value=v, expected=float(restored[c, t]), normal_low=lo, normal_high=hi,
+                    share=share))
+            deltas.append(FeatureDelta(feature=self.channels[c], observed=v, restored=float(restored[c, t]),
+                                       delta=float(restored[c, t] - v)))
+        scale = np.maximum(self.quantiles[2] - self.quantiles[0], 1e-12)
+        deltas.sort(key=lambda d: -abs(d.delta) / scale[self.channels.index(d.feature)])
+        restoration = Restoration(values={d.feature: d.restored for d in deltas}, deltas=deltas)
+        scores = cells.sum(axis=0)
+        peak = a + int(scores[a : b + 1].argmax())
+        note = (f"{s.filled} missing value(s) of the input were filled ({s.fill})" if s.filled else None)
+        event = Event(index=0, start=s.stamp(a), end=s.stamp(b), peak=s.stamp(peak), n_points=b - a + 1,
+                      peak_score=float(scores[peak]), channels=[self.channels[c] for c in order if abnormal[c]], note=note)
+        return event, CaseItems(attributions, exemplars, restoration), segments
+
+    def case_items(self, X: np.ndarray, inspection: Inspection, hits: list[list[ExemplarHit]], top: int,
+                   scale: np.ndarray) -> list[CaseItems]:
+        """Evidence of single windows (rows of ``X``): each channel's summed attribution, its value
+        at the window's last point, and the restoration there."""
+        C, w = len(self.channels), self.window
+        out = []
+        for i in range(len(X)):
+            A = inspection.attribution.values[i].reshape(C, w).sum(axis=1)
+            x, r = X[i].reshape(C, w)[:, -1], inspection.restored[i].reshape(C, w)[:, -1]
+            total = np.clip(A, 0, None).sum()
+            atts = []
+            for c in np.argsort(-A, kind="stable")[:top]:
+                lo, med, hi = self.quantiles[:, c]
+                atts.append(Attribution(id=self.unit_id(self.channels[c]), feature=self.channels[c], value=float(x[c]),
+                                        contribution=float(A[c]), share=float(max(A[c], 0) / total) if total > 0 else 0.0,
+                                        abnormal=False, normal_low=float(lo), normal_median=float(med),
+                                        normal_high=float(hi),
+                                        position="below" if x[c] < lo else "above" if x[c] > hi else "within"))
+            ex = [Exemplar(id=f"exemplar:{h.row_id}", row_id=h.row_id, distance=h.distance,
+                           values={ch: float(h.values.reshape(C, w)[c, -1]) for c, ch in enumerate(self.channels)},
+                           source=h.source, timestamp=h.timestamp or h.row_id, weight=h.weight) for h in hits[i]]
+            deltas = [FeatureDelta(feature=ch, observed=float(x[c]), restored=float(r[c]), delta=float(r[c] - x[c]))
+                      for c, ch in enumerate(self.channels)]
+            out.append(CaseItems(atts, ex, Restoration(values={d.feature: d.restored for d in deltas}, deltas=deltas)))
+        return out
+
+    def compare(self, detector: BaseDetector, X: np.ndarray, Y: np.ndarray, *, other_id: str, p_other: float,
+                alpha: float, top: int) -> Comparison:
+        """Two windows (rows of channels x window) side by side: per channel, the mean over the window."""
+        C, w = len(self.channels), self.window
+        ex, ey = detector.embed(X, checked=True)[0], detector.embed(Y, checked=True)[0]
+        mx, my = X[0].reshape(C, w).mean(axis=1), Y[0].reshape(C, w).mean(axis=1)
+        scale = np.maximum(self.quantiles[2] - self.quantiles[0], 1e-12)
+        order = np.argsort(-np.abs(my - mx) / scale, kind="stable")[:top]
+        return Comparison(
+            id=f"compare:{other_id}", other_id=str(other_id), distance=float(np.linalg.norm(ex - ey)),
+            other_score=float(detector.decision_function(Y, checked=True)[0]), other_p_value=float(p_other),
+            other_anomalous=bool(p_other < alpha),
+            differences=[FeatureDifference(feature=self.channels[c], value=float(mx[c]), other=float(my[c]),
+                                           difference=float(my[c] - mx[c])) for c in order])
+
+    # ------------------------------------------------------------------ typed claims
+    claims = series_claims
+    claim_kinds = series_claims.KINDS
+
+    @classmethod
+    def unit_claims(cls, evidence: Evidence, unit_id: str, *, with_exemplars: bool = True) -> list[Claim]:
+        name = unit_id.split(":", 1)[1]
+        seg = [g.id for g in evidence.segments if g.channel == name]
+        kinds = ("range", "exemplar_value") if with_exemplars else ("range",)
+        return [c for c in series_claims.candidates(evidence) if c.cites and (
+            (c.kind in kinds and c.cites[0] == unit_id) or (c.kind == "peak" and c.cites[0] in seg))]
+
+
+    # ------------------------------------------------------------------ persistence
+    def to_config(self) -> dict[str, Any]:
+        return {"series": {
+            "channels": self.channels, "window": self.window, "period": self.period, "time_column": self.time_column,
+            "fill": self.fill, "resample": self.resample, "calibration_size": self.calibration_size,
+            "combine": self.combine,
+            "time_kind": self.time_kind, "t0": self.t0, "step": self.step, "n_points": self.n_points,
+            "quantiles": self.quantiles.tolist(), "profile": self.profile.tolist(),
+            "phase": None if self.phase is None else self.phase.tolist(),
+            "calibration_scores": self.calibration_scores.tolist(), "channel_limits": self.channel_limits.tolist()}}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "SeriesModality":
+        try:
+            c = config["series"]
+            m = cls(int(c["window"]), time_column=c["time_column"], fill=c["fill"], resample=c["resample"],
+                    calibration_size=float(c["calibration_size"]), combine=c.get("combine", "min"))
+            m.channels = [str(x) for x in c["channels"]]
+            m.period = None if c["period"] is None else int(c["period"])
+            m.time_kind, m.t0, m.step, m.n_points = str(c["time_kind"]), str(c["t0"]), float(c["step"]), int(c["n_points"])
+            m.quantiles = np.asarray(c["quantiles"], dtype=np.float64)
+            m.profile = np.asarray(c["profile"], dtype=np.float64)
+            m.phase = None if c["phase"] is None else np.asarray(c["phase"], dtype=np.float64)
+            m.calibration_scores = np.asarray(c["calibration_scores"], dtype=np.float64)
+            m.channel_limits = np.asarray(c["channel_limits"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError, InputError) as exc:
+            raise CheckpointError(f"the series metadata is corrupted ({clip(str(exc), 120)})") from exc
+        C = len(m.channels)
+        if m.quantiles.shape != (3, C) or m.channel_limits.shape != (C,) or m.calibration_scores.ndim != 1 \
+                or not np.isfinite(m.calibration_scores).all() or len(m.calibration_scores) == 0:
+            raise CheckpointError(f"the series metadata is corrupted: {C} channels but profiles of shape "
+                                  f"{m.quantiles.shape} and {m.channel_limits.shape}")
+        return m
+
+
+def _coverage(T: int, w: int) -> np.ndarray:
+    """(T,) how many windows of length w (stride 1) cover each point of a series of T points."""
+    t = np.arange(T)
+    return (np.minimum(t, T - w) - np.maximum(0, t - w + 1) + 1).astype(np.float64)

@@ -1,0 +1,207 @@
+"""SeriesInvestigator: the Investigator of a time series, where a case is an **event**.
+
+``Investigator.fit(df, modality="series")`` returns one. It composes the same stages as the row
+Investigator, over windows: the series modality checks the series and cuts it into windows, the
+detector scores and attributes each window (a channel x time matrix), the modality turns the
+windows' attributions into point scores, calibration (the modality's conformal calibration set of
+held-out normal points) gives each point a p-value, Benjamini-Hochberg over the points flags them,
+contiguous flagged points become events, and each event gets its evidence (channels, segments
+with the restored values, nearest normal windows) and a verified explanation.
+
+    inv = Investigator.fit(train_df, modality="series", time_column="timestamp")
+    reports = inv.analyze_batch(test_df, plot_dir="out/")   # one report per event, FDR over points
+    report = inv.analyze(stretch)                            # one stretch, one verdict (its strongest event)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anomalens.detectors import BaseDetector, benjamini_hochberg, check_probability
+from anomalens.detectors.calibration import Calibrator, bh_cutoff
+from anomalens.errors import InputError
+from anomalens.grounding.drafting import explain_many
+from anomalens.investigator import Investigator
+from anomalens.llm.base import Reasoner
+from anomalens.modalities.series import SeriesData, SeriesModality
+from anomalens.schema import Evidence, Report, Verdict
+from anomalens.store import ExemplarStore
+from anomalens.store.coreset import coverage, select_exemplars
+
+__all__ = ["SeriesInvestigator", "SeriesScores"]
+
+MAX_EVENT_WINDOWS = 4000  # windows restored per event (a longer event is restored from a stride of them)
+SERIES_METHOD = "Benjamini-Hochberg false discovery rate control over the series' points"
+
+
+class SeriesScores:
+    """A scored series: ``cells`` (C, T) channel x time attribution, ``scores`` (T,) point scores,
+    their p-values and the approximate mask."""
+
+    def __init__(self, series: SeriesData, cells: np.ndarray, calibrator: Calibrator) -> None:
+        self.series, self.cells = series, cells
+        self.scores = cells.sum(axis=0)
+        self.pvalues = calibrator.pvalues(self.scores)
+        self.approximate = calibrator.approximate(self.scores)
+
+
+class SeriesInvestigator(Investigator):
+    """An Investigator whose cases are events of a series (see the module docstring)."""
+
+    modality: SeriesModality
+
+    @property
+    def calibrator(self) -> Calibrator:
+        return self.modality.calibrator
+
+    @classmethod
+    def fit_series(cls, modality: SeriesModality, head: SeriesData, block: SeriesData, det: BaseDetector, det_name: str,
+                   *, store: ExemplarStore, reasoner: Reasoner | None, max_exemplars: int,
+                   source: str | None) -> "SeriesInvestigator":
+        """Fit on the training part ``head`` and calibrate on the held-out block (``modality.split``)."""
+        t0 = time.perf_counter()
+        X = modality.learn_windows(head)
+        det.fit(X)
+        modality.fit_calibration(det, block)
+        modality.fit_profile(head.values)
+        t_detector = time.perf_counter() - t0
+        # exemplars: training windows every quarter window (neighbours at stride 1 are near copies)
+        n = len(head.values) - modality.window + 1
+        starts = np.arange(0, n, max(1, modality.window // 4))
+        Xe = modality.windows(head.values, starts)
+        E = det.embed(Xe, checked=True)
+        keep, weights = select_exemplars(E, int(max_exemplars), seed=det.config.random_state)
+        stamps = [head.stamp(int(starts[i])) for i in keep]
+        store.add(E[keep], Xe[keep], stamps, source=source, timestamps=stamps, weights=weights)
+        cover = coverage(E, keep, seed=det.config.random_state) if len(keep) < len(E) else None
+        inv = cls(det, store, modality, len(head.values), detector_name=det_name, reasoner=reasoner,
+                  exemplar_coverage=cover)
+        inv.fit_seconds = {"detector": t_detector, "exemplars": time.perf_counter() - t0 - t_detector,
+                           "total": time.perf_counter() - t0}
+        return inv
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, series: Any, *, name: str = "series", progress: bool = False) -> SeriesScores:
+        """Point scores, p-values and the channel x time attribution of a series."""
+        self.detector.calibrator  # noqa: B018 - raises NotFittedError before the data is looked at
+        s = self.modality.read(series, name)
+        return SeriesScores(s, self.modality.point_attribution(self.detector, s.values, progress=progress),
+                            self.calibrator)
+
+    def _verdict_parts(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.calibrator.pvalues(scores), self.calibrator.approximate(scores)
+
+    def _flags(self, sc: SeriesScores, alpha: float) -> tuple[np.ndarray, float]:
+        flags = benjamini_hochberg(sc.pvalues, alpha).astype(bool)
+        return flags, bh_cutoff(int(flags.sum()), len(flags), alpha)
+
+    def _event_evidence(self, sc: SeriesScores, span: tuple[int, int], *, flag: bool, alpha: float, cutoff: float,
+                        k: int, top: int, index: int, case_id: str | None = None) -> tuple[Evidence, dict]:
+        """Evidence of one event, and what its plot needs (restored values, nearest window)."""
+        m, s, det = self.modality, sc.series, self.detector
+        a, b = span
+        T, C, w = len(s.values), len(m.channels), m.window
+        starts = np.arange(max(0, a - w + 1), min(T - w, b) + 1)
+        if len(starts) > MAX_EVENT_WINDOWS:
+            starts = starts[:: math.ceil(len(starts) / MAX_EVENT_WINDOWS)]
+        R = det.restore(m.windows(s.values, starts), checked=True).reshape(len(starts), C, w)
+        total, count = np.zeros((C, T)), np.zeros(T)
+        for j in range(w):
+            total[:, starts + j] += R[:, :, j].T
+            count[starts + j] += 1
+        restored = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        peak = a + int(sc.scores[a : b + 1].argmax())
+        window_start = int(np.clip(peak - w // 2, 0, T - w))
+        emb = det.embed(m.windows(s.values, np.array([window_start])), checked=True)
+        hits = self.store.query(emb, k=k)[0]
+        event, items, segments = m.event_items(s, span, sc.cells, restored, hits, window_start, top)
+        event = event.model_copy(update={"index": index})
+        cal = self.calibrator
+        verdict = self._verdict(sc.scores[peak], sc.pvalues[peak], sc.approximate[peak], flag, alpha, cutoff,
+                                SERIES_METHOD, len(sc.scores), cal.threshold(cutoff))
+        context = m.context(n_train=self.n_train, detector=self.detector_name, attribution_method=det.attribution_method)
+        ev = Evidence(case_id=case_id or f"event-{index}", verdict=verdict, attributions=items.attributions,
+                      exemplars=items.exemplars, restoration=items.restoration, context=context, event=event,
+                      segments=segments)
+        return ev, {"restored": restored, "hits": hits, "window_start": window_start}
+
+    # ------------------------------------------------------------------ reports
+    def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
+                      reasoner: Reasoner | None = None, only_anomalous: bool = True, limit: int | None = None,
+                      plot_dir: str | Path | None = None, progress: bool = False) -> list[Report]:
+        """One report per event of a series, in time order; points are flagged by Benjamini-Hochberg
+        over the whole series at ``alpha`` (the false discovery rate over points). ``limit`` keeps
+        the events with the highest peak scores; ``plot_dir`` writes ``event-<n>.png`` for each."""
+        alpha = check_probability(alpha, "alpha")
+        if ids is not None:
+            raise InputError("ids do not apply to a series: events are named event-1, event-2, ... in time order")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise InputError(f"limit must be a positive int or None, got {limit!r}")
+        sc = self.score(X, name="X", progress=progress)
+        flags, cutoff = self._flags(sc, alpha)
+        spans = self.modality.events(flags)
+        if limit is not None:
+            order = sorted(range(len(spans)), key=lambda i: -sc.scores[spans[i][0] : spans[i][1] + 1].max())[:limit]
+            spans = [spans[i] for i in sorted(order)]
+        built = [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoff=cutoff, k=k, top=top, index=i + 1)
+                 for i, sp in enumerate(spans)]
+        return self._reports(sc, spans, built, reasoner, plot_dir)
+
+    def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,
+                reasoner: Reasoner | None = None, plot_dir: str | Path | None = None) -> Report:
+        """One verdict for a stretch of series: anomalous when any of its points is flagged
+        (Benjamini-Hochberg over its points at ``alpha``); the evidence is that of its strongest
+        event (or, for a normal stretch, of its highest point)."""
+        alpha = check_probability(alpha, "alpha")
+        sc = self.score(case, name="case")
+        flags, cutoff = self._flags(sc, alpha)
+        spans = self.modality.events(flags)
+        if spans:
+            span = max(spans, key=lambda sp: sc.scores[sp[0] : sp[1] + 1].max())
+            index = spans.index(span) + 1
+        else:
+            peak = int(sc.scores.argmax())
+            span, index = (peak, peak), 1
+        built = self._event_evidence(sc, span, flag=bool(spans), alpha=alpha, cutoff=cutoff, k=k, top=top,
+                                     index=index, case_id=case_id)
+        return self._reports(sc, [span], [built], reasoner, plot_dir)[0]
+
+    def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
+                 case_id: str | None = None) -> Evidence:
+        from anomalens.llm.template import TemplateReasoner
+
+        return self.analyze(case, alpha=alpha, k=k, top=top or len(self.feature_names), case_id=case_id,
+                            reasoner=TemplateReasoner()).evidence
+
+    def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Any = None) -> dict[str, Verdict]:
+        """The verdict of each event of a series (``event-1``, ...), without the rest of the evidence."""
+        return {r.evidence.case_id: r.verdict for r in self.analyze_batch(X, alpha=alpha, ids=ids)}
+
+    def _reports(self, sc: SeriesScores, spans: list, built: list, reasoner: Reasoner | None,
+                 plot_dir: str | Path | None) -> list[Report]:
+        evs = [ev for ev, _ in built]
+        explanations = explain_many(evs, reasoner or self.reasoner)
+        reports = [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
+        if plot_dir is not None:
+            from anomalens.plots import event_plot
+
+            folder = Path(plot_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, (rep, span, (_, extra)) in enumerate(zip(reports, spans, built)):
+                name = f"event-{rep.evidence.event.index}.png"
+                event_plot(folder / name, sc, span, rep.evidence, self.modality, **extra)
+                reports[i] = rep.model_copy(update={"plot": name})
+        return reports
+
+    def exemplar_row(self, row_id: str) -> np.ndarray:
+        """The stored normal window starting at ``row_id`` as a (channels, window) array."""
+        hit = self.store.get([row_id])[0]
+        C, w = len(self.feature_names), self.modality.window
+        if hit.values.shape != (C * w,):
+            raise InputError(f"exemplar {row_id!r} has no stored window of {C} x {w} values")
+        return hit.values.reshape(C, w)

@@ -1,0 +1,203 @@
+"""The series modality end to end: injected events found and explained, restored, plotted; bad
+series input refused with one clear line; the CLI on a series; the claims of an event verified."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from anomalens import Investigator
+from anomalens.cli import app
+from anomalens.data.series_synthesis import inject_series
+from anomalens.errors import InputError
+from anomalens.grounding.verifier import verify_claim
+from anomalens.modalities import SeriesModality
+from anomalens.modalities.series import choose_window, read_series
+from anomalens.schema import Claim
+
+CHANNELS = ["cpu", "memory", "latency", "disk", "net"]
+
+
+def make_series(T: int, seed: int, start: str = "2026-03-01") -> pd.DataFrame:
+    """Five channels driven by two periodic factors (period 48) and smoothed noise, one per minute."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)
+    f = np.column_stack([np.sin(2 * np.pi * t / 48), np.cos(2 * np.pi * t / 48),
+                         np.convolve(rng.normal(size=T), np.ones(12) / 12, mode="same") * 2])
+    W = np.random.default_rng(7).normal(size=(3, len(CHANNELS)))
+    X = f @ W + 0.1 * rng.normal(size=(T, len(CHANNELS)))
+    return pd.DataFrame(X, columns=CHANNELS, index=pd.date_range(start, periods=T, freq="min"))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = make_series(4200, seed=0)
+    train, test = data.iloc[:2400], data.iloc[2400:]
+    inv = Investigator.fit(train, modality="series", random_state=0, epochs=40, patience=8)
+    return inv, test
+
+
+def _best_overlap(reports, a: int, b: int, test: pd.DataFrame):
+    """(IoU, report) of the event overlapping [a, b] (positions in test) most."""
+    pos = {t.isoformat(): i for i, t in enumerate(test.index)}
+    best = (0.0, None)
+    for r in reports:
+        s, e = pos[r.evidence.event.start], pos[r.evidence.event.end]
+        inter = max(0, min(b, e) - max(a, s) + 1)
+        if inter:
+            best = max(best, (inter / (max(b, e) - min(a, s) + 1), r), key=lambda x: x[0])
+    return best
+
+
+def test_the_window_is_the_period_and_the_detector_is_temporal(fitted):
+    inv, _ = fitted
+    assert inv.modality.period == 48 and inv.modality.window == 48
+    assert inv.detector_name == "conv_ae" and inv.detector.config.window == 48
+    assert inv.detector.n_features_in_ == 48 * len(CHANNELS)
+    assert choose_window(np.sin(2 * np.pi * np.arange(2000) / 37)[:, None]) == (37, 37)
+
+
+@pytest.mark.parametrize("kind", ["level_shift", "spike"])
+def test_injected_events_are_found_named_overlapping_and_restored(fitted, kind, tmp_path):
+    inv, test = fitted
+    values, mask, events = inject_series(test.to_numpy(), [kind] * 3, length=20, seed=1)
+    reports = inv.analyze_batch(pd.DataFrame(values, index=test.index, columns=CHANNELS), plot_dir=tmp_path)
+    found = 0
+    for e in events:
+        iou, rep = _best_overlap(reports, e.start, e.end, test)
+        if rep is None:
+            continue
+        found += 1
+        ch = CHANNELS[e.channels[0]]
+        assert rep.verdict.anomalous and rep.evidence.attributions[0].feature == ch
+        assert iou >= 0.5, (kind, iou)
+        shown = [c for c in rep.explanation.claims if c.verified]
+        assert any(ch in c.text for c in shown if c.kind in ("range", "peak"))
+        assert all(verify_claim(c, rep.evidence) is None for c in rep.explanation.claims)
+        seg = next(g for g in rep.evidence.segments if g.channel == ch)
+        rows = [test.index.get_loc(pd.Timestamp(t)) for t in seg.times]
+        injected = values[rows, e.channels[0]] - test.to_numpy()[rows, e.channels[0]]
+        undone = np.abs(np.array(seg.restored) - values[rows, e.channels[0]])
+        changed = np.abs(injected) > 1e-9
+        assert np.median(undone[changed] / np.abs(injected[changed])) >= 0.7
+        png = tmp_path / rep.plot
+        assert png.is_file() and png.stat().st_size > 20_000 and png.read_bytes()[:4] == b"\x89PNG"
+        assert f"]({rep.plot})" in rep.to_markdown()
+    assert found == 3, kind
+    assert len(reports) <= len(events) + 3  # few false events
+
+
+def test_decoupled_channels_rank_above_normal_points(fitted):
+    """Decoupling keeps every value in range; the point scores still rank the decoupled span far
+    above the base rate (3 x 20 of 1,800 points), though not all of it reaches the FDR cut-off."""
+    from sklearn.metrics import average_precision_score
+
+    inv, test = fitted
+    values, mask, _ = inject_series(test.to_numpy(), ["decoupling"] * 3, length=20, seed=1)
+    sc = inv.score(pd.DataFrame(values, index=test.index, columns=CHANNELS))
+    assert average_precision_score(mask.any(axis=1), sc.scores) >= 0.2
+
+
+def test_a_normal_stretch_is_not_flagged_and_a_report_round_trips(fitted, tmp_path):
+    inv, test = fitted
+    assert not inv.analyze(test.iloc[:600]).verdict.anomalous
+    shifted = test.iloc[:600].copy()
+    shifted.iloc[300:320, 3] += 3.0
+    rep = inv.analyze(shifted)
+    assert rep.verdict.anomalous and rep.evidence.event.channels[0] == "disk"
+    back = Investigator.load(inv.save(tmp_path / "model"))
+    again = back.analyze(shifted)
+    assert again.evidence.event == rep.evidence.event and again.evidence.segments == rep.evidence.segments
+    assert again.verdict.p_value == pytest.approx(rep.verdict.p_value, rel=1e-9)
+
+
+def test_typed_event_claims_are_checked_against_the_event(fitted):
+    inv, test = fitted
+    shifted = test.iloc[:600].copy()
+    shifted.iloc[300:320, 1] -= 3.0
+    ev = inv.analyze(shifted).evidence
+    e, seg = ev.event, ev.segments[0]
+    assert verify_claim(Claim(kind="event", cites=["event"], text=""), ev) is not None  # text must be its rendering
+    good = inv.modality.render_claim("event", ["event"], {}, ev)
+    assert good is not None and verify_claim(good, ev) is None and e.start in good.text
+    peak = inv.modality.render_claim("peak", [seg.id], {}, ev)
+    assert verify_claim(peak, ev) is None
+    assert inv.modality.render_claim("peak", ["event"], {}, ev) is None
+    # free text: the event's own times pass, another time or a number not in the evidence does not
+    ok = Claim(text=f"The event runs from {e.start} to {e.end}.", cites=["event"])
+    assert verify_claim(ok, ev) is None
+    assert verify_claim(Claim(text="The event runs from 2026-03-05T00:00:00 to 2026-03-05T00:10:00.",
+                              cites=["event"]), ev) is not None
+    assert verify_claim(Claim(text=f"'memory' peaks at {e.peak} with 99.5 because of a deploy.",
+                              cites=[seg.id]), ev) is not None
+
+
+def test_bad_series_input_is_one_clear_error():
+    data = make_series(300, seed=3)
+    cases = [
+        (data.assign(cpu=data["cpu"].where(data.index != data.index[17])), ["cpu", data.index[17].isoformat(), "fill"]),
+        (data.iloc[::-1], ["increasing"]),
+        (pd.concat([data.iloc[:50], data.iloc[49:]]), ["unique", data.index[49].isoformat()]),
+        (data.drop(index=data.index[40]), ["evenly spaced", "resample"]),
+        (data.assign(disk="x"), ["numeric", "disk"]),
+        ("abc", ["DataFrame"]),
+    ]
+    for frame, words in cases:
+        with pytest.raises(InputError) as err:
+            read_series(frame, name="data")
+        msg = str(err.value)
+        assert "\n" not in msg and all(w in msg for w in words), msg
+    with pytest.raises(InputError, match="at least 480 points long for window 48"):
+        Investigator.fit(data.iloc[:100], modality=SeriesModality(window=48))
+    filled = read_series(data.assign(cpu=data["cpu"].where(data.index != data.index[17])), fill="interpolate")
+    assert filled.filled == 1 and np.isfinite(filled.values).all()
+    regular = read_series(data.drop(index=data.index[40]), resample="1min", fill="interpolate")
+    assert len(regular.values) == 300 and regular.filled == len(CHANNELS)
+
+
+def test_wrong_channels_and_short_series_at_analyze(fitted):
+    inv, test = fitted
+    with pytest.raises(InputError, match=r"missing \['disk'\]"):
+        inv.analyze_batch(test.drop(columns=["disk"]))
+    with pytest.raises(InputError, match=r"at least one window long \(48 points\), got 10"):
+        inv.analyze(test.iloc[:10])
+
+
+def test_fill_is_reported(fitted):
+    inv, test = fitted
+    model = Investigator.fit(make_series(2400, seed=0), modality=SeriesModality(window=48, fill="interpolate"),
+                             random_state=0, epochs=5)
+    gap = test.iloc[:600].copy()
+    gap.iloc[300:320, 0] += 3.0
+    gap.iloc[305, 2] = np.nan
+    rep = model.analyze(gap)
+    assert rep.evidence.event.note and "1 missing value" in rep.evidence.event.note
+    assert "1 missing value" in rep.to_markdown()
+
+
+def test_cli_fit_and_analyze_a_series(tmp_path):
+    frame = make_series(3000, seed=5).rename_axis("timestamp").reset_index()
+    frame["label"] = 0
+    frame.iloc[:2400].to_csv(tmp_path / "train.csv", index=False)
+    test = frame.iloc[2400:].copy()
+    test.iloc[300:320, 3] += 3.0
+    test.to_csv(tmp_path / "test.csv", index=False)
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", str(tmp_path / "train.csv"), "--time-column", "timestamp", "--label-column",
+                              "label", "--out", str(tmp_path / "model"), "-p", "epochs=30", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["modality"] == "series" and summary["window"] == 48 and summary["channels"] == 5
+    res = runner.invoke(app, ["analyze", str(tmp_path / "model"), str(tmp_path / "test.csv"), "--label-column", "label",
+                              "--out", str(tmp_path / "events")])
+    assert res.exit_code == 0, res.output
+    assert "event(s) in test.csv" in res.output and "latency" in res.output
+    assert (tmp_path / "events" / "event-1.png").stat().st_size > 20_000
+    rep = json.loads((tmp_path / "events" / "event-1.json").read_text())
+    assert rep["evidence"]["event"]["channels"][0] == "latency"
+    res = runner.invoke(app, ["analyze", str(tmp_path / "model"), str(tmp_path / "test.csv")])
+    assert res.exit_code == 2 and "unexpected ['label']" in res.output
