@@ -59,7 +59,7 @@ def tsb_samples() -> list[dict]:
 def nab_series(n: int) -> list[dict]:
     windows = json.loads((DATA / "nab" / "labels" / "combined_windows.json").read_text())
     out = []
-    for key in sorted(windows)[:n]:
+    for key in [k for k in sorted(windows) if windows[k]][:n]:  # series with a labelled window
         frame = pd.read_csv(DATA / "nab" / "data" / key, parse_dates=["timestamp"])
         t = frame["timestamp"]
         y = np.zeros(len(frame), dtype=int)
