@@ -360,7 +360,11 @@ def chat(
     model_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a folder written by 'anomalens fit'")],
     data: Annotated[Optional[Path], typer.Argument(help="the rows the case comes from (omit to resume a saved chat)")] = None,
     row: Annotated[Optional[str], typer.Option(help="the case: 0-based row position, or a value of --id-column")] = None,
+    event: Annotated[Optional[int], typer.Option(min=1, help="a series: the event to investigate (as 'analyze' "
+                                                 "numbers them)")] = None,
     id_column: IdColOpt = None,
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="a series' label column to leave out")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="a series' columns to leave out")] = None,
     thread: Annotated[Optional[str], typer.Option(help="conversation id to start or resume (default: case-<id>)")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="SQLite file keeping conversations (default: DIR/chat.sqlite)")] = None,
     max_steps: Annotated[int, typer.Option(min=1, max=20, help="tool calls per question")] = 5,
@@ -379,7 +383,22 @@ def chat(
     inv = _load(model_dir, reasoner)
     box = Toolbox(inv)
     case_id = None
-    if data is not None:
+    if inv.modality.sequential:
+        from anomalens.tools import SeriesToolbox
+
+        box = SeriesToolbox(inv)
+        if data is not None:
+            if event is None:
+                raise CliError("--event is required with a series: which event to investigate ('analyze' lists them)")
+            box = SeriesToolbox(inv, _series_frame(read_table(data), label_column, exclude))
+            case_id = f"event-{event}"
+            if case_id not in box.case_ids:
+                raise CliError(f"--event must be one of the {len(box.case_ids)} events found in "
+                               f"{_text(data.name, 80)} (1..{len(box.case_ids)}), got {event}")
+            box.focus = case_id
+        elif thread is None:
+            raise CliError("give DATA and --event to start a chat, or --thread to resume a saved one")
+    elif data is not None:
         if row is None:
             raise CliError("--row is required with DATA: which row to investigate")
         X, ids = select_features(read_table(data), id_column=id_column, features=inv.feature_names)
@@ -396,6 +415,9 @@ def chat(
     if not as_json:
         ev = session.evidence
         v = ev.verdict
+        if ev.event is not None:
+            out.print(f"[bold]Event {ev.event.index}[/]: {for_terminal(ev.event.start, 40)} to "
+                      f"{for_terminal(ev.event.end, 40)} ({ev.event.n_points} points)", highlight=False)
         out.print(f"[bold]Case {for_terminal(ev.case_id, 40)}[/]: {_verdict_word(v)} "
                   f"(p-value {v.p_value:.4g}, detector {for_terminal(v.detector, 40)}); top features: "
                   f"{for_terminal(', '.join(a.feature for a in ev.attributions[:3]), 120)}. Ask a question, or /help. "

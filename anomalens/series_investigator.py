@@ -198,6 +198,21 @@ class SeriesInvestigator(Investigator):
                 reports[i] = rep.model_copy(update={"plot": name})
         return reports
 
+    def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5):
+        """One window beside another (each a channels x window array or its flattened row, e.g. an
+        event's peak window and a stored normal window): embedding distance, the other's verdict
+        (its highest point score against the calibration) and the channels whose window means differ most."""
+        alpha = check_probability(alpha, "alpha")
+        m = self.modality
+        X, Y = (np.asarray(v, dtype=np.float64).reshape(1, -1) for v in (case, other))
+        for name, v in (("case", X), ("other", Y)):
+            if v.shape[1] != m.model_width or not np.isfinite(v).all():
+                raise InputError(f"{name} must be one window of {len(m.channels)} channels x {m.window} finite values, "
+                                 f"got {v.shape[1]} values")
+        cells = self.detector.explain(Y, checked=True).values.reshape(len(m.channels), m.window)
+        p = float(self.calibrator.pvalues(np.array([cells.sum(axis=0).max()]))[0])
+        return m.compare(self.detector, X, Y, other_id=other_id, p_other=p, alpha=alpha, top=top)
+
     def exemplar_row(self, row_id: str) -> np.ndarray:
         """The stored normal window starting at ``row_id`` as a (channels, window) array."""
         hit = self.store.get([row_id])[0]

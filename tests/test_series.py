@@ -201,3 +201,39 @@ def test_cli_fit_and_analyze_a_series(tmp_path):
     assert rep["evidence"]["event"]["channels"][0] == "latency"
     res = runner.invoke(app, ["analyze", str(tmp_path / "model"), str(tmp_path / "test.csv")])
     assert res.exit_code == 2 and "unexpected ['label']" in res.output
+    chat = ["chat", str(tmp_path / "model"), str(tmp_path / "test.csv"), "--label-column", "label", "--llm", "template"]
+    res = runner.invoke(app, [*chat, "--event", "1"], input="/restore\n")
+    assert res.exit_code == 0, res.output
+    assert "Event 1:" in res.output and "restore_case" in res.output and "'latency'" in res.output
+    res = runner.invoke(app, [*chat, "--event", "9"])
+    assert res.exit_code == 2 and "--event must be one of" in res.output
+
+
+def test_chat_on_an_event_through_the_tools(fitted, tmp_path):
+    from anomalens.agents.chat import ChatSession
+    from anomalens.tools import SeriesToolbox
+
+    inv, test = fitted
+    shifted = test.iloc[:800].copy()
+    shifted.iloc[300:320, 4] += 3.0
+    box = SeriesToolbox(inv, shifted)
+    cid = next(c for c in box.case_ids if box.evidence(c).event.channels[:1] == ["net"])
+    ev = box.evidence(cid)
+    session = ChatSession(box, cid, checkpoint=tmp_path / "chat.sqlite", thread_id="t")
+    why = session.ask("why is this anomalous?")
+    assert why.explanation.grounded and any(c.kind == "event" for c in why.explanation.claims)
+    assert any("'net'" in c.text for c in why.explanation.claims)
+    near = session.ask("/neighbors 2")
+    assert near.tools == ["nearest_exemplars"] and ev.exemplars[0].id in near.text
+    restore = session.ask("/restore")
+    assert restore.tools == ["restore_case"] and "'net'" in restore.text
+    other = ev.exemplars[0].id
+    compare = session.ask(f"/compare {other}")
+    assert compare.tools == ["compare_cases"] and other in compare.text and compare.explanation.grounded
+    channel = session.ask("is disk involved?")
+    assert channel.tools == ["describe_feature"] and "'disk'" in channel.text
+    session.close()
+    again = ChatSession(SeriesToolbox(inv), None, checkpoint=tmp_path / "chat.sqlite", thread_id="t")
+    assert again.resumed and again.evidence.event == ev.event
+    assert "is anomalous" in again.ask("/score").text
+    again.close()

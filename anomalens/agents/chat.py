@@ -139,7 +139,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         update: dict = {"question": str(text).strip(), "command": None, "steps": 0, "draft": None, "reply": None}
         if not state.get("evidence"):
             update["evidence"] = box.evidence(state["case_id"]).model_dump(mode="json")
-            update["case_row"] = [float(v) for v in box.row(state["case_id"])]
+            update["case_row"] = box.saved_row(state["case_id"])
         return update
 
     def route(state: ChatState) -> str:

@@ -116,6 +116,8 @@ def read_series(data: Any, *, name: str = "series", time_column: str | None = No
         data = pd.DataFrame(arr, columns=channels if channels and len(channels) == arr.shape[1]
                             else [f"ch{i}" for i in range(arr.shape[1])])
     frame = data.set_axis([str(c) for c in data.columns], axis=1)
+    if time_column is not None and time_column not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
+        time_column = None  # the times are already the index (e.g. a stretch cut from a checked series)
     if time_column is not None:
         if time_column not in frame.columns:
             raise InputError(f"time column {clip(time_column, 60)!r} is not in {name}; its columns are "
@@ -240,7 +242,8 @@ class SeriesModality(Modality):
     sequential = True  # cases are events found in a series, not rows (see SeriesInvestigator)
 
     def __init__(self, window: int | None = None, *, time_column: str | None = None, fill: str | None = None,
-                 resample: str | None = None, calibration_size: float = 0.2, combine: str = "min") -> None:
+                 resample: str | None = None, calibration_size: float = 0.2, combine: str = "min",
+                 score_stride: int = 1) -> None:
         if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
                                    or not MIN_WINDOW // 2 <= window <= 4096):
             raise InputError(f"window must be an int in [{MIN_WINDOW // 2}, 4096] or None, got {window!r}")
@@ -252,6 +255,9 @@ class SeriesModality(Modality):
         if combine not in COMBINES:
             raise InputError(f"combine must be one of {list(COMBINES)}, got {combine!r}")
         self.combine = combine
+        if isinstance(score_stride, bool) or not isinstance(score_stride, (int, np.integer)) or score_stride < 1:
+            raise InputError(f"score_stride must be a positive int, got {score_stride!r}")
+        self.score_stride = int(score_stride)  # 1: every window; k: every k-th (faster, coarser; see docs/series.md)
         self.window = None if window is None else int(window)
         self.time_column, self.fill, self.resample = time_column, fill, resample
         self.calibration_size = float(calibration_size)
@@ -340,29 +346,60 @@ class SeriesModality(Modality):
         view = sliding_window_view(values, self.window, axis=0)  # (T - w + 1, C, w)
         return view[np.asarray(starts)].reshape(len(starts), -1)
 
+    def frame(self, s: SeriesData, lo: int, hi: int) -> Any:
+        """Points lo..hi-1 of a checked series as a DataFrame this modality reads back (times kept)."""
+        import pandas as pd
+
+        return pd.DataFrame(s.values[lo:hi], columns=self.channels, index=s.times[lo:hi])
+
+    def to_saved(self, stretch: Any) -> list[float]:
+        """A stretch as plain numbers: per point its position on the training grid, then its channels."""
+        s = self.read(stretch, "stretch")
+        return np.column_stack([self.positions(s.times), s.values]).reshape(-1).tolist()
+
+    def from_saved(self, saved: Any) -> Any:
+        """The stretch ``to_saved`` wrote, with its times rebuilt from the positions."""
+        import pandas as pd
+
+        arr = np.asarray(saved, dtype=np.float64)
+        if arr.ndim != 1 or arr.size % (len(self.channels) + 1):
+            raise InputError(f"a saved stretch must hold (1 + {len(self.channels)}) numbers per point, got {arr.size}")
+        arr = arr.reshape(-1, len(self.channels) + 1)
+        pos = arr[:, 0]
+        if self.time_kind == "datetime":
+            index = pd.Timestamp(self.t0) + pd.to_timedelta(pos * self.step, unit="s")
+        else:
+            index = pd.Index((float(self.t0) + pos * self.step).round().astype(np.int64))
+        return pd.DataFrame(arr[:, 1:], columns=self.channels, index=index)
+
     # ------------------------------------------------------------------ scoring
     def point_attribution(self, detector: BaseDetector, values: np.ndarray, progress: bool = False) -> np.ndarray:
         """(C, T) channel x time attribution of a series: each cell's minimum (or mean, see
-        ``combine``) over the windows (stride 1) that cover it. Its column sums are the point scores."""
+        ``combine``) over the windows that cover it (every window, or every ``score_stride``-th and
+        the last). Its column sums are the point scores."""
         T, C = values.shape
         w = self.window
-        n = T - w + 1
-        combine = self.combine
-        sums = np.zeros((C, T)) if combine == "mean" else np.full((C, T), np.inf)
-        chunks = range(0, n, SCORE_CHUNK)
+        starts_all = np.arange(0, T - w + 1, self.score_stride)
+        if starts_all[-1] != T - w:
+            starts_all = np.r_[starts_all, T - w]
+        mean = self.combine == "mean"
+        cells = np.zeros((C, T)) if mean else np.full((C, T), np.inf)
+        count = np.zeros(T)
+        chunks = range(0, len(starts_all), SCORE_CHUNK)
         if progress:
             from tqdm import tqdm
 
             chunks = tqdm(chunks, desc="scoring windows", unit="chunk", leave=False)
         for a in chunks:
-            starts = np.arange(a, min(n, a + SCORE_CHUNK))
+            starts = starts_all[a : a + SCORE_CHUNK]
             A = detector.explain(self.windows(values, starts), checked=True).values.reshape(len(starts), C, w)
             for j in range(w):
-                if combine == "mean":
-                    sums[:, a + j : a + j + len(starts)] += A[:, :, j].T
+                if mean:
+                    cells[:, starts + j] += A[:, :, j].T  # starts are distinct: no index repeats for one j
+                    count[starts + j] += 1
                 else:
-                    np.minimum(sums[:, a + j : a + j + len(starts)], A[:, :, j].T, out=sums[:, a + j : a + j + len(starts)])
-        return sums / _coverage(T, w)[None, :] if combine == "mean" else sums
+                    cells[:, starts + j] = np.minimum(cells[:, starts + j], A[:, :, j].T)
+        return cells / count[None, :] if mean else cells
 
     def fit_calibration(self, detector: BaseDetector, block: SeriesData) -> None:
         """Point scores of the held-out block become the conformal calibration set; each channel's 99%
@@ -548,7 +585,7 @@ class SeriesModality(Modality):
         return {"series": {
             "channels": self.channels, "window": self.window, "period": self.period, "time_column": self.time_column,
             "fill": self.fill, "resample": self.resample, "calibration_size": self.calibration_size,
-            "combine": self.combine,
+            "combine": self.combine, "score_stride": self.score_stride,
             "time_kind": self.time_kind, "t0": self.t0, "step": self.step, "n_points": self.n_points,
             "quantiles": self.quantiles.tolist(), "profile": self.profile.tolist(),
             "phase": None if self.phase is None else self.phase.tolist(),
@@ -559,7 +596,7 @@ class SeriesModality(Modality):
         try:
             c = config["series"]
             m = cls(int(c["window"]), time_column=c["time_column"], fill=c["fill"], resample=c["resample"],
-                    calibration_size=float(c["calibration_size"]), combine=c.get("combine", "min"))
+                    calibration_size=float(c["calibration_size"]), combine=c.get("combine", "min"), score_stride=int(c.get("score_stride", 1)))
             m.channels = [str(x) for x in c["channels"]]
             m.period = None if c["period"] is None else int(c["period"])
             m.time_kind, m.t0, m.step, m.n_points = str(c["time_kind"]), str(c["t0"]), float(c["step"]), int(c["n_points"])
@@ -576,9 +613,3 @@ class SeriesModality(Modality):
             raise CheckpointError(f"the series metadata is corrupted: {C} channels but profiles of shape "
                                   f"{m.quantiles.shape} and {m.channel_limits.shape}")
         return m
-
-
-def _coverage(T: int, w: int) -> np.ndarray:
-    """(T,) how many windows of length w (stride 1) cover each point of a series of T points."""
-    t = np.arange(T)
-    return (np.minimum(t, T - w) - np.maximum(0, t - w + 1) + 1).astype(np.float64)

@@ -17,7 +17,7 @@ from anomalens.errors import InputError
 from anomalens.investigator import Investigator
 from anomalens.schema import Evidence
 
-__all__ = ["Toolbox"]
+__all__ = ["SeriesToolbox", "Toolbox"]
 
 
 class Toolbox:
@@ -77,6 +77,10 @@ class Toolbox:
             return self.investigator.exemplar_row(str(case_id).split(":", 1)[1])
         return self._rows[self.resolve(case_id)]
 
+    def saved_row(self, case_id: str | None = None) -> list[float]:
+        """The case's values as a chat checkpoint keeps them (``add_case`` reads them back)."""
+        return [float(v) for v in self.row(case_id)]
+
     def full_evidence(self, case_id: str | None = None) -> Evidence:
         """The case's evidence with every feature's attribution (cached)."""
         cid = self.resolve(case_id)
@@ -94,3 +98,65 @@ class Toolbox:
         """One feature's attribution in the case (any feature, not only the top ones)."""
         self.investigator.feature_profile(name)  # validates the name, listing the valid ones
         return next(a for a in self.full_evidence(case_id).attributions if a.feature == name)
+
+
+class SeriesToolbox(Toolbox):
+    """The events of a series as the cases under investigation (``event-1``, ``event-2``, ... as
+    ``SeriesInvestigator.analyze_batch`` numbers them).
+
+    Each event keeps its stretch of series (the event and two windows on each side): a case's
+    ``row`` is the window centred on its peak (what ``compare`` compares), its ``saved_row`` the
+    stretch with each point's position on the training grid (so a saved chat resumes without the
+    data file, times and phases included).
+    """
+
+    def __init__(self, investigator: Investigator, series: Any = None, *, focus: str | None = None,
+                 alpha: float = 0.05, k: int = 5, top: int = 5) -> None:
+        if not investigator.modality.sequential:
+            raise InputError("SeriesToolbox takes a series Investigator (modality 'series')")
+        self.investigator, self.alpha, self.k, self.top = investigator, alpha, k, top
+        self._rows, self._evidence = {}, {}
+        self._stretches: dict[str, Any] = {}
+        if series is not None:
+            m = investigator.modality
+            s = m.read(series, "series")
+            where = {s.stamp(i): i for i in range(len(s.values))}
+            for r in investigator.analyze_batch(series, alpha=alpha, k=k, top=len(m.channels)):
+                ev = r.evidence
+                a, b = where[ev.event.start], where[ev.event.end]
+                lo, hi = max(0, a - 2 * m.window), min(len(s.values), b + 2 * m.window + 1)
+                self._keep(ev.case_id, m.frame(s, lo, hi), ev)
+        self.focus = focus if focus is not None else next(iter(self._rows), None)
+        if self.focus is not None:
+            self.resolve(self.focus)
+
+    def _keep(self, case_id: str, stretch: Any, evidence: Evidence | None) -> None:
+        m = self.investigator.modality
+        self._stretches[case_id] = stretch
+        if evidence is None:
+            evidence = self.investigator.evidence(stretch, alpha=self.alpha, k=self.k, top=None, case_id=case_id)
+        s = m.read(stretch, "stretch")
+        times = [s.stamp(i) for i in range(len(s.values))]
+        i = times.index(evidence.event.peak) if evidence.event.peak in times else len(times) // 2
+        start = int(np.clip(i - m.window // 2, 0, len(times) - m.window))
+        values = s.values
+        self._rows[case_id] = values[start : start + m.window].T.reshape(-1)  # channels x window, as a detector row
+        self._evidence[case_id] = evidence
+
+    def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
+        """Add a stretch saved by ``saved_row`` (or a series DataFrame) under ``case_id``."""
+        m = self.investigator.modality
+        stretch = m.from_saved(row) if not hasattr(row, "columns") else row
+        self._keep(str(case_id), stretch, None)
+        if focus:
+            self.focus = str(case_id)
+        return str(case_id)
+
+    def saved_row(self, case_id: str | None = None) -> list[float]:
+        return self.investigator.modality.to_saved(self._stretches[self.resolve(case_id)])
+
+    def row(self, case_id: str | None = None) -> np.ndarray:
+        """(channels x window,) the window centred on the event's peak; ``exemplar:<start>``: that stored normal window."""
+        if case_id is not None and str(case_id).startswith("exemplar:"):
+            return self.investigator.exemplar_row(str(case_id).split(":", 1)[1]).reshape(-1)
+        return self._rows[self.resolve(case_id)]
