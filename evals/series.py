@@ -11,8 +11,9 @@ Metrics from the ``tsb-ad`` package (``TSB_AD.evaluation.metrics.get_metrics``):
 AUC-PR and range-F1 at our calibrated cut-off (Benjamini-Hochberg at 5% over the scored points),
 computed on the part after the training stretch, with TSB-AD's sliding window for VUS
 (``find_length_rank``). Baselines: TSB-AD's own implementations with its tuned hyper-parameters
-(``HP_list``): PCA, IForest, KNN, LOF (unsupervised, as TSB-AD runs them: fitted on the scored
-part itself) and its CNN (semi-supervised: trained on the same training stretch as ours).
+(``HP_list``): PCA, IForest, KNN, LOF twice, unsupervised as TSB-AD runs them (fitted on the scored
+part itself) and ``/semi``: fitted on the same training stretch as ours and scoring the rest
+(the same splits), and its CNN (semi-supervised, same splits).
 
 Explanation (``--synthetic``): spike, level-shift and decoupling events (20 points, 1 or 2
 channels) injected into a 12-channel factor series; channel hit@k (k = channels injected),
@@ -42,7 +43,9 @@ from evals.common import write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OURS = ("conv_ae", "autoencoder", "conv_ae/mean", "autoencoder/mean")  # "/mean": combine="mean" (see docs/series.md)
-BASELINES = ("PCA", "IForest", "KNN", "LOF", "CNN")
+BASELINES = ("PCA", "IForest", "KNN", "LOF", "CNN", "PCA/semi", "IForest/semi", "KNN/semi", "LOF/semi")
+# TSB-AD's run_* defaults for the multivariate windowed baselines (its HP_list does not set the window)
+_MULTI_WINDOW = {"PCA": 100, "IForest": 100, "KNN": 1, "LOF": 1}
 
 
 def tsb_samples() -> list[dict]:
@@ -112,6 +115,21 @@ def run_baseline(name: str, ds: dict) -> np.ndarray:
 
     X, tr = ds["values"], ds["train"]
     uni = X.shape[1] == 1
+    if name.endswith("/semi"):  # the same class and hyper-parameters, fitted on our training stretch
+        import importlib
+
+        from TSB_AD.utils.slidingWindows import find_length_rank
+
+        base = name.removesuffix("/semi")
+        hp = dict((Optimal_Uni_algo_HP_dict if uni else Optimal_Multi_algo_HP_dict)[f"Sub_{base}" if uni else base])
+        window = find_length_rank(X[:tr], rank=hp.pop("periodicity", 1)) if uni else _MULTI_WINDOW[base]
+        module = importlib.import_module(f"TSB_AD.models.{base}")
+        # its decision_function calls scikit-learn's check_is_fitted on a class without scikit-learn's
+        # tags, which scikit-learn >= 1.6 refuses; the model is fitted two lines below, so the check goes
+        module.check_is_fitted = lambda *args, **kwargs: None
+        clf = getattr(module, base)(slidingWindow=window, **hp)
+        clf.fit(X[:tr])
+        return np.asarray(clf.decision_function(X[tr:]), dtype=np.float64).ravel()
     if name == "CNN":
         hp = (Optimal_Uni_algo_HP_dict if uni else Optimal_Multi_algo_HP_dict)["CNN"]
         return np.asarray(model_wrapper.run_CNN(X[:tr], X[tr:], **hp), dtype=np.float64)
