@@ -148,6 +148,8 @@ class Investigator:
         if chroma_url is None:
             chroma_url = settings.chroma_url
         if modality.sequential:
+            if ids is not None:
+                raise InputError("ids do not apply to a series: its exemplars are named by their window's start time")
             if getattr(det.config, "window", None) not in (None, modality.window):
                 raise InputError(f"the detector's window ({det.config.window}) must be the modality's ({modality.window})")
             from anomalens.series_investigator import SeriesInvestigator

@@ -136,7 +136,8 @@ class SeriesInvestigator(Investigator):
                       plot_dir: str | Path | None = None, progress: bool = False) -> list[Report]:
         """One report per event of a series, in time order; points are flagged by Benjamini-Hochberg
         over the whole series at ``alpha`` (the false discovery rate over points). ``limit`` keeps
-        the events with the highest peak scores; ``plot_dir`` writes ``event-<n>.png`` for each."""
+        the events with the highest peak scores; ``plot_dir`` writes ``event-<n>.png`` for each.
+        ``only_anomalous`` is accepted for the row Investigator's signature: every event is flagged."""
         alpha = check_probability(alpha, "alpha")
         if ids is not None:
             raise InputError("ids do not apply to a series: events are named event-1, event-2, ... in time order")
