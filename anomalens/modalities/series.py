@@ -302,7 +302,9 @@ class SeriesModality(Modality):
         T = len(s.values)
         self.channels = s.channels
         window, self.period = choose_window(s.values[: int(T * (1 - self.calibration_size))])
-        self.window = self.window or window
+        # a chosen window is at most what the data can hold: 4 windows to train on, 2 to calibrate with
+        fits = int(min((T - round(self.calibration_size * T)) / 4, round(self.calibration_size * T) / 2))
+        self.window = self.window or max(MIN_WINDOW // 2, min(window, fits))
         n_cal = int(round(self.calibration_size * T))
         if T - n_cal < 4 * self.window or n_cal < 2 * self.window:
             need = int(math.ceil(max(4 * self.window / (1 - self.calibration_size), 2 * self.window / self.calibration_size)))
