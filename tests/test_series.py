@@ -4,6 +4,7 @@ series input refused with one clear line; the CLI on a series; the claims of an 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -216,7 +217,7 @@ def test_chat_on_an_event_through_the_tools(fitted, tmp_path):
     inv, test = fitted
     shifted = test.iloc[:800].copy()
     shifted.iloc[300:320, 4] += 3.0
-    box = SeriesToolbox(inv, shifted)
+    box = SeriesToolbox(inv, shifted, plot_dir=tmp_path / "plots")
     cid = next(c for c in box.case_ids if box.evidence(c).event.channels[:1] == ["net"])
     ev = box.evidence(cid)
     session = ChatSession(box, cid, checkpoint=tmp_path / "chat.sqlite", thread_id="t")
@@ -230,6 +231,9 @@ def test_chat_on_an_event_through_the_tools(fitted, tmp_path):
     other = ev.exemplars[0].id
     compare = session.ask(f"/compare {other}")
     assert compare.tools == ["compare_cases"] and other in compare.text and compare.explanation.grounded
+    plot = session.ask("/plot")
+    png = Path(plot.text.split("plot written to ", 1)[1].strip())
+    assert plot.tools == ["plot_case"] and png.name == f"{cid}.png" and png.stat().st_size > 20_000
     channel = session.ask("is disk involved?")
     assert channel.tools == ["describe_feature"] and "'disk'" in channel.text
     session.close()

@@ -57,6 +57,7 @@ COMMANDS = {  # command -> (tool, usage)
     "/compare": ("compare_cases", "/compare <case id | exemplar:<row id>>: the case beside another"),
     "/feature": ("describe_feature", "/feature <name>: a feature's value, part in the score and normal range"),
     "/score": ("score_case", "/score: the verdict, score and p-value"),
+    "/plot": ("plot_case", "/plot: draw the event of a series to a PNG"),
     "/detectors": ("list_detectors", "/detectors: the registered detectors"),
 }
 ANSWER_TOOL = "answer"
@@ -239,6 +240,8 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
             failed = [m for m in state["messages"][-len(call.tool_calls):] if getattr(m, "status", "") == "error"]
             if failed:  # the tool said why (unknown feature, unknown case): show that, nothing to verify
                 return {"draft": None, "reply": None, "messages": [AIMessage(failed[0].content)]}
+            if state["command"] == "/plot":  # a file written, not a claim about the case: the tool's line
+                return {"draft": None, "reply": None, "messages": [AIMessage(state["messages"][-1].content)]}
             claims = TemplateReasoner().command_claims(state["command"], ev, call.tool_calls[0]["args"])
             return {"draft": [c.model_dump() for c in claims], "interpretation": None}
         last = state["messages"][-1]

@@ -93,16 +93,16 @@ def candidates(evidence: Evidence) -> list[Claim]:
                              text=f"The normal version of this case changes {quote(d.feature)} from {fmt(d.observed)} "
                                   f"to {fmt(d.restored)}."))
     for p in evidence.profiles:
-        out.append(_profile(p))
+        out.append(_profile(p, "points" if evidence.context.unit_kind == "channel" else "rows"))
     for c in evidence.comparisons:
         for d in c.differences:
             out.append(_comparison(c, d.feature))
     return out
 
 
-def _profile(p: FeatureProfile) -> Claim:
+def _profile(p: FeatureProfile, what: str = "rows") -> Claim:
     return Claim(kind="profile", cites=[p.id], params={},
-                 text=f"In the {p.n_train} normal training rows, {quote(p.feature)} has median {fmt(p.normal_median)} "
+                 text=f"In the {p.n_train} normal training {what}, {quote(p.feature)} has median {fmt(p.normal_median)} "
                       f"and ranges from {fmt(p.normal_low)} (1%) to {fmt(p.normal_high)} (99%).")
 
 

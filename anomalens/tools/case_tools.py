@@ -21,7 +21,7 @@ from anomalens.tools.toolbox import Toolbox
 __all__ = ["DetectorCard", "make_tools", "TOOL_NAMES"]
 
 TOOL_NAMES = ("score_case", "explain_case", "nearest_exemplars", "restore_case", "compare_cases", "describe_feature",
-              "list_detectors", "describe_detector", "batch_verdicts")
+              "plot_case", "list_detectors", "describe_detector", "batch_verdicts")
 
 
 class DetectorCard(BaseModel):
@@ -133,6 +133,12 @@ def make_tools(box: Toolbox) -> list[BaseTool]:
         return (f"{a.id}: value {fmt(a.value)} ({a.position} the normal range), {fmt(100 * a.share)}% of the score; "
                 f"{p.id}: training quantiles {qs}", (p, a))
 
+    def plot_case(case_id: str | None = None):
+        """Draw an event of a series to a PNG: its channels, the restored values, the nearest normal window and the
+        channel x time attribution; returns the file's path."""
+        path = box.plot(case_id)
+        return f"{box.resolve(case_id)}: plot written to {path}", str(path)
+
     def list_detectors_():
         """List the registered detectors with their family and what their score means."""
         cards = [_card(i.name) for i in list_detectors()]
@@ -177,6 +183,7 @@ def make_tools(box: Toolbox) -> list[BaseTool]:
         _tool(restore_case, "restore_case", CaseArgs),
         _tool(compare_cases, "compare_cases", CompareArgs),
         _tool(describe_feature, "describe_feature", FeatureArgs),
+        _tool(plot_case, "plot_case", CaseArgs),
         _tool(list_detectors_, "list_detectors", NoArgs),
         _tool(describe_detector, "describe_detector", DetectorArgs),
         _tool(batch_verdicts, "batch_verdicts", BatchArgs),

@@ -81,6 +81,10 @@ class Toolbox:
         """The case's values as a chat checkpoint keeps them (``add_case`` reads them back)."""
         return [float(v) for v in self.row(case_id)]
 
+    def plot(self, case_id: str | None = None):
+        """A PNG of the case (the events of a series have one; a row has none)."""
+        raise InputError(f"case_id {self.resolve(case_id)!r} is a row of a table: plots are drawn for the events of a series")
+
     def full_evidence(self, case_id: str | None = None) -> Evidence:
         """The case's evidence with every feature's attribution (cached)."""
         cid = self.resolve(case_id)
@@ -111,10 +115,11 @@ class SeriesToolbox(Toolbox):
     """
 
     def __init__(self, investigator: Investigator, series: Any = None, *, focus: str | None = None,
-                 alpha: float = 0.05, k: int = 5, top: int = 5) -> None:
+                 alpha: float = 0.05, k: int = 5, top: int = 5, plot_dir: Any = None) -> None:
         if not investigator.modality.sequential:
             raise InputError("SeriesToolbox takes a series Investigator (modality 'series')")
         self.investigator, self.alpha, self.k, self.top = investigator, alpha, k, top
+        self.plot_dir = plot_dir  # where ``plot`` writes (None: a new temporary folder)
         self._rows, self._evidence = {}, {}
         self._stretches: dict[str, Any] = {}
         if series is not None:
@@ -142,6 +147,20 @@ class SeriesToolbox(Toolbox):
         values = s.values
         self._rows[case_id] = values[start : start + m.window].T.reshape(-1)  # channels x window, as a detector row
         self._evidence[case_id] = evidence
+
+    def plot(self, case_id: str | None = None):
+        """Write ``<case id>.png`` (``plots.event_plot`` of the event within its stretch) to ``plot_dir``; its path."""
+        import tempfile
+        from pathlib import Path
+
+        cid = self.resolve(case_id)
+        if self.plot_dir is None:
+            self.plot_dir = tempfile.mkdtemp(prefix="anomalens-plots-")
+        folder = Path(self.plot_dir)
+        rep = self.investigator.analyze(self._stretches[cid], alpha=self.alpha, k=self.k, plot_dir=folder)
+        path = folder / f"{cid}.png"
+        (folder / rep.plot).replace(path)
+        return path
 
     def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
         """Add a stretch saved by ``saved_row`` (or a series DataFrame) under ``case_id``."""
