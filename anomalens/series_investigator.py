@@ -15,7 +15,6 @@ with the restored values, nearest normal windows) and a verified explanation.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ from anomalens.store.coreset import coverage, select_exemplars
 
 __all__ = ["SeriesInvestigator", "SeriesScores"]
 
-MAX_EVENT_WINDOWS = 4000  # windows restored per event (a longer event is restored from a stride of them)
 SERIES_METHOD = "Benjamini-Hochberg false discovery rate control over the series' points"
 
 
@@ -65,8 +63,7 @@ class SeriesInvestigator(Investigator):
                    source: str | None) -> "SeriesInvestigator":
         """Fit on the training part ``head`` and calibrate on the held-out block (``modality.split``)."""
         t0 = time.perf_counter()
-        X = modality.learn_windows(head)
-        det.fit(X)
+        det.fit(modality.windows(head.values, modality.train_starts(head)))
         modality.fit_calibration(det, block)
         modality.fit_profile(head.values)
         t_detector = time.perf_counter() - t0
@@ -93,9 +90,6 @@ class SeriesInvestigator(Investigator):
         return SeriesScores(s, self.modality.point_attribution(self.detector, s.values, progress=progress),
                             self.calibrator)
 
-    def _verdict_parts(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.calibrator.pvalues(scores), self.calibrator.approximate(scores)
-
     def _flags(self, sc: SeriesScores, alpha: float) -> tuple[np.ndarray, float]:
         flags = benjamini_hochberg(sc.pvalues, alpha).astype(bool)
         return flags, bh_cutoff(int(flags.sum()), len(flags), alpha)
@@ -105,16 +99,8 @@ class SeriesInvestigator(Investigator):
         """Evidence of one event, and what its plot needs (restored values, nearest window)."""
         m, s, det = self.modality, sc.series, self.detector
         a, b = span
-        T, C, w = len(s.values), len(m.channels), m.window
-        starts = np.arange(max(0, a - w + 1), min(T - w, b) + 1)
-        if len(starts) > MAX_EVENT_WINDOWS:
-            starts = starts[:: math.ceil(len(starts) / MAX_EVENT_WINDOWS)]
-        R = det.restore(m.windows(s.values, starts), checked=True).reshape(len(starts), C, w)
-        total, count = np.zeros((C, T)), np.zeros(T)
-        for j in range(w):
-            total[:, starts + j] += R[:, :, j].T
-            count[starts + j] += 1
-        restored = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        T, w = len(s.values), m.window
+        restored = m.restore_span(det, s.values, span)
         peak = a + int(sc.scores[a : b + 1].argmax())
         window_start = int(np.clip(peak - w // 2, 0, T - w))
         emb = det.embed(m.windows(s.values, np.array([window_start])), checked=True)

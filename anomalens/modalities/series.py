@@ -64,6 +64,7 @@ FILLS = ("interpolate", "ffill")
 COMBINES = ("min", "mean")  # how a point's cells are read off the windows that cover it
 MIN_WINDOW, MAX_WINDOW, DEFAULT_WINDOW = 8, 128, 32
 MAX_TRAIN_WINDOWS = 20000  # training windows beyond it are taken with a stride
+MAX_EVENT_WINDOWS = 4000  # windows restored per event (a longer event is restored from a stride of them)
 MAX_SEGMENT_POINTS = 200  # points of a segment kept in the evidence (evenly picked)
 SCORE_CHUNK = 2048  # windows per detector call when scoring
 
@@ -301,11 +302,10 @@ class SeriesModality(Modality):
         s = read_series(data, name="data", time_column=self.time_column, fill=self.fill, resample=self.resample)
         T = len(s.values)
         self.channels = s.channels
+        n_cal = int(round(self.calibration_size * T))
         window, self.period = choose_window(s.values[: int(T * (1 - self.calibration_size))])
         # a chosen window is at most what the data can hold: 4 windows to train on, 2 to calibrate with
-        fits = int(min((T - round(self.calibration_size * T)) / 4, round(self.calibration_size * T) / 2))
-        self.window = self.window or max(MIN_WINDOW // 2, min(window, fits))
-        n_cal = int(round(self.calibration_size * T))
+        self.window = self.window or max(MIN_WINDOW // 2, min(window, int(min((T - n_cal) / 4, n_cal / 2))))
         if T - n_cal < 4 * self.window or n_cal < 2 * self.window:
             need = int(math.ceil(max(4 * self.window / (1 - self.calibration_size), 2 * self.window / self.calibration_size)))
             raise InputError(f"data must be at least {need} points long for window {self.window} (4 windows to train on "
@@ -326,14 +326,14 @@ class SeriesModality(Modality):
         """The training windows (strided beyond MAX_TRAIN_WINDOWS) of the training part of ``data``;
         ids are the windows' start times."""
         head, _ = self.split(data)
-        X = self.learn_windows(head)
-        stride = max(1, math.ceil((len(head.values) - self.window + 1) / MAX_TRAIN_WINDOWS))
-        return ModelInput(X, X, [head.stamp(i) for i in range(0, len(head.values) - self.window + 1, stride)])
+        starts = self.train_starts(head)
+        X = self.windows(head.values, starts)
+        return ModelInput(X, X, [head.stamp(i) for i in starts])
 
-    def learn_windows(self, head: SeriesData) -> np.ndarray:
-        """The training windows of the training part: stride 1, or the stride that keeps MAX_TRAIN_WINDOWS."""
+    def train_starts(self, head: SeriesData) -> np.ndarray:
+        """Starts of the training windows of the training part: stride 1, or the stride that keeps MAX_TRAIN_WINDOWS."""
         n = len(head.values) - self.window + 1
-        return self.windows(head.values, np.arange(0, n, max(1, math.ceil(n / MAX_TRAIN_WINDOWS))))
+        return np.arange(0, n, max(1, math.ceil(n / MAX_TRAIN_WINDOWS)))
 
     def prepare(self, data: Any, name: str = "case") -> ModelInput:
         """Every window (stride 1) of a series."""
@@ -395,13 +395,22 @@ class SeriesModality(Modality):
         for a in chunks:
             starts = starts_all[a : a + SCORE_CHUNK]
             A = detector.explain(self.windows(values, starts), checked=True).values.reshape(len(starts), C, w)
-            for j in range(w):
-                if mean:
-                    cells[:, starts + j] += A[:, :, j].T  # starts are distinct: no index repeats for one j
-                    count[starts + j] += 1
-                else:
-                    cells[:, starts + j] = np.minimum(cells[:, starts + j], A[:, :, j].T)
+            _fold(cells, count, A, starts, mean=mean)
         return cells / count[None, :] if mean else cells
+
+    def restore_span(self, detector: BaseDetector, values: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+        """(C, T) the detector's restored values over points ``span`` (first, last) of a series: each
+        cell's mean over the restored windows that cover it (at most MAX_EVENT_WINDOWS, strided
+        beyond); NaN outside the windows that cover the span."""
+        a, b = span
+        T, C, w = len(values), len(self.channels), self.window
+        starts = np.arange(max(0, a - w + 1), min(T - w, b) + 1)
+        if len(starts) > MAX_EVENT_WINDOWS:
+            starts = starts[:: math.ceil(len(starts) / MAX_EVENT_WINDOWS)]
+        R = detector.restore(self.windows(values, starts), checked=True).reshape(len(starts), C, w)
+        total, count = np.zeros((C, T)), np.zeros(T)
+        _fold(total, count, R, starts, mean=True)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
     def fit_calibration(self, detector: BaseDetector, block: SeriesData) -> None:
         """Point scores of the held-out block become the conformal calibration set; each channel's 99%
@@ -615,3 +624,14 @@ class SeriesModality(Modality):
             raise CheckpointError(f"the series metadata is corrupted: {C} channels but profiles of shape "
                                   f"{m.quantiles.shape} and {m.channel_limits.shape}")
         return m
+
+
+def _fold(cells: np.ndarray, count: np.ndarray, A: np.ndarray, starts: np.ndarray, *, mean: bool) -> None:
+    """Lay windows' (n, C, w) values ``A``, starting at ``starts``, onto a (C, T) series in place:
+    summed with ``count`` (for a mean), or kept as the running minimum."""
+    for j in range(A.shape[2]):
+        if mean:
+            cells[:, starts + j] += A[:, :, j].T  # starts are distinct: no index repeats for one j
+            count[starts + j] += 1
+        else:
+            cells[:, starts + j] = np.minimum(cells[:, starts + j], A[:, :, j].T)

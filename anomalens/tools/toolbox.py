@@ -109,7 +109,8 @@ class SeriesToolbox(Toolbox):
     ``SeriesInvestigator.analyze_batch`` numbers them).
 
     Each event keeps its stretch of series (the event and two windows on each side): a case's
-    ``row`` is the window centred on its peak (what ``compare`` compares), its ``saved_row`` the
+    ``row`` is the window centred on its peak, flattened channel by channel (what ``compare``
+    compares; ``exemplar:<start>`` gives the stored (channels, window) one), its ``saved_row`` the
     stretch with each point's position on the training grid (so a saved chat resumes without the
     data file, times and phases included).
     """
@@ -144,8 +145,7 @@ class SeriesToolbox(Toolbox):
         times = [s.stamp(i) for i in range(len(s.values))]
         i = times.index(evidence.event.peak) if evidence.event.peak in times else len(times) // 2
         start = int(np.clip(i - m.window // 2, 0, len(times) - m.window))
-        values = s.values
-        self._rows[case_id] = values[start : start + m.window].T.reshape(-1)  # channels x window, as a detector row
+        self._rows[case_id] = s.values[start : start + m.window].T.reshape(-1)  # channels x window, as a detector row
         self._evidence[case_id] = evidence
 
     def plot(self, case_id: str | None = None):
@@ -173,9 +173,3 @@ class SeriesToolbox(Toolbox):
 
     def saved_row(self, case_id: str | None = None) -> list[float]:
         return self.investigator.modality.to_saved(self._stretches[self.resolve(case_id)])
-
-    def row(self, case_id: str | None = None) -> np.ndarray:
-        """(channels x window,) the window centred on the event's peak; ``exemplar:<start>``: that stored normal window."""
-        if case_id is not None and str(case_id).startswith("exemplar:"):
-            return self.investigator.exemplar_row(str(case_id).split(":", 1)[1]).reshape(-1)
-        return self._rows[self.resolve(case_id)]
