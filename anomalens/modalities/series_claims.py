@@ -52,8 +52,7 @@ def candidates(evidence: Evidence) -> list[Claim]:
 
 
 def render_kind(kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
-    want = tabular_claims.claim_key(Claim(text="", kind=kind, cites=cites, params=params))
-    return next((c for c in candidates(evidence) if tabular_claims.claim_key(c) == want), None)
+    return tabular_claims.render_among(candidates(evidence), kind, cites, params)
 
 
 def check(claim: Claim, evidence: Evidence) -> str | None:

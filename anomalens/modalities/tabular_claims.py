@@ -38,7 +38,8 @@ from anomalens.schema import (
     split_mentions,
 )
 
-__all__ = ["KINDS", "candidates", "check", "check_among", "claim_key", "parse", "render_kind", "unconfirmable_words"]
+__all__ = ["KINDS", "candidates", "check", "check_among", "claim_key", "parse", "render_among", "render_kind",
+           "unconfirmable_words"]
 
 KINDS = {
     "verdict": "the verdict with its score, p-value and cut-off",
@@ -121,8 +122,13 @@ def claim_key(claim: Claim) -> tuple:
 
 def render_kind(kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
     """The rendered typed claim (kind, cites, params), or None when the evidence does not support it."""
+    return render_among(candidates(evidence), kind, cites, params)
+
+
+def render_among(cands: list[Claim], kind: str, cites: list[str], params: dict) -> Claim | None:
+    """The candidate with this kind, cites and params, or None."""
     want = claim_key(Claim(text="", kind=kind, cites=cites, params=params))
-    return next((c for c in candidates(evidence) if claim_key(c) == want), None)
+    return next((c for c in cands if claim_key(c) == want), None)
 
 
 def check(claim: Claim, evidence: Evidence) -> str | None:
