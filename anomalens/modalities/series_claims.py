@@ -60,14 +60,9 @@ def check(claim: Claim, evidence: Evidence) -> str | None:
 
 
 def _times_of(evidence: Evidence, cites: set[str]) -> set[str]:
-    """The times the cited event and segments hold."""
-    out: set[str] = set()
-    if "event" in cites and evidence.event is not None:
-        out |= {evidence.event.start, evidence.event.end, evidence.event.peak}
-    for g in evidence.segments:
-        if g.id in cites:
-            out |= {g.start, g.end, g.peak_time}
-    return out
+    """The times the cited items hold (an event's or a segment's ``stamps``)."""
+    items = evidence.items()
+    return {t for c in cites if c in items for t in getattr(items[c], "stamps", list)()}
 
 
 def parse(claim: Claim, evidence: Evidence) -> str | None:
