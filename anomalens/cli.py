@@ -198,47 +198,70 @@ def _pick_row(X, ids, row: str) -> tuple[Any, str]:
 
 
 # ---------------------------------------------------------------- commands
+LOG_SUFFIXES = (".log", ".gz", ".txt", ".jsonl", ".out")
+
+
 @app.command()
 @_guard
 def fit(
-    data: Annotated[Path, typer.Argument(help="normal rows: a CSV or Parquet file")],
+    data: Annotated[list[Path], typer.Argument(metavar="DATA...", help="normal data: a CSV or Parquet file of rows or of a series; or "
+                                               "log files (plain, .gz, several, - for standard input)")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write the fitted investigator to")],
     detector: Annotated[Optional[str], typer.Option("--detector", "-d", help="a registered detector (see the README); "
                                                     "default: the Ensemble of autoencoder, vae and autoregressive for "
-                                                    "rows, conv_ae for a series")] = None,
+                                                    "rows, conv_ae for a series, autoencoder for log counts")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="label column to leave out")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="columns to leave out (repeat or comma-separate)")] = None,
     id_column: IdColOpt = None,
-    modality: Annotated[Optional[str], typer.Option("--modality", help="tabular or series (default: series when "
-                                                     "--time-column is given)")] = None,
+    modality: Annotated[Optional[str], typer.Option("--modality", help="tabular, series or logs (default: series when "
+                                                     "--time-column is given, logs for .log/.gz/.txt/.jsonl files or "
+                                                     "with --format or --session)")] = None,
     time_column: Annotated[Optional[str], typer.Option("--time-column", help="a series' timestamp column")] = None,
-    window: Annotated[Optional[int], typer.Option("--window", help="a series' window length (default: its period)")] = None,
+    window: Annotated[Optional[str], typer.Option("--window", help="a series' window length (default: its period); "
+                                                  "logs: a window of N lines (e.g. 200) or of time (e.g. 5m)")] = None,
     fill: Annotated[Optional[str], typer.Option("--fill", help="fill a series' missing values: interpolate or ffill")] = None,
     resample: Annotated[Optional[str], typer.Option("--resample", help="average an irregular series onto a grid, "
                                                      "e.g. 5min")] = None,
+    log_format: Annotated[Optional[str], typer.Option("--format", help="logs: a preset (hdfs, bgl, syslog, rfc5424, iso, "
+                                                      "jsonl, raw, ...) or a format string such as '<Date> <Time> "
+                                                      "<Level> <Component>: <Content>' (default: detected)")] = None,
+    session: Annotated[Optional[str], typer.Option("--session", help="logs: a regular expression of the session id "
+                                                   r"(e.g. 'blk_-?\d+'); default: windows of 100 lines")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="detector hyper-parameter name=value (repeatable)")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fit a detector and an exemplar store on normal rows (or a normal series), and save them to --out."""
+    """Fit a detector and an exemplar store on normal rows, a normal series or normal logs, and save them to --out."""
     from anomalens import Investigator
     from anomalens.detectors import make_detector
     from anomalens.modalities import list_modalities
 
-    modality = modality or ("series" if time_column or window else "tabular")
+    is_log = bool(log_format or session) or all(str(p) == "-" or p.suffix.lower() in LOG_SUFFIXES for p in data)
+    modality = modality or ("series" if time_column else "logs" if is_log else "series" if window else "tabular")
     if modality not in list_modalities():
         raise CliError(f"--modality must be one of {list_modalities()}, got {modality!r}")
+    if modality != "logs" and len(data) != 1:
+        raise CliError(f"{modality} data is one CSV or Parquet file, got {len(data)} paths")
+    if modality != "logs" and (log_format or session):
+        raise CliError(f"--format and --session apply to logs, not to {modality} data")
     params = {"random_state": seed, **_params(param)}
     if not as_json and sys.stderr.isatty():
         params.setdefault("verbose", True)  # a progress bar over epochs
     if detector is not None:
         make_detector(detector, **params).validate_params()  # bad hyper-parameters fail before any work
+    if modality == "logs":
+        return _fit_logs(data, out_dir, detector=detector, log_format=log_format, session=session, window=window,
+                         params=params, as_json=as_json)
+    data = data[0]
     frame = read_table(data)
     if modality == "series":
         from anomalens.modalities import SeriesModality
 
+        if window is not None and not str(window).isdigit():
+            raise CliError(f"--window of a series is a number of points, got {window!r}")
         X, ids = _series_frame(frame, label_column, exclude), None
-        mod = SeriesModality(window, time_column=time_column, fill=fill, resample=resample)
+        mod = SeriesModality(None if window is None else int(window), time_column=time_column, fill=fill,
+                             resample=resample)
     else:
         X, ids = select_features(frame, label_column=label_column, exclude=exclude, id_column=id_column)
         mod = "tabular"
@@ -256,13 +279,107 @@ def fit(
                    "calibration_points": len(inv.modality.calibration_scores)} if modality == "series"
                   else {"calibration_rows": len(inv.detector.calibration_scores_)}),
                "exemplars": inv.store.count(), "seconds": round(time.perf_counter() - t0, 2)}
+    _print_summary(summary, as_json)
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary))
         return
     table = Table(title="fitted", show_header=False)
     for k, v in summary.items():
-        table.add_row(k, str(v))
+        table.add_row(k, for_terminal(v, 300))
     out.print(table)
+
+
+def _fit_logs(data: list[Path], out_dir: Path, *, detector: str | None, log_format: str | None, session: str | None,
+              window: str | None, params: dict, as_json: bool) -> None:
+    """``fit`` on normal logs: read, learn templates, group into cases, fit the models, save."""
+    from anomalens import Investigator
+    from anomalens.modalities import LogModality
+
+    mod = LogModality(log_format, session, window)
+    mod.parser  # noqa: B018 - masks checked
+    if log_format is not None:
+        from anomalens.logs.reader import get_format
+
+        get_format(log_format)  # an unknown --format fails before any work
+    sources = [str(p) for p in data]
+    created = _check_out(out_dir)
+    t0 = time.perf_counter()
+    try:
+        inv = Investigator.fit(sources, modality=mod, detector=detector, source=",".join(p.name for p in data)[:200],
+                               **params)
+        inv.save(out_dir)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    m = inv.modality
+    read = m.read_stats
+    summary = {"out": str(out_dir), "modality": "logs", "format": read.format + (" (detected)" if read.detected else ""),
+               "lines": read.lines, "lines kept": read.kept, "skipped": read.skipped, "templates": len(m.feature_names),
+               "cases": f"{len(m.member_scores[0]) * 2 + inv.n_train} ({'sessions ' + session if session else 'windows of ' + str(m.window)})",
+               "training cases": inv.n_train, "count model": inv.detector_name, "exemplars": inv.store.count(),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    if m.group_stats.no_session:
+        summary["lines without a session id"] = m.group_stats.no_session
+    if not as_json:
+        err.print(for_terminal(read.summary(), 600), highlight=False)
+    _print_summary(summary, as_json)
+
+
+@app.command()
+@_guard
+def triage(
+    model_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a folder written by 'anomalens fit' on logs")],
+    logs: Annotated[list[Path], typer.Argument(metavar="LOGS...", help="log files to triage (plain, .gz; - for standard input)")],
+    top: Annotated[int, typer.Option(min=1, help="explain the N highest-ranked incidents")] = 5,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="false discovery rate over the cases")] = 0.05,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="write triage.md and triage.json here")] = None,
+    llm: LlmOpt = None, base_url: BaseUrlOpt = None, model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank the incidents of new logs: the anomalous sessions or windows, merged, each with its lines,
+    templates, expected sequence, nearest normal session and a verified explanation."""
+    from anomalens.detectors import check_probability
+
+    alpha = check_probability(alpha, "--alpha")
+    reasoner = _reasoner(llm, base_url, model)
+    inv = _load(model_dir, reasoner)
+    if inv.modality.name != "logs":
+        raise CliError(f"{_text(str(model_dir), 120)} holds a {inv.modality.name} model; triage needs one fitted on logs")
+    if out_dir is not None:
+        _check_out(out_dir)
+    result = inv.triage([str(p) for p in logs], alpha=alpha, limit=top, progress=not as_json and sys.stderr.isatty())
+    if out_dir is not None:
+        (out_dir / "triage.md").write_text(result.to_markdown())
+        (out_dir / "triage.json").write_text(json.dumps(result.to_json(), indent=1))
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    err.print(for_terminal(result.summary(), 800), highlight=False)
+    table = Table(title=f"{result.n_incidents} incident(s), {len(result.reports)} shown, most anomalous first")
+    for col in ("#", "p-value", "cases", "lines", "span", "abnormal templates", "never seen", "example line"):
+        table.add_column(col)
+    for r in result.reports:
+        i, ev = r.evidence.incident, r.evidence
+        ex = next(iter(ev.lines), None)
+        example = "-" if ex is None else f"{ex.source}:{ex.lineno} {ex.text}"
+        table.add_row(str(i.index), f"{i.p_value:.3g}", str(i.n_cases), str(i.n_lines),
+                      _text(f"{i.start} .. {i.end}" if i.start else "-", 60), _text(", ".join(i.templates[:4]), 40),
+                      _text(", ".join(i.unseen[:4]) or "-", 30), _text(example, 100))
+    out.print(table)
+    for r in result.reports:
+        ev = r.evidence
+        out.print(f"\n[bold]Incident {ev.incident.index}[/] (strongest case {for_terminal(ev.case_id, 60)}):",
+                  highlight=False)
+        for c in r.explanation.claims:
+            out.print(f"  - {for_terminal(c.text, 400)} [dim]\\[{for_terminal(', '.join(c.cites), 200)}][/]",
+                      highlight=False)
+    if out_dir is not None:
+        err.print(f"report written to {for_terminal(str(out_dir / 'triage.md'), 200)}", highlight=False)
+    elif result.reports:
+        err.print("pass --out DIR for the full report (lines, templates, expected sequences)", highlight=False)
 
 
 @app.command()

@@ -115,7 +115,7 @@ class Investigator:
         elif not isinstance(modality, Modality):
             raise InputError(f"modality must be a name in {list_modalities()} or a Modality, got {type(modality).__name__}")
         if max_exemplars is None:
-            max_exemplars = MAX_SERIES_EXEMPLARS if modality.sequential else MAX_EXEMPLARS
+            max_exemplars = MAX_SERIES_EXEMPLARS if modality.sequential or modality.name == "logs" else MAX_EXEMPLARS
         if isinstance(max_exemplars, bool) or not isinstance(max_exemplars, (int, np.integer)) or max_exemplars < 1:
             raise InputError(f"max_exemplars must be a positive int, got {max_exemplars!r}")
         from anomalens.config import get_settings
@@ -147,6 +147,14 @@ class Investigator:
         det.validate_params()  # a bad hyper-parameter fails before any work
         if chroma_url is None:
             chroma_url = settings.chroma_url
+        if modality.name == "logs":
+            if ids is not None:
+                raise InputError("ids do not apply to logs: cases are named by their session id or window number")
+            from anomalens.log_investigator import LogInvestigator
+
+            return LogInvestigator.fit_logs(modality, data, det, det_name, store=ExemplarStore(store_path, url=chroma_url),
+                                            reasoner=reasoner, max_exemplars=max_exemplars, source=source,
+                                            seed=det.config.random_state, progress=settings.progress)
         if modality.sequential:
             if ids is not None:
                 raise InputError("ids do not apply to a series: its exemplars are named by their window's start time")
@@ -328,6 +336,7 @@ class Investigator:
         root = path / version
         root.mkdir()
         self.detector.save(root / "detector")
+        self.save_parts(root)
         store = self.store
         if store.url is None:  # a server collection stays where it is; an embedded one is copied in
             copy = ExemplarStore(root / "store", collection=store.collection_name)
@@ -347,6 +356,14 @@ class Investigator:
         self.store = store
         _remove_old_versions(path, keep=version, old=old, new_store=config["store"])
         return path
+
+    def save_parts(self, root: Path) -> None:
+        """Write what a subclass keeps beside the detector (the logs' next-event model)."""
+
+    @classmethod
+    def load_parts(cls, root: Path) -> dict[str, Any]:
+        """Read what ``save_parts`` wrote, as keyword arguments of the constructor."""
+        return {}
 
     @classmethod
     def load(cls, path: str | Path, *, reasoner: Reasoner | None = None) -> "Investigator":
@@ -372,8 +389,12 @@ class Investigator:
             from anomalens.series_investigator import SeriesInvestigator
 
             cls = SeriesInvestigator
+        elif modality.name == "logs":
+            from anomalens.log_investigator import LogInvestigator
+
+            cls = LogInvestigator
         return cls(det, store, modality, int(config["n_train"]), detector_name=config["detector"], reasoner=reasoner,
-                   exemplar_coverage=config.get("exemplar_coverage"))
+                   exemplar_coverage=config.get("exemplar_coverage"), **cls.load_parts(root))
 
 
 BH_METHOD = "Benjamini-Hochberg false discovery rate control over the batch"

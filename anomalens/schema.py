@@ -32,6 +32,10 @@ __all__ = [
     "Context",
     "Event",
     "Evidence",
+    "ExpectedSequence",
+    "Incident",
+    "LogLine",
+    "LogTemplate",
     "Exemplar",
     "Explanation",
     "Item",
@@ -109,7 +113,7 @@ def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
 # Prefixes of evidence ids: units of each modality (feature of a row; channel and segment of a series;
 # event and line of a log) and the items an investigation adds.
 UNIT_KINDS = ("feature", "channel", "segment", "event", "line")
-ITEM_KINDS = (*UNIT_KINDS, "exemplar", "profile", "compare")
+ITEM_KINDS = (*UNIT_KINDS, "exemplar", "profile", "compare", "template")
 # an evidence id written in text ("feature:memory", "exemplar:17"), as the verifier and the modalities read it
 ITEM_ID = re.compile(r"(?<![\w:])(?:" + "|".join(ITEM_KINDS) + r"):[^\s,;()\[\]]+")
 
@@ -281,6 +285,84 @@ class Segment(_Model):
         return [self.start, self.end, self.peak_time]
 
 
+class LogLine(_Model):
+    """One raw line of a log case: where it is, its template, and how probable the next-event model
+    of normal logs found it in its context (the logs modality). ``text`` is the raw line (cut):
+    untrusted, shown escaped in reports and never written into a claim."""
+
+    id: str  # "line:<file>:<n>"
+    source: str
+    lineno: int
+    template_id: str  # "E<n>" (learnt from normal logs) or "N<n>" (never seen in normal logs)
+    seen: bool  # the template was seen in the normal training logs
+    probability: float  # the next-event model's probability of this event at this place
+    expected: str | None = None  # the template the model found most likely here, when it is another one
+    expected_probability: float | None = None
+    time: str | None = None
+    text: str = ""
+
+    def numbers(self) -> list[float]:
+        nums = [float(self.lineno), self.probability, 100 * self.probability]
+        return nums + ([self.expected_probability, 100 * self.expected_probability]
+                       if self.expected_probability is not None else [])
+
+    def stamps(self) -> list[str]:
+        return [self.time] if self.time else []
+
+
+class LogTemplate(_Model):
+    """A template of the case: its text (untrusted, shown escaped, never in a claim) and how often
+    normal logs hold it."""
+
+    id: str  # "template:<id>"
+    template_id: str
+    text: str
+    seen: bool
+    training_lines: int  # lines of the normal logs with this template
+    training_share: float  # of all normal lines
+    normal_cases: float  # share of normal cases that hold it at least once
+
+    def numbers(self) -> list[float]:
+        return [float(self.training_lines), self.training_share, 100 * self.training_share, self.normal_cases,
+                100 * self.normal_cases]
+
+
+class Incident(_Model):
+    """Anomalous log cases merged into one incident (cases sharing their most abnormal template, or
+    adjacent windows), ranked by their strongest case's p-value."""
+
+    id: Literal["incident"] = "incident"
+    index: int  # rank: 1 is the most anomalous
+    start: str | None = None  # time of the first line (None when the logs carry no times)
+    end: str | None = None
+    n_cases: int
+    n_lines: int
+    cases: list[str]  # case keys (sessions or windows), strongest first (at most 20)
+    templates: list[str]  # the abnormal templates of its cases, most frequent first
+    unseen: list[str]  # templates never seen in normal logs
+    p_value: float  # its strongest case's p-value
+
+    def numbers(self) -> list[float]:
+        return [float(self.index), float(self.n_cases), float(self.n_lines), self.p_value]
+
+    def stamps(self) -> list[str]:
+        return [t for t in (self.start, self.end) if t]
+
+
+class ExpectedSequence(_Model):
+    """The case's events around its most surprising place, beside what the model of normal logs
+    expected there (the restoration of a log case)."""
+
+    id: Literal["sequence"] = "sequence"
+    observed: list[str]  # template ids, in order
+    expected: list[str]  # the most likely template at each place ("END": the case should have ended)
+    locations: list[str]  # "<file>:<n>" of each observed event
+    first: int  # position of the first shown event in the case (0-based)
+
+    def numbers(self) -> list[float]:
+        return [float(len(self.observed))]
+
+
 def _positions(*times: str) -> list[float]:
     """The times of a series without timestamps are positions: numbers a claim may state."""
     return [float(t) for t in times if t.lstrip("-").isdigit()]
@@ -308,6 +390,11 @@ class Evidence(_Model):
     comparisons: list[Comparison] = Field(default_factory=list)
     event: Event | None = None  # a series case: the event, its segments (one per involved channel) and plot
     segments: list[Segment] = Field(default_factory=list)
+    # a log case: its most surprising lines, its templates, its expected sequence and its incident
+    lines: list[LogLine] = Field(default_factory=list)
+    templates: list[LogTemplate] = Field(default_factory=list)
+    sequence: ExpectedSequence | None = None
+    incident: Incident | None = None
 
     def items(self) -> dict[str, Item]:
         """Every citable item by id."""
@@ -322,6 +409,12 @@ class Evidence(_Model):
         if self.event is not None:
             out["event"] = self.event
         out.update({g.id: g for g in self.segments})
+        out.update({ln.id: ln for ln in self.lines})
+        out.update({t.id: t for t in self.templates})
+        if self.sequence is not None:
+            out["sequence"] = self.sequence
+        if self.incident is not None:
+            out["incident"] = self.incident
         return out
 
     def with_items(self, *new: Attribution | FeatureProfile | Comparison) -> "Evidence":
@@ -352,6 +445,14 @@ class Evidence(_Model):
             return {item.channel}
         if isinstance(item, Event):
             return set(item.channels)
+        if isinstance(item, LogLine):
+            return {item.template_id, *([item.expected] if item.expected else [])}
+        if isinstance(item, LogTemplate):
+            return {item.template_id}
+        if isinstance(item, ExpectedSequence):
+            return set(item.observed) | set(item.expected)
+        if isinstance(item, Incident):
+            return set(item.templates) | set(item.unseen)
         return set()
 
     def counts(self) -> list[float]:
@@ -359,7 +460,8 @@ class Evidence(_Model):
         return [len(self.attributions), len(self.exemplars), sum(a.abnormal for a in self.attributions)]
 
 
-Item = Verdict | Attribution | Exemplar | Restoration | FeatureProfile | Comparison | Event | Segment
+Item = (Verdict | Attribution | Exemplar | Restoration | FeatureProfile | Comparison | Event | Segment | LogLine
+        | LogTemplate | ExpectedSequence | Incident)
 
 
 class Claim(_Model):
@@ -417,8 +519,9 @@ class Report(_Model):
             f"- detector: {_md(v.detector)}; verdict: {v.method}; p-value: {v.p_value_method}",
             *([f"- note: {_md(v.note)}"] if v.note else []),
             *_event_lines(ev, self.plot),
+            *_log_lines(ev),
             "",
-            "## Channels" if ev.event is not None else "## Features",
+            "## Channels" if ev.event is not None else "## Templates" if ev.context.unit_kind == "event" else "## Features",
             "",
             f"| {ev.context.unit_kind} | value | normal range (1%-99%) | median | nearest normal mean | share of score | abnormal |",
             "|---|---:|---|---:|---:|---:|---|",
@@ -467,6 +570,47 @@ def _event_lines(ev: Evidence, plot: str | None) -> list[str]:
         lines += [f"| {_md(g.channel)} | {_md(g.peak_time)} | {fmt(g.peak_value)} | {fmt(g.expected)} | "
                   f"{fmt(g.normal_low)} to {fmt(g.normal_high)} | {100 * g.share:.1f}% |" for g in ev.segments]
     return lines
+
+
+def _log_lines(ev: Evidence) -> list[str]:
+    """A log case's incident, lines, templates and expected sequence, as markdown lines (log text escaped)."""
+    if ev.context.unit_kind != "event":
+        return []
+    out: list[str] = []
+    i = ev.incident
+    if i is not None:
+        span = f" from {_md(i.start)} to {_md(i.end)}" if i.start else ""
+        out += ["", f"## Incident {i.index}", "", f"- {i.n_cases} case(s), {i.n_lines} line(s){span}; strongest case p-value "
+                f"{fmt(i.p_value)}", f"- cases: {_md(', '.join(i.cases))}",
+                f"- abnormal templates: {_md(', '.join(i.templates) or 'none')}",
+                f"- templates never seen in normal logs: {_md(', '.join(i.unseen) or 'none')}"]
+    if ev.lines:
+        out += ["", "## Most surprising lines", "", "| line | template | probability here | expected instead | text |",
+                "|---|---|---:|---|---|"]
+        for ln in ev.lines:
+            exp = "-" if ln.expected is None else f"{_md(ln.expected)} ({fmt(ln.expected_probability)})"
+            prob = fmt(ln.probability) if ln.seen else f"{fmt(ln.probability)} (never seen in normal logs)"
+            out.append(f"| {_md(ln.source)}:{ln.lineno} | {_md(ln.template_id)} | {prob} | {exp} | `{_code(ln.text)}` |")
+    if ev.templates:
+        out += ["", "## Template texts", "", "| template | text | normal lines | share of normal cases |", "|---|---|---:|---:|"]
+        out += [f"| {_md(t.template_id)} | `{_code(t.text)}` | {t.training_lines} | {100 * t.normal_cases:.1f}% |"
+                for t in ev.templates]
+    q = ev.sequence
+    if q is not None:
+        out += ["", "## Expected sequence", "", "| line | observed | expected by the model of normal logs |", "|---|---|---|"]
+        out += [f"| {_md(loc)} | {_md(o)} | {_md(e) if e != o else '(same)'} |"
+                for loc, o, e in zip(q.locations, q.observed, q.expected)]
+    return out
+
+
+def _code(text: str) -> str:
+    """Untrusted log text inside a markdown code span: control characters stripped, HTML escaped, backticks
+    and table bars replaced."""
+    from anomalens.text import clip, strip_control
+
+    import html as _html
+
+    return _html.escape(clip(strip_control(text), 160), quote=False).replace("`", "'").replace("|", "¦")
 
 
 def _md(text: str) -> str:

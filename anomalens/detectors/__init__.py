@@ -17,13 +17,13 @@ from anomalens.detectors.ganomaly import GANomaly
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
 from anomalens.detectors.vae import VAE
 
-register("autoencoder", AutoEncoder, "reconstruction", ("tabular", "series"), "mean squared reconstruction error (robust-scaled units)")
-register("vae", VAE, "reconstruction", ("tabular", "series"), "negative reconstruction log-likelihood averaged over latent samples")
-register("diffusion", Diffusion, "reconstruction", ("tabular", "series"), "mean squared error of partial-diffusion denoising over noise levels (AnoDDPM)")
-register("ganomaly", GANomaly, "reconstruction", ("tabular", "series"), "squared distance between the codes of the input and of its reconstruction")
-register("flow", NormalizingFlow, "density", ("tabular", "series"), "negative log-likelihood -log p(x) under a masked autoregressive flow")
-register("autoregressive", Autoregressive, "density", ("tabular", "series"), "negative log-likelihood -log p(x), MADE with Gaussian-mixture conditionals")
-register("ensemble", Ensemble, "ensemble", ("tabular",), "Cauchy combination of the members' conformal p-values, re-calibrated")
+register("autoencoder", AutoEncoder, "reconstruction", ("tabular", "series", "logs"), "mean squared reconstruction error (robust-scaled units)")
+register("vae", VAE, "reconstruction", ("tabular", "series", "logs"), "negative reconstruction log-likelihood averaged over latent samples")
+register("diffusion", Diffusion, "reconstruction", ("tabular", "series", "logs"), "mean squared error of partial-diffusion denoising over noise levels (AnoDDPM)")
+register("ganomaly", GANomaly, "reconstruction", ("tabular", "series", "logs"), "squared distance between the codes of the input and of its reconstruction")
+register("flow", NormalizingFlow, "density", ("tabular", "series", "logs"), "negative log-likelihood -log p(x) under a masked autoregressive flow")
+register("autoregressive", Autoregressive, "density", ("tabular", "series", "logs"), "negative log-likelihood -log p(x), MADE with Gaussian-mixture conditionals")
+register("ensemble", Ensemble, "ensemble", ("tabular", "logs"), "Cauchy combination of the members' conformal p-values, re-calibrated")
 register("conv_ae", ConvAutoEncoder, "reconstruction", ("series",),
          "mean squared reconstruction error per channel x time cell of a 1-D convolutional autoencoder over windows")
 

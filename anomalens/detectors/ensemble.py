@@ -34,7 +34,7 @@ import torch
 from anomalens.detectors.base import FITTED_ARRAYS, BaseConfig, BaseDetector
 from anomalens.errors import CheckpointError, ConfigError, InputError
 
-__all__ = ["Ensemble", "EnsembleConfig"]
+__all__ = ["Ensemble", "EnsembleConfig", "cauchy_combine", "cauchy_neglog_p"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,24 @@ def cauchy_neglog_p(t: np.ndarray) -> np.ndarray:
     return -np.log(q)
 
 
+def cauchy_combine(p: np.ndarray, truncate: float | None = None) -> np.ndarray:
+    """-ln q of the Cauchy combination (Liu & Xie, JASA 2020) of (members, n) p-values: valid under
+    arbitrary dependence between the members at small levels; q is the combined p-value.
+
+    ``truncate``: p-values above it count as it (0.5: as 0, the Cauchy variable's centre). A conformal
+    p-value of 1 (a score below every calibration score) is tan(-pi/2) = -inf to the plain
+    combination and cancels any other member's evidence; the truncated combination has the same
+    upper tail (so the same small-level validity) without that cancellation."""
+    p = np.asarray(p, dtype=np.float64)
+    if truncate is not None:
+        p = np.minimum(p, truncate)
+    p = np.clip(p, 1e-300, 1.0 - 1e-15)
+    # tan((1/2 - p) pi) = 1 / tan(p pi), which keeps its precision for tiny p
+    with np.errstate(divide="ignore"):
+        t = np.where(p < 0.25, 1.0 / np.tan(np.pi * p), np.tan((0.5 - p) * np.pi))
+    return cauchy_neglog_p(t.mean(axis=0))
+
+
 class Ensemble(BaseDetector):
     """p-value (Cauchy) combination of registered detectors; its own p-values are re-calibrated."""
 
@@ -146,11 +164,7 @@ class Ensemble(BaseDetector):
     @staticmethod
     def _combine(p: np.ndarray) -> np.ndarray:
         """-ln q of the Cauchy combination of (members, n) p-values."""
-        p = np.clip(p, 1e-300, 1.0 - 1e-15)
-        # tan((1/2 - p) pi) = 1 / tan(p pi), which keeps its precision for tiny p
-        with np.errstate(divide="ignore"):
-            t = np.where(p < 0.25, 1.0 / np.tan(np.pi * p), np.tan((0.5 - p) * np.pi))
-        return cauchy_neglog_p(t.mean(axis=0))
+        return cauchy_combine(p)
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
         return self._combine(self._member_p(Z))

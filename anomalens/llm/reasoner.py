@@ -30,6 +30,15 @@ def evidence_payload(evidence: Evidence) -> dict:
         payload["profiles"] = {p.id: p.model_dump(exclude={"id"}) for p in evidence.profiles}
     if evidence.comparisons:
         payload["comparisons"] = {c.id: c.model_dump(exclude={"id"}) for c in evidence.comparisons}
+    # a log case: its lines (raw text: untrusted, clipped by data_block), templates, expected sequence, incident
+    if evidence.lines:
+        payload["lines"] = {ln.id: ln.model_dump(exclude={"id", "source", "lineno"}) for ln in evidence.lines}
+    if evidence.templates:
+        payload["templates"] = {t.id: t.model_dump(exclude={"id"}) for t in evidence.templates}
+    if evidence.sequence is not None:
+        payload["sequence"] = evidence.sequence.model_dump(exclude={"id"})
+    if evidence.incident is not None:
+        payload["incident"] = evidence.incident.model_dump(exclude={"id"})
     return payload
 
 

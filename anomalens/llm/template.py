@@ -88,13 +88,17 @@ class TemplateReasoner:
         self.max_features = max_features
 
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
-        claims = [verdict_claim(evidence), *(about(evidence, "event") if evidence.event is not None else [])]
+        claims = [verdict_claim(evidence), *(about(evidence, "event") if evidence.event is not None else []),
+                  *(about(evidence, "incident") if evidence.incident is not None else [])]
         # units whose contribution is abnormal or whose value is outside its normal range, by contribution
         # (an event of a series: its channels beyond their normal attribution level, as a value outside
         # the normal band of its phase is common in a long series)
         shown = [a for a in evidence.attributions if a.abnormal or (a.position != "within" and evidence.event is None)] \
             or evidence.attributions[:1]
         claims += [c for a in shown[: self.max_features] for c in feature_claim(a, evidence)]
+        # a log case: its most surprising lines that the units above did not already cover
+        said = {c.cites[0] for c in claims if c.cites}
+        claims += about(evidence, *[ln.id for ln in evidence.lines[:3] if ln.id not in said])
         return Draft(claims=claims + exemplar_claims(evidence) + restoration_claim(evidence))
 
     def answer(self, question: str, evidence: Evidence, feedback: list[str] | None = None) -> Draft:

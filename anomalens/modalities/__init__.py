@@ -13,7 +13,7 @@ from anomalens.errors import InputError
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.modalities.tabular import TabularModality
 
-__all__ = ["CaseItems", "Modality", "ModelInput", "SeriesModality", "TabularModality", "get_modality", "list_modalities", "modality_of",
+__all__ = ["CaseItems", "LogModality", "Modality", "ModelInput", "SeriesModality", "TabularModality", "get_modality", "list_modalities", "modality_of",
            "register"]
 
 _REGISTRY: dict[str, type[Modality]] = {}
@@ -48,3 +48,7 @@ register(TabularModality)
 from anomalens.modalities.series import SeriesModality  # noqa: E402 - after the registry it registers into
 
 register(SeriesModality)
+
+from anomalens.modalities.logs import LogModality  # noqa: E402
+
+register(LogModality)

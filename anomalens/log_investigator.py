@@ -1,0 +1,553 @@
+"""LogInvestigator: the Investigator of logs, where a case is a session or a window and anomalous
+cases are merged into ranked **incidents**.
+
+``Investigator.fit(["normal.log"], modality=LogModality(fmt="hdfs", session=r"blk_-?\\d+"))`` (or
+``modality="logs"``, windows of 100 lines) returns one. Fitting reads the normal logs, learns their
+templates with Drain3, groups the lines into cases, and fits two models of normal logs on most of
+the cases: a **next-event model** (an LSTM over template ids: how probable each event was in its
+context, what was expected instead) and a **count model** (a tabular detector, the autoencoder by
+default, on the per-case template counts). The rest of the cases calibrate them: each model's
+conformal p-values come from one half, and the Cauchy combination of the two p-values, calibrated on
+the other half, is the case's p-value.
+
+``triage(files)`` reads new logs as a stream (the fast template path; lines of templates never seen
+in normal logs are kept as evidence), scores every case, flags cases by Benjamini-Hochberg over all
+of them, merges the flagged ones into incidents, ranks the incidents and explains the top ones with
+verified claims.
+
+    inv = Investigator.fit("normal.log", modality=LogModality(fmt="hdfs", session=r"blk_-?\\d+"))
+    result = inv.triage(["today.log"])      # Triage: ranked incidents, each a Report
+    print(result.to_markdown())
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anomalens.detectors import BaseDetector, benjamini_hochberg, check_probability
+from anomalens.detectors.calibration import Calibrator, bh_cutoff
+from anomalens.detectors.sequence import NextEventModel
+from anomalens.errors import CheckpointError, InputError
+from anomalens.grounding.drafting import explain_many
+from anomalens.investigator import Investigator
+from anomalens.llm.base import Reasoner
+from anomalens.logs.cases import GroupStats, LogCase, group_lines
+from anomalens.logs.reader import LogLine, LogStats, read_logs
+from anomalens.modalities.logs import END, LogModality, ScoredCase
+from anomalens.schema import Evidence, Incident, Report, Verdict, fmt
+from anomalens.store import ExemplarStore
+from anomalens.store.coreset import coverage, select_exemplars
+
+__all__ = ["LogInvestigator", "Triage", "as_cases"]
+
+LOGS_METHOD = "Benjamini-Hochberg false discovery rate control over the log cases"
+MIN_CASES = 10  # normal cases needed to fit and calibrate
+SCORE_CHUNK = 512  # cases scored at a time
+MAX_EXEMPLAR_EVENTS = 2000  # events kept of each exemplar session
+
+
+def as_cases(data: Any, name: str = "data") -> list[LogCase] | None:
+    """Cases given directly: LogCases, or sequences of event ids (a list of lists of str or int, e.g.
+    HDFS log keys; a numeric key k becomes the template id ``E<k>``, as loghub names them; case i is
+    named ``case-i`` and its lines are its positions). None for log sources: paths, ``-``, or log
+    text (a str holding line ends)."""
+    if isinstance(data, (str, Path)):
+        return None
+    if isinstance(data, LogCase):
+        return [data]
+    try:
+        items = list(data)
+    except TypeError as exc:
+        raise InputError(f"{name} must be log files (paths, '-' for standard input) or sequences of event ids, "
+                         f"got {type(data).__name__}") from exc
+    if not items:
+        raise InputError(f"{name} is empty: give log files or at least one sequence of event ids")
+    if all(isinstance(x, (str, Path)) for x in items):
+        return None
+    if all(isinstance(x, LogCase) for x in items):
+        return items
+    cases = []
+    for i, seq in enumerate(items):
+        if isinstance(seq, (str, bytes)) or not hasattr(seq, "__iter__"):
+            raise InputError(f"{name}[{i}] must be a sequence of event ids, got {type(seq).__name__}")
+        events = [f"E{e}" if str(e).isdigit() else str(e) for e in seq]
+        if not events:
+            raise InputError(f"{name}[{i}] is an empty sequence; every case needs at least one event")
+        c = LogCase(f"case-{i}")
+        for t, e in enumerate(events):
+            c.add(e, f"case-{i}", t + 1, None, "")
+        cases.append(c)
+    return cases
+
+
+@dataclass
+class Triage:
+    """The result of ``LogInvestigator.triage``: ranked incidents (one Report each, most anomalous
+    first), what reading and grouping did, and the batch's numbers."""
+
+    reports: list[Report]
+    read: LogStats
+    groups: GroupStats
+    n_cases: int
+    n_flagged: int
+    n_incidents: int
+    alpha: float
+    cutoff: float
+    unseen: dict[str, str] = field(default_factory=dict)  # templates never seen in normal logs -> text
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"{self.read.summary()}. {self.n_cases} case(s) scored, {self.n_flagged} flagged at a false discovery "
+                f"rate of {fmt(self.alpha)} (p <= {fmt(self.cutoff)}), merged into {self.n_incidents} incident(s); "
+                f"{len(self.unseen)} template(s) never seen in normal logs.")
+
+    def to_markdown(self) -> str:
+        from anomalens.schema import _md
+
+        out = ["# Log triage", "", _md(self.summary()), ""]
+        if self.groups.no_session:
+            out += [f"_{self.groups.no_session} line(s) carry no session id and belong to no case._", ""]
+        if not self.reports:
+            return "\n".join(out + ["No incident: no case is anomalous at this false discovery rate."]) + "\n"
+        out += ["| rank | p-value | cases | lines | span | abnormal templates | never seen | example line |",
+                "|---:|---:|---:|---:|---|---|---|---|"]
+        for r in self.reports:
+            i, ev = r.evidence.incident, r.evidence
+            span = f"{_md(i.start)} to {_md(i.end)}" if i.start else "-"
+            loc = next((f"{ln.source}:{ln.lineno}" for ln in ev.lines), "-")
+            out.append(f"| {i.index} | {fmt(i.p_value)} | {i.n_cases} | {i.n_lines} | {span} | "
+                       f"{_md(', '.join(i.templates[:5]))} | {_md(', '.join(i.unseen[:5]) or '-')} | {_md(loc)} |")
+        for r in self.reports:
+            out += ["", "---", "", r.to_markdown().replace("# Case ", f"# Incident {r.evidence.incident.index}: case ", 1)]
+        return "\n".join(out) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "read": {k: v for k, v in vars(self.read).items()},
+                "groups": vars(self.groups), "n_cases": self.n_cases, "n_flagged": self.n_flagged,
+                "n_incidents": self.n_incidents, "alpha": self.alpha, "cutoff": self.cutoff, "unseen": self.unseen,
+                "seconds": self.seconds, "incidents": [r.model_dump(mode="json") for r in self.reports]}
+
+
+class LogInvestigator(Investigator):
+    """An Investigator whose cases are log sessions or windows (see the module docstring)."""
+
+    modality: LogModality
+
+    def __init__(self, detector: BaseDetector, store: ExemplarStore, modality: LogModality, n_train: int, *,
+                 next_event: NextEventModel, **kw: Any) -> None:
+        super().__init__(detector, store, modality, n_train, **kw)
+        self.next_event = next_event
+
+    def __repr__(self) -> str:
+        return (f"LogInvestigator(templates={len(self.feature_names)}, detector={self.detector_name!r}, "
+                f"n_train={self.n_train} cases, store={self.store.count()} exemplars)")
+
+    @property
+    def calibrator(self) -> Calibrator:
+        return self.modality.calibrator
+
+    # ------------------------------------------------------------------ fit
+    @classmethod
+    def fit_logs(cls, modality: LogModality, data: Any, det: BaseDetector, det_name: str, *, store: ExemplarStore,
+                 reasoner: Reasoner | None, max_exemplars: int, source: str | None, seed: int = 0,
+                 next_event_params: dict | None = None, progress: bool = False) -> "LogInvestigator":
+        t0 = time.perf_counter()
+        cases = as_cases(data)
+        if cases is None:
+            cases = modality_cases_for_fit(modality, data, progress=progress)
+        else:
+            modality.parsed_input = False
+        if len(cases) < MIN_CASES:
+            raise InputError(f"the normal logs must group into at least {MIN_CASES} cases (sessions or windows) to fit "
+                             f"and calibrate, got {len(cases)}; use a smaller window or more logs")
+        lines: dict[str, int] = {}
+        for c in cases:
+            for e in c.events:
+                lines[e] = lines.get(e, 0) + 1
+        modality.learn_templates([c.events for c in cases], lines)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(cases))
+        n_cal = max(4, int(round(modality.calibration_size * len(cases))))
+        fit_idx, cal_a, cal_b = order[n_cal:], order[: n_cal // 2], order[n_cal // 2 : n_cal]
+        fit_cases = [cases[i] for i in fit_idx]
+        seqs = [modality.encode(c.events) for c in fit_cases]
+        nxt = NextEventModel(random_state=seed, **(next_event_params or {}))
+        nxt.fit(seqs, n_events=len(modality.feature_names))
+        counts = modality.count_matrix([c.events for c in fit_cases])
+        import pandas as pd
+
+        det.fit(pd.DataFrame(counts, columns=modality.feature_names))
+        modality.fit_log_profile(counts)
+        t_models = time.perf_counter() - t0
+        member = {}
+        surprises = []
+        for name, idx in (("a", cal_a), ("b", cal_b)):
+            cc = [cases[i] for i in idx]
+            seqs_c = [modality.encode(c.events) for c in cc]
+            s1, tail = model_scores(nxt, seqs_c, nxt.log_probs(seqs_c))
+            surprises += [sur for sur, _ in s1]
+            member[name] = [np.array([sur.max() for sur, _ in s1]),
+                            det.decision_function(modality.count_matrix([c.events for c in cc]), checked=False), tail]
+        modality.fit_calibration(member["a"], member["b"], surprises)
+        inv = cls(det, store, modality, len(fit_cases), next_event=nxt, detector_name=det_name, reasoner=reasoner)
+        E = det.embed(counts)
+        keep, weights = select_exemplars(E, int(max_exemplars), seed=seed)
+        keys = [fit_cases[i].key for i in keep]
+        store.add(E[keep], counts[keep], keys, source=source, weights=weights,
+                  timestamps=[fit_cases[i].start for i in keep] if any(c.start for c in fit_cases) else None)
+        modality.exemplar_sequences = {fit_cases[i].key: fit_cases[i].events[:MAX_EXEMPLAR_EVENTS] for i in keep}
+        inv.exemplar_coverage = coverage(E, keep, seed=seed) if len(keep) < len(E) else None
+        inv.fit_seconds = {"models": t_models, "total": time.perf_counter() - t0}
+        return inv
+
+    # ------------------------------------------------------------------ reading and scoring
+    def read_cases(self, sources: Any, *, progress: bool = False) -> tuple[Iterator[LogCase], LogStats, GroupStats]:
+        """Cases of new logs (a stream) with the counters of reading and grouping."""
+        m = self.modality
+        if not m.parsed_input:
+            raise InputError("this model was fitted on sequences of event ids, not log lines; pass sequences")
+        stats, groups = LogStats(), GroupStats()
+        m.parser.forget_unseen()
+        lines: Iterable[LogLine] = read_logs(sources, m.format, stats=stats)
+        if progress:
+            from tqdm.auto import tqdm
+
+            lines = tqdm(lines, desc="reading", unit=" lines", mininterval=0.5, leave=False)
+        parsed = ((m.parser.parse(ln.content).template_id, ln) for ln in lines)
+        return group_lines(parsed, session=m.session, window=m.window, stats=groups), stats, groups
+
+    def score_cases(self, cases: list[LogCase]) -> tuple[list[ScoredCase], np.ndarray, np.ndarray]:
+        """(scored cases, combined scores, p-values) of checked cases."""
+        m = self.modality
+        seqs = [m.encode(c.events) for c in cases]
+        logps = self.next_event.log_probs(seqs)
+        counts = m.count_matrix([c.events for c in cases])
+        per_case, tail = model_scores(self.next_event, seqs, logps)
+        scored = [ScoredCase(c, s, sur, lp, counts[i])
+                  for i, (c, s, lp, (sur, _)) in enumerate(zip(cases, seqs, logps, per_case))]
+        if not cases:
+            return scored, np.zeros(0), np.zeros(0)
+        s1 = np.array([sur.max() for sur, _ in per_case])
+        s2 = self.detector.decision_function(counts, checked=True)
+        T = m.combine(np.stack([s1, s2]), tail)
+        return scored, T, m.pvalues(T)
+
+    # ------------------------------------------------------------------ evidence
+    def _case_evidence(self, sc: ScoredCase, T: float, p: float, *, flag: bool, alpha: float, cutoff: float, m: int,
+                       k: int, top: int, incident: Incident | None = None) -> Evidence:
+        mod = self.modality
+        emb = self.detector.embed(sc.counts[None, :], checked=True)
+        hits = self.store.query(emb, k=k)[0]
+        cont = self.next_event.rollout(sc.ids) if sc.surprise[-1] > mod.event_level else []
+        items = mod.case_evidence(sc, hits, top=top, n_lines=top, continuation=cont)
+        cal = self.calibrator
+        approx = bool(mod.approximate(np.array([T]))[0])
+        verdict = self._verdict(T, p, approx, flag, alpha, cutoff, LOGS_METHOD if m > 1 else "conformal p-value below alpha",
+                                m, cal.threshold(cutoff))
+        if approx:
+            verdict = verdict.model_copy(update={"p_value_method": mod.BEYOND})
+        unseen = sorted({e for e in sc.case.events if e not in mod.vocab}, key=lambda t: (len(t), t))
+        context = mod.context(n_train=self.n_train, detector=f"next-event LSTM + {self.detector_name} on counts",
+                              attribution_method="surprise (-log p) of the template's events in context, in nats, "
+                                                 "plus a count outside its normal range", extra_units=unseen)
+        return Evidence(case_id=sc.case.key, verdict=verdict, context=context, incident=incident, **items)
+
+    def _scored(self, X: Any, name: str) -> tuple[list[ScoredCase], np.ndarray, np.ndarray, LogStats | None]:
+        self.calibrator  # noqa: B018 - raises NotFittedError before the data is looked at
+        cases = as_cases(X, name)
+        stats = None
+        if cases is None:
+            it, stats, _ = self.read_cases(X)
+            cases = list(it)
+        if not cases:
+            raise InputError(f"{name} holds no log case: every line was blank, binary or without a session id")
+        scored, T, p = self.score_cases(cases)
+        return scored, T, p, stats
+
+    def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
+                 case_id: str | None = None) -> Evidence:
+        """The evidence of one case: a sequence of event ids, a LogCase, or log lines forming one case."""
+        alpha = check_probability(alpha, "alpha")
+        scored, T, p, _ = self._scored([case] if isinstance(case, LogCase) or _is_sequence(case) else case, "case")
+        if len(scored) > 1 and not self.modality.session:  # log text of one window cut in two: one case
+            scored, T, p, _ = self._scored([_merge(sc.case for sc in scored)], "case")
+        if len(scored) != 1:
+            raise InputError(f"case must be one session or window, got {len(scored)}; use analyze_batch or triage")
+        ev = self._case_evidence(scored[0], T[0], p[0], flag=bool(p[0] < alpha), alpha=alpha, cutoff=alpha, m=1, k=k,
+                                 top=top or 5)
+        return ev if case_id is None else ev.model_copy(update={"case_id": case_id})
+
+    def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,
+                reasoner: Reasoner | None = None) -> Report:
+        ev = self.evidence(case, alpha=alpha, k=k, top=top, case_id=case_id)
+        return Report(evidence=ev, explanation=explain_many([ev], reasoner or self.reasoner)[0])
+
+    def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Any = None) -> dict[str, Verdict]:
+        """The verdict of every case (Benjamini-Hochberg over all of them), by case key."""
+        alpha = check_probability(alpha, "alpha")
+        if ids is not None:
+            raise InputError("ids do not apply to logs: cases are named by their session id or window number")
+        scored, T, p, _ = self._scored(X, "X")
+        flags = benjamini_hochberg(p, alpha).astype(bool)
+        cutoff = bh_cutoff(int(flags.sum()), len(p), alpha)
+        thr, approx = self.calibrator.threshold(cutoff), self.modality.approximate(T)
+        out = {}
+        for i, sc in enumerate(scored):
+            v = self._verdict(T[i], p[i], approx[i], flags[i], alpha, cutoff, LOGS_METHOD, len(p), thr)
+            out[sc.case.key] = v.model_copy(update={"p_value_method": self.modality.BEYOND}) if approx[i] else v
+        return out
+
+    def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
+                      reasoner: Reasoner | None = None, only_anomalous: bool = False,
+                      limit: int | None = None) -> list[Report]:
+        """A report per case (sequences, LogCases or log files), flagged by Benjamini-Hochberg over
+        all of them; ``only_anomalous`` keeps the flagged ones, ``limit`` the most anomalous."""
+        alpha = check_probability(alpha, "alpha")
+        if ids is not None:
+            raise InputError("ids do not apply to logs: cases are named by their session id or window number")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise InputError(f"limit must be a positive int or None, got {limit!r}")
+        scored, T, p, _ = self._scored(X, "X")
+        flags = benjamini_hochberg(p, alpha).astype(bool)
+        cutoff = bh_cutoff(int(flags.sum()), len(p), alpha)
+        keep = np.flatnonzero(flags) if only_anomalous else np.arange(len(p))
+        if limit is not None:
+            keep = keep[np.argsort(-T[keep], kind="stable")[:limit]]
+        evs = [self._case_evidence(scored[i], T[i], p[i], flag=bool(flags[i]), alpha=alpha, cutoff=cutoff, m=len(p),
+                                   k=k, top=top) for i in keep]
+        return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explain_many(evs, reasoner or self.reasoner))]
+
+    # ------------------------------------------------------------------ triage
+    def triage(self, sources: Any, *, alpha: float = 0.05, limit: int | None = 10, k: int = 3, top: int = 5,
+               reasoner: Reasoner | None = None, progress: bool = False) -> Triage:
+        """Ranked incidents of new logs (files, ``-``, or sequences of event ids); see the module docstring.
+
+        Cases are scored in chunks as they close; only those with p <= alpha (the largest cut-off
+        Benjamini-Hochberg can reach) are kept beyond their p-value, so memory follows the number of
+        candidate cases, not the input (sessions are held until the end of the input, as an id can
+        come back any time)."""
+        alpha = check_probability(alpha, "alpha")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise InputError(f"limit must be a positive int or None, got {limit!r}")
+        self.calibrator  # noqa: B018
+        t0 = time.perf_counter()
+        given = as_cases(sources, "sources")
+        if given is not None:
+            stream, read, groups = iter(given), LogStats(format="(parsed)", lines=sum(map(len, given)),
+                                                        kept=sum(map(len, given)), files=["(sequences)"]), \
+                GroupStats(cases=len(given))
+        else:
+            stream, read, groups = self.read_cases(sources, progress=progress)
+        pvals: list[float] = []
+        kept: list[tuple[int, ScoredCase, float, float]] = []
+        chunk: list[LogCase] = []
+
+        def flush() -> None:
+            scored, T, p = self.score_cases(chunk)
+            for sc, t, pv in zip(scored, T, p):
+                if pv <= alpha:
+                    kept.append((len(pvals), sc, float(t), float(pv)))
+                pvals.append(float(pv))
+            chunk.clear()
+
+        for case in stream:
+            chunk.append(case)
+            if len(chunk) >= SCORE_CHUNK:
+                flush()
+        if chunk:
+            flush()
+        t_score = time.perf_counter() - t0
+        if not pvals:
+            raise InputError(f"the logs hold no case to score ({read.summary()}"
+                             + (f"; {groups.no_session} line(s) without a session id matching {self.modality.session!r}"
+                                if groups.no_session else "") + ")")
+        p_all = np.asarray(pvals)
+        flags = benjamini_hochberg(p_all, alpha).astype(bool)
+        cutoff = bh_cutoff(int(flags.sum()), len(p_all), alpha)
+        flagged = [x for x in kept if flags[x[0]]]
+        incidents = self._incidents(flagged)
+        shown = incidents if limit is None else incidents[:limit]
+        evs = []
+        for rank, members in enumerate(shown, start=1):
+            inc = self._incident_item(rank, members)
+            _, sc, t, pv = members[0]
+            evs.append(self._case_evidence(sc, t, pv, flag=True, alpha=alpha, cutoff=cutoff, m=len(p_all), k=k, top=top,
+                                           incident=inc))
+        reports = [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explain_many(evs, reasoner or self.reasoner))]
+        unseen = self.modality.parser.unseen_templates if given is None else {}
+        return Triage(reports=reports, read=read, groups=groups, n_cases=len(p_all), n_flagged=int(flags.sum()),
+                      n_incidents=len(incidents), alpha=alpha, cutoff=cutoff, unseen=unseen,
+                      seconds={"read_parse_score": t_score, "total": time.perf_counter() - t0})
+
+    def _top_template(self, sc: ScoredCase) -> str:
+        """The case's most abnormal template: the first unseen one, else the event (or missing step) of
+        its most surprising place."""
+        m = self.modality
+        unseen = next((e for e in sc.case.events if e not in m.vocab), None)
+        if unseen is not None:
+            return unseen
+        t = int(np.argmax(sc.surprise))
+        if t < len(sc.case.events):
+            return sc.case.events[t]
+        best, _ = m.expected_at(sc.logp[t : t + 1])
+        return f"missing:{m._name(int(best[0]))}" if int(best[0]) != len(m.feature_names) + 1 else END
+
+    def _incidents(self, flagged: list[tuple[int, ScoredCase, float, float]]) -> list[list]:
+        """Flagged cases merged (same most abnormal template; adjacent windows), strongest case first,
+        incidents ranked by their strongest case's p-value (then more cases, then the higher score)."""
+        parent = list(range(len(flagged)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        by_template: dict[str, int] = {}
+        for i, (pos, sc, _, _) in enumerate(flagged):
+            key = self._top_template(sc)
+            if key in by_template:
+                parent[root(i)] = root(by_template[key])
+            else:
+                by_template[key] = i
+        if self.modality.session is None and self.modality.parsed_input:  # windows of lines: adjacent ones are one incident
+            for i in range(1, len(flagged)):
+                if flagged[i][0] == flagged[i - 1][0] + 1:
+                    parent[root(i)] = root(i - 1)
+        groups: dict[int, list] = {}
+        for i, x in enumerate(flagged):
+            groups.setdefault(root(i), []).append(x)
+        out = [sorted(g, key=lambda x: (x[3], -x[2])) for g in groups.values()]
+        out.sort(key=lambda g: (g[0][3], -len(g), -g[0][2]))
+        return out
+
+    def _incident_item(self, rank: int, members: list) -> Incident:
+        m = self.modality
+        cases = [x[1].case for x in members]
+        templates: dict[str, int] = {}
+        unseen: dict[str, None] = {}
+        for x in members:
+            key = self._top_template(x[1])
+            templates[key.removeprefix("missing:")] = templates.get(key.removeprefix("missing:"), 0) + 1
+            for e in x[1].case.events:
+                if e not in m.vocab:
+                    unseen[e] = None
+        templates.pop(END, None)
+        by_pos = sorted(members, key=lambda x: x[0])
+        return Incident(index=rank, start=by_pos[0][1].case.start, end=by_pos[-1][1].case.end, n_cases=len(members),
+                        n_lines=sum(len(c) for c in cases), cases=[c.key for c in cases[:20]],
+                        templates=sorted(templates, key=lambda t: -templates[t]), unseen=list(unseen),
+                        p_value=float(members[0][3]))
+
+    # ------------------------------------------------------------------ tools' lookups
+    def exemplar_sequence(self, row_id: str) -> list[str]:
+        """The events of a stored normal session (its first MAX_EXEMPLAR_EVENTS)."""
+        seq = self.modality.exemplar_sequences.get(str(row_id))
+        if seq is None:
+            raise InputError(f"exemplar {row_id!r} is not a stored normal case; stored ones look like "
+                             f"{list(self.modality.exemplar_sequences)[:3]}")
+        return seq
+
+    # ------------------------------------------------------------------ persistence
+    def save_parts(self, root: Path) -> None:
+        self.next_event.save(root / "next_event")
+
+    @classmethod
+    def load_parts(cls, root: Path) -> dict[str, Any]:
+        if not (root / "next_event").is_dir():
+            raise CheckpointError(f"{root.parent} is incomplete: its next-event model {str(root / 'next_event')!r} "
+                                  "is missing")
+        return {"next_event": NextEventModel.load(root / "next_event")}
+
+
+TAIL_PLACES = 3  # the model's tail looks at a case's 1, 2 and 3 least probable places
+
+
+def model_scores(model: NextEventModel, seqs: list[np.ndarray], logps: list[np.ndarray]
+                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Per case (surprise of each place, tail mass of each place), and the next-event model's own
+    p-value of each case, the tail beyond the calibration scores.
+
+    At each place, the tail mass m is the model's probability of an event at least as improbable as
+    the one observed (the sum of p(x) over the x with p(x) <= p(observed)): under the model, the
+    chance that this place looks this surprising given what came before. Places are drawn one after
+    the other, so the chance that k given places all look as surprising is at most the product of
+    their masses; over the C(n, k) choices of k places among the case's n, and the ``TAIL_PLACES``
+    values of k tried, a case's tail is
+
+        min(1, TAIL_PLACES x min over k of C(n, k) x m(1) x ... x m(k))
+
+    with m(1) <= m(2) <= ... its smallest masses. Several improbable places (a dropped, repeated or
+    swapped step) weigh more than one. It is valid if normal logs followed the model (and the masses
+    are taken at the observed values), so it is an approximation (``approximate``), used only beyond
+    the calibration cases' largest surprise."""
+    from math import comb, log
+
+    out, tail = [], np.ones(len(seqs))
+    for i, (s, lp) in enumerate(zip(seqs, logps)):
+        nxt = np.concatenate([s, [model.end]])
+        obs = lp[np.arange(len(nxt)), nxt]
+        with np.errstate(under="ignore"):
+            mass = (np.exp(lp) * (lp <= obs[:, None] + 1e-12)).sum(axis=1)
+        out.append((-obs, mass))
+        m = np.sort(np.clip(mass, 1e-300, 1.0))
+        n = len(m)
+        best = min(log(comb(n, k)) + float(np.log(m[:k]).sum()) for k in range(1, min(TAIL_PLACES, n) + 1))
+        tail[i] = min(1.0, TAIL_PLACES * float(np.exp(best)))
+    return out, tail
+
+
+def _merge(cases: Iterable[LogCase]) -> LogCase:
+    cases = list(cases)
+    out = LogCase(cases[0].key)
+    for c in cases:
+        for i in range(len(c)):
+            out.add(c.events[i], c.sources[i], c.linenos[i], c.times[i], c.texts[i])
+    return out
+
+
+def _is_sequence(x: Any) -> bool:
+    """One sequence of event ids (not a list of sequences, not a path)."""
+    if isinstance(x, (str, bytes, Path)) or not hasattr(x, "__iter__"):
+        return False
+    items = list(x)
+    return bool(items) and all(isinstance(e, (int, np.integer)) or (isinstance(e, str) and not _looks_like_path(e))
+                               for e in items)
+
+
+def _looks_like_path(s: str) -> bool:
+    return s == "-" or "/" in s or "." in s or Path(s).exists()
+
+
+def modality_cases_for_fit(modality: LogModality, data: Any, *, progress: bool = False) -> list[LogCase]:
+    """Read normal logs, learn their templates (Drain3), then group the lines, each given the known
+    template the fast path matches (so training and scoring see the same template for a line)."""
+    stats = LogStats()
+    lines = list(read_logs(data, modality.format, stats=stats))
+    if not lines:
+        raise InputError(f"the normal logs hold no line to learn from ({stats.summary()})")
+    modality.format = modality.format or stats.format
+    parser = modality.parser
+    it = lines
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(lines, desc="learning templates", unit=" lines", mininterval=0.5, leave=False)
+    learnt = [parser.learn(ln.content) for ln in it]
+    parser.finish()
+    # the template the fast path gives each line (its own cluster's, or a more specific one that also fits)
+    pairs = ((parser.match(ln.content) or tid, ln) for tid, ln in zip(learnt, lines))
+    gst = GroupStats()
+    cases = list(group_lines(pairs, session=modality.session, window=modality.window, stats=gst))
+    if modality.session is not None and not cases:
+        raise InputError(f"the session pattern {modality.session!r} matches no line of the normal logs "
+                         f"({stats.kept} lines); check --session")
+    modality.read_stats = stats
+    modality.group_stats = gst
+    return cases

@@ -1,0 +1,375 @@
+"""The logs modality: a case is a **session** (lines sharing an id) or a **window** of lines; its
+evidence units are its events, keyed by template (``event:<template id>``), and its lines
+(``line:<file>:<n>``).
+
+- input: log files (plain, ``.gz``, several, ``-`` for standard input) read with a header format
+  (``anomalens.logs.reader``), parsed into Drain3 templates (``anomalens.logs.parser``) and grouped
+  into cases (``anomalens.logs.cases``); or sequences of event ids already parsed (a list of lists,
+  e.g. HDFS's log keys);
+- models of normal logs (``LogInvestigator`` fits them): the next-event model (per event: how
+  probable it was in its context, and what was expected) and a count model (a tabular detector on
+  the per-case template count vectors, whose features are the templates: this class is the tabular
+  modality over those vectors);
+- normal profile: per template, the quantiles of its count over normal cases, its training lines
+  and the share of normal cases that hold it;
+- calibration: each model's scores on a held-out half of the calibration cases give its conformal
+  p-values; their Cauchy combination, calibrated on the other half, is the case's p-value;
+- evidence: templates by surprise (count against the normal range, share), the most surprising
+  lines with the expected template, the templates' texts, the expected sequence and the nearest
+  normal sessions (their counts);
+- claims: ``log_claims`` (template ids and line ids, never log text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from anomalens.detectors.calibration import Calibrator
+from anomalens.errors import CheckpointError, InputError
+from anomalens.logs.parser import TemplateParser
+from anomalens.modalities import log_claims
+from anomalens.modalities.tabular import TabularModality
+from anomalens.schema import (
+    Attribution,
+    Claim,
+    Evidence,
+    Exemplar,
+    ExpectedSequence,
+    FeatureDelta,
+    LogLine,
+    LogTemplate,
+    Restoration,
+)
+from anomalens.store import ExemplarHit
+
+__all__ = ["LogModality", "ScoredCase", "line_id"]
+
+END = "END"  # the expected "event" where the model says the case should have ended
+SEQUENCE_SHOWN = 24  # places of the expected sequence shown around the most surprising one
+COUNT_SURPRISE = float(np.log(100.0))  # nats for a count outside the normal 1%-99% range
+
+
+def line_id(source: str, lineno: int) -> str:
+    """The evidence id of a line: ``line:<file>:<n>`` (characters an id cannot hold become ``_``)."""
+    import re
+
+    return f"line:{re.sub(r'[^A-Za-z0-9_.-]', '_', source) or '_'}:{lineno}"
+
+
+class ScoredCase:
+    """A case with its next-event surprises and its count vector, scored by both models."""
+
+    def __init__(self, case, ids: np.ndarray, surprise: np.ndarray, logp: np.ndarray, counts: np.ndarray) -> None:
+        self.case, self.ids, self.surprise, self.logp, self.counts = case, ids, surprise, logp, counts
+
+
+class LogModality(TabularModality):
+    """Sessions or windows of log lines (see the module docstring)."""
+
+    name = "logs"
+    unit_kind = "event"
+    default_detector = "autoencoder"  # the count model
+
+    def __init__(self, fmt: str | None = None, session: str | None = None, window: int | str | None = None, *,
+                 masks: list | None = None, calibration_size: float = 0.3) -> None:
+        super().__init__()
+        if session is not None and window is not None:
+            raise InputError("give one of session (an id pattern) or window (lines or a duration), not both")
+        if isinstance(calibration_size, bool) or not 0.05 <= float(calibration_size) <= 0.5:
+            raise InputError(f"calibration_size must be in [0.05, 0.5], got {calibration_size!r}")
+        self.format, self.session, self.window = fmt, session, window
+        if session is None and window is None:
+            self.window = 100  # the default grouping: windows of 100 lines
+        self.calibration_size = float(calibration_size)
+        self.parser = TemplateParser(masks) if masks is not None else TemplateParser()
+        self.parsed_input = True  # False: fitted on sequences of event ids (no parser, no raw lines)
+        self.template_lines: dict[str, int] = {}
+        self.case_share: np.ndarray | None = None  # (V,) share of normal cases holding each template
+        self.member_scores: list[np.ndarray] = []  # calibration scores of the next-event and count models
+        self.combined_scores: np.ndarray | None = None
+        self.event_level: float = 0.0  # per-event surprise above which an event is improbable (99.9% of normal)
+        self.exemplar_sequences: dict[str, list[str]] = {}
+        self._calibrators: list[Calibrator] | None = None
+        self._combined: Calibrator | None = None
+
+    def __repr__(self) -> str:
+        how = f"session={self.session!r}" if self.session else f"window={self.window!r}"
+        return f"LogModality(templates={len(self.feature_names)}, {how})"
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Template id -> event id of the next-event model (1..V)."""
+        if getattr(self, "_vocab", None) is None or len(self._vocab) != len(self.feature_names):
+            self._vocab = {t: i + 1 for i, t in enumerate(self.feature_names)}
+        return self._vocab
+
+    def encode(self, events: list[str]) -> np.ndarray:
+        """Template ids as the next-event model's ids (an unseen template: its unknown id)."""
+        v, unk = self.vocab, len(self.feature_names) + 2
+        return np.array([v.get(e, unk) for e in events], dtype=np.int64)
+
+    def count_matrix(self, sequences: list[list[str]]) -> np.ndarray:
+        v = self.vocab
+        X = np.zeros((len(sequences), len(self.feature_names)), dtype=np.float64)
+        for i, seq in enumerate(sequences):
+            for e in seq:
+                j = v.get(e)
+                if j is not None:
+                    X[i, j - 1] += 1
+        return X
+
+    def learn_templates(self, sequences: list[list[str]], template_lines: dict[str, int]) -> None:
+        """The units: every template of the normal logs, in id order (E1, E2, ...)."""
+        names = sorted(template_lines, key=lambda t: (len(t), t))
+        self.feature_names = names
+        self._vocab = None
+        self.template_lines = dict(template_lines)
+
+    def template_text(self, tid: str) -> str:
+        if not self.parsed_input:
+            return f"log key {tid}"
+        try:
+            return self.parser.template(tid)
+        except InputError:
+            return ""
+
+    # ------------------------------------------------------------------ calibration
+    def fit_calibration(self, member_a: list[np.ndarray], member_b: list[np.ndarray], surprises: list[np.ndarray]) -> None:
+        """Member scores of calibration half A calibrate each model; their Cauchy combination on half B
+        (``member_b``: the two scores and the next-event model's tail) calibrates the case p-value;
+        ``surprises`` (per-event, normal) set the improbable-event level."""
+        self.member_scores = [np.sort(np.asarray(a, dtype=np.float64)) for a in member_a[:2]]
+        self._calibrators = None
+        self.combined_scores = np.sort(self.combine(np.stack(member_b[:2]), member_b[2] if len(member_b) > 2 else None))
+        self._combined = None
+        flat = np.concatenate(surprises) if surprises else np.zeros(1)
+        self.event_level = float(np.quantile(flat, 0.999))
+
+    @property
+    def calibrators(self) -> list[Calibrator]:
+        if self._calibrators is None:
+            self._calibrators = [Calibrator(s) for s in self.member_scores]
+        return self._calibrators
+
+    @property
+    def calibrator(self) -> Calibrator:
+        if self._combined is None:
+            if self.combined_scores is None:
+                from anomalens.errors import NotFittedError
+
+                raise NotFittedError("the logs modality is not calibrated yet (LogInvestigator.fit does it)")
+            self._combined = Calibrator(self.combined_scores)
+        return self._combined
+
+    BEYOND = ("Cauchy combination of the next-event and count models' p-values, beyond the largest calibration "
+              "score (approximate)")
+
+    def pvalues(self, combined: np.ndarray) -> np.ndarray:
+        """Case p-values of combined scores: conformal against the calibration cases' combined scores;
+        beyond the largest of them (where the conformal p-value stops at 1 / (n + 1)), the Cauchy
+        combination's own p-value exp(-T) when smaller (``approximate``: it rests on the members'
+        tails and on the combination's validity at small levels, Liu & Xie 2020)."""
+        from anomalens.detectors.calibration import conformal_pvalues
+
+        T = np.asarray(combined, dtype=np.float64)
+        p = conformal_pvalues(self.calibrator.scores, T)
+        beyond = self.approximate(T)
+        return np.where(beyond, np.minimum(p, np.exp(-T)), p)
+
+    def approximate(self, combined: np.ndarray) -> np.ndarray:
+        return np.asarray(combined, dtype=np.float64) > self.calibrator.scores[-1]
+
+    def member_pvalues(self, member_scores: np.ndarray, model_tail: np.ndarray | None = None) -> np.ndarray:
+        """(2, n) p-values of the next-event and count models from their (2, n) scores. Each is
+        conformal against its calibration half; beyond the largest calibration score, the next-event
+        model's own tail ``model_tail`` (see ``LogInvestigator.score_cases``) where given, the count
+        model's GPD tail (``Calibrator``)."""
+        from anomalens.detectors.calibration import conformal_pvalues
+
+        s1, s2 = np.asarray(member_scores, dtype=np.float64)
+        c1, c2 = self.calibrators
+        p1 = conformal_pvalues(c1.scores, s1)
+        if model_tail is not None:
+            p1 = np.where(s1 > c1.scores[-1], np.minimum(p1, model_tail), p1)
+        return np.stack([p1, c2.pvalues(s2)])
+
+    def combine(self, member_scores: np.ndarray, model_tail: np.ndarray | None = None) -> np.ndarray:
+        """The truncated Cauchy combination (-ln of its p-value) of the members' p-values."""
+        from anomalens.detectors.ensemble import cauchy_combine
+
+        return cauchy_combine(self.member_pvalues(member_scores, model_tail), truncate=0.5)
+
+    # ------------------------------------------------------------------ normal profile
+    def fit_log_profile(self, counts: np.ndarray) -> None:
+        self.fit_profile(counts)
+        self.case_share = (counts > 0).mean(axis=0)
+
+    # ------------------------------------------------------------------ evidence
+    def expected_at(self, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(most likely event id, its probability) at each place, never the unknown id."""
+        lp = logp[:, 1 : len(self.feature_names) + 2]  # ids 1..V and the end
+        best = lp.argmax(axis=1)
+        return best + 1, np.exp(lp[np.arange(len(lp)), best])
+
+    def _name(self, eid: int) -> str:
+        return END if eid == len(self.feature_names) + 1 else self.feature_names[eid - 1]
+
+    def case_evidence(self, sc: ScoredCase, hits: list[ExemplarHit], *, top: int, n_lines: int,
+                      continuation: list[int] = ()) -> dict[str, Any]:
+        """The evidence items of a scored case: attributions (templates), lines, templates, the
+        expected sequence, the restoration (counts of the expected sequence) and exemplars.
+        ``continuation``: the events the model expected after an improbable end (missing steps)."""
+        case, names = sc.case, self.feature_names
+        events = case.events
+        n = len(events)
+        best, best_p = self.expected_at(sc.logp)
+        surprise = sc.surprise  # (n + 1,): each event, then the end
+        improbable = surprise > self.event_level
+        lo, med, hi = self.quantiles
+        # contribution of each template: surprise of its events (nats), plus a count outside its normal range
+        contrib: dict[str, float] = {}
+        worst: dict[str, float] = {}
+        for t, e in enumerate(events):
+            contrib[e] = contrib.get(e, 0.0) + float(surprise[t])
+            worst[e] = max(worst.get(e, 0.0), float(surprise[t]))
+        missing = [self._name(int(e)) for e in continuation] if improbable[n] else []
+        if improbable[n]:  # the case ended where the model expected more: missing steps
+            first = missing[0] if missing else self._name(int(best[n]))
+            if first != END:
+                contrib[first] = contrib.get(first, 0.0) + float(surprise[n])
+                worst[first] = max(worst.get(first, 0.0), float(surprise[n]))
+        counts = sc.counts
+        outside = np.flatnonzero((counts < lo) | (counts > hi))
+        for j in outside:
+            contrib[names[j]] = contrib.get(names[j], 0.0) + COUNT_SURPRISE
+        total = sum(max(0.0, c) for c in contrib.values())
+        ex_counts = np.array([h.values for h in hits]) if hits else None
+        attributions = []
+        for tid, c in sorted(contrib.items(), key=lambda kv: -kv[1])[:top]:
+            j = self.vocab.get(tid)
+            if j is None:  # a template never seen in normal logs: normally never there
+                v = float(sum(e == tid for e in events))
+                lo_j = med_j = hi_j = 0.0
+                ex_mean = 0.0 if ex_counts is not None else None
+            else:
+                j -= 1
+                v, lo_j, med_j, hi_j = float(counts[j]), float(lo[j]), float(med[j]), float(hi[j])
+                ex_mean = float(ex_counts[:, j].mean()) if ex_counts is not None and ex_counts.shape[1] else None
+            attributions.append(Attribution(
+                id=self.unit_id(tid), feature=tid, value=v, contribution=c, share=c / total if total > 0 else 0.0,
+                abnormal=bool(worst.get(tid, 0.0) > self.event_level or v < lo_j or v > hi_j or j is None),
+                normal_low=lo_j, normal_median=med_j, normal_high=hi_j,
+                position="below" if v < lo_j else "above" if v > hi_j else "within", exemplar_mean=ex_mean))
+        # lines: the most surprising places, and the first line of each template never seen
+        order = [int(t) for t in np.argsort(-surprise[:n], kind="stable")[:n_lines]]
+        order = [t for t in order if improbable[t]] or order[:1]  # the improbable places (or the least probable one)
+        unseen_first = {}
+        for t, e in enumerate(events):
+            if e not in self.vocab and e not in unseen_first:
+                unseen_first[e] = t
+        chosen = list(dict.fromkeys([*unseen_first.values(), *order]))[: max(n_lines, len(unseen_first))]
+        lines = []
+        for t in sorted(chosen):
+            e = events[t]
+            exp = self._name(int(best[t]))
+            lines.append(LogLine(
+                id=line_id(case.sources[t], case.linenos[t]), source=case.sources[t], lineno=case.linenos[t],
+                template_id=e, seen=e in self.vocab, probability=float(np.exp(-surprise[t])),
+                expected=exp if exp != e else None, expected_probability=float(best_p[t]) if exp != e else None,
+                time=case.times[t], text=case.texts[t]))
+        cited = list(dict.fromkeys([*(a.feature for a in attributions), *(ln.template_id for ln in lines)]))
+        n_lines_total = sum(self.template_lines.values()) or 1
+        templates = []
+        for tid in cited:
+            j = self.vocab.get(tid)
+            templates.append(LogTemplate(
+                id=f"template:{tid}", template_id=tid, text=self.template_text(tid), seen=j is not None,
+                training_lines=int(self.template_lines.get(tid, 0)),
+                training_share=float(self.template_lines.get(tid, 0) / n_lines_total),
+                normal_cases=float(self.case_share[j - 1]) if j is not None and self.case_share is not None else 0.0))
+        # the expected sequence around the most surprising place, and the counts it implies
+        peak = int(np.argmax(surprise))
+        a = max(0, min(peak - SEQUENCE_SHOWN // 2, n + 1 - SEQUENCE_SHOWN))
+        b = min(n + 1, a + SEQUENCE_SHOWN)
+        obs = [*events, END]
+        exp = [self._name(int(best[t])) if improbable[t] else obs[t] for t in range(a, b)]
+        locs = [case.location(t) if t < n else "(end)" for t in range(a, b)]
+        shown_obs = obs[a:b]
+        if b == n + 1 and missing:  # the steps the model expected instead of the end
+            exp = [*exp[:-1], *missing, END]
+            shown_obs = [*shown_obs[:-1], *["-"] * len(missing), END]
+            locs = [*locs[:-1], *["(missing)"] * len(missing), "(end)"]
+        sequence = ExpectedSequence(observed=shown_obs, expected=exp, locations=locs, first=a)
+        restored = [self._name(int(best[t])) if improbable[t] else obs[t] for t in range(n)] + missing
+        restored = [e for e in restored if e != END]
+        rc = {tid: float(sum(e == tid for e in restored)) for tid in cited}
+        deltas = [FeatureDelta(feature=tid, observed=float(sum(e == tid for e in events)), restored=rc[tid],
+                               delta=rc[tid] - float(sum(e == tid for e in events))) for tid in cited]
+        deltas.sort(key=lambda d: -abs(d.delta))
+        restoration = Restoration(values=rc, deltas=deltas)
+        exemplars = []
+        for h in hits:
+            vals = {names[j]: float(h.values[j]) for j in np.flatnonzero(h.values)} if len(h.values) else {}
+            for tid in cited:  # the cited templates' counts, zero included
+                j = self.vocab.get(tid)
+                vals.setdefault(tid, float(h.values[j - 1]) if j is not None and len(h.values) else 0.0)
+            exemplars.append(Exemplar(id=f"exemplar:{h.row_id}", row_id=h.row_id, distance=h.distance, values=vals,
+                                      source=h.source, timestamp=h.timestamp, weight=h.weight))
+        return {"attributions": attributions, "lines": lines, "templates": templates, "sequence": sequence,
+                "restoration": restoration, "exemplars": exemplars}
+
+    def context(self, *, n_train: int, detector: str, attribution_method: str, extra_units: list[str] = ()):
+        ctx = super().context(n_train=n_train, detector=detector, attribution_method=attribution_method)
+        return ctx.model_copy(update={"feature_names": [*self.feature_names, *extra_units]})
+
+    # ------------------------------------------------------------------ typed claims
+    claims = log_claims
+    claim_kinds = log_claims.KINDS
+
+    @classmethod
+    def unit_claims(cls, evidence: Evidence, unit_id: str, *, with_exemplars: bool = True) -> list[Claim]:
+        name = unit_id.split(":", 1)[1]
+        kinds = ("range", "exemplar_value") if with_exemplars else ("range",)
+        lines = {ln.id for ln in evidence.lines if ln.template_id == name}
+        return [c for c in log_claims.candidates(evidence) if c.cites and (
+            (c.kind in kinds and c.cites[0] == unit_id) or (c.kind in ("line", "unseen") and c.cites[0] in lines))]
+
+    # ------------------------------------------------------------------ persistence
+    def to_config(self) -> dict[str, Any]:
+        base = super().to_config()
+        return {"logs": {
+            **base, "format": self.format, "session": self.session, "window": self.window,
+            "calibration_size": self.calibration_size, "parsed_input": self.parsed_input,
+            "parser": self.parser.to_config() if self.parsed_input else None,
+            "template_lines": self.template_lines,
+            "case_share": None if self.case_share is None else self.case_share.tolist(),
+            "member_scores": [s.tolist() for s in self.member_scores],
+            "combined_scores": None if self.combined_scores is None else self.combined_scores.tolist(),
+            "event_level": self.event_level, "exemplar_sequences": self.exemplar_sequences,
+        }}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "LogModality":
+        try:
+            c = config["logs"]
+            tab = TabularModality.from_config(c)
+            m = cls(c["format"], c["session"], c["window"] if c["session"] is None else None,
+                    calibration_size=c["calibration_size"])
+            m.feature_names, m.profile, m.quantiles = tab.feature_names, tab.profile, tab.quantiles
+            m.parsed_input = bool(c["parsed_input"])
+            if m.parsed_input:
+                m.parser = TemplateParser.from_config(c["parser"])
+            m.template_lines = {str(k): int(v) for k, v in c["template_lines"].items()}
+            m.case_share = None if c["case_share"] is None else np.asarray(c["case_share"], dtype=np.float64)
+            m.member_scores = [np.asarray(s, dtype=np.float64) for s in c["member_scores"]]
+            m.combined_scores = np.asarray(c["combined_scores"], dtype=np.float64)
+            m.event_level = float(c["event_level"])
+            m.exemplar_sequences = {str(k): [str(e) for e in v] for k, v in c["exemplar_sequences"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the logs metadata is corrupted ({type(exc).__name__}: {exc})") from exc
+        if len(m.member_scores) != 2 or m.combined_scores.size == 0:
+            raise CheckpointError("the logs metadata is corrupted: its calibration scores are missing")
+        return m
