@@ -479,6 +479,8 @@ def chat(
     row: Annotated[Optional[str], typer.Option(help="the case: 0-based row position, or a value of --id-column")] = None,
     event: Annotated[Optional[int], typer.Option(min=1, help="a series: the event to investigate (as 'analyze' "
                                                  "numbers them)")] = None,
+    incident: Annotated[Optional[int], typer.Option(min=1, help="logs: the incident to investigate (as 'triage' "
+                                                    "ranks them)")] = None,
     id_column: IdColOpt = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="a series' label column to leave out")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="a series' columns to leave out")] = None,
@@ -500,7 +502,20 @@ def chat(
     inv = _load(model_dir, reasoner)
     box = Toolbox(inv)
     case_id = None
-    if inv.modality.sequential:
+    if inv.modality.name == "logs":
+        from anomalens.tools import LogToolbox
+
+        box = LogToolbox(inv)
+        if data is not None:
+            if incident is None:
+                raise CliError("--incident is required with logs: which incident to investigate ('triage' ranks them)")
+            if str(data) == "-":
+                raise CliError("chat reads your questions from standard input: give the logs as a file")
+            box = LogToolbox(inv, str(data), limit=max(incident, 20))
+            case_id = _focus_numbered(box, "incident", incident, data.name)
+        elif thread is None:
+            raise CliError("give the logs and --incident to start a chat, or --thread to resume a saved one")
+    elif inv.modality.sequential:
         from anomalens.tools import SeriesToolbox
 
         box = SeriesToolbox(inv)
@@ -508,11 +523,7 @@ def chat(
             if event is None:
                 raise CliError("--event is required with a series: which event to investigate ('analyze' lists them)")
             box = SeriesToolbox(inv, _series_frame(read_table(data), label_column, exclude))
-            case_id = f"event-{event}"
-            if case_id not in box.case_ids:
-                raise CliError(f"--event must be one of the {len(box.case_ids)} events found in "
-                               f"{_text(data.name, 80)} (1..{len(box.case_ids)}), got {event}")
-            box.focus = case_id
+            case_id = _focus_numbered(box, "event", event, data.name)
         elif thread is None:
             raise CliError("give DATA and --event to start a chat, or --thread to resume a saved one")
     elif data is not None:
@@ -535,8 +546,15 @@ def chat(
         if ev.event is not None:
             out.print(f"[bold]Event {ev.event.index}[/]: {for_terminal(ev.event.start, 40)} to "
                       f"{for_terminal(ev.event.end, 40)} ({ev.event.n_points} points)", highlight=False)
+        if ev.incident is not None:
+            i = ev.incident
+            out.print(f"[bold]Incident {i.index}[/]: {i.n_cases} case(s), {i.n_lines} lines"
+                      + (f", {for_terminal(i.start, 40)} to {for_terminal(i.end, 40)}" if i.start else "")
+                      + f"; abnormal templates {for_terminal(', '.join(i.templates[:5]), 80)}. "
+                      "Try /lines, /timeline, /template <id>.", highlight=False)
         out.print(f"[bold]Case {for_terminal(ev.case_id, 40)}[/]: {_verdict_word(v)} "
-                  f"(p-value {v.p_value:.4g}, detector {for_terminal(v.detector, 40)}); top features: "
+                  f"(p-value {v.p_value:.4g}, detector {for_terminal(v.detector, 40)}); top "
+                  f"{ {'event': 'templates', 'channel': 'channels'}.get(ev.context.unit_kind, 'features')}: "
                   f"{for_terminal(', '.join(a.feature for a in ev.attributions[:3]), 120)}. Ask a question, or /help. "
                   "/quit ends.", highlight=False)
         if session.resumed:
@@ -566,6 +584,16 @@ def chat(
         session.close()
 
 
+def _focus_numbered(box, kind: str, number: int, source: str) -> str:
+    """Focus the box on ``<kind>-<number>`` (an event of a series, an incident of logs), or a one-line error."""
+    case_id = f"{kind}-{number}"
+    if case_id not in box.case_ids:
+        raise CliError(f"--{kind} must be one of the {len(box.case_ids)} {kind}s found in {_text(source, 80)} "
+                       f"(1..{len(box.case_ids)}), got {number}")
+    box.focus = case_id
+    return case_id
+
+
 def _default_checkpoint(model_dir: Path) -> Path:
     """DIR/chat.sqlite, or, for a model folder this user cannot write, a file in the user's cache."""
     import hashlib
@@ -586,8 +614,11 @@ def _verdict_word(v) -> str:
 
 def _print_reply(reply) -> None:
     ex = reply.explanation
-    if ex is None:
-        out.print(f"anomalens> {for_terminal(reply.text, 4000)}", highlight=False)
+    if ex is None:  # a tool's text (raw log lines shown as data, a file written) or an error: each line escaped
+        parts = reply.text.splitlines() or [""]
+        out.print(f"anomalens> {for_terminal(parts[0], 1000)}", highlight=False)
+        for part in parts[1:60]:
+            out.print(f"  {for_terminal(part, 1000)}", highlight=False)
         return
     tools = f"; tools: {', '.join(reply.tools)}" if reply.tools else ""
     out.print(f"anomalens> [dim]({for_terminal(ex.source + ', ' + ('verified' if ex.grounded else 'NOT verified') + tools, 200)})[/]",
@@ -617,7 +648,8 @@ def demo(
     raise typer.Exit(demo_mod.main(argv))
 
 
-EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large", "latency", "verifier")
+EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large", "latency", "verifier",
+         "series", "logs")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -42,7 +42,7 @@ from anomalens.logs.reader import LogLine, LogStats, read_logs
 from anomalens.modalities.logs import END, LogModality, ScoredCase
 from anomalens.schema import Evidence, Incident, Report, Verdict, fmt
 from anomalens.store import ExemplarStore
-from anomalens.store.coreset import coverage, select_exemplars
+from anomalens.store.coreset import coverage, nearest, select_exemplars
 
 __all__ = ["LogInvestigator", "Triage", "as_cases"]
 
@@ -101,6 +101,9 @@ class Triage:
     cutoff: float
     unseen: dict[str, str] = field(default_factory=dict)  # templates never seen in normal logs -> text
     seconds: dict[str, float] = field(default_factory=dict)
+    cases: dict[str, LogCase] = field(default_factory=dict)  # the strongest case of each shown incident, by key
+    # per shown incident (by rank): its cases in input order, each {case, start, end, lines, p_value, template}
+    timelines: dict[int, list[dict]] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (f"{self.read.summary()}. {self.n_cases} case(s) scored, {self.n_flagged} flagged at a false discovery "
@@ -131,7 +134,8 @@ class Triage:
         return {"summary": self.summary(), "read": {k: v for k, v in vars(self.read).items()},
                 "groups": vars(self.groups), "n_cases": self.n_cases, "n_flagged": self.n_flagged,
                 "n_incidents": self.n_incidents, "alpha": self.alpha, "cutoff": self.cutoff, "unseen": self.unseen,
-                "seconds": self.seconds, "incidents": [r.model_dump(mode="json") for r in self.reports]}
+                "seconds": self.seconds, "incidents": [r.model_dump(mode="json") for r in self.reports],
+                "timelines": {str(k): v for k, v in self.timelines.items()}}
 
 
 class LogInvestigator(Investigator):
@@ -171,6 +175,7 @@ class LogInvestigator(Investigator):
             for e in c.events:
                 lines[e] = lines.get(e, 0) + 1
         modality.learn_templates([c.events for c in cases], lines)
+        modality.fit_neighbours([c.events for c in cases])
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(cases))
         n_cal = max(4, int(round(modality.calibration_size * len(cases))))
@@ -196,13 +201,25 @@ class LogInvestigator(Investigator):
                             det.decision_function(modality.count_matrix([c.events for c in cc]), checked=False), tail]
         modality.fit_calibration(member["a"], member["b"], surprises)
         inv = cls(det, store, modality, len(fit_cases), next_event=nxt, detector_name=det_name, reasoner=reasoner)
-        E = det.embed(counts)
-        keep, weights = select_exemplars(E, int(max_exemplars), seed=seed)
+        # exemplars: one per distinct count vector (normal sessions repeat: many are identical), standing
+        # for its copies (the store's weights), then a sample of at most max_exemplars
+        _, first, dup = np.unique(counts, axis=0, return_index=True, return_counts=True)
+        order_u = np.argsort(first)
+        first, dup = first[order_u], dup[order_u]
+        E_all = det.embed(counts)
+        E = E_all[first]
+        keep_u, _ = select_exemplars(E, int(max_exemplars), seed=seed)
+        if len(keep_u) < len(E):  # each kept one stands for the cases nearest to it, copies included
+            assign, _ = nearest(np.asarray(E, dtype=np.float32), np.asarray(E[keep_u], dtype=np.float32))
+            weights = np.bincount(assign, weights=dup, minlength=len(keep_u)).astype(np.int64)
+        else:
+            weights = dup[keep_u].astype(np.int64)
+        keep = first[keep_u]
         keys = [fit_cases[i].key for i in keep]
-        store.add(E[keep], counts[keep], keys, source=source, weights=weights,
+        store.add(E_all[keep], counts[keep], keys, source=source, weights=weights.tolist(),
                   timestamps=[fit_cases[i].start for i in keep] if any(c.start for c in fit_cases) else None)
         modality.exemplar_sequences = {fit_cases[i].key: fit_cases[i].events[:MAX_EXEMPLAR_EVENTS] for i in keep}
-        inv.exemplar_coverage = coverage(E, keep, seed=seed) if len(keep) < len(E) else None
+        inv.exemplar_coverage = coverage(E, keep_u, seed=seed) if len(keep_u) < len(E) else None
         inv.fit_seconds = {"models": t_models, "total": time.perf_counter() - t0}
         return inv
 
@@ -373,17 +390,22 @@ class LogInvestigator(Investigator):
         flagged = [x for x in kept if flags[x[0]]]
         incidents = self._incidents(flagged)
         shown = incidents if limit is None else incidents[:limit]
-        evs = []
+        evs, cases, timelines = [], {}, {}
         for rank, members in enumerate(shown, start=1):
             inc = self._incident_item(rank, members)
             _, sc, t, pv = members[0]
             evs.append(self._case_evidence(sc, t, pv, flag=True, alpha=alpha, cutoff=cutoff, m=len(p_all), k=k, top=top,
                                            incident=inc))
+            cases[sc.case.key] = sc.case
+            timelines[rank] = [{"case": x[1].case.key, "start": x[1].case.start, "end": x[1].case.end,
+                                "lines": len(x[1].case), "first_line": x[1].case.location(0), "p_value": x[3],
+                                "template": self._top_template(x[1])} for x in sorted(members, key=lambda x: x[0])]
         reports = [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explain_many(evs, reasoner or self.reasoner))]
         unseen = self.modality.parser.unseen_templates if given is None else {}
         return Triage(reports=reports, read=read, groups=groups, n_cases=len(p_all), n_flagged=int(flags.sum()),
                       n_incidents=len(incidents), alpha=alpha, cutoff=cutoff, unseen=unseen,
-                      seconds={"read_parse_score": t_score, "total": time.perf_counter() - t0})
+                      seconds={"read_parse_score": t_score, "total": time.perf_counter() - t0}, cases=cases,
+                      timelines=timelines)
 
     def _top_template(self, sc: ScoredCase) -> str:
         """The case's most abnormal template: the first unseen one, else the event (or missing step) of
@@ -446,6 +468,18 @@ class LogInvestigator(Investigator):
                         p_value=float(members[0][3]))
 
     # ------------------------------------------------------------------ tools' lookups
+    def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5):
+        """A case beside another one (each a LogCase, a sequence of event ids or log text; e.g. a
+        session and its nearest normal exemplar): the count model's embedding distance, the other's
+        verdict and the templates whose counts differ most."""
+        alpha = check_probability(alpha, "alpha")
+        a, _, _, _ = self._scored([case] if isinstance(case, LogCase) or _is_sequence(case) else case, "case")
+        b, _, p, _ = self._scored([other] if isinstance(other, LogCase) or _is_sequence(other) else other, "other")
+        if len(a) != 1 or len(b) != 1:
+            raise InputError(f"compare takes one case each, got {len(a)} and {len(b)}")
+        return self.modality.compare(self.detector, a[0].counts[None, :], b[0].counts[None, :], other_id=other_id,
+                                     p_other=float(p[0]), alpha=alpha, top=top)
+
     def exemplar_sequence(self, row_id: str) -> list[str]:
         """The events of a stored normal session (its first MAX_EXEMPLAR_EVENTS)."""
         seq = self.modality.exemplar_sequences.get(str(row_id))

@@ -417,12 +417,13 @@ class Evidence(_Model):
             out["incident"] = self.incident
         return out
 
-    def with_items(self, *new: Attribution | FeatureProfile | Comparison) -> "Evidence":
+    def with_items(self, *new: "Attribution | FeatureProfile | Comparison | LogTemplate | LogLine") -> "Evidence":
         """A copy that also holds these looked-up items (an id already held is replaced; a top
         feature's attribution is kept as it is)."""
         top = {a.id for a in self.attributions}
         update = {}
-        for field, kind in (("lookups", Attribution), ("profiles", FeatureProfile), ("comparisons", Comparison)):
+        for field, kind in (("lookups", Attribution), ("profiles", FeatureProfile), ("comparisons", Comparison),
+                            ("templates", LogTemplate), ("lines", LogLine)):
             add = [x for x in new if isinstance(x, kind) and x.id not in top]
             ids = {x.id for x in add}
             update[field] = [x for x in getattr(self, field) if x.id not in ids] + add

@@ -408,3 +408,36 @@ def test_cli_fit_triage_json_and_stdin(tmp_path):
     r = _cli("fit", str(normal), "--session", r"trace=\d{40}", "--out", str(tmp_path / "m3"))
     assert r.returncode == 2 and "matches no line" in r.stderr.decode()
     assert not (tmp_path / "m3").exists()
+
+
+# ---------------------------------------------------------------- chat over an incident
+def test_chat_over_an_incident_and_resume_without_the_logs(inv, logs_dir, injected, tmp_path):
+    from anomalens.agents.chat import ChatSession
+    from anomalens.tools import LogToolbox
+
+    box = LogToolbox(inv, str(logs_dir / "today.log"), limit=5)
+    assert box.case_ids[:2] == ["incident-1", "incident-2"]
+    session = ChatSession(box, "incident-1", checkpoint=tmp_path / "chat.sqlite", thread_id="inc1")
+    ev = session.evidence
+    lines = session.ask("/lines")
+    assert ev.lines[0].id.split(":", 1)[1].rsplit(":", 1)[0] in lines.text and ">>" in lines.text
+    tid = ev.attributions[0].feature
+    tpl = session.ask(f"/template {tid}")
+    assert tpl.explanation.grounded and any(c.cites == [f"template:{tid}"] for c in tpl.explanation.claims)
+    timeline = session.ask("/timeline")
+    assert timeline.explanation.claims[0].cites == ["incident"]
+    why = session.ask("why is this anomalous?")
+    assert why.explanation.grounded and why.explanation.claims[0].cites == ["verdict"]
+    nb = session.ask("/neighbors")
+    other = nb.explanation.claims[0].cites[0]
+    cmp = session.ask(f"/compare {other}")
+    assert cmp.explanation.grounded and all(c.cites == [f"compare:{other}"] for c in cmp.explanation.claims)
+    bad = session.ask("/template E999")
+    assert bad.explanation is None and "template must be one of" in bad.text
+    session.close()
+    # resumed in a new process's way: no log files, the case comes back from the checkpoint
+    again = ChatSession(LogToolbox(inv), checkpoint=tmp_path / "chat.sqlite", thread_id="inc1")
+    assert again.case_id == "incident-1" and again.evidence.incident.index == 1
+    assert again.ask("/score").explanation.grounded
+    assert len([t for role, t in again.history() if role == "user"]) == 8
+    again.close()

@@ -73,7 +73,24 @@ def series_sample() -> Sample:
     ])
 
 
-SAMPLES: dict[str, Callable[[], Sample]] = {"tabular": tabular_sample, "series": series_sample}
+def logs_sample() -> Sample:
+    """Sessions of log keys (already parsed): a request workflow with a cache hit or miss and a variable
+    number of reads; the anomaly repeats the read step far beyond its normal count."""
+    rng = np.random.default_rng(0)
+
+    def session() -> list[int]:
+        s = [1, 2]
+        s += [3] if rng.random() < 0.6 else [7] + [4] * int(rng.integers(1, 4))
+        return s + [5, 6]
+
+    train = [session() for _ in range(600)]
+    anomalous = [1, 2, 7, *[4] * 15, 5, 6]
+    return Sample(train, [1, 2, 3, 5, 6], anomalous, "E4", bad=[
+        (None, "case"), ([[]], "empty"), ([1.5, 2.0], "sequence"), ("no/such/file.log", "sequences"),
+    ])
+
+
+SAMPLES: dict[str, Callable[[], Sample]] = {"tabular": tabular_sample, "series": series_sample, "logs": logs_sample}
 
 
 def test_every_registered_modality_has_a_sample_here():
@@ -136,7 +153,7 @@ def test_bad_input_is_one_input_error_naming_the_problem(fitted):
 
 
 def test_unknown_modalities_are_refused_with_the_list():
-    with pytest.raises(InputError, match=r"modality must be one of \['series', 'tabular'"):
+    with pytest.raises(InputError, match=r"modality must be one of \['logs', 'series', 'tabular'"):
         Investigator.fit(np.zeros((10, 2)), modality="image")
     with pytest.raises(InputError, match="modality must be one of"):
         get_modality("image")

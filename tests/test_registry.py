@@ -7,6 +7,7 @@ import pytest
 
 from anomalens.detectors import Ensemble, list_detectors, make_detector
 from anomalens.errors import ConfigError, InputError
+from anomalens.modalities import list_modalities
 from conftest import FAST, correlated
 
 
@@ -16,7 +17,7 @@ def test_every_detector_is_described():
     assert {"autoencoder", "vae", "flow", "autoregressive", "ensemble"} <= set(names)
     for info in infos:
         assert info.family in {"reconstruction", "density", "ensemble"}
-        assert info.modalities and set(info.modalities) <= {"tabular", "series"} and len(info.score) > 20
+        assert info.modalities and set(info.modalities) <= set(list_modalities()) and len(info.score) > 20
         assert "random_state" in info.params
         assert type(make_detector(info.name)).__name__ == info.cls.__name__
 

@@ -43,7 +43,7 @@ from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.llm.base import Draft, Reasoner, ToolChatClient
 from anomalens.llm.reasoner import chat_system_prompt, schema_for
 from anomalens.llm.template import TemplateReasoner, topics
-from anomalens.schema import Attribution, Claim, Comparison, Evidence, Explanation, FeatureProfile
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, Explanation, FeatureProfile, LogLine, LogTemplate
 from anomalens.tools import Toolbox, make_tools
 
 __all__ = ["ChatReply", "ChatSession", "ChatState", "COMMANDS", "build_chat_graph"]
@@ -58,6 +58,9 @@ COMMANDS = {  # command -> (tool, usage)
     "/feature": ("describe_feature", "/feature <name>: a feature's value, part in the score and normal range"),
     "/score": ("score_case", "/score: the verdict, score and p-value"),
     "/plot": ("plot_case", "/plot: draw the event of a series to a PNG"),
+    "/lines": ("show_lines", "/lines: a log incident's most surprising lines, in context"),
+    "/template": ("describe_template", "/template <id>: a log template's text, frequency and usual neighbours"),
+    "/timeline": ("incident_timeline", "/timeline: a log incident's cases in order"),
     "/detectors": ("list_detectors", "/detectors: the registered detectors"),
 }
 ANSWER_TOOL = "answer"
@@ -67,7 +70,7 @@ class ChatState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     case_id: str
     evidence: dict  # the case's Evidence (JSON form, so checkpoints hold plain data), grown by lookups
-    case_row: list[float]  # the case's values, so a saved conversation resumes without its data file
+    case_row: Any  # the case's values (a log case: its lines as a dict), so a saved conversation resumes without its data file
     question: str  # the analyst's text this turn
     command: str | None  # the command this turn, when it is one
     steps: int  # model calls this turn
@@ -93,7 +96,7 @@ def _evidence_of(state: ChatState) -> Evidence:
 def _merge(ev: Evidence, artifact: Any) -> Evidence:
     """Evidence items among a tool's artifact join the case's evidence."""
     found = [a for a in (artifact if isinstance(artifact, (tuple, list)) else [artifact])
-             if isinstance(a, (Attribution, FeatureProfile, Comparison))]
+             if isinstance(a, (Attribution, FeatureProfile, Comparison, LogTemplate, LogLine))]
     return ev.with_items(*found) if found else ev
 
 
@@ -112,9 +115,11 @@ def _parse_command(text: str) -> tuple[str, dict] | str:
         if rest and not rest[0].isdigit():
             return f"/neighbors takes a positive number k, got {rest[0]!r}"
         return cmd, {"k": int(rest[0])} if rest else {}
-    if cmd in ("/compare", "/feature"):
+    if cmd in ("/compare", "/feature", "/template"):
         if not rest:
             return f"usage: {COMMANDS[cmd][1]}"
+        if cmd == "/template":
+            return cmd, {"template_id": rest[0]}
         return cmd, {"other_id": rest[0]} if cmd == "/compare" else {"name": " ".join(rest)}
     return cmd, {}
 
@@ -157,7 +162,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         if cmd == "/help":
             return {"messages": [AIMessage("Commands: " + "; ".join(u for _, u in COMMANDS.values()) + "; /help")]}
         call = {"name": COMMANDS[cmd][0], "args": {**args}, "id": f"cmd-{len(state['messages'])}", "type": "tool_call"}
-        if call["name"] not in ("list_detectors",):
+        if call["name"] not in ("list_detectors", "describe_template"):
             call["args"]["case_id"] = state["case_id"]
         return {"messages": [AIMessage("", tool_calls=[call])], "command": cmd}
 
@@ -240,7 +245,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
             failed = [m for m in state["messages"][-len(call.tool_calls):] if getattr(m, "status", "") == "error"]
             if failed:  # the tool said why (unknown feature, unknown case): show that, nothing to verify
                 return {"draft": None, "reply": None, "messages": [AIMessage(failed[0].content)]}
-            if state["command"] == "/plot":  # a file written, not a claim about the case: the tool's line
+            if state["command"] in ("/plot", "/lines"):  # a file written, or raw log lines shown as data: the tool's text
                 return {"draft": None, "reply": None, "messages": [AIMessage(state["messages"][-1].content)]}
             claims = TemplateReasoner().command_claims(state["command"], ev, call.tool_calls[0]["args"])
             return {"draft": [c.model_dump() for c in claims], "interpretation": None}

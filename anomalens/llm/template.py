@@ -141,4 +141,10 @@ class TemplateReasoner:
                     *profile_claim(items[f"profile:{args['name']}"], ev)]
         if command == "/score":
             return [verdict_claim(ev)]
+        if command == "/lines":
+            return about(ev, *[ln.id for ln in ev.lines])
+        if command == "/template":
+            return about(ev, f"template:{args['template_id']}")
+        if command == "/timeline":
+            return about(ev, "incident")
         return []

@@ -44,6 +44,13 @@ DEFAULT_MASKS: tuple[tuple[str, str], ...] = (
     (r"(?<![\w.:/])(?:/[\w.+-]+){2,}/?", "PATH"),
     (r"(?<![A-Za-z0-9])[-+]?\d+(?:\.\d+)?(?![A-Za-z0-9])", "NUM"),
 )
+# substrings without which a default mask cannot match (its regex is skipped): masking is most of the
+# fast path's time
+_GUARDS = {DEFAULT_MASKS[0][0]: ("-",), DEFAULT_MASKS[1][0]: ("blk_",), DEFAULT_MASKS[2][0]: ("req-",),
+           DEFAULT_MASKS[3][0]: (".",), DEFAULT_MASKS[4][0]: ("0x", "0X"), DEFAULT_MASKS[6][0]: ("/",)}
+_NEEDS_DIGIT = {p for p, n in DEFAULT_MASKS if n != "PATH"}
+_DIGIT = re.compile(r"\d")
+_TO_ONE = str.maketrans("23456789", "11111111")  # a message's shape: digits 1-9 written 1, 0 kept (masks read "0x")
 WILDCARD = "<*>"
 CACHE_SIZE = 100_000  # masked messages remembered by the fast path
 
@@ -78,7 +85,11 @@ class TemplateParser:
         if int(depth) < 3:
             raise InputError(f"depth must be at least 3, got {depth!r}")
         self.sim_th, self.depth, self.max_children = float(sim_th), int(depth), int(max_children)
-        self._compiled = [(re.compile(p), f"<{n}>") for p, n in self.masks]
+        self._compiled = [(re.compile(p), f"<{n}>", _GUARDS.get(p), p in _NEEDS_DIGIT) for p, n in self.masks]
+        # masks that read no digit's value but 0's (\d, classes, counts, a literal 0): then two messages
+        # of the same shape (digits 1-9 written 1) mask alike (see ``match``)
+        self._digit_blind = all(not re.search(r"[1-9]", re.sub(r"\\d|\{\d+(,\d*)?\}|\[[^\]]*\]", "", p))
+                                for p, _ in self.masks)
         self.miner = self._new_miner()
         self.templates: dict[str, str] = {}  # id -> template text (masked tokens and <*>)
         self.sizes: dict[str, int] = {}  # id -> training lines
@@ -96,7 +107,10 @@ class TemplateParser:
         return TemplateMiner(config=cfg)
 
     def mask(self, content: str) -> str:
-        for rx, repl in self._compiled:
+        digit = _DIGIT.search(content) is not None
+        for rx, repl, guard, needs_digit in self._compiled:
+            if (needs_digit and not digit) or (guard is not None and not any(g in content for g in guard)):
+                continue  # a default mask that cannot match this line
             content = rx.sub(repl, content)
         return content
 
@@ -129,19 +143,32 @@ class TemplateParser:
     def _reset_index(self) -> None:
         self._index: dict[tuple[int, str | None], list[tuple[int, str, tuple[str, ...]]]] = {}
         self._cache: OrderedDict[str, str | None] = OrderedDict()
+        self._shapes: OrderedDict[str, str | None] = OrderedDict()
         self._unseen = None  # a Drain over the messages no template fits
         self._unseen_templates: dict[str, str] = {}
         self._dirty = False
 
     # ------------------------------------------------------------------ matching
     def match(self, content: str) -> str | None:
-        """The id of the known template that fits the message, or None."""
+        """The id of the known template that fits the message, or None.
+
+        Two caches come first. The **shape** cache is keyed by the message with digits 1-9 written
+        1: masks that read no digit's value but 0's mask such messages alike, so when the masked text
+        keeps no digit at all, its template is the template of every message of that shape (most log
+        lines differ from a known one only in their numbers), and masking is skipped. Then the cache
+        of masked texts, then the template index."""
         if self._dirty:
             self.finish()
+        shape = content.translate(_TO_ONE) if self._digit_blind else None
+        if shape is not None and shape in self._shapes:
+            return self._shapes[shape]
         masked = self.mask(content)
         cache = self._cache
         if masked in cache:
-            return cache[masked]
+            found = cache[masked]
+            if shape is not None and not _DIGIT.search(masked):
+                self._remember_shape(shape, found)
+            return found
         toks = masked.split()
         found = None
         n = len(toks)
@@ -156,7 +183,14 @@ class TemplateParser:
         cache[masked] = found
         if len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
+        if shape is not None and not _DIGIT.search(masked):
+            self._remember_shape(shape, found)
         return found
+
+    def _remember_shape(self, shape: str, found: str | None) -> None:
+        self._shapes[shape] = found
+        if len(self._shapes) > CACHE_SIZE:
+            self._shapes.popitem(last=False)
 
     def parse(self, content: str) -> ParsedLine:
         """The message's template: a known one, or an unseen one (``N<n>``, grouped by a Drain of

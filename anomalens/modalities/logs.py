@@ -91,6 +91,7 @@ class LogModality(TabularModality):
         self.combined_scores: np.ndarray | None = None
         self.event_level: float = 0.0  # per-event surprise above which an event is improbable (99.9% of normal)
         self.exemplar_sequences: dict[str, list[str]] = {}
+        self.neighbours: dict[str, dict[str, list]] = {}  # template -> its most frequent predecessors and successors
         self._calibrators: list[Calibrator] | None = None
         self._combined: Calibrator | None = None
 
@@ -127,6 +128,34 @@ class LogModality(TabularModality):
         self.feature_names = names
         self._vocab = None
         self.template_lines = dict(template_lines)
+
+    def fit_neighbours(self, sequences: list[list[str]], top: int = 3) -> None:
+        """Each template's most frequent predecessors and successors in the normal cases (with shares)."""
+        before: dict[str, dict[str, int]] = {}
+        after: dict[str, dict[str, int]] = {}
+        for seq in sequences:
+            full = ["START", *seq, END]
+            for a, b in zip(full, full[1:]):
+                after.setdefault(a, {})[b] = after.setdefault(a, {}).get(b, 0) + 1
+                before.setdefault(b, {})[a] = before.setdefault(b, {}).get(a, 0) + 1
+        def tops(d: dict[str, int]) -> list:
+            n = sum(d.values()) or 1
+            return [[k, round(v / n, 4)] for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+        self.neighbours = {t: {"before": tops(before.get(t, {})), "after": tops(after.get(t, {}))}
+                           for t in self.feature_names}
+
+    def describe_template(self, tid: str, n_train: int) -> LogTemplate:
+        """A template of the normal logs (or one never seen in them, given its text by the parser)."""
+        j = self.vocab.get(tid)
+        text = self.template_text(tid)
+        if j is None and not text:
+            raise InputError(f"template must be one of the {len(self.feature_names)} templates of the normal logs "
+                             f"(e.g. {self.feature_names[:8]}) or an unseen one of the logs read (N1, ...), got {tid!r}")
+        n_lines = sum(self.template_lines.values()) or 1
+        return LogTemplate(id=f"template:{tid}", template_id=tid, text=text, seen=j is not None,
+                           training_lines=int(self.template_lines.get(tid, 0)),
+                           training_share=float(self.template_lines.get(tid, 0) / n_lines),
+                           normal_cases=float(self.case_share[j - 1]) if j is not None and self.case_share is not None else 0.0)
 
     def template_text(self, tid: str) -> str:
         if not self.parsed_input:
@@ -272,7 +301,8 @@ class LogModality(TabularModality):
                 unseen_first[e] = t
         chosen = list(dict.fromkeys([*unseen_first.values(), *order]))[: max(n_lines, len(unseen_first))]
         lines = []
-        for t in sorted(chosen):
+        chosen.sort(key=lambda t: (events[t] in self.vocab, -surprise[t]))  # never-seen first, then least probable
+        for t in chosen:
             e = events[t]
             exp = self._name(int(best[t]))
             lines.append(LogLine(
@@ -281,15 +311,7 @@ class LogModality(TabularModality):
                 expected=exp if exp != e else None, expected_probability=float(best_p[t]) if exp != e else None,
                 time=case.times[t], text=case.texts[t]))
         cited = list(dict.fromkeys([*(a.feature for a in attributions), *(ln.template_id for ln in lines)]))
-        n_lines_total = sum(self.template_lines.values()) or 1
-        templates = []
-        for tid in cited:
-            j = self.vocab.get(tid)
-            templates.append(LogTemplate(
-                id=f"template:{tid}", template_id=tid, text=self.template_text(tid), seen=j is not None,
-                training_lines=int(self.template_lines.get(tid, 0)),
-                training_share=float(self.template_lines.get(tid, 0) / n_lines_total),
-                normal_cases=float(self.case_share[j - 1]) if j is not None and self.case_share is not None else 0.0))
+        templates = [self.describe_template(tid, 0) for tid in cited]
         # the expected sequence around the most surprising place, and the counts it implies
         peak = int(np.argmax(surprise))
         a = max(0, min(peak - SEQUENCE_SHOWN // 2, n + 1 - SEQUENCE_SHOWN))
@@ -349,6 +371,7 @@ class LogModality(TabularModality):
             "member_scores": [s.tolist() for s in self.member_scores],
             "combined_scores": None if self.combined_scores is None else self.combined_scores.tolist(),
             "event_level": self.event_level, "exemplar_sequences": self.exemplar_sequences,
+            "neighbours": self.neighbours,
         }}
 
     @classmethod
@@ -368,6 +391,7 @@ class LogModality(TabularModality):
             m.combined_scores = np.asarray(c["combined_scores"], dtype=np.float64)
             m.event_level = float(c["event_level"])
             m.exemplar_sequences = {str(k): [str(e) for e in v] for k, v in c["exemplar_sequences"].items()}
+            m.neighbours = dict(c.get("neighbours") or {})
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"the logs metadata is corrupted ({type(exc).__name__}: {exc})") from exc
         if len(m.member_scores) != 2 or m.combined_scores.size == 0:

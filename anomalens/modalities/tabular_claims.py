@@ -94,7 +94,7 @@ def candidates(evidence: Evidence) -> list[Claim]:
                              text=f"The normal version of this case changes {quote(d.feature)} from {fmt(d.observed)} "
                                   f"to {fmt(d.restored)}."))
     for p in evidence.profiles:
-        out.append(_profile(p, "points" if evidence.context.unit_kind == "channel" else "rows"))
+        out.append(_profile(p, {"channel": "points", "event": "cases"}.get(evidence.context.unit_kind, "rows")))
     for c in evidence.comparisons:
         for d in c.differences:
             out.append(_comparison(c, d.feature))

@@ -21,7 +21,8 @@ from anomalens.tools.toolbox import Toolbox
 __all__ = ["DetectorCard", "make_tools", "TOOL_NAMES"]
 
 TOOL_NAMES = ("score_case", "explain_case", "nearest_exemplars", "restore_case", "compare_cases", "describe_feature",
-              "plot_case", "list_detectors", "describe_detector", "batch_verdicts")
+              "plot_case", "show_lines", "describe_template", "incident_timeline", "list_detectors", "describe_detector",
+              "batch_verdicts")
 
 
 class DetectorCard(BaseModel):
@@ -52,6 +53,14 @@ class CompareArgs(CaseArgs):
 
 class FeatureArgs(CaseArgs):
     name: str = Field(description="a feature (column) name exactly as in the data")
+
+
+class LinesArgs(CaseArgs):
+    around: int = Field(2, ge=0, le=20, description="lines of the same case to show before and after each")
+
+
+class TemplateArgs(BaseModel):
+    template_id: str = Field(description="a log template id, e.g. 'E5' (or 'N1' for one never seen in normal logs)")
 
 
 class DetectorArgs(BaseModel):
@@ -139,6 +148,30 @@ def make_tools(box: Toolbox) -> list[BaseTool]:
         path = box.plot(case_id)
         return f"{box.resolve(case_id)}: plot written to {path}", str(path)
 
+    def show_lines(case_id: str | None = None, around: int = 2):
+        """Show a log incident's most surprising lines (file:line, template, probability in context, the
+        template the model expected) with the lines around them."""
+        text, lines = box.lines(case_id, around=around)
+        return text, lines
+
+    def describe_template(template_id: str):
+        """Describe a log template: its text, how often normal logs hold it, and the templates that
+        usually come before and after it."""
+        t, nb = box.template(template_id)
+        fmt_nb = lambda xs: ", ".join(f"{k} ({100 * v:.0f}%)" for k, v in xs) or "none"  # noqa: E731
+        text = (f"{t.id}: {t.text[:300]!r}; " + (f"{t.training_lines} normal lines ({fmt(100 * t.training_share)}%), "
+                f"in {fmt(100 * t.normal_cases)}% of normal cases" if t.seen else "never seen in normal logs")
+                + f"; usually after {fmt_nb(nb['before'])}; usually before {fmt_nb(nb['after'])}")
+        return text, t
+
+    def incident_timeline(case_id: str | None = None):
+        """The timeline of a log incident: its cases in input order with their span, lines, p-value and
+        most abnormal template."""
+        rows = box.timeline(case_id)
+        text = "\n".join(f"{r['case']}: {r['start'] or r['first_line']} .. {r['end'] or '-'}, {r['lines']} lines, "
+                         f"p-value {fmt(r['p_value'])}, {r['template']}" for r in rows)
+        return text or "no timeline kept for this case", box.evidence(case_id).incident
+
     def list_detectors_():
         """List the registered detectors with their family and what their score means."""
         cards = [_card(i.name) for i in list_detectors()]
@@ -184,6 +217,9 @@ def make_tools(box: Toolbox) -> list[BaseTool]:
         _tool(compare_cases, "compare_cases", CompareArgs),
         _tool(describe_feature, "describe_feature", FeatureArgs),
         _tool(plot_case, "plot_case", CaseArgs),
+        _tool(show_lines, "show_lines", LinesArgs),
+        _tool(describe_template, "describe_template", TemplateArgs),
+        _tool(incident_timeline, "incident_timeline", CaseArgs),
         _tool(list_detectors_, "list_detectors", NoArgs),
         _tool(describe_detector, "describe_detector", DetectorArgs),
         _tool(batch_verdicts, "batch_verdicts", BatchArgs),

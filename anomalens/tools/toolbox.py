@@ -17,7 +17,7 @@ from anomalens.errors import InputError
 from anomalens.investigator import Investigator
 from anomalens.schema import Evidence
 
-__all__ = ["SeriesToolbox", "Toolbox"]
+__all__ = ["LogToolbox", "SeriesToolbox", "Toolbox"]
 
 
 class Toolbox:
@@ -84,6 +84,19 @@ class Toolbox:
     def plot(self, case_id: str | None = None):
         """A PNG of the case (the events of a series have one; a row has none)."""
         raise InputError(f"case_id {self.resolve(case_id)!r} is a row of a table: plots are drawn for the events of a series")
+
+    def lines(self, case_id: str | None = None, around: int = 2):
+        """A log case's most surprising lines with the lines around them (logs only)."""
+        raise InputError(f"case_id {self.resolve(case_id)!r} is not a log case: lines belong to log incidents")
+
+    def template(self, template_id: str):
+        """A log template's text, training frequency and typical neighbours (logs only)."""
+        raise InputError("templates belong to log investigators; this one investigates "
+                         f"{self.investigator.modality.name} data")
+
+    def timeline(self, case_id: str | None = None) -> list[dict]:
+        """The cases of a log incident in input order (logs only)."""
+        raise InputError(f"case_id {self.resolve(case_id)!r} is not a log incident")
 
     def full_evidence(self, case_id: str | None = None) -> Evidence:
         """The case's evidence with every feature's attribution (cached)."""
@@ -173,3 +186,118 @@ class SeriesToolbox(Toolbox):
 
     def saved_row(self, case_id: str | None = None) -> list[float]:
         return self.investigator.modality.to_saved(self._stretches[self.resolve(case_id)])
+
+
+class LogToolbox(Toolbox):
+    """The incidents of logs as the cases under investigation (``incident-1``, ``incident-2``, ... as
+    ``LogInvestigator.triage`` ranks them). Each keeps its strongest case (a session or window: its
+    lines, templates and locations), whose evidence is the incident's report; ``row`` is that case
+    (``exemplar:<key>`` gives a stored normal session's events), ``saved_row`` its JSON form, so a saved
+    chat resumes without the log files."""
+
+    def __init__(self, investigator: Investigator, logs: Any = None, *, focus: str | None = None, alpha: float = 0.05,
+                 k: int = 5, top: int = 5, limit: int = 20) -> None:
+        if investigator.modality.name != "logs":
+            raise InputError("LogToolbox takes a log Investigator (modality 'logs')")
+        self.investigator, self.alpha, self.k, self.top = investigator, alpha, k, top
+        self._rows, self._evidence = {}, {}
+        self._timelines: dict[str, list[dict]] = {}
+        self.result = None
+        if logs is not None:
+            self.result = investigator.triage(logs, alpha=alpha, limit=limit, k=k, top=top)
+            for r in self.result.reports:
+                cid = f"incident-{r.evidence.incident.index}"
+                self._rows[cid] = self.result.cases[r.evidence.case_id]
+                self._evidence[cid] = r.evidence
+                self._timelines[cid] = self.result.timelines[r.evidence.incident.index]
+        self.focus = focus if focus is not None else next(iter(self._rows), None)
+        if self.focus is not None:
+            self.resolve(self.focus)
+
+    def row(self, case_id: str | None = None):
+        if case_id is not None and str(case_id).startswith("exemplar:"):
+            return self.investigator.exemplar_sequence(str(case_id).split(":", 1)[1])
+        return self._rows[self.resolve(case_id)]
+
+    def saved_row(self, case_id: str | None = None) -> dict:
+        cid = self.resolve(case_id)
+        c = self._rows[cid]
+        ev = self._evidence[cid]
+        return {"case": {"key": c.key, "events": c.events, "sources": c.sources, "linenos": c.linenos, "times": c.times,
+                         "texts": c.texts},
+                "incident": None if ev.incident is None else ev.incident.model_dump(mode="json"),
+                "timeline": self._timelines.get(cid, [])}
+
+    def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
+        """Add a case saved by ``saved_row`` (or a LogCase) under ``case_id``."""
+        from anomalens.logs.cases import LogCase
+        from anomalens.schema import Incident
+
+        cid = str(case_id)
+        if isinstance(row, LogCase):
+            case, incident, timeline = row, None, []
+        else:
+            try:
+                c = row["case"]
+                case = LogCase(str(c["key"]))
+                for e, src, n, t, txt in zip(c["events"], c["sources"], c["linenos"], c["times"], c["texts"]):
+                    case.add(str(e), str(src), int(n), t, str(txt))
+                incident = Incident.model_validate(row["incident"]) if row.get("incident") else None
+                timeline = list(row.get("timeline") or [])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InputError(f"a saved log case must be what LogToolbox.saved_row wrote ({exc})") from exc
+        ev = self.investigator.evidence(case, alpha=self.alpha, k=self.k, top=self.top)
+        self._rows[cid] = case
+        self._evidence[cid] = ev.model_copy(update={"incident": incident}) if incident is not None else ev
+        self._timelines[cid] = timeline
+        if focus:
+            self.focus = cid
+        return cid
+
+    def full_evidence(self, case_id: str | None = None) -> Evidence:
+        return self._evidence[self.resolve(case_id)]
+
+    def feature_attribution(self, name: str, case_id: str | None = None):
+        """A template's part in the case: its attribution when it has one, else its count against its
+        normal range with no contribution."""
+        from anomalens.schema import Attribution
+
+        ev = self.full_evidence(case_id)
+        found = next((a for a in [*ev.attributions, *ev.lookups] if a.feature == name), None)
+        if found is not None:
+            return found
+        p = self.investigator.feature_profile(name)  # validates the name, listing the valid ones
+        v = float(sum(e == name for e in self._rows[self.resolve(case_id)].events))
+        return Attribution(id=f"event:{name}", feature=name, value=v, contribution=0.0, share=0.0,
+                           abnormal=bool(v < p.normal_low or v > p.normal_high), normal_low=p.normal_low,
+                           normal_median=p.normal_median, normal_high=p.normal_high,
+                           position="below" if v < p.normal_low else "above" if v > p.normal_high else "within")
+
+    def lines(self, case_id: str | None = None, around: int = 2) -> tuple[str, list]:
+        """The case's most surprising lines, each with ``around`` lines of the same case before and after."""
+        cid = self.resolve(case_id)
+        case, ev = self._rows[cid], self._evidence[cid]
+        where = {(case.sources[i], case.linenos[i]): i for i in range(len(case))}
+        out = []
+        for ln in ev.lines:
+            i = where.get((ln.source, ln.lineno))
+            if i is None:
+                continue
+            exp = f"; expected {ln.expected} ({ln.expected_probability:.3g})" if ln.expected else ""
+            out.append(f"{ln.id} [{ln.template_id}, p={ln.probability:.3g}{exp}]")
+            for j in range(max(0, i - around), min(len(case), i + around + 1)):
+                mark = ">>" if j == i else "  "
+                out.append(f"  {mark} {case.location(j)} {case.events[j]}: {case.texts[j][:300]}")
+        return "\n".join(out) or "no line of this case is in its evidence", ev.lines
+
+    def template(self, template_id: str):
+        m = self.investigator.modality
+        t = m.describe_template(template_id, self.investigator.n_train)
+        nb = m.neighbours.get(template_id, {"before": [], "after": []})
+        return t, nb
+
+    def timeline(self, case_id: str | None = None) -> list[dict]:
+        return self._timelines.get(self.resolve(case_id), [])
+
+    def plot(self, case_id: str | None = None):
+        raise InputError(f"case_id {self.resolve(case_id)!r} is a log incident: plots are drawn for the events of a series")
