@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-series clean
+.PHONY: demo test bench bench-series bench-logs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench-series: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m pip install -q --no-deps tsb-ad==1.5
 	$(PY) -m evals.series
+
+# the log benchmark; logparser3 (loghub's Drain, a baseline) pins old dependencies, so it goes in without them
+bench-logs: $(STAMP)
+	$(PY) -m pip install -q --no-deps logparser3==1.0.4
+	$(PY) -m evals.logs
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info
