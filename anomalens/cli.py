@@ -227,6 +227,8 @@ def fit(
                                                       "<Level> <Component>: <Content>' (default: detected)")] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="logs: a regular expression of the session id "
                                                    r"(e.g. 'blk_-?\d+'); default: windows of 100 lines")] = None,
+    mask: Annotated[Optional[list[str]], typer.Option("--mask", help="logs: NAME=REGEX, a variable to mask before "
+                                                      "parsing, applied before the default masks (repeatable)")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="detector hyper-parameter name=value (repeatable)")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     as_json: JsonOpt = False,
@@ -242,8 +244,8 @@ def fit(
         raise CliError(f"--modality must be one of {list_modalities()}, got {modality!r}")
     if modality != "logs" and len(data) != 1:
         raise CliError(f"{modality} data is one CSV or Parquet file, got {len(data)} paths")
-    if modality != "logs" and (log_format or session):
-        raise CliError(f"--format and --session apply to logs, not to {modality} data")
+    if modality != "logs" and (log_format or session or mask):
+        raise CliError(f"--format, --session and --mask apply to logs, not to {modality} data")
     params = {"random_state": seed, **_params(param)}
     if not as_json and sys.stderr.isatty():
         params.setdefault("verbose", True)  # a progress bar over epochs
@@ -251,7 +253,7 @@ def fit(
         make_detector(detector, **params).validate_params()  # bad hyper-parameters fail before any work
     if modality == "logs":
         return _fit_logs(data, out_dir, detector=detector, log_format=log_format, session=session, window=window,
-                         params=params, as_json=as_json)
+                         masks=mask, params=params, as_json=as_json)
     data = data[0]
     frame = read_table(data)
     if modality == "series":
@@ -293,13 +295,19 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 
 
 def _fit_logs(data: list[Path], out_dir: Path, *, detector: str | None, log_format: str | None, session: str | None,
-              window: str | None, params: dict, as_json: bool) -> None:
+              window: str | None, masks: list[str] | None, params: dict, as_json: bool) -> None:
     """``fit`` on normal logs: read, learn templates, group into cases, fit the models, save."""
     from anomalens import Investigator
+    from anomalens.logs.parser import DEFAULT_MASKS
     from anomalens.modalities import LogModality
 
-    mod = LogModality(log_format, session, window)
-    mod.parser  # noqa: B018 - masks checked
+    extra = []
+    for m in masks or []:
+        name, sep, regex = m.partition("=")
+        if not sep or not name.strip() or not regex:
+            raise CliError(f"--mask must be NAME=REGEX (e.g. 'TRACE=trace-[0-9a-f]+'), got {m!r}")
+        extra.append((regex, name.strip()))
+    mod = LogModality(log_format, session, window, masks=[*extra, *DEFAULT_MASKS] if extra else None)
     if log_format is not None:
         from anomalens.logs.reader import get_format
 
@@ -318,7 +326,7 @@ def _fit_logs(data: list[Path], out_dir: Path, *, detector: str | None, log_form
     read = m.read_stats
     summary = {"out": str(out_dir), "modality": "logs", "format": read.format + (" (detected)" if read.detected else ""),
                "lines": read.lines, "lines kept": read.kept, "skipped": read.skipped, "templates": len(m.feature_names),
-               "cases": f"{len(m.member_scores[0]) * 2 + inv.n_train} ({'sessions ' + session if session else 'windows of ' + str(m.window)})",
+               "cases": f"{m.group_stats.cases} ({'sessions ' + session if session else 'windows of ' + str(m.window)})",
                "training cases": inv.n_train, "count model": inv.detector_name, "exemplars": inv.store.count(),
                "seconds": round(time.perf_counter() - t0, 2)}
     if m.group_stats.no_session:

@@ -93,6 +93,12 @@ def test_reader_gz_several_files_and_jsonl(tmp_path):
     lines = list(read_logs(j, stats=st))
     assert st.format == "jsonl" and lines[0].content == "disk full on /var" and lines[0].level == "WARN"
     assert lines[0].time == "2024-01-01T00:00:00Z"
+    k = tmp_path / "named.jsonl"
+    k.write_text('{"when": "t1", "sev": "ERROR", "body": "disk full", "message": "not this one"}\n')
+    line = next(read_logs(k, "jsonl:message=body,time=when,level=sev"))
+    assert (line.content, line.time, line.level) == ("disk full", "t1", "ERROR")
+    with pytest.raises(InputError, match="jsonl takes message="):
+        get_format("jsonl:msg=body")
 
 
 def test_reader_errors_are_one_clear_line(tmp_path):
@@ -387,10 +393,14 @@ def test_cli_fit_triage_json_and_stdin(tmp_path):
     normal = tmp_path / "normal.log"
     normal.write_text(normal_logs(900, seed=4).text())
     today = inject_logs(200, 12, seed=5)
-    r = _cli("fit", str(normal), "--session", SESSION_PATTERN, "--out", str(tmp_path / "m"), "--json")
+    r = _cli("fit", str(normal), "--session", SESSION_PATTERN, "--mask", "SID=sid=[0-9a-f]{8}", "--out", str(tmp_path / "m"),
+             "--json")
     assert r.returncode == 0, r.stderr.decode()
     info = json.loads(r.stdout)
     assert info["modality"] == "logs" and info["format"] == "iso (detected)" and info["templates"] >= 6
+    saved = json.loads((tmp_path / "m" / "investigator.json").read_text())
+    assert saved["logs"]["parser"]["masks"][0] == ["sid=[0-9a-f]{8}", "SID"]
+    assert any("<SID>" in " ".join(c["tokens"]) for c in saved["logs"]["parser"]["clusters"])
     r = _cli("triage", str(tmp_path / "m"), "-", "--json", stdin=today.text().encode())
     assert r.returncode == 0, r.stderr.decode()
     res = json.loads(r.stdout)
@@ -405,6 +415,8 @@ def test_cli_fit_triage_json_and_stdin(tmp_path):
     # bad input: one line, exit 2
     r = _cli("fit", str(normal), "--format", "nope", "--out", str(tmp_path / "m2"))
     assert r.returncode == 2 and r.stderr.decode().count("\n") == 1 and "format must be one of" in r.stderr.decode()
+    r = _cli("fit", str(normal), "--mask", "no-equals-sign", "--out", str(tmp_path / "m2"))
+    assert r.returncode == 2 and "--mask must be NAME=REGEX" in r.stderr.decode()
     r = _cli("fit", str(normal), "--session", r"trace=\d{40}", "--out", str(tmp_path / "m3"))
     assert r.returncode == 2 and "matches no line" in r.stderr.decode()
     assert not (tmp_path / "m3").exists()

@@ -138,13 +138,50 @@ def _count_windows(lines, n: int, stats: GroupStats) -> Iterator[LogCase]:
         yield case
 
 
-def _time_windows(lines, width, stats: GroupStats) -> Iterator[LogCase]:
-    import pandas as pd
+class _Clock:
+    """Seconds since the epoch of a line's time text: ``datetime.fromisoformat`` first, then the
+    strptime format pandas guesses from the first time text that is not ISO (kept for the next
+    lines), then pandas' own parser; None when nothing reads it. About 2 microseconds a line for
+    ISO-8601 (pandas' ``to_datetime`` on every line takes about 200)."""
 
+    def __init__(self) -> None:
+        self.fmt: str | None = None
+
+    def seconds(self, text: str | None) -> float | None:
+        from datetime import datetime, timezone
+
+        if not text:
+            return None
+        t = None
+        try:
+            t = datetime.fromisoformat(text.strip())
+        except ValueError:
+            if self.fmt is not None:
+                try:
+                    t = datetime.strptime(text.strip(), self.fmt)
+                except ValueError:
+                    t = None
+            if t is None:
+                import pandas as pd
+                from pandas.tseries.api import guess_datetime_format
+
+                self.fmt = guess_datetime_format(text.strip()) or self.fmt
+                ts = pd.to_datetime(text, errors="coerce")
+                if pd.isna(ts):
+                    return None
+                t = ts.to_pydatetime()
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=timezone.utc)
+        return t.timestamp()
+
+
+def _time_windows(lines, width, stats: GroupStats) -> Iterator[LogCase]:
+    w = width.total_seconds()
+    clock = _Clock()
     case, k, end = None, 0, None
     for tid, ln in lines:
-        t = pd.to_datetime(ln.time, errors="coerce") if ln.time else pd.NaT
-        if pd.isna(t):
+        t = clock.seconds(ln.time)
+        if t is None:
             stats.untimed += 1
             if case is None:  # nothing to join yet: it opens the first window
                 k += 1
@@ -158,10 +195,9 @@ def _time_windows(lines, width, stats: GroupStats) -> Iterator[LogCase]:
         if case is None:
             k += 1
             case = LogCase(f"window-{k}")
-            start = t.floor(width) if hasattr(t, "floor") else t
-            end = start + width
+            end = (t // w) * w + w
         elif end is None:
-            end = t.floor(width) + width
+            end = (t // w) * w + w
         case.add(tid, ln.source, ln.lineno, ln.time, ln.raw)
     if case is not None:
         stats.cases += 1

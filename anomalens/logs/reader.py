@@ -6,8 +6,9 @@ A line is split into its header fields and its message (``Content``) by a **form
   between fields is a regular expression, as in loghub's own benchmark: ``\\[`` is a bracket, a
   space matches any run of spaces);
 - a preset name: ``syslog`` (RFC 3164), ``rfc5424``, ``iso`` (ISO-8601 prefixed lines), ``jsonl``
-  (one JSON object per line; message, time and level fields configurable), ``raw`` (the whole line
-  is the message) and the 16 loghub systems (``hdfs``, ``bgl``, ``openssh``, ...);
+  (one JSON object per line; its message, time and level fields found by their usual names, or
+  named: ``jsonl:message=msg,time=ts,level=severity``), ``raw`` (the whole line is the message) and
+  the 16 loghub systems (``hdfs``, ``bgl``, ``openssh``, ...);
 - nothing: the format is **detected** from the first lines (the preset that matches most of them;
   ``raw`` when none matches half of them), and ``LogStats.format`` says which was chosen.
 
@@ -207,6 +208,16 @@ def get_format(fmt: str | LogFormat | None, **json_fields: Any) -> LogFormat | N
     if not isinstance(fmt, str) or not fmt.strip():
         raise InputError(f"format must be a preset name, a format string with <Content> or None, got {fmt!r}")
     key = fmt.strip().lower()
+    if key.startswith(("jsonl:", "json:")):  # jsonl:message=msg,time=ts,level=severity
+        fields = {}
+        for part in fmt.split(":", 1)[1].split(","):
+            name, _, value = part.partition("=")
+            name = name.strip().lower()
+            if name not in ("message", "time", "level") or not value.strip():
+                raise InputError(f"format jsonl takes message=, time= and level= fields (e.g. "
+                                 f"'jsonl:message=msg,time=ts'), got {part.strip()!r}")
+            fields[f"{name}_field"] = value.strip()
+        return LogFormat("jsonl", fmt.strip(), **{**json_fields, **fields})
     if key in ("jsonl", "json", "raw"):
         return LogFormat("jsonl" if key != "raw" else "raw", key, **json_fields)
     if key in FORMATS:
