@@ -656,6 +656,66 @@ def demo(
     raise typer.Exit(demo_mod.main(argv))
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+@_guard
+def serve(
+    models: Annotated[list[str], typer.Argument(metavar="DIR...", help="saved investigators to serve, each a folder "
+                                                "(named by its folder name) or NAME=FOLDER")],
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="API keys, one per line (default: "
+                                                         "ANOMALENS_API_KEYS, comma-separated)")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="serve without API keys (loopback hosts only)")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="requests scored at a time")] = 2,
+    queue: Annotated[int, typer.Option(min=0, max=10000, help="requests that may wait; beyond, 429")] = 16,
+    timeout: Annotated[float, typer.Option(min=0.01, help="seconds a request may run; beyond, 504")] = 60.0,
+    max_body_mb: Annotated[float, typer.Option(min=0.01, help="largest request body in MB; beyond, 413")] = 32.0,
+    max_rows: Annotated[int, typer.Option(min=1, help="rows per analyze request")] = 100_000,
+    cors: Annotated[Optional[list[str]], typer.Option("--cors", help="an origin allowed by CORS (repeatable; default: "
+                                                      "CORS off)")] = None,
+) -> None:
+    """Serve saved investigators over HTTP: the REST API under /v1 (OpenAPI at /docs)."""
+    import os
+
+    import uvicorn
+
+    from anomalens.server import ServeConfig, create_app
+
+    folders: dict[str, str] = {}
+    for m in models:
+        name, sep, folder = m.partition("=")
+        if not sep:
+            name, folder = Path(m).resolve().name, m
+        if name in folders:
+            raise CliError(f"two investigators are named {name!r}; name them with NAME=FOLDER")
+        folders[name] = folder
+    keys: list[str] = []
+    if api_key_file is not None:
+        try:
+            keys = [ln.strip() for ln in api_key_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        except OSError as exc:
+            raise CliError(f"--api-key-file {str(api_key_file)!r} cannot be read ({exc.strerror})") from exc
+    elif os.environ.get("ANOMALENS_API_KEYS"):
+        keys = [k.strip() for k in os.environ["ANOMALENS_API_KEYS"].split(",") if k.strip()]
+    if no_auth and keys:
+        raise CliError("--no-auth and API keys exclude each other")
+    if no_auth and host not in LOOPBACK:
+        raise CliError(f"--no-auth is refused on {host!r}: serve without keys on a loopback host only ({', '.join(LOOPBACK)})")
+    if not no_auth and not keys:
+        raise CliError("API keys are required: --api-key-file FILE or ANOMALENS_API_KEYS (or --no-auth on a loopback host)")
+    if any(len(k) < 16 for k in keys):
+        raise CliError("API keys must be at least 16 characters long")
+    cfg = ServeConfig(api_keys=keys, no_auth=no_auth, workers=workers, queue=queue, timeout=timeout,
+                      max_body=int(max_body_mb * 1024 * 1024), max_rows=max_rows, cors_origins=cors or [])
+    application = create_app(folders, cfg)
+    err.print(f"serving {for_terminal(', '.join(folders), 200)} on http://{for_terminal(host, 80)}:{port} "
+              f"({'no API key' if no_auth else f'{len(keys)} API key(s)'}; OpenAPI at /docs)", highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
 EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large", "latency", "verifier",
          "series", "logs")
 

@@ -22,6 +22,7 @@ verified claims.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ def as_cases(data: Any, name: str = "data") -> list[LogCase] | None:
     HDFS log keys; a numeric key k becomes the template id ``E<k>``, as loghub names them; case i is
     named ``case-i`` and its lines are its positions). None for log sources: paths, ``-``, or log
     text (a str holding line ends)."""
-    if isinstance(data, (str, Path)):
+    if isinstance(data, (str, Path, io.IOBase)):
         return None
     if isinstance(data, LogCase):
         return [data]

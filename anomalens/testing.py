@@ -38,9 +38,9 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def running(cmd: list[str], health: str, timeout: float, log: Path):
+def running(cmd: list[str], health: str, timeout: float, log: Path, env: dict | None = None):
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             wait_http(health, proc, timeout)
             yield proc

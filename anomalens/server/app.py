@@ -1,0 +1,448 @@
+"""The REST API: saved investigators served by name under ``/v1``, with API keys, problem+json errors,
+request limits and a bounded work pool.
+
+    app = create_app({"metrics": "model/"}, api_keys=["s3cret"])   # or: anomalens serve model/ --api-key-file keys
+
+Routes: ``GET /health`` (no key), ``GET /ready``, ``GET /v1/investigators``, ``GET /v1/investigators/{name}``,
+``POST /v1/investigators/{name}/analyze`` (JSON rows) and ``.../analyze/upload`` (a CSV or Parquet file),
+``POST /v1/investigators/{name}/triage`` (log text, or ``.../triage/upload``). Reports are the same
+JSON as ``Report.model_dump_json()``; errors are ``application/problem+json`` with the messages the
+CLI prints, never a stack trace.
+
+Bounds: scoring runs in a pool of ``workers`` threads with at most ``queue`` requests waiting; past that
+the answer is 429 with ``Retry-After``. A request that runs past ``timeout`` seconds is answered 504
+(its work finishes in the pool, which stays bounded). Bodies beyond ``max_body`` bytes are 413 before
+they are read; batches beyond ``max_rows`` rows or ``max_lines`` log lines are 413 too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from anomalens import __version__
+from anomalens.errors import AnomalensError, BackendError, CheckpointError, InputError, NotFittedError
+
+__all__ = ["ServeConfig", "create_app"]
+
+log = logging.getLogger("anomalens.server")
+
+PROBLEM = "application/problem+json"
+
+
+class ServeConfig(BaseModel):
+    """Limits and security of a served app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[str] = Field(default_factory=list)  # empty: no key needed (only with no_auth)
+    no_auth: bool = False
+    workers: int = Field(2, ge=1, le=64)  # scoring threads
+    queue: int = Field(16, ge=0, le=10_000)  # requests that may wait for a worker; beyond: 429
+    timeout: float = Field(60.0, gt=0)  # seconds a request may run; beyond: 504
+    max_body: int = Field(32 * 1024 * 1024, ge=1024)  # bytes of a request body; beyond: 413
+    max_rows: int = Field(100_000, ge=1)  # rows of one analyze request
+    max_lines: int = Field(1_000_000, ge=1)  # log lines of one triage request
+    cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
+
+
+# ---------------------------------------------------------------- API models
+class InvestigatorInfo(BaseModel):
+    name: str
+    modality: str
+    detector: str
+    units: int
+    unit_kind: str
+    n_train: int
+    exemplars: int
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "metrics", "modality": "tabular", "detector": "ensemble", "units": 4, "unit_kind": "feature",
+        "n_train": 600, "exemplars": 600}]})
+
+
+class AnalyzeRequest(BaseModel):
+    """Rows to analyze: each a mapping of feature name to value (a series: a time column and channels,
+    in time order; logs: use the triage route)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "rows": [{"cpu": 0.2, "memory": 9.0, "latency": 0.1, "errors": 0.0}], "alpha": 0.05, "top": 5,
+        "explain": True}]})
+
+    rows: list[dict[str, float | int | str | None]] = Field(min_length=1)
+    ids: list[str] | None = None  # one per row (default: "0", "1", ...)
+    alpha: float = Field(0.05, gt=0, lt=1)  # false discovery rate of the batch (per-case level for one row)
+    top: int = Field(5, ge=1, le=50)  # units per report
+    limit: int | None = Field(20, ge=1, le=1000)  # reports for the most anomalous cases only (verdicts: every case)
+    only_anomalous: bool = False
+    explain: bool = True  # False: verdicts only
+
+
+class VerdictOut(BaseModel):
+    case_id: str
+    anomalous: bool
+    score: float
+    p_value: float
+    cutoff: float
+    approximate: bool
+    note: str | None = None
+
+
+class AnalyzeResponse(BaseModel):
+    investigator: str
+    n_cases: int
+    n_flagged: int
+    verdicts: list[VerdictOut]
+    reports: list[dict[str, Any]]  # Report JSON (``Report.model_dump(mode="json")``); empty with explain=false
+    seconds: float
+
+
+class TriageResponse(BaseModel):
+    investigator: str
+    summary: str
+    triage: dict[str, Any]  # ``Triage.to_json()``: counters, incidents (Report JSON), timelines
+    seconds: float
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "type": "about:blank", "title": "Bad input", "status": 400,
+        "detail": "case columns must be the training features; missing ['latency'], unexpected []"}]})
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    investigators: dict[str, str]  # name -> "ok" or why not
+    reasoner: str
+
+
+# ---------------------------------------------------------------- the pool
+class Busy(Exception):
+    """The work pool and its queue are full."""
+
+
+class Pool:
+    """At most ``workers`` jobs at a time and ``queue`` waiting; ``run`` raises Busy beyond that."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self.workers, self.queue = workers, queue
+        self._sem = threading.BoundedSemaphore(workers)
+        self._lock = threading.Lock()
+        self._admitted = 0  # running + waiting
+
+    async def run(self, fn: Callable[[], Any], timeout: float) -> Any:
+        with self._lock:
+            if self._admitted >= self.workers + self.queue:
+                raise Busy
+            self._admitted += 1
+
+        def job() -> Any:
+            with self._sem:
+                try:
+                    return fn()
+                finally:
+                    with self._lock:
+                        self._admitted -= 1
+
+        task = asyncio.get_running_loop().run_in_executor(None, job)
+        return await asyncio.wait_for(asyncio.shield(task), timeout)
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+
+# ---------------------------------------------------------------- the app
+def _problem(status: int, title: str, detail: str, headers: dict | None = None) -> JSONResponse:
+    from anomalens.text import strip_control
+
+    return JSONResponse({"type": "about:blank", "title": title, "status": status, "detail": strip_control(detail)[:2000]},
+                        status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _problem_responses(*codes: int) -> dict:
+    return {c: {"model": Problem, "content": {PROBLEM: {}}} for c in codes}
+
+
+def create_app(investigators: dict[str, str | Path], config: ServeConfig | None = None, *, reasoner=None) -> FastAPI:
+    """An app serving the saved investigators ``{name: folder}``."""
+    from anomalens.investigator import Investigator
+    from anomalens.llm.reasoner import make_reasoner
+
+    cfg = config or ServeConfig()
+    if not cfg.api_keys and not cfg.no_auth:
+        raise InputError("give API keys (api_keys, --api-key-file or ANOMALENS_API_KEYS) or no_auth=True explicitly")
+    reasoner = reasoner if reasoner is not None else make_reasoner()
+    loaded = {name: Investigator.load(path, reasoner=reasoner) for name, path in investigators.items()}
+    pool = Pool(cfg.workers, cfg.queue)
+    keys = [k.encode() for k in cfg.api_keys]
+    app = FastAPI(title="anomalens", version=__version__,
+                  description="Explainable anomaly analysis: calibrated verdicts, evidence and verified explanations.")
+    app.state.investigators, app.state.pool, app.state.config = loaded, pool, cfg
+    if cfg.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        # the body limit, before anything reads the body
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > cfg.max_body):
+            return _problem(413, "Request too large", f"the request body must be at most {cfg.max_body} bytes, "
+                                                      f"got {length}")
+        if request.url.path in ("/health", "/docs", "/openapi.json", "/redoc") or request.method == "OPTIONS":
+            return await call_next(request)
+        if keys:
+            given = request.headers.get("x-api-key")
+            auth = request.headers.get("authorization", "")
+            if given is None and auth.lower().startswith("bearer "):
+                given = auth[7:].strip()
+            # every key compared, in constant time: no early exit that times which prefix matched
+            ok = False
+            for k in keys:
+                ok |= hmac.compare_digest(k, (given or "").encode())
+            if not ok:
+                return _problem(401, "Unauthorized", "an API key is required: 'Authorization: Bearer <key>' or "
+                                                     "'X-API-Key: <key>'" if given is None else "the API key is not valid",
+                                {"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors()[:3]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            parts.append(f"{where}: {e.get('msg')} (got {str(e.get('input'))[:60]!r})")
+        return _problem(422, "Invalid request", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _problem(exc.status_code, "Not found" if exc.status_code == 404 else "Error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):  # never a stack trace to the client
+        log.exception("unhandled error on %s", request.url.path)
+        return _problem(500, "Internal error", f"the server failed on this request ({type(exc).__name__}); see its log")
+
+    def _get(name: str):
+        if name not in loaded:
+            raise _Problem(404, "Not found", f"investigator must be one of {sorted(loaded)}, got {name!r}")
+        return loaded[name]
+
+    async def _work(fn: Callable[[], Any]) -> Any:
+        try:
+            return await pool.run(fn, cfg.timeout)
+        except Busy:
+            raise _Problem(429, "Too many requests", f"the server is busy ({cfg.workers} running, {cfg.queue} waiting); "
+                                                     "retry shortly", {"Retry-After": "1"}) from None
+        except asyncio.TimeoutError:
+            raise _Problem(504, "Timed out", f"the request ran past the server's limit of {cfg.timeout:g} s; send fewer "
+                                             "rows, or ask with explain=false") from None
+        except (InputError, NotFittedError) as exc:
+            raise _Problem(400, "Bad input", str(exc)) from exc
+        except (BackendError, CheckpointError) as exc:
+            raise _Problem(502, "Backend failed", str(exc)) from exc
+        except AnomalensError as exc:
+            raise _Problem(400, "Bad input", str(exc)) from exc
+
+    @app.exception_handler(_Problem)
+    async def problem(request: Request, exc: _Problem):
+        return _problem(exc.status, exc.title, exc.detail, exc.headers)
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    async def health() -> Health:
+        """Liveness: answers while the server runs, even when the pool is saturated (no key needed)."""
+        return Health(status="ok", version=__version__)
+
+    @app.get("/ready", response_model=Ready, tags=["service"], responses=_problem_responses(401))
+    async def ready() -> Ready:
+        """Readiness: every investigator loaded and its exemplar store reachable."""
+        status = {}
+        for name, inv in loaded.items():
+            try:
+                inv.store.count()
+                status[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                status[name] = f"store unreachable: {str(exc).splitlines()[0][:200]}"
+        return Ready(ready=all(v == "ok" for v in status.values()), investigators=status,
+                     reasoner=getattr(reasoner, "name", type(reasoner).__name__))
+
+    def _info(name: str) -> InvestigatorInfo:
+        inv = loaded[name]
+        return InvestigatorInfo(name=name, modality=inv.modality.name, detector=inv.detector_name,
+                                units=len(inv.feature_names), unit_kind=inv.modality.unit_kind, n_train=inv.n_train,
+                                exemplars=inv.store.count())
+
+    @app.get("/v1/investigators", response_model=list[InvestigatorInfo], tags=["investigators"],
+             responses=_problem_responses(401))
+    async def list_investigators() -> list[InvestigatorInfo]:
+        """The investigators this server holds."""
+        return [_info(n) for n in sorted(loaded)]
+
+    @app.get("/v1/investigators/{name}", response_model=InvestigatorInfo, tags=["investigators"],
+             responses=_problem_responses(401, 404))
+    async def get_investigator(name: str) -> InvestigatorInfo:
+        """One investigator."""
+        _get(name)
+        return _info(name)
+
+    def _analyze(name: str, frame, req: AnalyzeRequest) -> AnalyzeResponse:
+        inv = _get(name)
+        if inv.modality.name == "logs":
+            raise _Problem(400, "Bad input", f"investigator {name!r} holds a logs model: use "
+                                             f"/v1/investigators/{name}/triage")
+        if len(frame) > cfg.max_rows:
+            raise _Problem(413, "Request too large", f"rows must be at most {cfg.max_rows} per request, got {len(frame)}")
+        ids = req.ids
+
+        def job() -> AnalyzeResponse:
+            t0 = time.perf_counter()
+            data = frame
+            if inv.modality.sequential:  # a series: its events' verdicts (the modality reads its time column)
+                verdicts = inv.verdicts(data, alpha=req.alpha)
+            elif len(frame) == 1 and ids is None and not req.only_anomalous:
+                verdicts = None
+            else:
+                verdicts = inv.verdicts(data, alpha=req.alpha, ids=ids)
+            reports = []
+            if req.explain:
+                if verdicts is None:  # one row: its per-case verdict and report
+                    rep = inv.analyze(data, alpha=req.alpha, top=req.top, case_id="0")
+                    reports, verdicts = [rep], {"0": rep.verdict}
+                else:
+                    reports = inv.analyze_batch(data, alpha=req.alpha, top=req.top, limit=req.limit,
+                                                only_anomalous=req.only_anomalous,
+                                                **({} if inv.modality.sequential else {"ids": ids}))
+            elif verdicts is None:
+                ev = inv.evidence(data, alpha=req.alpha, top=1, case_id="0")
+                verdicts = {"0": ev.verdict}
+            out = [VerdictOut(case_id=str(k), anomalous=v.anomalous, score=v.score, p_value=v.p_value, cutoff=v.cutoff,
+                              approximate=v.approximate, note=v.note) for k, v in verdicts.items()]
+            return AnalyzeResponse(investigator=name, n_cases=len(out), n_flagged=sum(v.anomalous for v in out),
+                                   verdicts=out, reports=[r.model_dump(mode="json") for r in reports],
+                                   seconds=time.perf_counter() - t0)
+
+        return job
+
+    @app.post("/v1/investigators/{name}/analyze", response_model=AnalyzeResponse, tags=["analyze"],
+              responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
+    async def analyze(name: str, req: AnalyzeRequest) -> AnalyzeResponse:
+        """Verdicts for rows (FDR-controlled over a batch; one row: its own p-value against alpha), and
+        for each (or the ``limit`` most anomalous) a report with a verified explanation."""
+        import pandas as pd
+
+        if req.ids is not None and len(req.ids) != len(req.rows):
+            raise _Problem(400, "Bad input", f"ids must have one entry per row ({len(req.rows)}), got {len(req.ids)}")
+        frame = pd.DataFrame(req.rows)
+        if req.ids is not None:
+            frame.index = req.ids
+        return await _work(_analyze(name, frame, req))
+
+    @app.post("/v1/investigators/{name}/analyze/upload", response_model=AnalyzeResponse, tags=["analyze"],
+              responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
+    async def analyze_upload(name: str, file: UploadFile = File(..., description="a CSV or Parquet file of rows"),
+                             alpha: float = 0.05, top: int = 5, limit: int | None = 20, explain: bool = True,
+                             only_anomalous: bool = False) -> AnalyzeResponse:
+        """The same as ``analyze`` for an uploaded CSV or Parquet file (columns: the features; a series: its
+        time column and channels)."""
+        try:
+            req = AnalyzeRequest(rows=[{}], alpha=alpha, top=top, limit=limit, explain=explain,
+                                 only_anomalous=only_anomalous)
+        except ValueError as exc:
+            raise _Problem(422, "Invalid request", str(exc).splitlines()[0]) from exc
+        raw = await file.read()
+        frame = _read_table(raw, file.filename or "upload")
+        return await _work(_analyze(name, frame, req))
+
+    async def _triage(name: str, text: str, alpha: float, top: int) -> TriageResponse:
+        inv = _get(name)
+        if inv.modality.name != "logs":
+            raise _Problem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model; triage needs "
+                                             "one fitted on logs")
+        n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+        if n_lines > cfg.max_lines:
+            raise _Problem(413, "Request too large", f"logs must be at most {cfg.max_lines} lines per request, "
+                                                     f"got {n_lines}")
+        if not text.strip():
+            raise _Problem(400, "Bad input", "the request holds no log line")
+
+        def job() -> TriageResponse:
+            t0 = time.perf_counter()
+            res = inv.triage(io.BytesIO(text.encode("utf-8", errors="replace")), alpha=alpha, limit=top)
+            return TriageResponse(investigator=name, summary=res.summary(), triage=res.to_json(),
+                                  seconds=time.perf_counter() - t0)
+
+        return await _work(job)
+
+    @app.post("/v1/investigators/{name}/triage", response_model=TriageResponse, tags=["logs"],
+              responses=_problem_responses(400, 401, 404, 413, 422, 429, 504),
+              openapi_extra={"requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"},
+                                                                                            "example": "2024-05-01T10:00:00Z INFO api: started\n"}}}})
+    async def triage(name: str, request: Request, alpha: float = 0.05, top: int = 10) -> TriageResponse:
+        """Ranked incidents of log lines sent as the request body (text/plain)."""
+        if not 0 < alpha < 1 or not 1 <= top <= 100:
+            raise _Problem(422, "Invalid request", f"alpha must be in (0, 1) and top in [1, 100], got {alpha} and {top}")
+        body = await request.body()
+        return await _triage(name, body.decode("utf-8", errors="replace"), alpha, top)
+
+    @app.post("/v1/investigators/{name}/triage/upload", response_model=TriageResponse, tags=["logs"],
+              responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
+    async def triage_upload(name: str, file: UploadFile = File(..., description="a log file (plain or .gz)"),
+                            alpha: float = 0.05, top: int = 10) -> TriageResponse:
+        """Ranked incidents of an uploaded log file."""
+        if not 0 < alpha < 1 or not 1 <= top <= 100:
+            raise _Problem(422, "Invalid request", f"alpha must be in (0, 1) and top in [1, 100], got {alpha} and {top}")
+        raw = await file.read()
+        if raw[:2] == b"\x1f\x8b":
+            import gzip
+
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError) as exc:
+                raise _Problem(400, "Bad input", f"the .gz upload cannot be read ({exc})") from exc
+        return await _triage(name, raw.decode("utf-8", errors="replace"), alpha, top)
+
+    return app
+
+
+class _Problem(Exception):
+    def __init__(self, status: int, title: str, detail: str, headers: dict | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.headers = status, title, detail, headers
+
+
+def _read_table(raw: bytes, filename: str):
+    import pandas as pd
+
+    try:
+        if filename.lower().endswith(".parquet") or raw[:4] == b"PAR1":
+            return pd.read_parquet(io.BytesIO(raw))
+        return pd.read_csv(io.BytesIO(raw))
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the upload's fault
+        raise _Problem(400, "Bad input", f"file {filename!r} must be a CSV or Parquet table ({type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc

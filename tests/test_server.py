@@ -1,0 +1,220 @@
+"""The REST API through real HTTP: ``anomalens serve`` (uvicorn) on a free 127.0.0.1 port, an httpx client.
+
+Every route, API keys (missing, wrong, Bearer, X-API-Key), problem+json errors with the library's
+messages, 413, 422, 429 under a burst past the pool with /health still fast, 504 past the timeout, an
+LLM server that is down (the template's explanation with its note, 200), CSV upload and log triage.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomalens import Investigator
+from anomalens.data.log_synthesis import SESSION_PATTERN, inject_logs, normal_logs
+from anomalens.modalities import LogModality
+from anomalens.schema import Report
+from anomalens.testing import free_port, running
+
+KEY = "test-key-0123456789abcdef"
+NAMES = ["cpu", "memory", "latency", "errors"]
+
+
+def _rows(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(n, 2))
+    X = np.column_stack([f[:, 0], f[:, 0] + 0.5 * f[:, 1], f[:, 1], 0.3 * f[:, 0] - f[:, 1]])
+    return pd.DataFrame(X + 0.1 * rng.normal(size=X.shape), columns=NAMES)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("serve")
+    Investigator.fit(_rows(600, 0), detector="autoencoder", epochs=30, random_state=0).save(d / "metrics")
+    (d / "normal.log").write_text(normal_logs(600, seed=0).text())
+    Investigator.fit(str(d / "normal.log"), modality=LogModality(session=SESSION_PATTERN)).save(d / "web")
+    (d / "keys").write_text(f"# keys\n{KEY}\n")
+    return d
+
+
+def _serve(models: Path, *extra: str, env: dict | None = None):
+    port = free_port()
+    cmd = [sys.executable, "-m", "anomalens.cli", "serve", str(models / "metrics"), str(models / "web"),
+           "--api-key-file", str(models / "keys"), "--port", str(port), *extra]
+    env = {**os.environ, "ANOMALENS_LLM": "template", **(env or {})}
+    ctx = running(cmd, f"http://127.0.0.1:{port}/health", 120, models / f"serve-{port}.log", env=env)
+    proc = ctx.__enter__()
+    return ctx, proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    ctx, _, url = _serve(models, "--workers", "1", "--queue", "0")
+    try:
+        yield url
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def _auth(**h: str) -> dict:
+    return {"Authorization": f"Bearer {KEY}", **h}
+
+
+def test_health_needs_no_key_and_everything_else_does(server):
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    r = httpx.get(f"{server}/v1/investigators")
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert "API key is required" in r.json()["detail"] and r.headers["www-authenticate"] == "Bearer"
+    r = httpx.get(f"{server}/v1/investigators", headers={"Authorization": "Bearer wrong-key-000000000000"})
+    assert r.status_code == 401 and "not valid" in r.json()["detail"]
+    assert KEY not in r.text
+    for headers in (_auth(), {"X-API-Key": KEY}):
+        r = httpx.get(f"{server}/v1/investigators", headers=headers)
+        assert r.status_code == 200
+    info = {i["name"]: i for i in r.json()}
+    assert info["metrics"]["modality"] == "tabular" and info["metrics"]["units"] == 4
+    assert info["web"]["modality"] == "logs" and info["web"]["unit_kind"] == "event"
+    assert httpx.get(f"{server}/v1/investigators/web", headers=_auth()).json()["n_train"] == info["web"]["n_train"]
+    ready = httpx.get(f"{server}/ready", headers=_auth()).json()
+    assert ready["ready"] and ready["investigators"] == {"metrics": "ok", "web": "ok"} and ready["reasoner"] == "template"
+
+
+def test_analyze_one_row_returns_the_report_json_with_verified_claims(server, models):
+    row = {"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": [row]}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["n_cases"] == 1 and body["verdicts"][0]["anomalous"]
+    rep = Report.model_validate(body["reports"][0])  # the same JSON as Report.model_dump_json()
+    assert rep.evidence.attributions[0].feature == "memory"
+    assert rep.explanation.grounded and all(c.verified for c in rep.explanation.claims)
+    local = Investigator.load(models / "metrics").analyze(pd.DataFrame([row]), case_id="0")
+    assert rep.verdict.p_value == pytest.approx(local.verdict.p_value)
+    # verdicts only
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(),
+                   json={"rows": [row], "explain": False}, timeout=60)
+    assert r.status_code == 200 and r.json()["reports"] == [] and r.json()["verdicts"][0]["anomalous"]
+
+
+def test_errors_are_problem_json_with_the_library_messages(server, models):
+    bad = {"cpu": 0.1, "memory": 9.0, "latency": 0.0}
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": [bad]}, timeout=60)
+    with pytest.raises(Exception) as lib:
+        Investigator.load(models / "metrics").analyze(pd.DataFrame([bad]))
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == str(lib.value) and "errors" in r.json()["detail"]
+    r = httpx.post(f"{server}/v1/investigators/nope/analyze", headers=_auth(), json={"rows": [bad]})
+    assert r.status_code == 404 and "must be one of ['metrics', 'web']" in r.json()["detail"]
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": [bad], "alpha": 2})
+    assert r.status_code == 422 and r.json()["detail"].startswith("alpha:")
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(),
+                   content=b'{"rows": "' + b"x" * (33 * 1024 * 1024) + b'"}')
+    assert r.status_code == 413 and "at most" in r.json()["detail"]
+    r = httpx.post(f"{server}/v1/investigators/metrics/triage", headers=_auth(), content=b"a line\n")
+    assert r.status_code == 400 and "triage needs one fitted on logs" in r.json()["detail"]
+    r = httpx.post(f"{server}/v1/investigators/web/analyze", headers=_auth(), json={"rows": [bad]})
+    assert r.status_code == 400 and "/triage" in r.json()["detail"]
+    for resp in (r,):
+        assert "Traceback" not in resp.text
+
+
+def test_csv_upload_and_log_triage(server, models):
+    test = _rows(40, 3)
+    test.loc[7, "latency"] = 30.0
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze/upload", headers=_auth(), params={"limit": 3},
+                   files={"file": ("new.csv", test.to_csv(index=False).encode())}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["n_cases"] == 40 and len(body["reports"]) == 3
+    assert body["reports"][0]["evidence"]["case_id"] == "7"
+    v7 = next(v for v in body["verdicts"] if v["case_id"] == "7")
+    assert v7["p_value"] == min(v["p_value"] for v in body["verdicts"]) and (v7["anomalous"] or v7["note"])
+    assert not any(v["anomalous"] for v in body["verdicts"] if v["case_id"] != "7")
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze/upload", headers=_auth(),
+                   files={"file": ("x.csv", b"\x00\x01not a table")})
+    assert r.status_code == 400
+    sample = inject_logs(150, 8, seed=2)
+    r = httpx.post(f"{server}/v1/investigators/web/triage", headers=_auth(**{"Content-Type": "text/plain"}),
+                   content=sample.text().encode(), params={"top": 3}, timeout=120)
+    assert r.status_code == 200, r.text
+    t = r.json()["triage"]
+    assert t["n_cases"] == 150 and t["n_incidents"] >= 1 and len(t["incidents"]) <= 3
+    found = {c for inc in t["incidents"] for c in inc["evidence"]["incident"]["cases"]}
+    assert found & set(sample.anomalies)
+    r = httpx.post(f"{server}/v1/investigators/web/triage/upload", headers=_auth(),
+                   files={"file": ("today.log", sample.text().encode())}, timeout=120)
+    assert r.status_code == 200 and r.json()["triage"]["n_cases"] == 150
+
+
+def test_a_burst_past_the_pool_gets_429_and_health_stays_fast(server):
+    big = {"rows": _rows(4000, 5).to_dict("records"), "limit": 200}
+
+    def call(_):
+        return httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json=big, timeout=120)
+
+    with cf.ThreadPoolExecutor(6) as ex:
+        futures = [ex.submit(call, i) for i in range(6)]
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        h = httpx.get(f"{server}/health")
+        health_s = time.perf_counter() - t0
+        codes = [f.result().status_code for f in futures]
+        busy = [f.result() for f in futures if f.result().status_code == 429]
+    assert h.status_code == 200 and health_s < 0.5
+    assert 200 in codes and 429 in codes and set(codes) <= {200, 429}, codes
+    assert busy[0].headers["retry-after"] == "1" and "busy" in busy[0].json()["detail"]
+
+
+def test_openapi_document_describes_every_route(server):
+    doc = httpx.get(f"{server}/openapi.json").json()
+    paths = set(doc["paths"])
+    assert {"/health", "/ready", "/v1/investigators", "/v1/investigators/{name}", "/v1/investigators/{name}/analyze",
+            "/v1/investigators/{name}/analyze/upload", "/v1/investigators/{name}/triage"} <= paths
+    assert "Problem" in doc["components"]["schemas"] and "AnalyzeRequest" in doc["components"]["schemas"]
+    responses = doc["paths"]["/v1/investigators/{name}/analyze"]["post"]["responses"]
+    assert {"400", "401", "404", "413", "429", "504"} <= set(responses)
+
+
+def test_timeout_is_504_and_a_dead_llm_gives_the_template_with_a_note(models):
+    row = {"rows": [{"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}]}
+    ctx, _, url = _serve(models, "--timeout", "0.01")
+    try:
+        r = httpx.post(f"{url}/v1/investigators/metrics/analyze", headers=_auth(), json=row, timeout=60)
+        assert r.status_code == 504 and "limit of 0.01 s" in r.json()["detail"]
+        assert httpx.get(f"{url}/health").status_code == 200
+    finally:
+        ctx.__exit__(None, None, None)
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    ctx, _, url = _serve(models, env={"ANOMALENS_LLM": "openai", "ANOMALENS_LLM_BASE_URL": dead,
+                                      "ANOMALENS_LLM_MODEL": "m", "ANOMALENS_LLM_TIMEOUT": "2"})
+    try:
+        r = httpx.post(f"{url}/v1/investigators/metrics/analyze", headers=_auth(), json=row, timeout=120)
+        assert r.status_code == 200, r.text
+        ex = r.json()["reports"][0]["explanation"]
+        assert ex["source"] == "template" and ex["note"] and ex["grounded"]
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def test_serve_refuses_unsafe_settings(models, tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "anomalens.cli", "serve", str(models / "metrics"), *args],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "ANOMALENS_API_KEYS": ""})
+
+    r = cli("--no-auth", "--host", "0.0.0.0")
+    assert r.returncode == 2 and "--no-auth is refused on '0.0.0.0'" in r.stderr
+    r = cli()
+    assert r.returncode == 2 and "API keys are required" in r.stderr
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    r = cli("--api-key-file", str(short))
+    assert r.returncode == 2 and "at least 16 characters" in r.stderr
