@@ -676,6 +676,8 @@ def serve(
     max_rows: Annotated[int, typer.Option(min=1, help="rows per analyze request")] = 100_000,
     cors: Annotated[Optional[list[str]], typer.Option("--cors", help="an origin allowed by CORS (repeatable; default: "
                                                       "CORS off)")] = None,
+    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="where chat sessions persist (default: "
+                                                      "./.anomalens-serve)")] = None,
 ) -> None:
     """Serve saved investigators over HTTP: the REST API under /v1 (OpenAPI at /docs)."""
     import os
@@ -709,7 +711,8 @@ def serve(
     if any(len(k) < 16 for k in keys):
         raise CliError("API keys must be at least 16 characters long")
     cfg = ServeConfig(api_keys=keys, no_auth=no_auth, workers=workers, queue=queue, timeout=timeout,
-                      max_body=int(max_body_mb * 1024 * 1024), max_rows=max_rows, cors_origins=cors or [])
+                      max_body=int(max_body_mb * 1024 * 1024), max_rows=max_rows, cors_origins=cors or [],
+                      state_dir=str(state_dir or Path(".anomalens-serve")))
     application = create_app(folders, cfg)
     err.print(f"serving {for_terminal(', '.join(folders), 200)} on http://{for_terminal(host, 80)}:{port} "
               f"({'no API key' if no_auth else f'{len(keys)} API key(s)'}; OpenAPI at /docs)", highlight=False)

@@ -178,7 +178,8 @@ def test_openapi_document_describes_every_route(server):
     doc = httpx.get(f"{server}/openapi.json").json()
     paths = set(doc["paths"])
     assert {"/health", "/ready", "/v1/investigators", "/v1/investigators/{name}", "/v1/investigators/{name}/analyze",
-            "/v1/investigators/{name}/analyze/upload", "/v1/investigators/{name}/triage"} <= paths
+            "/v1/investigators/{name}/analyze/upload", "/v1/investigators/{name}/triage", "/v1/sessions",
+            "/v1/sessions/{sid}", "/v1/sessions/{sid}/messages"} <= paths
     assert "Problem" in doc["components"]["schemas"] and "AnalyzeRequest" in doc["components"]["schemas"]
     responses = doc["paths"]["/v1/investigators/{name}/analyze"]["post"]["responses"]
     assert {"400", "401", "404", "413", "429", "504"} <= set(responses)
@@ -218,3 +219,45 @@ def test_serve_refuses_unsafe_settings(models, tmp_path):
     short.write_text("abc\n")
     r = cli("--api-key-file", str(short))
     assert r.returncode == 2 and "at least 16 characters" in r.stderr
+
+
+def test_chat_sessions_survive_kill_9_and_restart(models, tmp_path):
+    state = tmp_path / "state"
+    row = {"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}
+    ctx, proc, url = _serve(models, "--state-dir", str(state))
+    try:
+        r = httpx.post(f"{url}/v1/sessions", headers=_auth(), json={"investigator": "metrics", "row": row}, timeout=60)
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        assert r.json()["verdict"]["anomalous"] and r.json()["case_id"] == "case"
+        a = httpx.post(f"{url}/v1/sessions/{sid}/messages", headers=_auth(), json={"text": "why is this anomalous?"},
+                       timeout=60).json()
+        assert a["explanation"]["grounded"] and any("memory" in c["text"] for c in a["explanation"]["claims"])
+        b = httpx.post(f"{url}/v1/sessions/{sid}/messages", headers=_auth(), json={"text": "/neighbors 2"}, timeout=60)
+        assert b.status_code == 200 and b.json()["tools"] == ["nearest_exemplars"]
+        # a log incident's session
+        sample = inject_logs(150, 8, seed=4)
+        r = httpx.post(f"{url}/v1/sessions", headers=_auth(),
+                       json={"investigator": "web", "logs": sample.text(), "incident": 1}, timeout=120)
+        assert r.status_code == 201, r.text
+        lines = httpx.post(f"{url}/v1/sessions/{r.json()['id']}/messages", headers=_auth(), json={"text": "/lines"},
+                           timeout=60).json()
+        assert ">>" in lines["text"] and "line:" in lines["text"]
+        bad = httpx.post(f"{url}/v1/sessions", headers=_auth(), json={"investigator": "web", "logs": sample.text(),
+                                                                        "incident": 99}, timeout=120)
+        assert bad.status_code == 400 and "incident must be one of" in bad.json()["detail"]
+    finally:
+        proc.kill()  # kill -9: no shutdown handler runs
+        proc.wait()
+        ctx.__exit__(None, None, None)
+    ctx, _, url = _serve(models, "--state-dir", str(state))
+    try:
+        c = httpx.post(f"{url}/v1/sessions/{sid}/messages", headers=_auth(), json={"text": "/score"}, timeout=60)
+        assert c.status_code == 200 and c.json()["explanation"]["claims"][0]["cites"] == ["verdict"]
+        hist = httpx.get(f"{url}/v1/sessions/{sid}", headers=_auth()).json()
+        users = [m["text"] for m in hist["messages"] if m["role"] == "user"]
+        assert users == ["why is this anomalous?", "/neighbors 2", "/score"]
+        assert httpx.delete(f"{url}/v1/sessions/{sid}", headers=_auth()).status_code == 204
+        assert httpx.get(f"{url}/v1/sessions/{sid}", headers=_auth()).status_code == 404
+    finally:
+        ctx.__exit__(None, None, None)

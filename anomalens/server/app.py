@@ -57,6 +57,7 @@ class ServeConfig(BaseModel):
     max_rows: int = Field(100_000, ge=1)  # rows of one analyze request
     max_lines: int = Field(1_000_000, ge=1)  # log lines of one triage request
     cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
+    state_dir: str | None = None  # where chat sessions persist (SQLite); None: a temporary folder
 
 
 # ---------------------------------------------------------------- API models
@@ -114,6 +115,48 @@ class TriageResponse(BaseModel):
     summary: str
     triage: dict[str, Any]  # ``Triage.to_json()``: counters, incidents (Report JSON), timelines
     seconds: float
+
+
+class SessionRequest(BaseModel):
+    """The case a chat session investigates: a row (tabular), a series and one of its events, or log
+    text and one of its incidents (as triage ranks them)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "investigator": "metrics", "row": {"cpu": 0.2, "memory": 9.0, "latency": 0.1, "errors": 0.0}}]})
+
+    investigator: str
+    row: dict[str, float | int | None] | None = None
+    series: list[dict[str, float | int | str | None]] | None = None
+    event: int | None = Field(None, ge=1)
+    logs: str | None = Field(None, max_length=50_000_000)
+    incident: int | None = Field(None, ge=1)
+
+
+class SessionOut(BaseModel):
+    id: str
+    investigator: str
+    case_id: str
+    verdict: VerdictOut
+
+
+class MessageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "why is this anomalous?"},
+                                                                             {"text": "/neighbors 3"}]})
+
+    text: str = Field(min_length=1, max_length=2000)  # a question, or a command such as /why, /neighbors 3
+
+
+class MessageOut(BaseModel):
+    text: str  # the verified answer as shown to the analyst (or a tool's text, or an error observation)
+    explanation: dict[str, Any] | None  # the Explanation JSON: verified claims with their citations
+    tools: list[str]
+
+
+class HistoryOut(BaseModel):
+    id: str
+    investigator: str
+    case_id: str
+    messages: list[dict[str, str]]  # {"role": "user" | "assistant" | "call" | "tool", "text": ...}
 
 
 class Problem(BaseModel):
@@ -427,7 +470,167 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 raise _Problem(400, "Bad input", f"the .gz upload cannot be read ({exc})") from exc
         return await _triage(name, raw.decode("utf-8", errors="replace"), alpha, top)
 
+    # ---------------------------------------------------------------- chat sessions
+    sessions = _Sessions(cfg.state_dir)
+    app.state.sessions = sessions
+
+    def _box(inv, req: SessionRequest | None = None):
+        """A toolbox for the investigator, with the request's case when given: (box, case id)."""
+        import pandas as pd
+
+        from anomalens.tools import LogToolbox, SeriesToolbox, Toolbox
+
+        name = inv.modality.name
+        if req is None:
+            return (LogToolbox(inv) if name == "logs" else SeriesToolbox(inv) if inv.modality.sequential else Toolbox(inv)), None
+        if name == "logs":
+            if req.logs is None or req.incident is None:
+                raise _Problem(400, "Bad input", "a log investigator's session needs logs (text) and incident (a number)")
+            box = LogToolbox(inv, io.BytesIO(req.logs.encode("utf-8", errors="replace")), limit=max(req.incident, 20))
+            return box, _numbered(box, "incident", req.incident)
+        if inv.modality.sequential:
+            if req.series is None or req.event is None:
+                raise _Problem(400, "Bad input", "a series investigator's session needs series (rows) and event (a number)")
+            box = SeriesToolbox(inv, pd.DataFrame(req.series))
+            return box, _numbered(box, "event", req.event)
+        if req.row is None:
+            raise _Problem(400, "Bad input", "a tabular investigator's session needs row (feature name -> value)")
+        box = Toolbox(inv, pd.DataFrame([req.row]), ids=["case"], focus="case")
+        return box, "case"
+
+    def _chat(name: str, sid: str, box, case_id: str):
+        from anomalens.agents.chat import ChatSession
+
+        return ChatSession(box, case_id, reasoner=loaded[name].reasoner, checkpoint=sessions.checkpoint, thread_id=sid)
+
+    @app.post("/v1/sessions", response_model=SessionOut, status_code=201, tags=["chat"],
+              responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
+    async def create_session(req: SessionRequest) -> SessionOut:
+        """Start investigating one case; the session persists (SQLite) and survives a restart."""
+        inv = _get(req.investigator)
+
+        def job() -> SessionOut:
+            import uuid
+
+            box, case_id = _box(inv, req)
+            ev = box.evidence(case_id)
+            sid = uuid.uuid4().hex
+            sessions.add(sid, req.investigator, case_id, box.saved_row(case_id))
+            v = ev.verdict
+            return SessionOut(id=sid, investigator=req.investigator, case_id=case_id,
+                              verdict=VerdictOut(case_id=case_id, anomalous=v.anomalous, score=v.score,
+                                                 p_value=v.p_value, cutoff=v.cutoff, approximate=v.approximate,
+                                                 note=v.note))
+
+        return await _work(job)
+
+    def _session(sid: str) -> tuple[str, str, Any]:
+        found = sessions.get(sid)
+        if found is None:
+            raise _Problem(404, "Not found", f"session {sid[:64]!r} does not exist (or was deleted)")
+        if found[0] not in loaded:
+            raise _Problem(404, "Not found", f"session {sid[:64]!r} investigates {found[0]!r}, which this server "
+                                             "does not hold")
+        return found
+
+    def _resumed(sid: str):
+        name, case_id, row = _session(sid)
+        box, _ = _box(loaded[name])
+        box.add_case(row, case_id)
+        return name, case_id, box
+
+    @app.post("/v1/sessions/{sid}/messages", response_model=MessageOut, tags=["chat"],
+              responses=_problem_responses(400, 401, 404, 422, 429, 504))
+    async def post_message(sid: str, msg: MessageRequest) -> MessageOut:
+        """A question or a command (/why, /neighbors 3, /compare exemplar:<id>, ...): the verified answer."""
+        _session(sid)
+
+        def job() -> MessageOut:
+            name, case_id, box = _resumed(sid)
+            chat = _chat(name, sid, box, case_id)
+            try:
+                reply = chat.ask(msg.text)
+            finally:
+                chat.close()
+            return MessageOut(text=reply.text, tools=reply.tools,
+                              explanation=None if reply.explanation is None else reply.explanation.model_dump(mode="json"))
+
+        return await _work(job)
+
+    @app.get("/v1/sessions/{sid}", response_model=HistoryOut, tags=["chat"], responses=_problem_responses(401, 404))
+    async def get_session(sid: str) -> HistoryOut:
+        """The conversation so far."""
+        _session(sid)
+
+        def job() -> HistoryOut:
+            name, case_id, box = _resumed(sid)
+            chat = _chat(name, sid, box, case_id)
+            try:
+                hist = chat.history()
+            finally:
+                chat.close()
+            return HistoryOut(id=sid, investigator=name, case_id=case_id,
+                              messages=[{"role": r, "text": t} for r, t in hist])
+
+        return await _work(job)
+
+    @app.delete("/v1/sessions/{sid}", status_code=204, tags=["chat"], responses=_problem_responses(401, 404))
+    async def delete_session(sid: str) -> None:
+        """Forget a session (its case and its conversation)."""
+        _session(sid)
+        sessions.delete(sid)
+
     return app
+
+
+def _numbered(box, kind: str, number: int) -> str:
+    case_id = f"{kind}-{number}"
+    if case_id not in box.case_ids:
+        raise _Problem(400, "Bad input", f"{kind} must be one of the {len(box.case_ids)} {kind}s found "
+                                         f"(1..{len(box.case_ids)}), got {number}")
+    return case_id
+
+
+class _Sessions:
+    """Sessions by id (investigator, case id, the case's saved values) in SQLite, beside the chat
+    checkpoints (``chat.sqlite``) that keep their conversations."""
+
+    def __init__(self, state_dir: str | None) -> None:
+        import sqlite3
+        import tempfile
+
+        folder = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="anomalens-serve-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = folder / "chat.sqlite"
+        self._path = folder / "sessions.sqlite"
+        self._lock = threading.Lock()
+        with self._lock, sqlite3.connect(self._path) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, investigator TEXT, case_id TEXT, "
+                       "row TEXT, created REAL)")
+
+    def _db(self):
+        import sqlite3
+
+        return sqlite3.connect(self._path, timeout=30)
+
+    def add(self, sid: str, investigator: str, case_id: str, row: Any) -> None:
+        import json
+
+        with self._lock, self._db() as db:
+            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (sid, investigator, case_id, json.dumps(row),
+                                                                        time.time()))
+
+    def get(self, sid: str) -> tuple[str, str, Any] | None:
+        import json
+
+        with self._lock, self._db() as db:
+            row = db.execute("SELECT investigator, case_id, row FROM sessions WHERE id = ?", (sid,)).fetchone()
+        return None if row is None else (row[0], row[1], json.loads(row[2]))
+
+    def delete(self, sid: str) -> None:
+        with self._lock, self._db() as db:
+            db.execute("DELETE FROM sessions WHERE id = ?", (sid,))
 
 
 class _Problem(Exception):
