@@ -669,7 +669,9 @@ def serve(
     api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="API keys, one per line (default: "
                                                          "ANOMALENS_API_KEYS, comma-separated)")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="serve without API keys (loopback hosts only)")] = False,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="requests scored at a time")] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="requests scored at a time (per process)")] = 2,
+    processes: Annotated[int, typer.Option(min=1, max=64, help="server processes (each loads the models; scoring "
+                                                           "is CPU-bound, so up to one per core)")] = 1,
     queue: Annotated[int, typer.Option(min=0, max=10000, help="requests that may wait; beyond, 429")] = 16,
     timeout: Annotated[float, typer.Option(min=0.01, help="seconds a request may run; beyond, 504")] = 60.0,
     max_body_mb: Annotated[float, typer.Option(min=0.01, help="largest request body in MB; beyond, 413")] = 32.0,
@@ -713,10 +715,31 @@ def serve(
     cfg = ServeConfig(api_keys=keys, no_auth=no_auth, workers=workers, queue=queue, timeout=timeout,
                       max_body=int(max_body_mb * 1024 * 1024), max_rows=max_rows, cors_origins=cors or [],
                       state_dir=str(state_dir or Path(".anomalens-serve")))
-    application = create_app(folders, cfg)
+    if processes == 1:
+        application = create_app(folders, cfg)  # loaded before the banner: a bad model folder fails here
+    else:
+        import json as _json
+
+        from anomalens.server.app import ENV_SPEC
+
+        for name, folder in folders.items():  # a bad model folder fails here, not in every worker
+            _check_model(folder)
+        os.environ[ENV_SPEC] = _json.dumps({"investigators": folders, "config": cfg.model_dump()})
     err.print(f"serving {for_terminal(', '.join(folders), 200)} on http://{for_terminal(host, 80)}:{port} "
-              f"({'no API key' if no_auth else f'{len(keys)} API key(s)'}; OpenAPI at /docs)", highlight=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+              f"({'no API key' if no_auth else f'{len(keys)} API key(s)'}; {processes} process(es); OpenAPI at /docs)",
+              highlight=False)
+    if processes == 1:
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    else:
+        uvicorn.run("anomalens.server.app:app_from_env", factory=True, workers=processes, host=host, port=port,
+                    log_level="warning", access_log=False)
+
+
+def _check_model(folder: str) -> None:
+    """Load a saved investigator once (its errors are the user's, one line)."""
+    from anomalens import Investigator
+
+    Investigator.load(folder)
 
 
 EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "fit_large", "latency", "verifier",

@@ -261,3 +261,16 @@ def test_chat_sessions_survive_kill_9_and_restart(models, tmp_path):
         assert httpx.get(f"{url}/v1/sessions/{sid}", headers=_auth()).status_code == 404
     finally:
         ctx.__exit__(None, None, None)
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
+    exe = Path(sys.executable).parent / "schemathesis"
+    if not exe.exists():
+        pytest.skip("schemathesis is not installed (make test installs anomalens[dev], which has it)")
+    r = subprocess.run([str(exe), "run", f"{server}/openapi.json", "-H", f"Authorization: Bearer {KEY}", "-n", "10",
+                        "--seed", "1", "-c", "not_a_server_error,response_schema_conformance,status_code_conformance,"
+                        "content_type_conformance", "--request-timeout", "60"],
+                       capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    tail = r.stdout[-3000:]
+    assert r.returncode == 0, tail
+    assert "passed" in tail and " failed" not in tail.split("Test cases:")[-1]

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -36,7 +37,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from anomalens import __version__
 from anomalens.errors import AnomalensError, BackendError, CheckpointError, InputError, NotFittedError
 
-__all__ = ["ServeConfig", "create_app"]
+__all__ = ["ServeConfig", "app_from_env", "create_app"]
+
+ENV_SPEC = "ANOMALENS_SERVE_SPEC"  # JSON {"investigators": {...}, "config": {...}} for worker processes
 
 log = logging.getLogger("anomalens.server")
 
@@ -188,13 +191,30 @@ class Busy(Exception):
 
 
 class Pool:
-    """At most ``workers`` jobs at a time and ``queue`` waiting; ``run`` raises Busy beyond that."""
+    """``workers`` threads of its own and at most ``queue`` jobs waiting; ``run`` raises Busy beyond that.
+
+    Its own threads (not the event loop's default executor): a fixed set that is warmed once
+    (``warm``: the first torch call of a new thread takes seconds), and the event loop, which only
+    parses requests and answers ``/health``, never waits for a worker."""
 
     def __init__(self, workers: int, queue: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.workers, self.queue = workers, queue
-        self._sem = threading.BoundedSemaphore(workers)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anomalens-work")
         self._lock = threading.Lock()
         self._admitted = 0  # running + waiting
+
+    def warm(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` once in every worker thread (a barrier keeps each on its own thread)."""
+        barrier = threading.Barrier(self.workers)
+
+        def job() -> None:
+            barrier.wait(timeout=60)
+            fn()
+
+        for f in [self._executor.submit(job) for _ in range(self.workers)]:
+            f.result()
 
     async def run(self, fn: Callable[[], Any], timeout: float) -> Any:
         with self._lock:
@@ -203,14 +223,13 @@ class Pool:
             self._admitted += 1
 
         def job() -> Any:
-            with self._sem:
-                try:
-                    return fn()
-                finally:
-                    with self._lock:
-                        self._admitted -= 1
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self._admitted -= 1
 
-        task = asyncio.get_running_loop().run_in_executor(None, job)
+        task = asyncio.get_running_loop().run_in_executor(self._executor, job)
         return await asyncio.wait_for(asyncio.shield(task), timeout)
 
     @property
@@ -241,6 +260,9 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
     reasoner = reasoner if reasoner is not None else make_reasoner()
     loaded = {name: Investigator.load(path, reasoner=reasoner) for name, path in investigators.items()}
     pool = Pool(cfg.workers, cfg.queue)
+    if loaded:  # each worker thread's first scoring is slow (torch's thread set-up): do it before serving
+        first = next(iter(loaded.values()))
+        pool.warm(lambda: first.detector.decision_function(np.zeros((1, first.detector.n_features_in_)), checked=True))
     keys = [k.encode() for k in cfg.api_keys]
     app = FastAPI(title="anomalens", version=__version__,
                   description="Explainable anomaly analysis: calibrated verdicts, evidence and verified explanations.")
@@ -297,9 +319,19 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             raise _Problem(404, "Not found", f"investigator must be one of {sorted(loaded)}, got {name!r}")
         return loaded[name]
 
-    async def _work(fn: Callable[[], Any]) -> Any:
+    async def _work(fn: Callable[[], Any], status: int = 200) -> Any:
+        """Run ``fn`` in the pool; its pydantic result is serialised there too (a large report would
+        otherwise hold the event loop, and /health with it)."""
+        from fastapi.responses import Response
+
+        def job() -> Any:
+            out = fn()
+            if isinstance(out, BaseModel):
+                return Response(out.model_dump_json(), status_code=status, media_type="application/json")
+            return out
+
         try:
-            return await pool.run(fn, cfg.timeout)
+            return await pool.run(job, cfg.timeout)
         except Busy:
             raise _Problem(429, "Too many requests", f"the server is busy ({cfg.workers} running, {cfg.queue} waiting); "
                                                      "retry shortly", {"Retry-After": "1"}) from None
@@ -354,17 +386,21 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         _get(name)
         return _info(name)
 
-    def _analyze(name: str, frame, req: AnalyzeRequest) -> AnalyzeResponse:
+    def _analyze(name: str, rows: Any, req: AnalyzeRequest) -> AnalyzeResponse:
+        """The job of an analyze request; ``rows``: a DataFrame, or the request's rows (made a frame in the job)."""
         inv = _get(name)
         if inv.modality.name == "logs":
             raise _Problem(400, "Bad input", f"investigator {name!r} holds a logs model: use "
                                              f"/v1/investigators/{name}/triage")
-        if len(frame) > cfg.max_rows:
-            raise _Problem(413, "Request too large", f"rows must be at most {cfg.max_rows} per request, got {len(frame)}")
+        if len(rows) > cfg.max_rows:
+            raise _Problem(413, "Request too large", f"rows must be at most {cfg.max_rows} per request, got {len(rows)}")
         ids = req.ids
 
         def job() -> AnalyzeResponse:
+            import pandas as pd
+
             t0 = time.perf_counter()
+            frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, index=ids)
             data = frame
             if inv.modality.sequential:  # a series: its events' verdicts (the modality reads its time column)
                 verdicts = inv.verdicts(data, alpha=req.alpha)
@@ -397,14 +433,9 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
     async def analyze(name: str, req: AnalyzeRequest) -> AnalyzeResponse:
         """Verdicts for rows (FDR-controlled over a batch; one row: its own p-value against alpha), and
         for each (or the ``limit`` most anomalous) a report with a verified explanation."""
-        import pandas as pd
-
         if req.ids is not None and len(req.ids) != len(req.rows):
             raise _Problem(400, "Bad input", f"ids must have one entry per row ({len(req.rows)}), got {len(req.ids)}")
-        frame = pd.DataFrame(req.rows)
-        if req.ids is not None:
-            frame.index = req.ids
-        return await _work(_analyze(name, frame, req))
+        return await _work(_analyze(name, req.rows, req))
 
     @app.post("/v1/investigators/{name}/analyze/upload", response_model=AnalyzeResponse, tags=["analyze"],
               responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
@@ -470,6 +501,22 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 raise _Problem(400, "Bad input", f"the .gz upload cannot be read ({exc})") from exc
         return await _triage(name, raw.decode("utf-8", errors="replace"), alpha, top)
 
+    def openapi() -> dict:
+        """The OpenAPI document, with the served investigators' names as the enum of ``name``."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for path in doc.get("paths", {}).values():
+                for op in path.values():
+                    for prm in op.get("parameters", []):
+                        if prm.get("name") == "name" and prm.get("in") == "path":
+                            prm["schema"] = {**prm.get("schema", {}), "enum": sorted(loaded)}
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     # ---------------------------------------------------------------- chat sessions
     sessions = _Sessions(cfg.state_dir)
     app.state.sessions = sessions
@@ -522,7 +569,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                                                  p_value=v.p_value, cutoff=v.cutoff, approximate=v.approximate,
                                                  note=v.note))
 
-        return await _work(job)
+        return await _work(job, status=201)
 
     def _session(sid: str) -> tuple[str, str, Any]:
         found = sessions.get(sid)
@@ -631,6 +678,15 @@ class _Sessions:
     def delete(self, sid: str) -> None:
         with self._lock, self._db() as db:
             db.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+
+
+def app_from_env() -> FastAPI:
+    """The app a uvicorn worker process builds (``anomalens serve --processes N``), from ``ANOMALENS_SERVE_SPEC``."""
+    import json
+    import os
+
+    spec = json.loads(os.environ[ENV_SPEC])
+    return create_app(spec["investigators"], ServeConfig(**spec["config"]))
 
 
 class _Problem(Exception):
