@@ -661,6 +661,24 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @app.command()
 @_guard
+def mcp(
+    models: Annotated[list[str], typer.Argument(metavar="DIR...", help="saved investigators to serve, each a folder "
+                                                "(named by its folder name) or NAME=FOLDER")],
+) -> None:
+    """Serve saved investigators to MCP clients on stdio (the investigation tools, a session's cases kept)."""
+    from anomalens.server.mcp_server import build_mcp
+
+    folders: dict[str, str] = {}
+    for m in models:
+        name, sep, folder = m.partition("=")
+        if not sep:
+            name, folder = Path(m).resolve().name, m
+        folders[name] = folder
+    build_mcp(folders).run("stdio")
+
+
+@app.command()
+@_guard
 def serve(
     models: Annotated[list[str], typer.Argument(metavar="DIR...", help="saved investigators to serve, each a folder "
                                                 "(named by its folder name) or NAME=FOLDER")],

@@ -1,0 +1,72 @@
+"""The MCP server (``anomalens mcp``) through the SDK's own client over stdio: tools listed, a case put
+under investigation, explained, then compared with another within the same session, an error
+observation for an unknown case, and a log triage whose incidents the tools then act on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+
+from anomalens import Investigator
+from anomalens.data.log_synthesis import SESSION_PATTERN, inject_logs, normal_logs
+from anomalens.modalities import LogModality
+from test_server import _rows
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mcp")
+    Investigator.fit(_rows(600, 0), detector="autoencoder", epochs=30, random_state=0).save(d / "metrics")
+    (d / "normal.log").write_text(normal_logs(600, seed=0).text())
+    Investigator.fit(str(d / "normal.log"), modality=LogModality(session=SESSION_PATTERN)).save(d / "web")
+    return d
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_mcp_over_stdio_keeps_the_investigation_per_session(folders):
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "anomalens.cli", "mcp", str(folders / "metrics"),
+                                                                 str(folders / "web")],
+                                   env={**os.environ, "ANOMALENS_LLM": "template"})
+    sample = inject_logs(150, 8, seed=2)
+
+    async def session():
+        async with Client(params) as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            assert {"add_case", "explain_case", "compare_cases", "nearest_exemplars", "restore_case", "triage_logs",
+                    "show_lines", "describe_template", "incident_timeline", "batch_verdicts"} <= names
+            inv = (await c.call_tool("list_investigators", {})).structured_content["investigators"]
+            assert {i["name"]: i["modality"] for i in inv} == {"metrics": "tabular", "web": "logs"}
+            a = (await c.call_tool("add_case", {"investigator": "metrics", "case_id": "7",
+                                                "row": {"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}}))
+            assert a.structured_content["anomalous"] and not a.is_error
+            ex = (await c.call_tool("explain_case", {"investigator": "metrics", "case_id": "7"})).structured_content
+            assert ex["data"][0]["id"] == "feature:memory" and "feature:memory" in ex["text"]
+            await c.call_tool("add_case", {"investigator": "metrics", "case_id": "12",
+                                           "row": {"cpu": 0.0, "memory": 0.1, "latency": 0.1, "errors": 0.0}})
+            cmp = (await c.call_tool("compare_cases", {"investigator": "metrics", "case_id": "7",
+                                                       "other_id": "12"})).structured_content
+            assert cmp["data"]["id"] == "compare:12" and cmp["data"]["differences"][0]["feature"] == "memory"
+            bad = await c.call_tool("explain_case", {"investigator": "metrics", "case_id": "99"})
+            assert bad.is_error and "case_id must be one of" in bad.content[0].text
+            bad = await c.call_tool("score_case", {"investigator": "nope"})
+            assert bad.is_error and "investigator must be one of ['metrics', 'web']" in bad.content[0].text
+            t = (await c.call_tool("triage_logs", {"investigator": "web", "text": sample.text()})).structured_content
+            assert t["incidents"] and t["incidents"][0]["case_id"] == "incident-1"
+            lines = (await c.call_tool("show_lines", {"investigator": "web", "case_id": "incident-1"})).structured_content
+            assert ">>" in lines["text"] and lines["data"][0]["id"].startswith("line:")
+            tid = lines["data"][0]["template_id"]
+            tpl = (await c.call_tool("describe_template", {"investigator": "web", "template_id": tid})).structured_content
+            assert tpl["data"]["template_id"] == tid
+            assert json.dumps(tpl)  # plain JSON all the way
+
+    _run(session())
