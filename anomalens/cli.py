@@ -668,13 +668,20 @@ def mcp(
     """Serve saved investigators to MCP clients on stdio (the investigation tools, a session's cases kept)."""
     from anomalens.server.mcp_server import build_mcp
 
+    build_mcp(_named_folders(models)).run("stdio")
+
+
+def _named_folders(models: list[str]) -> dict[str, str]:
+    """{name: folder} of DIR or NAME=DIR arguments (a folder is named by its last part)."""
     folders: dict[str, str] = {}
     for m in models:
         name, sep, folder = m.partition("=")
         if not sep:
             name, folder = Path(m).resolve().name, m
+        if name in folders:
+            raise CliError(f"two investigators are named {name!r}; name them with NAME=FOLDER")
         folders[name] = folder
-    build_mcp(folders).run("stdio")
+    return folders
 
 
 @app.command()
@@ -706,14 +713,7 @@ def serve(
 
     from anomalens.server import ServeConfig, create_app
 
-    folders: dict[str, str] = {}
-    for m in models:
-        name, sep, folder = m.partition("=")
-        if not sep:
-            name, folder = Path(m).resolve().name, m
-        if name in folders:
-            raise CliError(f"two investigators are named {name!r}; name them with NAME=FOLDER")
-        folders[name] = folder
+    folders = _named_folders(models)
     keys: list[str] = []
     if api_key_file is not None:
         try:
