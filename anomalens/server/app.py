@@ -280,7 +280,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         if length is not None and (not length.isdigit() or int(length) > cfg.max_body):
             return _problem(413, "Request too large", f"the request body must be at most {cfg.max_body} bytes, "
                                                       f"got {length}")
-        if request.url.path in ("/health", "/docs", "/openapi.json", "/redoc") or request.method == "OPTIONS":
+        if request.url.path in ("/", "/health", "/docs", "/openapi.json", "/redoc") or request.method == "OPTIONS":
             return await call_next(request)
         if keys:
             given = request.headers.get("x-api-key")
@@ -348,6 +348,17 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
     @app.exception_handler(_Problem)
     async def problem(request: Request, exc: _Problem):
         return _problem(exc.status, exc.title, exc.detail, exc.headers)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        """The web page (static: it holds no data; its API calls carry the key the analyst enters)."""
+        from fastapi.responses import HTMLResponse
+
+        html = (Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' "
+                                                                      "'self'; style-src 'unsafe-inline' 'self'; "
+                                                                      "img-src 'self' data:; connect-src 'self'",
+                                           "X-Content-Type-Options": "nosniff"})
 
     @app.get("/health", response_model=Health, tags=["service"])
     async def health() -> Health:

@@ -1,0 +1,69 @@
+"""The web page in headless Chromium (Debian's ``chromium``, driven by playwright with
+``executable_path``): load it from a real ``anomalens serve``, enter the key, upload a small CSV, open
+the flagged case, see the attribution bars and the exemplars beside the case, ask a question and see
+a verified answer. A screenshot is kept under the test's tmp dir."""
+
+from __future__ import annotations
+
+import shutil
+import pytest
+
+from test_server import KEY, _rows, _serve
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it with apt-get)")
+def test_page_flow_in_headless_chromium(tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (anomalens[dev] has it)")
+    from playwright.sync_api import sync_playwright
+
+    from anomalens import Investigator
+
+    models = tmp_path / "models"
+    Investigator.fit(_rows(600, 0), detector="autoencoder", epochs=30, random_state=0).save(models / "metrics")
+    (models / "keys").write_text(KEY + "\n")
+    test = _rows(30, 4)
+    test.loc[5, "memory"] = 12.0
+    csv = tmp_path / "new.csv"
+    test.to_csv(csv, index=False)
+    ctx, _, url = _serve(models, names=("metrics",))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            page.fill("#key", KEY)
+            page.click("#connect")
+            page.wait_for_function("document.querySelector('#inv').options.length >= 1")
+            page.select_option("#inv", "metrics")
+            page.set_input_files("#file", str(csv))
+            page.click("#analyze")
+            page.wait_for_selector("tr.case")
+            assert page.inner_text("#cases tbody tr:first-child td:first-child") == "5"
+            page.wait_for_selector("#report:not([hidden])")
+            assert "ANOMALOUS" in page.inner_text("#verdict") or "not flagged" in page.inner_text("#verdict")
+            assert page.inner_text("#bars tr:first-child td:first-child") == "memory"
+            width = page.eval_on_selector("#bars tr:first-child .bar", "e => e.getBoundingClientRect().width")
+            assert width > 100  # the top feature's bar is long
+            assert page.locator("#exemplars th").count() >= 3  # feature, this case, exemplars beside it
+            assert page.locator("#claims li").count() >= 2
+            page.fill("#question", "why is this anomalous?")
+            page.click("#chat button")
+            page.wait_for_selector("#chatlog ul.answer li", timeout=60_000)
+            answer = page.inner_text("#chatlog")
+            assert "verified" in answer and "memory" in answer
+            # a citation links to its evidence item on the page
+            href = page.get_attribute("#chatlog ul.answer li .cite a", "href")
+            assert href.startswith("#ev-")
+            shot = tmp_path / "page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 20_000
+            assert not errors, errors
+            browser.close()
+    finally:
+        ctx.__exit__(None, None, None)
