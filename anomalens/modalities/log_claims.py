@@ -38,6 +38,7 @@ lines training share percent normal once least at
 """.split())
 
 
+@tabular_claims.memoised
 def candidates(evidence: Evidence) -> list[Claim]:
     """Every true typed claim the evidence supports, rendered."""
     out = tabular_claims.candidates(evidence)

@@ -36,6 +36,7 @@ expected restored restoration series segment segments involved deviates deviatio
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2})?")
 
 
+@tabular_claims.memoised
 def candidates(evidence: Evidence) -> list[Claim]:
     """Every true typed claim the evidence supports, rendered."""
     out = tabular_claims.candidates(evidence)

@@ -23,7 +23,9 @@ Kinds (params in brackets):
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
 
 from anomalens.schema import ITEM_ID as _ID
 from anomalens.schema import (
@@ -38,8 +40,34 @@ from anomalens.schema import (
     split_mentions,
 )
 
-__all__ = ["KINDS", "candidates", "check", "check_among", "claim_key", "parse", "render_among", "render_kind",
-           "unconfirmable_words"]
+__all__ = ["KINDS", "candidates", "check", "check_among", "claim_key", "memoised", "parse", "render_among",
+           "render_kind", "unconfirmable_words"]
+
+_MEMO = threading.local()
+
+
+def memoised(fn):
+    """``candidates(evidence)`` computed once per evidence object: the verifier renders and checks each
+    claim of a draft against the candidates, and the template picks from them several times. Keyed by
+    the object's identity (it is held while cached, so its id is not reused; evidence is never changed
+    in place: updates are ``model_copy``), per thread, a few at a time; callers get their own list."""
+
+    @functools.wraps(fn)
+    def run(evidence: Evidence) -> list[Claim]:
+        store = getattr(_MEMO, "store", None)
+        if store is None:
+            store = _MEMO.store = {}
+        key = (fn.__module__, id(evidence))
+        hit = store.get(key)
+        if hit is not None and hit[0] is evidence:
+            return list(hit[1])
+        out = fn(evidence)
+        if len(store) >= 16:
+            store.clear()
+        store[key] = (evidence, out)
+        return list(out)
+
+    return run
 
 KINDS = {
     "verdict": "the verdict with its score, p-value and cut-off",
@@ -61,6 +89,7 @@ def _ordinal(k: int, words: dict[int, str], fallback: str) -> str:
     return words.get(k, f"{k}th-{fallback}")
 
 
+@memoised
 def candidates(evidence: Evidence) -> list[Claim]:
     """Every true typed claim the evidence supports, rendered."""
     from anomalens.llm.template import verdict_claim
