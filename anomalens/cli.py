@@ -367,20 +367,23 @@ def triage(
         return
     err.print(for_terminal(result.summary(), 800), highlight=False)
     table = Table(title=f"{result.n_incidents} incident(s), {len(result.reports)} shown, most anomalous first")
-    for col in ("#", "p-value", "cases", "lines", "span", "abnormal templates", "never seen", "example line"):
-        table.add_column(col)
+    for col in ("#", "p-value", "cases", "lines", "starts", "abnormal templates", "never seen", "top line"):
+        table.add_column(col, overflow="ellipsis", no_wrap=col in ("starts", "top line"))
     for r in result.reports:
         i, ev = r.evidence.incident, r.evidence
         ex = next(iter(ev.lines), None)
-        example = "-" if ex is None else f"{ex.source}:{ex.lineno} {ex.text}"
-        table.add_row(str(i.index), f"{i.p_value:.3g}", str(i.n_cases), str(i.n_lines),
-                      _text(f"{i.start} .. {i.end}" if i.start else "-", 60), _text(", ".join(i.templates[:4]), 40),
-                      _text(", ".join(i.unseen[:4]) or "-", 30), _text(example, 100))
+        table.add_row(str(i.index), f"{i.p_value:.3g}", str(i.n_cases), str(i.n_lines), _text(i.start or "-", 30),
+                      _text(", ".join(i.templates[:4]), 40), _text(", ".join(i.unseen[:4]) or "-", 30),
+                      _text("-" if ex is None else f"{ex.source}:{ex.lineno}", 40))
     out.print(table)
     for r in result.reports:
         ev = r.evidence
-        out.print(f"\n[bold]Incident {ev.incident.index}[/] (strongest case {for_terminal(ev.case_id, 60)}):",
+        out.print(f"\n[bold]Incident {ev.incident.index}[/] (strongest case {for_terminal(ev.case_id, 60)}; "
+                  f"{for_terminal(ev.incident.start or '-', 40)} to {for_terminal(ev.incident.end or '-', 40)}):",
                   highlight=False)
+        for ln in ev.lines[:2]:  # the raw lines, as data
+            out.print(f"  [dim]{for_terminal(f'{ln.source}:{ln.lineno}', 80)}[/] {for_terminal(ln.text, 160)}",
+                      highlight=False)
         for c in r.explanation.claims:
             out.print(f"  - {for_terminal(c.text, 400)} [dim]\\[{for_terminal(', '.join(c.cites), 200)}][/]",
                       highlight=False)
