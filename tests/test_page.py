@@ -25,11 +25,23 @@ def test_page_flow_in_headless_chromium(tmp_path):
     models = tmp_path / "models"
     Investigator.fit(_rows(600, 0), detector="autoencoder", epochs=30, random_state=0).save(models / "metrics")
     (models / "keys").write_text(KEY + "\n")
+    from anomalens.data.log_synthesis import SESSION_PATTERN, inject_logs, normal_logs
+    from anomalens.modalities import LogModality
+
+    (tmp_path / "normal.log").write_text(normal_logs(600, seed=0).text())
+    Investigator.fit(str(tmp_path / "normal.log"), modality=LogModality(session=SESSION_PATTERN)).save(models / "web")
+    today = inject_logs(150, 8, seed=2)
+    log = tmp_path / "today.log"
+    lines = today.lines[:]
+    sid = next(s for s, k in today.anomalies.items() if k == "foreign")
+    n = today.evidence_lines[sid][0]  # a hostile foreign line: shown as text, never run
+    lines[n - 1] = lines[n - 1].split(f"[{sid}]")[0] + f"[{sid}] <img src=x onerror=window.__pwned=1> </td><script>window.__pwned=1</script>"
+    log.write_text("\n".join(lines) + "\n")
     test = _rows(30, 4)
     test.loc[5, "memory"] = 12.0
     csv = tmp_path / "new.csv"
     test.to_csv(csv, index=False)
-    ctx, _, url = _serve(models, names=("metrics",))
+    ctx, _, url = _serve(models)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -39,7 +51,7 @@ def test_page_flow_in_headless_chromium(tmp_path):
             page.goto(url + "/")
             page.fill("#key", KEY)
             page.click("#connect")
-            page.wait_for_function("document.querySelector('#inv').options.length >= 1")
+            page.wait_for_selector("#inv option[value=metrics]", state="attached")
             page.select_option("#inv", "metrics")
             page.set_input_files("#file", str(csv))
             page.click("#analyze")
@@ -63,6 +75,22 @@ def test_page_flow_in_headless_chromium(tmp_path):
             shot = tmp_path / "page.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 20_000
+            # logs: triage a file, open the first incident, its lines shown as text, a verified answer
+            page.select_option("#inv", "web")
+            page.set_input_files("#file", str(log))
+            page.click("#analyze")
+            page.wait_for_selector("#title:has-text('Incident 1')")
+            assert page.locator("#cases tbody tr").count() >= 1
+            assert page.locator("#logitems tr.item").count() >= 2
+            assert page.evaluate("() => window.__pwned") is None  # the hostile line stayed text
+            text = page.inner_text("#logitems")
+            if "onerror" in log.read_text() and sid in page.inner_text("#title"):
+                assert "<script>" in text  # shown literally
+            page.fill("#question", "why is this anomalous?")
+            page.click("#chat button")
+            page.wait_for_selector("#chatlog ul.answer li", timeout=60_000)
+            assert "verified" in page.inner_text("#chatlog")
+            page.screenshot(path=str(tmp_path / "page-logs.png"), full_page=True)
             assert not errors, errors
             browser.close()
     finally:

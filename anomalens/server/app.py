@@ -464,7 +464,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         frame = _read_table(raw, file.filename or "upload")
         return await _work(_analyze(name, frame, req))
 
-    async def _triage(name: str, text: str, alpha: float, top: int) -> TriageResponse:
+    async def _triage(name: str, text: str, alpha: float, top: int, source: str = "request") -> TriageResponse:
         inv = _get(name)
         if inv.modality.name != "logs":
             raise _Problem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model; triage needs "
@@ -478,7 +478,9 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
         def job() -> TriageResponse:
             t0 = time.perf_counter()
-            res = inv.triage(io.BytesIO(text.encode("utf-8", errors="replace")), alpha=alpha, limit=top)
+            stream = io.BytesIO(text.encode("utf-8", errors="replace"))
+            stream.name = source  # the lines' file name in the evidence (line:<file>:<n>)
+            res = inv.triage(stream, alpha=alpha, limit=top)
             return TriageResponse(investigator=name, summary=res.summary(), triage=res.to_json(),
                                   seconds=time.perf_counter() - t0)
 
@@ -510,7 +512,8 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 raw = gzip.decompress(raw)
             except (OSError, EOFError) as exc:
                 raise _Problem(400, "Bad input", f"the .gz upload cannot be read ({exc})") from exc
-        return await _triage(name, raw.decode("utf-8", errors="replace"), alpha, top)
+        return await _triage(name, raw.decode("utf-8", errors="replace"), alpha, top,
+                             source=Path(file.filename or "upload").name.removesuffix(".gz"))
 
     def openapi() -> dict:
         """The OpenAPI document, with the served investigators' names as the enum of ``name``."""
