@@ -194,12 +194,9 @@ class LogInvestigator(Investigator):
         member = {}
         surprises = []
         for name, idx in (("a", cal_a), ("b", cal_b)):
-            cc = [cases[i] for i in idx]
-            seqs_c = [modality.encode(c.events) for c in cc]
-            s1, tail = model_scores(nxt, seqs_c, nxt.log_probs(seqs_c))
-            surprises += [sur for sur, _ in s1]
-            member[name] = [np.array([sur.max() for sur, _ in s1]),
-                            det.decision_function(modality.count_matrix([c.events for c in cc]), checked=False), tail]
+            ms = member_scores(modality, nxt, det, [cases[i] for i in idx])
+            surprises += [sur for sur, _ in ms.per_case]
+            member[name] = [ms.s1, ms.s2, ms.tail]
         modality.fit_calibration(member["a"], member["b"], surprises)
         inv = cls(det, store, modality, len(fit_cases), next_event=nxt, detector_name=det_name, reasoner=reasoner)
         # exemplars: one per distinct count vector (normal sessions repeat: many are identical), standing
@@ -243,17 +240,12 @@ class LogInvestigator(Investigator):
     def score_cases(self, cases: list[LogCase]) -> tuple[list[ScoredCase], np.ndarray, np.ndarray]:
         """(scored cases, combined scores, p-values) of checked cases."""
         m = self.modality
-        seqs = [m.encode(c.events) for c in cases]
-        logps = self.next_event.log_probs(seqs)
-        counts = m.count_matrix([c.events for c in cases])
-        per_case, tail = model_scores(self.next_event, seqs, logps)
-        scored = [ScoredCase(c, s, sur, lp, counts[i])
-                  for i, (c, s, lp, (sur, _)) in enumerate(zip(cases, seqs, logps, per_case))]
         if not cases:
-            return scored, np.zeros(0), np.zeros(0)
-        s1 = np.array([sur.max() for sur, _ in per_case])
-        s2 = self.detector.decision_function(counts, checked=True)
-        T = m.combine(np.stack([s1, s2]), tail)
+            return [], np.zeros(0), np.zeros(0)
+        ms = member_scores(m, self.next_event, self.detector, cases)
+        scored = [ScoredCase(c, s, sur, lp, ms.counts[i])
+                  for i, (c, s, lp, (sur, _)) in enumerate(zip(cases, ms.seqs, ms.logps, ms.per_case))]
+        T = m.combine(np.stack([ms.s1, ms.s2]), ms.tail)
         return scored, T, m.pvalues(T)
 
     # ------------------------------------------------------------------ evidence
@@ -499,6 +491,31 @@ class LogInvestigator(Investigator):
             raise CheckpointError(f"{root.parent} is incomplete: its next-event model {str(root / 'next_event')!r} "
                                   "is missing")
         return {"next_event": NextEventModel.load(root / "next_event")}
+
+
+@dataclass
+class MemberScores:
+    """What the two models of normal logs say of some cases: the encoded sequences, the next-event
+    model's log-probabilities, per case (surprises, tail masses), its scores ``s1`` (largest surprise)
+    and tail, the template counts and the count model's scores ``s2``."""
+
+    seqs: list[np.ndarray]
+    logps: list[np.ndarray]
+    per_case: list[tuple[np.ndarray, np.ndarray]]
+    tail: np.ndarray
+    s1: np.ndarray
+    counts: np.ndarray
+    s2: np.ndarray
+
+
+def member_scores(modality: LogModality, nxt: NextEventModel, det: BaseDetector, cases: list[LogCase]) -> MemberScores:
+    """Both members' scores of (non-empty) ``cases``: the same at calibration (fit) and at scoring."""
+    seqs = [modality.encode(c.events) for c in cases]
+    logps = nxt.log_probs(seqs)
+    per_case, tail = model_scores(nxt, seqs, logps)
+    counts = modality.count_matrix([c.events for c in cases])
+    return MemberScores(seqs, logps, per_case, tail, np.array([sur.max() for sur, _ in per_case]), counts,
+                        det.decision_function(counts, checked=True))
 
 
 TAIL_PLACES = 3  # the model's tail looks at a case's 1, 2 and 3 least probable places

@@ -91,6 +91,8 @@ class LogModality(TabularModality):
         self.combined_scores: np.ndarray | None = None
         self.event_level: float = 0.0  # per-event surprise above which an event is improbable (99.9% of normal)
         self.exemplar_sequences: dict[str, list[str]] = {}
+        self.read_stats = None  # what reading the normal logs did (set at fit, not saved)
+        self.group_stats = None
         self.neighbours: dict[str, dict[str, list]] = {}  # template -> its most frequent predecessors and successors
         self._calibrators: list[Calibrator] | None = None
         self._combined: Calibrator | None = None
@@ -144,7 +146,7 @@ class LogModality(TabularModality):
         self.neighbours = {t: {"before": tops(before.get(t, {})), "after": tops(after.get(t, {}))}
                            for t in self.feature_names}
 
-    def describe_template(self, tid: str, n_train: int) -> LogTemplate:
+    def describe_template(self, tid: str) -> LogTemplate:
         """A template of the normal logs (or one never seen in them, given its text by the parser)."""
         j = self.vocab.get(tid)
         text = self.template_text(tid)
@@ -311,7 +313,7 @@ class LogModality(TabularModality):
                 expected=exp if exp != e else None, expected_probability=float(best_p[t]) if exp != e else None,
                 time=case.times[t], text=case.texts[t]))
         cited = list(dict.fromkeys([*(a.feature for a in attributions), *(ln.template_id for ln in lines)]))
-        templates = [self.describe_template(tid, 0) for tid in cited]
+        templates = [self.describe_template(tid) for tid in cited]
         # the expected sequence around the most surprising place, and the counts it implies
         peak = int(np.argmax(surprise))
         a = max(0, min(peak - SEQUENCE_SHOWN // 2, n + 1 - SEQUENCE_SHOWN))

@@ -232,10 +232,6 @@ class Pool:
         task = asyncio.get_running_loop().run_in_executor(self._executor, job)
         return await asyncio.wait_for(asyncio.shield(task), timeout)
 
-    @property
-    def admitted(self) -> int:
-        return self._admitted
-
 
 # ---------------------------------------------------------------- the app
 def _problem(status: int, title: str, detail: str, headers: dict | None = None) -> JSONResponse:

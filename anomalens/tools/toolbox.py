@@ -292,7 +292,7 @@ class LogToolbox(Toolbox):
 
     def template(self, template_id: str):
         m = self.investigator.modality
-        t = m.describe_template(template_id, self.investigator.n_train)
+        t = m.describe_template(template_id)
         nb = m.neighbours.get(template_id, {"before": [], "after": []})
         return t, nb
 
