@@ -21,7 +21,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from anomalens.errors import AnomalensError, BackendError
-from anomalens.config import DEFAULT_DETECTOR
+from anomalens.config import DEFAULT_DETECTOR, MAX_TRAIN_ROWS
 from anomalens.text import clip, for_terminal, strip_control
 
 __all__ = ["app", "main"]
@@ -114,6 +114,25 @@ def select_features(frame, *, label_column: str | None = None, exclude: list[str
     from anomalens.modalities.tabular import select_columns
 
     return select_columns(frame, label_column=label_column, exclude=exclude, id_column=id_column, features=features)
+
+
+BIG_CSV_BYTES = 256 << 20  # a CSV larger than this is sampled while it is read
+
+
+def _is_big_table(path: Path, max_rows: int) -> bool:
+    """Whether a table is read as a streamed sample: a Parquet file of more than ``max_rows`` rows
+    (its footer says), or a CSV over BIG_CSV_BYTES (its row count is unknown until read)."""
+    from anomalens.scale import table_rows
+
+    if not path.is_file():
+        return False
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        try:
+            return (table_rows(path) or 0) > max_rows
+        except Exception:  # not a readable Parquet file: read_table gives the error
+            return False
+    return name.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")) and path.stat().st_size > BIG_CSV_BYTES
 
 
 def _series_frame(frame, label_column: str | None, exclude: list[str] | None):
@@ -230,6 +249,9 @@ def fit(
     mask: Annotated[Optional[list[str]], typer.Option("--mask", help="logs: NAME=REGEX, a variable to mask before "
                                                       "parsing, applied before the default masks (repeatable)")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="detector hyper-parameter name=value (repeatable)")] = None,
+    max_train_rows: Annotated[int, typer.Option("--max-train-rows", min=4, help="rows: train on a uniform sample "
+                                                "of at most N rows (a larger file is sampled while it is read)")]
+    = MAX_TRAIN_ROWS,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -255,7 +277,13 @@ def fit(
         return _fit_logs(data, out_dir, detector=detector, log_format=log_format, session=session, window=window,
                          masks=mask, params=params, as_json=as_json)
     data = data[0]
-    frame = read_table(data)
+    rows_seen = None
+    if modality == "tabular" and _is_big_table(data, max_train_rows):
+        from anomalens.scale import sample_table
+
+        frame, rows_seen = sample_table(data, max_train_rows, seed=seed)  # streamed: memory holds the sample only
+    else:
+        frame = read_table(data)
     if modality == "series":
         from anomalens.modalities import SeriesModality
 
@@ -270,12 +298,16 @@ def fit(
     created = _check_out(out_dir)
     t0 = time.perf_counter()
     try:
-        inv = Investigator.fit(X, modality=mod, detector=detector, source=data.name, ids=ids, **params)
+        fit_kw = {"max_train_rows": max_train_rows, "rows_seen": rows_seen} if modality == "tabular" else {}
+        inv = Investigator.fit(X, modality=mod, detector=detector, source=data.name, ids=ids, **fit_kw, **params)
         inv.save(out_dir)
     except BaseException:
         _remove_empty(created)
         raise
-    summary = {"out": str(out_dir), "modality": modality, "detector": inv.detector_name, "rows": len(X),
+    summary = {"out": str(out_dir), "modality": modality, "detector": inv.detector_name,
+               "rows": inv.rows_seen if modality == "tabular" else len(X),
+               **({"trained on": f"a uniform sample of {inv.n_train:,} of {inv.rows_seen:,} rows (--max-train-rows)"}
+                  if modality == "tabular" and inv.n_train < inv.rows_seen else {}),
                ("channels" if modality == "series" else "features"): len(inv.feature_names),
                **({"window": inv.modality.window, "period": inv.modality.period,
                    "calibration_points": len(inv.modality.calibration_scores)} if modality == "series"
@@ -391,6 +423,75 @@ def triage(
         err.print(f"report written to {for_terminal(str(out_dir / 'triage.md'), 200)}", highlight=False)
     elif result.reports:
         err.print("pass --out DIR for the full report (lines, templates, expected sequences)", highlight=False)
+
+
+@app.command()
+@_guard
+def score(
+    model_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a folder written by 'anomalens fit'")],
+    data: Annotated[list[str], typer.Argument(metavar="INPUT...", help="a CSV/TSV or Parquet file of rows (any "
+                                              "length: it is read in chunks); for a log model, log files or -")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="where to write one row per input row: id, score, "
+                                           "p_value, p_approximate, anomalous (.parquet or .csv)")],
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="false discovery rate over the whole input")] = 0.05,
+    id_column: IdColOpt = None,
+    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="input columns to copy to the output, e.g. a "
+                                                      "label (repeat or comma-separate)")] = None,
+    explain_top: Annotated[int, typer.Option("--explain-top", min=0, help="explain the N highest-scoring flagged "
+                                             "rows (0: verdicts only)")] = 0,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="rows scored at a time")] = 65536,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (a Ray cluster; pip install "
+                                        "'anomalens[ray]')")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="engine ray: the cluster to join ('auto', ray://HOST:PORT); "
+                                                   "default: RAY_ADDRESS, else a new local cluster")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="engine ray: scoring actors (default: the cluster's "
+                                                   "CPUs less one)")] = None,
+    llm: LlmOpt = None, base_url: BaseUrlOpt = None, model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score an input of any length with flat memory: write every row's score, p-value and verdict
+    (the false discovery rate controlled over the whole input) to --out, and explain the top flagged rows."""
+    from anomalens.detectors import check_probability
+    from anomalens.modalities.tabular import column_list
+    from anomalens.scale import score_file
+
+    alpha = check_probability(alpha, "--alpha")
+    if engine not in ("local", "ray"):
+        raise CliError(f"--engine must be local or ray, got {engine!r}")
+    reasoner = _reasoner(llm, base_url, model) if explain_top else None
+    inv = _load(model_dir, reasoner)
+    if inv.modality.name != "logs":
+        if len(data) != 1:
+            raise CliError(f"INPUT of a {inv.modality.name} model is one CSV or Parquet file, got {len(data)} paths")
+        source: object = Path(data[0])
+    else:
+        source = [d if d == "-" else Path(d) for d in data]
+    summary = score_file(inv, source, out_file, alpha=alpha, chunk_rows=chunk_rows, id_column=id_column,
+                         keep=column_list(keep), explain_top=explain_top, engine=engine, address=address,
+                         workers=workers, model_dir=model_dir, progress=not as_json and sys.stderr.isatty())
+    reports = summary.pop("reports")
+    if as_json:
+        print(json.dumps({**summary, "reports": [json.loads(r.model_dump_json()) for r in reports]}))
+        return
+    table = Table(title=f"scored {for_terminal(summary['input'], 80)}", show_header=False)
+    unit = "cases" if inv.modality.name == "logs" else "rows"
+    table.add_row(unit, f"{summary['rows']:,}")
+    table.add_row("flagged", f"{summary['flagged']:,} (false discovery rate {alpha:g} over all {summary['rows']:,} "
+                  f"{unit}: p <= {summary['cutoff']:.3g})")
+    if summary["below_alpha_not_flagged"]:
+        table.add_row("p < alpha, not flagged", f"{summary['below_alpha_not_flagged']:,} (not significant among "
+                      f"{summary['rows']:,} {unit})")
+    if summary["approximate_p_values"]:
+        table.add_row("tail p-values", f"{summary['approximate_p_values']:,} scores beyond every calibration score "
+                      "(p-value from the fitted tail, approximate)")
+    table.add_row("time", f"{summary['seconds']['total']:.1f} s ({summary['rows_per_s']:,.0f} {unit}/s, "
+                  f"engine {summary['engine']})")
+    table.add_row("written", for_terminal(summary["out"], 200))
+    out.print(table)
+    if summary.get("note"):
+        err.print(f"[yellow]note:[/] {for_terminal(summary['note'], 300)}", highlight=False)
+    for r in reports:
+        out.print(Markdown(r.to_markdown()))
 
 
 @app.command()

@@ -10,12 +10,15 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_DETECTOR", "Settings", "get_settings"]
+__all__ = ["DEFAULT_DETECTOR", "MAX_TRAIN_ROWS", "Settings", "get_settings"]
 
 # The default detector of ``Investigator.fit``, the CLI and the demo: the most robust over every classical
 # set in ../shared/data, not the best on a few (evals/results/tabular_all.md: the highest mean AUROC with
 # the smallest worst-case gap to PyOD's KNN). Kept here, with no heavy imports, for the CLI's start-up.
 DEFAULT_DETECTOR = "ensemble"
+# rows a tabular detector trains on at most: beyond it a uniform sample (said in the fit summary and
+# the saved config); fit time grows with the rows, a model's quality stops growing long before
+MAX_TRAIN_ROWS = 200_000
 
 
 class Settings(BaseSettings):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from anomalens import __version__
-from anomalens.config import DEFAULT_DETECTOR
+from anomalens.config import DEFAULT_DETECTOR, MAX_TRAIN_ROWS
 from anomalens.detectors import BaseDetector, benjamini_hochberg, check_probability, make_detector
 from anomalens.detectors.calibration import bh_cutoff
 from anomalens.errors import BackendError, CheckpointError, InputError
@@ -39,7 +39,7 @@ from anomalens.schema import Comparison, Evidence, FeatureProfile, Report, Verdi
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, select_exemplars
 
-__all__ = ["Investigator"]
+__all__ = ["Investigator", "Scored"]
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,14 @@ class Investigator:
     """
 
     def __init__(self, detector: BaseDetector, store: ExemplarStore, modality: Modality, n_train: int, *,
-                 detector_name: str, reasoner: Reasoner | None = None, exemplar_coverage: float | None = None) -> None:
+                 detector_name: str, reasoner: Reasoner | None = None, exemplar_coverage: float | None = None,
+                 rows_seen: int | None = None) -> None:
         if not isinstance(modality, Modality):
             raise InputError(f"modality must be a Modality (see anomalens.modalities), got {type(modality).__name__}")
         self.detector, self.store, self.modality = detector, store, modality
         self.n_train, self.detector_name = n_train, detector_name
+        # rows offered to fit; more than n_train when the detector trained on a uniform sample of them
+        self.rows_seen = max(int(rows_seen or 0), n_train)
         self.reasoner = reasoner
         # median (nearest kept exemplar distance) / (nearest training row distance); None: every row is kept
         self.exemplar_coverage = exemplar_coverage
@@ -86,6 +89,7 @@ class Investigator:
     def fit(cls, data: Any, modality: str | Modality = "tabular", detector: str | BaseDetector | None = None, *,
             store_path: str | Path | None = None, chroma_url: str | None = None, source: str | None = None,
             ids: Sequence[str] | None = None, reasoner: Reasoner | None = None, max_exemplars: int | None = None,
+            max_train_rows: int | None = MAX_TRAIN_ROWS, rows_seen: int | None = None,
             **detector_params: Any) -> "Investigator":
         """Fit on normal data.
 
@@ -106,6 +110,11 @@ class Investigator:
                 MAX_SERIES_EXEMPLARS windows) are stored as exemplars: beyond it, the
                 rows nearest to k-means centres of the embeddings, each with the number of rows it
                 stands for (``exemplar_coverage`` says how much nearer the true nearest row is).
+            max_train_rows: tabular rows to train on at most (None: every row); beyond it a
+                uniform sample (seeded by the detector's ``random_state``), recorded as
+                ``rows_seen`` / ``n_train``.
+            rows_seen: when ``data`` is already a sample of a larger input (``anomalens fit`` on a
+                big file samples while reading), the input's row count, recorded beside ``n_train``.
             **detector_params: hyper-parameters for a detector given by name.
         """
         if isinstance(modality, str):
@@ -165,10 +174,20 @@ class Investigator:
             return SeriesInvestigator.fit_series(modality, head, block, det, det_name,
                                                  store=ExemplarStore(store_path, url=chroma_url), reasoner=reasoner,
                                                  max_exemplars=max_exemplars, source=source)
+        if max_train_rows is not None and (isinstance(max_train_rows, bool) or
+                                           not isinstance(max_train_rows, (int, np.integer)) or max_train_rows < 4):
+            raise InputError(f"max_train_rows must be an int >= 4 or None, got {max_train_rows!r}")
         inp = modality.learn(data, ids)
-        arr, row_ids = inp.array, inp.ids
+        arr, row_ids, train = inp.array, inp.ids, inp.data
+        n_given = len(arr)
+        if max_train_rows is not None and n_given > max_train_rows:
+            keep_rows = np.sort(np.random.default_rng(det.config.random_state).choice(n_given, int(max_train_rows),
+                                                                                    replace=False))
+            arr = arr[keep_rows]
+            row_ids = [row_ids[i] for i in keep_rows] if row_ids is not None else [str(i) for i in keep_rows]
+            train = train.iloc[keep_rows] if hasattr(train, "iloc") else arr
         t0 = time.perf_counter()
-        det.fit(inp.data)
+        det.fit(train)
         t_detector = time.perf_counter() - t0
         store = ExemplarStore(store_path, url=chroma_url)
         E = det.embed(arr)
@@ -178,7 +197,8 @@ class Investigator:
         cover = coverage(E, keep, seed=det.config.random_state) if len(keep) < len(arr) else None
         t_exemplars = time.perf_counter() - t0 - t_detector
         modality.fit_profile(arr)
-        inv = cls(det, store, modality, len(arr), detector_name=det_name, reasoner=reasoner, exemplar_coverage=cover)
+        inv = cls(det, store, modality, len(arr), detector_name=det_name, reasoner=reasoner, exemplar_coverage=cover,
+                  rows_seen=max(int(rows_seen or 0), n_given))
         inv.fit_seconds = {"detector": t_detector, "exemplars": t_exemplars, "total": time.perf_counter() - t0}
         return inv
 
@@ -295,6 +315,38 @@ class Investigator:
         return {cid: self._verdict(s, p, a, f, alpha, cutoff, BH_METHOD, len(rows), thr)
                 for cid, s, p, a, f in zip(case_ids, scores, pvals, approx, flags)}
 
+    def score(self, X: Any, *, name: str = "X") -> Scored:
+        """Scores, p-values and which p-values are the tail's approximation, for a batch of rows in
+        input order, and nothing else (no attribution, no exemplars): the cheap pass that streamed
+        scoring (``anomalens.scale``) runs over every chunk. Verdicts need the whole input's
+        p-values (Benjamini-Hochberg); ``reports_in_batch`` gives them afterwards."""
+        rows, row_ids = self.rows(X, name)
+        scores = self.detector.decision_function(rows, checked=True)
+        pvals, approx = self._verdict_parts(scores)
+        return Scored(ids=row_ids, scores=scores, p_values=pvals, approximate=approx)
+
+    def reports_in_batch(self, X: Any, *, m: int, cutoff: float, alpha: float = 0.05, k: int = 5, top: int = 5,
+                         ids: Sequence[str] | None = None, reasoner: Reasoner | None = None) -> list[Report]:
+        """Reports for some rows of a larger batch whose verdicts were decided over all of it: the
+        batch had ``m`` rows and its Benjamini-Hochberg p-value cut-off was ``cutoff`` (a row is
+        flagged when p <= cutoff). Streamed scoring explains its top flagged rows with this."""
+        alpha = check_probability(alpha, "alpha")
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise InputError(f"m must be a positive int (the batch's size), got {m!r}")
+        if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float, np.floating)) or not 0 <= cutoff <= alpha:
+            raise InputError(f"cutoff must be a number in [0, alpha = {alpha}], got {cutoff!r}")
+        rows, row_ids = self.rows(X, "X")
+        case_ids = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
+        if len(case_ids) != len(rows):
+            raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
+        if len(rows) == 0:
+            return []
+        pvals, _ = self._verdict_parts(self.detector.decision_function(rows, checked=True))
+        evs = self._evidence_batch(rows, alpha, float(cutoff), k, top, case_ids, BH_METHOD, int(m),
+                                   flags=pvals <= cutoff)
+        explanations = explain_many(evs, reasoner or self.reasoner)
+        return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
+
     def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5,
                       ids: Sequence[str] | None = None, reasoner: Reasoner | None = None,
                       only_anomalous: bool = False, limit: int | None = None) -> list[Report]:
@@ -344,7 +396,7 @@ class Investigator:
             store = copy
         config = {
             "anomalens_version": __version__, "modality": self.modality.name, "detector": self.detector_name,
-            **self.modality.to_config(), "n_train": self.n_train, "root": version,
+            **self.modality.to_config(), "n_train": self.n_train, "rows_seen": self.rows_seen, "root": version,
             "store": {"url": store.url, "collection": store.collection_name, "count": store.count()},
             "exemplar_coverage": self.exemplar_coverage,
         }
@@ -394,10 +446,21 @@ class Investigator:
 
             cls = LogInvestigator
         return cls(det, store, modality, int(config["n_train"]), detector_name=config["detector"], reasoner=reasoner,
-                   exemplar_coverage=config.get("exemplar_coverage"), **cls.load_parts(root))
+                   exemplar_coverage=config.get("exemplar_coverage"), rows_seen=config.get("rows_seen"),
+                   **cls.load_parts(root))
 
 
 BH_METHOD = "Benjamini-Hochberg false discovery rate control over the batch"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A batch's scores and p-values (see ``Investigator.score``); ``ids`` None when the input carried none."""
+
+    ids: list[str] | None
+    scores: np.ndarray
+    p_values: np.ndarray
+    approximate: np.ndarray
 
 
 def _read_config(path: Path) -> dict:
