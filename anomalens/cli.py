@@ -479,7 +479,7 @@ def score(
     table.add_row("flagged", f"{summary['flagged']:,} (false discovery rate {alpha:g} over all {summary['rows']:,} "
                   f"{unit}: p <= {summary['cutoff']:.3g})")
     if summary["below_alpha_not_flagged"]:
-        table.add_row("p < alpha, not flagged", f"{summary['below_alpha_not_flagged']:,} (not significant among "
+        table.add_row("p <= alpha, not flagged", f"{summary['below_alpha_not_flagged']:,} (not significant among "
                       f"{summary['rows']:,} {unit})")
     if summary["approximate_p_values"]:
         table.add_row("tail p-values", f"{summary['approximate_p_values']:,} scores beyond every calibration score "
