@@ -136,6 +136,15 @@ def test_csv_upload_and_log_triage(server, models):
     body = r.json()
     assert body["n_cases"] == 40 and len(body["reports"]) == 3
     assert body["reports"][0]["evidence"]["case_id"] == "7"
+    # the server scores the batch once and explains its chosen rows with the batch's cut-off: the same
+    # reports as the library's analyze_batch
+    lib = Investigator.load(models / "metrics").analyze_batch(test, limit=3)
+    assert [r["evidence"]["case_id"] for r in body["reports"]] == [r.evidence.case_id for r in lib]
+    for got, want in zip(body["reports"], lib):
+        v = Report.model_validate(got).verdict
+        assert (v.anomalous, v.cutoff, v.note, v.method) == (want.verdict.anomalous, want.verdict.cutoff,
+                                                             want.verdict.note, want.verdict.method)
+        assert v.p_value == pytest.approx(want.verdict.p_value)
     v7 = next(v for v in body["verdicts"] if v["case_id"] == "7")
     assert v7["p_value"] == min(v["p_value"] for v in body["verdicts"]) and (v7["anomalous"] or v7["note"])
     assert not any(v["anomalous"] for v in body["verdicts"] if v["case_id"] != "7")

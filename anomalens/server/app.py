@@ -420,10 +420,17 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 if verdicts is None:  # one row: its per-case verdict and report
                     rep = inv.analyze(data, alpha=req.alpha, top=req.top, case_id="0")
                     reports, verdicts = [rep], {"0": rep.verdict}
-                else:
+                elif inv.modality.sequential:
                     reports = inv.analyze_batch(data, alpha=req.alpha, top=req.top, limit=req.limit,
-                                                only_anomalous=req.only_anomalous,
-                                                **({} if inv.modality.sequential else {"ids": ids}))
+                                                only_anomalous=req.only_anomalous)
+                else:  # the batch was scored once, for the verdicts: explain the chosen rows with its cut-off
+                    vs = list(verdicts.values())
+                    keep = [i for i, v in enumerate(vs) if v.anomalous] if req.only_anomalous else list(range(len(vs)))
+                    if req.limit is not None:
+                        keep = sorted(keep, key=lambda i: -vs[i].score)[:req.limit]  # stable: ties keep input order
+                    names = list(verdicts)
+                    reports = inv.reports_in_batch(frame.iloc[keep], m=len(vs), cutoff=vs[0].cutoff, alpha=req.alpha,
+                                                   top=req.top, ids=[names[i] for i in keep]) if keep else []
             elif verdicts is None:
                 ev = inv.evidence(data, alpha=req.alpha, top=1, case_id="0")
                 verdicts = {"0": ev.verdict}
