@@ -225,7 +225,7 @@ class Investigator:
         if len(X) != 1:
             raise InputError(f"case must be one row, got {len(X)}; use analyze_batch for several")
         return self._evidence_batch(X, alpha, alpha, k, top, [case_id or (ids[0] if ids else "case")],
-                                    "conformal p-value below alpha", flags=None)[0]
+                                    "conformal p-value below alpha")[0]
 
     def _verdict(self, score: float, p: float, approx: bool, flag: bool, alpha: float, cutoff: float,
                  method: str, m: int, thr: float) -> Verdict:
@@ -246,15 +246,15 @@ class Investigator:
                        approximate=bool(approx), note=note)
 
     def _evidence_batch(self, X: np.ndarray, alpha: float, cutoff: float, k: int, top: int, case_ids: list[str],
-                        method: str, m: int = 1, flags: np.ndarray | None = None) -> list[Evidence]:
+                        method: str, m: int = 1, in_batch: bool = False) -> list[Evidence]:
         """Evidence of checked rows ``X``: the detector inspects them once (scores, attribution,
         restoration, embedding), calibration gives the p-values, the store the nearest exemplars and
-        the modality the evidence items. ``flags`` None: flagged when p < alpha (one case)."""
+        the modality the evidence items. One case is flagged when p < alpha; rows ``in_batch`` (of
+        a batch of ``m``) when p <= its Benjamini-Hochberg ``cutoff`` (the same rows BH rejects)."""
         det = self.detector
         insp = det.inspect(X, checked=True)  # checked once, by the modality
         pvals, approx = self._verdict_parts(insp.scores)
-        if flags is None:
-            flags = pvals < alpha
+        flags = pvals <= cutoff if in_batch else pvals < alpha
         thr = det.calibrator.threshold(cutoff)
         hits = self.store.query(insp.embedding, k=k)
         items = self.modality.case_items(X, insp, hits, top, det.scale_)
@@ -339,11 +339,14 @@ class Investigator:
         case_ids = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
         if len(case_ids) != len(rows):
             raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
+        return self._batch_reports(rows, case_ids, alpha, float(cutoff), int(m), k, top, reasoner)
+
+    def _batch_reports(self, rows: np.ndarray, case_ids: list[str], alpha: float, cutoff: float, m: int, k: int,
+                       top: int, reasoner: Reasoner | None) -> list[Report]:
+        """Reports of checked rows of a batch of ``m`` rows whose BH cut-off is ``cutoff``."""
         if len(rows) == 0:
             return []
-        pvals, _ = self._verdict_parts(self.detector.decision_function(rows, checked=True))
-        evs = self._evidence_batch(rows, alpha, float(cutoff), k, top, case_ids, BH_METHOD, int(m),
-                                   flags=pvals <= cutoff)
+        evs = self._evidence_batch(rows, alpha, cutoff, k, top, case_ids, BH_METHOD, m, in_batch=True)
         explanations = explain_many(evs, reasoner or self.reasoner)
         return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
 
@@ -363,12 +366,7 @@ class Investigator:
         keep = np.flatnonzero(flags) if only_anomalous else np.arange(m)
         if limit is not None:
             keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
-        if len(keep) == 0:
-            return []
-        evs = self._evidence_batch(rows[keep], alpha, cutoff, k, top, [case_ids[i] for i in keep], BH_METHOD, m,
-                                   flags=flags[keep])
-        explanations = explain_many(evs, reasoner or self.reasoner)
-        return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
+        return self._batch_reports(rows[keep], [case_ids[i] for i in keep], alpha, cutoff, m, k, top, reasoner)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

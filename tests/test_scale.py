@@ -185,7 +185,7 @@ def test_ray_gives_the_same_rows_as_the_local_engine(model, table, tmp_path):
         bad = df.copy()
         bad.loc[15_001, "e"] = np.inf
         bad.to_parquet(tmp_path / "bad.parquet")
-        with pytest.raises(InputError, match=r"row 15,002 .*column 'e'"):
+        with pytest.raises(InputError, match=r"row 15,002 .*column 'e': expected a finite number, got inf"):
             score_file(inv, tmp_path / "bad.parquet", tmp_path / "bad_out.parquet", engine="ray", model_dir=model_dir,
                        workers=1, chunk_rows=4000)
     finally:

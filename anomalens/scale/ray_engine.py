@@ -28,6 +28,7 @@ from anomalens.scale.stream import ScoredChunk
 __all__ = ["ray_chunks", "ScoreActor", "slices"]
 
 _BAD = "__anomalens_bad_column"  # per row: index of its first non-finite feature, -1 when all are finite
+_BAD_VALUE = "__anomalens_bad_value"  # per row: that feature's value (NaN, inf or -inf), 0 when all are finite
 
 
 _POS = "__anomalens_position"  # per row: its 0-based position in the input
@@ -79,10 +80,11 @@ class ScoreActor:
             values = np.array(batch[self.features].to_numpy(dtype=np.float64, na_value=np.nan))  # writable
             finite = np.isfinite(values)
             bad = np.where(finite.all(axis=1), -1, np.argmin(finite, axis=1))
+            bad_value = np.where(bad >= 0, values[np.arange(len(values)), np.maximum(bad, 0)], 0.0)
             values[~finite] = 0.0  # the driver raises on the first bad row in input order
             scored = self.inv.score(values)
             out = {_POS: np.arange(int(start), int(start) + int(n)), "score": scored.scores,
-                   "p_value": scored.p_values, "p_approximate": scored.approximate, _BAD: bad}
+                   "p_value": scored.p_values, "p_approximate": scored.approximate, _BAD: bad, _BAD_VALUE: bad_value}
             if self.id_column:
                 out["id"] = batch[self.id_column].astype(str).to_numpy()
             for c in self.keep:
@@ -160,11 +162,11 @@ def ray_chunks(model_dir: str | Path, source: Path, *, features: list[str], id_c
 def _chunk(part, start: int, features: list[str], id_column: str | None, keep: list[str], source: str) -> ScoredChunk:
     """One contiguous run of scored rows as a ScoredChunk; a non-finite feature is an error naming its row."""
     bad = part[_BAD].to_numpy()
-    if (bad >= 0).any():
-        r = int(np.argmax(bad >= 0))
-        row = np.zeros((1, len(features)))
-        row[0, bad[r]] = np.nan
-        check_finite(row, features, start + r, source)  # raises, naming the row and column
+    if (bad >= 0).any():  # the rows' first non-finite values, in place: check_finite names the first one
+        rows = np.flatnonzero(bad >= 0)
+        values = np.zeros((len(part), len(features)))
+        values[rows, bad[rows]] = part[_BAD_VALUE].to_numpy()[rows]
+        check_finite(values, features, start, source)
     ids = list(part["id"]) if id_column else [str(i) for i in range(start, start + len(part))]
     return ScoredChunk(start, ids, part["score"].to_numpy(), part["p_value"].to_numpy(),
                        part["p_approximate"].to_numpy(dtype=bool), {c: part[c].to_numpy() for c in keep})

@@ -160,7 +160,7 @@ def check_finite(values: np.ndarray, columns: list[str], start: int, source: str
         bad = np.argwhere(~finite)
         r, c = int(bad[0, 0]), int(bad[0, 1])
         raise InputError(f"{clip(source, 80)} row {start + r + 1:,} (1-based, header not counted), column "
-                         f"{clip(columns[c], 60)!r}: expected a finite number, got {values[r, c]!r} "
+                         f"{clip(columns[c], 60)!r}: expected a finite number, got {float(values[r, c])} "
                          f"({len(bad)} non-finite value(s) in rows {start + 1:,}-{start + len(values):,})")
 
 
