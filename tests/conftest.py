@@ -65,3 +65,15 @@ def shared_data():
     if root is None:
         pytest.skip("../shared/data is not present (set ANOMALENS_DATA_DIR to run the real-data tests)")
     return root
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tmp_path_factory):
+    """One vLLM CPU server for the whole test session (started on first use, stopped at the end)."""
+    from servers import vllm_missing, vllm_server
+
+    reason = vllm_missing()
+    if reason:
+        pytest.skip(reason)
+    with vllm_server(tmp_path_factory.mktemp("vllm")) as url:
+        yield url

@@ -256,3 +256,42 @@ def test_chat_graph_against_a_real_llama_cpp_server_with_forced_tool_choice(tmp_
     ex = reply.explanation
     assert ex.source in ("llm:smollm2-135m", "template") and shown_ok(ex, s.evidence)
     assert ex.source == "llm:smollm2-135m" or ex.note  # a fallback always says why
+
+
+def test_constrained_mode_sends_strict_enum_schemas_and_bounds_the_turn(box):
+    """tool_choice="required" (against the FAKE scripted model: what the graph sends, not what a model does)."""
+    class Recording(ScriptedToolModel):  # also keeps the tool specs each step was offered
+        def chat(self, messages, tools, *, tool_choice="auto", max_tokens=512):
+            self.specs = [*getattr(self, "specs", []), tools]
+            return super().chat(messages, tools, tool_choice=tool_choice, max_tokens=max_tokens)
+
+    model = Recording([
+        ScriptedToolModel.call("explain_case", case_id="c7", top=3),
+        ScriptedToolModel.call("describe_feature", case_id="c7", name="memory"),
+        ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"})),
+    ])
+    reply = ChatSession(box, model=model, tool_choice="required", max_steps=3).ask("why?")
+    assert reply.tools == ["explain_case", "describe_feature", "answer"] and reply.explanation.source == "fake:scripted"
+    choices = [c["tool_choice"] for c in model.calls]
+    assert choices == ["required", "required", {"type": "function", "function": {"name": "answer"}}]
+    first, second, last = ([s["function"] for s in specs] for specs in model.specs)
+    assert "answer" not in {f["name"] for f in first}  # the first step investigates
+    assert "explain_case" not in {f["name"] for f in second} and "answer" in {f["name"] for f in second}  # no repeats
+    assert not {"plot_case", "show_lines", "describe_template"} & {f["name"] for f in first}  # not this modality's
+    by_name = {f["name"]: f for f in first}
+    assert all(f["strict"] and f["parameters"]["additionalProperties"] is False for f in first)
+    case_arg = by_name["explain_case"]["parameters"]["properties"]["case_id"]
+    assert [s.get("enum") for s in case_arg["anyOf"] if s.get("type") == "string"] == [["c7"]]
+    assert by_name["describe_feature"]["parameters"]["properties"]["name"]["enum"] == list(box.investigator.feature_names)
+    other = by_name["compare_cases"]["parameters"]["properties"]["other_id"]["enum"]
+    assert "c7" not in other and "c3" in other and any(o.startswith("exemplar:") for o in other)
+    cites = {f["name"]: f for f in last}["answer"]["parameters"]["$defs"]["ClaimDraft"]["properties"]["cites"]
+    assert set(cites["items"]["enum"]) <= set(ChatSession(box, model=model).evidence.items()) | {"profile:memory"}
+
+
+def test_tool_choice_is_checked():
+    from anomalens.agents.chat import build_chat_graph
+    from anomalens.tools import Toolbox
+
+    with pytest.raises(InputError, match="tool_choice must be one of"):
+        build_chat_graph(Toolbox(Investigator.__new__(Investigator)), tool_choice="any")

@@ -121,3 +121,49 @@ def test_transformers_engine_loads_the_packaged_gguf():
     client = TransformersClient(device="cpu")
     text, n = client.generate([{"role": "user", "content": "Say hello."}], max_tokens=6)
     assert 0 < n <= 6 and text.strip()
+
+
+def test_explain_many_runs_drafts_concurrently_in_order_and_stops_calling_a_failed_backend():
+    """A FAKE reasoner (named as such) that records drafts in flight and fails on its 5th call."""
+    import threading
+    import time
+
+    from anomalens.grounding.drafting import explain_many
+    from anomalens.llm.base import Draft
+    from anomalens.schema import Claim
+
+    class Slow:
+        name = "fake:slow"
+        concurrency = 3
+
+        def __init__(self):
+            self.lock, self.now, self.peak, self.calls = threading.Lock(), 0, 0, 0
+
+        def draft(self, evidence, feedback=None):
+            with self.lock:
+                self.calls += 1
+                n = self.calls
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            try:
+                time.sleep(0.2)
+                if n == 5:
+                    raise BackendError("fake server went away")
+                return Draft([Claim(text="", kind="verdict", cites=["verdict"])])
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+    evs = [make_evidence().model_copy(update={"case_id": f"c{i}"}) for i in range(12)]
+    fake = Slow()
+    exs = explain_many(evs, fake)
+    assert fake.peak == 3 and 5 <= fake.calls <= 7  # in flight when the 5th failed: at most 2 more
+    assert all(ex.grounded and ex.claims for ex in exs)
+    assert [ex.source for ex in exs[:4]] == ["fake:slow"] * 4  # the drafts before the failure are the backend's
+    later = [ex for ex in exs if "failed earlier in this batch" in (ex.note or "")]
+    assert len(later) == 12 - fake.calls and all(ex.source == "template" for ex in later)
+    one = Slow()
+    explain_many(evs[:4], one, concurrency=1)
+    assert one.peak == 1
+    with pytest.raises(Exception, match="concurrency must be at least 1"):
+        explain_many(evs, Slow(), concurrency=0)

@@ -8,7 +8,12 @@ Three ways a turn is answered, all ending in the same verify step:
   is the template's claims about what the tool returned;
 - with a model that can call tools (``ToolChatClient``: vLLM or any OpenAI-compatible server), the
   model calls tools until it calls ``answer`` with claims citing evidence ids (or answers in plain
-  text, whose sentences are matched to the evidence they mention), within ``max_steps`` calls;
+  text, whose sentences are matched to the evidence they mention), within ``max_steps`` calls.
+  ``tool_choice="auto"`` lets the model decide whether to call a tool (for models that do it well);
+  ``"required"`` constrains every step: the server must return a tool call (vLLM decodes it under
+  the tool's JSON schema), the tools are ``strict`` with their ids and names as enums, the first
+  step is an investigation tool, and the last allowed step is the ``answer`` tool, so a model
+  that will not call tools on its own still investigates and answers in typed claims;
 - with a model that cannot (the embedded default, or none), the question is answered from the
   evidence by the reasoner (``answer_question``), after looking up any feature it names.
 
@@ -46,7 +51,8 @@ from anomalens.llm.template import TemplateReasoner, topics
 from anomalens.schema import Attribution, Claim, Comparison, Evidence, Explanation, FeatureProfile, LogLine, LogTemplate
 from anomalens.tools import Toolbox, make_tools
 
-__all__ = ["ChatReply", "ChatSession", "ChatState", "COMMANDS", "build_chat_graph"]
+__all__ = ["ChatReply", "ChatSession", "ChatState", "COMMANDS", "TOOL_CHOICES", "build_chat_graph",
+           "constrained_tool_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,9 @@ COMMANDS = {  # command -> (tool, usage)
     "/detectors": ("list_detectors", "/detectors: the registered detectors"),
 }
 ANSWER_TOOL = "answer"
+TOOL_CHOICES = ("auto", "required")
+ENUM_LIMIT = 200  # values listed in one enum of a constrained tool schema (case ids beyond it are not offered)
+FREE_TEXT_LIMIT = 80  # characters of a string argument without an enum, in constrained mode
 
 
 class ChatState(TypedDict, total=False):
@@ -124,8 +133,69 @@ def _parse_command(text: str) -> tuple[str, dict] | str:
     return cmd, {}
 
 
+def constrained_tool_specs(specs: list[dict], enums: dict[str, list[str]]) -> list[dict]:
+    """``specs`` (OpenAI tool format) for constrained decoding: each tool ``strict``, every string
+    argument named in ``enums`` (as ``"<tool>.<argument>"`` or ``"<argument>"``) limited to those
+    values (the items of a list too), every other string bounded in length, every object closed
+    to other keys. The values are data (ids and names), never instructions."""
+    import copy
+
+    def tighten(schema: dict, tool: str, arg: str | None) -> dict:
+        if "anyOf" in schema:
+            schema["anyOf"] = [tighten(s, tool, arg) for s in schema["anyOf"]]
+        kind = schema.get("type")
+        if kind == "object":
+            schema["additionalProperties"] = False
+            props = schema.get("properties", {})
+            for key, sub in props.items():
+                props[key] = tighten(sub, tool, key)
+        elif kind == "array" and isinstance(schema.get("items"), dict):
+            schema["items"] = tighten(schema["items"], tool, arg)
+        elif kind == "string" and "enum" not in schema:
+            values = enums.get(f"{tool}.{arg}", enums.get(arg or ""))
+            if values:
+                schema["enum"] = list(dict.fromkeys(values))[:ENUM_LIMIT]
+            else:
+                schema.setdefault("maxLength", FREE_TEXT_LIMIT)
+        for sub in schema.get("$defs", {}).values():
+            tighten(sub, tool, None)
+        return schema
+
+    out = []
+    for spec in specs:
+        spec = copy.deepcopy(spec)
+        fn = spec["function"]
+        fn["parameters"] = tighten(fn.get("parameters") or {"type": "object", "properties": {}}, fn["name"], None)
+        fn["strict"] = True
+        out.append(spec)
+    return out
+
+
+SERIES_TOOLS = frozenset({"plot_case"})
+LOG_TOOLS = frozenset({"show_lines", "describe_template", "incident_timeline"})
+
+
+def _offered(names: Sequence[str], ev: Evidence) -> list[str]:
+    """The tools a model is offered for a case: a tool of another modality only costs prompt tokens."""
+    is_log = bool(ev.lines or ev.templates or ev.incident is not None)
+    return [n for n in names if (n not in SERIES_TOOLS or ev.event is not None) and (n not in LOG_TOOLS or is_log)]
+
+
+def _argument_enums(box: Toolbox, ev: Evidence, case_id: str) -> dict[str, list[str]]:
+    """The values each tool argument may take in constrained mode, from the case and its evidence."""
+    from anomalens.detectors import list_detectors
+
+    others = [c for c in box.case_ids if c != case_id][: ENUM_LIMIT - 1]
+    # a chat investigates one case: its tools act on it; other cases are reached through other_id
+    return {"case_id": [case_id], "case_ids": [case_id, *others], "other_id": [*[e.id for e in ev.exemplars], *others],
+            "describe_feature.name": list(ev.context.feature_names),
+            "describe_detector.name": [d.name for d in list_detectors()],
+            "template_id": [t.template_id for t in ev.templates]}
+
+
 def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: ToolChatClient | None = None,
-                     max_steps: int = 5, forced: Sequence[str] = (), max_claims: int = 4, checkpointer: Any = None):
+                     max_steps: int = 5, forced: Sequence[str] = (), max_claims: int = 4, checkpointer: Any = None,
+                     tool_choice: str = "auto"):
     """The compiled chat graph.
 
     Args:
@@ -135,10 +205,17 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         max_steps: model calls per turn; at the bound the turn is answered from what was gathered.
         forced: tool names the model must call at its first steps, in order (``tool_choice``);
             for models that cannot choose tools reliably.
+        tool_choice: ``"auto"`` (the model may answer without tools) or ``"required"`` (constrained:
+            see the module's docstring).
         checkpointer: a LangGraph checkpointer (e.g. ``SqliteSaver``) to save and resume threads.
     """
+    if tool_choice not in TOOL_CHOICES:
+        raise InputError(f"tool_choice must be one of {list(TOOL_CHOICES)}, got {tool_choice!r}")
+    if max_steps < 1:
+        raise InputError(f"max_steps must be at least 1, got {max_steps!r}")
     tools = {t.name: t for t in make_tools(box)}
     reasoner = reasoner or TemplateReasoner()
+    constrained = tool_choice == "required"
 
     def start(state: ChatState) -> dict:
         text = state["messages"][-1].content if state["messages"] else ""
@@ -173,12 +250,27 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
     def agent(state: ChatState) -> dict:
         ev = _evidence_of(state)
         system = chat_system_prompt(ev, max_claims=max_claims)
-        specs = [convert_to_openai_tool(t) for t in tools.values()]
+        specs = [convert_to_openai_tool(tools[n]) for n in _offered(list(tools), ev)]
         specs.append({"type": "function", "function": {
             "name": ANSWER_TOOL, "description": "Give the analyst the final answer as claims citing evidence ids.",
             "parameters": schema_for(ev).model_json_schema()}})
         step = state.get("steps", 0)
-        choice: str | dict = {"type": "function", "function": {"name": forced[step]}} if step < len(forced) else "auto"
+        choice: str | dict = "auto"
+        if constrained or step < len(forced):  # a forced step is decoded under the strict schemas too
+            specs = constrained_tool_specs(specs, _argument_enums(box, ev, state["case_id"]))
+        offered = specs
+        if constrained:
+            called = {c["name"] for m in _this_turn(state["messages"]) if isinstance(m, AIMessage) for c in m.tool_calls}
+            specs = [s for s in specs if s["function"]["name"] not in called]  # each tool once a turn: progress
+            choice = "required"
+            if step == 0 and max_steps > 1:  # look before answering: the first step is an investigation tool
+                specs = [s for s in specs if s["function"]["name"] != ANSWER_TOOL]
+            elif step >= max_steps - 1:  # the last step answers
+                choice = {"type": "function", "function": {"name": ANSWER_TOOL}}
+        if step < len(forced):
+            choice = {"type": "function", "function": {"name": forced[step]}}
+            if all(s["function"]["name"] != forced[step] for s in specs):  # a forced tool is always offered
+                specs = [*specs, *[s for s in offered if s["function"]["name"] == forced[step]]]
         turn_msgs = _this_turn(state["messages"])
         # earlier turns as plain question and answer (their tool calls are done; a cut-off pair of a
         # tool call and its result would be an invalid request), the last 3 turns at most
@@ -313,14 +405,14 @@ class ChatSession:
 
     Args:
         box: the investigator and cases; the case in focus is investigated unless ``case_id`` is given.
-        reasoner / model / max_steps / forced: see ``build_chat_graph``.
+        reasoner / model / max_steps / forced / tool_choice: see ``build_chat_graph``.
         checkpoint: a SQLite file that keeps the conversation (None: in memory for this session only).
         thread_id: the conversation to start or resume in ``checkpoint``.
     """
 
     def __init__(self, box: Toolbox, case_id: str | None = None, *, reasoner: Reasoner | None = None,
                  model: ToolChatClient | None = None, checkpoint: str | Path | None = None, thread_id: str = "default",
-                 max_steps: int = 5, forced: Sequence[str] = ()) -> None:
+                 max_steps: int = 5, forced: Sequence[str] = (), tool_choice: str = "auto") -> None:
         from langgraph.checkpoint.memory import InMemorySaver
 
         self.box, self.thread_id = box, str(thread_id)
@@ -339,7 +431,7 @@ class ChatSession:
         else:
             self._conn, saver = None, InMemorySaver()
         self.graph = build_chat_graph(box, reasoner=reasoner, model=model, max_steps=max_steps, forced=forced,
-                                      checkpointer=saver)
+                                      checkpointer=saver, tool_choice=tool_choice)
         self._config = {"configurable": {"thread_id": self.thread_id}, "recursion_limit": 4 * max_steps + 20}
         with self._writer():  # the first read creates the tables (switching the file to WAL): one process at a time
             saved = self._state().values

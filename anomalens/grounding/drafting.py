@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from anomalens.grounding.verifier import check_interpretation, verify
-from anomalens.errors import BackendError
+from anomalens.errors import BackendError, InputError
 from anomalens.llm.base import Draft, Reasoner
 from anomalens.llm.template import TemplateReasoner
 from anomalens.schema import Claim, Evidence, Explanation
@@ -122,25 +122,47 @@ def with_verdict(ex: Explanation, evidence: Evidence) -> Explanation:
     return ex.model_copy(update={"claims": claims, "text": " ".join(c.text for c in claims)})
 
 
-def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *, max_rounds: int = 2) -> list[Explanation]:
-    """Verified explanations of a batch. After the reasoner's backend fails once, the rest of the
-    batch is explained by the template without calling it again (a dead server is not retried for
-    every case), and each of those explanations says why."""
-    out: list[Explanation] = []
-    failure: str | None = None
-    for ev in evidences:
-        if failure is None:
-            ex, failure = _drafted(ev, reasoner, lambda r, fb, ev=ev: r.draft(ev, fb),
-                                   lambda ev=ev: TemplateReasoner().draft(ev), max_rounds)
-            if failure is not None:
-                log.warning("reasoner %s failed (%s); the rest of this batch is explained by the template",
-                            getattr(reasoner, "name", "?"), failure)
+def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *, max_rounds: int = 2,
+                 concurrency: int | None = None) -> list[Explanation]:
+    """Verified explanations of a batch, in its order.
+
+    Up to ``concurrency`` explanations are drafted at once (default: the reasoner's own
+    ``concurrency``, 1 when it has none), so a server that batches requests (vLLM) is kept busy;
+    the embedded model and the template run one at a time. After the reasoner's backend fails,
+    the explanations not yet started are written by the template without calling it again (a
+    dead server is not retried for every case), and each of them says why."""
+    import threading
+
+    n = concurrency if concurrency is not None else int(getattr(reasoner, "concurrency", 1) or 1)
+    if n < 1:
+        raise InputError(f"concurrency must be at least 1, got {n!r}")
+    lock = threading.Lock()
+    failure: list[str] = []
+
+    def one(ev: Evidence) -> Explanation:
+        with lock:
+            failed = failure[0] if failure else None
+        if failed is None:
+            ex, error = _drafted(ev, reasoner, lambda r, fb: r.draft(ev, fb), lambda: TemplateReasoner().draft(ev),
+                                 max_rounds)
+            if error is not None:
+                with lock:
+                    if not failure:
+                        failure.append(error)
+                        log.warning("reasoner %s failed (%s); the rest of this batch is explained by the template",
+                                    getattr(reasoner, "name", "?"), error)
         else:
-            ex = Drafting("template").finish(ev, lambda ev=ev: TemplateReasoner().draft(ev))
+            ex = Drafting("template").finish(ev, lambda: TemplateReasoner().draft(ev))
             ex = ex.model_copy(update={"note": f"{getattr(reasoner, 'name', 'the reasoner')} failed earlier in this "
-                                               f"batch ({failure}); the template's claims are shown."})
-        out.append(with_verdict(ex, ev))
-    return out
+                                               f"batch ({failed}); the template's claims are shown."})
+        return with_verdict(ex, ev)
+
+    if n == 1 or len(evidences) < 2 or reasoner is None or isinstance(reasoner, TemplateReasoner):
+        return [one(ev) for ev in evidences]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(n, len(evidences)), thread_name_prefix="explain") as pool:
+        return list(pool.map(one, evidences))
 
 
 def explain_evidence(evidence: Evidence, reasoner: Reasoner | None = None, *, max_rounds: int = 2) -> Explanation:

@@ -19,7 +19,7 @@ import time
 
 from pydantic import BaseModel
 
-from anomalens.errors import BackendError
+from anomalens.errors import BackendError, ConfigError
 from anomalens.llm.base import ChatTurn, Completion, T, ToolCallRequest, ask_validated
 
 __all__ = ["OpenAIChatClient"]
@@ -35,15 +35,20 @@ class OpenAIChatClient:
         timeout: seconds per request.
         max_retries: retries of a failed request (connection error, timeout, 5xx), with backoff.
         max_reasks: re-asks of a reply that does not validate.
+        concurrency: requests a batch may have in flight at once (``explain_many``); the client is
+            thread-safe, and a vLLM server batches concurrent requests.
     """
 
     def __init__(self, base_url: str, model: str = "", api_key: str = "EMPTY", *, timeout: float = 60.0,
-                 max_retries: int = 2, max_reasks: int = 1, temperature: float = 0.0) -> None:
+                 max_retries: int = 2, max_reasks: int = 1, temperature: float = 0.0, concurrency: int = 8) -> None:
         import openai
 
         self._openai = openai
         self.base_url, self.timeout = base_url, timeout
         self.max_retries, self.max_reasks, self.temperature = max_retries, max_reasks, temperature
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency must be a positive int, got {concurrency!r}")
+        self.concurrency = concurrency
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
         self._model = model
         self.mode = "json_schema"  # switches to "json_object" when the server rejects json_schema

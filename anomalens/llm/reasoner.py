@@ -16,8 +16,24 @@ ANSWER_PROMPTS = ("answer_system.jinja2", "answer_user.jinja2")
 QUESTION_BUDGET = 500  # characters of an analyst's question passed to the model
 
 
+def _compact(value):
+    """Floats to 4 significant digits (as the rendered claims state them) and no null fields: a
+    model reads the same facts in about half the tokens (prompt processing dominates on a CPU)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_compact(v) for v in value]
+    return value
+
+
 def evidence_payload(evidence: Evidence) -> dict:
     """The evidence as the model sees it: compact, every item under its citable id."""
+    return _compact(_payload(evidence))
+
+
+def _payload(evidence: Evidence) -> dict:
     payload: dict = {"verdict": evidence.verdict.model_dump(exclude={"id"})}
     # the units (tabular: features) under their ids; the key stays "features" for every modality's prompt
     payload["features"] = {a.id: a.model_dump(exclude={"id", "contribution"}) for a in evidence.attributions}
@@ -95,6 +111,11 @@ class LLMReasoner:
     def name(self) -> str:
         return self.client.name
 
+    @property
+    def concurrency(self) -> int:
+        """Drafts a batch may ask for at once: the client's bound (a server), else 1 (an in-process model)."""
+        return int(getattr(self.client, "concurrency", 1) or 1)
+
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
         system = render(PROMPTS[0], max_claims=self.max_claims, unit_kind=evidence.context.unit_kind,
                         kinds=kinds_block(evidence))
@@ -139,7 +160,7 @@ def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, b
         from anomalens.llm.openai_client import OpenAIChatClient
 
         return LLMReasoner(OpenAIChatClient(base_url or s.llm_base_url, model if model is not None else s.llm_model,
-                                            s.llm_api_key, timeout=s.llm_timeout))
+                                            s.llm_api_key, timeout=s.llm_timeout, concurrency=s.llm_concurrency))
     raise ConfigError(f"llm must be 'openai', 'local' or 'template', got {kind!r}")
 
 
