@@ -146,9 +146,9 @@ def test_explain_many_runs_drafts_concurrently_in_order_and_stops_calling_a_fail
                 self.now += 1
                 self.peak = max(self.peak, self.now)
             try:
-                time.sleep(0.2)
-                if n == 5:
+                if n == 5:  # fails at once, while the two other drafts in flight are still running
                     raise BackendError("fake server went away")
+                time.sleep(0.2)
                 return Draft([Claim(text="", kind="verdict", cites=["verdict"])])
             finally:
                 with self.lock:
