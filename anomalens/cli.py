@@ -615,6 +615,8 @@ def chat(
     from anomalens.llm.reasoner import tool_client
     from anomalens.tools import Toolbox
 
+    if tool_choice is not None and tool_choice not in TOOL_CHOICES:  # before the model is loaded
+        raise CliError(f"--tool-choice must be one of {list(TOOL_CHOICES)}, got {tool_choice!r}")
     reasoner = _reasoner(llm, base_url, model)
     inv = _load(model_dir, reasoner)
     box = Toolbox(inv)
@@ -652,8 +654,6 @@ def chat(
     elif thread is None:
         raise CliError("give DATA and --row to start a chat, or --thread to resume a saved one")
     checkpoint = checkpoint or _default_checkpoint(model_dir)
-    if tool_choice is not None and tool_choice not in TOOL_CHOICES:
-        raise CliError(f"--tool-choice must be one of {list(TOOL_CHOICES)}, got {tool_choice!r}")
     session = ChatSession(box, case_id, reasoner=reasoner, model=tool_client(reasoner), max_steps=max_steps,
                           tool_choice=tool_choice or get_settings().llm_tool_choice,
                           checkpoint=checkpoint, thread_id=thread or f"case-{case_id}")

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.common import keep_earlier, llama_server, vllm_server, write_results
+from evals.common import keep_earlier, llama_server, vllm_client, write_results
 
 QUESTIONS = {
     "feature": "Which feature makes this case anomalous?",
@@ -173,15 +173,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             client = OpenAIChatClient(url, timeout=120)
             results.append(run_backend("openai", inv, frame, truth, LLMReasoner(client), client))
     if "vllm" in backends:
-        from anomalens.llm.openai_client import OpenAIChatClient
-        from anomalens.testing import vllm_missing
-
-        if vllm_missing():
-            print(f"vllm skipped: {vllm_missing()}", flush=True)
-        else:
-            n = args.llm_cases
-            with vllm_server() as url:
-                client = OpenAIChatClient(url, timeout=300)
+        n = args.llm_cases
+        with vllm_client() as client:
+            if client is not None:
                 for mode in ("auto", "required"):
                     results.append(run_backend(f"vllm-{mode}", inv, frame.iloc[:n], truth[:n], LLMReasoner(client),
                                                client, tool_choice=mode))

