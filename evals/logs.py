@@ -388,6 +388,41 @@ def explanations(seeds: int, n_normal: int = 1500) -> dict:
             "hit@3": tot["hit3"] / max(1, tot["flagged"]), "named_share": tot["named"] / max(1, tot["flagged"])}
 
 
+# ---------------------------------------------------------------- normal logs only
+def null(seeds: int) -> dict:
+    """Fit on normal logs, then score fresh normal logs of the same generator (other seeds): every flag
+    is false. Per grouping: the share of runs with any flag (BH's FDR is this family-wise rate when
+    every case is normal, so it should be <= 5%), the share of cases flagged, and how uniform the
+    case p-values are at small levels (share <= 0.01 and <= 0.001 should not exceed those levels)."""
+    from anomalens import Investigator
+    from anomalens.data.log_synthesis import SESSION_PATTERN, normal_logs
+    from anomalens.modalities import LogModality
+
+    # (modality, normal sessions to train on, normal sessions to score): ~180 windows to train on
+    groupings = {"sessions": (lambda: LogModality(session=SESSION_PATTERN), 1500, 3000),
+                 "windows of 100 lines": (lambda: LogModality(window=100), 3000, 6000)}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (make, n_train, n_test) in groupings.items():
+            runs, cases, flagged, p = 0, 0, [], []
+            for seed in range(seeds):
+                train, test = Path(tmp) / f"train-{seed}.log", Path(tmp) / f"test-{seed}.log"
+                train.write_text(normal_logs(n_train, seed=500 + seed).text())
+                test.write_text(normal_logs(n_test, seed=600 + seed).text())
+                inv = Investigator.fit(str(train), modality=make(), random_state=seed)
+                v = inv.verdicts(str(test))
+                runs += 1
+                cases += len(v)
+                flagged.append(sum(x.anomalous for x in v.values()))
+                p += [x.p_value for x in v.values()]
+            p = np.asarray(p)
+            out[name] = {"runs": runs, "cases": cases, "runs_with_a_flag": int(sum(f > 0 for f in flagged)),
+                         "flagged": int(sum(flagged)), "flagged_share": sum(flagged) / max(1, cases),
+                         "p_le_0.01": float(np.mean(p <= 0.01)), "p_le_0.001": float(np.mean(p <= 0.001))}
+            print(name, out[name], flush=True)
+    return out
+
+
 # ---------------------------------------------------------------- end to end
 E2E_SCRIPT = """
 import json, resource, sys, time
@@ -500,6 +535,14 @@ def markdown(res: dict) -> str:
             out.append(f"| {k} | {d['cases']} | {d['flagged']} | {d['hit3'] / f:.3f} | {d['named'] / f:.3f} |")
         out.append(f"| **all** | {e['total']['cases']} | {e['total']['flagged']} | {e['hit@3']:.3f} | "
                    f"{e['named_share']:.3f} |")
+    if "null" in res:
+        out += ["", "## Normal logs only (every flag is false)", "",
+                "Fit on normal synthetic logs, score fresh normal logs of other seeds; BH at 5%.", "",
+                "| grouping | runs | cases | runs with a flag | cases flagged | share p <= 0.01 | share p <= 0.001 |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for n, d in res["null"].items():
+            out.append(f"| {n} | {d['runs']} | {d['cases']:,} | {d['runs_with_a_flag']} | {d['flagged']} "
+                       f"({d['flagged_share']:.2%}) | {d['p_le_0.01']:.4f} | {d['p_le_0.001']:.4f} |")
     if "end_to_end" in res:
         out += ["", "## End to end (`triage`: read, parse, group, score, incidents, 10 explanations)", "",
                 "| grouping | lines | cases | incidents | wall s | lines/s | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -517,11 +560,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer seeds and sizes")
     ap.add_argument("--replay", type=int, default=1_000_000)
     ap.add_argument("--hdfs-train", type=int, default=2000)
-    ap.add_argument("--only", nargs="*", default=None, help="parsing hdfs bgl explanations end_to_end")
+    ap.add_argument("--only", nargs="*", default=None, help="parsing hdfs bgl explanations null end_to_end")
     args = ap.parse_args()
     if not (DATA / "loghub").is_dir():
         sys.exit(f"the shared data is absent ({DATA}); the log benchmark needs ../shared/data")
-    parts = args.only or ["parsing", "hdfs", "bgl", "explanations", "end_to_end"]
+    parts = args.only or ["parsing", "hdfs", "bgl", "explanations", "null", "end_to_end"]
     res: dict = {"args": " ".join(sys.argv[1:]), "machine": f"{platform.processor() or platform.machine()}, "
                  f"{__import__('os').cpu_count()} cores"}
     prev = Path(__file__).resolve().parent / "results" / "logs.json"
@@ -535,6 +578,8 @@ def main() -> None:
         res["bgl"] = bgl()
     if "explanations" in parts:
         res["explanations"] = explanations(1 if args.quick else 3)
+    if "null" in parts:
+        res["null"] = null(1 if args.quick else 3)
     if "end_to_end" in parts:
         res["end_to_end"] = end_to_end([100_000] if args.quick else [100_000, 200_000, 400_000])
     write_results("logs", res, markdown(res))

@@ -277,10 +277,12 @@ def markdown(r: dict) -> str:
                      f"{x['driver_peak_rss_mib']:.0f} | {_same_text(x['vs_local'])} |")
     if r.get("logs"):
         lines += ["", "## Logs (`anomalens score` on a log model, windows of 100 lines)", "",
-                  "| lines | cases | job s | lines/s | wall s | peak MiB |", "|---:|---:|---:|---:|---:|---:|"]
+                  "Normal logs only: every flagged window is a false alarm.", "",
+                  "| lines | cases | job s | lines/s | wall s | peak MiB | flagged |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
         for x in r["logs"]:
             lines.append(f"| {x['lines']:,} | {x['cases']:,} | {x['job_s']:.1f} | {x['lines_per_s']:,.0f} | "
-                         f"{x['wall_s']:.1f} | {x['peak_rss_mib']:.0f} |")
+                         f"{x['wall_s']:.1f} | {x['peak_rss_mib']:.0f} | {x['flagged']:,} |")
     return "\n".join(lines) + "\n"
 
 

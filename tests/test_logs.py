@@ -260,6 +260,35 @@ def test_save_load_same_verdicts(inv, injected, tmp_path):
     assert back.modality.parser.templates == inv.modality.parser.templates
 
 
+def test_a_log_model_saved_with_the_earlier_score_is_refused_not_misread(inv, tmp_path):
+    import json
+
+    from anomalens.errors import CheckpointError
+
+    path = inv.save(tmp_path / "m")
+    config = json.loads((path / "investigator.json").read_text())
+    assert config["logs"]["score_version"] == 2
+    del config["logs"]["score_version"]  # what a log model saved before the calibrated next-event score holds
+    (path / "investigator.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="earlier next-event score.*fit it again"):
+        Investigator.load(path)
+
+
+def test_fresh_normal_windows_are_not_flagged(tmp_path):
+    """Windows of normal logs from another seed of the generator: nothing should be flagged at FDR 5%,
+    and the case p-values must not pile up at small levels. With the next-event LSTM's own tail as the
+    p-value beyond the calibration cases (it is over-confident), 3.8% of such windows were flagged and
+    3.2% had p <= 0.001."""
+    (tmp_path / "train.log").write_text(normal_logs(3000, seed=0).text())
+    (tmp_path / "test.log").write_text(normal_logs(6000, seed=1).text())
+    model = Investigator.fit(str(tmp_path / "train.log"), modality=LogModality(window=100))
+    v = list(model.verdicts(str(tmp_path / "test.log"), alpha=0.05).values())
+    p = np.array([x.p_value for x in v])
+    assert len(v) >= 300
+    assert sum(x.anomalous for x in v) <= 1
+    assert np.mean(p <= 0.01) <= 0.02 and np.mean(p <= 0.001) <= 0.005
+
+
 @needs_shared
 @pytest.mark.shared_data
 def test_hdfs_sessions_quality_floor():

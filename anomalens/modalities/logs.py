@@ -49,6 +49,7 @@ __all__ = ["LogModality", "ScoredCase", "line_id"]
 END = "END"  # the expected "event" where the model says the case should have ended
 SEQUENCE_SHOWN = 24  # places of the expected sequence shown around the most surprising one
 COUNT_SURPRISE = float(np.log(100.0))  # nats for a count outside the normal 1%-99% range
+SCORE_VERSION = 2  # 1 (unmarked): the next-event score was the largest surprise, with the model's own tail; 2: -ln of that tail, GPD-calibrated
 
 
 def line_id(source: str, lineno: int) -> str:
@@ -89,6 +90,7 @@ class LogModality(TabularModality):
         self.case_share: np.ndarray | None = None  # (V,) share of normal cases holding each template
         self.member_scores: list[np.ndarray] = []  # calibration scores of the next-event and count models
         self.combined_scores: np.ndarray | None = None
+        self.model_inflation = 1.0  # see model_inflation()
         self.event_level: float = 0.0  # per-event surprise above which an event is improbable (99.9% of normal)
         self.exemplar_sequences: dict[str, list[str]] = {}
         self.read_stats = None  # what reading the normal logs did (set at fit, not saved)
@@ -170,11 +172,12 @@ class LogModality(TabularModality):
     # ------------------------------------------------------------------ calibration
     def fit_calibration(self, member_a: list[np.ndarray], member_b: list[np.ndarray], surprises: list[np.ndarray]) -> None:
         """Member scores of calibration half A calibrate each model; their Cauchy combination on half B
-        (``member_b``: the two scores and the next-event model's tail) calibrates the case p-value;
-        ``surprises`` (per-event, normal) set the improbable-event level."""
+        (``member_b``: the two models' scores) calibrates the case p-value; ``surprises`` (per-event,
+        normal) set the improbable-event level."""
         self.member_scores = [np.sort(np.asarray(a, dtype=np.float64)) for a in member_a[:2]]
+        self.model_inflation = model_inflation(self.member_scores[0])
         self._calibrators = None
-        self.combined_scores = np.sort(self.combine(np.stack(member_b[:2]), member_b[2] if len(member_b) > 2 else None))
+        self.combined_scores = np.sort(self.combine(np.stack(member_b[:2])))
         self._combined = None
         flat = np.concatenate(surprises) if surprises else np.zeros(1)
         self.event_level = float(np.quantile(flat, 0.999))
@@ -213,25 +216,25 @@ class LogModality(TabularModality):
     def approximate(self, combined: np.ndarray) -> np.ndarray:
         return np.asarray(combined, dtype=np.float64) > self.calibrator.scores[-1]
 
-    def member_pvalues(self, member_scores: np.ndarray, model_tail: np.ndarray | None = None) -> np.ndarray:
-        """(2, n) p-values of the next-event and count models from their (2, n) scores. Each is
-        conformal against its calibration half; beyond the largest calibration score, the next-event
-        model's own tail ``model_tail`` (see ``LogInvestigator.score_cases``) where given, the count
-        model's GPD tail (``Calibrator``)."""
-        from anomalens.detectors.calibration import conformal_pvalues
+    def member_pvalues(self, member_scores: np.ndarray) -> np.ndarray:
+        """(2, n) p-values of the next-event and count models from their (2, n) scores: conformal
+        against calibration half A, the GPD tail (``Calibrator``) beyond its largest score. Where no
+        tail can be fitted to the next-event scores (sessions that repeat take a handful of distinct
+        scores), its own bound ``exp(-score)`` takes over beyond them, inflated by the most it
+        under-stated the calibration cases' frequencies (``model_inflation``)."""
+        s = np.asarray(member_scores, dtype=np.float64)
+        p = np.stack([c.pvalues(x) for c, x in zip(self.calibrators, s)])
+        c1 = self.calibrators[0]
+        if c1.tail is None:
+            beyond = s[0] > c1.scores[-1]
+            p[0, beyond] = np.minimum(c1.floor, self.model_inflation * np.exp(-s[0, beyond]))
+        return p
 
-        s1, s2 = np.asarray(member_scores, dtype=np.float64)
-        c1, c2 = self.calibrators
-        p1 = conformal_pvalues(c1.scores, s1)
-        if model_tail is not None:
-            p1 = np.where(s1 > c1.scores[-1], np.minimum(p1, model_tail), p1)
-        return np.stack([p1, c2.pvalues(s2)])
-
-    def combine(self, member_scores: np.ndarray, model_tail: np.ndarray | None = None) -> np.ndarray:
+    def combine(self, member_scores: np.ndarray) -> np.ndarray:
         """The truncated Cauchy combination (-ln of its p-value) of the members' p-values."""
         from anomalens.detectors.ensemble import cauchy_combine
 
-        return cauchy_combine(self.member_pvalues(member_scores, model_tail), truncate=0.5)
+        return cauchy_combine(self.member_pvalues(member_scores), truncate=0.5)
 
     # ------------------------------------------------------------------ normal profile
     def fit_log_profile(self, counts: np.ndarray) -> None:
@@ -373,13 +376,19 @@ class LogModality(TabularModality):
             "member_scores": [s.tolist() for s in self.member_scores],
             "combined_scores": None if self.combined_scores is None else self.combined_scores.tolist(),
             "event_level": self.event_level, "exemplar_sequences": self.exemplar_sequences,
-            "neighbours": self.neighbours,
+            "neighbours": self.neighbours, "score_version": SCORE_VERSION, "model_inflation": self.model_inflation,
         }}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "LogModality":
         try:
             c = config["logs"]
+            version = c.get("score_version", 1)
+            if version != SCORE_VERSION:
+                raise CheckpointError(
+                    f"this log model was saved with an earlier next-event score (version {version}, this anomalens "
+                    f"computes version {SCORE_VERSION}): its calibration scores do not match today's scores; fit it "
+                    "again on the same logs")
             tab = TabularModality.from_config(c)
             m = cls(c["format"], c["session"], c["window"] if c["session"] is None else None,
                     calibration_size=c["calibration_size"])
@@ -391,6 +400,7 @@ class LogModality(TabularModality):
             m.case_share = None if c["case_share"] is None else np.asarray(c["case_share"], dtype=np.float64)
             m.member_scores = [np.asarray(s, dtype=np.float64) for s in c["member_scores"]]
             m.combined_scores = np.asarray(c["combined_scores"], dtype=np.float64)
+            m.model_inflation = float(c["model_inflation"])
             m.event_level = float(c["event_level"])
             m.exemplar_sequences = {str(k): [str(e) for e in v] for k, v in c["exemplar_sequences"].items()}
             m.neighbours = dict(c.get("neighbours") or {})
@@ -399,3 +409,15 @@ class LogModality(TabularModality):
         if len(m.member_scores) != 2 or m.combined_scores.size == 0:
             raise CheckpointError("the logs metadata is corrupted: its calibration scores are missing")
         return m
+
+
+def model_inflation(scores: np.ndarray) -> float:
+    """How much more often normal cases reach a next-event score than the model's own bound says:
+    max over the calibration scores s of (share of calibration scores >= s) / exp(-s), at least 1."""
+    cal = np.sort(np.asarray(scores, dtype=np.float64))
+    if cal.size == 0:
+        return 1.0
+    share = (cal.size - np.searchsorted(cal, cal, side="left")) / (cal.size + 1.0)
+    with np.errstate(over="ignore"):
+        ratio = share * np.exp(np.minimum(cal, 700.0))
+    return float(max(1.0, ratio.max()))
