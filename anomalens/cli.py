@@ -818,7 +818,7 @@ def serve(
     state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="where chat sessions persist (default: "
                                                       "./.anomalens-serve)")] = None,
 ) -> None:
-    """Serve saved investigators over HTTP: the REST API under /v1 (OpenAPI at /docs)."""
+    """Serve saved investigators over HTTP: the REST API under /v1 (OpenAPI at /docs), the web page at /, MCP at /mcp."""
     import os
 
     import uvicorn
@@ -844,7 +844,7 @@ def serve(
         raise CliError("API keys must be at least 16 characters long")
     cfg = ServeConfig(api_keys=keys, no_auth=no_auth, workers=workers, queue=queue, timeout=timeout,
                       max_body=int(max_body_mb * 1024 * 1024), max_rows=max_rows, cors_origins=cors or [],
-                      state_dir=str(state_dir or Path(".anomalens-serve")))
+                      state_dir=str(state_dir or Path(".anomalens-serve")), host=host, mcp=processes == 1)
     if processes == 1:
         application = create_app(folders, cfg)  # loaded before the banner: a bad model folder fails here
     else:
@@ -856,7 +856,8 @@ def serve(
             _check_model(folder)
         os.environ[ENV_SPEC] = _json.dumps({"investigators": folders, "config": cfg.model_dump()})
     err.print(f"serving {for_terminal(', '.join(folders), 200)} on http://{for_terminal(host, 80)}:{port} "
-              f"({'no API key' if no_auth else f'{len(keys)} API key(s)'}; {processes} process(es); OpenAPI at /docs)",
+              f"({'no API key' if no_auth else f'{len(keys)} API key(s)'}; {processes} process(es); OpenAPI at /docs; "
+              f"{'MCP at /mcp' if processes == 1 else 'MCP over HTTP off: its sessions need --processes 1'})",
               highlight=False)
     if processes == 1:
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

@@ -68,5 +68,67 @@ def test_mcp_over_stdio_keeps_the_investigation_per_session(folders):
             tpl = (await c.call_tool("describe_template", {"investigator": "web", "template_id": tid})).structured_content
             assert tpl["data"]["template_id"] == tid
             assert json.dumps(tpl)  # plain JSON all the way
+            # the investigators as resources
+            uris = {str(r.uri) for r in (await c.list_resources()).resources}
+            assert "anomalens://investigators" in uris
+            listed = json.loads((await c.read_resource("anomalens://investigators")).contents[0].text)
+            assert [i["name"] for i in listed["investigators"]] == ["metrics", "web"]
+            one = json.loads((await c.read_resource("anomalens://investigators/metrics")).contents[0].text)
+            memory = next(u for u in one["unit_list"] if u["name"] == "memory")
+            assert one["n_train"] > 0 and memory["normal_low"] < memory["normal_median"] < memory["normal_high"]
 
     _run(session())
+
+
+def test_mcp_over_streamable_http_keeps_each_clients_cases_behind_the_api_keys(folders):
+    """``anomalens serve`` answers MCP at /mcp: without a key 401; with one, the SDK's client opens a
+    session, adds a case and explains it by id; the session is refused to another key, and a tool
+    without a session says what to do."""
+    import httpx
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from test_server import KEY, _serve
+
+    other = "another-key-0123456789"
+    (folders / "keys").write_text(f"{KEY}\n{other}\n")
+    ctx, _, url = _serve(folders, "--workers", "1")
+
+    def client(key: str) -> Client:
+        return Client(streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers={"X-API-Key": key})))
+
+    async def session():
+        async with client(KEY) as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            assert {"open_session", "close_session", "add_case", "explain_case", "triage_logs"} <= names
+            loose = await c.call_tool("add_case", {"investigator": "metrics", "row": {"cpu": 0.0, "memory": 0.0,
+                                                                                     "latency": 0.0, "errors": 0.0}})
+            assert loose.is_error and "session is required over HTTP: call open_session" in loose.content[0].text
+            sid = (await c.call_tool("open_session", {})).structured_content["session"]
+            a = await c.call_tool("add_case", {"investigator": "metrics", "case_id": "7", "session": sid,
+                                               "row": {"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}})
+            assert not a.is_error and a.structured_content["anomalous"]
+            ex = (await c.call_tool("explain_case", {"investigator": "metrics", "case_id": "7",
+                                                     "session": sid})).structured_content
+            assert ex["data"][0]["id"] == "feature:memory"
+            await c.call_tool("add_case", {"investigator": "metrics", "case_id": "12", "session": sid,
+                                           "row": {"cpu": 0.0, "memory": 0.1, "latency": 0.1, "errors": 0.0}})
+            cmp = (await c.call_tool("compare_cases", {"investigator": "metrics", "case_id": "7", "other_id": "12",
+                                                       "session": sid})).structured_content
+            assert cmp["data"]["differences"][0]["feature"] == "memory"
+            bad = await c.call_tool("explain_case", {"investigator": "metrics", "case_id": "99", "session": sid})
+            assert bad.is_error and "case_id must be one of" in bad.content[0].text
+            fresh = (await c.call_tool("open_session", {})).structured_content["session"]
+            empty = await c.call_tool("explain_case", {"investigator": "metrics", "case_id": "7", "session": fresh})
+            assert empty.is_error and "no case of 'metrics'" in empty.content[0].text  # sessions do not share cases
+        async with client(other) as c:
+            foreign = await c.call_tool("explain_case", {"investigator": "metrics", "case_id": "7", "session": sid})
+            assert foreign.is_error and "session must be an id that open_session returned" in foreign.content[0].text
+        return sid
+
+    try:
+        assert httpx.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).status_code == 401
+        _run(session())
+    finally:
+        ctx.__exit__(None, None, None)

@@ -15,6 +15,30 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
+def _connected(p, url: str):
+    """(browser, page, page errors) with the page loaded from ``url`` and connected with the key."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    page.fill("#key", KEY)
+    page.click("#connect")
+    page.wait_for_selector("#inv option[value=metrics]", state="attached")
+    return browser, page, errors
+
+
+def _ask_and_finish(page, browser, errors: list[str], shot) -> None:
+    """Ask why the open case is anomalous, see a verified answer, keep a screenshot, no page error."""
+    page.fill("#question", "why is this anomalous?")
+    page.click("#chat button")
+    page.wait_for_selector("#chatlog ul.answer li", timeout=60_000)
+    assert "verified" in page.inner_text("#chatlog")
+    page.screenshot(path=str(shot), full_page=True)
+    assert not errors, errors
+    browser.close()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it with apt-get)")
 def test_page_flow_in_headless_chromium(tmp_path):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (anomalens[dev] has it)")
@@ -44,14 +68,7 @@ def test_page_flow_in_headless_chromium(tmp_path):
     ctx, _, url = _serve(models)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1366, "height": 900})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/")
-            page.fill("#key", KEY)
-            page.click("#connect")
-            page.wait_for_selector("#inv option[value=metrics]", state="attached")
+            browser, page, errors = _connected(p, url)
             page.select_option("#inv", "metrics")
             page.set_input_files("#file", str(csv))
             page.click("#analyze")
@@ -86,12 +103,48 @@ def test_page_flow_in_headless_chromium(tmp_path):
             text = page.inner_text("#logitems")
             if "onerror" in log.read_text() and sid in page.inner_text("#title"):
                 assert "<script>" in text  # shown literally
-            page.fill("#question", "why is this anomalous?")
-            page.click("#chat button")
-            page.wait_for_selector("#chatlog ul.answer li", timeout=60_000)
-            assert "verified" in page.inner_text("#chatlog")
-            page.screenshot(path=str(tmp_path / "page-logs.png"), full_page=True)
-            assert not errors, errors
-            browser.close()
+            _ask_and_finish(page, browser, errors, tmp_path / "page-logs.png")
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it with apt-get)")
+def test_page_shows_series_events_as_charts(tmp_path):
+    """A series upload lists its events; one opens with a chart per involved channel (observed, restored,
+    the normal band), and a question about it gets a verified answer."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (anomalens[dev] has it)")
+    from playwright.sync_api import sync_playwright
+
+    from anomalens import Investigator
+    from test_series import make_series
+
+    data = make_series(3000, seed=0)
+    models = tmp_path / "models"
+    Investigator.fit(data.iloc[:2400], modality="series", random_state=0, epochs=20, patience=5).save(models / "metrics")
+    (models / "keys").write_text(KEY + "\n")
+    test = data.iloc[2400:].copy()
+    test.iloc[300:320, test.columns.get_loc("latency")] += 6.0  # a level shift on one channel
+    csv = tmp_path / "series.csv"
+    test.to_csv(csv, index_label="time")
+    ctx, _, url = _serve(models, names=("metrics",))
+    try:
+        with sync_playwright() as p:
+            browser, page, errors = _connected(p, url)
+            assert "series" in page.inner_text("#inv")
+            page.set_input_files("#file", str(csv))
+            page.click("#analyze")
+            try:
+                page.wait_for_selector("#seriesitems .chart svg polyline.obs", timeout=60_000)
+            except Exception:  # say what the page said
+                raise AssertionError(f"no chart; the page's error: {page.inner_text('#error')!r}; page errors {errors}") from None
+            assert page.inner_text("#cases thead").startswith("event")
+            assert "latency" in page.inner_text("#title")
+            first = page.locator("#seriesitems .chart").first
+            assert "latency" in first.inner_text()
+            points = page.eval_on_selector("#seriesitems .chart polyline.obs", "e => e.getAttribute('points').split(' ').length")
+            assert points >= 20  # the event's points are drawn
+            assert page.locator("#seriesitems .chart polyline.rest").count() == page.locator("#seriesitems .chart").count()
+            assert not page.is_visible("#exemplars")  # rows' exemplar grid is not shown for a series
+            _ask_and_finish(page, browser, errors, tmp_path / "page-series.png")
     finally:
         ctx.__exit__(None, None, None)

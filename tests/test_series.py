@@ -168,6 +168,18 @@ def test_wrong_channels_and_short_series_at_analyze(fitted):
         inv.analyze(test.iloc[:10])
 
 
+def test_a_table_with_a_text_time_column_is_read_by_a_fitted_model(fitted):
+    """What a CSV upload gives: the times as text in a column beside the channels (the model was fitted
+    on a DatetimeIndex). The column is the time axis; a numeric extra column is still refused."""
+    inv, test = fitted
+    part = test.iloc[:600]
+    table = part.reset_index(names="time").assign(time=lambda d: d["time"].astype(str))
+    a, b = inv.verdicts(part), inv.verdicts(table)
+    assert list(a) == list(b) and [v.p_value for v in a.values()] == [v.p_value for v in b.values()]
+    with pytest.raises(InputError, match=r"unexpected \['extra'\]"):
+        inv.verdicts(part.assign(extra=1.0))
+
+
 def test_fill_is_reported(fitted):
     inv, test = fitted
     model = Investigator.fit(make_series(2400, seed=0), modality=SeriesModality(window=48, fill="interpolate"),

@@ -8,6 +8,7 @@ LLM server that is down (the template's explanation with its note, 200), CSV upl
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import os
 import subprocess
 import sys
@@ -270,6 +271,51 @@ def test_chat_sessions_survive_kill_9_and_restart(models, tmp_path):
         assert httpx.get(f"{url}/v1/sessions/{sid}", headers=_auth()).status_code == 404
     finally:
         ctx.__exit__(None, None, None)
+
+
+def _events(r) -> list[tuple[str, dict]]:
+    """(event, data) of a Server-Sent Events response."""
+    out, kind = [], None
+    for line in r.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            out.append((kind, json.loads(line[6:])))
+    return out
+
+
+def test_chat_turns_stream_as_server_sent_events_with_only_verified_claims(server):
+    row = {"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}
+    sid = httpx.post(f"{server}/v1/sessions", headers=_auth(), json={"investigator": "metrics", "row": row},
+                     timeout=60).json()["id"]
+    url = f"{server}/v1/sessions/{sid}/messages?stream=true"
+    with httpx.stream("POST", url, headers=_auth(), json={"text": "/neighbors 2"}, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        ev = _events(r)
+    kinds = [k for k, _ in ev]
+    assert kinds[0] == "call" and ev[0][1]["tools"] == ["nearest_exemplars"] and kinds[1] == "observation"
+    assert kinds[-1] == "answer" and ev[-1][1]["tools"] == ["nearest_exemplars"]
+    with httpx.stream("POST", url, headers=_auth(), json={"text": "why is this anomalous?"}, timeout=60) as r:
+        ev = _events(r)
+    claims = [d for k, d in ev if k == "claim"]
+    answer = ev[-1]
+    assert answer[0] == "answer" and answer[1]["explanation"]["grounded"]
+    assert claims and claims == answer[1]["explanation"]["claims"]  # streamed claims are the verified ones, in order
+    assert [k for k, _ in ev].index("claim") > max((i for i, (k, _) in enumerate(ev) if k in ("call", "observation")),
+                                                  default=-1)
+    assert any("memory" in c["text"] for c in claims)
+    # the history holds both turns, as without streaming
+    users = [m["text"] for m in httpx.get(f"{server}/v1/sessions/{sid}", headers=_auth()).json()["messages"]
+             if m["role"] == "user"]
+    assert users == ["/neighbors 2", "why is this anomalous?"]
+    # a bad turn is an error event (problem JSON), an unknown session a 404 before any stream
+    with httpx.stream("POST", url, headers=_auth(), json={"text": "/compare nothing-here"}, timeout=60) as r:
+        ev = _events(r)
+    assert ev[-1][0] in ("answer", "error")
+    if ev[-1][0] == "error":
+        assert ev[-1][1]["status"] == 400 and ev[-1][1]["detail"]
+    r = httpx.post(f"{server}/v1/sessions/nope/messages?stream=true", headers=_auth(), json={"text": "hi"})
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):

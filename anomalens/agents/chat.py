@@ -31,7 +31,7 @@ import logging
 import shlex
 import sqlite3
 from contextlib import contextmanager
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -475,21 +475,42 @@ class ChatSession:
 
     def ask(self, text: str) -> ChatReply:
         """Answer one analyst turn (a question or a /command)."""
+        for kind, data in self.ask_stream(text):
+            if kind == "answer":
+                return data
+        raise AssertionError("ask_stream ends with its answer")  # pragma: no cover
+
+    def ask_stream(self, text: str) -> Iterator[tuple[str, Any]]:
+        """Answer one analyst turn as it runs: ``("call", {"tools": [...], "args": [...]})`` when the model
+        calls tools, ``("observation", {"tool", "text"})`` for each tool's result, then, once the answer
+        is verified, ``("claim", claim JSON)`` for each verified claim and ``("answer", ChatReply)``.
+        Nothing the verifier has not accepted is yielded as a claim or an answer."""
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"text must be a non-empty question or /command, got {text!r}")
         with self._writer():
             before = len(self._state().values.get("messages", []))
             try:
-                state = self.graph.invoke({"messages": [HumanMessage(text.strip())], "case_id": self.case_id},
-                                          self._config)
+                for update in self.graph.stream({"messages": [HumanMessage(text.strip())], "case_id": self.case_id},
+                                                self._config, stream_mode="updates"):
+                    for delta in update.values():
+                        for m in (delta.get("messages") or []) if isinstance(delta, dict) else []:
+                            if isinstance(m, AIMessage) and m.tool_calls:
+                                yield "call", {"tools": [c["name"] for c in m.tool_calls],
+                                               "args": [c["args"] for c in m.tool_calls]}
+                            elif isinstance(m, ToolMessage):
+                                yield "observation", {"tool": m.name, "text": str(m.content)}
+                state = self._state().values
             except sqlite3.DatabaseError as exc:
                 raise CheckpointError(f"the chat checkpoint could not be written ({exc})") from exc
         new = state["messages"][before + 1:]
         called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
         reply = state.get("reply")
-        return ChatReply(text=str(new[-1].content) if new else "",
-                         explanation=Explanation.model_validate(reply) if reply else None,
-                         tools=called, steps=state.get("steps", 0))
+        out = ChatReply(text=str(new[-1].content) if new else "",
+                        explanation=Explanation.model_validate(reply) if reply else None,
+                        tools=called, steps=state.get("steps", 0))
+        for claim in out.explanation.claims if out.explanation is not None else []:
+            yield "claim", claim.model_dump(mode="json")
+        yield "answer", out
 
     @property
     def evidence(self) -> Evidence:

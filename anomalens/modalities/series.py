@@ -31,6 +31,7 @@ flagged time points.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,15 @@ def read_series(data: Any, *, name: str = "series", time_column: str | None = No
         data = pd.DataFrame(arr, columns=channels if channels and len(channels) == arr.shape[1]
                             else [f"ch{i}" for i in range(arr.shape[1])])
     frame = data.set_axis([str(c) for c in data.columns], axis=1)
+    if time_column is None and channels is not None and not isinstance(frame.index, pd.DatetimeIndex):
+        # a fitted model's series given as a table (a CSV upload): one column besides the channels that
+        # holds timestamps (text or datetimes, never numbers) is its time axis
+        extra = [c for c in frame.columns if c not in channels and c not in exclude]
+        if len(extra) == 1 and frame[extra[0]].dtype.kind in "OMU":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pandas' "could not infer format" on odd text
+                if pd.to_datetime(frame[extra[0]], errors="coerce").notna().all():
+                    time_column = extra[0]
     if time_column is not None and time_column not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
         time_column = None  # the times are already the index (e.g. a stretch cut from a checked series)
     if time_column is not None:

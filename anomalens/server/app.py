@@ -18,12 +18,13 @@ they are read; batches beyond ``max_rows`` rows or ``max_lines`` log lines are 4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import io
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anomalens import __version__
-from anomalens.errors import AnomalensError, BackendError, CheckpointError, InputError, NotFittedError
+from anomalens.errors import AnomalensError, BackendError, CheckpointError, InputError
 
 __all__ = ["ServeConfig", "app_from_env", "create_app"]
 
@@ -61,6 +62,8 @@ class ServeConfig(BaseModel):
     max_lines: int = Field(1_000_000, ge=1)  # log lines of one triage request
     cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
     state_dir: str | None = None  # where chat sessions persist (SQLite); None: a temporary folder
+    mcp: bool = True  # the MCP tools over streamable HTTP at /mcp (their workspaces live in this process)
+    host: str = "127.0.0.1"  # the address served: on loopback /mcp refuses other Host and Origin headers
 
 
 # ---------------------------------------------------------------- API models
@@ -216,7 +219,8 @@ class Pool:
         for f in [self._executor.submit(job) for _ in range(self.workers)]:
             f.result()
 
-    async def run(self, fn: Callable[[], Any], timeout: float) -> Any:
+    def submit(self, fn: Callable[[], Any]) -> asyncio.Future:
+        """Admit ``fn`` (Busy at once when workers + queue are taken) and run it in a worker."""
         with self._lock:
             if self._admitted >= self.workers + self.queue:
                 raise Busy
@@ -229,8 +233,10 @@ class Pool:
                 with self._lock:
                     self._admitted -= 1
 
-        task = asyncio.get_running_loop().run_in_executor(self._executor, job)
-        return await asyncio.wait_for(asyncio.shield(task), timeout)
+        return asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    async def run(self, fn: Callable[[], Any], timeout: float) -> Any:
+        return await asyncio.wait_for(asyncio.shield(self.submit(fn)), timeout)
 
 
 # ---------------------------------------------------------------- the app
@@ -260,8 +266,25 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         first = next(iter(loaded.values()))
         pool.warm(lambda: first.detector.decision_function(np.zeros((1, first.detector.n_features_in_)), checked=True))
     keys = [k.encode() for k in cfg.api_keys]
-    app = FastAPI(title="anomalens", version=__version__,
+    mcp = None
+    if cfg.mcp:
+        from anomalens.server.mcp_server import build_mcp
+
+        mcp = build_mcp(loaded)
+        mcp_routes = mcp.streamable_http_app(streamable_http_path="/mcp", host=cfg.host).routes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if mcp is None:
+            yield
+            return
+        async with mcp.session_manager.run():  # the streamable HTTP sessions' task group
+            yield
+
+    app = FastAPI(title="anomalens", version=__version__, lifespan=lifespan,
                   description="Explainable anomaly analysis: calibrated verdicts, evidence and verified explanations.")
+    if mcp is not None:
+        app.router.routes.extend(mcp_routes)  # /mcp, behind the same keys and body limit (the guard below)
     app.state.investigators, app.state.pool, app.state.config = loaded, pool, cfg
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -329,17 +352,16 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         try:
             return await pool.run(job, cfg.timeout)
         except Busy:
-            raise _Problem(429, "Too many requests", f"the server is busy ({cfg.workers} running, {cfg.queue} waiting); "
-                                                     "retry shortly", {"Retry-After": "1"}) from None
+            raise _busy() from None
         except asyncio.TimeoutError:
             raise _Problem(504, "Timed out", f"the request ran past the server's limit of {cfg.timeout:g} s; send fewer "
                                              "rows, or ask with explain=false") from None
-        except (InputError, NotFittedError) as exc:
-            raise _Problem(400, "Bad input", str(exc)) from exc
-        except (BackendError, CheckpointError) as exc:
-            raise _Problem(502, "Backend failed", str(exc)) from exc
         except AnomalensError as exc:
-            raise _Problem(400, "Bad input", str(exc)) from exc
+            raise _problem_of(exc) from exc
+
+    def _busy() -> _Problem:
+        return _Problem(429, "Too many requests", f"the server is busy ({cfg.workers} running, {cfg.queue} waiting); "
+                                                  "retry shortly", {"Retry-After": "1"})
 
     @app.exception_handler(_Problem)
     async def problem(request: Request, exc: _Problem):
@@ -604,22 +626,93 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         return name, case_id, box
 
     @app.post("/v1/sessions/{sid}/messages", response_model=MessageOut, tags=["chat"],
-              responses=_problem_responses(400, 401, 404, 422, 429, 504))
-    async def post_message(sid: str, msg: MessageRequest) -> MessageOut:
-        """A question or a command (/why, /neighbors 3, /compare exemplar:<id>, ...): the verified answer."""
+              responses={**_problem_responses(400, 401, 404, 422, 429, 504),
+                         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                               "description": "with stream=true: Server-Sent Events (call, observation, claim, "
+                                              "answer or error)"}})
+    async def post_message(sid: str, msg: MessageRequest, stream: bool = False):
+        """A question or a command (/why, /neighbors 3, /compare exemplar:<id>, ...): the verified answer.
+
+        ``stream=true`` answers with Server-Sent Events as the turn runs: ``call`` (tools the model
+        called), ``observation`` (each tool's result), then, once verified, one ``claim`` per verified
+        claim and ``answer`` (the same JSON as without streaming); a failure mid-way is an ``error``
+        event carrying the problem JSON. Nothing unverified is streamed."""
         _session(sid)
 
-        def job() -> MessageOut:
-            name, case_id, box = _resumed(sid)
-            chat = _chat(name, sid, box, case_id)
-            try:
-                reply = chat.ask(msg.text)
-            finally:
-                chat.close()
+        def reply_out(reply) -> MessageOut:
             return MessageOut(text=reply.text, tools=reply.tools,
                               explanation=None if reply.explanation is None else reply.explanation.model_dump(mode="json"))
 
-        return await _work(job)
+        if not stream:
+            def job() -> MessageOut:
+                name, case_id, box = _resumed(sid)
+                chat = _chat(name, sid, box, case_id)
+                try:
+                    return reply_out(chat.ask(msg.text))
+                finally:
+                    chat.close()
+
+            return await _work(job)
+        return _event_stream(lambda: _chat_events(sid, msg.text, reply_out))
+
+    def _chat_events(sid: str, text: str, reply_out) -> Iterator[tuple[str, Any]]:
+        name, case_id, box = _resumed(sid)
+        chat = _chat(name, sid, box, case_id)
+        try:
+            for kind, data in chat.ask_stream(text):
+                yield kind, (reply_out(data).model_dump(mode="json") if kind == "answer" else data)
+        finally:
+            chat.close()
+
+    def _event_stream(events: Callable[[], Iterator[tuple[str, Any]]]):
+        """Server-Sent Events from ``events``, produced by a pool worker (admission as for any request:
+        429 before the stream starts; past ``timeout`` an ``error`` event with status 504)."""
+        import json
+
+        from fastapi.responses import StreamingResponse
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def job() -> None:
+            try:
+                for item in events():
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except AnomalensError as exc:
+                p = _problem_of(exc)
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", {"type": "about:blank", "title": p.title,
+                                                                       "status": p.status, "detail": p.detail[:2000]}))
+            except Exception as exc:  # noqa: BLE001 - never a stack trace to the client
+                log.exception("unhandled error in a streamed chat turn")
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", {
+                    "type": "about:blank", "title": "Internal error", "status": 500,
+                    "detail": f"the server failed on this request ({type(exc).__name__}); see its log"}))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        try:
+            pool.submit(job)
+        except Busy:
+            raise _busy() from None
+
+        async def body():
+            deadline = loop.time() + cfg.timeout
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    item = ("error", {"type": "about:blank", "title": "Timeout", "status": 504,
+                                      "detail": f"the answer took longer than {cfg.timeout:g} s"})
+                if item is done:
+                    return
+                kind, data = item
+                yield f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+                if kind == "error":
+                    return
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/v1/sessions/{sid}", response_model=HistoryOut, tags=["chat"], responses=_problem_responses(401, 404))
     async def get_session(sid: str) -> HistoryOut:
@@ -710,6 +803,13 @@ class _Problem(Exception):
     def __init__(self, status: int, title: str, detail: str, headers: dict | None = None) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.headers = status, title, detail, headers
+
+
+def _problem_of(exc: AnomalensError) -> _Problem:
+    """The problem a library error is to a client: a backend's or a store's failure is 502, the rest 400."""
+    if isinstance(exc, (BackendError, CheckpointError)):
+        return _Problem(502, "Backend failed", str(exc))
+    return _Problem(400, "Bad input", str(exc))
 
 
 def _read_table(raw: bytes, filename: str):

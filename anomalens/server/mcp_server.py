@@ -1,24 +1,107 @@
 """The MCP server: the investigation tools for LLM agents in other tools (IDEs, desktop assistants),
 with the official ``mcp`` SDK (``MCPServer``).
 
-``anomalens mcp DIR [DIR...]`` serves saved investigators on stdio. One process is one MCP session,
-so the investigation is kept for the session: ``add_case`` (a row) or ``triage_logs`` (log text: its
-incidents become cases) put cases under investigation, and the tools then act on them by id, so a
-client can ask to compare with case 12 after explaining case 7. Each tool returns a structured
-result: the text an agent reads and the evidence item it rests on (the same JSON as the reports).
-Bad arguments (an unknown investigator, case, feature or template) come back as a tool error that
-lists the valid choices.
+``anomalens mcp DIR [DIR...]`` serves saved investigators on stdio; ``anomalens serve`` serves the
+same tools over streamable HTTP at ``/mcp``, behind the REST API's keys. ``add_case`` (a row) or
+``triage_logs`` (log text: its incidents become cases) put cases under investigation, and the tools
+then act on them by id, so a client can ask to compare with case 12 after explaining case 7. Each
+tool returns a structured result: the text an agent reads and the evidence item it rests on (the
+same JSON as the reports). Bad arguments (an unknown investigator, case, feature or template) come
+back as a tool error that lists the valid choices.
+
+Where the cases live (a **workspace**): on stdio one process is one client, so it has one. Over
+HTTP many clients share the process, and MCP's 2026 protocol is stateless (no ``mcp-session-id``),
+so a client calls ``open_session`` and passes the id it gets as ``session`` to the other tools; a
+client of the older, stateful protocol may instead rely on its ``mcp-session-id``. A workspace
+belongs to the API key that opened it (another key gets "unknown session"), is dropped after
+``session_ttl`` seconds idle, and at most ``max_sessions`` are held (the least recently used goes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import secrets
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
+
+from mcp.server.mcpserver import Context
+from pydantic import Field
 
 from anomalens.errors import InputError
 
-__all__ = ["build_mcp"]
+__all__ = ["build_mcp", "Workspaces"]
+
+STDIO = "stdio"
+MAX_RESOURCE_UNITS = 500  # units listed in an investigator's resource
+SessionArg = Annotated[Optional[str], Field(description="the id open_session returned: needed over HTTP, left out on stdio")]
+
+
+class Workspaces:
+    """The cases under investigation per MCP client: ``{workspace: {investigator: toolbox}}``, bounded
+    by count (least recently used dropped) and idle time, each bound to the key that opened it."""
+
+    def __init__(self, *, max_sessions: int = 1000, ttl: float = 3600.0) -> None:
+        self.max_sessions, self.ttl = int(max_sessions), float(ttl)
+        self._spaces: OrderedDict[str, tuple[str, float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._spaces)
+
+    def open(self, owner: str, key: str | None = None) -> str:
+        """A new workspace (``key`` or a fresh unguessable id) owned by ``owner``; returns its key."""
+        key = key or "s-" + secrets.token_urlsafe(18)
+        with self._lock:
+            self._expire()
+            self._spaces[key] = (owner, time.monotonic(), {})
+            while len(self._spaces) > self.max_sessions:
+                self._spaces.popitem(last=False)
+        return key
+
+    def get(self, key: str, owner: str, *, create: bool = False) -> dict[str, Any]:
+        """The toolboxes of workspace ``key``; an unknown, expired or foreign one is an ``InputError``
+        (``create``: a missing one is opened, for stdio and for stateful-protocol sessions)."""
+        with self._lock:
+            self._expire()
+            got = self._spaces.get(key)
+            if got is not None and got[0] == owner:
+                self._spaces[key] = (owner, time.monotonic(), got[2])
+                self._spaces.move_to_end(key)
+                return got[2]
+        if create and got is None:
+            self.open(owner, key)
+            return self.get(key, owner)
+        raise InputError(f"session must be an id that open_session returned (sessions end after "
+                         f"{self.ttl:.0f} s idle), got {key[:40]!r}")
+
+    def close(self, key: str, owner: str) -> bool:
+        with self._lock:
+            got = self._spaces.get(key)
+            if got is None or got[0] != owner:
+                return False
+            del self._spaces[key]
+            return True
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, (_, t, _) in self._spaces.items() if now - t > self.ttl]:
+            del self._spaces[k]
+
+
+def _owner(headers: Any) -> str:
+    """Who is calling, for workspace ownership: a hash of the API key the request carried ('' on stdio
+    or without keys)."""
+    if headers is None:
+        return ""
+    given = headers.get("x-api-key")
+    auth = headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return hashlib.sha256((given or "").encode()).hexdigest() if given else ""
 
 
 def _plain(x: Any) -> Any:
@@ -50,8 +133,8 @@ def _guarded(fn):
     return run
 
 
-def build_mcp(investigators: dict[str, str | Path], *, reasoner=None):
-    """An ``MCPServer`` over the saved investigators ``{name: folder}``."""
+def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int = 1000, session_ttl: float = 3600.0):
+    """An ``MCPServer`` over the investigators ``{name: folder or loaded Investigator}``."""
     from mcp.server.mcpserver import MCPServer
 
     from anomalens import __version__
@@ -59,24 +142,39 @@ def build_mcp(investigators: dict[str, str | Path], *, reasoner=None):
     from anomalens.llm.reasoner import make_reasoner
     from anomalens.tools import LogToolbox, SeriesToolbox, Toolbox, make_tools
 
-    reasoner = reasoner if reasoner is not None else make_reasoner()
-    loaded = {name: Investigator.load(path, reasoner=reasoner) for name, path in investigators.items()}
-    boxes: dict[str, Any] = {}  # investigator -> the toolbox of this session's cases
+    if any(isinstance(v, (str, Path)) for v in investigators.values()):
+        reasoner = reasoner if reasoner is not None else make_reasoner()
+    loaded = {name: v if isinstance(v, Investigator) else Investigator.load(v, reasoner=reasoner)
+              for name, v in investigators.items()}
+    spaces = Workspaces(max_sessions=max_sessions, ttl=session_ttl)
+
+    def boxes_of(ctx: Context, session: str | None) -> dict[str, Any]:
+        """The toolboxes of the caller's workspace (see the module docstring)."""
+        headers = ctx.headers if ctx is not None else None
+        owner = _owner(headers)
+        if session:
+            return spaces.get(session, owner)
+        if headers is None:
+            return spaces.get(STDIO, owner, create=True)
+        sid = headers.get("mcp-session-id")
+        if sid:
+            return spaces.get("mcp:" + sid, owner, create=True)
+        raise InputError("session is required over HTTP: call open_session and pass the id it returns as 'session'")
 
     def inv_of(name: str):
         if name not in loaded:
             raise InputError(f"investigator must be one of {sorted(loaded)}, got {name!r}")
         return loaded[name]
 
-    def box_of(name: str):
+    def box_of(boxes: dict[str, Any], name: str):
         inv = inv_of(name)
         if name not in boxes:
             boxes[name] = (LogToolbox(inv) if inv.modality.name == "logs" else SeriesToolbox(inv)
                            if inv.modality.sequential else Toolbox(inv))
         return boxes[name]
 
-    def call(name: str, tool: str, **args: Any) -> dict[str, Any]:
-        box = box_of(name)
+    def call(ctx: Context, session: str | None, name: str, tool: str, **args: Any) -> dict[str, Any]:
+        box = box_of(boxes_of(ctx, session), name)
         if not box.case_ids and tool not in ("list_detectors", "describe_detector", "describe_template"):
             raise InputError(f"no case of {name!r} is under investigation yet: call add_case (rows) or triage_logs "
                              "(logs) first")
@@ -90,22 +188,64 @@ def build_mcp(investigators: dict[str, str | Path], *, reasoner=None):
     server = MCPServer(name="anomalens", version=__version__,
                        instructions="Explainable anomaly analysis. Put a case under investigation (add_case for a row, "
                                     "triage_logs for log text), then explain, compare, restore. Every claim you relay "
-                                    "should cite the evidence ids the tools return.")
+                                    "should cite the evidence ids the tools return. Over HTTP, call open_session first "
+                                    "and pass its id as 'session' to every other tool.")
+
+    @server.tool(structured_output=True)
+    @_guarded
+    def open_session(ctx: Context) -> dict[str, Any]:
+        """Open a workspace for cases under investigation; pass its id as 'session' to the other tools. It ends
+        after an idle hour (or close_session)."""
+        return {"session": spaces.open(_owner(ctx.headers)), "idle_timeout_s": spaces.ttl}
+
+    @server.tool(structured_output=True)
+    @_guarded
+    def close_session(session: str, ctx: Context) -> dict[str, Any]:
+        """Close a workspace opened by open_session, dropping its cases."""
+        return {"closed": spaces.close(session, _owner(ctx.headers))}
+
+    def summary(name: str) -> dict[str, Any]:
+        i = loaded[name]
+        return {"name": name, "modality": i.modality.name, "detector": i.detector_name, "units": len(i.feature_names),
+                "unit_kind": i.modality.unit_kind, "n_train": i.n_train}
 
     @server.tool(structured_output=True)
     @_guarded
     def list_investigators() -> dict[str, Any]:
         """The investigators this server holds: name, modality, detector, units (features, channels or templates)."""
-        return {"investigators": [{"name": n, "modality": i.modality.name, "detector": i.detector_name,
-                                   "units": len(i.feature_names), "unit_kind": i.modality.unit_kind, "n_train": i.n_train}
-                                  for n, i in sorted(loaded.items())]}
+        return {"investigators": [summary(n) for n in sorted(loaded)]}
+
+    @server.resource("anomalens://investigators", mime_type="application/json")
+    def investigators_resource() -> str:
+        """The investigators this server holds (as list_investigators)."""
+        import json
+
+        return json.dumps({"investigators": [summary(n) for n in sorted(loaded)]})
+
+    @server.resource("anomalens://investigators/{name}", mime_type="application/json")
+    def investigator_resource(name: str) -> str:
+        """One investigator: what it holds and each unit's normal range in its training data (1%, median, 99%)."""
+        import json
+
+        inv = inv_of(name)
+        units = []
+        for u in inv.feature_names[:MAX_RESOURCE_UNITS]:
+            try:
+                p = inv.feature_profile(u)
+                units.append({"name": u, "normal_low": p.normal_low, "normal_median": p.normal_median,
+                              "normal_high": p.normal_high})
+            except InputError:  # a unit without a tabular profile (a series channel may have none)
+                units.append({"name": u})
+        return json.dumps({**summary(name), "unit_list": units,
+                           "units_shown": len(units)}, allow_nan=False, default=float)
 
     @server.tool(structured_output=True)
     @_guarded
-    def add_case(investigator: str, row: dict[str, float], case_id: str | None = None) -> dict[str, Any]:
+    def add_case(investigator: str, row: dict[str, float], ctx: Context, case_id: str | None = None,
+                 session: SessionArg = None) -> dict[str, Any]:
         """Put one row (feature name -> value) under investigation; returns its id and verdict. Later tools take
         the id (the last case added is the one in focus)."""
-        box = box_of(investigator)
+        box = box_of(boxes_of(ctx, session), investigator)
         if isinstance(box, (LogToolbox, SeriesToolbox)):
             raise InputError(f"investigator {investigator!r} holds {box.investigator.modality.name} data: use "
                              "triage_logs for logs")
@@ -118,9 +258,10 @@ def build_mcp(investigators: dict[str, str | Path], *, reasoner=None):
 
     @server.tool(structured_output=True)
     @_guarded
-    def triage_logs(investigator: str, text: str, top: int = 10) -> dict[str, Any]:
+    def triage_logs(investigator: str, text: str, ctx: Context, top: int = 10, session: SessionArg = None) -> dict[str, Any]:
         """Triage log text with a log investigator: its ranked incidents become the cases under investigation
         (incident-1, incident-2, ...)."""
+        boxes = boxes_of(ctx, session)
         inv = inv_of(investigator)
         if inv.modality.name != "logs":
             raise InputError(f"investigator {investigator!r} holds {inv.modality.name} data, not logs")
@@ -135,62 +276,68 @@ def build_mcp(investigators: dict[str, str | Path], *, reasoner=None):
 
     @server.tool(structured_output=True)
     @_guarded
-    def score_case(investigator: str, case_id: str | None = None) -> dict[str, Any]:
+    def score_case(investigator: str, ctx: Context, case_id: str | None = None, session: SessionArg = None) -> dict[str, Any]:
         """The calibrated verdict of a case: anomalous or not, score, p-value."""
-        return call(investigator, "score_case", case_id=case_id)
+        return call(ctx, session, investigator, "score_case", case_id=case_id)
 
     @server.tool(structured_output=True)
     @_guarded
-    def explain_case(investigator: str, case_id: str | None = None, top: int = 5) -> dict[str, Any]:
+    def explain_case(investigator: str, ctx: Context, case_id: str | None = None, top: int = 5,
+                     session: SessionArg = None) -> dict[str, Any]:
         """The units (features, channels, templates) most responsible for a case's score, with normal ranges."""
-        return call(investigator, "explain_case", case_id=case_id, top=top)
+        return call(ctx, session, investigator, "explain_case", case_id=case_id, top=top)
 
     @server.tool(structured_output=True)
     @_guarded
-    def nearest_exemplars(investigator: str, case_id: str | None = None, k: int = 5) -> dict[str, Any]:
+    def nearest_exemplars(investigator: str, ctx: Context, case_id: str | None = None, k: int = 5,
+                          session: SessionArg = None) -> dict[str, Any]:
         """The nearest normal exemplars of a case (normal training cases most like it)."""
-        return call(investigator, "nearest_exemplars", case_id=case_id, k=k)
+        return call(ctx, session, investigator, "nearest_exemplars", case_id=case_id, k=k)
 
     @server.tool(structured_output=True)
     @_guarded
-    def restore_case(investigator: str, case_id: str | None = None) -> dict[str, Any]:
+    def restore_case(investigator: str, ctx: Context, case_id: str | None = None, session: SessionArg = None) -> dict[str, Any]:
         """A case's normal version: what the model says it should have looked like."""
-        return call(investigator, "restore_case", case_id=case_id)
+        return call(ctx, session, investigator, "restore_case", case_id=case_id)
 
     @server.tool(structured_output=True)
     @_guarded
-    def compare_cases(investigator: str, other_id: str, case_id: str | None = None) -> dict[str, Any]:
+    def compare_cases(investigator: str, other_id: str, ctx: Context, case_id: str | None = None,
+                      session: SessionArg = None) -> dict[str, Any]:
         """A case beside another case under investigation, or a normal exemplar ('exemplar:<id>')."""
-        return call(investigator, "compare_cases", other_id=other_id, case_id=case_id)
+        return call(ctx, session, investigator, "compare_cases", other_id=other_id, case_id=case_id)
 
     @server.tool(structured_output=True)
     @_guarded
-    def describe_feature(investigator: str, name: str, case_id: str | None = None) -> dict[str, Any]:
+    def describe_feature(investigator: str, name: str, ctx: Context, case_id: str | None = None,
+                         session: SessionArg = None) -> dict[str, Any]:
         """A unit's normal range in the training data and its value and part in a case."""
-        return call(investigator, "describe_feature", name=name, case_id=case_id)
+        return call(ctx, session, investigator, "describe_feature", name=name, case_id=case_id)
 
     @server.tool(structured_output=True)
     @_guarded
-    def batch_verdicts(investigator: str, alpha: float = 0.05) -> dict[str, Any]:
+    def batch_verdicts(investigator: str, ctx: Context, alpha: float = 0.05, session: SessionArg = None) -> dict[str, Any]:
         """Verdicts for every case under investigation, controlling the false discovery rate."""
-        return call(investigator, "batch_verdicts", alpha=alpha)
+        return call(ctx, session, investigator, "batch_verdicts", alpha=alpha)
 
     @server.tool(structured_output=True)
     @_guarded
-    def show_lines(investigator: str, case_id: str | None = None, around: int = 2) -> dict[str, Any]:
+    def show_lines(investigator: str, ctx: Context, case_id: str | None = None, around: int = 2,
+                   session: SessionArg = None) -> dict[str, Any]:
         """A log incident's most surprising lines (template, probability, expected template) in context."""
-        return call(investigator, "show_lines", case_id=case_id, around=around)
+        return call(ctx, session, investigator, "show_lines", case_id=case_id, around=around)
 
     @server.tool(structured_output=True)
     @_guarded
-    def describe_template(investigator: str, template_id: str) -> dict[str, Any]:
+    def describe_template(investigator: str, template_id: str, ctx: Context, session: SessionArg = None) -> dict[str, Any]:
         """A log template: its text, how often normal logs hold it, its usual neighbours."""
-        return call(investigator, "describe_template", template_id=template_id)
+        return call(ctx, session, investigator, "describe_template", template_id=template_id)
 
     @server.tool(structured_output=True)
     @_guarded
-    def incident_timeline(investigator: str, case_id: str | None = None) -> dict[str, Any]:
+    def incident_timeline(investigator: str, ctx: Context, case_id: str | None = None,
+                          session: SessionArg = None) -> dict[str, Any]:
         """A log incident's cases in order, with span, lines, p-value and most abnormal template."""
-        return call(investigator, "incident_timeline", case_id=case_id)
+        return call(ctx, session, investigator, "incident_timeline", case_id=case_id)
 
     return server
