@@ -5,7 +5,9 @@ request limits and a bounded work pool.
 
 Routes: ``GET /health`` (no key), ``GET /ready``, ``GET /v1/investigators``, ``GET /v1/investigators/{name}``,
 ``POST /v1/investigators/{name}/analyze`` (JSON rows) and ``.../analyze/upload`` (a CSV or Parquet file),
-``POST /v1/investigators/{name}/triage`` (log text, or ``.../triage/upload``). Reports are the same
+``POST /v1/investigators/{name}/triage`` (log text, or ``.../triage/upload``), chat sessions under
+``/v1/sessions`` (``?stream=true`` on a message: Server-Sent Events), the web page at ``/`` and, with
+one process, the MCP tools over streamable HTTP at ``/mcp`` (``mcp_server``). Reports are the same
 JSON as ``Report.model_dump_json()``; errors are ``application/problem+json`` with the messages the
 CLI prints, never a stack trace.
 
