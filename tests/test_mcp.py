@@ -132,3 +132,27 @@ def test_mcp_over_streamable_http_keeps_each_clients_cases_behind_the_api_keys(f
         _run(session())
     finally:
         ctx.__exit__(None, None, None)
+
+
+def test_workspaces_are_owned_bounded_and_expire():
+    import time
+
+    from anomalens.errors import InputError
+    from anomalens.server.mcp_server import Workspaces
+
+    ws = Workspaces(max_sessions=2, ttl=0.3)
+    a = ws.open("alice")
+    ws.get(a, "alice")["metrics"] = "box"
+    assert ws.get(a, "alice") == {"metrics": "box"}
+    with pytest.raises(InputError, match="session must be an id that open_session returned"):
+        ws.get(a, "mallory")  # another key: as if it did not exist
+    assert not ws.close(a, "mallory") and ws.get(a, "alice")
+    b, c = ws.open("alice"), ws.open("alice")  # a third workspace: the least recently used (a) goes
+    with pytest.raises(InputError):
+        ws.get(a, "alice")
+    assert ws.get(b, "alice") == {} and ws.get(c, "alice") == {}
+    assert ws.get("stdio", "", create=True) == {}  # opened on first use
+    time.sleep(0.4)
+    with pytest.raises(InputError, match="sessions end after"):
+        ws.get(c, "alice")
+    assert ws.close(ws.open("bob"), "bob")

@@ -90,7 +90,6 @@ class LogModality(TabularModality):
         self.case_share: np.ndarray | None = None  # (V,) share of normal cases holding each template
         self.member_scores: list[np.ndarray] = []  # calibration scores of the next-event and count models
         self.combined_scores: np.ndarray | None = None
-        self.model_inflation = 1.0  # see model_inflation()
         self.event_level: float = 0.0  # per-event surprise above which an event is improbable (99.9% of normal)
         self.exemplar_sequences: dict[str, list[str]] = {}
         self.read_stats = None  # what reading the normal logs did (set at fit, not saved)
@@ -175,7 +174,6 @@ class LogModality(TabularModality):
         (``member_b``: the two models' scores) calibrates the case p-value; ``surprises`` (per-event,
         normal) set the improbable-event level."""
         self.member_scores = [np.sort(np.asarray(a, dtype=np.float64)) for a in member_a[:2]]
-        self.model_inflation = model_inflation(self.member_scores[0])
         self._calibrators = None
         self.combined_scores = np.sort(self.combine(np.stack(member_b[:2])))
         self._combined = None
@@ -186,6 +184,7 @@ class LogModality(TabularModality):
     def calibrators(self) -> list[Calibrator]:
         if self._calibrators is None:
             self._calibrators = [Calibrator(s) for s in self.member_scores]
+            self._inflation = model_inflation(self.member_scores[0])  # derived with them, used beside them
         return self._calibrators
 
     @property
@@ -227,7 +226,7 @@ class LogModality(TabularModality):
         c1 = self.calibrators[0]
         if c1.tail is None:
             beyond = s[0] > c1.scores[-1]
-            p[0, beyond] = np.minimum(c1.floor, self.model_inflation * np.exp(-s[0, beyond]))
+            p[0, beyond] = np.minimum(c1.floor, self._inflation * np.exp(-s[0, beyond]))
         return p
 
     def combine(self, member_scores: np.ndarray) -> np.ndarray:
@@ -376,7 +375,7 @@ class LogModality(TabularModality):
             "member_scores": [s.tolist() for s in self.member_scores],
             "combined_scores": None if self.combined_scores is None else self.combined_scores.tolist(),
             "event_level": self.event_level, "exemplar_sequences": self.exemplar_sequences,
-            "neighbours": self.neighbours, "score_version": SCORE_VERSION, "model_inflation": self.model_inflation,
+            "neighbours": self.neighbours, "score_version": SCORE_VERSION,
         }}
 
     @classmethod
@@ -400,7 +399,6 @@ class LogModality(TabularModality):
             m.case_share = None if c["case_share"] is None else np.asarray(c["case_share"], dtype=np.float64)
             m.member_scores = [np.asarray(s, dtype=np.float64) for s in c["member_scores"]]
             m.combined_scores = np.asarray(c["combined_scores"], dtype=np.float64)
-            m.model_inflation = float(c["model_inflation"])
             m.event_level = float(c["event_level"])
             m.exemplar_sequences = {str(k): [str(e) for e in v] for k, v in c["exemplar_sequences"].items()}
             m.neighbours = dict(c.get("neighbours") or {})

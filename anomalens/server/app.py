@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from anomalens import __version__
 from anomalens.errors import AnomalensError, BackendError, CheckpointError, InputError
 
-__all__ = ["ServeConfig", "app_from_env", "create_app"]
+__all__ = ["ServeConfig", "app_from_env", "create_app", "presented_key"]
 
 ENV_SPEC = "ANOMALENS_SERVE_SPEC"  # JSON {"investigators": {...}, "config": {...}} for worker processes
 
@@ -304,10 +304,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         if request.url.path in ("/", "/health", "/docs", "/openapi.json", "/redoc") or request.method == "OPTIONS":
             return await call_next(request)
         if keys:
-            given = request.headers.get("x-api-key")
-            auth = request.headers.get("authorization", "")
-            if given is None and auth.lower().startswith("bearer "):
-                given = auth[7:].strip()
+            given = presented_key(request.headers)
             # every key compared, in constant time: no early exit that times which prefix matched
             ok = False
             for k in keys:
@@ -586,11 +583,6 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         box = Toolbox(inv, pd.DataFrame([req.row]), ids=["case"], focus="case")
         return box, "case"
 
-    def _chat(name: str, sid: str, box, case_id: str):
-        from anomalens.agents.chat import ChatSession
-
-        return ChatSession(box, case_id, reasoner=loaded[name].reasoner, checkpoint=sessions.checkpoint, thread_id=sid)
-
     @app.post("/v1/sessions", response_model=SessionOut, status_code=201, tags=["chat"],
               responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
     async def create_session(req: SessionRequest) -> SessionOut:
@@ -621,11 +613,19 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                                              "does not hold")
         return found
 
-    def _resumed(sid: str):
+    @contextlib.contextmanager
+    def _chat(sid: str):
+        """(investigator name, case id, ChatSession) of a saved session, its case re-added; closed after."""
+        from anomalens.agents.chat import ChatSession
+
         name, case_id, row = _session(sid)
         box, _ = _box(loaded[name])
         box.add_case(row, case_id)
-        return name, case_id, box
+        chat = ChatSession(box, case_id, reasoner=loaded[name].reasoner, checkpoint=sessions.checkpoint, thread_id=sid)
+        try:
+            yield name, case_id, chat
+        finally:
+            chat.close()
 
     @app.post("/v1/sessions/{sid}/messages", response_model=MessageOut, tags=["chat"],
               responses={**_problem_responses(400, 401, 404, 422, 429, 504),
@@ -647,24 +647,17 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
         if not stream:
             def job() -> MessageOut:
-                name, case_id, box = _resumed(sid)
-                chat = _chat(name, sid, box, case_id)
-                try:
+                with _chat(sid) as (_, _, chat):
                     return reply_out(chat.ask(msg.text))
-                finally:
-                    chat.close()
 
             return await _work(job)
-        return _event_stream(lambda: _chat_events(sid, msg.text, reply_out))
 
-    def _chat_events(sid: str, text: str, reply_out) -> Iterator[tuple[str, Any]]:
-        name, case_id, box = _resumed(sid)
-        chat = _chat(name, sid, box, case_id)
-        try:
-            for kind, data in chat.ask_stream(text):
-                yield kind, (reply_out(data).model_dump(mode="json") if kind == "answer" else data)
-        finally:
-            chat.close()
+        def events() -> Iterator[tuple[str, Any]]:
+            with _chat(sid) as (_, _, chat):
+                for kind, data in chat.ask_stream(msg.text):
+                    yield kind, (reply_out(data).model_dump(mode="json") if kind == "answer" else data)
+
+        return _event_stream(events)
 
     def _event_stream(events: Callable[[], Iterator[tuple[str, Any]]]):
         """Server-Sent Events from ``events``, produced by a pool worker (admission as for any request:
@@ -722,12 +715,8 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         _session(sid)
 
         def job() -> HistoryOut:
-            name, case_id, box = _resumed(sid)
-            chat = _chat(name, sid, box, case_id)
-            try:
+            with _chat(sid) as (name, case_id, chat):
                 hist = chat.history()
-            finally:
-                chat.close()
             return HistoryOut(id=sid, investigator=name, case_id=case_id,
                               messages=[{"role": r, "text": t} for r, t in hist])
 
@@ -805,6 +794,15 @@ class _Problem(Exception):
     def __init__(self, status: int, title: str, detail: str, headers: dict | None = None) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.headers = status, title, detail, headers
+
+
+def presented_key(headers: Any) -> str | None:
+    """The API key a request carries: ``X-API-Key``, else ``Authorization: Bearer <key>``; None without one."""
+    given = headers.get("x-api-key")
+    auth = headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return given
 
 
 def _problem_of(exc: AnomalensError) -> _Problem:

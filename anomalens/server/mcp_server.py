@@ -49,9 +49,6 @@ class Workspaces:
         self._spaces: OrderedDict[str, tuple[str, float, dict[str, Any]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self._spaces)
-
     def open(self, owner: str, key: str | None = None) -> str:
         """A new workspace (``key`` or a fresh unguessable id) owned by ``owner``; returns its key."""
         key = key or "s-" + secrets.token_urlsafe(18)
@@ -97,11 +94,10 @@ def _owner(headers: Any) -> str:
     or without keys)."""
     if headers is None:
         return ""
-    given = headers.get("x-api-key")
-    auth = headers.get("authorization", "")
-    if given is None and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    return hashlib.sha256((given or "").encode()).hexdigest() if given else ""
+    from anomalens.server.app import presented_key  # headers come only through the app, which is loaded
+
+    given = presented_key(headers)
+    return hashlib.sha256(given.encode()).hexdigest() if given else ""
 
 
 def _plain(x: Any) -> Any:
