@@ -511,7 +511,7 @@ def analyze(
     as_json: JsonOpt = False,
 ) -> None:
     """Score every row (verdicts control the false discovery rate) and report the top N, or one --row;
-    for a series, find its events (the false discovery rate over points) and report the top N."""
+    for a series, find its events (the false discovery rate over windows) and report the top N."""
     from anomalens.detectors import check_probability
 
     alpha = check_probability(alpha, "--alpha")

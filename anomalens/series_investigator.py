@@ -2,14 +2,14 @@
 
 ``Investigator.fit(df, modality="series")`` returns one. It composes the same stages as the row
 Investigator, over windows: the series modality checks the series and cuts it into windows, the
-detector scores and attributes each window (a channel x time matrix), the modality turns the
-windows' attributions into point scores, calibration (the modality's conformal calibration set of
-held-out normal points) gives each point a p-value, Benjamini-Hochberg over the points flags them,
-contiguous flagged points become events, and each event gets its evidence (channels, segments
+detector scores and attributes each window (a channel x time matrix), the modality reads each
+point's cells and window score off the windows that cover it, calibration (against the held-out
+normal block's windows and points) gives each point a p-value, Benjamini-Hochberg over the
+series' windows flags them, contiguous flagged points become events, and each event gets its evidence (channels, segments
 with the restored values, nearest normal windows) and a verified explanation.
 
     inv = Investigator.fit(train_df, modality="series", time_column="timestamp")
-    reports = inv.analyze_batch(test_df, plot_dir="out/")   # one report per event, FDR over points
+    reports = inv.analyze_batch(test_df, plot_dir="out/")   # one report per event, FDR over windows
     report = inv.analyze(stretch)                            # one stretch, one verdict (its strongest event)
 """
 
@@ -21,31 +21,29 @@ from typing import Any
 
 import numpy as np
 
-from anomalens.detectors import BaseDetector, benjamini_hochberg, check_probability
-from anomalens.detectors.calibration import Calibrator, bh_cutoff
+from anomalens.detectors import BaseDetector, check_probability
+from anomalens.detectors.calibration import Calibrator
 from anomalens.errors import InputError
 from anomalens.grounding.drafting import explain_many
 from anomalens.investigator import Investigator
 from anomalens.llm.base import Reasoner
-from anomalens.modalities.series import SeriesData, SeriesModality
+from anomalens.modalities.series import PointCalibration, SeriesData, SeriesModality
 from anomalens.schema import Evidence, Report, Verdict
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, select_exemplars
 
 __all__ = ["SeriesInvestigator", "SeriesScores"]
 
-SERIES_METHOD = "Benjamini-Hochberg false discovery rate control over the series' points"
+SERIES_METHOD = "Benjamini-Hochberg false discovery rate control over the series' windows"
 
 
 class SeriesScores:
-    """A scored series: ``cells`` (C, T) channel x time attribution, ``scores`` (T,) point scores,
-    their p-values and the approximate mask."""
+    """A scored series: ``cells`` (C, T) channel x time attribution, ``scores`` (T,) point scores
+    (``SeriesModality.score_points``), their p-values and the approximate mask."""
 
-    def __init__(self, series: SeriesData, cells: np.ndarray, calibrator: Calibrator) -> None:
+    def __init__(self, series: SeriesData, cells: np.ndarray, window_scores: np.ndarray, modality: SeriesModality) -> None:
         self.series, self.cells = series, cells
-        self.scores = cells.sum(axis=0)
-        self.pvalues = calibrator.pvalues(self.scores)
-        self.approximate = calibrator.approximate(self.scores)
+        self.scores, self.pvalues, self.approximate = modality.point_pvalues(cells, window_scores)
 
 
 class SeriesInvestigator(Investigator):
@@ -54,7 +52,7 @@ class SeriesInvestigator(Investigator):
     modality: SeriesModality
 
     @property
-    def calibrator(self) -> Calibrator:
+    def calibrator(self) -> "Calibrator | PointCalibration":
         return self.modality.calibrator
 
     @classmethod
@@ -87,28 +85,28 @@ class SeriesInvestigator(Investigator):
         """Point scores, p-values and the channel x time attribution of a series."""
         self.detector.calibrator  # noqa: B018 - raises NotFittedError before the data is looked at
         s = self.modality.read(series, name)
-        return SeriesScores(s, self.modality.point_attribution(self.detector, s.values, progress=progress),
-                            self.calibrator)
+        return SeriesScores(s, *self.modality.score_points(self.detector, s.values, progress=progress), self.modality)
 
-    def _flags(self, sc: SeriesScores, alpha: float) -> tuple[np.ndarray, float]:
-        flags = benjamini_hochberg(sc.pvalues, alpha).astype(bool)
-        return flags, bh_cutoff(int(flags.sum()), len(flags), alpha)
+    def _flags(self, sc: SeriesScores, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        return self.modality.flag_points(sc.pvalues, alpha)
 
-    def _event_evidence(self, sc: SeriesScores, span: tuple[int, int], *, flag: bool, alpha: float, cutoff: float,
+    def _event_evidence(self, sc: SeriesScores, span: tuple[int, int], *, flag: bool, alpha: float, cutoffs: np.ndarray,
                         k: int, top: int, index: int, case_id: str | None = None) -> tuple[Evidence, dict]:
         """Evidence of one event, and what its plot needs (restored values, nearest window)."""
         m, s, det = self.modality, sc.series, self.detector
         a, b = span
         T, w = len(s.values), m.window
         restored = m.restore_span(det, s.values, span)
-        peak = a + int(sc.scores[a : b + 1].argmax())
+        peak = a + int(sc.cells[:, a : b + 1].sum(axis=0).argmax())
         window_start = int(np.clip(peak - w // 2, 0, T - w))
         emb = det.embed(m.windows(s.values, np.array([window_start])), checked=True)
         hits = self.store.query(emb, k=k)[0]
-        event, items, segments = m.event_items(s, span, sc.cells, restored, hits, window_start, top)
+        event, items, segments = m.event_items(s, span, sc.cells, sc.scores, restored, hits, window_start, top)
         event = event.model_copy(update={"index": index})
         cal = self.calibrator
-        verdict = self._verdict(sc.scores[peak], sc.pvalues[peak], sc.approximate[peak], flag, alpha, cutoff,
+        at = a + int(sc.pvalues[a : b + 1].argmin())  # the event's verdict: its most significant point
+        cutoff = float(cutoffs[at])
+        verdict = self._verdict(sc.scores[at], sc.pvalues[at], sc.approximate[at], flag, alpha, cutoff,
                                 SERIES_METHOD, len(sc.scores), cal.threshold(cutoff))
         context = m.context(n_train=self.n_train, detector=self.detector_name, attribution_method=det.attribution_method)
         ev = Evidence(case_id=case_id or f"event-{index}", verdict=verdict, attributions=items.attributions,
@@ -121,7 +119,8 @@ class SeriesInvestigator(Investigator):
                       reasoner: Reasoner | None = None, only_anomalous: bool = True, limit: int | None = None,
                       plot_dir: str | Path | None = None, progress: bool = False) -> list[Report]:
         """One report per event of a series, in time order; points are flagged by Benjamini-Hochberg
-        over the whole series at ``alpha`` (the false discovery rate over points). ``limit`` keeps
+        over the series' windows at ``alpha`` (the false discovery rate over windows,
+        ``SeriesModality.flag_points``). ``limit`` keeps
         the events with the highest peak scores; ``plot_dir`` writes ``event-<n>.png`` for each.
         ``only_anomalous`` is accepted for the row Investigator's signature: every event is flagged."""
         alpha = check_probability(alpha, "alpha")
@@ -130,31 +129,31 @@ class SeriesInvestigator(Investigator):
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
             raise InputError(f"limit must be a positive int or None, got {limit!r}")
         sc = self.score(X, name="X", progress=progress)
-        flags, cutoff = self._flags(sc, alpha)
-        spans = self.modality.events(flags)
+        flags, cutoffs = self._flags(sc, alpha)
+        spans = self.modality.events(flags, sc.cells)
         if limit is not None:
             order = sorted(range(len(spans)), key=lambda i: -sc.scores[spans[i][0] : spans[i][1] + 1].max())[:limit]
             spans = [spans[i] for i in sorted(order)]
-        built = [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoff=cutoff, k=k, top=top, index=i + 1)
+        built = [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs, k=k, top=top, index=i + 1)
                  for i, sp in enumerate(spans)]
         return self._reports(sc, spans, built, reasoner, plot_dir)
 
     def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,
                 reasoner: Reasoner | None = None, plot_dir: str | Path | None = None) -> Report:
         """One verdict for a stretch of series: anomalous when any of its points is flagged
-        (Benjamini-Hochberg over its points at ``alpha``); the evidence is that of its strongest
+        (Benjamini-Hochberg over its windows at ``alpha``); the evidence is that of its strongest
         event (or, for a normal stretch, of its highest point)."""
         alpha = check_probability(alpha, "alpha")
         sc = self.score(case, name="case")
-        flags, cutoff = self._flags(sc, alpha)
-        spans = self.modality.events(flags)
+        flags, cutoffs = self._flags(sc, alpha)
+        spans = self.modality.events(flags, sc.cells)
         if spans:
             span = max(spans, key=lambda sp: sc.scores[sp[0] : sp[1] + 1].max())
             index = spans.index(span) + 1
         else:
             peak = int(sc.scores.argmax())
             span, index = (peak, peak), 1
-        built = self._event_evidence(sc, span, flag=bool(spans), alpha=alpha, cutoff=cutoff, k=k, top=top,
+        built = self._event_evidence(sc, span, flag=bool(spans), alpha=alpha, cutoffs=cutoffs, k=k, top=top,
                                      index=index, case_id=case_id)
         return self._reports(sc, [span], [built], reasoner, plot_dir)[0]
 
@@ -188,7 +187,8 @@ class SeriesInvestigator(Investigator):
     def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5):
         """One window beside another (each a channels x window array or its flattened row, e.g. an
         event's peak window and a stored normal window): embedding distance, the other's verdict
-        (its highest point score against the calibration) and the channels whose window means differ most."""
+        (the point score it gives on its own, against the calibration) and the channels whose
+        window means differ most."""
         alpha = check_probability(alpha, "alpha")
         m = self.modality
         X, Y = (np.asarray(v, dtype=np.float64).reshape(1, -1) for v in (case, other))
@@ -197,7 +197,7 @@ class SeriesInvestigator(Investigator):
                 raise InputError(f"{name} must be one window of {len(m.channels)} channels x {m.window} finite values, "
                                  f"got {v.shape[1]} values")
         cells = self.detector.explain(Y, checked=True).values.reshape(len(m.channels), m.window)
-        p = float(self.calibrator.pvalues(np.array([cells.sum(axis=0).max()]))[0])
+        p = m.window_pvalue(cells, float(self.detector.decision_function(Y, checked=True)[0]))
         return m.compare(self.detector, X, Y, other_id=other_id, p_other=p, alpha=alpha, top=top)
 
     def exemplar_row(self, row_id: str) -> np.ndarray:

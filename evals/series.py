@@ -1,14 +1,14 @@
 """Series benchmark: VUS-PR against TSB-AD's baselines, explanation quality on injected events, throughput.
 
 Detection (semi-supervised: each detector of ours trains on a normal stretch at the start of the
-series and scores the rest; ``/mean`` marks the point scores as the mean over covering windows
-instead of the minimum, which smears each anomaly over a window and suits wide labelled ranges):
+series and scores the rest; ``/no-memory``: conv_ae without its memory (memory=0), ``/cell``: point
+scores from the cells alone, point_score="cell", the default before window scores):
 - TSB-AD samples in ``../shared/data/tsb_ad_samples/``: SMAP E-9 (25 channels; rows before the
   ``tr_`` mark, 2,075, for training) and two univariate NAB-derived series (their ``tr_`` marks);
 - NAB series in ``../shared/data/nab/`` (``--nab`` of them, in name order): training on NAB's
   probationary first 15%, which NAB keeps free of scored anomalies.
 Metrics from the ``tsb-ad`` package (``TSB_AD.evaluation.metrics.get_metrics``): VUS-PR (primary),
-AUC-PR and range-F1 at our calibrated cut-off (Benjamini-Hochberg at 5% over the scored points),
+AUC-PR and range-F1 at our calibrated cut-off (Benjamini-Hochberg at 5% over the scored windows),
 computed on the part after the training stretch, with TSB-AD's sliding window for VUS
 (``find_length_rank``). Baselines: TSB-AD's own implementations with its tuned hyper-parameters
 (``HP_list``): PCA, IForest, KNN, LOF twice, unsupervised as TSB-AD runs them (fitted on the scored
@@ -42,7 +42,9 @@ import pandas as pd
 from evals.common import write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-OURS = ("conv_ae", "autoencoder", "conv_ae/mean", "autoencoder/mean")  # "/mean": combine="mean" (see docs/series.md)
+# "/no-memory": conv_ae reconstructing from a window's own code (memory=0); "/cell": point scores from the cells
+# alone (point_score="cell", the default before window scores); see docs/series.md
+OURS = ("conv_ae", "conv_ae/no-memory", "conv_ae/cell", "autoencoder")
 BASELINES = ("PCA", "IForest", "KNN", "LOF", "CNN", "PCA/semi", "IForest/semi", "KNN/semi", "LOF/semi")
 # TSB-AD's run_* defaults for the multivariate windowed baselines (its HP_list does not set the window)
 _MULTI_WINDOW = {"PCA": 100, "IForest": 100, "KNN": 1, "LOF": 1}
@@ -60,10 +62,10 @@ def tsb_samples() -> list[dict]:
     return out
 
 
-def nab_series(n: int) -> list[dict]:
+def nab_series(n: int, skip: int = 0) -> list[dict]:
     windows = json.loads((DATA / "nab" / "labels" / "combined_windows.json").read_text())
     out = []
-    for key in [k for k in sorted(windows) if windows[k]][:n]:  # series with a labelled window
+    for key in [k for k in sorted(windows) if windows[k]][skip : skip + n]:  # series with a labelled window
         frame = pd.read_csv(DATA / "nab" / "data" / key, parse_dates=["timestamp"])
         t = frame["timestamp"]
         y = np.zeros(len(frame), dtype=int)
@@ -93,17 +95,16 @@ def run_ours(name: str, ds: dict, epochs: int) -> tuple[np.ndarray, np.ndarray, 
     cols = [f"c{i}" for i in range(X.shape[1])]
     train = pd.DataFrame(X[:tr], columns=cols)
     test = pd.DataFrame(X[tr:], columns=cols, index=pd.RangeIndex(tr, len(X)))
-    detector, _, combine = name.partition("/")
+    detector, _, variant = name.partition("/")
+    extra = {"memory": 0} if variant == "no-memory" else {}
     t0 = time.perf_counter()
-    inv = Investigator.fit(train, modality=SeriesModality(combine=combine or "min"), detector=detector, random_state=0,
-                           epochs=epochs)
+    inv = Investigator.fit(train, modality=SeriesModality(point_score="cell" if variant == "cell" else "window"),
+                           detector=detector, random_state=0, epochs=epochs, **extra)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     sc = inv.score(test)
     score_s = time.perf_counter() - t0
-    from anomalens.detectors import benjamini_hochberg
-
-    pred = benjamini_hochberg(sc.pvalues, 0.05).astype(bool)
+    pred, _ = inv.modality.flag_points(sc.pvalues, 0.05)
     return sc.scores, pred, {"fit_s": fit_s, "score_s": score_s, "window": inv.modality.window}
 
 
@@ -272,7 +273,7 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['dataset']} | {r['channels']} | {r['points']} | " + " | ".join(cells) + " |")
     means = res["mean_vus_pr"]
     lines.append("| **mean** | | | " + " | ".join(f"**{means.get(n, float('nan')):.3f}**" for n in names) + " |")
-    lines += ["", "Range-F1 at our calibrated cut-off (BH 5% over points), mean: "
+    lines += ["", "Range-F1 at our calibrated cut-off (BH 5% over windows), mean: "
               + ", ".join(f"{n} {v:.3f}" for n, v in res["mean_range_f1"].items()), ""]
     lines += ["## Explanations on injected events (12 channels, 20-point events, 1-2 channels each)", "",
               "| kind | events | found | channel hit@k | time IoU | restoration undoes (median) |", "|---|---:|---:|---:|---:|---:|"]
@@ -296,12 +297,17 @@ def main() -> None:
     ap.add_argument("--nab", type=int, default=8, help="NAB series to include (name order)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--quick", action="store_true", help="2 NAB series, 1 synthetic seed")
+    ap.add_argument("--held-out", type=int, default=0, metavar="N",
+                    help="detection only, on the N NAB series after the first --nab (series the development "
+                         "runs never scored); results in series_held_out.json/.md")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    res = {"command": "python -m evals.series" + (" --quick" if args.quick else f" --nab {args.nab}"),
+    held = args.held_out > 0
+    res = {"command": "python -m evals.series" + (" --quick" if args.quick else f" --nab {args.nab}")
+           + (f" --held-out {args.held_out}" if held else ""),
            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
            "detection": [], "mean_vus_pr": {}, "mean_range_f1": {}}
 
@@ -313,8 +319,13 @@ def main() -> None:
             res["mean_range_f1"] = {n: float(np.mean(v)) for n in OURS
                                     if (v := [r["results"][n]["range-F1"] for r in det if "range-F1" in r["results"][n]])}
         res["seconds"] = time.perf_counter() - t0
-        write_results("series", res, markdown(res))
+        write_results("series_held_out" if held else "series", res, markdown(res))
 
+    if held:
+        res["synthetic"], res["throughput"] = {}, []
+        detection(nab_series(args.held_out, skip=args.nab), args.epochs, save=save)
+        print(markdown(res))
+        return
     # explanations and throughput first (minutes), then the detection runs (the long part), saved as they go
     res["synthetic"] = synthetic_explanations(args.epochs, seeds=1 if args.quick else 2)
     res["throughput"] = throughput(args.epochs)

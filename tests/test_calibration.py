@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anomalens.detectors import conformal_pvalues, make_detector
-from anomalens.detectors.calibration import benjamini_hochberg, score_threshold
+from anomalens.detectors.calibration import Calibrator, benjamini_hochberg, score_threshold
 from conftest import correlated, detector_names
 
 
@@ -67,3 +67,27 @@ def test_fdr_controlled_batch(fitted):
     false = flags[: len(normal)].sum()
     assert discoveries >= 150
     assert false / discoveries <= 0.15
+
+
+def test_block_calibration_keeps_dependent_scores_from_looking_rare():
+    """Window scores of a series run in stretches a window long. Calibrated point by point, the
+    held-out points count as independent and a new normal stretch gets p <= 0.01 for about 8% of
+    its points; calibrated on the maxima of consecutive windows (``block``) it stays below the
+    nominal rate."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    rng = np.random.default_rng(0)
+
+    def window_scores(n: int, w: int = 50) -> np.ndarray:
+        x = np.convolve(rng.normal(size=n + 2 * w), np.ones(20) / 20, mode="valid")  # smooth noise
+        s = sliding_window_view(x**2, w).mean(axis=1)  # a window's score
+        return sliding_window_view(s, w).max(axis=1)[:n]  # a point's: the most anomalous window holding it
+
+    by_point, by_block = [], []
+    for _ in range(100):
+        cal, new = window_scores(1000), window_scores(3000)
+        by_point.append((Calibrator(cal, check_tail=False).pvalues(new) <= 0.01).mean())
+        by_block.append((Calibrator(cal, check_tail=False, block=50).pvalues(new) <= 0.01).mean())
+    assert np.mean(by_block) <= 0.01 < 0.03 < np.mean(by_point)
+    blocked = Calibrator(np.arange(100.0), block=30)
+    assert blocked.n == 4 and list(blocked.scores) == [29.0, 59.0, 89.0, 99.0]  # the last, partial block counts

@@ -46,6 +46,7 @@ from anomalens.errors import InputError
 __all__ = ["Calibrator", "TailFit", "benjamini_hochberg", "bh_cutoff", "conformal_pvalues", "score_threshold"]
 
 TAIL_MIN_CAL = 20  # fewer calibration scores than this: no tail is fitted (exact p-values only)
+TAIL_MIN_BLOCKS = 8  # the same for block maxima (``Calibrator(block=...)``), each worth a block of scores
 TAIL_SHARE = 0.2  # share of the calibration scores whose excesses fit the tail (at least 10, at most 2000)
 TAIL_SHAPE_SE = 1.0  # the shape is raised by this many standard errors (conservative: a heavier tail)
 TAIL_SCALE_CONF = 0.75  # one-sided confidence level of the scale's upper bound
@@ -93,7 +94,7 @@ class TailFit:
         return self.scale / self.shape * (q ** (-self.shape) - 1.0)
 
 
-def fit_tail(calibration_scores: np.ndarray, *, check: bool = True) -> TailFit | None:
+def fit_tail(calibration_scores: np.ndarray, *, check: bool = True, min_count: int = TAIL_MIN_CAL) -> TailFit | None:
     """The conservative GPD tail of sorted calibration scores, or None when there are too few, the
     top scores are all equal, or the tail fails its own check.
 
@@ -106,7 +107,7 @@ def fit_tail(calibration_scores: np.ndarray, *, check: bool = True) -> TailFit |
 
     cal = np.sort(np.asarray(calibration_scores, dtype=np.float64))
     n = cal.size
-    if n < TAIL_MIN_CAL:
+    if n < min_count:
         return None
     if check:
         j = max(1, n // 100)
@@ -143,13 +144,26 @@ class Calibrator:
         check_tail: run ``fit_tail``'s check. Scores of dependent points (a series) come in runs, so
             the top 1% is often one run of neighbours that the check reads as a rare mode; the
             series modality turns it off (the tail stays conservative: inflated shape and scale).
+        block: > 1 for scores of dependent points in time order (a series' points, whose scores
+            share their windows): the calibration set is the maxima of consecutive blocks of
+            ``block`` scores (a last partial block included), which are about independent. A point's
+            p-value is then the share of held-out blocks whose highest score reaches its score: never
+            below the share of points (a point is at most its block's maximum), so conservative, and
+            about equal to it where the scores come in runs as long as a block. The tail is fitted
+            to the block maxima (at least TAIL_MIN_BLOCKS of them). Without blocks, a few hundred
+            dependent calibration points count as that many independent ones and a new normal
+            stretch whose scores run a little above theirs gets p-values far too small.
     """
 
-    def __init__(self, calibration_scores: np.ndarray, *, tail: bool = True, check_tail: bool = True) -> None:
-        cal = np.sort(np.asarray(calibration_scores, dtype=np.float64))
+    def __init__(self, calibration_scores: np.ndarray, *, tail: bool = True, check_tail: bool = True,
+                 block: int = 1) -> None:
+        cal = np.asarray(calibration_scores, dtype=np.float64)
         if cal.size == 0:
             raise InputError("calibration_scores must hold at least one score, got 0")
-        self.scores = cal
+        self.block = max(1, int(block))
+        if self.block > 1:
+            cal = np.maximum.reduceat(cal, np.arange(0, cal.size, self.block))
+        self.scores = np.sort(cal)
         self.use_tail = bool(tail)
         self.check_tail = bool(check_tail)
 
@@ -164,7 +178,10 @@ class Calibrator:
 
     @cached_property
     def tail(self) -> TailFit | None:
-        return fit_tail(self.scores, check=self.check_tail) if self.use_tail else None
+        if not self.use_tail:
+            return None
+        return fit_tail(self.scores, check=self.check_tail,
+                        min_count=TAIL_MIN_CAL if self.block == 1 else TAIL_MIN_BLOCKS)
 
     @property
     def method(self) -> str:

@@ -27,17 +27,27 @@ from anomalens.errors import ConfigError, InputError
 
 __all__ = ["ConvAutoEncoder", "ConvAutoEncoderConfig", "ConvAENetwork"]
 
+DECODED_MEMORY_MAX = 32_000_000  # values (128 MB as float32) of the memory's decodings kept for scoring
+
 
 @dataclass(frozen=True)
 class ConvAutoEncoderConfig(AutoEncoderConfig):
     window: int | None = None  # time steps per window (rows hold channels x window values); None: one channel
     conv_channels: int = 32  # feature maps of the convolutions
     kernel_size: int = 5
+    # reconstruct from the codes of training windows only: the decoding of the ``memory`` training codes
+    # nearest to a window's code that fits the window best (0: from the window's own code, clamped)
+    memory: int = 5
+    memory_size: int = 4096  # training codes kept (a seeded random subset beyond)
 
     def validate(self) -> None:
         super().validate()
         if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 4):
             raise ConfigError(f"window must be an int >= 4 or None, got {self.window!r}")
+        for name in ("memory", "memory_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
         for name in ("conv_channels", "kernel_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -85,8 +95,9 @@ class ConvAutoEncoder(AutoEncoder):
 
     Config = ConvAutoEncoderConfig
     restores_by_edit = False  # restore holds the normal cells, below
-    attribution_method = ("score shared by squared error per channel x time cell under a robust (reweighted) "
-                          "reconstruction of a convolutional autoencoder")
+    additive_attribution = False  # with a memory the score is the memory's error, the attribution the window's own
+    attribution_method = ("squared error per channel x time cell under a robust (reweighted) reconstruction of a "
+                          "convolutional autoencoder")
 
     def _build_module(self, n_features: int) -> nn.Module:
         cfg = self.config
@@ -95,6 +106,59 @@ class ConvAutoEncoder(AutoEncoder):
             raise InputError(f"rows must hold channels x window = k x {window} values, got {n_features}")
         latent = cfg.latent_dim or int(min(64, max(8, math.ceil(math.sqrt(n_features)))))
         return ConvAENetwork(n_features // window, window, cfg.conv_channels, cfg.kernel_size, latent, cfg.dropout)
+
+    def _on_fit_end(self, train: torch.Tensor) -> None:
+        # the memory: codes of (a seeded random subset of) the training windows; ``train`` is shuffled
+        self.memory_ = self.module_.encoder(train[: self.config.memory_size]) if self.config.memory else None
+        super()._on_fit_end(train)
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        return {**super()._extra_state(), **({} if self.memory_ is None else {"memory": self.memory_})}
+
+    def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        super()._load_extra_state(state)
+        self.memory_ = state.get("memory")  # absent: a model saved before the memory reconstructs from its own code
+
+    def _score_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """With a memory: the normalised squared error against the memory's reconstruction."""
+        if getattr(self, "memory_", None) is None:
+            return super()._score_batch(batch)
+        return self._errors(batch, self._memory_reconstruct(batch)).mean(dim=1)
+
+    def _memory_reconstruct(self, batch: torch.Tensor) -> torch.Tensor:
+        """Of the decodings of the ``memory`` training codes nearest to the window's code, the one
+        with the smallest (normalised) squared error. An autoencoder generalises: it reconstructs a
+        flat stretch or a shape it never saw about as well as a normal window, so its own
+        reconstruction error misses them; a decoding of a training code can only be a window like
+        those it trained on (the memory of MemAE, Gong et al., ICCV 2019, with hard addressing).
+        The score uses it; the attribution and the restoration keep the window's own robust
+        reconstruction, which follows the window's normal cells closely and so singles out the
+        deviating ones (a memory window matches a new normal window only approximately)."""
+        memory = self.memory_.to(batch.device)
+        code = self.module_.encoder(batch)
+        k = min(self.config.memory, len(memory))
+        near = torch.cdist(code, memory).topk(k, dim=1, largest=False).indices  # (n, k)
+        decoded = self._decoded_memory(batch.device)
+        if decoded is not None:
+            cand = decoded[near]  # (n, k, d)
+        else:
+            cand = self.module_.decoder(memory[near].reshape(-1, memory.shape[1])).view(len(batch), k, -1)
+        err = ((cand - batch[:, None, :]).pow(2) / self.error_scale_.to(batch.device)).mean(dim=2)
+        return cand[torch.arange(len(batch), device=batch.device), err.argmin(dim=1)]
+
+    def _decoded_memory(self, device: torch.device) -> torch.Tensor | None:
+        """The decodings of the memory codes, computed once (not saved: they follow from the weights),
+        or None where they would pass DECODED_MEMORY_MAX values (then each batch decodes its own)."""
+        cached = self.__dict__.get("_decoded")
+        if cached is not None and cached[0] is self.memory_ and cached[1].device == device:
+            return cached[1]
+        if self.memory_.numel() and len(self.memory_) * self.n_features_in_ > DECODED_MEMORY_MAX:
+            return None
+        with torch.no_grad():
+            memory = self.memory_.to(device)
+            decoded = torch.cat([self.module_.decoder(memory[i : i + 1024]) for i in range(0, len(memory), 1024)])
+        self.__dict__["_decoded"] = (self.memory_, decoded)
+        return decoded
 
     def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor:
         """The robust reconstruction's cells where a cell's error is beyond its normal 99% level,

@@ -7,25 +7,26 @@ flagged time points.
   Timestamps must be unique, increasing and evenly spaced (``resample=`` a pandas rule such as
   ``"5min"`` averages an irregular series onto a grid); a missing value is an error naming its
   channel and time unless ``fill=`` ``"interpolate"`` or ``"ffill"`` fills it (the report says so);
-- windows: sliding windows of ``window`` points (default: the dominant period by autocorrelation,
-  as TSB-AD chooses it, bounded to [8, 128]; 32 when there is none), flattened channel by channel
-  (value of channel c at offset t is column ``c * window + t``), stride 1 when scoring;
-- point scores: each window's attribution is a channel x time matrix (it sums to the window's
-  score for the additive detectors); a cell's attribution in the series is its **minimum** over the
-  windows that cover it, and a point's score is the sum over channels. An anomalous point is
-  anomalous in every window that sees it, while a normal point next to an anomaly is reconstructed
-  well by the windows that do not hold the anomaly: the minimum keeps events as long as the
-  anomaly (the mean, ``combine="mean"``, smears each event over a window on both sides: on
-  injected level shifts the time IoU was 0.26-0.57 with the mean, 1.0 with the minimum);
+- windows: sliding windows of ``window`` points (default: the dominant period by TSB-AD's rule,
+  bounded to [8, 128]; TSB-AD's 125 when there is none), flattened channel by channel (value of
+  channel c at offset t is column ``c * window + t``), stride 1 when scoring;
+- two readings of each point (``score_points``): its **cells**, each cell's minimum over the
+  windows that cover it (an anomalous cell is anomalous in every window that sees it, a normal one
+  next to an anomaly is reconstructed well by the windows that do not hold the anomaly: where and
+  in which channels), and its **window score**, the largest detector score of the windows that
+  cover it (a shape, a level, a stuck stretch that no single point shows: whether);
 - calibration: the last ``calibration_size`` of the training series is a contiguous held-out
-  block: the detector never trains on it, and its point scores are the conformal calibration set.
-  Points of a series are dependent, so the conformal guarantee (exchangeability) holds only
-  approximately: a p-value is a rank among held-out normal points, not an exact probability;
+  block the detector never trains on. A point's p-value combines (Cauchy) its window score against
+  the maxima of the block's consecutive windows and its cell sum against the block's points
+  (``PointCalibration``). Points of a series are dependent, so the conformal guarantee
+  (exchangeability) holds only approximately: a p-value is a rank among held-out normal windows
+  or points, not an exact probability;
 - normal profile: each channel's quantiles over the training series, and per phase of the period
   (when the series has one, over at least 3 periods) its 1%/50%/99% quantiles at that phase;
-- events: contiguous flagged points (gaps of fewer than window / 2 points joined), each with its
-  peak, the channels whose attribution exceeds their normal 99% level, a segment per channel with
-  observed and restored values, and the nearest normal windows from the exemplar store.
+- events: Benjamini-Hochberg over the series' windows (``flag_points``), runs of flagged points
+  (gaps of fewer than window / 2 points joined) trimmed to where the cells pass the held-out block,
+  each with its peak, the channels whose attribution exceeds their normal 99% level, a segment per
+  channel with observed and restored values, and the nearest normal windows from the exemplar store.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from anomalens.detectors import BaseDetector, Calibrator, Inspection
+from anomalens.detectors import BaseDetector, Calibrator, Inspection, benjamini_hochberg
+from anomalens.detectors.ensemble import cauchy_combine
 from anomalens.errors import CheckpointError, InputError
 from anomalens.modalities import series_claims
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
@@ -59,11 +61,12 @@ from anomalens.store import ExemplarHit
 from anomalens.text import clip
 from anomalens.text import names as names_of
 
-__all__ = ["FILLS", "SeriesData", "SeriesModality", "choose_window", "dominant_period", "read_series"]
+__all__ = ["FILLS", "PointCalibration", "SeriesData", "SeriesModality", "choose_window", "dominant_period", "read_series"]
 
 FILLS = ("interpolate", "ffill")
 COMBINES = ("min", "mean")  # how a point's cells are read off the windows that cover it
-MIN_WINDOW, MAX_WINDOW, DEFAULT_WINDOW = 8, 128, 32
+POINT_SCORES = ("window", "cell")  # what a point's detection score is (see SeriesModality.score_points)
+MIN_WINDOW, MAX_WINDOW, DEFAULT_WINDOW = 8, 128, 125
 MAX_TRAIN_WINDOWS = 20000  # training windows beyond it are taken with a stride
 MAX_EVENT_WINDOWS = 4000  # windows restored per event (a longer event is restored from a stride of them)
 MAX_SEGMENT_POINTS = 200  # points of a segment kept in the evidence (evenly picked)
@@ -212,36 +215,87 @@ def _step(ns: float, is_time: bool) -> str:
     return str(pd.Timedelta(int(ns), unit="ns")) if is_time else f"{ns:g}"
 
 
-def dominant_period(x: np.ndarray, low: int = 4, high: int = 500) -> int | None:
-    """The lag of the highest autocorrelation peak in [low, high] (None: no peak above 0.2), as
-    TSB-AD's ``find_length_rank`` reads a period off the autocorrelation."""
-    x = np.asarray(x[-20000:], dtype=np.float64)
+def dominant_period(x: np.ndarray) -> int | None:
+    """TSB-AD's ``find_length_rank`` (rank 1): the lag of the highest local maximum of the
+    autocorrelation over lags 3..400 of the first 20,000 points; None where there is none or it is
+    below 6 or above 303 (where TSB-AD falls back to its default window)."""
+    x = np.asarray(x[:20000], dtype=np.float64)
     x = x - x.mean()
     n = len(x)
-    if n < 3 * low or not x.any():
+    if n < 8 or not x.any():
         return None
     f = np.fft.rfft(x, 2 * n)
-    acf = np.fft.irfft(f * np.conj(f))[:n]
-    acf = acf / acf[0]
-    hi = min(high, n // 3)
-    if hi <= low:
-        return None
-    seg = acf[low - 1 : hi + 2]
-    peaks = np.flatnonzero((seg[1:-1] > seg[:-2]) & (seg[1:-1] >= seg[2:])) + low
+    acf = np.fft.irfft(f * np.conj(f))[: min(n, 401)]
+    acf = acf[3:] / acf[0]  # lags 3, 4, ...
+    peaks = np.flatnonzero((acf[1:-1] > acf[:-2]) & (acf[1:-1] > acf[2:])) + 1
     if len(peaks) == 0:
         return None
-    best = peaks[np.argmax(acf[peaks])]
-    return int(best) if acf[best] > 0.2 else None
+    best = int(peaks[np.argmax(acf[peaks])])
+    return best + 3 if 3 <= best <= 300 else None
 
 
 def choose_window(values: np.ndarray) -> tuple[int, int | None]:
     """(window, period): the median dominant period over the channels that have one, bounded to
-    [MIN_WINDOW, MAX_WINDOW] (DEFAULT_WINDOW when none has), and that period (None when none)."""
+    [MIN_WINDOW, MAX_WINDOW] (DEFAULT_WINDOW, TSB-AD's default, bounded, when none has), and that
+    period (None when none)."""
     periods = [p for c in range(values.shape[1]) if (p := dominant_period(values[:, c])) is not None]
     if not periods:
-        return min(DEFAULT_WINDOW, max(MIN_WINDOW, len(values) // 4)), None
+        return min(DEFAULT_WINDOW, MAX_WINDOW), None
     period = int(np.median(periods))
     return int(np.clip(period, MIN_WINDOW, MAX_WINDOW)), period
+
+
+class PointCalibration:
+    """The calibration stage of a series' points (``point_score="window"``), against the held-out
+    block. A point's p-value is the Cauchy combination (valid under any dependence between the two;
+    Liu and Xie, JASA 2020) of:
+
+    - its **window score** (the largest score of the windows that hold it) against the held-out
+      block's windows: the maxima of its consecutive windows (``Calibrator(block=window)``), since
+      window scores run for a window and a few hundred held-out points hold only a few windows'
+      worth of information; a shape, a level, a flat stretch;
+    - its **cell score** (the sum of its cells) against the held-out block's points: a spike at
+      one point, which a window's total dilutes.
+
+    A point's score is the larger of its window score and its cell score, each divided by the
+    largest the held-out block reached (1 = as high as anything in the normal block): it ranks
+    points on a continuous scale where the p-values, with few held-out windows, saturate at their
+    floor. Score and p-value both grow with each of the two, but neither is a function of the
+    other, so there is no single score threshold (``threshold`` is inf). It quacks like
+    ``Calibrator`` where a verdict reads it (n, floor, tail, method)."""
+
+    def __init__(self, window_scores: np.ndarray, cell_scores: np.ndarray, window: int) -> None:
+        self.window = Calibrator(window_scores, check_tail=False, block=window)
+        self.cell = Calibrator(cell_scores, check_tail=False)
+
+    def point_pvalues(self, window_scores: np.ndarray, cell_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, p-values, approximate mask) of points."""
+        neglog = cauchy_combine(np.stack([self.window.pvalues(window_scores), self.cell.pvalues(cell_scores)]),
+                                truncate=0.5)
+        approx = self.window.approximate(window_scores) | self.cell.approximate(cell_scores)
+        scores = np.maximum(window_scores / max(self.window.scores[-1], 1e-12), cell_scores / max(self.cell.scores[-1], 1e-12))
+        return scores, np.exp(-neglog), approx
+
+    @property
+    def n(self) -> int:
+        """Held-out windows (the coarser of the two calibration sets)."""
+        return self.window.n
+
+    @property
+    def floor(self) -> float:
+        """The smallest p-value without a tail: both at their floors."""
+        return float(np.exp(-cauchy_combine(np.array([[self.window.floor], [self.cell.floor]]), truncate=0.5))[0])
+
+    @property
+    def tail(self) -> Any:
+        return self.window.tail or self.cell.tail
+
+    @property
+    def method(self) -> str:
+        return "conformal + GPD tail" if self.tail is not None else "conformal"
+
+    def threshold(self, cutoff: float) -> float:
+        return float("inf")
 
 
 class SeriesModality(Modality):
@@ -254,7 +308,7 @@ class SeriesModality(Modality):
 
     def __init__(self, window: int | None = None, *, time_column: str | None = None, fill: str | None = None,
                  resample: str | None = None, calibration_size: float = 0.2, combine: str = "min",
-                 score_stride: int = 1) -> None:
+                 point_score: str = "window", score_stride: int = 1) -> None:
         if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
                                    or not MIN_WINDOW // 2 <= window <= 4096):
             raise InputError(f"window must be an int in [{MIN_WINDOW // 2}, 4096] or None, got {window!r}")
@@ -266,6 +320,9 @@ class SeriesModality(Modality):
         if combine not in COMBINES:
             raise InputError(f"combine must be one of {list(COMBINES)}, got {combine!r}")
         self.combine = combine
+        if point_score not in POINT_SCORES:
+            raise InputError(f"point_score must be one of {list(POINT_SCORES)}, got {point_score!r}")
+        self.point_score = point_score
         if isinstance(score_stride, bool) or not isinstance(score_stride, (int, np.integer)) or score_stride < 1:
             raise InputError(f"score_stride must be a positive int, got {score_stride!r}")
         self.score_stride = int(score_stride)  # 1: every window; k: every k-th (faster, coarser; see docs/series.md)
@@ -280,7 +337,9 @@ class SeriesModality(Modality):
         self.quantiles: np.ndarray | None = None  # (3, C): 1%, 50%, 99% over the training series
         self.profile: np.ndarray | None = None  # (len(PROFILE_LEVELS), C)
         self.phase: np.ndarray | None = None  # (3, period, C) per phase of the period, or None
-        self.calibration_scores: np.ndarray | None = None  # point scores of the held-out block
+        self.calibration_scores: np.ndarray | None = None  # held-out block: window scores in time order ("cell": cell sums)
+        self.cell_calibration_scores: np.ndarray | None = None  # held-out block: cell sums, sorted
+        self.cell_limit: float | None = None  # the held-out block's largest cell point score (events are trimmed to it)
         self.channel_limits: np.ndarray | None = None  # (C,) 99% of a channel's point attribution, held-out block
         self.n_points = 0  # training points
 
@@ -385,10 +444,17 @@ class SeriesModality(Modality):
         return pd.DataFrame(arr[:, 1:], columns=self.channels, index=index)
 
     # ------------------------------------------------------------------ scoring
-    def point_attribution(self, detector: BaseDetector, values: np.ndarray, progress: bool = False) -> np.ndarray:
-        """(C, T) channel x time attribution of a series: each cell's minimum (or mean, see
-        ``combine``) over the windows that cover it (every window, or every ``score_stride``-th and
-        the last). Its column sums are the point scores."""
+    def score_points(self, detector: BaseDetector, values: np.ndarray,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """((C, T) channel x time attribution, (T,) point scores) of a series, from the windows
+        that cover each point (every window, or every ``score_stride``-th and the last).
+
+        - a cell's attribution is its minimum (or mean, ``combine``) over those windows: it says
+          where and in which channels an anomaly is;
+        - a point's window score is the largest detector score of those windows: a point is as anomalous as the most anomalous window that holds it.
+          A window sees a shape, a level or a flat stretch that no single point shows, and the
+          score stays high over the whole stretch a window around the anomaly covers.
+          ``point_pvalues`` turns it and the point's cell sum into the point's p-value."""
         T, C = values.shape
         w = self.window
         starts_all = np.arange(0, T - w + 1, self.score_stride)
@@ -397,6 +463,7 @@ class SeriesModality(Modality):
         mean = self.combine == "mean"
         cells = np.zeros((C, T)) if mean else np.full((C, T), np.inf)
         count = np.zeros(T)
+        window_max = np.full(T, -np.inf)
         chunks = range(0, len(starts_all), SCORE_CHUNK)
         if progress:
             from tqdm import tqdm
@@ -404,9 +471,31 @@ class SeriesModality(Modality):
             chunks = tqdm(chunks, desc="scoring windows", unit="chunk", leave=False)
         for a in chunks:
             starts = starts_all[a : a + SCORE_CHUNK]
-            A = detector.explain(self.windows(values, starts), checked=True).values.reshape(len(starts), C, w)
+            rows = self.windows(values, starts)
+            A = detector.explain(rows, checked=True).values.reshape(len(starts), C, w)
             _fold(cells, count, A, starts, mean=mean)
-        return cells / count[None, :] if mean else cells
+            totals = detector.decision_function(rows, checked=True)
+            for j in range(w):  # starts are distinct: no index repeats for one j
+                window_max[starts + j] = np.maximum(window_max[starts + j], totals)
+        return (cells / count[None, :] if mean else cells), window_max
+
+    def point_pvalues(self, cells: np.ndarray, window_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, p-values, approximate mask) of a series' points from ``score_points``.
+
+        ``point_score="window"``: the p-value combines (Cauchy) the point's window score against the
+        held-out block's windows and its cell sum against the held-out block's points (see
+        ``PointCalibration``, which also gives the score). ``"cell"`` (models saved before
+        window scores): the cell sum is the score, calibrated against the held-out points."""
+        cell_scores = cells.sum(axis=0)
+        cal = self.calibrator
+        if isinstance(cal, PointCalibration):
+            return cal.point_pvalues(window_scores, cell_scores)
+        return cell_scores, cal.pvalues(cell_scores), cal.approximate(cell_scores)
+
+    def window_pvalue(self, cells: np.ndarray, score: float) -> float:
+        """The p-value one window gives on its own (its points' smallest): its (C, window)
+        attribution ``cells`` and its detector ``score``."""
+        return float(self.point_pvalues(cells, np.full(cells.shape[1], score))[1].min())
 
     def restore_span(self, detector: BaseDetector, values: np.ndarray, span: tuple[int, int]) -> np.ndarray:
         """(C, T) the detector's restored values over points ``span`` (first, last) of a series: each
@@ -425,22 +514,62 @@ class SeriesModality(Modality):
     def fit_calibration(self, detector: BaseDetector, block: SeriesData) -> None:
         """Point scores of the held-out block become the conformal calibration set; each channel's 99%
         point attribution there is its normal level."""
-        cells = self.point_attribution(detector, block.values)
-        self.calibration_scores = np.sort(cells.sum(axis=0))
+        cells, window_scores = self.score_points(detector, block.values)
+        cell_scores = cells.sum(axis=0)
+        self.cell_calibration_scores = np.sort(cell_scores)
+        self.calibration_scores = window_scores if self.point_score == "window" else self.cell_calibration_scores
         self.channel_limits = np.quantile(cells, 0.99, axis=1)
+        self.cell_limit = float(cell_scores.max())
+        self._calibrator = None
 
     @property
-    def calibrator(self) -> Calibrator:
+    def calibrator(self) -> "Calibrator | PointCalibration":
         if self.calibration_scores is None:
             raise InputError("the series modality is not fitted (no calibration scores)")
         if getattr(self, "_calibrator", None) is None:
-            # points of a series are dependent: their top scores come in runs, which fit_tail's check
-            # (made for exchangeable rows) reads as a rare normal mode; the conservative tail is kept
-            self._calibrator = Calibrator(self.calibration_scores, check_tail=False)
+            if self.point_score == "window":
+                self._calibrator = PointCalibration(self.calibration_scores, self.cell_calibration_scores, self.window)
+            else:  # a model saved before window scores: its cell sums, as one set of points
+                self._calibrator = Calibrator(self.calibration_scores, check_tail=False)
         return self._calibrator
 
-    def events(self, flags: np.ndarray) -> list[tuple[int, int]]:
-        """(first, last) positions of runs of flagged points; gaps shorter than window / 2 are joined."""
+    def flag_points(self, pvalues: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """(flags, per-point p-value cut-offs) of a series' points: Benjamini-Hochberg over its **windows**.
+
+        The series is cut into consecutive windows; a window's p-value is the Simes combination of
+        its points' (min over i of n p_(i) / i for its n sorted p-values: valid under the positive
+        dependence of neighbouring points, and as strong as Bonferroni for one outlying point while
+        a run of moderately small p-values adds up), BH at ``alpha`` over the windows passes k of
+        them, and inside a passing window the points that make it pass are flagged (BH inside the
+        window at level alpha k / windows). A point's cut-off is the p-value its window needed of
+        it (in a window that did not pass: what one point alone would need). The false discovery
+        rate is controlled over windows, the unit the scores come in: BH over points would count
+        an event as the hundred or so points its windows cover, and those discoveries would raise
+        the cut-off until single normal points got through."""
+        p = np.asarray(pvalues, dtype=np.float64)
+        T, w = len(p), self.window
+        starts = np.arange(0, T, w)
+        blocks = [p[a : a + w] for a in starts]
+        simes = np.array([float(np.min(np.sort(b) * len(b) / np.arange(1, len(b) + 1))) for b in blocks])
+        k = int(benjamini_hochberg(np.minimum(simes, 1.0), alpha).sum())
+        level = alpha * max(k, 1) / len(starts)
+        flags, cutoffs = np.zeros(T, dtype=bool), np.empty(T)
+        for a, b in zip(starts, blocks):
+            n = len(b)
+            ranks = np.flatnonzero(np.sort(b) <= level * np.arange(1, n + 1) / n)
+            cut = level * (ranks[-1] + 1) / n if k and len(ranks) else level / n
+            cutoffs[a : a + n] = cut
+            flags[a : a + n] = (b <= cut) & bool(k) & (len(ranks) > 0)
+        return flags, cutoffs
+
+    def events(self, flags: np.ndarray, cells: np.ndarray | None = None) -> list[tuple[int, int]]:
+        """(first, last) positions of runs of flagged points (gaps shorter than window / 2 joined).
+
+        With window point scores a run spans every window that holds the anomaly, up to a window
+        on each side of it; given ``cells`` (the (C, T) attribution), each run is trimmed to its
+        first and last point whose cell sum is beyond anything the held-out block showed
+        (``cell_limit``), where the anomaly is. A run with no such point (an anomaly that only a
+        whole window shows, e.g. a shape) is kept whole."""
         idx = np.flatnonzero(flags)
         if len(idx) == 0:
             return []
@@ -448,7 +577,15 @@ class SeriesModality(Modality):
         breaks = np.flatnonzero(np.diff(idx) > gap)
         starts = np.r_[idx[0], idx[breaks + 1]]
         ends = np.r_[idx[breaks], idx[-1]]
-        return list(zip(starts.tolist(), ends.tolist()))
+        spans = list(zip(starts.tolist(), ends.tolist()))
+        if cells is None or self.point_score != "window" or self.cell_limit is None:
+            return spans
+        point = cells.sum(axis=0)
+        out = []
+        for a, b in spans:
+            beyond = np.flatnonzero(point[a : b + 1] > self.cell_limit)
+            out.append((a + int(beyond[0]), a + int(beyond[-1])) if len(beyond) else (a, b))
+        return out
 
     # ------------------------------------------------------------------ normal profile
     def positions(self, times: Any) -> np.ndarray:
@@ -493,10 +630,11 @@ class SeriesModality(Modality):
                               normal_high=float(hi), quantiles=qs, n_train=n_train)
 
     # ------------------------------------------------------------------ evidence
-    def event_items(self, s: SeriesData, span: tuple[int, int], cells: np.ndarray, restored: np.ndarray,
-                    hits: list[ExemplarHit], window_start: int, top: int) -> tuple[Event, CaseItems, list]:
+    def event_items(self, s: SeriesData, span: tuple[int, int], cells: np.ndarray, scores: np.ndarray,
+                    restored: np.ndarray, hits: list[ExemplarHit], window_start: int,
+                    top: int) -> tuple[Event, CaseItems, list]:
         """The evidence of one event ``span`` (first, last point) of series ``s``: ``cells`` its (C, T)
-        channel x time attribution, ``restored`` (C, T) restored values over the event (NaN
+        channel x time attribution, ``scores`` its (T,) point scores, ``restored`` (C, T) restored values over the event (NaN
         elsewhere), ``hits`` the exemplars nearest to the window starting at ``window_start``."""
         a, b = span
         C = len(self.channels)
@@ -540,8 +678,7 @@ class SeriesModality(Modality):
         scale = np.maximum(self.quantiles[2] - self.quantiles[0], 1e-12)
         deltas.sort(key=lambda d: -abs(d.delta) / scale[self.channels.index(d.feature)])
         restoration = Restoration(values={d.feature: d.restored for d in deltas}, deltas=deltas)
-        scores = cells.sum(axis=0)
-        peak = a + int(scores[a : b + 1].argmax())
+        peak = a + int(cells[:, a : b + 1].sum(axis=0).argmax())  # where the anomaly is sharpest
         note = (f"{s.filled} missing value(s) of the input were filled ({s.fill})" if s.filled else None)
         event = Event(index=0, start=s.stamp(a), end=s.stamp(b), peak=s.stamp(peak), n_points=b - a + 1,
                       peak_score=float(scores[peak]), channels=[self.channels[c] for c in order if abnormal[c]], note=note)
@@ -606,18 +743,23 @@ class SeriesModality(Modality):
         return {"series": {
             "channels": self.channels, "window": self.window, "period": self.period, "time_column": self.time_column,
             "fill": self.fill, "resample": self.resample, "calibration_size": self.calibration_size,
-            "combine": self.combine, "score_stride": self.score_stride,
+            "combine": self.combine, "point_score": self.point_score, "cell_limit": self.cell_limit,
+            "score_stride": self.score_stride,
             "time_kind": self.time_kind, "t0": self.t0, "step": self.step, "n_points": self.n_points,
             "quantiles": self.quantiles.tolist(), "profile": self.profile.tolist(),
             "phase": None if self.phase is None else self.phase.tolist(),
-            "calibration_scores": self.calibration_scores.tolist(), "channel_limits": self.channel_limits.tolist()}}
+            "calibration_scores": self.calibration_scores.tolist(),
+            "cell_calibration_scores": self.cell_calibration_scores.tolist(), "channel_limits": self.channel_limits.tolist()}}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "SeriesModality":
         try:
             c = config["series"]
             m = cls(int(c["window"]), time_column=c["time_column"], fill=c["fill"], resample=c["resample"],
-                    calibration_size=float(c["calibration_size"]), combine=c.get("combine", "min"), score_stride=int(c.get("score_stride", 1)))
+                    calibration_size=float(c["calibration_size"]), combine=c.get("combine", "min"),
+                    # a model saved before window scores was calibrated on cell scores and keeps them
+                    point_score=c.get("point_score", "cell"), score_stride=int(c.get("score_stride", 1)))
+            m.cell_limit = None if c.get("cell_limit") is None else float(c["cell_limit"])
             m.channels = [str(x) for x in c["channels"]]
             m.period = None if c["period"] is None else int(c["period"])
             m.time_kind, m.t0, m.step, m.n_points = str(c["time_kind"]), str(c["t0"]), float(c["step"]), int(c["n_points"])
@@ -625,12 +767,13 @@ class SeriesModality(Modality):
             m.profile = np.asarray(c["profile"], dtype=np.float64)
             m.phase = None if c["phase"] is None else np.asarray(c["phase"], dtype=np.float64)
             m.calibration_scores = np.asarray(c["calibration_scores"], dtype=np.float64)
+            m.cell_calibration_scores = np.asarray(c.get("cell_calibration_scores", c["calibration_scores"]), dtype=np.float64)
             m.channel_limits = np.asarray(c["channel_limits"], dtype=np.float64)
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise CheckpointError(f"the series metadata is corrupted ({clip(str(exc), 120)})") from exc
         C = len(m.channels)
-        if m.quantiles.shape != (3, C) or m.channel_limits.shape != (C,) or m.calibration_scores.ndim != 1 \
-                or not np.isfinite(m.calibration_scores).all() or len(m.calibration_scores) == 0:
+        if m.quantiles.shape != (3, C) or m.channel_limits.shape != (C,) or any(
+                v.ndim != 1 or len(v) == 0 or not np.isfinite(v).all() for v in (m.calibration_scores, m.cell_calibration_scores)):
             raise CheckpointError(f"the series metadata is corrupted: {C} channels but profiles of shape "
                                   f"{m.quantiles.shape} and {m.channel_limits.shape}")
         return m
