@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from anomalens.detectors import BaseDetector, Calibrator, Inspection, benjamini_hochberg
+from anomalens.detectors.calibration import bh_cutoff
 from anomalens.detectors.ensemble import cauchy_combine
 from anomalens.errors import CheckpointError, InputError
 from anomalens.modalities import series_claims
@@ -554,12 +555,10 @@ class SeriesModality(Modality):
         k = int(benjamini_hochberg(np.minimum(simes, 1.0), alpha).sum())
         level = alpha * max(k, 1) / len(starts)
         flags, cutoffs = np.zeros(T, dtype=bool), np.empty(T)
-        for a, b in zip(starts, blocks):
-            n = len(b)
-            ranks = np.flatnonzero(np.sort(b) <= level * np.arange(1, n + 1) / n)
-            cut = level * (ranks[-1] + 1) / n if k and len(ranks) else level / n
-            cutoffs[a : a + n] = cut
-            flags[a : a + n] = (b <= cut) & bool(k) & (len(ranks) > 0)
+        for a, b in zip(starts, blocks):  # a window passes Simes at ``level`` iff BH inside it rejects
+            inside = benjamini_hochberg(b, level).astype(bool) if k else np.zeros(len(b), dtype=bool)
+            flags[a : a + len(b)] = inside
+            cutoffs[a : a + len(b)] = bh_cutoff(int(inside.sum()), len(b), level)
         return flags, cutoffs
 
     def events(self, flags: np.ndarray, cells: np.ndarray | None = None) -> list[tuple[int, int]]:
