@@ -130,7 +130,7 @@ class SeriesInvestigator(Investigator):
             raise InputError(f"limit must be a positive int or None, got {limit!r}")
         sc = self.score(X, name="X", progress=progress)
         flags, cutoffs = self._flags(sc, alpha)
-        spans = self.modality.events(flags, sc.cells)
+        spans = self.modality.events(flags, sc.cells, alpha)
         if limit is not None:
             order = sorted(range(len(spans)), key=lambda i: -sc.scores[spans[i][0] : spans[i][1] + 1].max())[:limit]
             spans = [spans[i] for i in sorted(order)]
@@ -146,7 +146,7 @@ class SeriesInvestigator(Investigator):
         alpha = check_probability(alpha, "alpha")
         sc = self.score(case, name="case")
         flags, cutoffs = self._flags(sc, alpha)
-        spans = self.modality.events(flags, sc.cells)
+        spans = self.modality.events(flags, sc.cells, alpha)
         if spans:
             span = max(spans, key=lambda sp: sc.scores[sp[0] : sp[1] + 1].max())
             index = spans.index(span) + 1

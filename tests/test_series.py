@@ -59,6 +59,7 @@ def test_the_window_is_the_period_and_the_detector_is_temporal(fitted):
     assert inv.modality.period == 48 and inv.modality.window == 48
     assert inv.detector_name == "conv_ae" and inv.detector.config.window == 48
     assert inv.detector.n_features_in_ == 48 * len(CHANNELS)
+    assert inv.modality.score_stride == 48 // 8  # every 8th window scored by default: each point still in 8
     assert choose_window(np.sin(2 * np.pi * np.arange(2000) / 37)[:, None]) == (37, 37)
     # TSB-AD's rule: a period seen only twice counts (the window is bounded to 128); one below 6
     # lags does not, and the window is TSB-AD's default, 125
@@ -95,6 +96,29 @@ def test_injected_events_are_found_named_overlapping_and_restored(fitted, kind, 
         assert f"]({rep.plot})" in rep.to_markdown()
     assert found == 3, kind
     assert len(reports) <= len(events) + 1  # at most one false event
+
+
+def test_an_event_is_trimmed_to_its_anomaly_not_to_a_stray_normal_point(fitted):
+    """A flagged run spans the windows around an anomaly; trimmed to the points whose cells pass
+    the held-out block's largest, a normal point that just passes it by chance (a series longer
+    than the held-out block has a few) a window away stretched the event to it. Such a point is
+    not anomalous on its own after Bonferroni over the run, and the event stays on the anomaly."""
+    inv, _ = fitted
+    m = inv.modality
+    rng = np.random.default_rng(0)
+    T, C = 300, len(CHANNELS)
+    point = rng.choice(m.cell_calibration_scores, size=T)  # normal cell sums
+    point[100:120] = 100 * m.cell_limit  # the anomaly
+    stray = 1.05 * m.cell_limit
+    run = (60, 200)
+    assert m.calibrator.cell.tail is not None
+    assert m.calibrator.cell.pvalues(np.array([stray]))[0] > 0.05 / (run[1] - run[0] + 1)
+    point[150] = stray  # 30 points after the anomaly, inside the run
+    cells = np.repeat(point[None, :] / C, C, axis=0)
+    flags = np.zeros(T, dtype=bool)
+    flags[run[0] : run[1] + 1] = True
+    assert m.events(flags, cells) == [(100, 119)]
+    assert m.events(flags) == [run]  # without cells: the run as flagged
 
 
 def test_a_fresh_normal_series_gives_no_events(fitted):

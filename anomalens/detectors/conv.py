@@ -39,6 +39,10 @@ class ConvAutoEncoderConfig(AutoEncoderConfig):
     # nearest to a window's code that fits the window best (0: from the window's own code, clamped)
     memory: int = 5
     memory_size: int = 4096  # training codes kept (a seeded random subset beyond)
+    # the attribution is the plain per-cell error (one forward pass): a series' cells take their
+    # minimum over the windows that hold them, which already removes what a deviating cell smears
+    # over the rest of its window, and the re-projections cost 4 passes per window
+    robust_rounds: int = 0
 
     def validate(self) -> None:
         super().validate()
@@ -96,8 +100,8 @@ class ConvAutoEncoder(AutoEncoder):
     Config = ConvAutoEncoderConfig
     restores_by_edit = False  # restore holds the normal cells, below
     additive_attribution = False  # with a memory the score is the memory's error, the attribution the window's own
-    attribution_method = ("squared error per channel x time cell under a robust (reweighted) reconstruction of a "
-                          "convolutional autoencoder")
+    attribution_method = ("squared error per channel x time cell of a convolutional autoencoder's reconstruction "
+                          "(robust, reweighted, when robust_rounds > 0)")
 
     def _build_module(self, n_features: int) -> nn.Module:
         cfg = self.config
@@ -131,8 +135,8 @@ class ConvAutoEncoder(AutoEncoder):
         flat stretch or a shape it never saw about as well as a normal window, so its own
         reconstruction error misses them; a decoding of a training code can only be a window like
         those it trained on (the memory of MemAE, Gong et al., ICCV 2019, with hard addressing).
-        The score uses it; the attribution and the restoration keep the window's own robust
-        reconstruction, which follows the window's normal cells closely and so singles out the
+        The score uses it; the attribution and the restoration keep the window's own
+        reconstruction (robust for the restoration), which follows the window's normal cells closely and so singles out the
         deviating ones (a memory window matches a new normal window only approximately)."""
         memory = self.memory_.to(batch.device)
         code = self.module_.encoder(batch)

@@ -72,6 +72,9 @@ MAX_TRAIN_WINDOWS = 20000  # training windows beyond it are taken with a stride
 MAX_EVENT_WINDOWS = 4000  # windows restored per event (a longer event is restored from a stride of them)
 MAX_SEGMENT_POINTS = 200  # points of a segment kept in the evidence (evenly picked)
 SCORE_CHUNK = 2048  # windows per detector call when scoring
+# the default scoring stride is window // SCORE_STRIDE_DIVISOR: every point is still held by
+# SCORE_STRIDE_DIVISOR scored windows, each overlapping the next by 7/8 of its length
+SCORE_STRIDE_DIVISOR = 8
 
 
 @dataclass
@@ -309,7 +312,7 @@ class SeriesModality(Modality):
 
     def __init__(self, window: int | None = None, *, time_column: str | None = None, fill: str | None = None,
                  resample: str | None = None, calibration_size: float = 0.2, combine: str = "min",
-                 point_score: str = "window", score_stride: int = 1) -> None:
+                 point_score: str = "window", score_stride: int | None = None) -> None:
         if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
                                    or not MIN_WINDOW // 2 <= window <= 4096):
             raise InputError(f"window must be an int in [{MIN_WINDOW // 2}, 4096] or None, got {window!r}")
@@ -324,9 +327,11 @@ class SeriesModality(Modality):
         if point_score not in POINT_SCORES:
             raise InputError(f"point_score must be one of {list(POINT_SCORES)}, got {point_score!r}")
         self.point_score = point_score
-        if isinstance(score_stride, bool) or not isinstance(score_stride, (int, np.integer)) or score_stride < 1:
-            raise InputError(f"score_stride must be a positive int, got {score_stride!r}")
-        self.score_stride = int(score_stride)  # 1: every window; k: every k-th (faster, coarser; see docs/series.md)
+        if score_stride is not None and (isinstance(score_stride, bool) or not isinstance(score_stride, (int, np.integer))
+                                         or score_stride < 1):
+            raise InputError(f"score_stride must be a positive int or None, got {score_stride!r}")
+        # k: every k-th window is scored (1: every window); None: window // SCORE_STRIDE_DIVISOR, set by ``split``
+        self.score_stride = None if score_stride is None else int(score_stride)
         self.window = None if window is None else int(window)
         self.time_column, self.fill, self.resample = time_column, fill, resample
         self.calibration_size = float(calibration_size)
@@ -376,6 +381,7 @@ class SeriesModality(Modality):
         window, self.period = choose_window(s.values[: int(T * (1 - self.calibration_size))])
         # a chosen window is at most what the data can hold: 4 windows to train on, 2 to calibrate with
         self.window = self.window or max(MIN_WINDOW // 2, min(window, int(min((T - n_cal) / 4, n_cal / 2))))
+        self.score_stride = self.score_stride or max(1, self.window // SCORE_STRIDE_DIVISOR)
         if T - n_cal < 4 * self.window or n_cal < 2 * self.window:
             need = int(math.ceil(max(4 * self.window / (1 - self.calibration_size), 2 * self.window / self.calibration_size)))
             raise InputError(f"data must be at least {need} points long for window {self.window} (4 windows to train on "
@@ -458,7 +464,7 @@ class SeriesModality(Modality):
           ``point_pvalues`` turns it and the point's cell sum into the point's p-value."""
         T, C = values.shape
         w = self.window
-        starts_all = np.arange(0, T - w + 1, self.score_stride)
+        starts_all = np.arange(0, T - w + 1, self.score_stride or max(1, w // SCORE_STRIDE_DIVISOR))
         if starts_all[-1] != T - w:
             starts_all = np.r_[starts_all, T - w]
         mean = self.combine == "mean"
@@ -561,14 +567,18 @@ class SeriesModality(Modality):
             cutoffs[a : a + len(b)] = bh_cutoff(int(inside.sum()), len(b), level)
         return flags, cutoffs
 
-    def events(self, flags: np.ndarray, cells: np.ndarray | None = None) -> list[tuple[int, int]]:
+    def events(self, flags: np.ndarray, cells: np.ndarray | None = None, alpha: float = 0.05) -> list[tuple[int, int]]:
         """(first, last) positions of runs of flagged points (gaps shorter than window / 2 joined).
 
         With window point scores a run spans every window that holds the anomaly, up to a window
         on each side of it; given ``cells`` (the (C, T) attribution), each run is trimmed to its
-        first and last point whose cell sum is beyond anything the held-out block showed
-        (``cell_limit``), where the anomaly is. A run with no such point (an anomaly that only a
-        whole window shows, e.g. a shape) is kept whole."""
+        first and last point whose cell sum is anomalous on its own: beyond anything the held-out
+        block showed (``cell_limit``) and, where the held-out tail extrapolates p-values below the
+        conformal floor, with a cell p-value at most ``alpha`` / the run's length (Bonferroni over
+        the run). The held-out maximum alone is not enough: a series several times longer than
+        the held-out block passes it at a few normal points by chance, and one such point a
+        window away would stretch the event to it. A run with no such point (an anomaly that
+        only a whole window shows, e.g. a shape) is kept whole."""
         idx = np.flatnonzero(flags)
         if len(idx) == 0:
             return []
@@ -580,10 +590,15 @@ class SeriesModality(Modality):
         if cells is None or self.point_score != "window" or self.cell_limit is None:
             return spans
         point = cells.sum(axis=0)
+        cell_cal = self.calibrator.cell
         out = []
         for a, b in spans:
-            beyond = np.flatnonzero(point[a : b + 1] > self.cell_limit)
-            out.append((a + int(beyond[0]), a + int(beyond[-1])) if len(beyond) else (a, b))
+            run = point[a : b + 1]
+            beyond = run > self.cell_limit
+            if cell_cal.tail is not None:
+                beyond &= cell_cal.pvalues(run) <= alpha / len(run)
+            at = np.flatnonzero(beyond)
+            out.append((a + int(at[0]), a + int(at[-1])) if len(at) else (a, b))
         return out
 
     # ------------------------------------------------------------------ normal profile
