@@ -38,12 +38,14 @@ from anomalens.modalities import Modality, get_modality, list_modalities
 from anomalens.schema import Comparison, Evidence, FeatureProfile, Report, Verdict, fmt
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, select_exemplars
+from anomalens.store.members import MemberIndex
 
 __all__ = ["Investigator", "Scored"]
 
 log = logging.getLogger(__name__)
 
 _CONFIG = "investigator.json"
+_MEMBERS = "members.npz"  # the member index: every training row under its exemplar (when the store keeps a sample)
 MAX_EXEMPLARS = 5000  # default size of the exemplar sample kept in the store (k-means medoids beyond it)
 MAX_SERIES_EXEMPLARS = 1000  # the same for the windows of a series (each keeps channels x window values)
 
@@ -191,10 +193,15 @@ class Investigator:
         t_detector = time.perf_counter() - t0
         store = ExemplarStore(store_path, url=chroma_url)
         E = det.embed(arr)
-        keep, weights = select_exemplars(E, int(max_exemplars), seed=det.config.random_state)
-        ids_kept = [row_ids[i] for i in keep] if row_ids is not None else [str(i) for i in keep]
-        store.add(E[keep], arr[keep], ids_kept, source=source, weights=weights)
-        cover = coverage(E, keep, seed=det.config.random_state) if len(keep) < len(arr) else None
+        keep, weights, clusters = select_exemplars(E, int(max_exemplars), seed=det.config.random_state,
+                                                   with_clusters=True)
+        all_ids = [str(i) for i in row_ids] if row_ids is not None else [str(i) for i in range(len(arr))]
+        store.add(E[keep], arr[keep], [all_ids[i] for i in keep], source=source, weights=weights)
+        cover = None
+        if len(keep) < len(arr):  # a sample: queries reach every training row through its exemplar
+            store.attach_members(MemberIndex.build(E, arr, all_ids, keep, clusters, seed=det.config.random_state),
+                                 source=source)
+            cover = coverage(E, keep, seed=det.config.random_state, clusters=clusters)
         t_exemplars = time.perf_counter() - t0 - t_detector
         modality.fit_profile(arr)
         inv = cls(det, store, modality, len(arr), detector_name=det_name, reasoner=reasoner, exemplar_coverage=cover,
@@ -391,11 +398,16 @@ class Investigator:
         if store.url is None:  # a server collection stays where it is; an embedded one is copied in
             copy = ExemplarStore(root / "store", collection=store.collection_name)
             store.copy_to(copy)
+            copy.attach_members(store.members, source=store.member_source)
             store = copy
+        members = {}
+        if store.members is not None:
+            store.members.save(root / _MEMBERS)
+            members = {"members": len(store.members), "member_source": store.member_source}
         config = {
             "anomalens_version": __version__, "modality": self.modality.name, "detector": self.detector_name,
             **self.modality.to_config(), "n_train": self.n_train, "rows_seen": self.rows_seen, "root": version,
-            "store": {"url": store.url, "collection": store.collection_name, "count": store.count()},
+            "store": {"url": store.url, "collection": store.collection_name, "count": store.count(), **members},
             "exemplar_coverage": self.exemplar_coverage,
         }
         _publish_tree(root)
@@ -504,6 +516,15 @@ def _open_store(path: Path, root: Path, cfg: dict) -> ExemplarStore:
         raise CheckpointError(f"{path} is incomplete: its exemplar store holds {count} exemplars, {expected} were saved")
     if count == 0:
         raise CheckpointError(f"{path} is incomplete: its exemplar store is empty")
+    if cfg.get("members") is not None:
+        try:
+            members = MemberIndex.load(root / _MEMBERS)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path} is incomplete: {exc}") from exc
+        if len(members) != cfg["members"] or len(members.exemplar_ids) != count:
+            raise CheckpointError(f"{path} is incomplete: its member index holds {len(members)} rows of "
+                                  f"{len(members.exemplar_ids)} exemplars, {cfg['members']} rows of {count} were saved")
+        store.attach_members(members, source=cfg.get("member_source"))
     return store
 
 

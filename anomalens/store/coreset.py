@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from anomalens.store.members import PROBE
+
 __all__ = ["coverage", "nearest", "select_exemplars"]
 
 
@@ -33,17 +35,20 @@ def nearest(Q: np.ndarray, C: np.ndarray, step: int = 4096) -> tuple[np.ndarray,
     return idx, dist
 
 
-def select_exemplars(E: np.ndarray, size: int, *, seed: int | None = 0, rounds: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def select_exemplars(E: np.ndarray, size: int, *, seed: int | None = 0, rounds: int = 2,
+                     with_clusters: bool = False) -> tuple[np.ndarray, ...]:
     """(row indices, weights) of at most ``size`` representative rows of the embeddings ``E`` (n, k).
 
     With n <= size every row is kept with weight 1. Otherwise k-means with ``size`` centres
     (seeded random start, ``rounds`` Lloyd iterations), and per non-empty cluster the row nearest
-    to its centre, weighted by the cluster's size (the weights sum to n).
+    to its centre, weighted by the cluster's size (the weights sum to n). ``with_clusters`` adds
+    a third array: each row's cluster, as a position in the returned row indices.
     """
     E = np.asarray(E, dtype=np.float32)  # float32 matrix products: twice as fast, and ranks are what matter
     n = len(E)
     if n <= size:
-        return np.arange(n), np.ones(n, dtype=np.int64)
+        kept, weights = np.arange(n), np.ones(n, dtype=np.int64)
+        return (kept, weights, np.arange(n)) if with_clusters else (kept, weights)
     rng = np.random.default_rng(seed)
     centres = E[rng.choice(n, size=size, replace=False)]
     for _ in range(rounds):
@@ -56,21 +61,36 @@ def select_exemplars(E: np.ndarray, size: int, *, seed: int | None = 0, rounds: 
     assign, dist = nearest(E, centres)
     counts = np.bincount(assign, minlength=size)
     order = np.lexsort((dist, assign))  # by cluster, nearest to its centre first
-    first = order[np.r_[True, assign[order][1:] != assign[order][:-1]]]
-    return np.sort(first), counts[assign[np.sort(first)]]
+    kept = np.sort(order[np.r_[True, assign[order][1:] != assign[order][:-1]]])
+    if not with_clusters:
+        return kept, counts[assign[kept]]
+    position = np.full(size, -1, dtype=np.int64)
+    position[assign[kept]] = np.arange(len(kept))  # a kept row is its own cluster's medoid
+    return kept, counts[assign[kept]], position[assign]
 
 
-def coverage(E: np.ndarray, kept: np.ndarray, *, sample: int = 200, seed: int | None = 0) -> float | None:
-    """Median over up to ``sample`` rows not kept of (distance to the nearest kept exemplar) /
-    (distance to the nearest other training row); 1.0 means the sample loses nothing. None when
-    every row is kept."""
+def coverage(E: np.ndarray, kept: np.ndarray, *, sample: int = 200, seed: int | None = 0,
+             clusters: np.ndarray | None = None, probe: int = PROBE) -> float | None:
+    """Median over up to ``sample`` rows not kept of (distance to the nearest row retrieval
+    returns) / (distance to the nearest other training row); 1.0 means retrieval loses nothing.
+    Retrieval is the nearest kept exemplar, or with ``clusters`` (each row's cluster, a position
+    in ``kept``) the nearest other row of the ``probe`` clusters whose exemplars are nearest (the
+    member index's two stages). None when every row is kept."""
     E = np.asarray(E, dtype=np.float32)
     rest = np.setdiff1d(np.arange(len(E)), kept)
     if len(rest) == 0:
         return None
     rng = np.random.default_rng(seed)
     q = rng.choice(rest, size=min(sample, len(rest)), replace=False)
-    _, d_kept = nearest(E[q], E[kept])
+    if clusters is None:
+        _, d_kept = nearest(E[q], E[kept])
+    else:
+        d_kept = np.empty(len(q))
+        for i, row in enumerate(q):
+            near = np.argsort(((E[kept] - E[row]) ** 2).sum(1))[:probe]
+            cand = np.flatnonzero(np.isin(clusters, near))
+            cand = cand[cand != row]
+            d_kept[i] = np.sqrt(((E[cand] - E[row]) ** 2).sum(1).min()) if len(cand) else np.inf
     # the true nearest training row other than the query itself
     others = np.ones(len(E), dtype=bool)
     others[q] = False

@@ -8,6 +8,10 @@ embedding function downloads a model, which fails offline).
 
 Distances are Euclidean in the embedding space (chromadb's "l2" space returns squared distances;
 they are square-rooted here).
+
+With a ``MemberIndex`` attached (``attach_members``: every training row under the exemplar of its
+cluster), a query is two-staged: the collection finds the ``PROBE`` nearest exemplars, and the
+index returns the nearest training rows of their clusters (see ``anomalens.store.members``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from anomalens.errors import BackendError, InputError
+from anomalens.store.members import PROBE, MemberIndex
 
 __all__ = ["ExemplarHit", "ExemplarStore"]
 
@@ -75,6 +80,8 @@ class ExemplarStore:
         self.path = None if path is None else Path(path)
         self.url = url
         self.collection_name = collection or f"anomalens-{uuid.uuid4().hex[:12]}"
+        self.members: MemberIndex | None = None  # the second stage of a query (attach_members)
+        self.member_source: str | None = None
         self._client = _client(self.path, url)
         try:
             if create:
@@ -103,6 +110,11 @@ class ExemplarStore:
         except Exception as exc:
             raise BackendError(f"reading exemplars from {self.collection_name!r} failed: {exc}") from exc
         return int(sum(int((m or {}).get("weight", 1)) for m in metas))
+
+    def attach_members(self, members: MemberIndex | None, *, source: str | None = None) -> None:
+        """Answer queries from every training row of ``members`` (None: from the exemplars alone);
+        ``source`` is the provenance its rows are returned with."""
+        self.members, self.member_source = members, source
 
     def close(self) -> None:
         """Release the embedded store's files (its SQLite connection); the store is unusable after."""
@@ -189,12 +201,18 @@ class ExemplarStore:
         n = self.count()
         if n == 0:
             return [[] for _ in Q]
+        members = self.members
+        wanted = min(max(k, PROBE), n) if members is not None else min(k, n)
         try:
-            res = self._col.query(query_embeddings=Q, n_results=min(k, n), include=["distances", "metadatas", "documents"])
+            res = self._col.query(query_embeddings=Q, n_results=wanted, include=["distances", "metadatas", "documents"])
         except Exception as exc:
             raise BackendError(f"querying {self.collection_name!r} failed: {exc}") from exc
         out = []
-        for dists, metas, docs in zip(res["distances"], res["metadatas"], res["documents"] or [[None] * k] * len(Q)):
+        for q, dists, metas, docs in zip(Q, res["distances"], res["metadatas"], res["documents"] or [[None] * wanted] * len(Q)):
+            if members is not None:
+                near = members.refine(q, [str(m["row_id"]) for m in metas], k)
+                out.append([self._member_hit(h.index, h.distance) for h in near])
+                continue
             hits = []
             for dist, meta, doc in zip(dists, metas, docs):
                 values = np.asarray(json.loads(doc), dtype=np.float64) if doc else np.empty(0)
@@ -203,6 +221,11 @@ class ExemplarStore:
             out.append(hits)
         return out
 
+    def _member_hit(self, j: int, distance: float) -> ExemplarHit:
+        """A training row of the member index as a hit: it stands for itself (weight 1)."""
+        m = self.members
+        return ExemplarHit(m.ids[j], distance, m.rows[j].copy(), self.member_source, None, 1)
+
     def get(self, row_ids: Sequence[str]) -> list[ExemplarHit]:
         """The stored exemplars with these row ids, in the order asked (distance 0).
 
@@ -210,6 +233,10 @@ class ExemplarStore:
             InputError: an id the store does not hold (the message names it).
         """
         ids = [str(i) for i in row_ids]
+        if self.members is not None:  # every training row the index holds, the exemplars among them
+            found = {i: self.members.position(i) for i in ids}
+            if all(j is not None for j in found.values()):
+                return [self._member_hit(found[i], 0.0) for i in ids]
         try:
             got = self._col.get(ids=ids, include=["metadatas", "documents"])
         except Exception as exc:
