@@ -129,6 +129,12 @@ def test_formats_detected_on_loghub_systems():
         head = path.read_text(errors="replace").splitlines()[:200]
         assert detect_format(head).name == system.lower()
     assert len([k for k in FORMATS if k not in ("syslog", "rfc5424", "iso")]) == 16
+    # and by its preset, every line of every loghub sample fits (HPC's "-1" flags did not: its
+    # "running" and "configured out" lines were kept whole and parsed as other templates)
+    for path in sorted((SHARED / "loghub").glob("*/*_2k.log")):
+        st = LogStats()
+        assert sum(1 for _ in read_logs(path, path.parent.name.lower(), stats=st)) == 2000 and st.unmatched == 0, \
+            (path.parent.name, st)
 
 
 # ---------------------------------------------------------------- templates
@@ -274,18 +280,21 @@ def test_a_log_model_saved_with_the_earlier_score_is_refused_not_misread(inv, tm
         Investigator.load(path)
 
 
-def test_fresh_normal_windows_are_not_flagged(tmp_path):
+@pytest.mark.parametrize("seeds", [(0, 1), (500, 600)])
+def test_fresh_normal_windows_are_not_flagged(tmp_path, seeds):
     """Windows of normal logs from another seed of the generator: nothing should be flagged at FDR 5%,
     and the case p-values must not pile up at small levels. With the next-event LSTM's own tail as the
     p-value beyond the calibration cases (it is over-confident), 3.8% of such windows were flagged and
-    3.2% had p <= 0.001."""
-    (tmp_path / "train.log").write_text(normal_logs(3000, seed=0).text())
-    (tmp_path / "test.log").write_text(normal_logs(6000, seed=1).text())
-    model = Investigator.fit(str(tmp_path / "train.log"), modality=LogModality(window=100))
+    3.2% had p <= 0.001. With the Cauchy combination's own p-value there (it trusts the members'
+    tails, fitted to 26 scores each), 7 of 20 such runs had a false flag; (500, 600) was one (a
+    count-model score of 693 against a largest calibration score of 7.3: p = 1.7e-5)."""
+    (tmp_path / "train.log").write_text(normal_logs(3000, seed=seeds[0]).text())
+    (tmp_path / "test.log").write_text(normal_logs(6000, seed=seeds[1]).text())
+    model = Investigator.fit(str(tmp_path / "train.log"), modality=LogModality(window=100), random_state=seeds[0] % 500)
     v = list(model.verdicts(str(tmp_path / "test.log"), alpha=0.05).values())
     p = np.array([x.p_value for x in v])
     assert len(v) >= 300
-    assert sum(x.anomalous for x in v) <= 1
+    assert sum(x.anomalous for x in v) == 0
     assert np.mean(p <= 0.01) <= 0.02 and np.mean(p <= 0.001) <= 0.005
 
 

@@ -74,7 +74,7 @@ FORMATS: dict[str, str] = {
 _FIELD_PATTERNS = {
     "Date": r"[\w/.-]+", "Time": r"[\w:.,/ -]+?", "Level": r"[A-Za-z]+", "Pid": r"\d+", "Tid": r"\d+", "PID": r"\d+",
     "LogId": r"\d+", "Id": r"\d+", "Month": r"[A-Z][a-z]{2}", "Day": r"\d{1,2}|[A-Z][a-z]{2}", "Pri": r"\d{1,3}",
-    "Timestamp": r"\d{4}-\d{2}-\d{2}[T ][\d:.,]+(?:Z|[+-]\d{2}:?\d{2})?|\d{9,}", "Flag": r"\d",
+    "Timestamp": r"\d{4}-\d{2}-\d{2}[T ][\d:.,]+(?:Z|[+-]\d{2}:?\d{2})?|\d{9,}", "Flag": r"-?\d+",
     "ADDR": r"[^\]]*", "Address": r"[^)]*",
 }  # any other field: one word
 _GENERIC = ("syslog", "rfc5424", "iso")
