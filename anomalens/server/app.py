@@ -66,6 +66,9 @@ class ServeConfig(BaseModel):
     state_dir: str | None = None  # where chat sessions persist (SQLite); None: a temporary folder
     mcp: bool = True  # the MCP tools over streamable HTTP at /mcp (their workspaces live in this process)
     host: str = "127.0.0.1"  # the address served: on loopback /mcp refuses other Host and Origin headers
+    # torch threads of a server process (``use_threads``): a request is a few rows, too small for
+    # intra-op parallelism, and the cores are shared by the workers and processes
+    torch_threads: int = Field(1, ge=1, le=256)
 
 
 # ---------------------------------------------------------------- API models
@@ -787,7 +790,17 @@ def app_from_env() -> FastAPI:
     import os
 
     spec = json.loads(os.environ[ENV_SPEC])
-    return create_app(spec["investigators"], ServeConfig(**spec["config"]))
+    cfg = ServeConfig(**spec["config"])
+    use_threads(cfg)
+    return create_app(spec["investigators"], cfg)
+
+
+def use_threads(cfg: ServeConfig) -> None:
+    """Set this server process's torch threads (a process-wide setting, so the CLI's server
+    processes call it, not ``create_app``, which tests and embedders call in their own process)."""
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
 
 
 class _Problem(Exception):
