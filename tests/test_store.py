@@ -30,6 +30,44 @@ def test_nearest_neighbours_match_brute_force(tmp_path):
     assert [x.distance for x in hits[0]] == sorted(x.distance for x in hits[0])
 
 
+def test_a_member_index_reaches_every_row_through_a_sample_of_exemplars(tmp_path):
+    """A k-means sample in chromadb, every row in the member index: a query returns the true
+    nearest rows (the sample alone returns medoids), the index round-trips through its file, a
+    damaged file is a CheckpointError, and an index that knows none of the exemplars found leaves
+    the exemplars as the answer."""
+    from anomalens.errors import CheckpointError
+    from anomalens.store.coreset import select_exemplars
+    from anomalens.store.members import MemberIndex
+
+    rng = np.random.default_rng(3)
+    E, R = rng.normal(size=(6000, 4)), rng.normal(size=(6000, 3))
+    ids = [f"r{i}" for i in range(6000)]
+    keep, weights, clusters = select_exemplars(E, 300, seed=0, with_clusters=True)
+    assert weights.sum() == 6000 and all(clusters[keep] == np.arange(len(keep)))
+    store = ExemplarStore()
+    store.add(E[keep], R[keep], [ids[i] for i in keep], weights=weights)
+    Q = rng.normal(size=(50, 4))
+    coarse = store.query(Q, k=1)
+    store.attach_members(MemberIndex.build(E, R, ids, keep, clusters), source="train.csv")
+    fine = store.query(Q, k=3)
+    exact = [brute_force(E, q, 1)[0] for q in Q]
+    assert np.mean([h[0].row_id == ids[j] for h, j in zip(fine, exact)]) >= 0.95
+    assert np.median([c[0].distance / h[0].distance for c, h in zip(coarse, fine)]) > 1.1  # medoids are further
+    h = fine[0][0]
+    np.testing.assert_allclose(h.values, R[int(h.row_id[1:])])
+    assert h.weight == 1 and h.source == "train.csv"
+    assert store.get([ids[5]])[0].row_id == ids[5]  # any training row, not only the exemplars
+    store.members.save(tmp_path / "m.npz")
+    again = MemberIndex.load(tmp_path / "m.npz")
+    assert again.ids == store.members.ids and np.array_equal(again.cluster, store.members.cluster)
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(CheckpointError, match="corrupted"):
+        MemberIndex.load(tmp_path / "bad.npz")
+    store.attach_members(MemberIndex(E[:2], R[:2], ["x", "y"], ["x"], np.zeros(2, dtype=np.int64)))
+    fallback = store.query(Q[:1], k=2)[0]
+    assert len(fallback) == 2 and {x.row_id for x in fallback} <= {ids[i] for i in keep}
+
+
 def test_persistent_store_reopens_with_its_data(tmp_path):
     rng = np.random.default_rng(1)
     E = rng.normal(size=(50, 3))

@@ -211,8 +211,10 @@ class ExemplarStore:
         for q, dists, metas, docs in zip(Q, res["distances"], res["metadatas"], res["documents"] or [[None] * wanted] * len(Q)):
             if members is not None:
                 near = members.refine(q, [str(m["row_id"]) for m in metas], k)
-                out.append([self._member_hit(h.index, h.distance) for h in near])
-                continue
+                if near:  # (an index that knows none of these exemplars answers with the exemplars)
+                    out.append([self._member_hit(h.index, h.distance) for h in near])
+                    continue
+                dists, metas, docs = dists[:k], metas[:k], docs[:k]
             hits = []
             for dist, meta, doc in zip(dists, metas, docs):
                 values = np.asarray(json.loads(doc), dtype=np.float64) if doc else np.empty(0)
