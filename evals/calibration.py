@@ -164,7 +164,8 @@ def markdown(summary: list[dict[str, Any]], detector: str, seeds: list[int]) -> 
              f"FDR on batches of held-out normal rows (any rejection is false); power: one row shifted by {SHIFT:g} "
              "robust sd in a normal batch, flagged. Exact conformal p-values cannot go below 1/(n_cal+1); the tail "
              "option splits that last cell with a conservative GPD tail (approximate p-values).", "",
-             f"Command: `python -m evals.calibration --detector {detector}`", "", head, "|" + "---|" * (5 + len(BATCHES))]
+             f"Command: `python -m evals.calibration --detector {detector}"
+             + ("" if list(seeds) == [0, 1, 2] else f" --seeds {','.join(str(x) for x in seeds)}") + "`", "", head, "|" + "---|" * (5 + len(BATCHES))]
     for r in summary:
         cellv = " | ".join(f"{r[f'fdr@{m}']:.3f} / {r[f'power@{m}']:.2f}" for m in BATCHES)
         lines.append(f"| {r['source']} | {r['n_train']:,} | {r['calibration']} | {r['n_cal']:,} | "
