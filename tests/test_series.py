@@ -108,8 +108,9 @@ def test_an_event_is_trimmed_to_its_anomaly_not_to_a_stray_normal_point(fitted):
     rng = np.random.default_rng(0)
     T, C = 300, len(CHANNELS)
     point = rng.choice(m.cell_calibration_scores, size=T)  # normal cell sums
-    point[100:120] = 100 * m.cell_limit  # the anomaly
-    stray = 1.05 * m.cell_limit
+    limit = m.calibrator.cell.scores[-1]  # the held-out block's largest cell sum
+    point[100:120] = 100 * limit  # the anomaly
+    stray = 1.05 * limit
     run = (60, 200)
     assert m.calibrator.cell.tail is not None
     assert m.calibrator.cell.pvalues(np.array([stray]))[0] > 0.05 / (run[1] - run[0] + 1)
@@ -140,7 +141,7 @@ def test_a_model_saved_before_window_scores_keeps_its_cell_scores(fitted):
 
     inv, test = fitted
     config = inv.modality.to_config()
-    for key in ("point_score", "cell_calibration_scores", "cell_limit"):
+    for key in ("point_score", "cell_calibration_scores"):
         del config["series"][key]
     config["series"]["calibration_scores"] = inv.modality.cell_calibration_scores.tolist()
     old = SeriesModality.from_config(config)

@@ -147,7 +147,7 @@ class ConvAutoEncoder(AutoEncoder):
             cand = decoded[near]  # (n, k, d)
         else:
             cand = self.module_.decoder(memory[near].reshape(-1, memory.shape[1])).view(len(batch), k, -1)
-        err = ((cand - batch[:, None, :]).pow(2) / self.error_scale_.to(batch.device)).mean(dim=2)
+        err = self._errors(batch[:, None, :], cand).mean(dim=2)
         return cand[torch.arange(len(batch), device=batch.device), err.argmin(dim=1)]
 
     def _decoded_memory(self, device: torch.device) -> torch.Tensor | None:

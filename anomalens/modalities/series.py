@@ -9,7 +9,8 @@ flagged time points.
   channel and time unless ``fill=`` ``"interpolate"`` or ``"ffill"`` fills it (the report says so);
 - windows: sliding windows of ``window`` points (default: the dominant period by TSB-AD's rule,
   bounded to [8, 128]; TSB-AD's 125 when there is none), flattened channel by channel (value of
-  channel c at offset t is column ``c * window + t``), stride 1 when scoring;
+  channel c at offset t is column ``c * window + t``); scored every ``window // 8``-th window and
+  the last (``score_stride``; 1 scores every window);
 - two readings of each point (``score_points``): its **cells**, each cell's minimum over the
   windows that cover it (an anomalous cell is anomalous in every window that sees it, a normal one
   next to an anomaly is reconstructed well by the windows that do not hold the anomaly: where and
@@ -345,7 +346,6 @@ class SeriesModality(Modality):
         self.phase: np.ndarray | None = None  # (3, period, C) per phase of the period, or None
         self.calibration_scores: np.ndarray | None = None  # held-out block: window scores in time order ("cell": cell sums)
         self.cell_calibration_scores: np.ndarray | None = None  # held-out block: cell sums, sorted
-        self.cell_limit: float | None = None  # the held-out block's largest cell point score (events are trimmed to it)
         self.channel_limits: np.ndarray | None = None  # (C,) 99% of a channel's point attribution, held-out block
         self.n_points = 0  # training points
 
@@ -355,6 +355,11 @@ class SeriesModality(Modality):
     @property
     def unit_names(self) -> list[str]:
         return self.channels
+
+    @property
+    def stride(self) -> int:
+        """Windows scored: every ``score_stride``-th (None: every window // SCORE_STRIDE_DIVISOR-th)."""
+        return self.score_stride or max(1, (self.window or 0) // SCORE_STRIDE_DIVISOR)
 
     @property
     def model_width(self) -> int:
@@ -381,7 +386,7 @@ class SeriesModality(Modality):
         window, self.period = choose_window(s.values[: int(T * (1 - self.calibration_size))])
         # a chosen window is at most what the data can hold: 4 windows to train on, 2 to calibrate with
         self.window = self.window or max(MIN_WINDOW // 2, min(window, int(min((T - n_cal) / 4, n_cal / 2))))
-        self.score_stride = self.score_stride or max(1, self.window // SCORE_STRIDE_DIVISOR)
+        self.score_stride = self.stride
         if T - n_cal < 4 * self.window or n_cal < 2 * self.window:
             need = int(math.ceil(max(4 * self.window / (1 - self.calibration_size), 2 * self.window / self.calibration_size)))
             raise InputError(f"data must be at least {need} points long for window {self.window} (4 windows to train on "
@@ -454,7 +459,7 @@ class SeriesModality(Modality):
     def score_points(self, detector: BaseDetector, values: np.ndarray,
                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """((C, T) channel x time attribution, (T,) point scores) of a series, from the windows
-        that cover each point (every window, or every ``score_stride``-th and the last).
+        that cover each point (every ``stride``-th window and the last).
 
         - a cell's attribution is its minimum (or mean, ``combine``) over those windows: it says
           where and in which channels an anomaly is;
@@ -464,7 +469,7 @@ class SeriesModality(Modality):
           ``point_pvalues`` turns it and the point's cell sum into the point's p-value."""
         T, C = values.shape
         w = self.window
-        starts_all = np.arange(0, T - w + 1, self.score_stride or max(1, w // SCORE_STRIDE_DIVISOR))
+        starts_all = np.arange(0, T - w + 1, self.stride)
         if starts_all[-1] != T - w:
             starts_all = np.r_[starts_all, T - w]
         mean = self.combine == "mean"
@@ -526,7 +531,6 @@ class SeriesModality(Modality):
         self.cell_calibration_scores = np.sort(cell_scores)
         self.calibration_scores = window_scores if self.point_score == "window" else self.cell_calibration_scores
         self.channel_limits = np.quantile(cells, 0.99, axis=1)
-        self.cell_limit = float(cell_scores.max())
         self._calibrator = None
 
     @property
@@ -573,7 +577,7 @@ class SeriesModality(Modality):
         With window point scores a run spans every window that holds the anomaly, up to a window
         on each side of it; given ``cells`` (the (C, T) attribution), each run is trimmed to its
         first and last point whose cell sum is anomalous on its own: beyond anything the held-out
-        block showed (``cell_limit``) and, where the held-out tail extrapolates p-values below the
+        block showed (its largest cell sum) and, where the held-out tail extrapolates p-values below the
         conformal floor, with a cell p-value at most ``alpha`` / the run's length (Bonferroni over
         the run). The held-out maximum alone is not enough: a series several times longer than
         the held-out block passes it at a few normal points by chance, and one such point a
@@ -587,14 +591,15 @@ class SeriesModality(Modality):
         starts = np.r_[idx[0], idx[breaks + 1]]
         ends = np.r_[idx[breaks], idx[-1]]
         spans = list(zip(starts.tolist(), ends.tolist()))
-        if cells is None or self.point_score != "window" or self.cell_limit is None:
+        if cells is None or self.point_score != "window":
             return spans
         point = cells.sum(axis=0)
         cell_cal = self.calibrator.cell
+        limit = cell_cal.scores[-1]  # the held-out block's largest cell sum
         out = []
         for a, b in spans:
             run = point[a : b + 1]
-            beyond = run > self.cell_limit
+            beyond = run > limit
             if cell_cal.tail is not None:
                 beyond &= cell_cal.pvalues(run) <= alpha / len(run)
             at = np.flatnonzero(beyond)
@@ -757,7 +762,7 @@ class SeriesModality(Modality):
         return {"series": {
             "channels": self.channels, "window": self.window, "period": self.period, "time_column": self.time_column,
             "fill": self.fill, "resample": self.resample, "calibration_size": self.calibration_size,
-            "combine": self.combine, "point_score": self.point_score, "cell_limit": self.cell_limit,
+            "combine": self.combine, "point_score": self.point_score,
             "score_stride": self.score_stride,
             "time_kind": self.time_kind, "t0": self.t0, "step": self.step, "n_points": self.n_points,
             "quantiles": self.quantiles.tolist(), "profile": self.profile.tolist(),
@@ -773,7 +778,6 @@ class SeriesModality(Modality):
                     calibration_size=float(c["calibration_size"]), combine=c.get("combine", "min"),
                     # a model saved before window scores was calibrated on cell scores and keeps them
                     point_score=c.get("point_score", "cell"), score_stride=int(c.get("score_stride", 1)))
-            m.cell_limit = None if c.get("cell_limit") is None else float(c["cell_limit"])
             m.channels = [str(x) for x in c["channels"]]
             m.period = None if c["period"] is None else int(c["period"])
             m.time_kind, m.t0, m.step, m.n_points = str(c["time_kind"]), str(c["t0"]), float(c["step"]), int(c["n_points"])
