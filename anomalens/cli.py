@@ -37,6 +37,12 @@ BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-co
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="served model name (default: the server's first)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 IdColOpt = Annotated[Optional[str], typer.Option("--id-column", help="column holding case ids (not a feature)")]
+EngineOpt = Annotated[str, typer.Option(help="local (this process) or ray (a Ray cluster's workers read and score; "
+                                        "pip install 'anomalens[ray]')")]
+AddressOpt = Annotated[Optional[str], typer.Option(help="engine ray: the cluster to join ('auto', ray://HOST:PORT); "
+                                                   "default: RAY_ADDRESS, else a new local cluster")]
+WorkersOpt = Annotated[Optional[int], typer.Option(min=1, help="engine ray: scoring actors (default: the cluster's "
+                                                   "CPUs less one)")]
 
 
 class CliError(Exception):
@@ -376,6 +382,7 @@ def triage(
     top: Annotated[int, typer.Option(min=1, help="explain the N highest-ranked incidents")] = 5,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="false discovery rate over the cases")] = 0.05,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="write triage.md and triage.json here")] = None,
+    engine: EngineOpt = "local", address: AddressOpt = None, workers: WorkersOpt = None,
     llm: LlmOpt = None, base_url: BaseUrlOpt = None, model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -384,13 +391,16 @@ def triage(
     from anomalens.detectors import check_probability
 
     alpha = check_probability(alpha, "--alpha")
+    if engine not in ("local", "ray"):
+        raise CliError(f"--engine must be local or ray, got {engine!r}")
     reasoner = _reasoner(llm, base_url, model)
     inv = _load(model_dir, reasoner)
     if inv.modality.name != "logs":
         raise CliError(f"{_text(str(model_dir), 120)} holds a {inv.modality.name} model; triage needs one fitted on logs")
     if out_dir is not None:
         _check_out(out_dir)
-    result = inv.triage([str(p) for p in logs], alpha=alpha, limit=top, progress=not as_json and sys.stderr.isatty())
+    result = inv.triage([str(p) for p in logs], alpha=alpha, limit=top, progress=not as_json and sys.stderr.isatty(),
+                        engine=engine, model_dir=model_dir, address=address, workers=workers)
     if out_dir is not None:
         (out_dir / "triage.md").write_text(result.to_markdown())
         (out_dir / "triage.json").write_text(json.dumps(result.to_json(), indent=1))
@@ -440,12 +450,7 @@ def score(
     explain_top: Annotated[int, typer.Option("--explain-top", min=0, help="explain the N highest-scoring flagged "
                                              "rows (0: verdicts only)")] = 0,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="rows scored at a time")] = 65536,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (a Ray cluster; pip install "
-                                        "'anomalens[ray]')")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="engine ray: the cluster to join ('auto', ray://HOST:PORT); "
-                                                   "default: RAY_ADDRESS, else a new local cluster")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="engine ray: scoring actors (default: the cluster's "
-                                                   "CPUs less one)")] = None,
+    engine: EngineOpt = "local", address: AddressOpt = None, workers: WorkersOpt = None,
     llm: LlmOpt = None, base_url: BaseUrlOpt = None, model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

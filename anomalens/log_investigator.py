@@ -38,8 +38,8 @@ from anomalens.errors import CheckpointError, InputError
 from anomalens.grounding.drafting import explain_many
 from anomalens.investigator import Investigator
 from anomalens.llm.base import Reasoner
-from anomalens.logs.cases import GroupStats, LogCase, group_lines
-from anomalens.logs.reader import LogLine, LogStats, read_logs
+from anomalens.logs.cases import MAX_TEXT, GroupStats, LogCase, group_lines
+from anomalens.logs.reader import LogLine, LogStats, line_texts, read_logs
 from anomalens.modalities.logs import END, LogModality, ScoredCase
 from anomalens.schema import Evidence, Incident, Report, Verdict, fmt
 from anomalens.store import ExemplarStore
@@ -335,43 +335,61 @@ class LogInvestigator(Investigator):
 
     # ------------------------------------------------------------------ triage
     def triage(self, sources: Any, *, alpha: float = 0.05, limit: int | None = 10, k: int = 3, top: int = 5,
-               reasoner: Reasoner | None = None, progress: bool = False) -> Triage:
+               reasoner: Reasoner | None = None, progress: bool = False, engine: str = "local",
+               model_dir: str | Path | None = None, address: str | None = None, workers: int | None = None) -> Triage:
         """Ranked incidents of new logs (files, ``-``, or sequences of event ids); see the module docstring.
 
         Cases are scored in chunks as they close; only those with p <= alpha (the largest cut-off
         Benjamini-Hochberg can reach) are kept beyond their p-value, so memory follows the number of
         candidate cases, not the input (sessions are held until the end of the input, as an id can
-        come back any time)."""
+        come back any time).
+
+        ``engine="ray"`` (log files only; ``model_dir``: the folder this investigator was loaded
+        from, which the workers load too) parses and scores on a Ray cluster
+        (``anomalens.scale.ray_logs``); the flagged cases are then scored again here for their
+        evidence, and the texts of their lines read back from the files."""
         alpha = check_probability(alpha, "alpha")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
             raise InputError(f"limit must be a positive int or None, got {limit!r}")
+        if engine not in ("local", "ray"):
+            raise InputError(f"engine must be 'local' or 'ray', got {engine!r}")
         self.calibrator  # noqa: B018
         t0 = time.perf_counter()
         given = as_cases(sources, "sources")
-        if given is not None:
-            stream, read, groups = iter(given), LogStats(format="(parsed)", lines=sum(map(len, given)),
-                                                        kept=sum(map(len, given)), files=["(sequences)"]), \
-                GroupStats(cases=len(given))
-        else:
-            stream, read, groups = self.read_cases(sources, progress=progress)
         pvals: list[float] = []
-        kept: list[tuple[int, ScoredCase, float, float]] = []
-        chunk: list[LogCase] = []
+        kept: list[tuple[int, Any, float, float]] = []  # (position, ScoredCase or, on Ray, LogCase, score, p)
+        if engine == "ray":
+            if given is not None:
+                raise InputError("engine 'ray' reads log files; sequences of event ids are triaged locally")
+            read, groups = LogStats(), GroupStats()
+            for _, cases, (T, p, _) in self._ray_chunks(sources, model_dir, address, workers, read, groups):
+                for c, t, pv in zip(cases, T, p):
+                    if pv <= alpha:
+                        kept.append((len(pvals), c, float(t), float(pv)))
+                    pvals.append(float(pv))
+        else:
+            if given is not None:
+                stream, read, groups = iter(given), LogStats(format="(parsed)", lines=sum(map(len, given)),
+                                                            kept=sum(map(len, given)), files=["(sequences)"]), \
+                    GroupStats(cases=len(given))
+            else:
+                stream, read, groups = self.read_cases(sources, progress=progress)
+            chunk: list[LogCase] = []
 
-        def flush() -> None:
-            scored, T, p = self.score_cases(chunk)
-            for sc, t, pv in zip(scored, T, p):
-                if pv <= alpha:
-                    kept.append((len(pvals), sc, float(t), float(pv)))
-                pvals.append(float(pv))
-            chunk.clear()
+            def flush() -> None:
+                scored, T, p = self.score_cases(chunk)
+                for sc, t, pv in zip(scored, T, p):
+                    if pv <= alpha:
+                        kept.append((len(pvals), sc, float(t), float(pv)))
+                    pvals.append(float(pv))
+                chunk.clear()
 
-        for case in stream:
-            chunk.append(case)
-            if len(chunk) >= SCORE_CHUNK:
+            for case in stream:
+                chunk.append(case)
+                if len(chunk) >= SCORE_CHUNK:
+                    flush()
+            if chunk:
                 flush()
-        if chunk:
-            flush()
         t_score = time.perf_counter() - t0
         if not pvals:
             raise InputError(f"the logs hold no case to score ({read.summary()}"
@@ -381,6 +399,10 @@ class LogInvestigator(Investigator):
         flags = benjamini_hochberg(p_all, alpha).astype(bool)
         cutoff = bh_cutoff(int(flags.sum()), len(p_all), alpha)
         flagged = [x for x in kept if flags[x[0]]]
+        if engine == "ray" and flagged:  # their evidence: scored again here, their lines' texts read back
+            rescored, _, _ = self.score_cases([x[1] for x in flagged])
+            _fill_texts([sc.case for sc in rescored], sources)
+            flagged = [(i, sc, t, pv) for (i, _, t, pv), sc in zip(flagged, rescored)]
         incidents = self._incidents(flagged)
         shown = incidents if limit is None else incidents[:limit]
         evs, cases, timelines = [], {}, {}
@@ -399,6 +421,21 @@ class LogInvestigator(Investigator):
                       n_incidents=len(incidents), alpha=alpha, cutoff=cutoff, unseen=unseen,
                       seconds={"read_parse_score": t_score, "total": time.perf_counter() - t0}, cases=cases,
                       timelines=timelines)
+
+    def _ray_chunks(self, sources: Any, model_dir: str | Path | None, address: str | None, workers: int | None,
+                    read: LogStats, groups: GroupStats) -> Iterator:
+        from anomalens.scale.ray_logs import ray_log_chunks
+
+        if model_dir is None:
+            raise InputError("engine 'ray' needs model_dir: the folder the workers load the investigator from")
+        paths = [sources] if isinstance(sources, (str, Path)) else list(sources)
+        names = [Path(str(p)).name for p in paths]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # a line is located by its file's name (``app.log:12``); its text is read back by it
+            raise InputError(f"engine 'ray' needs log files with distinct names, got {len(twice)} name(s) twice: "
+                             f"{twice[:3]}")
+        return ray_log_chunks(model_dir, self, paths, chunk_cases=SCORE_CHUNK, address=address, workers=workers,
+                              stats=read, groups=groups)
 
     def _top_template(self, sc: ScoredCase) -> str:
         """The case's most abnormal template: the first unseen one, else the event (or missing step) of
@@ -553,6 +590,18 @@ def sequence_scores(model: NextEventModel, seqs: list[np.ndarray], logps: list[n
         best = min(log(comb(n, k)) + float(np.log(m[:k]).sum()) for k in range(1, min(TAIL_PLACES, n) + 1))
         score[i] = -(log(TAIL_PLACES) + best)
     return out, score
+
+
+def _fill_texts(cases: list[LogCase], sources: Any) -> None:
+    """The raw texts of the cases' lines (cases scored on Ray carry none), read back from the files."""
+    paths = {Path(str(p)).name: p for p in ([sources] if isinstance(sources, (str, Path)) else sources)}
+    want: dict[str, set[int]] = {}
+    for c in cases:
+        for src, n in zip(c.sources, c.linenos):
+            want.setdefault(src, set()).add(n)
+    texts = {src: line_texts(paths[src], ns) for src, ns in want.items()}
+    for c in cases:
+        c.texts = [texts[src].get(n, "")[:MAX_TEXT] for src, n in zip(c.sources, c.linenos)]
 
 
 def _merge(cases: Iterable[LogCase]) -> LogCase:

@@ -167,29 +167,33 @@ def test_the_cli_scores_a_table_and_explains_the_top_rows(model, table, tmp_path
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_ray_gives_the_same_rows_as_the_local_engine(model, table, tmp_path):
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real local Ray cluster of 3 CPUs (two actors plus Ray Data's own tasks), shared by the Ray tests."""
     ray = pytest.importorskip("ray", reason="the Ray engine needs `pip install 'anomalens[ray]'`")
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             object_store_memory=200 << 20)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_same_rows_as_the_local_engine(model, table, tmp_path, ray_cluster):
     model_dir, inv = model
     d, df = table
     local = score_file(inv, d / "rows.parquet", tmp_path / "local.parquet", chunk_rows=4000, keep=["label"])
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             object_store_memory=200 << 20)
-    try:
-        # rows.parquet has row groups of 7,000 rows: slices of 4,000 do not line up with them
-        remote = score_file(inv, d / "rows.parquet", tmp_path / "ray.parquet", chunk_rows=4000, keep=["label"],
-                            engine="ray", model_dir=model_dir, workers=1)
-        keyed = score_file(inv, d / "rows.parquet", tmp_path / "ray_keyed.parquet", chunk_rows=4000, id_column="key",
-                           engine="ray", model_dir=model_dir, workers=1)
-        with pytest.raises(InputError, match="engine 'ray' reads Parquet"):
-            score_file(inv, d / "rows.csv", tmp_path / "x.parquet", engine="ray", model_dir=model_dir)
-        bad = df.copy()
-        bad.loc[15_001, "e"] = np.inf
-        bad.to_parquet(tmp_path / "bad.parquet")
-        with pytest.raises(InputError, match=r"row 15,002 .*column 'e': expected a finite number, got inf"):
-            score_file(inv, tmp_path / "bad.parquet", tmp_path / "bad_out.parquet", engine="ray", model_dir=model_dir,
-                       workers=1, chunk_rows=4000)
-    finally:
-        ray.shutdown()
+    # rows.parquet has row groups of 7,000 rows: slices of 4,000 do not line up with them
+    remote = score_file(inv, d / "rows.parquet", tmp_path / "ray.parquet", chunk_rows=4000, keep=["label"],
+                        engine="ray", model_dir=model_dir, workers=1)
+    keyed = score_file(inv, d / "rows.parquet", tmp_path / "ray_keyed.parquet", chunk_rows=4000, id_column="key",
+                       engine="ray", model_dir=model_dir, workers=1)
+    with pytest.raises(InputError, match="engine 'ray' reads Parquet"):
+        score_file(inv, d / "rows.csv", tmp_path / "x.parquet", engine="ray", model_dir=model_dir)
+    bad = df.copy()
+    bad.loc[15_001, "e"] = np.inf
+    bad.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=r"row 15,002 .*column 'e': expected a finite number, got inf"):
+        score_file(inv, tmp_path / "bad.parquet", tmp_path / "bad_out.parquet", engine="ray", model_dir=model_dir,
+                   workers=1, chunk_rows=4000)
     a, b = pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "ray.parquet")
     pd.testing.assert_frame_equal(a, b)  # same ids, scores, p-values and verdicts, row for row
     assert remote["flagged"] == local["flagged"] == keyed["flagged"] > 30 and remote["engine"] == "ray"
@@ -231,19 +235,101 @@ def test_sample_table_is_uniform_and_bounded(tmp_path):
     assert len(small) == seen == n
 
 
-def test_logs_are_scored_per_case_with_the_same_p_values_as_triage(tmp_path):
+@pytest.fixture(scope="module")
+def log_models(tmp_path_factory):
+    """Saved log investigators (sessions; windows of 40 lines) fitted on normal logs, and a day of logs
+    with 20 injected anomalous sessions split over two files (blank lines in the first, the second
+    gzip-compressed)."""
+    import gzip
+
     from anomalens.data.log_synthesis import SESSION_PATTERN, inject_logs, normal_logs
     from anomalens.modalities import LogModality
 
-    (tmp_path / "normal.log").write_text(normal_logs(600, seed=0).text())
-    inv = Investigator.fit(str(tmp_path / "normal.log"), modality=LogModality(session=SESSION_PATTERN))
+    d = tmp_path_factory.mktemp("logs")
+    (d / "normal.log").write_text(normal_logs(600, seed=0).text())
+    models = {}
+    for name, mod in {"sessions": LogModality(session=SESSION_PATTERN), "windows": LogModality(window=40)}.items():
+        Investigator.fit(str(d / "normal.log"), modality=mod).save(d / name)
+        models[name] = d / name
     sample = inject_logs(300, 20, seed=1)
-    (tmp_path / "today.log").write_text(sample.text())
-    summary = score_file(inv, [tmp_path / "today.log"], tmp_path / "cases.parquet")
+    lines = sample.text().splitlines(keepends=True)
+    half = len(lines) // 2
+    (d / "today.log").write_text(sample.text())
+    (d / "today_1.log").write_text("".join(ln + ("\n" if i % 97 == 5 else "") for i, ln in enumerate(lines[:half])))
+    (d / "today_2.log.gz").write_bytes(gzip.compress("".join(lines[half:]).encode()))
+    return d, models, sample
+
+
+def test_logs_are_scored_per_case_with_the_same_p_values_as_triage(log_models, tmp_path):
+    d, models, sample = log_models
+    inv = Investigator.load(models["sessions"])
+    summary = score_file(inv, [d / "today.log"], tmp_path / "cases.parquet")
     out = pd.read_parquet(tmp_path / "cases.parquet")
-    tri = inv.triage(str(tmp_path / "today.log"), limit=None)
+    tri = inv.triage(str(d / "today.log"), limit=None)
     assert summary["rows"] == len(out) == tri.n_cases and summary["flagged"] == tri.n_flagged
     assert len(out) == 300 and out["id"].is_unique
     flagged = set(out.loc[out["anomalous"], "id"])
     assert len(flagged & set(sample.anomalies)) >= 0.8 * len(sample.anomalies)
     assert {"case_start", "case_end", "lines", "first_line"} <= set(out.columns)
+
+
+def test_log_shards_cut_files_at_line_starts(tmp_path):
+    import gzip
+
+    from anomalens.scale.ray_logs import log_shards
+
+    data = ("".join(f"line {i} " + "x" * (i % 37) + "\n" for i in range(500)) + "a last line without its end").encode()
+    (tmp_path / "a.log").write_bytes(data)
+    (tmp_path / "b.log.gz").write_bytes(gzip.compress(data))
+    shards = log_shards([tmp_path / "a.log", tmp_path / "b.log.gz"], 100)
+    a = [s for s in shards if s["name"] == "a.log"]
+    assert len(a) > 50 and a[0]["start"] == 0 and a[-1]["end"] == len(data)
+    assert all(x["end"] == y["start"] and x["end"] - x["start"] >= 100 for x, y in zip(a, a[1:]))
+    assert all(data[s["start"] - 1 : s["start"]] == b"\n" for s in a[1:])  # every range starts a line
+    assert [s for s in shards if s["name"] == "b.log.gz"] == [
+        {"path": str(tmp_path / "b.log.gz"), "name": "b.log.gz", "start": 0, "end": None}]
+    for bad, why in (("-", "standard input"), (tmp_path, "is a directory"), (tmp_path / "nope.log", "does not exist")):
+        with pytest.raises(InputError, match=why):
+            log_shards([bad])
+
+
+def test_ray_scores_log_files_case_for_case_like_the_local_engine(log_models, tmp_path, ray_cluster):
+    """Shards of about 3 kB (dozens per file, a gzip file whole) parsed by two actors: the same cases,
+    line numbers, scores, p-values and verdicts as one process, and the same unseen-template ids."""
+    d, models, sample = log_models
+    files = [d / "today_1.log", d / "today_2.log.gz"]
+    for name, model_dir in models.items():
+        inv = Investigator.load(model_dir)
+        local = score_file(inv, files, tmp_path / f"{name}_local.parquet")
+        unseen = inv.modality.parser.unseen_templates
+        remote = score_file(inv, files, tmp_path / f"{name}_ray.parquet", engine="ray", model_dir=model_dir,
+                            workers=2, shard_bytes=3000)
+        a, b = pd.read_parquet(tmp_path / f"{name}_local.parquet"), pd.read_parquet(tmp_path / f"{name}_ray.parquet")
+        pd.testing.assert_frame_equal(a, b)  # case keys, spans, first lines, scores, p-values, verdicts
+        assert remote["engine"] == "ray" and remote["flagged"] == local["flagged"] > 0
+        assert len(unseen) > 0 and inv.modality.parser.unseen_templates == unseen
+        assert b["first_line"].str.startswith("today_2.log.gz:").any()
+        if name == "sessions":
+            assert len(b) == 300 and len(set(b.loc[b["anomalous"], "id"]) & set(sample.anomalies)) >= 16
+    with pytest.raises(InputError, match="standard input"):
+        score_file(inv, ["-"], tmp_path / "x.parquet", engine="ray", model_dir=models["windows"])
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_triage_on_ray_gives_the_local_incidents_and_reports(log_models, ray_cluster):
+    """Triage on Ray: the same counts, incidents and reports (the flagged cases' lines read back from
+    the files, a gzip file included) as one process."""
+    d, models, _ = log_models
+    files = [str(d / "today_1.log"), str(d / "today_2.log.gz")]
+    inv = Investigator.load(models["sessions"])
+    local = inv.triage(files, limit=None)
+    remote = inv.triage(files, limit=None, engine="ray", model_dir=models["sessions"], workers=2)
+    assert (remote.n_cases, remote.n_flagged, remote.n_incidents, remote.cutoff, remote.unseen) == \
+        (local.n_cases, local.n_flagged, local.n_incidents, local.cutoff, local.unseen)
+    assert vars(remote.read) == vars(local.read) and vars(remote.groups) == vars(local.groups)
+    assert local.n_incidents >= 3 and remote.timelines == local.timelines
+    assert [r.to_markdown() for r in remote.reports] == [r.to_markdown() for r in local.reports]
+    texts = [ln.text for r in remote.reports for ln in r.evidence.lines]
+    assert texts and all(texts)
+    with pytest.raises(InputError, match="distinct names"):
+        inv.triage([files[0], files[0]], engine="ray", model_dir=models["sessions"])

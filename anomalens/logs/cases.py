@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from anomalens.errors import InputError
 
-__all__ = ["GroupStats", "LogCase", "group_lines", "parse_window"]
+__all__ = ["GroupStats", "LogCase", "group_lines", "parse_window", "session_ids"]
 
 MAX_TEXT = 500  # characters kept of a line's raw text (the location points to the full line)
 
@@ -88,9 +88,12 @@ def parse_window(window: int | str | None) -> int | object | None:
 
 
 def group_lines(lines: Iterable[tuple], *, session: str | None = None, window: int | str | None = None,
-                stats: GroupStats | None = None) -> Iterator[LogCase]:
+                stats: GroupStats | None = None, keyed: bool = False) -> Iterator[LogCase]:
     """Cases from ``(template id, LogLine)`` pairs. Sessions are yielded at the end of the input
-    (an id may come back any time); windows as soon as they close (memory stays flat)."""
+    (an id may come back any time); windows as soon as they close (memory stays flat).
+
+    ``keyed=True``: the items are ``(template id, LogLine, session ids)`` whose ids were already
+    found in the raw line (by a worker that read it; the LogLine may then carry no text)."""
     stats = stats if stats is not None else GroupStats()
     if (session is None) == (window is None):
         raise InputError("give exactly one of session (an id pattern such as 'blk_-?\\d+') or window "
@@ -100,16 +103,22 @@ def group_lines(lines: Iterable[tuple], *, session: str | None = None, window: i
             rx = re.compile(session)
         except re.error as exc:
             raise InputError(f"session must be a regular expression, got {session!r} ({exc})") from exc
-        yield from _sessions(lines, rx, stats)
+        yield from _sessions(lines if keyed else ((tid, ln, session_ids(rx, ln.raw)) for tid, ln in lines), stats)
         return
     w = parse_window(window)
+    if keyed:
+        lines = ((tid, ln) for tid, ln, _ in lines)
     yield from (_count_windows(lines, w, stats) if isinstance(w, int) else _time_windows(lines, w, stats))
 
 
-def _sessions(lines, rx: re.Pattern, stats: GroupStats) -> Iterator[LogCase]:
+def session_ids(rx: re.Pattern, raw: str) -> tuple[str, ...]:
+    """The distinct session ids of a raw line, in order of appearance."""
+    return tuple(dict.fromkeys(m.group(0) for m in rx.finditer(raw)))
+
+
+def _sessions(lines, stats: GroupStats) -> Iterator[LogCase]:
     cases: dict[str, LogCase] = {}
-    for tid, ln in lines:
-        keys = dict.fromkeys(m.group(0) for m in rx.finditer(ln.raw))
+    for tid, ln, keys in lines:
         if not keys:
             stats.no_session += 1
             continue

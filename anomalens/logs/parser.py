@@ -198,14 +198,20 @@ class TemplateParser:
         tid = self.match(content)
         if tid is not None:
             return ParsedLine(tid, True)
+        return ParsedLine(self.add_unseen(self.mask(content)), False)
+
+    def add_unseen(self, masked: str) -> str:
+        """The unseen template id (``N<n>``) of a masked message that no known template fits. Ids
+        are numbered in the order messages come, so a job that matches messages on several workers
+        sends the misses here in input order and gets the ids one process would give."""
         if self._unseen is None:
             from drain3.drain import Drain
 
             self._unseen = Drain(sim_th=self.sim_th, depth=self.depth, max_children=self.max_children)
-        cluster, _ = self._unseen.add_log_message(self.mask(content))
+        cluster, _ = self._unseen.add_log_message(masked)
         nid = f"N{cluster.cluster_id}"
         self._unseen_templates[nid] = " ".join(cluster.log_template_tokens)
-        return ParsedLine(nid, False)
+        return nid
 
     def template(self, tid: str) -> str:
         """The text of a known or unseen template."""

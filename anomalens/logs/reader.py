@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from anomalens.errors import InputError
+from anomalens.text import clip, strip_control
 
-__all__ = ["FORMATS", "LogFormat", "LogLine", "LogStats", "detect_format", "get_format", "open_lines", "read_logs"]
+__all__ = ["FORMATS", "LogFormat", "LogLine", "LogStats", "decode_lines", "detect_format", "get_format", "is_gzip",
+           "line_texts", "log_file", "open_lines", "read_logs"]
 
 MAX_LINE = 16_384  # characters kept of one line (longer lines are cut and counted)
 DETECT_LINES = 200  # lines looked at to detect a format
@@ -253,6 +255,21 @@ def detect_format(lines: list[str]) -> LogFormat:
     return best
 
 
+def log_file(source: str | Path) -> Path:
+    """``source`` as the path of an existing file, or an InputError saying why it is not one."""
+    p = Path(source)
+    if not p.exists():
+        raise InputError(f"log file {clip(strip_control(str(p)), 160)!r} does not exist")
+    if p.is_dir():
+        raise InputError(f"log file {clip(strip_control(str(p)), 160)!r} is a directory; pass the files in it")
+    return p
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
 def open_lines(source: str | Path | io.IOBase) -> tuple[str, Iterator[bytes]]:
     """(display name, byte lines) of a file, a ``.gz`` file, ``-`` (standard input), or log text
     (a ``str`` holding at least one line end, or a binary file object)."""
@@ -262,14 +279,8 @@ def open_lines(source: str | Path | io.IOBase) -> tuple[str, Iterator[bytes]]:
         return "<text>", iter(io.BytesIO(source.encode("utf-8", errors="surrogateescape")))
     if str(source) == "-":
         return "<stdin>", iter(sys.stdin.buffer)
-    p = Path(source)
-    if not p.exists():
-        raise InputError(f"log file {str(p)!r} does not exist")
-    if p.is_dir():
-        raise InputError(f"log file {str(p)!r} is a directory; pass the files in it")
-    with open(p, "rb") as fh:
-        magic = fh.read(2)
-    stream = gzip.open(p, "rb") if magic == b"\x1f\x8b" else open(p, "rb")
+    p = log_file(source)
+    stream = gzip.open(p, "rb") if is_gzip(p) else open(p, "rb")
     return p.name, _lines_of(stream)
 
 
@@ -279,12 +290,16 @@ def _lines_of(stream: io.BufferedIOBase) -> Iterator[bytes]:
         yield from stream
 
 
+_NOT_CONTROL = bytes(c for c in range(256) if not (c < 9 or 13 < c < 32))  # deleted: what is left is control bytes
+
+
 def _decode(b: bytes, stats: LogStats) -> str | None:
     b = b.rstrip(b"\r\n").replace(b"\r", b"")
     if not b.strip():
         stats.blank += 1
         return None
-    if b.count(b"\x00") or sum(c < 9 or 13 < c < 32 for c in b[:4096]) > 0.3 * min(len(b), 4096):
+    head = b[:4096]
+    if b.count(b"\x00") or len(head.translate(None, _NOT_CONTROL)) > 0.3 * len(head):
         stats.binary += 1
         return None
     try:
@@ -323,17 +338,44 @@ def read_logs(sources: str | Path | Iterable[str | Path], fmt: str | LogFormat |
             stats.detected = True
             byte_lines = _chain(head, byte_lines)
         stats.format = form.name
-        for n, b in enumerate(byte_lines, start=1):
-            stats.lines += 1
+        yield from decode_lines(name, byte_lines, form, stats)
+
+
+def decode_lines(name: str, byte_lines: Iterable[bytes], form: LogFormat, stats: LogStats, *,
+                 first_lineno: int = 1) -> Iterator[LogLine]:
+    """The ``LogLine``s of one input's byte lines, numbered from ``first_lineno``: the decoding and
+    format step of ``read_logs`` (a worker reading a byte range of a file runs the same step)."""
+    for n, b in enumerate(byte_lines, start=first_lineno):
+        stats.lines += 1
+        s = _decode(b, stats)
+        if s is None:
+            continue
+        parsed = form.parse(s)
+        if parsed is None:
+            stats.unmatched += 1
+            parsed = (s.strip(), None, None)
+        stats.kept += 1
+        yield LogLine(source=name, lineno=n, content=parsed[0], raw=s, time=parsed[1], level=parsed[2])
+
+
+def line_texts(source: str | Path, linenos: Iterable[int]) -> dict[int, str]:
+    """The raw texts (as ``LogLine.raw``) of some 1-based lines of a log file, read in one pass;
+    lines skipped by the reader (blank, binary) and numbers beyond the file are absent."""
+    want = set(int(n) for n in linenos)
+    out: dict[int, str] = {}
+    if not want:
+        return out
+    last = max(want)
+    _, byte_lines = open_lines(source)
+    stats = LogStats()
+    for n, b in enumerate(byte_lines, start=1):
+        if n in want:
             s = _decode(b, stats)
-            if s is None:
-                continue
-            parsed = form.parse(s)
-            if parsed is None:
-                stats.unmatched += 1
-                parsed = (s.strip(), None, None)
-            stats.kept += 1
-            yield LogLine(source=name, lineno=n, content=parsed[0], raw=s, time=parsed[1], level=parsed[2])
+            if s is not None:
+                out[n] = s
+        if n >= last:
+            break
+    return out
 
 
 def _chain(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:

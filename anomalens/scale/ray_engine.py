@@ -25,7 +25,7 @@ from anomalens.errors import AnomalensError, BackendError, InputError
 from anomalens.scale.sources import check_columns, check_finite, clip, table_kind
 from anomalens.scale.stream import ScoredChunk
 
-__all__ = ["ray_chunks", "ScoreActor", "slices"]
+__all__ = ["ScoreActor", "check_workers", "connect", "import_ray", "ray_chunks", "root_cause", "slices"]
 
 _BAD = "__anomalens_bad_column"  # per row: index of its first non-finite feature, -1 when all are finite
 _BAD_VALUE = "__anomalens_bad_value"  # per row: that feature's value (NaN, inf or -inf), 0 when all are finite
@@ -93,22 +93,25 @@ class ScoreActor:
         return pd.concat(parts, ignore_index=True)
 
 
-def ray_chunks(model_dir: str | Path, source: Path, *, features: list[str], id_column: str | None, keep: list[str],
-               chunk_rows: int, address: str | None = None, workers: int | None = None) -> Iterator[ScoredChunk]:
-    """Scored chunks of ``source`` from a Ray actor pool of ``workers`` actors, in input order."""
+def import_ray():
     try:
         import ray
-        import ray.data
+        import ray.data  # noqa: F401 - the extra's Data library, checked here with Ray itself
     except ImportError as exc:
         raise InputError(f"engine 'ray' needs Ray: pip install 'anomalens[ray]' ({exc})") from exc
+    return ray
+
+
+def check_workers(workers: int | None) -> None:
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers must be a positive int, got {workers!r}")
-    source = Path(source)
-    if table_kind(source) != "parquet":
-        raise InputError(f"engine 'ray' reads Parquet (its row groups are read in parallel by the workers), got "
-                         f"{clip(source.name, 80)!r}; convert it, or use the local engine")
-    wanted = list(dict.fromkeys(features + ([id_column] if id_column else []) + keep))
-    check_columns(source, wanted)  # a missing column fails here, before a cluster is started
+
+
+def connect(address: str | None, workers: int | None) -> int:
+    """Join (or start) the Ray cluster; the number of scoring actors to run (``workers``, or the
+    cluster's CPUs less one, which stays for the driver's and Ray Data's own tasks)."""
+    import ray
+
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
         if address is None and not os.environ.get("RAY_ADDRESS"):
@@ -120,7 +123,32 @@ def ray_chunks(model_dir: str | Path, source: Path, *, features: list[str], id_c
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BackendError(f"cannot reach the Ray cluster at {address or 'a new local one'}: "
                                f"{clip(str(exc).splitlines()[0], 200)}") from exc
-    n = workers or max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)  # one CPU stays for the driver's tasks
+    return workers or max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
+
+
+def root_cause(exc: BaseException) -> AnomalensError:
+    """A worker's error as it arrives wrapped by Ray (several layers): its root cause, as one of ours."""
+    root = exc
+    while root.__cause__ is not None or getattr(root, "cause", None) is not None:
+        root = root.__cause__ or root.cause
+    if isinstance(root, AnomalensError):
+        return type(root)(str(root))
+    text = str(root).strip().splitlines()[-1] if str(root).strip() else ""
+    return BackendError(f"the Ray job failed: {type(root).__name__}: {clip(text, 300)}")
+
+
+def ray_chunks(model_dir: str | Path, source: Path, *, features: list[str], id_column: str | None, keep: list[str],
+               chunk_rows: int, address: str | None = None, workers: int | None = None) -> Iterator[ScoredChunk]:
+    """Scored chunks of ``source`` from a Ray actor pool of ``workers`` actors, in input order."""
+    ray = import_ray()
+    check_workers(workers)
+    source = Path(source)
+    if table_kind(source) != "parquet":
+        raise InputError(f"engine 'ray' reads Parquet (its row groups are read in parallel by the workers), got "
+                         f"{clip(source.name, 80)!r}; convert it, or use the local engine")
+    wanted = list(dict.fromkeys(features + ([id_column] if id_column else []) + keep))
+    check_columns(source, wanted)  # a missing column fails here, before a cluster is started
+    n = connect(address, workers)
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO lines and progress-bar notice are not ours to print
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -149,14 +177,8 @@ def ray_chunks(model_dir: str | Path, source: Path, *, features: list[str], id_c
                                f"but row {start:,} never came back")
     except AnomalensError:
         raise
-    except Exception as exc:  # a worker's error arrives wrapped by Ray (several layers): report the root cause
-        root = exc
-        while root.__cause__ is not None or getattr(root, "cause", None) is not None:
-            root = root.__cause__ or root.cause
-        if isinstance(root, AnomalensError):
-            raise type(root)(str(root)) from exc
-        text = str(root).strip().splitlines()[-1] if str(root).strip() else ""
-        raise BackendError(f"the Ray job failed: {type(root).__name__}: {clip(text, 300)}") from exc
+    except Exception as exc:
+        raise root_cause(exc) from exc
 
 
 def _chunk(part, start: int, features: list[str], id_column: str | None, keep: list[str], source: str) -> ScoredChunk:

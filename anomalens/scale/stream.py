@@ -135,11 +135,8 @@ def _log_chunks(inv, sources: list, *, progress: bool) -> Iterator[ScoredChunk]:
     start, chunk = 0, []
 
     def flush() -> ScoredChunk:
-        scored, T, p = inv.score_cases(chunk)
-        approx = inv.modality.approximate(T)
-        extra = {"case_start": [c.start for c in chunk], "case_end": [c.end for c in chunk],
-                 "lines": np.array([len(c) for c in chunk]), "first_line": [c.location(0) for c in chunk]}
-        return ScoredChunk(start, [c.key for c in chunk], np.asarray(T), np.asarray(p), np.asarray(approx), extra)
+        _, T, p = inv.score_cases(chunk)
+        return log_chunk(start, chunk, T, p, inv.modality.approximate(T))
 
     for case in stream:
         chunk.append(case)
@@ -149,6 +146,14 @@ def _log_chunks(inv, sources: list, *, progress: bool) -> Iterator[ScoredChunk]:
             chunk = []
     if chunk:
         yield flush()
+
+
+def log_chunk(start: int, cases: list, T: np.ndarray, p: np.ndarray, approx: np.ndarray) -> ScoredChunk:
+    """Scored log cases as output rows: the case's key, its scores, its span and first line."""
+    extra = {"case_start": [c.start for c in cases], "case_end": [c.end for c in cases],
+             "lines": np.array([len(c) for c in cases]), "first_line": [c.location(0) for c in cases]}
+    return ScoredChunk(start, [c.key for c in cases], np.asarray(T), np.asarray(p), np.asarray(approx, dtype=bool),
+                       extra)
 
 
 class _Writer:
@@ -181,12 +186,14 @@ class _Writer:
 def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float = 0.05, chunk_rows: int = CHUNK_ROWS,
                id_column: str | None = None, keep: list[str] | None = None, explain_top: int = 0, k: int = 5,
                top: int = 5, reasoner=None, engine: str = "local", address: str | None = None,
-               workers: int | None = None, model_dir: str | Path | None = None, progress: bool = False) -> ScoreSummary:
+               workers: int | None = None, model_dir: str | Path | None = None, progress: bool = False,
+               shard_bytes: int | None = None) -> ScoreSummary:
     """Score every row of ``source`` (a Parquet/CSV file; for a log investigator, log files or
     ``-``) and write ``out`` (.parquet or .csv): one row per input row (per case for logs) with
     ``id, score, p_value, p_approximate, anomalous`` and the ``keep`` columns, in input order.
     Verdicts control the false discovery rate at ``alpha`` over the whole input. See the module
-    docstring; ``engine="ray"`` needs ``model_dir`` (the workers load the investigator from it)."""
+    docstring; ``engine="ray"`` needs ``model_dir`` (the workers load the investigator from it), and
+    cuts log files into ``shard_bytes`` ranges for its workers to parse (default 8 MiB)."""
     alpha = check_probability(alpha, "alpha")
     out = Path(out)
     fmt = _check_out(out)
@@ -220,14 +227,19 @@ def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float 
         source = source if isinstance(source, list) else [source]
         total = None
     if engine == "ray":
-        if is_logs:
-            raise InputError("engine 'ray' scores tables; log triage runs on one machine (see docs/deploy.md)")
         if model_dir is None:
             raise InputError("engine 'ray' needs model_dir: the folder the workers load the investigator from")
-        from anomalens.scale.ray_engine import ray_chunks
+        if is_logs:
+            from anomalens.scale.ray_logs import ray_log_chunks
 
-        chunks = ray_chunks(model_dir, source, features=list(inv.feature_names), id_column=id_column, keep=keep,
-                            chunk_rows=chunk_rows, address=address, workers=workers)
+            chunks = (log_chunk(start, cases, *res) for start, cases, res in
+                      ray_log_chunks(model_dir, inv, source, chunk_cases=LOG_CHUNK_CASES, address=address,
+                                     workers=workers, **({} if shard_bytes is None else {"shard_bytes": shard_bytes})))
+        else:
+            from anomalens.scale.ray_engine import ray_chunks
+
+            chunks = ray_chunks(model_dir, source, features=list(inv.feature_names), id_column=id_column, keep=keep,
+                                chunk_rows=chunk_rows, address=address, workers=workers)
     elif is_logs:
         chunks = _log_chunks(inv, source, progress=progress)
     else:
