@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
 from typing import Any
 
@@ -173,10 +174,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     throughput = {}
     if "vllm" in backends:
         with vllm_client() as client:
-            if client is not None:
+            if client is not None and args.llm_cases:  # --llm-cases 0: the throughput alone, the earlier row kept
                 results.append(run_backend("vllm", LLMReasoner(client), invs, cases[: args.llm_cases]))
                 results[-1]["structured_output_mode"] = client.mode
                 print(results[-1], flush=True)
+            if client is not None:
                 # cases the vllm row did not see: none of their prompts is in the server's prefix cache
                 throughput = explanations_per_minute(LLMReasoner(client), invs,
                                                      cases[args.llm_cases: args.llm_cases + args.throughput_cases])
@@ -189,12 +191,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "flags": "--dtype float32 --max-model-len 8192 --enforce-eager", "throughput": throughput}}
     for r in results:
         r.setdefault("date", meta["date"])
-    results = keep_earlier("explain", results, set(backends), meta)
+    results = keep_earlier("explain", results, {r["backend"] for r in results}, meta)
     out = {"meta": meta, "results": results}
     lines = ["# Explanation benchmark: reasoners with the verifier", "",
-             f"Run {meta['date']}; `python -m evals.explain --backends {args.backends}`. {len(cases)} cases (150 injected, "
-             f"50 real); the LLM backends ran the first {args.llm_cases} (rows of backends not run this time keep their "
-             f"own run's date and case count). Prompt hash {meta['prompt_hash']}.", "",
+             f"Run {meta['date']}; `python -m evals.explain {' '.join(sys.argv[1:] if argv is None else argv)}`. "
+             f"{len(cases)} cases (150 injected, 50 real); "
+             + (f"LLM rows run this time used the first {args.llm_cases}" if args.llm_cases else "no LLM row was run this "
+                "time (the throughput alone)")
+             + f" (rows not run this time keep their own run's date and case count). Prompt hash {meta['prompt_hash']}.", "",
              "| backend | run | cases | claims shown | shown claims verified | claims dropped | explanations from the backend "
              "| hit rate (injected, flagged) | mean latency s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:

@@ -287,7 +287,7 @@ def test_log_shards_cut_files_at_line_starts(tmp_path):
     assert all(x["end"] == y["start"] and x["end"] - x["start"] >= 100 for x, y in zip(a, a[1:]))
     assert all(data[s["start"] - 1 : s["start"]] == b"\n" for s in a[1:])  # every range starts a line
     assert [s for s in shards if s["name"] == "b.log.gz"] == [
-        {"path": str(tmp_path / "b.log.gz"), "name": "b.log.gz", "start": 0, "end": None}]
+        {"file": 1, "path": str(tmp_path / "b.log.gz"), "name": "b.log.gz", "start": 0, "end": None}]
     for bad, why in (("-", "standard input"), (tmp_path, "is a directory"), (tmp_path / "nope.log", "does not exist")):
         with pytest.raises(InputError, match=why):
             log_shards([bad])
@@ -297,8 +297,9 @@ def test_ray_scores_log_files_case_for_case_like_the_local_engine(log_models, tm
     """Shards of about 3 kB (dozens per file, a gzip file whole) parsed by two actors: the same cases,
     line numbers, scores, p-values and verdicts as one process, and the same unseen-template ids."""
     d, models, sample = log_models
-    files = [d / "today_1.log", d / "today_2.log.gz"]
     for name, model_dir in models.items():
+        # windows: the first file given again at the end is read again, its lines numbered from 1
+        files = [d / "today_1.log", d / "today_2.log.gz"] + ([d / "today_1.log"] if name == "windows" else [])
         inv = Investigator.load(model_dir)
         local = score_file(inv, files, tmp_path / f"{name}_local.parquet")
         unseen = inv.modality.parser.unseen_templates

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from anomalens.errors import AnomalensError, InputError
-from anomalens.scale.ray_engine import check_workers, connect, import_ray, root_cause
 from anomalens.logs.reader import is_gzip, log_file
+from anomalens.scale.ray_engine import check_workers, connect, import_ray, root_cause
 
 __all__ = ["LogActor", "SHARD_BYTES", "log_shards", "ray_log_chunks"]
 
@@ -47,25 +47,26 @@ _FIND = 1 << 16  # bytes read at a time while looking for the line end after a c
 
 
 def log_shards(sources: Iterable[str | Path], shard_bytes: int = SHARD_BYTES) -> list[dict[str, Any]]:
-    """The parse tasks of some log files: ``{"path", "name", "start", "end"}`` byte ranges that begin
-    at a line start (``end`` None: to the end of the file; a gzip file is one range)."""
+    """The parse tasks of some log files: ``{"file", "path", "name", "start", "end"}`` byte ranges
+    that begin at a line start (``file``: the input's position among ``sources``; ``end`` None: to
+    the end of the file, a gzip file being one range)."""
     if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, (int, np.integer)) or shard_bytes < 1:
         raise InputError(f"shard_bytes must be a positive int, got {shard_bytes!r}")
     out = []
-    for src in sources:
+    for k, src in enumerate(sources):
         if isinstance(src, io.IOBase) or str(src) == "-" or (isinstance(src, str) and ("\n" in src or "\r" in src)):
             raise InputError("engine 'ray' reads log files, which its workers split into byte ranges; standard input "
                              "and in-memory text cannot be split: save them to a file, or use the local engine")
         p = log_file(src)
         if is_gzip(p):
-            out.append({"path": str(p), "name": p.name, "start": 0, "end": None})
+            out.append({"file": k, "path": str(p), "name": p.name, "start": 0, "end": None})
             continue
         with open(p, "rb") as fh:
             size = fh.seek(0, io.SEEK_END)
             start = 0
             while start < size:
                 cut = _line_start_after(fh, start + int(shard_bytes), size)
-                out.append({"path": str(p), "name": p.name, "start": start, "end": cut})
+                out.append({"file": k, "path": str(p), "name": p.name, "start": start, "end": cut})
                 start = cut
     return out
 
@@ -157,8 +158,8 @@ def _lines(actors: list, shards: list[dict[str, Any]], parser, stats) -> Iterato
     for shard, res in _ordered(actors, "parse", shards, lambda s: s):
         for k, v in res["stats"].items():
             setattr(stats, k, getattr(stats, k) + v)
-        if shard["path"] != source:
-            offset, source = 0, shard["path"]
+        if shard["file"] != source:  # the next input (a file given twice is read twice, as in one process)
+            offset, source = 0, shard["file"]
             stats.files.append(shard["name"])
         misses = iter(res["misses"])
         keys = res["keys"]
@@ -192,13 +193,12 @@ def ray_log_chunks(model_dir: str | Path, inv, sources: list, *, chunk_cases: in
     from anomalens.logs.cases import GroupStats, group_lines
     from anomalens.logs.reader import LogStats
 
-    import_ray()
+    ray = import_ray()
     check_workers(workers)
     mod = inv.modality
     if not mod.parsed_input:
         raise InputError("this model was fitted on sequences of event ids, not log lines; pass sequences")
     shards = log_shards(sources, shard_bytes)  # every path checked before a cluster is started
-    ray = import_ray()
     n = connect(address, workers)
     Actor = ray.remote(num_cpus=1)(LogActor)
     actors = [Actor.remote(str(model_dir)) for _ in range(n)]
