@@ -362,7 +362,8 @@ class LogInvestigator(Investigator):
             if given is not None:
                 raise InputError("engine 'ray' reads log files; sequences of event ids are triaged locally")
             read, groups = LogStats(), GroupStats()
-            for _, cases, (T, p, _) in self._ray_chunks(sources, model_dir, address, workers, read, groups):
+            paths = [sources] if isinstance(sources, (str, Path)) else list(sources)
+            for _, cases, (T, p, _) in self._ray_chunks(paths, model_dir, address, workers, read, groups):
                 for c, t, pv in zip(cases, T, p):
                     if pv <= alpha:
                         kept.append((len(pvals), c, float(t), float(pv)))
@@ -401,7 +402,7 @@ class LogInvestigator(Investigator):
         flagged = [x for x in kept if flags[x[0]]]
         if engine == "ray" and flagged:  # their evidence: scored again here, their lines' texts read back
             rescored, _, _ = self.score_cases([x[1] for x in flagged])
-            _fill_texts([sc.case for sc in rescored], sources)
+            _fill_texts([sc.case for sc in rescored], paths)
             flagged = [(i, sc, t, pv) for (i, _, t, pv), sc in zip(flagged, rescored)]
         incidents = self._incidents(flagged)
         shown = incidents if limit is None else incidents[:limit]
@@ -422,13 +423,12 @@ class LogInvestigator(Investigator):
                       seconds={"read_parse_score": t_score, "total": time.perf_counter() - t0}, cases=cases,
                       timelines=timelines)
 
-    def _ray_chunks(self, sources: Any, model_dir: str | Path | None, address: str | None, workers: int | None,
+    def _ray_chunks(self, paths: list, model_dir: str | Path | None, address: str | None, workers: int | None,
                     read: LogStats, groups: GroupStats) -> Iterator:
         from anomalens.scale.ray_logs import ray_log_chunks
 
         if model_dir is None:
             raise InputError("engine 'ray' needs model_dir: the folder the workers load the investigator from")
-        paths = [sources] if isinstance(sources, (str, Path)) else list(sources)
         names = [Path(str(p)).name for p in paths]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:  # a line is located by its file's name (``app.log:12``); its text is read back by it
@@ -592,14 +592,15 @@ def sequence_scores(model: NextEventModel, seqs: list[np.ndarray], logps: list[n
     return out, score
 
 
-def _fill_texts(cases: list[LogCase], sources: Any) -> None:
-    """The raw texts of the cases' lines (cases scored on Ray carry none), read back from the files."""
-    paths = {Path(str(p)).name: p for p in ([sources] if isinstance(sources, (str, Path)) else sources)}
+def _fill_texts(cases: list[LogCase], paths: list) -> None:
+    """The raw texts of the cases' lines (cases scored on Ray carry none), read back from the log
+    files ``paths`` (distinct file names: a line's source is its file's name)."""
+    by_name = {Path(str(p)).name: p for p in paths}
     want: dict[str, set[int]] = {}
     for c in cases:
         for src, n in zip(c.sources, c.linenos):
             want.setdefault(src, set()).add(n)
-    texts = {src: line_texts(paths[src], ns) for src, ns in want.items()}
+    texts = {src: line_texts(by_name[src], ns) for src, ns in want.items()}
     for c in cases:
         c.texts = [texts[src].get(n, "")[:MAX_TEXT] for src, n in zip(c.sources, c.linenos)]
 

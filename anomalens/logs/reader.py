@@ -341,11 +341,10 @@ def read_logs(sources: str | Path | Iterable[str | Path], fmt: str | LogFormat |
         yield from decode_lines(name, byte_lines, form, stats)
 
 
-def decode_lines(name: str, byte_lines: Iterable[bytes], form: LogFormat, stats: LogStats, *,
-                 first_lineno: int = 1) -> Iterator[LogLine]:
-    """The ``LogLine``s of one input's byte lines, numbered from ``first_lineno``: the decoding and
-    format step of ``read_logs`` (a worker reading a byte range of a file runs the same step)."""
-    for n, b in enumerate(byte_lines, start=first_lineno):
+def decode_lines(name: str, byte_lines: Iterable[bytes], form: LogFormat, stats: LogStats) -> Iterator[LogLine]:
+    """The ``LogLine``s of one input's byte lines, numbered from 1: the decoding and format step of
+    ``read_logs`` (a worker reading a byte range of a file runs the same step)."""
+    for n, b in enumerate(byte_lines, start=1):
         stats.lines += 1
         s = _decode(b, stats)
         if s is None:
