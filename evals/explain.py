@@ -178,11 +178,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 results.append(run_backend("vllm", LLMReasoner(client), invs, cases[: args.llm_cases]))
                 results[-1]["structured_output_mode"] = client.mode
                 print(results[-1], flush=True)
-            if client is not None:
+            if client is not None and args.throughput_cases:
                 # cases the vllm row did not see: none of their prompts is in the server's prefix cache
                 throughput = explanations_per_minute(LLMReasoner(client), invs,
                                                      cases[args.llm_cases: args.llm_cases + args.throughput_cases])
                 print(throughput, flush=True)
+    if throughput:
+        throughput["date"] = time.strftime("%Y-%m-%d")
+    else:  # not measured this time (--throughput-cases 0): the earlier measurement, with its date
+        throughput = earlier("explain").get("meta", {}).get("vllm", {}).get("throughput", {})
     speed = tokens_per_s() if "local" in backends else earlier("explain").get("meta", {}).get("tokens_per_s", {})
     meta = {"date": time.strftime("%Y-%m-%d"), "cases": len(cases), "llm_cases": args.llm_cases, "detector": "vae",
             "prompt_hash": template_hash("explain_system.jinja2", "explain_user.jinja2"),
@@ -208,10 +212,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      f"{100 * r['backend_explanation_share']:.0f}% | {hit} | {r['latency_s_mean']:.2f} |")
     if throughput:
         t = throughput
-        lines += ["", f"Batch explanation against the vLLM server ({meta['vllm']['package']}, {meta['vllm']['flags']}), "
-                  f"{t['cases_each']} cases for each bound: {t['per_minute'][1]:.1f} explanations/min with 1 in flight, "
-                  f"{t['per_minute'][8]:.1f} with 8 in flight ({t['speedup']:.1f}x); "
-                  f"{t['completion_tokens_mean'][1]:.0f} and {t['completion_tokens_mean'][8]:.0f} tokens generated per explanation."]
+        pm = {int(k): v for k, v in t["per_minute"].items()}  # keys are strings once read back from JSON
+        tok = {int(k): v for k, v in t["completion_tokens_mean"].items()}
+        lines += ["", f"Batch explanation against the vLLM server ({meta['vllm']['package']}, {meta['vllm']['flags']}; "
+                  f"measured {t.get('date', '2026-11-30')}), "
+                  f"{t['cases_each']} cases for each bound: {pm[1]:.1f} explanations/min with 1 in flight, "
+                  f"{pm[8]:.1f} with 8 in flight ({t['speedup']:.1f}x); "
+                  f"{tok[1]:.0f} and {tok[8]:.0f} tokens generated per explanation."]
     if speed:
         lines += ["", "Generation speed of the embedded model (128 tokens, fixed prompt): " +
                   ", ".join(f"{k} {v:.1f} tokens/s" for k, v in speed.items())]

@@ -285,8 +285,11 @@ def test_constrained_mode_sends_strict_enum_schemas_and_bounds_the_turn(box):
     assert by_name["describe_feature"]["parameters"]["properties"]["name"]["enum"] == list(box.investigator.feature_names)
     other = by_name["compare_cases"]["parameters"]["properties"]["other_id"]["enum"]
     assert "c7" not in other and "c3" in other and any(o.startswith("exemplar:") for o in other)
-    cites = {f["name"]: f for f in last}["answer"]["parameters"]["$defs"]["ClaimDraft"]["properties"]["cites"]
-    assert set(cites["items"]["enum"]) <= set(ChatSession(box, model=model).evidence.items()) | {"profile:memory"}
+    defs = {f["name"]: f for f in last}["answer"]["parameters"]["$defs"]
+    cites = set().union(*(d["properties"]["cites"]["items"].get("enum", [d["properties"]["cites"]["items"].get("const")])
+                          for d in defs.values() if "cites" in d.get("properties", {})))
+    assert cites <= set(ChatSession(box, model=model).evidence.items()) | {"profile:memory"} and "verdict" in cites
+    assert all(d["additionalProperties"] is False for d in defs.values())
 
 
 def test_tool_choice_is_checked():

@@ -79,6 +79,13 @@ def test_changing_any_field_of_a_typed_claim_fails_verification(evidence):
     ("The temperature sensor reads far above normal.", ["feature:memory"]),
     ("'memory' is below its normal range.", ["feature:memory"]),  # it is above
     ("'latency' is the main driver of the score.", ["feature:latency"]),  # memory is
+    # a true relation denied: the relation's words alone would read as the true claim
+    ("'memory' is not above its normal range.", ["feature:memory"]),
+    ("'memory' isn't the main driver of the score.", ["feature:memory"]),
+    ("'memory' never sits above its normal range.", ["feature:memory"]),
+    # linking verbs are allowed, verbs of time and cause are not: a row has no history
+    ("'memory' rose above its normal range after the restart.", ["feature:memory"]),
+    ("'memory' lies above its normal range because of a leak.", ["feature:memory"]),
 ])
 def test_sentences_the_evidence_cannot_prove_are_rejected(evidence, text, cites):
     assert verify_claim(Claim(text=text, cites=cites), evidence) is not None
@@ -88,6 +95,8 @@ def test_sentences_the_evidence_cannot_prove_are_rejected(evidence, text, cites)
     ("'memory' is far above its normal range.", ["feature:memory"]),
     ("memory is the main driver of the score.", ["feature:memory"]),
     ("The case is anomalous.", ["verdict"]),
+    ("'memory' sits well above its usual range.", ["feature:memory"]),  # a linking verb and a degree adverb
+    ("Among all features, 'memory' makes the largest contribution to the score.", ["feature:memory"]),
 ])
 def test_free_text_that_reads_as_typed_claims_passes(evidence, text, cites):
     assert verify_claim(Claim(text=text, cites=cites), evidence) is None
@@ -130,3 +139,11 @@ def test_the_verifier_audit_test_part_has_no_false_accepts_or_rejects():
     assert res["total"]["n"] >= 60
     assert res["total"]["false_accepts"] == 0, res["examples"]
     assert res["total"]["false_rejects"] == 0, res["examples"]
+
+
+def test_a_claim_chosen_twice_is_shown_once(evidence):
+    # the embedded model picked the same restoration claim twice in the demo
+    c = next(c for c in TabularModality.claim_candidates(evidence) if c.kind == "range")
+    typed = c.model_copy(update={"text": ""})
+    ok, bad = verify([typed, typed, Claim(text=c.text, cites=c.cites, kind=c.kind, params=c.params)], evidence)
+    assert [x.text for x in ok] == [c.text] and not bad

@@ -57,10 +57,27 @@ def test_draft_schema_allows_only_evidence_ids_and_the_modalitys_kinds():
                 '{"claims": [{"text": "glucose is 310.", "cites": ["feature:glucose"]}]}'):  # prose instead of a kind
         with pytest.raises(Exception):
             schema.model_validate_json(bad)
+    # each kind is its own model: its ids only, its relation fields required, no other field
+    for bad in ('{"claims": [{"kind": "range", "cites": ["feature:glucose"]}]}',  # a range claim without its position
+                '{"claims": [{"kind": "range", "cites": ["exemplar:17"], "position": "above"}]}',  # not a feature
+                '{"claims": [{"kind": "verdict", "cites": ["feature:glucose"]}]}',  # a verdict rests on the verdict
+                '{"claims": [{"kind": "verdict", "cites": ["verdict"], "position": "above"}]}',  # a field it has not
+                '{"claims": [{"kind": "rank", "cites": ["feature:glucose"], "rank": 3}]}'):  # two features, no third
+        with pytest.raises(Exception, match="1 validation error"):  # said for that kind alone, as a re-ask reads it
+            schema.model_validate_json(bad)
     js = schema.model_json_schema()
     text = str(js)
-    assert all(k in text for k in TabularModality.claim_kinds) and "feature:insulin" not in text
-    assert set(js["$defs"]["ClaimDraft"]["properties"]["cites"]["items"]["enum"]) == set(ev.items())
+    assert "feature:insulin" not in text and "oneOf" not in text and "discriminator" not in text
+    defs = {d["properties"]["kind"]["const"]: d for d in js["$defs"].values() if "kind" in d.get("properties", {})}
+    # the kinds this case supports (no profile or comparison was looked up), each with the ids it rests on
+    assert set(defs) == set(TabularModality.claim_fields(ev)) == set(TabularModality.claim_kinds) - {"profile", "comparison"}
+    cited = set().union(*(d["properties"]["cites"]["items"].get("enum", [d["properties"]["cites"]["items"].get("const")])
+                          for d in defs.values()))
+    assert cited == set(ev.items())
+    assert defs["range"]["properties"]["position"]["enum"] == ["above", "below", "within"]  # the vocabulary, not the answer
+    assert set(defs["range"]["required"]) == {"kind", "cites", "position"} and "position" not in defs["share"]["properties"]
+    assert set(defs["exemplar_distance"]["properties"]["cites"]["items"].get("enum", ["exemplar:17"])) == {
+        e.id for e in ev.exemplars}
 
 
 def test_factory_builds_each_backend_and_rejects_unknown():

@@ -151,7 +151,7 @@ def constrained_tool_specs(specs: list[dict], enums: dict[str, list[str]]) -> li
                 props[key] = tighten(sub, tool, key)
         elif kind == "array" and isinstance(schema.get("items"), dict):
             schema["items"] = tighten(schema["items"], tool, arg)
-        elif kind == "string" and "enum" not in schema:
+        elif kind == "string" and "enum" not in schema and "const" not in schema:
             values = enums.get(f"{tool}.{arg}", enums.get(arg or ""))
             if values:
                 schema["enum"] = list(dict.fromkeys(values))[:ENUM_LIMIT]
@@ -343,7 +343,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
             if c["name"] == ANSWER_TOOL:
                 try:
                     drafted = schema_for(ev).model_validate(c["args"])
-                    return {"draft": [{"text": "", "kind": d.kind, "cites": list(d.cites), "params": d.params()}
+                    return {"draft": [{"text": "", "kind": d.kind, "cites": list(dict.fromkeys(d.cites)), "params": d.params()}
                                       for d in drafted.claims],
                             "interpretation": drafted.interpretation.strip() or None}
                 except ValidationError as exc:

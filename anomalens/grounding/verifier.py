@@ -175,11 +175,16 @@ def check_interpretation(text: str, evidence: Evidence) -> str | None:
 
 def verify(claims: list[Claim], evidence: Evidence) -> tuple[list[Claim], list[Claim]]:
     """Split claims into (verified, rejected); rejected ones carry the reason. Typed claims are
-    rendered from the evidence first (a model chooses kinds and ids; the sentence is ours)."""
-    ok, bad = [], []
+    rendered from the evidence first (a model chooses kinds and ids; the sentence is ours). A claim
+    that says again what an earlier verified one said (a small model may choose one twice) is
+    neither: it is left out once."""
+    ok, bad, said = [], [], set()
     for c in claims:
         c, reason = _verified(c, evidence, render=True)
         if reason is None:
+            if c.text in said:
+                continue
+            said.add(c.text)
             ok.append(c.model_copy(update={"verified": True, "reason": None}))
         else:
             bad.append(c.model_copy(update={"verified": False, "reason": reason}))

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anomalens.errors import BackendError
 
 from anomalens.schema import Claim, Evidence
 
-__all__ = ["ask_validated", "ChatClient", "ChatTurn", "ClaimDraft", "Completion", "Draft", "DraftClaims", "Reasoner",
-           "ToolCallRequest", "ToolChatClient"]
+__all__ = ["ask_validated", "ChatClient", "ChatTurn", "ClaimDraft", "Completion", "Draft", "DraftClaims", "KindDraft",
+           "Reasoner", "ToolCallRequest", "ToolChatClient"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -105,6 +105,20 @@ class ClaimDraft(BaseModel):
     def params(self) -> dict[str, str]:
         return {k: str(v) for k, v in (("position", self.position), ("rank", self.rank), ("unit", self.unit))
                 if v is not None}
+
+
+PARAMS = ("position", "rank", "unit")  # the relation fields a typed claim may carry
+
+
+class KindDraft(BaseModel):
+    """A typed claim of one kind as a model chooses it (the per-kind models that ``schema_for``
+    builds derive from this): ``kind`` fixed, ``cites`` limited to the ids that kind can rest on,
+    and exactly that kind's relation fields, required."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def params(self) -> dict[str, str]:
+        return {k: str(getattr(self, k)) for k in PARAMS if getattr(self, k, None) is not None}
 
 
 class DraftClaims(BaseModel):

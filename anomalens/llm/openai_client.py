@@ -114,7 +114,7 @@ class OpenAIChatClient:
         def generate(messages: list[dict]) -> tuple[str, int]:
             if self.mode == "json_object":  # no schema-constrained decoding: the schema goes into the prompt
                 messages = [{"role": "system", "content": f"{system}\nThe JSON must follow this schema:\n"
-                                                          f"{json.dumps(schema.model_json_schema())}"}, *messages[1:]]
+                                                          f"{json.dumps(schema.model_json_schema(), separators=(',', ':'))}"}, *messages[1:]]
             resp = self._create(messages, schema, max_tokens)
             return resp.choices[0].message.content or "", getattr(resp.usage, "completion_tokens", 0) or 0
 

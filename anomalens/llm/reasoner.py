@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from anomalens.config import Settings, get_settings
 from anomalens.errors import ConfigError
-from anomalens.llm.base import ChatClient, ClaimDraft, Draft, DraftClaims, Reasoner, ToolChatClient
+from anomalens.llm.base import PARAMS, ChatClient, ClaimDraft, Draft, DraftClaims, KindDraft, Reasoner, ToolChatClient
 from anomalens.llm.template import TemplateReasoner
 from anomalens.prompts import data_block, render, template_hash
 from anomalens.schema import Claim, Evidence
 
-__all__ = ["LLMReasoner", "chat_system_prompt", "draft_schema", "evidence_payload", "kinds_block", "schema_for", "make_reasoner", "tool_client"]
+__all__ = ["LLMReasoner", "chat_system_prompt", "draft_schema", "evidence_payload", "kind_schema", "kinds_block", "schema_for", "make_reasoner", "tool_client"]
 
 PROMPTS = ("explain_system.jinja2", "explain_user.jinja2")
 ANSWER_PROMPTS = ("answer_system.jinja2", "answer_user.jinja2")
@@ -84,19 +84,73 @@ def draft_schema(ids: list[str], kinds: list[str] | None = None, units: list[str
     return create_model("DraftClaims", __base__=DraftClaims, claims=(list[claim], Field(min_length=1, max_length=4)))
 
 
+def kind_schema(fields: dict[str, dict[str, list[str]]]) -> type[DraftClaims]:
+    """DraftClaims whose claims are one model per kind (``fields``: kind -> {"cites": ids, <param>:
+    values}, as ``Modality.claim_fields`` gives them): each fixes its ``kind``, limits ``cites`` to
+    the ids that kind rests on and requires exactly that kind's relation fields, as enums. A server
+    or grammar that honours the schema cannot cite a feature for an exemplar claim, leave out a
+    range claim's position or invent a unit."""
+    from typing import Annotated, Literal, Union
+
+    from pydantic import Field, create_model
+
+    if not fields:
+        raise ValueError("kind_schema needs at least one claim kind")
+    models = []
+    for kind, f in fields.items():
+        spec: dict = {"kind": (Literal[kind], ...),  # type: ignore[valid-type]
+                      "cites": (list[Literal[tuple(f["cites"])]],  # type: ignore[valid-type]
+                                Field(min_length=1, max_length=max(1, min(6, len(f["cites"])))))}
+        for param in PARAMS:
+            if param in f:
+                values = tuple(int(v) for v in f[param]) if param == "rank" else tuple(f[param])
+                spec[param] = (Literal[values], ...)  # type: ignore[valid-type]
+        name = "".join(w.capitalize() for w in kind.split("_")) + "Claim"
+        models.append(create_model(name, __base__=KindDraft, **spec))
+    # one model per kind, told apart by ``kind``: a reply that fails says why for its own kind only
+    claim = models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Field(discriminator="kind")]
+    return create_model("DraftClaims", __base__=_KindClaims, claims=(list[claim], Field(min_length=1, max_length=4)))
+
+
+class _KindClaims(DraftClaims):
+    """DraftClaims whose JSON schema writes the kinds' union as a plain ``anyOf`` (pydantic writes a
+    ``oneOf`` with a ``discriminator`` mapping, which not every server's grammar compiler reads),
+    without pydantic's ``title`` on every node (a server without ``json_schema`` output reads the
+    schema in its prompt, where a quarter of it was titles)."""
+
+    @classmethod
+    def model_json_schema(cls, *args, **kwargs) -> dict:
+        def plain(node):
+            if isinstance(node, dict):
+                node.pop("discriminator", None)
+                if isinstance(node.get("title"), str):
+                    node.pop("title")
+                if "oneOf" in node:
+                    node["anyOf"] = node.pop("oneOf")
+                for v in node.values():
+                    plain(v)
+            elif isinstance(node, list):
+                for v in node:
+                    plain(v)
+            return node
+
+        return plain(super().model_json_schema(*args, **kwargs))
+
+
 def schema_for(evidence: Evidence) -> type[DraftClaims]:
-    """The draft schema of one case: its evidence ids, its modality's kinds and unit names."""
+    """The draft schema of one case: a model per claim kind its modality can state about it."""
     from anomalens.modalities import modality_of
 
-    return draft_schema(list(evidence.items()), list(modality_of(evidence).claim_kinds),
-                        evidence.context.feature_names)
+    return kind_schema(modality_of(evidence).claim_fields(evidence))
 
 
 def kinds_block(evidence: Evidence) -> str:
-    """The claim kinds of the case's modality, one per line, for the prompt."""
+    """The claim kinds the case's evidence supports (those of its schema), one per line, for the prompt."""
     from anomalens.modalities import modality_of
 
-    return "\n".join(f"- {k}: {v}" for k, v in modality_of(evidence).claim_kinds.items())
+    modality = modality_of(evidence)
+    here = modality.claim_fields(evidence)
+    return "\n".join(f"- {k}: {v}" for k, v in modality.claim_kinds.items() if k in here)
 
 
 class LLMReasoner:
@@ -135,7 +189,7 @@ class LLMReasoner:
 
     def _ask(self, system: str, user: str, evidence: Evidence, prompt_hash: str) -> Draft:
         out = self.client.complete_json(system, user, schema_for(evidence), max_tokens=self.max_tokens)
-        claims = [Claim(text="", kind=c.kind, cites=list(c.cites), params=c.params())
+        claims = [Claim(text="", kind=c.kind, cites=list(dict.fromkeys(c.cites)), params=c.params())
                   for c in out.value.claims[: self.max_claims]]
         return Draft(claims, out.completion_tokens, out.seconds, prompt_hash,
                      interpretation=out.value.interpretation.strip() or None)

@@ -34,6 +34,10 @@ from anomalens.store import ExemplarHit
 
 __all__ = ["CaseItems", "ModelInput", "Modality"]
 
+# the full vocabulary of a relation field, offered whatever the case (so a schema does not tell a
+# model which position is true); other fields take the values the case's true claims use
+PARAM_VOCABULARY: dict[str, tuple[str, ...]] = {"position": ("above", "below", "within")}
+
 
 @dataclass(frozen=True)
 class ModelInput:
@@ -121,6 +125,23 @@ class Modality(ABC):
     def claim_candidates(cls, evidence: Evidence) -> list[Claim]:
         """Every true typed claim the evidence supports, rendered (the template picks from them)."""
         return cls.claims.candidates(evidence)
+
+    @classmethod
+    def claim_fields(cls, evidence: Evidence) -> dict[str, dict[str, list[str]]]:
+        """What each claim kind can say about this case, for the schema a model decodes under:
+        kind -> {"cites": the ids its claims rest on, <param>: the values it takes}. Only kinds the
+        evidence supports are listed (a case without a restoration has no restoration kind). Values
+        are the vocabulary, not the answers: a range claim may say any position, and the verifier
+        checks the one it says."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for c in cls.claim_candidates(evidence):
+            f = out.setdefault(c.kind, {"cites": []})
+            f["cites"] += [i for i in c.cites if i not in f["cites"]]
+            for k, v in c.params.items():
+                vals = f.setdefault(k, list(PARAM_VOCABULARY.get(k, ())))
+                if str(v) not in vals:
+                    vals.append(str(v))
+        return {k: out[k] for k in cls.claim_kinds if k in out}
 
     @classmethod
     @abstractmethod

@@ -17,6 +17,8 @@ sessions' counts, the normal version's counts; see ``tabular_claims``):
 
 from __future__ import annotations
 
+import re
+
 from anomalens.modalities import tabular_claims
 from anomalens.schema import Claim, Evidence, fmt
 
@@ -29,6 +31,7 @@ KINDS = {
     "template": "how often the normal logs hold a template",
     "incident": "the incident's number of cases and lines and its time span",
 }
+_SEEN_NEGATION = re.compile(r"\bnever (been )?seen\b")
 _LOG_WORDS = frozenset("""
 line lines template templates event events session sessions window windows case cases log logs
 never seen unseen new probability probable improbable likely unlikely most expected expects expect instead of in
@@ -89,6 +92,10 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
         extra = tabular_claims.unconfirmable_words(claim.text, evidence.context.feature_names, _LOG_WORDS)
         if extra:
             return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
+        # "never seen in normal logs" is checked below against the line's template
+        neg = tabular_claims.denies(claim.text, evidence.context.feature_names, _SEEN_NEGATION)
+        if neg:
+            return f"denies a relation ({neg!r}); a claim states what holds, and only the verdict may be negative"
         for c in log_cites:
             item = items.get(c)
             if c.startswith("line:") and item is not None:

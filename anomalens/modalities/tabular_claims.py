@@ -200,13 +200,54 @@ shown abnormal unusual outlier benjamini-hochberg benjamini hochberg
 driver drivers drives driving responsible explains explained primary chief
 second-closest third-closest second-largest third-largest
 """.split())
-_ALLOWED = ORDINARY_WORDS | _KIND_WORDS
+# Verbs that link a name to a value, a place or a source without adding a fact of their own
+# (copular, locative and motion verbs, in every form): "'cpu' lies above its range", "87% of the
+# score comes from 'cpu'", "the normal version takes 'cpu' from 9.1 to 0.2". Verbs of time and
+# cause (rose, started, caused, triggered) are not among them: a row has no history to check.
+_LINKING = {
+    "seem": "seems seemed seeming", "appear": "appears appeared appearing", "look": "looks looked looking",
+    "remain": "remains remained remaining", "stay": "stays stayed staying", "sit": "sits sat sitting",
+    "lie": "lies lay lying", "stand": "stands stood standing", "rest": "rests rested resting",
+    "fall": "falls fell fallen falling", "land": "lands landed landing", "reach": "reaches reached reaching",
+    "measure": "measures measured measuring", "read": "reads reading", "hold": "holds held holding",
+    "come": "comes came coming", "stem": "stems stemmed stemming", "arise": "arises arose arisen arising",
+    "originate": "originates originated originating", "go": "goes went gone going",
+    "return": "returns returned returning", "take": "takes took taken taking", "make": "makes made making",
+    "provide": "provides provided providing", "carry": "carries carried carrying",
+    "show": "shows showed shown showing", "equal": "equals equalled equaled equalling equaling",
+}
+_LINKING_WORDS = frozenset(w for base, forms in _LINKING.items() for w in (base, *forms.split()))
+# prepositions, determiners and adverbs of degree that state nothing themselves
+_FRAME_WORDS = frozenset("""
+among amongst across along per via toward towards onto upon beside besides both either all whose whole
+overall together total entire alone slightly somewhat considerably substantially markedly notably
+noticeably sharply strongly significantly moderately modestly extremely exactly precisely some
+""".split())
+_ALLOWED = ORDINARY_WORDS | _KIND_WORDS | _LINKING_WORDS | _FRAME_WORDS
 _WORD = re.compile(r"[a-z][a-z'-]*")
 _NUM = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
 
 _POSITION = (("above", r"\b(above|higher than|exceeds?|exceeding|over|beyond|greater than)\b"),
              ("below", r"\b(below|lower than|under|less than)\b"),
              ("within", r"\b(within|inside|in (its|the) normal range)\b"))
+
+
+# A claim states what holds; "'cpu' is not above its range" or "'cpu' is not the main driver" is a
+# relation denied, which no kind states (the relation's words alone would read as the opposite
+# claim). Only the verdict may be stated negatively ("not anomalous"), and the verdict check then
+# holds it to the detector's verdict. A modality may allow phrases whose truth it checks.
+_NEGATION = re.compile(r"\b(not|no|nor|never|none|neither|nothing|without|cannot|n't)\b|n't\b")
+_VERDICT_NEGATION = re.compile(r"\bnot (anomalous|an anomaly|an outlier|abnormal|unusual|flagged)\b")
+
+
+def denies(text: str, names: list[str], allowed: re.Pattern | None = None) -> str | None:
+    """The negation ``text`` states, or None. Unit names and ids are blanked first (a column called
+    "no_show" denies nothing); a phrase of ``allowed`` and the verdict's "not anomalous" do not count."""
+    low = _VERDICT_NEGATION.sub(" ", split_mentions(_ID.sub(" ", text), names)[1].lower())
+    if allowed is not None:
+        low = allowed.sub(" ", low)
+    m = _NEGATION.search(low)
+    return m.group(0) if m else None
 
 
 def unconfirmable_words(text: str, names: list[str], extra: frozenset[str] = frozenset()) -> list[str]:
@@ -227,6 +268,9 @@ def parse(claim: Claim, evidence: Evidence, extra_words: frozenset[str] = frozen
         return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
     low = claim.text.lower()
     named, rest = split_mentions(_ID.sub(" ", claim.text), names)
+    neg = denies(claim.text, names)
+    if neg:
+        return f"denies a relation ({neg!r}); a claim states what holds, and only the verdict may be negative"
     has_number = bool(_NUM.search(rest))
     ids_in_text = {m.group(0).rstrip(".") for m in _ID.finditer(claim.text)}
     cites = set(claim.cites) | ids_in_text
