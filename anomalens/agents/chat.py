@@ -343,8 +343,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
             if c["name"] == ANSWER_TOOL:
                 try:
                     drafted = schema_for(ev).model_validate(c["args"])
-                    return {"draft": [{"text": "", "kind": d.kind, "cites": list(dict.fromkeys(d.cites)), "params": d.params()}
-                                      for d in drafted.claims],
+                    return {"draft": [d.claim().model_dump() for d in drafted.claims],
                             "interpretation": drafted.interpretation.strip() or None}
                 except ValidationError as exc:
                     return {"draft": [{"text": json.dumps(c["args"])[:200], "cites": [],

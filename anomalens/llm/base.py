@@ -120,6 +120,10 @@ class KindDraft(BaseModel):
     def params(self) -> dict[str, str]:
         return {k: str(getattr(self, k)) for k in PARAMS if getattr(self, k, None) is not None}
 
+    def claim(self) -> Claim:
+        """The unrendered typed claim (the verifier renders its sentence); an id cited twice counts once."""
+        return Claim(text="", kind=self.kind, cites=list(dict.fromkeys(self.cites)), params=self.params())
+
 
 class DraftClaims(BaseModel):
     """What an LLM is asked to return (bounds go into the JSON schema, so grammars enforce them)."""

@@ -7,7 +7,7 @@ from anomalens.errors import ConfigError
 from anomalens.llm.base import PARAMS, ChatClient, ClaimDraft, Draft, DraftClaims, KindDraft, Reasoner, ToolChatClient
 from anomalens.llm.template import TemplateReasoner
 from anomalens.prompts import data_block, render, template_hash
-from anomalens.schema import Claim, Evidence
+from anomalens.schema import Evidence
 
 __all__ = ["LLMReasoner", "chat_system_prompt", "draft_schema", "evidence_payload", "kind_schema", "kinds_block", "schema_for", "make_reasoner", "tool_client"]
 
@@ -189,8 +189,7 @@ class LLMReasoner:
 
     def _ask(self, system: str, user: str, evidence: Evidence, prompt_hash: str) -> Draft:
         out = self.client.complete_json(system, user, schema_for(evidence), max_tokens=self.max_tokens)
-        claims = [Claim(text="", kind=c.kind, cites=list(dict.fromkeys(c.cites)), params=c.params())
-                  for c in out.value.claims[: self.max_claims]]
+        claims = [c.claim() for c in out.value.claims[: self.max_claims]]
         return Draft(claims, out.completion_tokens, out.seconds, prompt_hash,
                      interpretation=out.value.interpretation.strip() or None)
 

@@ -93,9 +93,9 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
         if extra:
             return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
         # "never seen in normal logs" is checked below against the line's template
-        neg = tabular_claims.denies(claim.text, evidence.context.feature_names, _SEEN_NEGATION)
-        if neg:
-            return f"denies a relation ({neg!r}); a claim states what holds, and only the verdict may be negative"
+        denied = tabular_claims.denies(claim.text, evidence.context.feature_names, _SEEN_NEGATION)
+        if denied:
+            return denied
         for c in log_cites:
             item = items.get(c)
             if c.startswith("line:") and item is not None:

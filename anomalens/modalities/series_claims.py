@@ -79,8 +79,5 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
         extra = tabular_claims.unconfirmable_words(text, evidence.context.feature_names, _EVENT_WORDS)
         if extra:
             return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
-        neg = tabular_claims.denies(text, evidence.context.feature_names)
-        if neg:
-            return f"denies a relation ({neg!r}); a claim states what holds, and only the verdict may be negative"
-        return None
+        return tabular_claims.denies(text, evidence.context.feature_names)
     return tabular_claims.parse(claim.model_copy(update={"text": text}), evidence, _EVENT_WORDS)

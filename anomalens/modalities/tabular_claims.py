@@ -241,13 +241,16 @@ _VERDICT_NEGATION = re.compile(r"\bnot (anomalous|an anomaly|an outlier|abnormal
 
 
 def denies(text: str, names: list[str], allowed: re.Pattern | None = None) -> str | None:
-    """The negation ``text`` states, or None. Unit names and ids are blanked first (a column called
-    "no_show" denies nothing); a phrase of ``allowed`` and the verdict's "not anomalous" do not count."""
+    """Why ``text`` cannot be a claim because it states a negation, or None. Unit names and ids are
+    blanked first (a column called "no_show" denies nothing); a phrase of ``allowed`` and the
+    verdict's "not anomalous" do not count."""
     low = _VERDICT_NEGATION.sub(" ", split_mentions(_ID.sub(" ", text), names)[1].lower())
     if allowed is not None:
         low = allowed.sub(" ", low)
     m = _NEGATION.search(low)
-    return m.group(0) if m else None
+    if m is None:
+        return None
+    return f"denies a relation ({m.group(0)!r}); a claim states what holds, and only the verdict may be negative"
 
 
 def unconfirmable_words(text: str, names: list[str], extra: frozenset[str] = frozenset()) -> list[str]:
@@ -268,9 +271,9 @@ def parse(claim: Claim, evidence: Evidence, extra_words: frozenset[str] = frozen
         return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
     low = claim.text.lower()
     named, rest = split_mentions(_ID.sub(" ", claim.text), names)
-    neg = denies(claim.text, names)
-    if neg:
-        return f"denies a relation ({neg!r}); a claim states what holds, and only the verdict may be negative"
+    denied = denies(claim.text, names)
+    if denied:
+        return denied
     has_number = bool(_NUM.search(rest))
     ids_in_text = {m.group(0).rstrip(".") for m in _ID.finditer(claim.text)}
     cites = set(claim.cites) | ids_in_text
