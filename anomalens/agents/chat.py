@@ -42,7 +42,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from pydantic import ValidationError
 
-from anomalens.grounding.drafting import Drafting, answer_question
+from anomalens.grounding.drafting import Drafting, answer_question, with_answer
 from anomalens.grounding.verifier import cite_text
 from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.llm.base import Draft, Reasoner, ToolChatClient
@@ -368,6 +368,8 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
             elif not claims:
                 d.error = f"no answer within {max_steps} steps" if state.get("steps", 0) >= max_steps else "no answer"
         ex = d.finish(ev, lambda: TemplateReasoner().answer(state["question"], ev))
+        if not state.get("command"):
+            ex = with_answer(ex, state["question"], ev)
         return {"reply": ex.model_dump(mode="json"), "messages": [AIMessage(ex.text)]}
 
     g = StateGraph(ChatState)

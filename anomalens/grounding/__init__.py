@@ -6,8 +6,9 @@ reasoner -> verifier -> report): the Investigator composes it, and the analyze a
 it passed the verifier.
 """
 
-from anomalens.grounding.drafting import Drafting, answer_question, explain_evidence, explain_many, with_verdict
+from anomalens.grounding.drafting import (Drafting, answer_question, explain_evidence, explain_many, with_answer,
+                                          with_verdict)
 from anomalens.grounding.verifier import cite_text, verify, verify_claim
 
 __all__ = ["Drafting", "answer_question", "cite_text", "explain_evidence", "explain_many", "verify", "verify_claim",
-           "with_verdict"]
+           "with_answer", "with_verdict"]

@@ -20,7 +20,7 @@ from anomalens.llm.base import Draft, Reasoner
 from anomalens.llm.template import TemplateReasoner
 from anomalens.schema import Claim, Evidence, Explanation
 
-__all__ = ["answer_question", "Drafting", "explain_evidence", "explain_many", "with_verdict"]
+__all__ = ["answer_question", "Drafting", "explain_evidence", "explain_many", "with_answer", "with_verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -179,5 +179,26 @@ def explain_evidence(evidence: Evidence, reasoner: Reasoner | None = None, *, ma
 def answer_question(question: str, evidence: Evidence, reasoner: Reasoner | None = None, *,
                     max_rounds: int = 2) -> Explanation:
     """A verified answer to an analyst's question about a case, from its evidence alone."""
-    return _grounded(evidence, reasoner, lambda r, fb: r.answer(question, evidence, fb),
-                     lambda: TemplateReasoner().answer(question, evidence), max_rounds)
+    return with_answer(_grounded(evidence, reasoner, lambda r, fb: r.answer(question, evidence, fb),
+                                 lambda: TemplateReasoner().answer(question, evidence), max_rounds), question, evidence)
+
+
+def with_answer(ex: Explanation, question: str, evidence: Evidence) -> Explanation:
+    """An answer never leaves out the direct answer to its question: unless a shown claim already
+    gives it (cites an item of ``TemplateReasoner.direct_answer``, with the same kind or as free
+    text), the direct answer's verified claims lead, after the verdict when that is shown. Every claim a model chooses
+    is true, but a small one often chose true claims that do not answer ("which normal case is
+    closest?" answered with the verdict)."""
+    if ex.source == "template":
+        return ex
+
+    def covered(d: Claim) -> bool:
+        return any(set(d.cites) & set(c.cites) and c.kind in (None, d.kind) for c in ex.claims)
+
+    direct, _ = verify(TemplateReasoner().direct_answer(question, evidence), evidence)
+    if not direct or any(covered(d) for d in direct):
+        return ex
+    lead = direct
+    verdict = [c for c in ex.claims if c.cites == ["verdict"]]  # the verdict, when shown, stays first
+    claims = verdict + lead + [c for c in ex.claims if c not in verdict]
+    return ex.model_copy(update={"claims": claims, "text": " ".join(c.text for c in claims)})

@@ -29,19 +29,37 @@ def _compact(value):
 
 
 def evidence_payload(evidence: Evidence) -> dict:
-    """The evidence as the model sees it: compact, every item under its citable id."""
+    """The evidence as the model sees it: compact, every item under its citable id (about 600
+    tokens for a tabular case; prompt processing is most of a request's time on a CPU server)."""
     return _compact(_payload(evidence))
 
 
+def _verdict(evidence: Evidence) -> dict:
+    """The verdict's numbers; the method strings, the detector's name and fields at their defaults
+    (cut-off equal to alpha, an exact p-value) are left out: the model chooses claims, and a claim's
+    sentence is rendered from the evidence itself, so what it cannot choose by costs prompt time only."""
+    v = evidence.verdict.model_dump(exclude={"id", "detector", "method", "p_value_method"})
+    if v["cutoff"] == v["alpha"]:
+        del v["cutoff"]
+    if not v["approximate"]:
+        del v["approximate"]
+    return v
+
+
+def _unit(a) -> dict:
+    return a.model_dump(exclude={"id", "contribution", "feature"})  # the name is in the id
+
+
 def _payload(evidence: Evidence) -> dict:
-    payload: dict = {"verdict": evidence.verdict.model_dump(exclude={"id"})}
+    payload: dict = {"verdict": _verdict(evidence)}
     # the units (tabular: features) under their ids; the key stays "features" for every modality's prompt
-    payload["features"] = {a.id: a.model_dump(exclude={"id", "contribution"}) for a in evidence.attributions}
+    payload["features"] = {a.id: _unit(a) for a in evidence.attributions}
     payload["exemplars"] = {e.id: {"distance": e.distance} for e in evidence.exemplars}
-    if evidence.restoration is not None:
-        payload["restoration"] = [d.model_dump() for d in evidence.restoration.deltas[:5]]
+    if evidence.restoration is not None:  # the changes the restoration makes (an unchanged feature says nothing)
+        changed = [d for d in evidence.restoration.deltas if abs(d.delta) > 1e-6 * max(1.0, abs(d.observed))]
+        payload["restoration"] = [d.model_dump() for d in changed[:5]]
     if evidence.lookups:
-        payload["features"].update({a.id: a.model_dump(exclude={"id", "contribution"}) for a in evidence.lookups})
+        payload["features"].update({a.id: _unit(a) for a in evidence.lookups})
     if evidence.profiles:
         payload["profiles"] = {p.id: p.model_dump(exclude={"id"}) for p in evidence.profiles}
     if evidence.comparisons:

@@ -124,6 +124,15 @@ class TemplateReasoner:
         seen: set[str] = set()
         return Draft(claims=[c for c in claims if not (c.text in seen or seen.add(c.text))])
 
+    def direct_answer(self, question: str, evidence: Evidence) -> list[Claim]:
+        """The claims that answer the question itself: those of the features it names and the topics
+        it asks about (neighbours, restoration, comparison, verdict); for a question without one
+        ("why?", "which feature ...?"), the claim about the unit that leads the explanation."""
+        found, features = topics(question, evidence)
+        if features or set(found) - {"why"}:
+            return self.answer(question, evidence).claims
+        return [c for c in self.draft(evidence).claims if "verdict" not in c.cites][:1]
+
     def command_claims(self, command: str, evidence: Evidence, args: dict) -> list[Claim]:
         """The claims about what a chat command's tool returned (``/why``, ``/neighbors``, ...)."""
         ev = evidence

@@ -19,6 +19,7 @@ __all__ = ["PROMPTS_DIR", "data_block", "render", "template_hash", "template_nam
 PROMPTS_DIR = Path(__file__).resolve().parent
 DATA_BUDGET = 6000  # characters of untrusted data per prompt
 NAME_BUDGET = 64  # characters of any single string inside a data block
+DATA_FORMAT = "json-compact-2"  # what the prompts' data looks like; change it when the payloads change
 
 
 @lru_cache(maxsize=1)
@@ -43,8 +44,9 @@ def render(name: str, **variables: Any) -> str:
 
 
 def template_hash(*names: str) -> str:
-    """Short hash of the named templates' text, recorded with each explanation and eval result."""
-    h = hashlib.sha256()
+    """Short hash of the named templates' text and of the data blocks' format, recorded with each
+    explanation and eval result."""
+    h = hashlib.sha256(DATA_FORMAT.encode())
     for n in names:
         h.update((PROMPTS_DIR / n).read_bytes())
     return h.hexdigest()[:12]
@@ -63,7 +65,7 @@ def _clip(obj: Any, n: int = NAME_BUDGET) -> Any:
 def data_block(payload: Any, budget: int = DATA_BUDGET, *, text_budget: int = NAME_BUDGET) -> str:
     """Untrusted data as JSON between <data> delimiters, each string clipped to ``text_budget``
     characters and the whole truncated to ``budget``."""
-    text = json.dumps(_clip(payload, text_budget), ensure_ascii=False, default=str)
+    text = json.dumps(_clip(payload, text_budget), ensure_ascii=False, default=str, separators=(",", ":"))
     text = text.replace("</data>", "<\\/data>")  # the data cannot close its own block
     if len(text) > budget:
         text = text[:budget] + " …(truncated)"
