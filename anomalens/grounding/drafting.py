@@ -186,9 +186,9 @@ def answer_question(question: str, evidence: Evidence, reasoner: Reasoner | None
 def with_answer(ex: Explanation, question: str, evidence: Evidence) -> Explanation:
     """An answer never leaves out the direct answer to its question: unless a shown claim already
     gives it (cites an item of ``TemplateReasoner.direct_answer``, with the same kind or as free
-    text), the direct answer's verified claims lead, after the verdict when that is shown. Every claim a model chooses
-    is true, but a small one often chose true claims that do not answer ("which normal case is
-    closest?" answered with the verdict)."""
+    text), the direct answer's verified claims lead, after the verdict when that is shown. Every
+    claim a model chooses is true, but a small one often chose true claims that do not answer
+    ("which normal case is closest?" answered with the verdict)."""
     if ex.source == "template":
         return ex
 
@@ -198,7 +198,6 @@ def with_answer(ex: Explanation, question: str, evidence: Evidence) -> Explanati
     direct, _ = verify(TemplateReasoner().direct_answer(question, evidence), evidence)
     if not direct or any(covered(d) for d in direct):
         return ex
-    lead = direct
     verdict = [c for c in ex.claims if c.cites == ["verdict"]]  # the verdict, when shown, stays first
-    claims = verdict + lead + [c for c in ex.claims if c not in verdict]
+    claims = verdict + direct + [c for c in ex.claims if c not in verdict]
     return ex.model_copy(update={"claims": claims, "text": " ".join(c.text for c in claims)})
