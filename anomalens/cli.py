@@ -851,10 +851,11 @@ def serve(
                       max_body=int(max_body_mb * 1024 * 1024), max_rows=max_rows, cors_origins=cors or [],
                       state_dir=str(state_dir or Path(".anomalens-serve")), host=host, mcp=processes == 1)
     if processes == 1:
-        from anomalens.server.app import use_threads
+        from anomalens.server.app import freeze_heap, use_threads
 
         use_threads(cfg)
         application = create_app(folders, cfg)  # loaded before the banner: a bad model folder fails here
+        freeze_heap()
     else:
         import json as _json
 

@@ -19,6 +19,7 @@ built from.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Literal
@@ -101,13 +102,19 @@ def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
     """
     found = []
     for name in sorted(names, key=len, reverse=True):
-        pattern = "|".join(re.escape(a) + re.escape(name) + re.escape(b) for a, b in _QUOTES)
-        if not is_ordinary_word(name):
-            pattern += r"|(?<![\w])" + re.escape(name) + r"(?![\w])"
-        text, hits = re.subn(pattern, " ", text, flags=re.IGNORECASE)
+        text, hits = _mention_pattern(name).subn(" ", text)
         if hits:
             found.append(name)
     return found, text
+
+
+@functools.lru_cache(maxsize=4096)
+def _mention_pattern(name: str) -> re.Pattern:
+    """The regex of ``name``'s mentions (see ``split_mentions``), compiled once per name."""
+    pattern = "|".join(re.escape(a) + re.escape(name) + re.escape(b) for a, b in _QUOTES)
+    if not is_ordinary_word(name):
+        pattern += r"|(?<![\w])" + re.escape(name) + r"(?![\w])"
+    return re.compile(pattern, flags=re.IGNORECASE)
 
 
 # Prefixes of evidence ids: units of each modality (feature of a row; channel and segment of a series;

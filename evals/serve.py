@@ -1,12 +1,12 @@
 """Serving benchmark: the REST API under a bounded load on loopback.
 
 A real ``anomalens serve`` process (uvicorn, the template reasoner, a tabular investigator with the
-default detector fitted on 600 synthetic rows) and httpx clients in threads, each sending requests
-one after another:
+default detector fitted on 600 synthetic rows) and httpx clients, each in its own process, sending
+requests one after another:
 
 - single-row ``analyze`` (with its verified explanation) at 1, 8 and 32 concurrent clients;
 - 1,000-row batch ``analyze`` (verdicts for every row, reports for the 20 most anomalous) at 1 and 4;
-- ``/health`` latency while the pool is saturated (32 clients on a pool of 2 with a queue of 16).
+- ``/health`` latency, probed from another process, while 48 clients keep the workers and queues full.
 
 Requests per second, p50 / p95 / p99 latency of the answered requests, the share of 429s, the count
 of 5xx (must be 0), and the server's resident memory before and after.
@@ -18,12 +18,11 @@ Writes evals/results/serve.json and .md.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
+import multiprocessing as mp
 import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import pandas as pd
 from evals.common import write_results
 
 KEY = "bench-key-0123456789abcdef"
+SATURATING = 48  # clients of the saturated run: more than 2 processes x (2 workers + a queue of 16) hold
 
 
 def _rss_mb(pid: int) -> float:
@@ -54,48 +54,70 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(X + 0.1 * rng.normal(size=X.shape), columns=["cpu", "memory", "latency", "errors"])
 
 
-def load(url: str, body: dict, clients: int, per_client: int) -> dict:
+def _client(job: tuple[str, bytes, int, float]) -> list[tuple[int, float, float, float]]:
+    """One client (in its own process): ``per_client`` requests one after another from the shared
+    start time; (status, seconds, begin, end) each, on the system-wide monotonic clock."""
     import httpx
 
-    lat, codes = [], []
-    lock = threading.Lock()
+    url, body, per_client, start = job
+    out = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+                      timeout=120) as c:
+        time.sleep(max(0.0, start - time.monotonic()))
+        for _ in range(per_client):
+            t0 = time.monotonic()
+            r = c.post("/v1/investigators/metrics/analyze", content=body)
+            t1 = time.monotonic()
+            out.append((r.status_code, t1 - t0, t0, t1))
+    return out
 
-    def client(_):
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
-            for _ in range(per_client):
-                t0 = time.perf_counter()
-                r = c.post("/v1/investigators/metrics/analyze", json=body)
-                dt = time.perf_counter() - t0
-                with lock:
-                    codes.append(r.status_code)
-                    if r.status_code == 200:
-                        lat.append(dt)
 
-    t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(clients) as ex:
-        list(ex.map(client, range(clients)))
-    wall = time.perf_counter() - t0
-    ms = np.array(lat) * 1000
+def _probe(url: str, stop, results) -> None:
+    """``/health`` every 50 ms until ``stop`` is set (in its own process, as a health checker is)."""
+    import httpx
+
+    lat = []
+    with httpx.Client(base_url=url, timeout=10) as c:
+        c.get("/health")
+        while not stop.is_set():
+            t0 = time.monotonic()
+            c.get("/health")
+            lat.append((time.monotonic() - t0) * 1000)
+            time.sleep(0.05)
+    results.put(lat)
+
+
+def load(pool, url: str, body: dict, clients: int, per_client: int) -> dict:
+    """``clients`` concurrent clients, each in its own process (clients as threads of one process
+    would queue on that process's GIL and add their own latency to the server's)."""
+    import json
+
+    raw = json.dumps(body).encode()
+    start = time.monotonic() + 0.5
+    runs = pool.map(_client, [(url, raw, per_client, start)] * clients, chunksize=1)
+    calls = [c for run in runs for c in run]
+    codes = [c[0] for c in calls]
+    ms = np.array([c[1] for c in calls if c[0] == 200]) * 1000
+    wall = max(c[3] for c in calls) - min(c[2] for c in calls)
     return {"clients": clients, "requests": len(codes), "ok": int(sum(c == 200 for c in codes)),
             "share_429": float(np.mean([c == 429 for c in codes])), "n_5xx": int(sum(c >= 500 for c in codes)),
-            "answered_per_s": len(lat) / wall, "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+            "answered_per_s": len(ms) / wall, "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             "p95_ms": float(np.percentile(ms, 95)) if len(ms) else None,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
 
 
 def main() -> None:
-    import httpx
-
     from anomalens import Investigator
     from anomalens.testing import free_port, running
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--processes", type=int, default=2, help="server processes (one per core here)")
+    ap.add_argument("--workers", type=int, default=2, help="scoring threads per server process")
     args = ap.parse_args()
     per = 10 if args.quick else 40
     res: dict = {"args": " ".join(sys.argv[1:]), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                 "processes": args.processes}
+                 "processes": args.processes, "workers": args.workers}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -106,36 +128,31 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "anomalens.cli", "serve", str(tmp / "metrics"), "--api-key-file", str(tmp / "keys"),
-               "--port", str(port), "--workers", "2", "--queue", "16", "--processes", str(args.processes),
+               "--port", str(port), "--workers", str(args.workers), "--queue", "16", "--processes", str(args.processes),
                "--state-dir", str(tmp / "state")]
         env = {**os.environ, "ANOMALENS_LLM": "template"}
-        with running(cmd, f"{url}/health", 120, tmp / "serve.log", env=env) as proc:
+        ctx = mp.get_context("spawn")  # the clients' processes: no torch, no fork of this one's threads
+        with running(cmd, f"{url}/health", 120, tmp / "serve.log", env=env) as proc, ctx.Pool(SATURATING) as pool:
+            pool.map(time.sleep, [0.2] * (2 * SATURATING), chunksize=1)  # every client process started
             res["rss_start_mb"] = _rss_mb(proc.pid)
             one = {"rows": [{"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}]}
-            load(url, one, 1, 5)  # warm-up
-            res["single_row"] = [load(url, one, c, per if c < 32 else max(5, per // 2)) for c in (1, 8, 32)]
+            load(pool, url, one, 2 * args.processes, 5)  # warm-up: each process's first request pays its lazy set-up
+            res["single_row"] = [load(pool, url, one, c, per if c < 32 else max(5, per // 2)) for c in (1, 8, 32)]
             for r in res["single_row"]:
                 print("single row", r, flush=True)
             batch = {"rows": _rows(1000, 1).to_dict("records"), "limit": 20}
-            res["batch_1000"] = [load(url, batch, c, max(3, per // 8)) for c in (1, 4)]
+            res["batch_1000"] = [load(pool, url, batch, c, max(3, per // 8)) for c in (1, 4)]
             for r in res["batch_1000"]:
                 print("batch", r, flush=True)
-            # /health while 32 clients keep the pool saturated
-            stop = threading.Event()
-            health = []
-
-            def probe():
-                while not stop.is_set():
-                    t0 = time.perf_counter()
-                    httpx.get(f"{url}/health", timeout=10)
-                    health.append((time.perf_counter() - t0) * 1000)
-                    time.sleep(0.05)
-
-            th = threading.Thread(target=probe)
-            th.start()
-            sat = load(url, batch, 32, 2)
+            # /health from another process while SATURATING clients keep the pools and queues full
+            stop, probes = ctx.Event(), ctx.Queue()
+            prober = ctx.Process(target=_probe, args=(url, stop, probes))
+            prober.start()
+            time.sleep(1.0)
+            sat = load(pool, url, batch, SATURATING, 2)
             stop.set()
-            th.join()
+            health = probes.get(timeout=60)
+            prober.join()
             res["saturated"] = {**sat, "health_p50_ms": float(np.percentile(health, 50)),
                                 "health_max_ms": float(np.max(health)), "health_probes": len(health)}
             print("saturated", res["saturated"], flush=True)
@@ -146,7 +163,7 @@ def main() -> None:
 def markdown(res: dict) -> str:
     f = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
     out = ["# Serving benchmark", "", f"`python -m evals.serve {res['args']}` on {res['machine']}; a real `anomalens serve` "
-           f"(uvicorn, template reasoner, `{res['detector']}` on 600 rows, {res.get('processes', 1)} process(es) of 2 workers and a "
+           f"(uvicorn, template reasoner, `{res['detector']}` on 600 rows, {res.get('processes', 1)} process(es) of {res.get('workers', 2)} workers and a "
            f"queue of 16 each) and httpx clients.", "",
            "| request | clients | requests | answered/s | p50 ms | p95 ms | p99 ms | 429 share | 5xx |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -329,3 +329,22 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_
     tail = r.stdout[-3000:]
     assert r.returncode == 0, tail
     assert "passed" in tail and " failed" not in tail.split("Test cases:")[-1]
+
+
+def test_a_server_process_keeps_its_loaded_heap_out_of_the_collector():
+    """What ``anomalens serve`` does to its own process after loading: the loaded objects are frozen
+    (a full collection no longer walks them, so it cannot stall requests), the GIL switches often
+    enough for the event loop, and torch scores on one thread. Run in a child, as it is process-wide."""
+    code = ("import gc, sys, time, torch\n"
+            "from anomalens.server.app import ServeConfig, freeze_heap, use_threads\n"
+            "import pandas, chromadb, fastapi\n"
+            "use_threads(ServeConfig(torch_threads=1))\n"
+            "t0 = time.perf_counter(); gc.collect(); before = time.perf_counter() - t0\n"
+            "freeze_heap()\n"
+            "t0 = time.perf_counter(); gc.collect(); after = time.perf_counter() - t0\n"
+            "print(gc.get_freeze_count(), before, after, sys.getswitchinterval(), torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    frozen, before, after, interval, threads = out.stdout.split()
+    assert int(frozen) > 100_000  # torch, pandas, chromadb and the app's modules
+    assert float(after) < float(before) / 5, (before, after)
+    assert float(interval) <= 0.001 and int(threads) == 1

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -611,7 +611,7 @@ class TorchDetector(BaseDetector):
     def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no projection; override _edit_fill")
 
-    def _minimal_edit(self, batch: torch.Tensor, *, fallback: torch.Tensor | None = None,
+    def _minimal_edit(self, batch: torch.Tensor, *, fallback: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       attribution: torch.Tensor | None = None) -> torch.Tensor:
         """Restoration as the smallest edit that makes each row normal.
 
@@ -622,7 +622,8 @@ class TorchDetector(BaseDetector):
         trades score against size best, score + k * ``edit_gain_``: each freed feature must buy
         more than re-estimating its most suspicious feature buys a typical normal row (the median
         gain on the calibration rows). A row that never scores like a normal row and whose best
-        trade-off is the largest edit gets ``fallback`` (default: the plain projection). Holding
+        trade-off is the largest edit gets ``fallback(stuck)``, its rows for the boolean mask ``stuck``
+        (computed only when a row needs it; default: the plain projection). Holding
         the normal features fixed is what makes the restoration undo the anomaly instead of
         blurring the whole row toward the training mean.
         """
@@ -651,7 +652,7 @@ class TorchDetector(BaseDetector):
             active[rows[score <= target]] = False
         stuck = active & (best_k == n_max)  # never normal, and every feature freed paid off
         if bool(stuck.any()):
-            out[stuck] = (fallback if fallback is not None else self._project_batch(batch))[stuck]
+            out[stuck] = fallback(stuck) if fallback is not None else self._project_batch(batch)[stuck]
         return out
 
     def _edit_gain(self, cal: torch.Tensor) -> float:
@@ -780,10 +781,11 @@ class TorchDetector(BaseDetector):
         if not hasattr(self, "device_"):
             self.device_ = resolve_device(self.config.device, strict=False)
             self.module_.to(self.device_)
-        self.module_.eval()
+        if self.module_.training:  # eval() walks every submodule: not on each call
+            self.module_.eval()
         out = []
         step = self.config.score_batch_size
-        with torch.set_grad_enabled(grad):
+        with torch.enable_grad() if grad else torch.inference_mode():
             for i in range(0, len(Z), step):
                 xb = torch.as_tensor(Z[i : i + step], dtype=torch.float32, device=self.device_)
                 more = [None if e is None else torch.as_tensor(e[i : i + step], dtype=torch.float32, device=self.device_)
