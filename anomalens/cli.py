@@ -828,7 +828,7 @@ def serve(
 
     import uvicorn
 
-    from anomalens.server import ServeConfig, create_app
+    from anomalens.server import ServeConfig
 
     folders = _named_folders(models)
     keys: list[str] = []
@@ -851,11 +851,9 @@ def serve(
                       max_body=int(max_body_mb * 1024 * 1024), max_rows=max_rows, cors_origins=cors or [],
                       state_dir=str(state_dir or Path(".anomalens-serve")), host=host, mcp=processes == 1)
     if processes == 1:
-        from anomalens.server.app import freeze_heap, use_threads
+        from anomalens.server.app import process_app
 
-        use_threads(cfg)
-        application = create_app(folders, cfg)  # loaded before the banner: a bad model folder fails here
-        freeze_heap()
+        application = process_app(folders, cfg)  # loaded before the banner: a bad model folder fails here
     else:
         import json as _json
 

@@ -199,6 +199,7 @@ class Autoregressive(TorchDetector):
     def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor:
         if attribution is None:
             attribution = self.module_.nll(batch)
+
         def abnormal(stuck: torch.Tensor) -> torch.Tensor:  # rows are searched independently: only the stuck ones
             return self._edit_fill(batch[stuck], self._abnormal_features(attribution[stuck]))
 

@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from anomalens import __version__
 from anomalens.errors import AnomalensError, BackendError, CheckpointError, InputError
 
-__all__ = ["ServeConfig", "app_from_env", "create_app", "presented_key"]
+__all__ = ["ServeConfig", "app_from_env", "create_app", "presented_key", "process_app"]
 
 ENV_SPEC = "ANOMALENS_SERVE_SPEC"  # JSON {"investigators": {...}, "config": {...}} for worker processes
 
@@ -797,16 +797,22 @@ def app_from_env() -> FastAPI:
     import os
 
     spec = json.loads(os.environ[ENV_SPEC])
-    cfg = ServeConfig(**spec["config"])
+    return process_app(spec["investigators"], ServeConfig(**spec["config"]))
+
+
+def process_app(investigators: dict[str, str], cfg: ServeConfig) -> FastAPI:
+    """The app of a server process that is the CLI's (one process, or each of ``--processes``):
+    its process-wide settings first (``use_threads``), then the app, then the heap it loaded frozen
+    (``freeze_heap``). Tests and embedders call ``create_app`` in their own process instead."""
     use_threads(cfg)
-    app = create_app(spec["investigators"], cfg)
+    app = create_app(investigators, cfg)
     freeze_heap()
     return app
 
 
 def use_threads(cfg: ServeConfig) -> None:
-    """Set this server process's torch threads (a process-wide setting, so the CLI's server
-    processes call it, not ``create_app``, which tests and embedders call in their own process)."""
+    """Set this server process's torch threads and GIL switch interval (process-wide settings, so
+    only the CLI's server processes set them, through ``process_app``)."""
     import torch
 
     torch.set_num_threads(cfg.torch_threads)
