@@ -1,8 +1,8 @@
 """Serving benchmark: the REST API under a bounded load on loopback.
 
 A real ``anomalens serve`` process (uvicorn, the template reasoner, a tabular investigator with the
-default detector fitted on 600 synthetic rows) and httpx clients, each in its own process, sending
-requests one after another:
+default detector fitted on 600 synthetic rows) and HTTP clients (``http.client``), each in its own
+process, sending requests one after another:
 
 - single-row ``analyze`` (with its verified explanation) at 1, 8 and 32 concurrent clients;
 - 1,000-row batch ``analyze`` (verdicts for every row, reports for the 20 most anomalous) at 1 and 4;
@@ -55,20 +55,31 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
 
 
 def _client(job: tuple[str, bytes, int, float]) -> list[tuple[int, float, float, float]]:
-    """One client (in its own process): ``per_client`` requests one after another from the shared
-    start time; (status, seconds, begin, end) each, on the system-wide monotonic clock."""
-    import httpx
+    """One client (in its own process): ``per_client`` requests one after another on one keep-alive
+    connection from the shared start time; (status, seconds, begin, end) each, on the system-wide
+    monotonic clock. The standard library's ``http.client``: a load generator shares the server's two
+    cores here, so it must be light (as wrk or hey are); httpx spent ~2-5 ms of CPU per request in
+    the client, which counted as the server's latency."""
+    import http.client
+    from urllib.parse import urlparse
 
     url, body, per_client, start = job
+    u = urlparse(url)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     out = []
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
-                      timeout=120) as c:
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+    conn.connect()
+    try:
         time.sleep(max(0.0, start - time.monotonic()))
         for _ in range(per_client):
             t0 = time.monotonic()
-            r = c.post("/v1/investigators/metrics/analyze", content=body)
+            conn.request("POST", "/v1/investigators/metrics/analyze", body=body, headers=headers)
+            r = conn.getresponse()
+            r.read()
             t1 = time.monotonic()
-            out.append((r.status_code, t1 - t0, t0, t1))
+            out.append((r.status, t1 - t0, t0, t1))
+    finally:
+        conn.close()
     return out
 
 
@@ -113,7 +124,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--processes", type=int, default=2, help="server processes (one per core here)")
-    ap.add_argument("--workers", type=int, default=2, help="scoring threads per server process")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="scoring threads per server process (one per process: a second thread of the same "
+                         "process shares its GIL and splits the batches its one-row requests would form)")
     args = ap.parse_args()
     per = 10 if args.quick else 40
     res: dict = {"args": " ".join(sys.argv[1:]), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -164,7 +177,7 @@ def markdown(res: dict) -> str:
     f = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
     out = ["# Serving benchmark", "", f"`python -m evals.serve {res['args']}` on {res['machine']}; a real `anomalens serve` "
            f"(uvicorn, template reasoner, `{res['detector']}` on 600 rows, {res.get('processes', 1)} process(es) of {res.get('workers', 2)} workers and a "
-           f"queue of 16 each) and httpx clients.", "",
+           f"queue of 16 each) and `http.client` clients, one process each.", "",
            "| request | clients | requests | answered/s | p50 ms | p95 ms | p99 ms | 429 share | 5xx |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rows in (("single-row analyze", res["single_row"]), ("1,000-row batch", res["batch_1000"]),

@@ -135,3 +135,37 @@ def test_a_case_is_checked_once_and_attributed_once_per_analyze(inv, monkeypatch
     monkeypatch.setattr(type(inv.detector), "_explain_batch", counting_explain)
     report = inv.analyze(frame(1, 5).iloc[0])
     assert report.evidence.attributions and calls == {"check": 1, "explain": 1}
+
+
+def test_analyze_each_judges_every_case_on_its_own_in_one_pass(inv):
+    """Several cases at once (a server's concurrent requests): each gets ``analyze``'s report for it
+    (up to float32 rounding), its own p < alpha verdict (no FDR across them), in one detector pass."""
+    ref = frame(1500, 0).to_numpy()
+    syn = synthesize(frame(40, 4).to_numpy(), "global", 4, n_features=1, reference=ref, random_state=5)
+    bad = np.flatnonzero(syn.changed.any(axis=1))
+    rows = [*bad, *np.setdiff1d(np.arange(40), bad)[:12 - len(bad)]]
+    cases = [pd.DataFrame(syn.X[[i]], columns=NAMES) for i in rows]
+    each = inv.analyze_each(cases, case_ids=[f"c{i}" for i in range(12)])
+    alone = [inv.analyze(c, case_id=f"c{i}") for i, c in enumerate(cases)]
+    assert sum(r.verdict.anomalous for r in alone) >= 2 and not all(r.verdict.anomalous for r in alone)
+    for a, b in zip(each, alone):
+        assert a.evidence.case_id == b.evidence.case_id and a.verdict.anomalous == b.verdict.anomalous
+        assert a.verdict.p_value == pytest.approx(b.verdict.p_value, rel=1e-4)
+        assert a.verdict.method == b.verdict.method and a.verdict.note == b.verdict.note
+        assert [x.feature for x in a.evidence.attributions] == [x.feature for x in b.evidence.attributions]
+        assert [x.row_id for x in a.evidence.exemplars] == [x.row_id for x in b.evidence.exemplars]
+        assert a.explanation.grounded and a.explanation.text == b.explanation.text
+    # one pass: the detector inspects the twelve rows together
+    seen = []
+    inspect = inv.detector.inspect
+    inv.detector.inspect = lambda X, **kw: seen.append(len(X)) or inspect(X, **kw)
+    try:
+        inv.analyze_each(cases[:5])
+    finally:
+        del inv.detector.inspect
+    assert seen == [5]
+    with pytest.raises(InputError, match=r"cases\[1\] columns must be the training features; missing \['queue'\]"):
+        inv.analyze_each([cases[0], cases[1].drop(columns="queue")])
+    with pytest.raises(InputError, match=r"cases\[0\] must be one row, got 2"):
+        inv.analyze_each([frame(2, 9), cases[1]])
+    assert inv.analyze_each([]) == []

@@ -59,7 +59,7 @@ def _serve(models: Path, *extra: str, env: dict | None = None, names: tuple[str,
 
 @pytest.fixture(scope="module")
 def server(models):
-    ctx, _, url = _serve(models, "--workers", "1", "--queue", "0")
+    ctx, _, url = _serve(models, "--workers", "1", "--queue", "2")
     try:
         yield url
     finally:
@@ -104,6 +104,60 @@ def test_analyze_one_row_returns_the_report_json_with_verified_claims(server, mo
     r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(),
                    json={"rows": [row], "explain": False}, timeout=60)
     assert r.status_code == 200 and r.json()["reports"] == [] and r.json()["verdicts"][0]["anomalous"]
+
+
+def test_concurrent_one_row_requests_each_get_their_own_report(server, models):
+    """One-row requests that arrive together are answered together (``Coalescer``), each as if alone:
+    the library's report for its row and alpha, and a bad row's 400 does not touch the others."""
+    rows = _rows(9, 7).to_dict("records")
+    rows[2]["memory"], rows[5]["cpu"] = 9.0, -6.0
+    bodies = [{"rows": [r], "alpha": 0.01 if i == 4 else 0.05} for i, r in enumerate(rows)]
+    bodies.append({"rows": [{"cpu": 0.1, "memory": 9.0, "latency": 0.0}]})  # no 'errors' column
+
+    def call(body):
+        return httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json=body, timeout=60)
+
+    with cf.ThreadPoolExecutor(len(bodies)) as ex:
+        answers = list(ex.map(call, bodies))
+    local = Investigator.load(models / "metrics")
+    for body, r in zip(bodies[:-1], answers):
+        assert r.status_code == 200, r.text
+        rep = Report.model_validate(r.json()["reports"][0])
+        mine = local.analyze(pd.DataFrame(body["rows"]), alpha=body["alpha"], case_id="0")
+        assert rep.verdict.anomalous == mine.verdict.anomalous and rep.verdict.alpha == body["alpha"]
+        assert rep.verdict.p_value == pytest.approx(mine.verdict.p_value, rel=1e-4)
+        assert rep.explanation.text == mine.explanation.text
+    assert [r.json()["verdicts"][0]["anomalous"] for r in answers[:-1]].count(True) >= 2
+    assert answers[-1].status_code == 400 and "missing ['errors']" in answers[-1].json()["detail"]
+
+
+def test_the_coalescer_answers_the_waiting_cases_with_one_pass(models):
+    """Cases that wait while the worker is busy are taken by one job: one ``evidence_each`` call."""
+    import asyncio
+    import threading
+
+    from anomalens.server.app import Coalescer, Pool
+
+    inv = Investigator.load(models / "metrics")
+    calls = []
+    each = inv.evidence_each
+    inv.evidence_each = lambda cases, **kw: calls.append(len(cases)) or each(cases, **kw)
+    rows = _rows(7, 3).to_dict("records")
+
+    async def main():
+        pool, gate = Pool(1, 4), threading.Event()
+        coalescer = Coalescer(inv, limit=32)
+        blocker = pool.submit(gate.wait)  # the only worker is busy
+        futures = [coalescer.submit(pool, r, 0.05, 3, lambda ev: ev) for r in rows]
+        gate.set()
+        await blocker
+        return await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+
+    evs = asyncio.run(main())
+    assert calls == [7]
+    assert [e.verdict.p_value for e in evs] == pytest.approx(
+        [inv.evidence(pd.DataFrame([r]), top=3).verdict.p_value for r in rows], rel=1e-4)
+    assert all(len(e.attributions) == 3 for e in evs)
 
 
 def test_errors_are_problem_json_with_the_library_messages(server, models):

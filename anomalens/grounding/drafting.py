@@ -123,14 +123,16 @@ def with_verdict(ex: Explanation, evidence: Evidence) -> Explanation:
 
 
 def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *, max_rounds: int = 2,
-                 concurrency: int | None = None) -> list[Explanation]:
+                 concurrency: int | None = None, share_failure: bool = True) -> list[Explanation]:
     """Verified explanations of a batch, in its order.
 
     Up to ``concurrency`` explanations are drafted at once (default: the reasoner's own
     ``concurrency``, 1 when it has none), so a server that batches requests (vLLM) is kept busy;
     the embedded model and the template run one at a time. After the reasoner's backend fails,
     the explanations not yet started are written by the template without calling it again (a
-    dead server is not retried for every case), and each of them says why."""
+    dead server is not retried for every case), and each of them says why. With
+    ``share_failure=False`` the cases are independent (separate requests answered together): each
+    is drafted as ``explain_evidence`` drafts one, whatever happened to the others."""
     import threading
 
     n = concurrency if concurrency is not None else int(getattr(reasoner, "concurrency", 1) or 1)
@@ -142,6 +144,8 @@ def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *,
     def one(ev: Evidence) -> Explanation:
         with lock:
             failed = failure[0] if failure else None
+        if not share_failure:
+            return explain_evidence(ev, reasoner, max_rounds=max_rounds)
         if failed is None:
             ex, error = _drafted(ev, reasoner, lambda r, fb: r.draft(ev, fb), lambda: TemplateReasoner().draft(ev),
                                  max_rounds)
