@@ -171,6 +171,17 @@ def test_errors_are_problem_json_with_the_library_messages(server, models):
     assert r.status_code == 404 and "must be one of ['metrics', 'web']" in r.json()["detail"]
     r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": [bad], "alpha": 2})
     assert r.status_code == 422 and r.json()["detail"].startswith("alpha:")
+    # a large body is parsed in the pool, with the same answers
+    many = _rows(400, 2).to_dict("records")
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": many, "top": 99})
+    assert r.status_code == 422 and r.json()["detail"].startswith("top:") and "less than or equal to 50" in r.text
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": many, "ids": ["a"]})
+    assert r.status_code == 400 and r.json()["detail"] == "ids must have one entry per row (400), got 1"
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": many[:-1] + [bad]},
+                   timeout=60)
+    assert r.status_code == 400 and "first at row 399, column 'errors'" in r.json()["detail"]
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), content=b'{"rows": [' + b" " * 20000)
+    assert r.status_code == 422 and r.json()["title"] == "Invalid request"
     r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(),
                    content=b'{"rows": "' + b"x" * (33 * 1024 * 1024) + b'"}')
     assert r.status_code == 413 and "at most" in r.json()["detail"]

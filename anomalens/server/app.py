@@ -404,11 +404,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        parts = []
-        for e in exc.errors()[:3]:
-            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            parts.append(f"{where}: {e.get('msg')} (got {str(e.get('input'))[:60]!r})")
-        return _problem(422, "Invalid request", "; ".join(parts))
+        return _problem(422, "Invalid request", _invalid_detail(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -500,8 +496,13 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         _get(name)
         return _info(name)
 
-    def _analyze(name: str, rows: Any, req: AnalyzeRequest) -> AnalyzeResponse:
-        """The job of an analyze request; ``rows``: a DataFrame, or the request's rows (made a frame in the job)."""
+    def _analyze(name: str, rows: Any, req: AnalyzeRequest | None) -> Callable[[], AnalyzeResponse]:
+        """The job of an analyze request; ``rows``: a DataFrame, or the request's rows (made a frame in
+        the job); ``req`` None: ``rows`` is the whole request, parsed."""
+        if req is None:
+            req, rows = rows, rows.rows
+        if req.ids is not None and len(req.ids) != len(rows):
+            raise _Problem(400, "Bad input", f"ids must have one entry per row ({len(rows)}), got {len(req.ids)}")
         inv = _get(name)
         if inv.modality.name == "logs":
             raise _Problem(400, "Bad input", f"investigator {name!r} holds a logs model: use "
@@ -550,13 +551,18 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         return job
 
     @app.post("/v1/investigators/{name}/analyze", response_model=AnalyzeResponse, tags=["analyze"],
-              responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
-    async def analyze(name: str, req: AnalyzeRequest) -> AnalyzeResponse:
+              responses=_problem_responses(400, 401, 404, 413, 422, 429, 504),
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/AnalyzeRequest"}}}}})
+    async def analyze(name: str, request: Request) -> AnalyzeResponse:
         """Verdicts for rows (FDR-controlled over a batch; one row: its own p-value against alpha), and
-        for each (or the ``limit`` most anomalous) a report with a verified explanation."""
-        if req.ids is not None and len(req.ids) != len(req.rows):
-            raise _Problem(400, "Bad input", f"ids must have one entry per row ({len(req.rows)}), got {len(req.ids)}")
+        for each (or the ``limit`` most anomalous) a report with a verified explanation. The body is
+        an ``AnalyzeRequest``."""
+        raw = await request.body()
         inv = _get(name)
+        if len(raw) > INLINE_BODY:  # parsed in the pool: a 1,000-row body is milliseconds the event loop keeps
+            return await _work(lambda: _analyze(name, _analyze_request(raw), None)())
+        req = _analyze_request(raw)
         if (len(req.rows) == 1 and req.ids is None and req.explain and not req.only_anomalous
                 and inv.modality.name == "tabular"):
             return await _analyze_one(name, inv, req)
@@ -674,6 +680,9 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             from fastapi.openapi.utils import get_openapi
 
             doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            # the analyze body is read raw (and parsed in the pool when large): its model, declared here
+            doc.setdefault("components", {}).setdefault("schemas", {})["AnalyzeRequest"] = \
+                AnalyzeRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             for path in doc.get("paths", {}).values():
                 for op in path.values():
                     for prm in op.get("parameters", []):
@@ -992,6 +1001,28 @@ class _Guard:
             # is ~2-5 ms of parsing in the event loop) is never read
             return await _problem(429, "Too many requests", self.busy_detail, {"Retry-After": "1"})(scope, receive, send)
         await self.app(scope, receive, send)
+
+
+INLINE_BODY = 16_384  # analyze bodies up to this many bytes are parsed in the event loop, larger ones in the pool
+
+
+def _invalid_detail(errors: list) -> str:
+    """A validation failure as one line: the first three fields, each with the rule and what came."""
+    parts = []
+    for e in errors[:3]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {e.get('msg')} (got {str(e.get('input'))[:60]!r})")
+    return "; ".join(parts)
+
+
+def _analyze_request(raw: bytes) -> AnalyzeRequest:
+    """An analyze body, parsed and checked (422 with the fields that fail)."""
+    from pydantic import ValidationError
+
+    try:
+        return AnalyzeRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _Problem(422, "Invalid request", _invalid_detail(exc.errors())) from None
 
 
 class _Problem(Exception):
