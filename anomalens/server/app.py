@@ -963,9 +963,8 @@ class _Guard:
     """The body limit, the API keys and shedding analysis past a full pool (429), as plain ASGI
     middleware in front of every route.
 
-    (Starlette's ``@app.middleware("http")`` wraps each request and response in task groups and
-    memory streams: a few hundred microseconds of the event loop per request, which every other
-    request waits for under load.)
+    (Starlette's ``@app.middleware("http")`` wraps every request and response in task groups,
+    memory streams and a streaming response, on the event loop that every other request waits for.)
     """
 
     OPEN = frozenset({"/", "/health", "/docs", "/openapi.json", "/redoc"})  # no key needed
