@@ -226,13 +226,7 @@ class Investigator:
                  case_id: str | None = None) -> Evidence:
         """The evidence for one case (tabular: a row, a one-row DataFrame, a Series or a dict);
         ``top=None`` keeps every unit's attribution."""
-        alpha = check_probability(alpha, "alpha")
-        top = len(self.feature_names) if top is None else top
-        X, ids = self.rows(case)
-        if len(X) != 1:
-            raise InputError(f"case must be one row, got {len(X)}; use analyze_batch for several")
-        return self._evidence_batch(X, alpha, alpha, k, top, [case_id or (ids[0] if ids else "case")],
-                                    "conformal p-value below alpha")[0]
+        return self.evidence_each([case], alpha=alpha, k=k, top=top, case_ids=[case_id] if case_id else None)[0]
 
     def _verdict(self, score: float, p: float, approx: bool, flag: bool, alpha: float, cutoff: float,
                  method: str, m: int, thr: float) -> Verdict:
@@ -310,7 +304,8 @@ class Investigator:
         alpha, no false discovery rate control across them: they are separate questions, such as the
         concurrent requests of a server), with the detector, the calibration and the store run once
         over all of them: on the default detector eight one-row cases cost about twice one. Each is
-        ``evidence``'s for its case, up to floating-point rounding.
+        ``evidence``'s for its case, up to floating-point rounding. A case's id: its ``case_ids``
+        entry, else its own (a named Series), else its position ("case" when it is the only one).
 
         Raises:
             InputError: a case that is not one row, or not the training data's units (the message names
@@ -325,12 +320,13 @@ class Investigator:
             return []
         arrays, ids = [], []
         for i, case in enumerate(cases):
-            name = "case" if len(cases) == 1 else f"cases[{i}]"  # one case: the message ``evidence`` gives
+            name = "case" if len(cases) == 1 else f"cases[{i}]"  # one case: ``evidence``'s messages and id
             X, row_ids = self.rows(case, name)
             if len(X) != 1:
                 raise InputError(f"{name} must be one row, got {len(X)}; use analyze_batch for several")
             arrays.append(X)
-            ids.append(str(case_ids[i]) if case_ids is not None else (row_ids[0] if row_ids else str(i)))
+            ids.append(str(case_ids[i]) if case_ids is not None else (row_ids[0] if row_ids else
+                                                                      "case" if len(cases) == 1 else str(i)))
         return self._evidence_batch(np.concatenate(arrays), alpha, alpha, k, top, ids, "conformal p-value below alpha")
 
     def analyze_each(self, cases: Sequence[Any], *, alpha: float = 0.05, k: int = 5, top: int | None = 5,

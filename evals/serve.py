@@ -32,7 +32,7 @@ import pandas as pd
 from evals.common import write_results
 
 KEY = "bench-key-0123456789abcdef"
-SATURATING = 48  # clients of the saturated run: more than 2 processes x (2 workers + a queue of 16) hold
+SATURATING = 48  # clients of the saturated run: more than 2 processes x (2 workers + a queue of 16) can hold
 
 
 def _rss_mb(pid: int) -> float:

@@ -142,10 +142,10 @@ def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *,
     failure: list[str] = []
 
     def one(ev: Evidence) -> Explanation:
-        with lock:
-            failed = failure[0] if failure else None
         if not share_failure:
             return explain_evidence(ev, reasoner, max_rounds=max_rounds)
+        with lock:
+            failed = failure[0] if failure else None
         if failed is None:
             ex, error = _drafted(ev, reasoner, lambda r, fb: r.draft(ev, fb), lambda: TemplateReasoner().draft(ev),
                                  max_rounds)

@@ -398,9 +398,12 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"])
 
-    busy_detail = f"the server is busy ({cfg.workers} running, {cfg.queue} waiting); retry shortly"
+    def _busy() -> _Problem:
+        return _Problem(429, "Too many requests", f"the server is busy ({cfg.workers} running, {cfg.queue} waiting); "
+                                                  "retry shortly", {"Retry-After": "1"})
+
     app.add_middleware(_Guard, keys=keys, max_body=cfg.max_body,  # outermost: before CORS and the routes
-                       busy=pool.full, busy_detail=busy_detail)
+                       busy=pool.full, refusal=_busy)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -431,8 +434,15 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 return Response(out.model_dump_json(), status_code=status, media_type="application/json")
             return out
 
-        try:
+        with _as_problems():
             return await pool.run(job, cfg.timeout)
+
+    @contextlib.contextmanager
+    def _as_problems() -> Iterator[None]:
+        """What the work of a request may end in, as the client's problem: a full pool (429), the
+        timeout (504), a library error (400 or 502)."""
+        try:
+            yield
         except Busy:
             raise _busy() from None
         except asyncio.TimeoutError:
@@ -440,9 +450,6 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                                              "rows, or ask with explain=false") from None
         except AnomalensError as exc:
             raise _problem_of(exc) from exc
-
-    def _busy() -> _Problem:
-        return _Problem(429, "Too many requests", busy_detail, {"Retry-After": "1"})
 
     @app.exception_handler(_Problem)
     async def problem(request: Request, exc: _Problem):
@@ -542,8 +549,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             elif verdicts is None:
                 ev = inv.evidence(data, alpha=req.alpha, top=1, case_id="0")
                 verdicts = {"0": ev.verdict}
-            out = [VerdictOut(case_id=str(k), anomalous=v.anomalous, score=v.score, p_value=v.p_value, cutoff=v.cutoff,
-                              approximate=v.approximate, note=v.note) for k, v in verdicts.items()]
+            out = [_verdict_out(k, v) for k, v in verdicts.items()]
             return AnalyzeResponse(investigator=name, n_cases=len(out), n_flagged=sum(v.anomalous for v in out),
                                    verdicts=out, reports=[r.model_dump(mode="json") for r in reports],
                                    seconds=time.perf_counter() - t0)
@@ -579,30 +585,18 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
         def respond(report: Any) -> Response:
             v = report.verdict
-            out = AnalyzeResponse(investigator=name, n_cases=1, n_flagged=int(v.anomalous),
-                                  verdicts=[VerdictOut(case_id="0", anomalous=v.anomalous, score=v.score,
-                                                       p_value=v.p_value, cutoff=v.cutoff, approximate=v.approximate,
-                                                       note=v.note)],
+            out = AnalyzeResponse(investigator=name, n_cases=1, n_flagged=int(v.anomalous), verdicts=[_verdict_out("0", v)],
                                   reports=[report.model_dump(mode="json")], seconds=time.perf_counter() - t0)
             return Response(out.model_dump_json(), media_type="application/json")
 
         coalescer = coalescers[name]
-        try:
+        with _as_problems():
             fut = coalescer.submit(pool, req.rows[0], req.alpha, req.top,
                                    (lambda ev: respond(inv.report(ev))) if cheap else (lambda ev: ev))
-        except Busy:
-            raise _busy() from None
-        try:
-            answer = await asyncio.wait_for(asyncio.wrap_future(fut), cfg.timeout)
-        except asyncio.TimeoutError:
-            raise _Problem(504, "Timed out", f"the request ran past the server's limit of {cfg.timeout:g} s; send fewer "
-                                             "rows, or ask with explain=false") from None
-        except Busy:
-            raise _busy() from None
-        except AnomalensError as exc:
-            raise _problem_of(exc) from exc
-        finally:
-            coalescer.withdraw(fut)
+            try:
+                answer = await asyncio.wait_for(asyncio.wrap_future(fut), cfg.timeout)
+            finally:
+                coalescer.withdraw(fut)
         if cheap:
             return answer
         return await _work(lambda: respond(inv.report(answer)))
@@ -734,11 +728,8 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             ev = box.evidence(case_id)
             sid = uuid.uuid4().hex
             sessions.add(sid, req.investigator, case_id, box.saved_row(case_id))
-            v = ev.verdict
             return SessionOut(id=sid, investigator=req.investigator, case_id=case_id,
-                              verdict=VerdictOut(case_id=case_id, anomalous=v.anomalous, score=v.score,
-                                                 p_value=v.p_value, cutoff=v.cutoff, approximate=v.approximate,
-                                                 note=v.note))
+                              verdict=_verdict_out(case_id, ev.verdict))
 
         return await _work(job, status=201)
 
@@ -969,10 +960,10 @@ class _Guard:
 
     OPEN = frozenset({"/", "/health", "/docs", "/openapi.json", "/redoc"})  # no key needed
 
-    def __init__(self, app: Any, *, keys: list[bytes], max_body: int, busy: Callable[[], bool] = lambda: False,
-                 busy_detail: str = "the server is busy") -> None:
+    def __init__(self, app: Any, *, keys: list[bytes], max_body: int, busy: Callable[[], bool],
+                 refusal: Callable[[], _Problem]) -> None:
         self.app, self.keys, self.max_body = app, keys, max_body
-        self.busy, self.busy_detail = busy, busy_detail
+        self.busy, self.refusal = busy, refusal  # whether the pool is full; the 429 it answers then
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -998,8 +989,15 @@ class _Guard:
         if scope["method"] == "POST" and scope["path"].startswith("/v1/investigators/") and self.busy():
             # shed at the door: a full pool refuses the work anyway, so the body (a 1,000-row batch
             # is ~2-5 ms of parsing in the event loop) is never read
-            return await _problem(429, "Too many requests", self.busy_detail, {"Retry-After": "1"})(scope, receive, send)
+            p = self.refusal()
+            return await _problem(p.status, p.title, p.detail, p.headers)(scope, receive, send)
         await self.app(scope, receive, send)
+
+
+def _verdict_out(case_id: Any, v: Any) -> VerdictOut:
+    """A library Verdict as the API's."""
+    return VerdictOut(case_id=str(case_id), anomalous=v.anomalous, score=v.score, p_value=v.p_value, cutoff=v.cutoff,
+                      approximate=v.approximate, note=v.note)
 
 
 INLINE_BODY = 16_384  # analyze bodies up to this many bytes are parsed in the event loop, larger ones in the pool
