@@ -405,7 +405,8 @@ def test_large_fits_keep_a_weighted_exemplar_sample_and_reach_every_row_through_
     for h in hits[:20]:  # a hit is a real training row: its values are that row's
         assert [x.distance for x in h] == sorted(x.distance for x in h)
         assert np.allclose(h[0].values, X.iloc[int(h[0].row_id)].to_numpy()) and h[0].weight == 1
-    assert inv.exemplar_coverage is not None and 1.0 <= inv.exemplar_coverage <= 1.1  # the fit's own estimate
+    # the fit's own estimate (1 when the member index finds the true nearest row; float32 rounding below)
+    assert inv.exemplar_coverage is not None and 1.0 - 1e-5 <= inv.exemplar_coverage <= 1.1
     r = int(rng.integers(0, 20000))
     rep = inv.analyze(X.iloc[[r]])
     assert rep.evidence.exemplars[0].row_id == str(r) and rep.evidence.exemplars[0].distance < 1e-4  # finds itself

@@ -62,6 +62,8 @@ EDIT_GAIN_ROWS = 2000
 # unless the data has more than CROSS_MAX_CELLS values (rows x features): the extra fits would then cost minutes
 CROSS_MAX_ROWS = 1000
 CROSS_MAX_CELLS = 200_000
+# early stopping monitors the median of the mean validation losses of this many blocks (``_evaluate``)
+VAL_BLOCKS = 5
 # Fitted arrays every detector holds besides its model; saved beside the weights.
 FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds_")
 
@@ -768,11 +770,22 @@ class TorchDetector(BaseDetector):
 
     @torch.no_grad()
     def _evaluate(self, val: torch.Tensor) -> float:
+        """The validation loss that early stopping monitors: the median of the mean losses of
+        ``VAL_BLOCKS`` blocks of the (shuffled) validation rows (a median of means). One rare normal
+        row (shuttle's rare modes; a loss 1,000 times the bulk's) cannot then choose the stopping
+        epoch by itself: with the plain mean it stopped a model at epoch 64 of 200, its bulk
+        unlearned (median score of new normal rows 7.1 against 0.8 for the same detector trained on
+        80% of the rows), and the cross-calibrated p-values of that model were far too small."""
         self.module_.eval()
-        total = 0.0
-        for idx in _batches(torch.arange(len(val), device=val.device), 4096):
-            total += self._loss(self.module_, val[idx]).item() * len(idx)
-        return total / len(val)
+        k = min(VAL_BLOCKS, len(val))
+        edges = np.linspace(0, len(val), k + 1).round().astype(int)
+        means = []
+        for a, b in zip(edges[:-1], edges[1:]):
+            total = 0.0
+            for idx in _batches(torch.arange(int(a), int(b), device=val.device), 4096):
+                total += self._loss(self.module_, val[idx]).item() * len(idx)
+            means.append(total / (b - a))
+        return float(np.median(means))
 
     # ------------------------------------------------------------------ batched inference
     def _map(self, fn, Z: np.ndarray, *extra: np.ndarray | None, grad: bool = False) -> np.ndarray:
