@@ -33,16 +33,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import torch
 
-    from anomalens.data import load_adbench
     from anomalens.detectors import make_detector
+    from evals.calibration import sources
 
     torch.set_num_threads(1)
-    X, y = load_adbench("shuttle")
     rows: list[dict[str, Any]] = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        normal = X[y == 0].copy()
-        np.random.default_rng(seed).shuffle(normal)  # the pools of evals.calibration's shuttle source
-        train, held = normal[:N_TRAIN], normal[10000:10000 + N_HELD]
+        pools = sources(seed)  # the calibration benchmark's shuttle pools: training first, held-out normal rows
+        if "shuttle" not in pools:
+            raise SystemExit("evals.levels needs shuttle from ../shared/data (or ANOMALENS_DATA_DIR)")
+        train, held = pools["shuttle"][0][:N_TRAIN], pools["shuttle"][1][:N_HELD]
         for name in args.detectors.split(","):
             t0 = time.perf_counter()
             det = make_detector(name, random_state=seed, calibration="cross").fit(train)
