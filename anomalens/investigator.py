@@ -236,7 +236,7 @@ class Investigator:
         if not flag and p < alpha and m > 1:
             note = (f"not significant at this batch size: per-row p = {fmt(p)} is below alpha = {fmt(alpha)}, "
                     f"but the false discovery rate control over {m} rows needs p <= {fmt(cutoff)}")
-        elif not flag and cal.tail is None and cal.floor > cutoff:
+        elif not flag and not cal.extends and cal.floor > cutoff:
             note = (f"cannot be resolved: with {cal.n} calibration scores no p-value is below {fmt(cal.floor)}, "
                     f"and the cut-off is {fmt(cutoff)}")
         tail = cal.method.removeprefix("conformal + ")

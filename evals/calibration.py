@@ -2,8 +2,10 @@
 
 For each data source, training size (small: 600 rows, large: 10,000) and seed, a detector is fitted
 twice, with split calibration (20% held out) and with cross calibration (out-of-fold scores of every
-training row). Each fit's calibration scores give two p-value options: exact conformal only, and
-conformal with the GPD tail below 1/(n_cal+1). For batch sizes 10, 100, 1,000 and 10,000:
+training row). Each fit gives two p-value options, from the detector's own calibration stage
+(``det.calibrator``) with ``tail`` off and on: exact conformal only, and extrapolated below
+1/(n_cal+1) (the GPD tail; the Ensemble's: its members' combined p-value). For batch sizes 10, 100,
+1,000 and 10,000:
 
 - FDR: Benjamini-Hochberg at alpha = 0.05 on batches of held-out normal rows only; every rejection
   is false, so FDR = the share of batches with any rejection;
@@ -69,11 +71,11 @@ def shifted(rows: np.ndarray, ref: np.ndarray, seed: int) -> np.ndarray:
     return A
 
 
-def evaluate(cal_scores: np.ndarray, normal_scores: np.ndarray, far_scores: np.ndarray, tail: bool, draws: int,
-             seed: int) -> dict[str, Any]:
-    from anomalens.detectors import Calibrator, benjamini_hochberg
+def evaluate(cal: Any, normal_scores: np.ndarray, far_scores: np.ndarray, draws: int, seed: int) -> dict[str, Any]:
+    """FDR and power of BH over batches drawn from the pools, with p-values from ``cal`` (a
+    detector's calibration stage: ``det.calibrator``)."""
+    from anomalens.detectors import benjamini_hochberg
 
-    cal = Calibrator(cal_scores, tail=tail)
     p_normal, p_far = cal.pvalues(normal_scores), cal.pvalues(far_scores)
     rng = np.random.default_rng(seed)
     out = {}
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                     fit_s = time.perf_counter() - t0
                     normal_scores, far_scores = det.decision_function(held), det.decision_function(far)
                     for tail in (False, True):
-                        res = evaluate(det.calibration_scores_, normal_scores, far_scores, tail, args.draws, seed)
+                        det.set_params(tail=tail)  # the detector's own calibration stage, with or without extrapolation
+                        res = evaluate(det.calibrator, normal_scores, far_scores, args.draws, seed)
                         cells.append({"source": src, "size": size_name, "n_train": n, "calibration": mode, "tail": tail,
                                       "n_cal": len(det.calibration_scores_), "seed": seed, "fit_s": fit_s, **res})
                         print(src, size_name, mode, "tail" if tail else "exact", seed,
@@ -163,7 +166,8 @@ def markdown(summary: list[dict[str, Any]], detector: str, seeds: list[int]) -> 
              f"{len(seeds)} seed(s))", "",
              f"FDR on batches of held-out normal rows (any rejection is false); power: one row shifted by {SHIFT:g} "
              "robust sd in a normal batch, flagged. Exact conformal p-values cannot go below 1/(n_cal+1); the tail "
-             "option splits that last cell with a conservative GPD tail (approximate p-values).", "",
+             "option splits that last cell (approximate p-values): a conservative GPD tail, or for the Ensemble the "
+             "Cauchy combination of its members' p-values, each with its tail.", "",
              f"Command: `python -m evals.calibration --detector {detector}"
              + ("" if list(seeds) == [0, 1, 2] else f" --seeds {','.join(str(x) for x in seeds)}") + "`", "", head, "|" + "---|" * (5 + len(BATCHES))]
     for r in summary:

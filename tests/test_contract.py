@@ -206,15 +206,28 @@ def test_an_ensemble_saved_with_the_earlier_score_is_refused_not_misread(fitted,
         load(path)
 
 
-def test_fold_ensembles_give_their_members_the_final_calibration_count():
-    """In cross calibration a fold ensemble trains on fewer rows than the final one; its members
-    hold out as many rows as the final members will, so their p-values have the same resolution."""
-    from anomalens.detectors import Ensemble
+def test_ensemble_members_are_calibrated_on_every_calibration_row_of_the_ensemble():
+    """Each member's p-values are conformal against its raw scores of the ensemble's calibration
+    rows (cross: every training row, scored by a fold ensemble that did not train on it; split: the
+    held-out rows), not against a fifth of its own share; the ensemble's own calibration scores are
+    the combination's on those rows, each row's member p-values taken against the other rows."""
+    from anomalens.detectors import Calibrator, Ensemble
+    from anomalens.detectors.ensemble import cauchy_combine
 
     X = correlated(400, seed=3)
-    final = Ensemble(calibration="split", member_params={"epochs": 3}, random_state=0).fit(X)
-    fold = Ensemble(calibration="split", member_params={"epochs": 3}, random_state=0)
-    fold.final_rows = 500
-    fold.fit(X)
-    assert {len(m.calibration_scores_) for m in final.members_} == {64}  # 20% of the 320 it trains on
-    assert {len(m.calibration_scores_) for m in fold.members_} == {100}  # what the final members, on 500 rows, hold out
+    split = Ensemble(calibration="split", member_params={"epochs": 3}, random_state=0).fit(X)
+    assert {len(m.calibration_scores_) for m in split.members_} == {80} == {len(split.calibration_scores_)}
+    cross = Ensemble(calibration="cross", member_params={"epochs": 3}, random_state=0).fit(X)
+    assert {len(m.calibration_scores_) for m in cross.members_} == {400} == {len(cross.calibration_scores_)}
+    # the ensemble's calibration scores: each held-out row's member p-values against the other rows
+    cal_rows = X[np.random.default_rng(0).permutation(len(X))[:80]]
+    raw = split._calibration_raw(split._scale(cal_rows))  # (80, members)
+    loo = np.array([[Calibrator(np.delete(raw[:, j], i)).pvalues(raw[i:i + 1, j])[0] for i in range(80)]
+                    for j in range(raw.shape[1])])
+    np.testing.assert_allclose(np.sort(cauchy_combine(loo, truncate=0.5)), split.calibration_scores_)
+    # a new row's member p-values are against all of them
+    Z = split._scale(X[:5])
+    direct = np.stack([Calibrator(np.asarray(raw[:, j])).pvalues(split.members_[j].decision_function(Z, checked=True))
+                       for j in range(raw.shape[1])])
+    np.testing.assert_allclose(split._member_p(Z), direct)
+    np.testing.assert_allclose(split.decision_function(X[:5]), cauchy_combine(direct, truncate=0.5))

@@ -59,19 +59,20 @@ def test_a_15_sd_row_is_flagged_in_batches_of_any_size(small_inv, m):
 
 
 def test_the_default_ensemble_can_flag_in_a_batch_and_says_when_it_cannot():
-    """The Ensemble (the default) calibrates by cross on small data and fits a tail to -ln q, so a
-    15-sd row is flagged in a batch of 10 (before: 120 calibration rows and a Cauchy-tailed score
-    whose tail was refused, so no p-value below 1/121 and nothing flagged beyond 7 rows). Where its
-    p-value does not reach the batch's cut-off the verdict says so."""
+    """The Ensemble (the default) calibrates by cross on small data, and beyond its largest
+    calibration score its p-value is the Cauchy combination of its members' (each with its tail),
+    so a 15-sd row is flagged in a batch of 10 (before: 120 calibration rows and a Cauchy-tailed
+    score whose tail was refused, so no p-value below 1/121 and nothing flagged beyond 7 rows).
+    Where its p-value does not reach the batch's cut-off the verdict says so."""
     inv = Investigator.fit(metrics(600, 0), random_state=0, **FAST)
     det = inv.detector
-    assert inv.detector_name == "ensemble" and det.calibration_mode_ == "cross" and det.calibrator.tail is not None
+    assert inv.detector_name == "ensemble" and det.calibration_mode_ == "cross" and det.calibrator.extends
     shift = 15 * float(metrics(600, 0)["memory"].std())
     for m in (10, 10000):
         batch = metrics(m, seed=m)
         batch.loc[0, "memory"] += shift
         v = inv.verdicts(batch, alpha=0.05)["0"]
-        assert v.approximate and v.p_value < 1 / 601
+        assert v.approximate and v.p_value < 1 / 601 and "combined p-value and a GPD tail" in v.p_value_method
         if m == 10:
             assert v.anomalous
         elif not v.anomalous:

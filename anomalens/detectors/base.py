@@ -174,8 +174,6 @@ class BaseDetector(ABC):
     # True for a model another detector owns (an Ensemble's member): its verdicts are not shown, so
     # the warning about too few calibration rows is the owner's to give
     nested: bool = False
-    # on a fold model of cross calibration: the number of rows the final model trains on (None otherwise)
-    final_rows: int | None = None
     attribution_method: ClassVar[str] = ""
     additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
 
@@ -227,10 +225,14 @@ class BaseDetector(ABC):
         """The calibration stage: scores -> p-values against ``calibration_scores_`` (see ``Calibrator``)."""
         self._check_fitted()
         cached = self.__dict__.get("_calibrator")
-        if cached is None or cached[0] is not self.calibration_scores_ or cached[1].use_tail != self.config.tail:
-            cached = (self.calibration_scores_, Calibrator(self.calibration_scores_, tail=self.config.tail))
+        if cached is None or cached[0] is not self.calibration_scores_ or cached[1] != self.config.tail:
+            cached = (self.calibration_scores_, self.config.tail, self._make_calibrator())
             self.__dict__["_calibrator"] = cached
-        return cached[1]
+        return cached[2]
+
+    def _make_calibrator(self) -> Calibrator:
+        """The calibration stage over ``calibration_scores_`` (the Ensemble's differs beyond the last score)."""
+        return Calibrator(self.calibration_scores_, tail=self.config.tail)
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
@@ -273,10 +275,10 @@ class BaseDetector(ABC):
             small = n < CROSS_MAX_ROWS and n * arr.shape[1] <= CROSS_MAX_CELLS
             mode = "cross" if small else "split"
         if mode == "cross" and n >= 2 * self.config.n_folds + 4:
-            scores, attributions = self._out_of_fold(arr, perm)
+            raw, attributions = self._out_of_fold(arr, perm)
             self.center_, self.scale_ = robust_scale(arr)
             self._fit_scaled(self._scale(arr))
-            self.calibration_scores_ = np.sort(scores)
+            self.calibration_scores_ = np.sort(self._calibrate(raw))
             self.feature_thresholds_ = np.quantile(attributions, _FEATURE_QUANTILE, axis=0)
             self.calibration_mode_ = "cross"
             self._on_calibrated(self._scale(arr[perm]))
@@ -293,29 +295,42 @@ class BaseDetector(ABC):
         self.center_, self.scale_ = robust_scale(train)
         self._fit_scaled(self._scale(train))
         cal_scaled = self._scale(cal)
-        self.calibration_scores_ = np.sort(self._score_scaled(cal_scaled))
+        self.calibration_scores_ = np.sort(self._calibrate(self._calibration_raw(cal_scaled)))
         self.feature_thresholds_ = np.quantile(self._explain_scaled(cal_scaled), _FEATURE_QUANTILE, axis=0)
         self.calibration_mode_ = "split"
         self._on_calibrated(cal_scaled)
         return self
 
     def _out_of_fold(self, arr: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n,) scores and (n, d) attributions of every row by a model that did not train on it
-        (``n_folds`` models, each fitted on the other folds with its own scaler)."""
+        """(n, ...) calibration material (``_calibration_raw``) and (n, d) attributions of every row
+        by a model that did not train on it (``n_folds`` models, each fitted on the other folds with
+        its own scaler)."""
         n, k = len(arr), self.config.n_folds
-        scores, attributions = np.empty(n), np.empty_like(arr)
+        scores, attributions = None, np.empty_like(arr)
         for f in range(k):
             held = perm[f::k]
             rest = np.setdiff1d(perm, held, assume_unique=True)
             quiet = {"verbose": False} if "verbose" in self.get_params() else {}
             member = type(self)(**{**self.get_params(), "calibration": "split", **quiet})
-            member.final_rows = n  # a fold model that learns from data must do so as the final model will
             member.n_features_in_, member.feature_names_in_ = self.n_features_in_, None
             member.center_, member.scale_ = robust_scale(arr[rest])
             member._fit_scaled(member._scale(arr[rest]))
             z = member._scale(arr[held])
-            scores[held], attributions[held] = member._score_scaled(z), member._explain_scaled(z)
+            raw = member._calibration_raw(z)
+            if scores is None:
+                scores = np.empty((n, *raw.shape[1:]))
+            scores[held], attributions[held] = raw, member._explain_scaled(z)
         return scores, attributions
+
+    def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
+        """What calibration needs of the (scaled) calibration rows ``Z``: their scores, (n,). A
+        fold model of cross calibration gives it for its held-out rows."""
+        return self._score_scaled(Z)
+
+    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The calibration scores from the calibration rows' ``_calibration_raw`` (all folds'
+        together under cross calibration), once the final model is fitted: the scores themselves."""
+        return raw
 
     def _on_calibrated(self, cal: np.ndarray) -> None:
         """Hook run at the end of ``fit`` with the (scaled) calibration rows."""

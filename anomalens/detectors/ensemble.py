@@ -6,13 +6,23 @@ robust to the strong dependence between detectors looking at the same row:
 
     T = mean_m tan((1/2 - p_m) pi),   q = 1/2 - arctan(T) / pi,   ensemble score = -ln q
 
--ln q ranks rows as T does, and its tail under normal data is close to the exponential, which the
-calibration's GPD tail fits and checks (T itself is Cauchy-tailed and fails the tail's check).
+with each p_m truncated at 1/2 (a member that finds a row unremarkable adds nothing rather than
+cancelling the others' evidence; the upper tail, hence validity at small levels, is unchanged).
 
-The ensemble's own p-values are then conformal again: ``fit`` holds out its calibration share
-*before* the members see any data, and the score on those rows is the calibration set. So the ensemble's
-p-values are exactly valid whatever the dependence between members (the Cauchy formula's own
-p-value is only asymptotically so).
+**Calibration.** The members are calibrated on the ensemble's calibration rows, all of them: under
+cross calibration every training row, scored by the fold ensembles that did not train on it (so
+n_cal = n_train for each member, not the 20% each member would hold out of its own share); under
+split calibration the ensemble's held-out rows. Each member's p-value is conformal against its raw
+scores on those rows, with its GPD tail beyond the largest. The ensemble's own calibration scores
+are the combination's scores on the same rows, each row's member p-values taken against the other
+rows (leave-one-out, as a new row's are against all of them), so its p-value is conformal in T
+wherever a calibration score reaches T. Beyond the largest, where that p-value stops at 1/(n+1),
+it is the larger of the combination's own q and the GPD tail fitted to the calibration scores of T
+(``CombinationCalibrator``, approximate).
+
+Before, each member held out its own 20% (a tail fitted to a few dozen excesses, different in
+every fold ensemble and in the final one, so T's scale moved from fold to fold): on shuttle 2.3% of
+new normal rows got p <= 0.005 (docs/calibration.md).
 
 - explain: the members' attributions, each divided by that member's per-feature 99% normal level
   (so "3" means three times the normal level for this feature), averaged
@@ -32,6 +42,7 @@ import numpy as np
 import torch
 
 from anomalens.detectors.base import FITTED_ARRAYS, BaseConfig, BaseDetector
+from anomalens.detectors.calibration import Calibrator, CombinationCalibrator
 from anomalens.errors import CheckpointError, ConfigError, InputError
 
 __all__ = ["Ensemble", "EnsembleConfig", "cauchy_combine", "cauchy_neglog_p"]
@@ -66,14 +77,13 @@ class EnsembleConfig(BaseConfig):
             member.config.validate()
 
 
-def member_detectors(config: EnsembleConfig, calibration_size: float | None = None) -> list[BaseDetector]:
+def member_detectors(config: EnsembleConfig) -> list[BaseDetector]:
     """The unfitted members of an ensemble: each gets the ensemble's seed, the split calibration (one fit
-    each), ``calibration_size`` when given, and those of ``member_params`` its own configuration takes."""
+    each; the ensemble replaces its calibration set) and those of ``member_params`` its own
+    configuration takes."""
     from anomalens.detectors.registry import get_detector_class
 
     params = {"random_state": config.random_state, "calibration": "split", **dict(config.member_params)}
-    if calibration_size is not None:
-        params["calibration_size"] = calibration_size
     members = []
     for name in config.detectors:
         cls = get_detector_class(name)
@@ -84,7 +94,8 @@ def member_detectors(config: EnsembleConfig, calibration_size: float | None = No
     return members
 
 
-SCORE_VERSION = 2  # 1 (unmarked): T, with member p-values clipped at 1e-15; 2: -ln q
+SCORE_VERSION = 3  # 1 (unmarked): T, with member p-values clipped at 1e-15; 2: -ln q; 3: truncated at 1/2,
+# members calibrated on the ensemble's calibration rows
 
 
 def cauchy_neglog_p(t: np.ndarray) -> np.ndarray:
@@ -144,14 +155,33 @@ class Ensemble(BaseDetector):
         return member_detectors(self.config)
 
     def _fit_scaled(self, Z: np.ndarray) -> None:
-        share = None
-        if self.final_rows is not None and self.final_rows > len(Z):
-            # a fold ensemble of cross calibration: its members hold out as many rows as the final
-            # ensemble's will, so their p-values (and tails) have the same resolution and the
-            # out-of-fold scores are on the final model's scale
-            size = dict(self.config.member_params).get("calibration_size", BaseConfig.calibration_size)
-            share = min(0.5, size * self.final_rows / len(Z))
-        self.members_ = [m.fit(Z) for m in member_detectors(self.config, share)]
+        self.members_ = [m.fit(Z) for m in member_detectors(self.config)]
+
+    def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
+        """(n, members) raw member scores of the calibration rows ``Z``."""
+        return np.stack([m.decision_function(Z, checked=True) for m in self.members_], axis=1)
+
+    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Each member's calibration set becomes its raw scores of the ensemble's calibration rows
+        (``raw``: (n, members)); returns those rows' combination scores, each row's member p-values
+        against the other rows."""
+        loo = []
+        for j, m in enumerate(self.members_):
+            col = np.asarray(raw[:, j], dtype=np.float64)
+            m.calibration_scores_ = np.sort(col)
+            n = col.size
+            # (1 + #{others >= s}) / ((n - 1) + 1) = #{all >= s} / n: the conformal p-value against the others
+            p = (n - np.searchsorted(m.calibration_scores_, col, side="left")) / n
+            top = int(np.argmax(col))
+            if n > 1 and col[top] > m.calibration_scores_[-2]:
+                # the one row above all others gets what a new row there gets: the others' tail
+                others = Calibrator(np.delete(col, top), tail=m.config.tail)
+                p[top] = others.pvalues(col[top:top + 1])[0]
+            loo.append(p)
+        return self._combine(np.stack(loo))
+
+    def _make_calibrator(self) -> Calibrator:
+        return CombinationCalibrator(self.calibration_scores_, tail=self.config.tail)
 
     def member_pvalues(self, X: Any) -> dict[str, np.ndarray]:
         """Each member's conformal p-values for the rows of ``X``: which member flagged what."""
@@ -163,8 +193,8 @@ class Ensemble(BaseDetector):
 
     @staticmethod
     def _combine(p: np.ndarray) -> np.ndarray:
-        """-ln q of the Cauchy combination of (members, n) p-values."""
-        return cauchy_combine(p)
+        """-ln q of the Cauchy combination of (members, n) p-values, each truncated at 1/2."""
+        return cauchy_combine(p, truncate=0.5)
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
         return self._combine(self._member_p(Z))

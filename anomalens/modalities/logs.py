@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from anomalens.detectors.calibration import Calibrator
+from anomalens.detectors.calibration import Calibrator, CombinationCalibrator
 from anomalens.errors import CheckpointError, InputError
 from anomalens.logs.parser import TemplateParser
 from anomalens.modalities import log_claims
@@ -96,7 +96,7 @@ class LogModality(TabularModality):
         self.group_stats = None
         self.neighbours: dict[str, dict[str, list]] = {}  # template -> its most frequent predecessors and successors
         self._calibrators: list[Calibrator] | None = None
-        self._combined: Calibrator | None = None
+        self._combined: CombinationCalibrator | None = None
 
     def __repr__(self) -> str:
         how = f"session={self.session!r}" if self.session else f"window={self.window!r}"
@@ -188,13 +188,13 @@ class LogModality(TabularModality):
         return self._calibrators
 
     @property
-    def calibrator(self) -> Calibrator:
+    def calibrator(self) -> CombinationCalibrator:
         if self._combined is None:
             if self.combined_scores is None:
                 from anomalens.errors import NotFittedError
 
                 raise NotFittedError("the logs modality is not calibrated yet (LogInvestigator.fit does it)")
-            self._combined = Calibrator(self.combined_scores)
+            self._combined = CombinationCalibrator(self.combined_scores)
         return self._combined
 
     BEYOND = ("Cauchy combination of the next-event and count models' p-values, beyond the largest calibration "
@@ -210,19 +210,10 @@ class LogModality(TabularModality):
         runs on fresh normal logs had a false flag at FDR 5% (a family-wise rate of 35%, where BH
         promises 5%). The combined tail is conservative (shape and scale at upper bounds); where it
         cannot be fitted, exp(-T) alone (Liu & Xie 2020: valid at small levels when the members are)."""
-        from anomalens.detectors.calibration import conformal_pvalues
-
-        T = np.asarray(combined, dtype=np.float64)
-        cal = self.calibrator
-        p = conformal_pvalues(cal.scores, T)
-        beyond = self.approximate(T)
-        extrapolated = np.exp(-T)
-        if cal.tail is not None:
-            extrapolated = np.maximum(extrapolated, cal.pvalues(T))
-        return np.where(beyond, np.minimum(p, extrapolated), p)
+        return self.calibrator.pvalues(combined)  # the rule of CombinationCalibrator, shared with the Ensemble
 
     def approximate(self, combined: np.ndarray) -> np.ndarray:
-        return np.asarray(combined, dtype=np.float64) > self.calibrator.scores[-1]
+        return self.calibrator.approximate(combined)
 
     def member_pvalues(self, member_scores: np.ndarray) -> np.ndarray:
         """(2, n) p-values of the next-event and count models from their (2, n) scores: conformal

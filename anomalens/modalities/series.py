@@ -267,7 +267,7 @@ class PointCalibration:
     points on a continuous scale where the p-values, with few held-out windows, saturate at their
     floor. Score and p-value both grow with each of the two, but neither is a function of the
     other, so there is no single score threshold (``threshold`` is inf). It quacks like
-    ``Calibrator`` where a verdict reads it (n, floor, tail, method)."""
+    ``Calibrator`` where a verdict reads it (n, floor, tail, extends, method)."""
 
     def __init__(self, window_scores: np.ndarray, cell_scores: np.ndarray, window: int) -> None:
         self.window = Calibrator(window_scores, check_tail=False, block=window)
@@ -294,6 +294,10 @@ class PointCalibration:
     @property
     def tail(self) -> Any:
         return self.window.tail or self.cell.tail
+
+    @property
+    def extends(self) -> bool:
+        return self.tail is not None
 
     @property
     def method(self) -> str:
