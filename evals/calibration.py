@@ -4,8 +4,8 @@ For each data source, training size (small: 600 rows, large: 10,000) and seed, a
 twice, with split calibration (20% held out) and with cross calibration (out-of-fold scores of every
 training row). Each fit gives two p-value options, from the detector's own calibration stage
 (``det.calibrator``) with ``tail`` off and on: exact conformal only, and extrapolated below
-1/(n_cal+1) (the GPD tail; the Ensemble's: its members' combined p-value). For batch sizes 10, 100,
-1,000 and 10,000:
+1/(n_cal+1) (the GPD tail; the Ensemble's: the larger of its members' combined p-value and the GPD
+tail of its own scores). For batch sizes 10, 100, 1,000 and 10,000:
 
 - FDR: Benjamini-Hochberg at alpha = 0.05 on batches of held-out normal rows only; every rejection
   is false, so FDR = the share of batches with any rejection;
@@ -167,7 +167,7 @@ def markdown(summary: list[dict[str, Any]], detector: str, seeds: list[int]) -> 
              f"FDR on batches of held-out normal rows (any rejection is false); power: one row shifted by {SHIFT:g} "
              "robust sd in a normal batch, flagged. Exact conformal p-values cannot go below 1/(n_cal+1); the tail "
              "option splits that last cell (approximate p-values): a conservative GPD tail, or for the Ensemble the "
-             "Cauchy combination of its members' p-values, each with its tail.", "",
+             "larger of that tail and its members' combined p-value.", "",
              f"Command: `python -m evals.calibration --detector {detector}"
              + ("" if list(seeds) == [0, 1, 2] else f" --seeds {','.join(str(x) for x in seeds)}") + "`", "", head, "|" + "---|" * (5 + len(BATCHES))]
     for r in summary:

@@ -5,7 +5,8 @@ calibration (docs/calibration.md). For each detector and seed: fit on 600 normal
 calibration (the default below 1,000 rows), score 20,000 held-out normal rows, and report the share
 with p <= t for t = 0.005, 0.01, 0.05. A valid p-value keeps each share at about t or below
 (binomial standard error about sqrt(t / 20,000)); the Ensemble also reports each member's share at
-0.01, the cause of its own excess (a member calibrated on 120 rows that missed a rare mode).
+0.01 (members calibrated on 120 rows of their own, before 2026-12-01, missed rare modes: the cause
+of the Ensemble's excess then).
 
 Run:  python -m evals.levels [--detectors vae,autoregressive,ensemble] [--seeds 7,99]
 Writes evals/results/levels.{json,md}.

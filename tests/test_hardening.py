@@ -60,8 +60,8 @@ def test_a_15_sd_row_is_flagged_in_batches_of_any_size(small_inv, m):
 
 def test_the_default_ensemble_can_flag_in_a_batch_and_says_when_it_cannot():
     """The Ensemble (the default) calibrates by cross on small data, and beyond its largest
-    calibration score its p-value is the Cauchy combination of its members' (each with its tail),
-    so a 15-sd row is flagged in a batch of 10 (before: 120 calibration rows and a Cauchy-tailed
+    calibration score its p-value is the larger of its members' combined p-value (each member with
+    its tail) and the GPD tail of its own calibration scores, so a 15-sd row is flagged in a batch of 10 (before: 120 calibration rows and a Cauchy-tailed
     score whose tail was refused, so no p-value below 1/121 and nothing flagged beyond 7 rows).
     Where its p-value does not reach the batch's cut-off the verdict says so."""
     inv = Investigator.fit(metrics(600, 0), random_state=0, **FAST)
