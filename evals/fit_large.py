@@ -12,8 +12,8 @@ rows it stands for) instead of every row. Measured:
   with the two-stage retrieval (the store's nearest exemplars, then the member index's rows of
   their clusters) and with the nearest kept exemplar alone.
 
-Run:  python -m evals.fit_large [--n 100000] [--detector vae] [--max-exemplars 5000]
-Writes evals/results/fit_large.json and .md.
+Run:  python -m evals.fit_large [--n 100000] [--detector vae|ensemble] [--max-exemplars 5000]
+Writes evals/results/fit_large.{json,md} (vae) or fit_large_<detector>.{json,md}.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"| held-out normal rows | {r['ratio_normal']:.2f} | {r['exemplar_only_ratio_normal']:.2f} |\n"
           f"| anomalous rows (5 features, 6 sd) | {r['ratio_anomalous']:.2f} | {r['exemplar_only_ratio_anomalous']:.2f} |\n"
           f"| the fit's own estimate (training rows left out) | {r['coverage_estimate']:.2f} | |\n")
-    write_results("fit_large", result, md)
+    write_results("fit_large" if args.detector == "vae" else f"fit_large_{args.detector}", result, md)
     return result
 
 

@@ -171,3 +171,12 @@ def test_eval_works_from_any_directory(tmp_path):
     bad = subprocess.run([*_command(), "eval", "nosuch"], capture_output=True, text=True, env=env, timeout=120,
                          cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "benchmark must be one of" in bad.stderr
+
+
+def test_eval_lists_every_benchmark_of_the_checkout():
+    """Every runner in evals/ (a module with a main) is reachable as `anomalens eval NAME`."""
+    from anomalens.cli import EVALS
+
+    root = Path(__file__).resolve().parent.parent / "evals"
+    runners = {p.stem for p in root.glob("*.py") if "\ndef main(" in p.read_text()}
+    assert runners and runners == set(EVALS), sorted(runners ^ set(EVALS))

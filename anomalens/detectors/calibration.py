@@ -24,8 +24,10 @@ where u is the (k+1)-th largest calibration score. Every p-value above the floor
 conformal one, so P(p <= t) <= t still holds exactly for every t >= 1 / (n_cal + 1); below it the
 p-value is an extrapolation, **approximate**, and is reported as such (``approximate``). The fit is
 deliberately conservative (a heavier tail than the data's best fit): the shape is the maximum
-likelihood estimate raised by one standard error and never below 0 (never lighter than
-exponential), and the scale is a 75% upper confidence bound. A tail that, fitted without the top 1%
+likelihood estimate floored at 0 (never lighter than exponential) and then raised by one standard
+error (so at least 1/sqrt(k), a polynomial tail even where the data's looks lighter), and the scale
+is a 75% upper confidence bound. Raising first and flooring after gives more reach and loses
+validity on heavy tails (``python -m evals.tail_rules``). A tail that, fitted without the top 1%
 of the calibration scores, calls them far rarer than they are is not used (``fit_tail``'s check).
 Nothing can extrapolate to rare normal modes that the calibration set never shows: where normal
 scores have such modes, tail p-values under-cover (``evals/calibration.py`` measures FDR and power,
@@ -94,7 +96,8 @@ class TailFit:
         return self.scale / self.shape * (q ** (-self.shape) - 1.0)
 
 
-def fit_tail(calibration_scores: np.ndarray, *, check: bool = True, min_count: int = TAIL_MIN_CAL) -> TailFit | None:
+def fit_tail(calibration_scores: np.ndarray, *, check: bool = True, min_count: int = TAIL_MIN_CAL,
+             raise_first: bool = False) -> TailFit | None:
     """The conservative GPD tail of sorted calibration scores, or None when there are too few, the
     top scores are all equal, or the tail fails its own check.
 
@@ -102,6 +105,10 @@ def fit_tail(calibration_scores: np.ndarray, *, check: bool = True, min_count: i
     scores far rarer than their ranks say (the i-th largest of n gets p >= 0.05 i / (n + 1)). Score
     distributions with rare normal modes (a bulk plus a few huge normal scores, as on shuttle) fail it,
     and their verdicts keep the exact conformal p-values.
+
+    ``raise_first``: the lighter alternative to the rule in use, for ``evals/tail_rules.py``: the
+    estimate raised by one standard error first and floored at 0 after (exponential wherever the
+    raised shape is still <= 0).
     """
     from scipy import stats
 
@@ -111,7 +118,7 @@ def fit_tail(calibration_scores: np.ndarray, *, check: bool = True, min_count: i
         return None
     if check:
         j = max(1, n // 100)
-        head = fit_tail(cal[:-j], check=False)
+        head = fit_tail(cal[:-j], check=False, raise_first=raise_first)
         if head is None:
             return None
         p_top = (head.k + 1.0) / (n - j + 1.0) * head.survival(cal[-j:] - head.u)
@@ -127,9 +134,16 @@ def fit_tail(calibration_scores: np.ndarray, *, check: bool = True, min_count: i
         shape, _, scale = stats.genpareto.fit(excess, floc=0.0)
     except Exception:  # scipy's optimiser on degenerate samples; the exponential tail stands in
         shape, scale = 0.0, mean
-    if not (math.isfinite(shape) and math.isfinite(scale)) or shape <= 0 or scale <= 0:
-        shape, scale = 0.0, mean  # a bounded (or failed) fit: the exponential tail is heavier, so conservative
-    shape = min(shape + TAIL_SHAPE_SE * (1.0 + shape) / math.sqrt(k), 2.0)
+    if not (math.isfinite(shape) and math.isfinite(scale)) or scale <= 0:
+        shape, scale = 0.0, mean  # a failed fit: the exponential tail stands in
+    se = TAIL_SHAPE_SE * (1.0 + max(shape, 0.0)) / math.sqrt(k)
+    if raise_first:
+        shape += se
+    if shape <= 0:
+        shape, scale = 0.0, mean  # a bounded fit: the exponential tail is heavier, so conservative
+    if not raise_first:
+        shape += se
+    shape = min(shape, 2.0)
     scale = scale * 2 * k / float(stats.chi2.ppf(1.0 - TAIL_SCALE_CONF, 2 * k))
     return TailFit(u=u, k=k, shape=float(shape), scale=float(scale))
 
