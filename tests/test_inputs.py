@@ -149,3 +149,26 @@ def test_file_of_another_class(det, tmp_path):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="is not a saved detector"):
         load(tmp_path / "nothing")
+
+
+def test_too_few_rows_for_an_ensemble_names_its_own_minimum():
+    """An Ensemble's members train on what its calibration leaves: 4 rows used to reach a member as 3
+    and fail with 'got shape (3, 3)', rows the user never gave."""
+    from anomalens.detectors import Ensemble
+
+    X = np.random.default_rng(0).normal(size=(4, 3))
+    with pytest.raises(InputError, match=r"X must have at least 5 row\(s\).*got shape \(4, 3\)"):
+        Ensemble(member_params={"epochs": 1}).fit(X)
+
+
+@pytest.mark.parametrize("unit", [1e-13, 1e-30, 1e20])
+def test_verdicts_do_not_depend_on_the_unit(unit):
+    """A column in small units (capacitances in farads) used to count as constant (its spread under an
+    absolute 1e-12), so every row scored alike: normal rows got p = 1/(n+1) and a far row went unseen."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)) @ rng.normal(size=(4, 4)) + 5
+    rows = np.r_[X[-3:], X[:1] + [30.0, 0.0, 0.0, 0.0]]
+    ref = make_detector("autoencoder", random_state=0, epochs=10).fit(X).pvalues(rows)
+    p = make_detector("autoencoder", random_state=0, epochs=10).fit(X * unit).pvalues(rows * unit)
+    np.testing.assert_allclose(p, ref, rtol=1e-6)
+    assert p[-1] < 0.01 < p[:3].min()

@@ -174,6 +174,7 @@ class BaseDetector(ABC):
     # True for a model another detector owns (an Ensemble's member): its verdicts are not shown, so
     # the warning about too few calibration rows is the owner's to give
     nested: bool = False
+    min_fit_rows: ClassVar[int] = 4  # the fewest training rows fit accepts
     attribution_method: ClassVar[str] = ""
     additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
 
@@ -263,7 +264,7 @@ class BaseDetector(ABC):
             self
         """
         self.config.validate()
-        arr, columns = check_matrix(X, name="X", min_rows=4)
+        arr, columns = check_matrix(X, name="X", min_rows=self.min_fit_rows)
         n = arr.shape[0]
         rng = np.random.default_rng(self.config.random_state)
         perm = rng.permutation(n)
@@ -518,14 +519,17 @@ def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median and a robust standard deviation per column (IQR / 1.349).
 
     Where the IQR is zero (a mostly constant or binary column) the standard deviation stands in, and
-    1 where that is zero too, so no column is divided by zero.
+    1 where that is zero too, so no column is divided by zero. Zero means zero relative to the
+    column's magnitude (1e-12 of its largest absolute value), so a column in small units
+    (capacitances in farads, 1e-12) keeps its spread, and float noise on a constant column does not.
     """
     center = np.median(X, axis=0)
     q75, q25 = np.percentile(X, [75, 25], axis=0)
     scale = (q75 - q25) / 1.349
     std = X.std(axis=0)
-    scale = np.where(scale > 1e-12, scale, std)
-    scale = np.where(scale > 1e-12, scale, 1.0)
+    tiny = np.maximum(1e-12 * np.abs(X).max(axis=0, initial=0.0), np.finfo(np.float64).tiny)
+    scale = np.where(scale > tiny, scale, std)
+    scale = np.where(scale > tiny, scale, 1.0)
     return center, scale
 
 
