@@ -172,3 +172,14 @@ def test_verdicts_do_not_depend_on_the_unit(unit):
     p = make_detector("autoencoder", random_state=0, epochs=10).fit(X * unit).pvalues(rows * unit)
     np.testing.assert_allclose(p, ref, rtol=1e-6)
     assert p[-1] < 0.01 < p[:3].min()
+
+
+def test_a_constant_column_of_large_values_is_not_thrown_out_by_float_noise():
+    """A column constant at 1e20 (ids, epoch nanoseconds) used to be divided by 1: a new value one
+    ulp (16,384) off the constant was 16,384 units out, and decided the verdict."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=(300, 3)) @ rng.normal(size=(3, 3)), np.full(300, 1e20)])
+    det = make_detector("autoencoder", random_state=0, epochs=10).fit(X)
+    rows = X[:20].copy()
+    rows[:, 3] = np.nextafter(1e20, np.inf)
+    assert det.pvalues(rows).min() > 0.01

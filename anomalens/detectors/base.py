@@ -67,6 +67,7 @@ CROSS_MAX_CELLS = 200_000
 VAL_BLOCKS = 5
 VAL_BLOCK_ROWS = 10
 # Fitted arrays every detector holds besides its model; saved beside the weights.
+NOISE_SPREAD = 1e-14  # a column's spread below this share of its magnitude is float noise (robust_scale)
 FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds_")
 
 
@@ -519,17 +520,20 @@ def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median and a robust standard deviation per column (IQR / 1.349).
 
     Where the IQR is zero (a mostly constant or binary column) the standard deviation stands in, and
-    1 where that is zero too, so no column is divided by zero. Zero means zero relative to the
-    column's magnitude (1e-12 of its largest absolute value), so a column in small units
-    (capacitances in farads, 1e-12) keeps its spread, and float noise on a constant column does not.
+    1 where that is zero too, so no column is divided by zero. Zero is relative to the column's
+    magnitude (a spread under 1e-14 of its largest absolute value, about 45 float64 ulps, is float
+    noise), so a column in small units (capacitances in farads, 1e-13) keeps its spread; and a
+    constant column of large values is divided by that noise level (at least 1), so a new value one
+    ulp off the constant is not thousands of units out.
     """
     center = np.median(X, axis=0)
     q75, q25 = np.percentile(X, [75, 25], axis=0)
     scale = (q75 - q25) / 1.349
     std = X.std(axis=0)
-    tiny = np.maximum(1e-12 * np.abs(X).max(axis=0, initial=0.0), np.finfo(np.float64).tiny)
+    noise = NOISE_SPREAD * np.abs(X).max(axis=0, initial=0.0)
+    tiny = np.maximum(noise, np.finfo(np.float64).tiny)
     scale = np.where(scale > tiny, scale, std)
-    scale = np.where(scale > tiny, scale, 1.0)
+    scale = np.where(scale > tiny, scale, np.maximum(noise, 1.0))
     return center, scale
 
 
