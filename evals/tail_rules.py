@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           "| distribution | rule | mean shape | FWER @10 | @100 | @1,000 | @10,000 | reach |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         shape = "refused" if r["shape_mean"] is None else f"{r['shape_mean']:.3f}"
-        md.append(f"| {r['distribution']} | {r['rule']} | {shape} | "
+        name = r["distribution"].replace("|", "\\|")  # |normal| in a markdown table cell
+        md.append(f"| {name} | {r['rule']} | {shape} | "
                   + " | ".join(f"{r['fwer'][str(m)]:.3f}" for m in BATCHES) + f" | {r['reach_median']:.1e} |")
     result = {"meta": {"date": time.strftime("%Y-%m-%d"), "draws": args.draws, "n_cal": args.n_cal, "alpha": ALPHA},
               "rows": rows}
