@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.common import write_results
+from evals.common import result_name, write_results
 
 BATCHES = (10, 100, 1000, 10000)
 SIZES = {"small": 600, "large": 10000}
@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> None:
 
         from evals.common import RESULTS
 
-        saved = json.loads((RESULTS / f"{result_name(args.detector)}.json").read_text())
+        saved = json.loads((RESULTS / f"{result_name('calibration', args.detector)}.json").read_text())
         summary = summarize(saved["cells"])
-        write_results(result_name(args.detector), {**saved, "summary": summary},
+        write_results(result_name("calibration", args.detector), {**saved, "summary": summary},
                       markdown(summary, saved["detector"], saved["seeds"]))
         return
     import torch
@@ -135,13 +135,8 @@ def main(argv: list[str] | None = None) -> None:
                         print(src, size_name, mode, "tail" if tail else "exact", seed,
                               {m: (res[str(m)]["fdr"], res[str(m)]["power"]) for m in BATCHES}, flush=True)
     summary = summarize(cells)
-    write_results(result_name(args.detector), {"detector": args.detector, "alpha": ALPHA, "shift_sd": SHIFT, "seeds": seeds,
+    write_results(result_name("calibration", args.detector), {"detector": args.detector, "alpha": ALPHA, "shift_sd": SHIFT, "seeds": seeds,
                                   "cells": cells, "summary": summary}, markdown(summary, args.detector, seeds))
-
-
-def result_name(detector: str) -> str:
-    """evals/results/calibration.* for the VAE (the first run), calibration_<detector>.* for others."""
-    return "calibration" if detector == "vae" else f"calibration_{detector}"
 
 
 def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,6 +30,12 @@ def llama_server():
         yield url
 
 
+def result_name(benchmark: str, detector: str) -> str:
+    """``results/<benchmark>.*`` for the VAE (the first runs were the VAE's), ``<benchmark>_<detector>.*``
+    for another detector."""
+    return benchmark if detector == "vae" else f"{benchmark}_{detector}"
+
+
 def earlier(name: str) -> dict:
     """The last run's ``results/<name>.json`` ({} when there is none)."""
     path = RESULTS / f"{name}.json"

@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from evals.common import write_results
+from evals.common import result_name, write_results
 
 
 def factor_rows(n: int, seed: int, d: int = 20, k: int = 8) -> np.ndarray:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"| held-out normal rows | {r['ratio_normal']:.2f} | {r['exemplar_only_ratio_normal']:.2f} |\n"
           f"| anomalous rows (5 features, 6 sd) | {r['ratio_anomalous']:.2f} | {r['exemplar_only_ratio_anomalous']:.2f} |\n"
           f"| the fit's own estimate (training rows left out) | {r['coverage_estimate']:.2f} | |\n")
-    write_results("fit_large" if args.detector == "vae" else f"fit_large_{args.detector}", result, md)
+    write_results(result_name("fit_large", args.detector), result, md)
     return result
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -53,10 +54,12 @@ def distributions() -> dict[str, tuple[Callable[[np.random.Generator, int], np.n
 def calibrator(cal: np.ndarray, rule: str) -> Any:
     from anomalens.detectors.calibration import Calibrator, fit_tail
 
-    c = Calibrator(cal)
-    if rule == "raise, then floor":
-        c.__dict__["tail"] = fit_tail(c.scores, raise_first=True)  # the cached property, filled by the other rule
-    return c
+    class RaiseFirst(Calibrator):
+        @cached_property
+        def tail(self):
+            return fit_tail(self.scores, check=self.check_tail, raise_first=True) if self.use_tail else None
+
+    return RaiseFirst(cal) if rule == "raise, then floor" else Calibrator(cal)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -66,8 +66,8 @@ CROSS_MAX_CELLS = 200_000
 # each of at least VAL_BLOCK_ROWS rows (fewer validation rows: fewer blocks; under 20, the plain mean)
 VAL_BLOCKS = 5
 VAL_BLOCK_ROWS = 10
-# Fitted arrays every detector holds besides its model; saved beside the weights.
 NOISE_SPREAD = 1e-14  # a column's spread below this share of its magnitude is float noise (robust_scale)
+# Fitted arrays every detector holds besides its model; saved beside the weights.
 FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds_")
 
 
