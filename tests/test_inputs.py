@@ -161,6 +161,20 @@ def test_too_few_rows_for_an_ensemble_names_its_own_minimum():
         Ensemble(member_params={"epochs": 1}).fit(X)
 
 
+@pytest.mark.parametrize("n", [4, 7])
+def test_a_larger_calibration_size_raises_the_minimum_and_says_so(n):
+    """With calibration_size=0.5 an Ensemble of 5-7 rows left its members 3 and failed with a
+    member's 'got shape (3, 3)'; the minimum the ensemble states is now the one that fits (8)."""
+    from anomalens.detectors import Ensemble
+
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    ens = Ensemble(calibration="split", calibration_size=0.5, member_params={"epochs": 1})
+    assert ens.fewest_fit_rows() == 8 and Ensemble().fewest_fit_rows() == 5
+    with pytest.raises(InputError, match=rf"at least 8 row\(s\) for calibration_size=0.5 .*got shape \({n}, 3\)"):
+        ens.fit(X[:n])
+    assert ens.fit(X).calibration_scores_.size == 4
+
+
 @pytest.mark.parametrize("unit", [1e-13, 1e-30, 1e20])
 def test_verdicts_do_not_depend_on_the_unit(unit):
     """A column in small units (capacitances in farads) used to count as constant (its spread under an
@@ -183,3 +197,26 @@ def test_a_constant_column_of_large_values_is_not_thrown_out_by_float_noise():
     rows = X[:20].copy()
     rows[:, 3] = np.nextafter(1e20, np.inf)
     assert det.pvalues(rows).min() > 0.01
+
+
+def test_series_units_do_not_set_the_ranking_or_the_injected_size():
+    """A series channel in small units (1e-15) had its 1%-99% range floored at an absolute 1e-12, so
+    its deviations ranked last in a restoration; and ``inject_series`` floored its robust sd at 1e-6,
+    so a 'spike' there was 10^10 of its own sds. Both now scale with the channel."""
+    from anomalens.data.series_synthesis import inject_series
+    from anomalens.modalities import SeriesModality
+
+    rng = np.random.default_rng(0)
+    V = rng.normal(size=(500, 3)).cumsum(axis=0) * 0.1 + rng.normal(size=(500, 3))
+    small = V * np.array([1.0, 1e-15, 1.0])
+    m_ref, m_small = SeriesModality(window=16), SeriesModality(window=16)
+    m_ref.fit_profile(V)
+    m_small.fit_profile(small)
+    np.testing.assert_allclose(m_small.spreads(), m_ref.spreads() * [1.0, 1e-15, 1.0], rtol=1e-12)
+    const = SeriesModality(window=16)
+    const.fit_profile(np.column_stack([V[:, 0], np.zeros(500), np.full(500, 1e20)]))
+    assert const.spreads()[1] == 1.0 and 1.0 <= const.spreads()[2] < 1e7  # constant: max(noise, 1)
+    ref, mask_ref, _ = inject_series(V, ["spike"] * 3, n_channels=3, seed=1)
+    out, mask, _ = inject_series(small, ["spike"] * 3, n_channels=3, seed=1)
+    assert np.array_equal(mask, mask_ref)
+    np.testing.assert_allclose((out - small)[:, 1], (ref - V)[:, 1] * 1e-15, rtol=1e-9, atol=0)

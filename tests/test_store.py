@@ -68,6 +68,39 @@ def test_a_member_index_reaches_every_row_through_a_sample_of_exemplars(tmp_path
     assert len(fallback) == 2 and {x.row_id for x in fallback} <= {ids[i] for i in keep}
 
 
+@pytest.mark.parametrize("dims", [3, 10, 11, 24])  # a k-d tree up to KDTREE_MAX_DIM (10), the matrix product beyond
+def test_nearest_rows_are_exact_on_both_paths(dims):
+    from anomalens.store.coreset import KDTREE_MAX_DIM, nearest
+
+    assert KDTREE_MAX_DIM == 10
+    rng = np.random.default_rng(dims)
+    Q, C = rng.normal(size=(300, dims)).astype(np.float32), rng.normal(size=(700, dims)).astype(np.float32)
+    idx, dist = nearest(Q, C)
+    D = np.linalg.norm(Q[:, None, :].astype(np.float64) - C[None, :, :], axis=2)
+    np.testing.assert_array_equal(idx, D.argmin(1))
+    np.testing.assert_allclose(dist, D.min(1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_store_written_with_rows_in_documents_still_reads_and_copies():
+    """Stores written before 2026-12-01 kept each raw row as a chroma document; rows are now a
+    metadata string (documents are indexed for full-text search, the slow part of an add). The
+    old layout still gives its rows back, through query, get and copy_to."""
+    import json
+
+    old = ExemplarStore()
+    E, R = np.eye(3), np.arange(6.0).reshape(3, 2)
+    old._col.add(ids=["a", "b", "c"], embeddings=E.astype(np.float32), documents=[json.dumps(r.tolist()) for r in R],
+                 metadatas=[{"row_id": i, "weight": 2} for i in "abc"])
+    np.testing.assert_array_equal(old.query(E[1], k=1)[0][0].values, R[1])
+    np.testing.assert_array_equal(old.get(["c"])[0].values, R[2])
+    new = ExemplarStore()
+    new.add(E + 10, R + 10, ["d", "e", "f"])
+    both = ExemplarStore()
+    assert old.copy_to(both) == 3 and new.copy_to(both) == 3
+    np.testing.assert_array_equal([h.values for h in both.get(["a", "f"])], [R[0], R[2] + 10])
+    assert new._col.get(ids=["d"], include=["documents"])["documents"] == [None]  # nothing for full-text search
+
+
 def test_persistent_store_reopens_with_its_data(tmp_path):
     rng = np.random.default_rng(1)
     E = rng.normal(size=(50, 3))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anomalens.detectors.base import robust_scale
 from anomalens.errors import InputError
 
 __all__ = ["SERIES_ANOMALY_TYPES", "SeriesEvent", "inject_series"]
@@ -34,12 +35,6 @@ class SeriesEvent:
     start: int  # first changed point
     end: int  # last changed point
     channels: tuple[int, ...]
-
-
-def _robust_sd(values: np.ndarray) -> np.ndarray:
-    q1, q3 = np.quantile(values, [0.25, 0.75], axis=0)
-    sd = (q3 - q1) / 1.349
-    return np.where(sd > 1e-12, sd, np.maximum(values.std(axis=0), 1e-6))
 
 
 def inject_series(values: np.ndarray, kinds: list[str], *, length: int = 20, n_channels: int = 1, seed: int = 0,
@@ -59,7 +54,7 @@ def inject_series(values: np.ndarray, kinds: list[str], *, length: int = 20, n_c
     if slot < length + 2 * margin // 2:
         raise InputError(f"a series of {T} points cannot hold {len(kinds)} events of {length} points {margin} apart")
     rng = np.random.default_rng(seed)
-    sd = _robust_sd(values)
+    sd = robust_scale(X)[1]  # the detectors' unit: zero spread is relative to the channel's magnitude
     corr = np.corrcoef(values.T) if C > 1 else np.ones((1, 1))
     mask = np.zeros((T, C), dtype=bool)
     events = []

@@ -176,6 +176,7 @@ class BaseDetector(ABC):
     # the warning about too few calibration rows is the owner's to give
     nested: bool = False
     min_fit_rows: ClassVar[int] = 4  # the fewest training rows fit accepts
+    min_train_rows: ClassVar[int] = 2  # the fewest that split calibration may leave to train on
     attribution_method: ClassVar[str] = ""
     additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
 
@@ -265,8 +266,13 @@ class BaseDetector(ABC):
             self
         """
         self.config.validate()
-        arr, columns = check_matrix(X, name="X", min_rows=self.min_fit_rows)
-        n = arr.shape[0]
+        arr, columns = check_matrix(X, name="X", min_rows=1)
+        n, need = arr.shape[0], self.fewest_fit_rows()
+        if n < need:
+            why = "" if need == self.min_fit_rows else (
+                f" for calibration_size={self.config.calibration_size:g} (calibration holds out that share of the rows, "
+                f"at least 1, and {self.min_train_rows} must be left to train on)")
+            raise InputError(f"X must have at least {need} row(s){why}, got shape {arr.shape}")
         rng = np.random.default_rng(self.config.random_state)
         perm = rng.permutation(n)
         self.__dict__.pop("_calibrator", None)
@@ -286,11 +292,9 @@ class BaseDetector(ABC):
             self._on_calibrated(self._scale(arr[perm]))
             return self
         n_cal = max(1, int(round(self.config.calibration_size * n)))
-        if n - n_cal < 2:
-            raise InputError(f"X must have enough rows to train after holding out {n_cal} for calibration, got {n}")
         if n_cal < 20 and not self.nested:
             log.warning(
-                "only %d calibration rows: the smallest possible p-value is %.3f; give more normal rows "
+                "only %d calibration row(s): the smallest possible p-value is %.3f; give more normal rows "
                 "or a larger calibration_size for finer verdicts", n_cal, 1 / (n_cal + 1)
             )
         train, cal = arr[perm[n_cal:]], arr[perm[:n_cal]]
@@ -302,6 +306,16 @@ class BaseDetector(ABC):
         self.calibration_mode_ = "split"
         self._on_calibrated(cal_scaled)
         return self
+
+    def fewest_fit_rows(self) -> int:
+        """The fewest rows ``fit`` accepts: ``min_fit_rows``, or more where the split calibration's
+        ``calibration_size`` (at most 0.5) would leave fewer than ``min_train_rows`` to train on (a
+        fit below 2 * n_folds + 4 rows splits, whatever ``calibration`` says)."""
+        size = self.config.calibration_size
+        m = self.min_fit_rows
+        while m - max(1, int(round(size * m))) < self.min_train_rows:
+            m += 1
+        return m
 
     def _out_of_fold(self, arr: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, ...) calibration material (``_calibration_raw``) and (n, d) attributions of every row

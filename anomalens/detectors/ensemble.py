@@ -130,6 +130,7 @@ class Ensemble(BaseDetector):
     Config = EnsembleConfig
     attribution_method = "mean over members of attribution / the member's normal 99% level"
     min_fit_rows = 5  # the members train on what the ensemble's calibration leaves, and need 4 rows
+    min_train_rows = 4  # (each member's min_fit_rows)
     additive_attribution = False
 
     def __init__(self, **params: Any) -> None:

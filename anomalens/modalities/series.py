@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from anomalens.detectors import BaseDetector, Calibrator, Inspection, benjamini_hochberg
+from anomalens.detectors.base import NOISE_SPREAD
 from anomalens.detectors.calibration import bh_cutoff
 from anomalens.detectors.ensemble import cauchy_combine
 from anomalens.errors import CheckpointError, InputError
@@ -632,6 +633,16 @@ class SeriesModality(Modality):
         else:
             self.phase = None
 
+    def spreads(self) -> np.ndarray:
+        """(C,) each channel's 1%-99% range over the training series: the unit its deviations are
+        ranked in. A range is zero relative to the channel's magnitude (as in ``robust_scale``), so
+        a channel in small units (1e-15) keeps its own; a constant channel's unit is max(that noise
+        level, 1)."""
+        q = self.quantiles
+        noise = NOISE_SPREAD * np.abs(q).max(axis=0)
+        span = q[2] - q[0]
+        return np.where(span > np.maximum(noise, np.finfo(np.float64).tiny), span, np.maximum(noise, 1.0))
+
     def normal_at(self, c: int, position: int) -> tuple[float, float, float]:
         """(1%, 50%, 99%) of channel c at a position: at the same phase of the period when known."""
         if self.phase is not None:
@@ -698,7 +709,7 @@ class SeriesModality(Modality):
                     share=share))
             deltas.append(FeatureDelta(feature=self.channels[c], observed=v, restored=float(restored[c, t]),
                                        delta=float(restored[c, t] - v)))
-        scale = np.maximum(self.quantiles[2] - self.quantiles[0], 1e-12)
+        scale = self.spreads()
         deltas.sort(key=lambda d: -abs(d.delta) / scale[self.channels.index(d.feature)])
         restoration = Restoration(values={d.feature: d.restored for d in deltas}, deltas=deltas)
         peak = a + int(cells[:, a : b + 1].sum(axis=0).argmax())  # where the anomaly is sharpest
@@ -739,7 +750,7 @@ class SeriesModality(Modality):
         C, w = len(self.channels), self.window
         ex, ey = detector.embed(X, checked=True)[0], detector.embed(Y, checked=True)[0]
         mx, my = X[0].reshape(C, w).mean(axis=1), Y[0].reshape(C, w).mean(axis=1)
-        scale = np.maximum(self.quantiles[2] - self.quantiles[0], 1e-12)
+        scale = self.spreads()
         order = np.argsort(-np.abs(my - mx) / scale, kind="stable")[:top]
         return Comparison(
             id=f"compare:{other_id}", other_id=str(other_id), distance=float(np.linalg.norm(ex - ey)),

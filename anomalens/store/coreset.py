@@ -15,10 +15,21 @@ from anomalens.store.members import PROBE
 
 __all__ = ["coverage", "nearest", "select_exemplars"]
 
+# Up to this many dimensions a k-d tree finds nearest rows faster than the brute-force product
+# (100,000 queries against 5,000 rows, 2 cores: 0.18 s against 1.8 s at 5 dimensions, 0.73 s against
+# 1.8 s at 8; at 16 the tree takes 6 s and brute force wins).
+KDTREE_MAX_DIM = 10
+
 
 def nearest(Q: np.ndarray, C: np.ndarray, step: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(index, Euclidean distance) of the nearest row of C for each row of Q, in chunks (torch's
-    threaded matrix product; memory stays at step x len(C))."""
+    """(index, Euclidean distance) of the nearest row of C for each row of Q: a k-d tree (exact, in
+    float64) up to ``KDTREE_MAX_DIM`` dimensions, else in chunks of torch's threaded matrix product
+    (memory stays at step x len(C))."""
+    if Q.shape[1] <= KDTREE_MAX_DIM:
+        from scipy.spatial import cKDTree
+
+        dist, idx = cKDTree(np.asarray(C, dtype=np.float64)).query(np.asarray(Q, dtype=np.float64), k=1, workers=-1)
+        return idx.astype(np.int64), dist
     import torch
 
     q_all = torch.from_numpy(np.ascontiguousarray(Q))
