@@ -880,8 +880,8 @@ def _check_model(folder: str) -> None:
     Investigator.load(folder)
 
 
-EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "levels", "tail_rules", "fit_large",
-         "latency", "verifier", "series", "logs", "serve", "scale")
+EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "levels", "tail_rules", "null_tails",
+         "fit_large", "latency", "verifier", "series", "logs", "serve", "scale")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

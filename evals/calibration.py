@@ -35,13 +35,15 @@ ALPHA = 0.05
 SHIFT = 15.0
 
 
-def synthetic(n: int, seed: int) -> np.ndarray:
-    """(n, 6) correlated 'server metrics' (two load factors plus noise), as in the tests."""
+def synthetic(n: int, seed: int, *, factors: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """(n, 6) correlated 'server metrics' (two load factors plus noise), as in the tests; with
+    ``factors`` also the (n, 2) factors that generated them."""
     rng = np.random.default_rng(seed)
     f = rng.normal(size=(n, 2))
     X = np.column_stack([f[:, 0], 0.8 * f[:, 0] + 0.3 * f[:, 1], f[:, 1], f[:, 0] + f[:, 1], f[:, 0] - 0.5 * f[:, 1],
                          0.5 * f[:, 1] + 0.2 * f[:, 0]])
-    return X + 0.1 * rng.normal(size=X.shape)
+    X = X + 0.1 * rng.normal(size=X.shape)
+    return (X, f) if factors else X
 
 
 def sources(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
