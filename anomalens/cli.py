@@ -881,7 +881,7 @@ def _check_model(folder: str) -> None:
 
 
 EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "levels", "tail_rules", "null_tails",
-         "fit_large", "latency", "verifier", "series", "logs", "serve", "scale")
+         "linear_member", "fit_large", "latency", "verifier", "series", "logs", "serve", "scale")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -37,9 +37,9 @@ N_TRAIN = SIZES["small"]
 PCA_RANK = 2
 
 
-def pca_reference(train: np.ndarray, seed: int) -> tuple[Any, Any]:
-    """(calibrator, score function) of the squared residual off a rank-2 PCA, calibrated on 5-fold
-    out-of-fold residuals of the training rows."""
+def pca_reference(train: np.ndarray, seed: int, rank: int = PCA_RANK) -> tuple[Any, Any]:
+    """(calibrator, score function) of the squared residual off a PCA of ``rank`` components,
+    calibrated on 5-fold out-of-fold residuals of the training rows."""
     from sklearn.decomposition import PCA
 
     from anomalens.detectors import Calibrator
@@ -50,8 +50,8 @@ def pca_reference(train: np.ndarray, seed: int) -> tuple[Any, Any]:
     fold = np.random.default_rng(seed).permutation(len(train)) % 5
     oof = np.empty(len(train))
     for k in range(5):
-        oof[fold == k] = residual(PCA(PCA_RANK).fit(train[fold != k]), train[fold == k])
-    final = PCA(PCA_RANK).fit(train)
+        oof[fold == k] = residual(PCA(rank).fit(train[fold != k]), train[fold == k])
+    final = PCA(rank).fit(train)
     return Calibrator(np.sort(oof)), lambda Z: residual(final, Z)
 
 
