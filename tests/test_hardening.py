@@ -194,10 +194,12 @@ def test_a_refit_killed_midway_leaves_the_old_or_the_new_model(tmp_path):
 def test_a_missing_or_corrupted_part_is_a_checkpoint_error(tmp_path):
     import shutil
 
-    inv = Investigator.fit(metrics(200, 0), detector="autoencoder", epochs=5, random_state=0)
+    Investigator.fit(metrics(200, 0), detector="autoencoder", epochs=5, random_state=0).save(tmp_path / "base")
 
     def fresh(name):
-        inv.save(tmp_path / name)
+        # a separate copy per damage: a saved Investigator works on its saved store from then on, so
+        # saving the next copy from one whose store was just deleted would read a deleted database
+        Investigator.load(tmp_path / "base").save(tmp_path / name)
         cfg = json.loads((tmp_path / name / "investigator.json").read_text())
         return tmp_path / name, tmp_path / name / cfg["root"]
 
