@@ -542,13 +542,18 @@ def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     center = np.median(X, axis=0)
     q75, q25 = np.percentile(X, [75, 25], axis=0)
-    scale = (q75 - q25) / 1.349
-    std = X.std(axis=0)
-    noise = NOISE_SPREAD * np.abs(X).max(axis=0, initial=0.0)
-    tiny = np.maximum(noise, np.finfo(np.float64).tiny)
-    scale = np.where(scale > tiny, scale, std)
-    scale = np.where(scale > tiny, scale, np.maximum(noise, 1.0))
-    return center, scale
+    magnitude = np.abs(X).max(axis=0, initial=0.0)
+    iqr = nonzero_spread((q75 - q25) / 1.349, magnitude, fallback=X.std(axis=0))
+    return center, nonzero_spread(iqr, magnitude)
+
+
+def nonzero_spread(spread: np.ndarray, magnitude: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+    """``spread`` where it is above float noise (``NOISE_SPREAD`` x ``magnitude``, the largest
+    absolute value), else ``fallback``, or by default that noise level, at least 1: the rule of
+    ``robust_scale``, for any per-column unit."""
+    noise = NOISE_SPREAD * np.asarray(magnitude, dtype=np.float64)
+    other = np.maximum(noise, 1.0) if fallback is None else fallback
+    return np.where(spread > np.maximum(noise, np.finfo(np.float64).tiny), spread, other)
 
 
 # ====================================================================== torch detectors

@@ -129,8 +129,9 @@ class Ensemble(BaseDetector):
 
     Config = EnsembleConfig
     attribution_method = "mean over members of attribution / the member's normal 99% level"
-    min_fit_rows = 5  # the members train on what the ensemble's calibration leaves, and need 4 rows
-    min_train_rows = 4  # (each member's min_fit_rows)
+    # the members train on what the ensemble's calibration leaves, and need their min_fit_rows (4);
+    # so fit needs 5 rows at least (fewest_fit_rows)
+    min_train_rows = 4
     additive_attribution = False
 
     def __init__(self, **params: Any) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from anomalens.detectors import BaseDetector, Calibrator, Inspection, benjamini_hochberg
-from anomalens.detectors.base import NOISE_SPREAD
+from anomalens.detectors.base import nonzero_spread
 from anomalens.detectors.calibration import bh_cutoff
 from anomalens.detectors.ensemble import cauchy_combine
 from anomalens.errors import CheckpointError, InputError
@@ -639,9 +639,7 @@ class SeriesModality(Modality):
         a channel in small units (1e-15) keeps its own; a constant channel's unit is max(that noise
         level, 1)."""
         q = self.quantiles
-        noise = NOISE_SPREAD * np.abs(q).max(axis=0)
-        span = q[2] - q[0]
-        return np.where(span > np.maximum(noise, np.finfo(np.float64).tiny), span, np.maximum(noise, 1.0))
+        return nonzero_spread(q[2] - q[0], np.abs(q).max(axis=0))
 
     def normal_at(self, c: int, position: int) -> tuple[float, float, float]:
         """(1%, 50%, 99%) of channel c at a position: at the same phase of the period when known."""
