@@ -4,7 +4,7 @@ It composes the parts and computes nothing itself: the modality (input checks, n
 evidence units), a detector (score, attribution, restoration, embedding), its calibration stage
 (p-values), the exemplar store (nearest normal cases), a reasoner and the verifier (the explanation).
 
-    inv = Investigator.fit(train_df)    # detector="ensemble" (AE + VAE + autoregressive) by default
+    inv = Investigator.fit(train_df)    # detector="ensemble" (AE + VAE + autoregressive + PCA) by default
     report = inv.analyze(row)            # one case -> Report
     reports = inv.analyze_batch(df)      # FDR-controlled verdicts for a batch
     inv.save("model/"); Investigator.load("model/")

@@ -15,8 +15,9 @@ tail of its own scores). For batch sizes 10, 100, 1,000 and 10,000:
 Scores of a pool of held-out normal rows and of shifted rows are computed once per fit; batches are
 drawn from the pools (scores only), so many draws are cheap.
 
-Run:  python -m evals.calibration [--detector vae] [--seeds 0,1,2] [--draws 400]
-Writes evals/results/calibration.{json,md} (vae) or calibration_<detector>.{json,md}.
+Run:  python -m evals.calibration [--detector vae] [--seeds 0,1,2] [--draws 400] [--cells small-cross] [--tag T]
+Writes evals/results/calibration.{json,md} (vae) or calibration_<detector>.{json,md} (``_<tag>`` appended
+when given: ``--cells small-cross --seeds 0,...,9 --tag 10seeds`` is the 600-row cross cell over 10 seeds).
 """
 
 from __future__ import annotations
@@ -100,16 +101,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--draws", type=int, default=400)
     ap.add_argument("--rewrite", action="store_true", help="rewrite the markdown from the saved JSON, run nothing")
+    ap.add_argument("--cells", default="", help="only these size-calibration cells, e.g. small-cross (default: all)")
+    ap.add_argument("--tag", default="", help="suffix of the result files (calibration_<detector>_<tag>)")
     args = ap.parse_args(argv)
+    name = result_name("calibration", args.detector) + (f"_{args.tag}" if args.tag else "")
+    only = set(filter(None, args.cells.split(",")))
     if args.rewrite:
         import json
 
         from evals.common import RESULTS
 
-        saved = json.loads((RESULTS / f"{result_name('calibration', args.detector)}.json").read_text())
+        saved = json.loads((RESULTS / f"{name}.json").read_text())
         summary = summarize(saved["cells"])
-        write_results(result_name("calibration", args.detector), {**saved, "summary": summary},
-                      markdown(summary, saved["detector"], saved["seeds"]))
+        write_results(name, {**saved, "summary": summary}, markdown(summary, saved["detector"], saved["seeds"], args))
         return
     import torch
 
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
                 for mode in ("split", "cross"):
                     if mode == "cross" and n > 2000:
                         continue  # n_folds + 1 fits of 10,000 rows: the split already holds 2,000 calibration rows
+                    if only and f"{size_name}-{mode}" not in only:
+                        continue
                     t0 = time.perf_counter()
                     det = make_detector(args.detector, random_state=seed, calibration=mode).fit(train_pool[:n])
                     fit_s = time.perf_counter() - t0
@@ -137,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
                         print(src, size_name, mode, "tail" if tail else "exact", seed,
                               {m: (res[str(m)]["fdr"], res[str(m)]["power"]) for m in BATCHES}, flush=True)
     summary = summarize(cells)
-    write_results(result_name("calibration", args.detector), {"detector": args.detector, "alpha": ALPHA, "shift_sd": SHIFT, "seeds": seeds,
-                                  "cells": cells, "summary": summary}, markdown(summary, args.detector, seeds))
+    write_results(name, {"detector": args.detector, "alpha": ALPHA, "shift_sd": SHIFT, "seeds": seeds, "cells": cells,
+                         "summary": summary}, markdown(summary, args.detector, seeds, args))
 
 
 def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -156,7 +162,7 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(summary: list[dict[str, Any]], detector: str, seeds: list[int]) -> str:
+def markdown(summary: list[dict[str, Any]], detector: str, seeds: list[int], args: Any = None) -> str:
     head = "| data | train rows | calibration | n_cal | p-values | " + " | ".join(
         f"FDR / power @{m:,}" for m in BATCHES) + " |"
     lines = [f"# Calibration: FDR and power of batch verdicts ({detector}, BH at alpha = {ALPHA}, "
@@ -166,7 +172,9 @@ def markdown(summary: list[dict[str, Any]], detector: str, seeds: list[int]) -> 
              "option splits that last cell (approximate p-values): a conservative GPD tail, or for the Ensemble the "
              "larger of that tail and its members' combined p-value.", "",
              f"Command: `python -m evals.calibration --detector {detector}"
-             + ("" if list(seeds) == [0, 1, 2] else f" --seeds {','.join(str(x) for x in seeds)}") + "`", "", head, "|" + "---|" * (5 + len(BATCHES))]
+             + ("" if list(seeds) == [0, 1, 2] else f" --seeds {','.join(str(x) for x in seeds)}")
+             + (f" --cells {args.cells}" if getattr(args, "cells", "") else "")
+             + (f" --tag {args.tag}" if getattr(args, "tag", "") else "") + "`", "", head, "|" + "---|" * (5 + len(BATCHES))]
     for r in summary:
         cellv = " | ".join(f"{r[f'fdr@{m}']:.3f} / {r[f'power@{m}']:.2f}" for m in BATCHES)
         lines.append(f"| {r['source']} | {r['n_train']:,} | {r['calibration']} | {r['n_cal']:,} | "

@@ -14,7 +14,8 @@ Run:  python -m evals.tabular [--datasets cardio,thyroid | --all] [--seeds 0,1,2
       python -m evals.tabular --all --no-attribution --out evals/results/tabular_all.json
         (every classical set in ../shared/data; sets with more than --max-train normal training rows
         or --max-test test rows are subsampled, seeded, keeping the test set's anomaly share)
-A detector name may carry parameters: ``vae@beta=1`` is the VAE with beta = 1.
+A detector name may carry parameters (JSON values): ``vae@beta=1`` is the VAE with beta = 1,
+``ensemble@detectors=["autoencoder","vae"]`` an Ensemble of two members.
 Writes evals/results/tabular.json and evals/results/tabular.md. Finished (dataset, seed,
 detector) cells are cached in the JSON and skipped on the next run unless ``--fresh`` is given.
 """
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -41,6 +43,11 @@ DATASETS = [
 OURS = ["autoencoder", "vae", "diffusion", "ganomaly", "flow", "autoregressive", "ensemble"]
 PYOD = ["pyod:IForest", "pyod:ECOD", "pyod:KNN", "pyod:AutoEncoder", "pyod:VAE"]
 N_INJECT = 300  # normal test rows (at most) that get injected features in the attribution check
+
+
+def split_names(text: str) -> list[str]:
+    """``text`` split at the commas that are not inside a JSON list (``a,b@x=[1,2]`` -> two names)."""
+    return re.split(r",(?![^\[]*\])", text)
 
 
 def make(name: str, seed: int):
@@ -72,7 +79,7 @@ def make(name: str, seed: int):
 
     base, _, spec = name.partition("@")
     params = {}
-    for kv in filter(None, spec.split(",")):
+    for kv in filter(None, split_names(spec)):
         k, v = kv.split("=", 1)
         params[k] = json.loads(v)
     return make_detector(base, random_state=seed, **params)
@@ -177,8 +184,10 @@ def throughput(names: list[str], n_fit: int = 5000, n_score: int = 200_000, d: i
     for name in names:
         det = make(name, 0)
         if hasattr(det, "config"):  # training quality does not matter for speed
-            short = {"member_params": {"epochs": 5}} if "member_params" in det.get_params() else {"epochs": 5}
-            det = type(det)(random_state=0, **short)
+            params = det.get_params()
+            short = ({"member_params": {"epochs": 5}} if "member_params" in params
+                     else {"epochs": 5} if "epochs" in params else {})  # PCA does not train
+            det = type(det)(**{**params, "random_state": 0, **short})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             det.fit(X_fit)
@@ -297,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-test", type=int, default=0, help="subsample test rows beyond this (0: never)")
     ap.add_argument("--no-attribution", action="store_true", help="skip the attribution and restoration check")
     args = ap.parse_args(argv)
-    datasets, detectors = args.datasets.split(","), args.detectors.split(",")
+    datasets, detectors = args.datasets.split(","), split_names(args.detectors)
     if args.all:
         from anomalens.data import shared_data_dir
 

@@ -38,10 +38,12 @@ def detector_names() -> list[str]:
 
 
 def fast(name: str, **params):
-    """A detector with the short training of FAST (the ensemble passes it on to its members)."""
+    """A detector with the short training of FAST where it trains (the ensemble passes it on to its members;
+    PCA, fitted in closed form, takes none of it)."""
     if name == "ensemble":
         return make_detector(name, member_params=FAST, **params)
-    return make_detector(name, **FAST, **params)
+    takes = next(i.params for i in list_detectors() if i.name == name)
+    return make_detector(name, **{k: v for k, v in FAST.items() if k in takes}, **params)
 
 
 _FITTED: dict[str, object] = {}

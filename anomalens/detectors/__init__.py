@@ -14,6 +14,7 @@ from anomalens.detectors.diffusion import Diffusion
 from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
 from anomalens.detectors.ganomaly import GANomaly
+from anomalens.detectors.pca import PCA
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
 from anomalens.detectors.vae import VAE
 
@@ -23,6 +24,8 @@ register("diffusion", Diffusion, "reconstruction", ("tabular", "series", "logs")
 register("ganomaly", GANomaly, "reconstruction", ("tabular", "series", "logs"), "squared distance between the codes of the input and of its reconstruction")
 register("flow", NormalizingFlow, "density", ("tabular", "series", "logs"), "negative log-likelihood -log p(x) under a masked autoregressive flow")
 register("autoregressive", Autoregressive, "density", ("tabular", "series", "logs"), "negative log-likelihood -log p(x), MADE with Gaussian-mixture conditionals")
+register("pca", PCA, "density", ("tabular", "series", "logs"),
+         "squared Mahalanobis distance over the principal axes, per axis (a Gaussian; light-tailed on normal rows)")
 register("ensemble", Ensemble, "ensemble", ("tabular", "logs"), "Cauchy combination of the members' conformal p-values, re-calibrated")
 register("conv_ae", ConvAutoEncoder, "reconstruction", ("series",),
          "mean squared reconstruction error per channel x time cell of a 1-D convolutional autoencoder over windows")
@@ -42,6 +45,7 @@ __all__ = [
     "Ensemble",
     "GANomaly",
     "NormalizingFlow",
+    "PCA",
     "VAE",
     "benjamini_hochberg",
     "check_matrix",
