@@ -20,13 +20,13 @@ wherever a calibration score reaches T. Beyond the largest, where that p-value s
 it is the larger of the combination's own q and the GPD tail fitted to the calibration scores of T
 (``CombinationCalibrator``, approximate).
 
-**Members.** By default the autoencoder, the VAE and the autoregressive model (each a generative
-model of the whole row) and ``PCA`` (the linear-Gaussian one: the whitened distance off the principal
-subspace). The first three score a row's place along the normal cloud as well as its distance off it,
-and their normal scores are heavy-tailed at the cloud's edge, so no honest tail fitted to 600
-calibration scores reaches a batch of 10,000's cut-off; the PCA member's normal scores are
-chi-square-like, so a row that leaves the subspace gets a p-value that does (docs/calibration.md,
-"The linear member").
+**Members.** By default the autoencoder, the VAE and the autoregressive model (nonlinear generative
+models of the whole row) and ``PCA`` (the linear-Gaussian one: the Mahalanobis distance over the
+principal axes). The first three extrapolate poorly at the edge of the normal cloud, so their normal
+scores are heavy-tailed there and no honest tail fitted to 600 calibration scores reaches a batch
+of 10,000's cut-off; the PCA member's normal scores are chi-square-like and a row that leaves the
+normal subspace scores far beyond them, so its p-value does (docs/calibration.md, "The linear
+member").
 
 Before, each member held out its own 20% (a tail fitted to a few dozen excesses, different in
 every fold ensemble and in the final one, so T's scale moved from fold to fold): on shuttle 2.3% of
