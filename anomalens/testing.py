@@ -83,9 +83,9 @@ def chroma_server(tmp: Path):
 @contextlib.contextmanager
 def llama_server(tmp: Path, model_path: Path):
     port = free_port()
+    threads = os.environ.get("ANOMALENS_LLM_THREADS") or str(os.cpu_count() or 2)  # as the embedded engine
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "4096", "--n_threads", str(os.cpu_count() or 2),
-           "--model_alias", "smollm2-135m"]
+           "--port", str(port), "--n_ctx", "4096", "--n_threads", threads, "--model_alias", "smollm2-135m"]
     with running(cmd, f"http://127.0.0.1:{port}/v1/models", 120, tmp / "llama.log"):
         yield f"http://127.0.0.1:{port}/v1"
 

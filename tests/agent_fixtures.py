@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["cpu", "memory", "disk_io", "net_in", "net_out", "latency"]
+SERVER_COLUMNS = ["cpu", "memory", "latency", "errors"]
+API_KEY = "test-key-0123456789abcdef"  # the key of the served models (conftest.serve_models)
 
 
 def metrics(n: int, seed: int) -> pd.DataFrame:
@@ -16,6 +18,14 @@ def metrics(n: int, seed: int) -> pd.DataFrame:
                          0.5 * f[:, 1] + 0.2 * f[:, 0]])
     X = X + 0.1 * rng.normal(size=X.shape)
     return pd.DataFrame(X, columns=COLUMNS)
+
+
+def server_rows(n: int, seed: int) -> pd.DataFrame:
+    """(n, 4) rows of the served ``metrics`` model (REST, MCP and page tests): two factors plus noise."""
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(n, 2))
+    X = np.column_stack([f[:, 0], f[:, 0] + 0.5 * f[:, 1], f[:, 1], 0.3 * f[:, 0] - f[:, 1]])
+    return pd.DataFrame(X + 0.1 * rng.normal(size=X.shape), columns=SERVER_COLUMNS)
 
 
 def cases(seed: int = 1, n: int = 40, injected: int = 7, feature: str = "memory", shift: float = 8.0) -> pd.DataFrame:

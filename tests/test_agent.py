@@ -10,8 +10,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from agent_fixtures import ScriptedToolModel, cases, metrics
-from servers import llama_server
+from agent_fixtures import ScriptedToolModel, cases
 
 from anomalens import Investigator
 from anomalens.agents.analyze import analyze_case
@@ -27,8 +26,8 @@ needs_llama = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def inv():
-    return Investigator.fit(metrics(600, 0), detector="autoencoder", epochs=40, random_state=0)
+def inv(metrics_inv):
+    return metrics_inv
 
 
 @pytest.fixture()
@@ -255,14 +254,12 @@ def test_a_conversation_is_saved_and_resumed_without_its_data(tmp_path, inv, box
 
 # ---------------------------------------------------------------- chat: a real OpenAI-compatible server
 @needs_llama
-def test_chat_graph_against_a_real_llama_cpp_server_with_forced_tool_choice(tmp_path, box):
-    from anomalens.llm.local import smollm2_path
+def test_chat_graph_against_a_real_llama_cpp_server_with_forced_tool_choice(llama_url, box):
     from anomalens.llm.openai_client import OpenAIChatClient
 
-    with llama_server(tmp_path, smollm2_path()) as url:
-        client = OpenAIChatClient(url, timeout=120)
-        s = ChatSession(box, model=client, forced=["explain_case", "answer"])
-        reply = s.ask("Which features make this case anomalous?")
+    client = OpenAIChatClient(llama_url, timeout=120)
+    s = ChatSession(box, model=client, forced=["explain_case", "answer"])
+    reply = s.ask("Which features make this case anomalous?")
     # the server returned a real tool call, the graph ran it, then the forced answer came back
     assert reply.tools == ["explain_case", "answer"] and reply.steps == 2
     kinds = [k for k, _ in s.history()]

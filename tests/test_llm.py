@@ -15,7 +15,7 @@ from anomalens.errors import BackendError, ConfigError
 from anomalens.llm import LLMReasoner, TemplateReasoner, make_reasoner
 from anomalens.llm.reasoner import draft_schema
 from anomalens.prompts import PROMPTS_DIR, data_block, render, template_names
-from servers import free_port, llama_server
+from servers import free_port
 from test_verifier import make_evidence
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
@@ -99,22 +99,20 @@ def test_dead_server_is_a_backend_error_and_the_report_says_so():
 
 
 @needs_llama
-def test_openai_path_against_a_real_llama_cpp_server(tmp_path):
-    from anomalens.llm.local import smollm2_path
+def test_openai_path_against_a_real_llama_cpp_server(llama_url):
     from anomalens.llm.openai_client import OpenAIChatClient
 
     ev = make_evidence()
-    with llama_server(tmp_path, smollm2_path()) as url:
-        client = OpenAIChatClient(url, model="", timeout=120)
-        assert client.model == "smollm2-135m" and client.name == "llm:smollm2-135m"  # asked the server for its model
-        out = client.complete_json("Reply in JSON.", "Cite the verdict.", draft_schema(list(ev.items())), max_tokens=200)
-        assert out.completion_tokens > 0 and out.value.claims
-        assert all(c in ev.items() for claim in out.value.claims for c in claim.cites)
-        assert client.mode in ("json_schema", "json_object")
-        ex = explain_evidence(ev, LLMReasoner(client))
-        ok, bad = verify(ex.claims, ev)
-        assert ex.grounded and not bad and ex.claims  # whatever the tiny model says, only verified claims show
-        assert ex.source in ("llm:smollm2-135m", "template")
+    client = OpenAIChatClient(llama_url, model="", timeout=120)
+    assert client.model == "smollm2-135m" and client.name == "llm:smollm2-135m"  # asked the server for its model
+    out = client.complete_json("Reply in JSON.", "Cite the verdict.", draft_schema(list(ev.items())), max_tokens=200)
+    assert out.completion_tokens > 0 and out.value.claims
+    assert all(c in ev.items() for claim in out.value.claims for c in claim.cites)
+    assert client.mode in ("json_schema", "json_object")
+    ex = explain_evidence(ev, LLMReasoner(client))
+    ok, bad = verify(ex.claims, ev)
+    assert ex.grounded and not bad and ex.claims  # whatever the tiny model says, only verified claims show
+    assert ex.source in ("llm:smollm2-135m", "template")
 
 
 @needs_llama

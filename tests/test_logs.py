@@ -280,14 +280,16 @@ def test_a_log_model_saved_with_the_earlier_score_is_refused_not_misread(inv, tm
         Investigator.load(path)
 
 
-@pytest.mark.parametrize("seeds", [(0, 1), (500, 600)])
+@pytest.mark.parametrize("seeds", [(500, 600)])
 def test_fresh_normal_windows_are_not_flagged(tmp_path, seeds):
     """Windows of normal logs from another seed of the generator: nothing should be flagged at FDR 5%,
     and the case p-values must not pile up at small levels. With the next-event LSTM's own tail as the
     p-value beyond the calibration cases (it is over-confident), 3.8% of such windows were flagged and
     3.2% had p <= 0.001. With the Cauchy combination's own p-value there (it trusts the members'
     tails, fitted to 26 scores each), 7 of 20 such runs had a false flag; (500, 600) was one (a
-    count-model score of 693 against a largest calibration score of 7.3: p = 1.7e-5)."""
+    count-model score of 693 against a largest calibration score of 7.3: p = 1.7e-5). The test keeps
+    that seed; 20 seeds of sessions and windows are the log benchmark's "fresh normal logs" row
+    (``python -m evals.logs``)."""
     (tmp_path / "train.log").write_text(normal_logs(3000, seed=seeds[0]).text())
     (tmp_path / "test.log").write_text(normal_logs(6000, seed=seeds[1]).text())
     model = Investigator.fit(str(tmp_path / "train.log"), modality=LogModality(window=100), random_state=seeds[0] % 500)
@@ -491,3 +493,17 @@ def test_chat_over_an_incident_and_resume_without_the_logs(inv, logs_dir, inject
     assert again.ask("/score").explanation.grounded
     assert len([t for role, t in again.history() if role == "user"]) == 8
     again.close()
+
+
+def test_the_next_event_model_takes_its_parameters_from_the_modality(tmp_path):
+    """``LogModality(next_event=...)`` sets the next-event model's training (a small log need not pay
+    for 1,000 steps), refuses bad parameters before any log is read, and is saved with the model."""
+    for bad, match in (({"min_steps": 0}, "min_steps must be a positive int"), ({"steps": 5}, "NextEventModel takes"),
+                       ("fast", "next_event must be a dict")):
+        with pytest.raises(InputError, match=match):
+            LogModality(window=50, next_event=bad)
+    (tmp_path / "n.log").write_text(normal_logs(300, seed=3).text())
+    inv = Investigator.fit(str(tmp_path / "n.log"), modality=LogModality(window=50, next_event={"min_steps": 40}))
+    assert inv.next_event.config.min_steps == 40 and inv.modality.next_event == {"min_steps": 40}
+    again = Investigator.load(inv.save(tmp_path / "m"))
+    assert again.modality.next_event == {"min_steps": 40} and again.next_event.config.min_steps == 40

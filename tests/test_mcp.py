@@ -11,19 +11,12 @@ import sys
 
 import pytest
 
-from anomalens import Investigator
-from anomalens.data.log_synthesis import SESSION_PATTERN, inject_logs, normal_logs
-from anomalens.modalities import LogModality
-from test_server import _rows
+from anomalens.data.log_synthesis import inject_logs
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mcp")
-    Investigator.fit(_rows(600, 0), detector="autoencoder", epochs=30, random_state=0).save(d / "metrics")
-    (d / "normal.log").write_text(normal_logs(600, seed=0).text())
-    Investigator.fit(str(d / "normal.log"), modality=LogModality(session=SESSION_PATTERN)).save(d / "web")
-    return d
+def folders(serve_models):
+    return serve_models
 
 
 def _run(coro):
@@ -80,7 +73,7 @@ def test_mcp_over_stdio_keeps_the_investigation_per_session(folders):
     _run(session())
 
 
-def test_mcp_over_streamable_http_keeps_each_clients_cases_behind_the_api_keys(folders):
+def test_mcp_over_streamable_http_keeps_each_clients_cases_behind_the_api_keys(folders, tmp_path):
     """``anomalens serve`` answers MCP at /mcp: without a key 401; with one, the SDK's client opens a
     session, adds a case and explains it by id; the session is refused to another key, and a tool
     without a session says what to do."""
@@ -92,8 +85,9 @@ def test_mcp_over_streamable_http_keeps_each_clients_cases_behind_the_api_keys(f
     from test_server import KEY, _serve
 
     other = "another-key-0123456789"
-    (folders / "keys").write_text(f"{KEY}\n{other}\n")
-    ctx, _, url = _serve(folders, "--workers", "1")
+    keys = tmp_path / "keys"
+    keys.write_text(f"{KEY}\n{other}\n")
+    ctx, _, url = _serve(folders, "--workers", "1", keys=keys)
 
     def client(key: str) -> Client:
         return Client(streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers={"X-API-Key": key})))

@@ -40,20 +40,13 @@ def _ask_and_finish(page, browser, errors: list[str], shot) -> None:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it with apt-get)")
-def test_page_flow_in_headless_chromium(tmp_path):
+def test_page_flow_in_headless_chromium(tmp_path, serve_models):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (anomalens[dev] has it)")
     from playwright.sync_api import sync_playwright
 
-    from anomalens import Investigator
+    from anomalens.data.log_synthesis import inject_logs
 
-    models = tmp_path / "models"
-    Investigator.fit(_rows(600, 0), detector="autoencoder", epochs=30, random_state=0).save(models / "metrics")
-    (models / "keys").write_text(KEY + "\n")
-    from anomalens.data.log_synthesis import SESSION_PATTERN, inject_logs, normal_logs
-    from anomalens.modalities import LogModality
-
-    (tmp_path / "normal.log").write_text(normal_logs(600, seed=0).text())
-    Investigator.fit(str(tmp_path / "normal.log"), modality=LogModality(session=SESSION_PATTERN)).save(models / "web")
+    models = serve_models
     today = inject_logs(150, 8, seed=2)
     log = tmp_path / "today.log"
     lines = today.lines[:]
@@ -109,20 +102,17 @@ def test_page_flow_in_headless_chromium(tmp_path):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it with apt-get)")
-def test_page_shows_series_events_as_charts(tmp_path):
+def test_page_shows_series_events_as_charts(tmp_path, series_fitted):
     """A series upload lists its events; one opens with a chart per involved channel (observed, restored,
     the normal band), and a question about it gets a verified answer."""
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (anomalens[dev] has it)")
     from playwright.sync_api import sync_playwright
 
-    from anomalens import Investigator
-    from test_series import make_series
-
-    data = make_series(3000, seed=0)
+    inv, later = series_fitted
     models = tmp_path / "models"
-    Investigator.fit(data.iloc[:2400], modality="series", random_state=0, epochs=20, patience=5).save(models / "metrics")
+    inv.save(models / "metrics")
     (models / "keys").write_text(KEY + "\n")
-    test = data.iloc[2400:].copy()
+    test = later.iloc[:600].copy()
     test.iloc[300:320, test.columns.get_loc("latency")] += 6.0  # a level shift on one channel
     csv = tmp_path / "series.csv"
     test.to_csv(csv, index_label="time")

@@ -35,11 +35,8 @@ def make_series(T: int, seed: int, start: str = "2026-03-01") -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    data = make_series(4200, seed=0)
-    train, test = data.iloc[:2400], data.iloc[2400:]
-    inv = Investigator.fit(train, modality="series", random_state=0, epochs=40, patience=8)
-    return inv, test
+def fitted(series_fitted):
+    return series_fitted
 
 
 def _best_overlap(reports, a: int, b: int, test: pd.DataFrame):

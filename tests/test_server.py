@@ -16,41 +16,28 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 
 from anomalens import Investigator
-from anomalens.data.log_synthesis import SESSION_PATTERN, inject_logs, normal_logs
-from anomalens.modalities import LogModality
+from anomalens.data.log_synthesis import inject_logs
 from anomalens.schema import Report
 from anomalens.testing import free_port, running
 
-KEY = "test-key-0123456789abcdef"
-NAMES = ["cpu", "memory", "latency", "errors"]
-
-
-def _rows(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    f = rng.normal(size=(n, 2))
-    X = np.column_stack([f[:, 0], f[:, 0] + 0.5 * f[:, 1], f[:, 1], 0.3 * f[:, 0] - f[:, 1]])
-    return pd.DataFrame(X + 0.1 * rng.normal(size=X.shape), columns=NAMES)
+from agent_fixtures import API_KEY as KEY
+from agent_fixtures import server_rows as _rows
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("serve")
-    Investigator.fit(_rows(600, 0), detector="autoencoder", epochs=30, random_state=0).save(d / "metrics")
-    (d / "normal.log").write_text(normal_logs(600, seed=0).text())
-    Investigator.fit(str(d / "normal.log"), modality=LogModality(session=SESSION_PATTERN)).save(d / "web")
-    (d / "keys").write_text(f"# keys\n{KEY}\n")
-    return d
+def models(serve_models) -> Path:
+    return serve_models
 
 
-def _serve(models: Path, *extra: str, env: dict | None = None, names: tuple[str, ...] = ("metrics", "web")):
+def _serve(models: Path, *extra: str, env: dict | None = None, names: tuple[str, ...] = ("metrics", "web"),
+           keys: Path | None = None):
     port = free_port()
     cmd = [sys.executable, "-m", "anomalens.cli", "serve", *[str(models / n) for n in names],
-           "--api-key-file", str(models / "keys"), "--port", str(port), *extra]
+           "--api-key-file", str(keys or models / "keys"), "--port", str(port), *extra]
     env = {**os.environ, "ANOMALENS_LLM": "template", **(env or {})}
     ctx = running(cmd, f"http://127.0.0.1:{port}/health", 120, models / f"serve-{port}.log", env=env)
     proc = ctx.__enter__()

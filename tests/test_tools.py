@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 from agent_fixtures import cases, metrics
 
-from anomalens import Investigator
 from anomalens.errors import InputError
 from anomalens.schema import Attribution, Comparison, Exemplar, FeatureProfile, Restoration, Verdict
 from anomalens.tools import TOOL_NAMES, Toolbox, make_tools
 
 
 @pytest.fixture(scope="module")
-def inv():
-    return Investigator.fit(metrics(600, 0), detector="autoencoder", epochs=40, random_state=0)
+def inv(metrics_inv):
+    return metrics_inv
 
 
 @pytest.fixture()

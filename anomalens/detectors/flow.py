@@ -75,7 +75,9 @@ class MAFNetwork(nn.Module):
             a = self.max_log_scale * torch.tanh(a / self.max_log_scale)
             u = (u - m) * torch.exp(-a)
             log_det = log_det + a
-        return FlowOutput(u, 0.5 * u.pow(2) + _HALF_LOG2PI + log_det)
+        # in float64: a row far outside the training data has a finite code u whose square can pass
+        # float32's range (inf scores, no order among them); float64 keeps every such score finite
+        return FlowOutput(u, 0.5 * u.double().pow(2) + _HALF_LOG2PI + log_det.double())
 
 
 class NormalizingFlow(TorchDetector):

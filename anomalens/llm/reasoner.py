@@ -226,7 +226,7 @@ def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, b
     if kind == "local":
         from anomalens.llm.local import make_local_client
 
-        return LLMReasoner(make_local_client(s.llm_local_engine, s.llm_model_path))
+        return LLMReasoner(make_local_client(s.llm_local_engine, s.llm_model_path, s.llm_threads))
     if kind == "openai":
         from anomalens.llm.openai_client import OpenAIChatClient
 

@@ -67,14 +67,16 @@ class ScoredCase:
 
 
 class LogModality(TabularModality):
-    """Sessions or windows of log lines (see the module docstring)."""
+    """Sessions or windows of log lines (see the module docstring). ``next_event``: parameters of the
+    next-event model (``NextEventModel``: history, embed, hidden, layers, epochs, min_steps,
+    batch_size, lr); None keeps its defaults."""
 
     name = "logs"
     unit_kind = "event"
     default_detector = "autoencoder"  # the count model
 
     def __init__(self, fmt: str | None = None, session: str | None = None, window: int | str | None = None, *,
-                 masks: list | None = None, calibration_size: float = 0.3) -> None:
+                 masks: list | None = None, calibration_size: float = 0.3, next_event: dict | None = None) -> None:
         super().__init__()
         if session is not None and window is not None:
             raise InputError("give one of session (an id pattern) or window (lines or a duration), not both")
@@ -84,6 +86,13 @@ class LogModality(TabularModality):
         if session is None and window is None:
             self.window = 100  # the default grouping: windows of 100 lines
         self.calibration_size = float(calibration_size)
+        if next_event is not None:  # checked now, not at the end of reading the logs
+            from anomalens.detectors.sequence import NextEventModel
+
+            if not isinstance(next_event, dict):
+                raise InputError(f"next_event must be a dict of NextEventModel parameters, got {next_event!r}")
+            NextEventModel(**next_event)
+        self.next_event = dict(next_event) if next_event else None
         self.parser = TemplateParser(masks) if masks is not None else TemplateParser()
         self.parsed_input = True  # False: fitted on sequences of event ids (no parser, no raw lines)
         self.template_lines: dict[str, int] = {}
@@ -368,7 +377,7 @@ class LogModality(TabularModality):
         base = super().to_config()
         return {"logs": {
             **base, "format": self.format, "session": self.session, "window": self.window,
-            "calibration_size": self.calibration_size, "parsed_input": self.parsed_input,
+            "calibration_size": self.calibration_size, "next_event": self.next_event, "parsed_input": self.parsed_input,
             "parser": self.parser.to_config() if self.parsed_input else None,
             "template_lines": self.template_lines,
             "case_share": None if self.case_share is None else self.case_share.tolist(),
@@ -390,7 +399,7 @@ class LogModality(TabularModality):
                     "again on the same logs")
             tab = TabularModality.from_config(c)
             m = cls(c["format"], c["session"], c["window"] if c["session"] is None else None,
-                    calibration_size=c["calibration_size"])
+                    calibration_size=c["calibration_size"], next_event=c.get("next_event"))
             m.feature_names, m.profile, m.quantiles = tab.feature_names, tab.profile, tab.quantiles
             m.parsed_input = bool(c["parsed_input"])
             if m.parsed_input:
