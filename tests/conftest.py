@@ -162,6 +162,7 @@ def group_of(nodeid: str) -> str:
     return GROUPS.get(stem, stem)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which a plain pytest run need not have
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile`` sends whole groups (files, the serve files together) to a worker, in the
     collection's order (heaviest first). xdist's own ``loadgroup`` does not group here: under pytest 9
