@@ -161,7 +161,7 @@ class LogInvestigator(Investigator):
     @classmethod
     def fit_logs(cls, modality: LogModality, data: Any, det: BaseDetector, det_name: str, *, store: ExemplarStore,
                  reasoner: Reasoner | None, max_exemplars: int, source: str | None, seed: int = 0,
-                 next_event_params: dict | None = None, progress: bool = False) -> "LogInvestigator":
+                 progress: bool = False) -> "LogInvestigator":
         t0 = time.perf_counter()
         cases = as_cases(data)
         if cases is None:
@@ -183,7 +183,7 @@ class LogInvestigator(Investigator):
         fit_idx, cal_a, cal_b = order[n_cal:], order[: n_cal // 2], order[n_cal // 2 : n_cal]
         fit_cases = [cases[i] for i in fit_idx]
         seqs = [modality.encode(c.events) for c in fit_cases]
-        nxt = NextEventModel(random_state=seed, **(next_event_params or modality.next_event or {}))
+        nxt = NextEventModel(random_state=seed, **(modality.next_event or {}))
         nxt.fit(seqs, n_events=len(modality.feature_names))
         counts = modality.count_matrix([c.events for c in fit_cases])
         import pandas as pd

@@ -118,6 +118,20 @@ def serve_models(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="session")
+def series_fitted():
+    """(investigator, test frame): the series model of test_series (2,400 minutes of make_series, conv_ae,
+    40 epochs) and the 1,800 minutes after them. Shared with the web page's series test."""
+    from test_series import make_series
+
+    from anomalens import Investigator
+
+    data = make_series(4200, seed=0)
+    train, test = data.iloc[:2400], data.iloc[2400:]
+    inv = Investigator.fit(train, modality="series", random_state=0, epochs=40, patience=8)
+    return inv, test
+
+
 # ---------------------------------------------------------------- servers started once per session
 @pytest.fixture(scope="session")
 def llama_url(tmp_path_factory):
@@ -194,7 +208,7 @@ SLOW_TESTS = (
     "test_hardening.py::test_chroma_url_from_the_environment_against", "test_hardening.py::test_large_fits",
     "test_llm.py::test_embedded_model", "test_llm.py::test_transformers_engine",
     "test_logs.py::test_fresh_normal_windows", "test_logs.py::test_hdfs_sessions", "test_logs.py::test_cli_fit",
-    "test_modalities.py::test_fit_keeps_the_modality_and_its_units[logs]", "test_quality.py::",
+    "test_quality.py::",
     "test_scale.py::test_the_cli_scores", "test_series.py::test_cli_fit", "test_store.py::test_real_chroma_server",
 )
 
@@ -204,6 +218,7 @@ def _slow(item) -> bool:
     if SLOW_FIXTURES & names or any(f in names for m, f in SLOW_MODULE_FIXTURES if item.path.stem == m):
         return True
     test = item.nodeid.split("/")[-1]
+    # test_modalities' log model (about 30 s) is a parameter of its module fixture: every test of it
     return any(test.startswith(s) for s in SLOW_TESTS) or (item.path.stem == "test_modalities" and "[logs]" in test)
 
 
@@ -216,16 +231,3 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
     items.sort(key=lambda it: rank.get(group_of(it.nodeid), len(rank)))  # stable: file order kept within a group
 
-
-@pytest.fixture(scope="session")
-def series_fitted():
-    """(investigator, test frame): the series model of test_series (2,400 minutes of make_series, conv_ae,
-    40 epochs) and the 1,800 minutes after them. Shared with the web page's series test."""
-    from test_series import make_series
-
-    from anomalens import Investigator
-
-    data = make_series(4200, seed=0)
-    train, test = data.iloc[:2400], data.iloc[2400:]
-    inv = Investigator.fit(train, modality="series", random_state=0, epochs=40, patience=8)
-    return inv, test
