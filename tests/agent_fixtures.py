@@ -8,6 +8,7 @@ import pandas as pd
 COLUMNS = ["cpu", "memory", "disk_io", "net_in", "net_out", "latency"]
 SERVER_COLUMNS = ["cpu", "memory", "latency", "errors"]
 API_KEY = "test-key-0123456789abcdef"  # the key of the served models (conftest.serve_models)
+OTHER_KEY = "other-key-fedcba9876543210"  # their second key: another client of the same server
 
 
 def metrics(n: int, seed: int) -> pd.DataFrame:

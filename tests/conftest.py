@@ -102,9 +102,9 @@ def metrics_inv():
 def serve_models(tmp_path_factory):
     """The model folders that the REST, MCP and web page tests serve: ``metrics`` (600 rows of
     agent_fixtures.server_rows, autoencoder, 30 epochs), ``web`` (sessions of generated web logs) and
-    ``keys`` (agent_fixtures.API_KEY). Read-only for the tests: a test that needs other keys writes
+    ``keys`` (agent_fixtures.API_KEY and OTHER_KEY). Read-only for the tests: a test that needs other keys writes
     its own key file."""
-    from agent_fixtures import API_KEY, server_rows
+    from agent_fixtures import API_KEY, OTHER_KEY, server_rows
 
     from anomalens import Investigator
     from anomalens.data.log_synthesis import SESSION_PATTERN, normal_logs
@@ -114,7 +114,7 @@ def serve_models(tmp_path_factory):
     Investigator.fit(server_rows(600, 0), detector="autoencoder", epochs=30, random_state=0).save(d / "metrics")
     (d / "normal.log").write_text(normal_logs(600, seed=0).text())
     Investigator.fit(str(d / "normal.log"), modality=LogModality(session=SESSION_PATTERN)).save(d / "web")
-    (d / "keys").write_text(f"# keys\n{API_KEY}\n")
+    (d / "keys").write_text(f"# keys\n{API_KEY}\n{OTHER_KEY}\n")
     return d
 
 

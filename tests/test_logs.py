@@ -59,20 +59,51 @@ def test_reader_counts_every_line_and_keeps_bad_ones(tmp_path):
     raw = (b"2024-05-01T10:00:00.000Z INFO a: first\r\n"
            b"\r\n"  # blank
            b"2024-05-01T10:00:01.000Z INFO a: caf\xe9 latin-1 byte\r\n"  # undecodable, kept
-           b"\x00\x01\x02\x03binary junk\x00\n"  # binary, skipped
+           + bytes(c for c in range(32) if c not in (10, 13)) * 3 + b"binary\n"  # binary (mostly control bytes), skipped
+           + b"2024-05-01T10:00:01.500Z INFO a: user a\x00dmin\n"  # one NUL: text, kept (shown as U+FFFD)
            b"continuation line without a timestamp\n"  # no format match, kept whole
            + b"2024-05-01T10:00:02.000Z INFO a: " + b"x" * 1_000_000 + b"\n")  # 1 MB line, cut
     p = tmp_path / "mixed.log"
     p.write_bytes(raw)
     st = LogStats()
     lines = list(read_logs(p, "iso", stats=st))
-    assert st.lines == 6 and st.kept == 4 and st.blank == 1 and st.binary == 1
+    assert st.lines == 7 and st.kept == 5 and st.blank == 1 and st.binary == 1 and st.control == 1
     assert st.undecodable == 1 and st.truncated == 1 and st.unmatched == 1
-    assert [ln.lineno for ln in lines] == [1, 3, 5, 6]  # line numbers point back to the raw file
+    assert [ln.lineno for ln in lines] == [1, 3, 5, 6, 7]  # line numbers point back to the raw file
     assert lines[0].content == "INFO a: first" and lines[0].time == "2024-05-01T10:00:00.000Z"
-    assert "\ufffd" in lines[1].content and lines[2].content == "continuation line without a timestamp"
+    assert "\ufffd" in lines[1].content and lines[3].content == "continuation line without a timestamp"
+    assert lines[2].content == "INFO a: user a\ufffddmin" and len(lines[4].raw) == 16_384
     summary = st.summary()
     assert "2 skipped (1 blank, 1 binary)" in summary and "1 not matching the format" in summary
+    assert "1 with control bytes replaced" in summary
+
+
+def test_reader_memory_stays_bounded_on_an_endless_line():
+    """Issue 40 #17: a line is read in blocks (``triage /dev/zero`` grew until MemoryError): 64 MB
+    without a line end costs a few blocks of memory, and the line is kept cut and counted."""
+    import io
+    import tracemalloc
+
+    class Endless(io.RawIOBase):
+        def __init__(self, total: int) -> None:
+            self.left = total
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buf) -> int:
+            n = min(len(buf), self.left)
+            buf[:n] = b"z" * n
+            self.left -= n
+            return n
+
+    st = LogStats()
+    tracemalloc.start()
+    lines = list(read_logs(io.BufferedReader(Endless(64 << 20)), "raw", stats=st))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20, peak
+    assert len(lines) == 1 and len(lines[0].raw) == 16_384 and st.truncated == 1
 
 
 def test_reader_gz_several_files_and_jsonl(tmp_path):
@@ -253,6 +284,21 @@ def test_unseen_template_is_evidence_not_forced(inv, injected):
     if seen is not None:
         bad = Claim(text=f"{seen.id} has template {seen.template_id}, never seen in normal logs.", cites=[seen.id])
         assert verify_claim(bad, ev) is not None
+
+
+def test_one_nul_byte_hides_no_line_from_triage(inv, injected):
+    """Issue 40 #6: a NUL in one field made the line 'binary' and skipped it, so the incident it showed
+    went unflagged; now the line is kept (the NUL shown as U+FFFD) and the session is still flagged."""
+    sid = next(s for s, k in injected.anomalies.items() if k == "foreign")
+    text = _session_lines(injected, sid)
+    lineno = injected.evidence_lines[sid][0]
+    line = injected.lines[lineno - 1]
+    cut = len(line) // 2
+    hidden = text.replace(line, line[:cut] + "\x00" + line[cut:])
+    assert hidden != text
+    plain, nul = inv.evidence(text), inv.evidence(hidden)
+    assert plain.verdict.anomalous and nul.verdict.anomalous
+    assert any("\ufffd" in ln.text for ln in nul.lines)
 
 
 def test_save_load_same_verdicts(inv, injected, tmp_path):

@@ -49,6 +49,16 @@ def test_mcp_over_stdio_keeps_the_investigation_per_session(folders):
             cmp = (await c.call_tool("compare_cases", {"investigator": "metrics", "case_id": "7",
                                                        "other_id": "12"})).structured_content
             assert cmp["data"]["id"] == "compare:12" and cmp["data"]["differences"][0]["feature"] == "memory"
+            # a tool argument called 'name' (issue 40 #11: it collided with the wrapper's own and failed every call)
+            feat = await c.call_tool("describe_feature", {"investigator": "metrics", "name": "memory", "case_id": "7"})
+            assert not feat.is_error and "memory" in feat.structured_content["text"], feat.content
+            # a used case id with other values is refused (it returned the old case); the same row again is a retry
+            again = await c.call_tool("add_case", {"investigator": "metrics", "case_id": "7",
+                                                   "row": {"cpu": 0.0, "memory": 0.1, "latency": 0.1, "errors": 0.0}})
+            assert again.is_error and "already under investigation with other values" in again.content[0].text
+            same = await c.call_tool("add_case", {"investigator": "metrics", "case_id": "7",
+                                                  "row": {"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}})
+            assert not same.is_error and same.structured_content["anomalous"]
             bad = await c.call_tool("explain_case", {"investigator": "metrics", "case_id": "99"})
             assert bad.is_error and "case_id must be one of" in bad.content[0].text
             bad = await c.call_tool("score_case", {"investigator": "nope"})

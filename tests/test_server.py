@@ -25,6 +25,7 @@ from anomalens.schema import Report
 from anomalens.testing import free_port, running
 
 from agent_fixtures import API_KEY as KEY
+from agent_fixtures import OTHER_KEY
 from agent_fixtures import server_rows as _rows
 
 
@@ -164,6 +165,9 @@ def test_errors_are_problem_json_with_the_library_messages(server, models):
     assert r.status_code == 422 and r.json()["detail"].startswith("top:") and "less than or equal to 50" in r.text
     r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": many, "ids": ["a"]})
     assert r.status_code == 400 and r.json()["detail"] == "ids must have one entry per row (400), got 1"
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(),
+                   json={"rows": many[:3], "ids": ["a", "b", "a"], "explain": False})
+    assert r.status_code == 400 and r.json()["detail"] == "ids must be unique (one case each), got 'a' more than once"
     r = httpx.post(f"{server}/v1/investigators/metrics/analyze", headers=_auth(), json={"rows": many[:-1] + [bad]},
                    timeout=60)
     assert r.status_code == 400 and "first at row 399, column 'errors'" in r.json()["detail"]
@@ -215,6 +219,20 @@ def test_csv_upload_and_log_triage(server, models):
     r = httpx.post(f"{server}/v1/investigators/web/triage/upload", headers=_auth(),
                    files={"file": ("today.log", sample.text().encode())}, timeout=120)
     assert r.status_code == 200 and r.json()["triage"]["n_cases"] == 150
+    # a .gz upload unpacks to at most 256 MiB (issue 40 #17: a 300 KB gzip of one 300 MB line was unpacked
+    # whole); a truncated one is a 400 with a message
+    import gzip
+    import zlib
+
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(z.compress(b"a" * (1 << 20)) for _ in range(300)) + z.flush()
+    assert len(bomb) < 1 << 20
+    r = httpx.post(f"{server}/v1/investigators/web/triage/upload", headers=_auth(),
+                   files={"file": ("big.log.gz", bomb)}, timeout=120)
+    assert r.status_code == 413 and "unpack to at most 268435456 bytes" in r.json()["detail"], r.text
+    r = httpx.post(f"{server}/v1/investigators/web/triage/upload", headers=_auth(),
+                   files={"file": ("cut.log.gz", gzip.compress(sample.text().encode())[:-40])}, timeout=120)
+    assert r.status_code == 400 and "cannot be read (Compressed file ended" in r.json()["detail"], r.text
 
 
 def test_a_burst_past_the_pool_gets_429_and_health_stays_fast(server):
@@ -245,6 +263,18 @@ def test_openapi_document_describes_every_route(server):
     assert "Problem" in doc["components"]["schemas"] and "AnalyzeRequest" in doc["components"]["schemas"]
     responses = doc["paths"]["/v1/investigators/{name}/analyze"]["post"]["responses"]
     assert {"400", "401", "404", "413", "429", "504"} <= set(responses)
+    # the key check is declared (clients and the Authorize button of /docs use it); open routes need none
+    assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert doc["paths"]["/v1/sessions"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "security" not in doc["paths"]["/health"]["get"]
+    # /docs works offline: Swagger UI's files come from this server, not a CDN (issue 40 #13)
+    html = httpx.get(f"{server}/docs").text
+    assert "cdn" not in html.lower() and "/docs-assets/swagger-ui-bundle.js" in html
+    js = httpx.get(f"{server}/docs-assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 500_000 and "javascript" in js.headers["content-type"]
+    # the page may not be framed by another site (clickjacking)
+    page = httpx.get(f"{server}/")
+    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 def test_timeout_is_504_and_a_dead_llm_gives_the_template_with_a_note(models):
@@ -368,6 +398,45 @@ def test_chat_turns_stream_as_server_sent_events_with_only_verified_claims(serve
         assert ev[-1][1]["status"] == 400 and ev[-1][1]["detail"]
     r = httpx.post(f"{server}/v1/sessions/nope/messages?stream=true", headers=_auth(), json={"text": "hi"})
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_a_session_belongs_to_the_key_that_made_it(server):
+    """Issue 40 #2: another key reads, posts to and deletes nothing of a session (404, as for one
+    that does not exist); its maker still can."""
+    row = {"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}
+    sid = httpx.post(f"{server}/v1/sessions", headers=_auth(), json={"investigator": "metrics", "row": row},
+                     timeout=60).json()["id"]
+    other = {"Authorization": f"Bearer {OTHER_KEY}"}
+    url = f"{server}/v1/sessions/{sid}"
+    for r in (httpx.get(url, headers=other), httpx.get(url, headers={"X-API-Key": OTHER_KEY}),
+              httpx.post(f"{url}/messages", headers=other, json={"text": "/score"}, timeout=60),
+              httpx.post(f"{url}/messages?stream=true", headers=other, json={"text": "/score"}, timeout=60),
+              httpx.delete(url, headers=other)):
+        assert r.status_code == 404 and "does not exist" in r.json()["detail"], (r.request.method, r.text)
+    mine = httpx.post(f"{url}/messages", headers={"X-API-Key": KEY}, json={"text": "/score"}, timeout=60)
+    assert mine.status_code == 200 and mine.json()["explanation"]["claims"][0]["cites"] == ["verdict"]
+    assert [m["text"] for m in httpx.get(url, headers=_auth()).json()["messages"] if m["role"] == "user"] == ["/score"]
+    assert httpx.delete(url, headers=_auth()).status_code == 204
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(server):
+    """Issue 40 #3: a body sent without Content-Length is counted as it arrives (413 past the limit);
+    under the limit it is read as any body."""
+    def chunks(total: int, size: int = 1 << 20):
+        for _ in range(total // size):
+            yield b" " * size
+
+    url = f"{server}/v1/investigators/metrics/analyze"
+    r = httpx.post(url, headers=_auth(), content=chunks(33 << 20), timeout=60)
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+    assert r.status_code == 413 and "at most 33554432 bytes" in r.json()["detail"], r.text
+
+    def small():
+        yield b'{"rows": [{"cpu": 0.1, "memory": 9.0, '
+        yield b'"latency": 0.0, "errors": 0.2}], "explain": false}'
+
+    r = httpx.post(url, headers=_auth(), content=small(), timeout=60)
+    assert r.status_code == 200 and r.json()["verdicts"][0]["anomalous"], r.text
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):

@@ -8,6 +8,11 @@ Two engines run the same file:
   reply valid by construction. The default when installed.
 - ``transformers`` (with ``gguf`` and ``accelerate``): dequantises the GGUF into a torch model;
   slower, replies validated and re-asked like a server's.
+
+One model object holds one context (its KV cache, sampler and grammar state): two threads decoding
+in it at once corrupt it (llama.cpp aborts in ``ggml-cpu`` or the grammar). A server shares one
+client between its worker threads and the MCP SDK's, so each client lets one generation run at a
+time (a lock around the model); the others wait their turn.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import importlib.util
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from anomalens.errors import BackendError, ConfigError
@@ -56,6 +62,7 @@ class LlamaCppClient:
         self.max_reasks = max_reasks
         self._llm = Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
                           verbose=False, seed=0)
+        self._lock = threading.Lock()  # one generation at a time in this model's context (module docstring)
         self.name = f"llm:{self.model_path.stem}"
 
     def complete_json(self, system: str, user: str, schema: type[T], *, max_tokens: int = 512) -> Completion[T]:
@@ -63,8 +70,9 @@ class LlamaCppClient:
 
         def generate(messages: list[dict]) -> tuple[str, int]:
             try:
-                out = self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0,
-                                                       repeat_penalty=1.3, response_format=fmt)
+                with self._lock:
+                    out = self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0,
+                                                           repeat_penalty=1.3, response_format=fmt)
             except (RuntimeError, ValueError) as exc:
                 raise BackendError(f"{self.name} failed: {exc}") from exc
             return out["choices"][0]["message"]["content"] or "", out["usage"]["completion_tokens"]
@@ -92,6 +100,7 @@ class TransformersClient:
         self._tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         self._device = resolve_device(device)
         self._model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).to(self._device).eval()
+        self._lock = threading.Lock()  # one generation at a time (module docstring)
         self.name = f"llm:{self.model_path.stem}"
 
     def generate(self, messages: list[dict], max_tokens: int) -> tuple[str, int]:
@@ -99,7 +108,7 @@ class TransformersClient:
 
         ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         ids = {k: v.to(self._device) for k, v in ids.items()}
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
             out = self._model.generate(**ids, max_new_tokens=max_tokens, do_sample=False, repetition_penalty=1.3,
                                        pad_token_id=self._tok.eos_token_id)
         new = out[0, ids["input_ids"].shape[1]:]

@@ -15,9 +15,13 @@ A line is split into its header fields and its message (``Content``) by a **form
 Nothing is dropped silently. ``LogStats`` counts every line read and what happened to it:
 
 - ``blank``: empty or whitespace-only lines, skipped;
-- ``binary``: lines that are mostly not text (NUL bytes or control characters), skipped;
+- ``binary``: lines that are mostly not text (over 30% control bytes, NUL included, in their first
+  4 KiB), skipped;
+- ``control``: lines of text holding a few control bytes (a NUL in one field), kept with each
+  control byte shown as U+FFFD: one byte never hides a line a person would read;
 - ``undecodable``: lines with bytes that are not UTF-8, kept with the bad bytes replaced (U+FFFD);
-- ``truncated``: lines longer than ``max_line`` characters, kept, cut at ``max_line``;
+- ``truncated``: lines longer than ``MAX_LINE`` characters, kept, cut at ``MAX_LINE`` (a line is
+  read in blocks: memory stays bounded however long it is, ``/dev/zero`` included);
 - ``unmatched``: lines the format does not fit (e.g. a stack-trace continuation), kept with the
   whole line as the message.
 
@@ -107,6 +111,7 @@ class LogStats:
     blank: int = 0
     binary: int = 0
     undecodable: int = 0
+    control: int = 0
     truncated: int = 0
     unmatched: int = 0
     files: list[str] = field(default_factory=list)
@@ -125,6 +130,7 @@ class LogStats:
             parts.append(f"{self.skipped} skipped ({', '.join(why)})")
         changed = [f"{n} {what}" for n, what in ((self.unmatched, "not matching the format, kept whole"),
                                                   (self.undecodable, "with non-UTF-8 bytes replaced"),
+                                                  (self.control, "with control bytes replaced"),
                                                   (self.truncated, f"longer than {MAX_LINE} characters, cut")) if n]
         if changed:
             parts.append("; ".join(changed))
@@ -274,11 +280,12 @@ def open_lines(source: str | Path | io.IOBase) -> tuple[str, Iterator[bytes]]:
     """(display name, byte lines) of a file, a ``.gz`` file, ``-`` (standard input), or log text
     (a ``str`` holding at least one line end, or a binary file object)."""
     if isinstance(source, io.IOBase):
-        return getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) else "<text>", iter(source)
+        name = getattr(source, "name", None)
+        return name if isinstance(name, str) else "<text>", _bounded(source)
     if isinstance(source, str) and ("\n" in source or "\r" in source):
-        return "<text>", iter(io.BytesIO(source.encode("utf-8", errors="surrogateescape")))
+        return "<text>", _bounded(io.BytesIO(source.encode("utf-8", errors="surrogateescape")))
     if str(source) == "-":
-        return "<stdin>", iter(sys.stdin.buffer)
+        return "<stdin>", _bounded(sys.stdin.buffer)
     p = log_file(source)
     stream = gzip.open(p, "rb") if is_gzip(p) else open(p, "rb")
     return p.name, _lines_of(stream)
@@ -286,11 +293,31 @@ def open_lines(source: str | Path | io.IOBase) -> tuple[str, Iterator[bytes]]:
 
 def _lines_of(stream: io.BufferedIOBase) -> Iterator[bytes]:
     with stream:
-        # split on \n only (CR is stripped below), reading in blocks so a huge line is not one allocation
-        yield from stream
+        yield from _bounded(stream)
+
+
+LINE_BYTES = 4 * MAX_LINE  # bytes of one line read (UTF-8: at most 4 per character); the rest is skipped
+
+
+def _bounded(stream: Any) -> Iterator[bytes]:
+    """The byte lines of ``stream`` (split on \\n; CR is stripped later), each at most ``LINE_BYTES``
+    long: the rest of a longer line is read in blocks and dropped, so memory does not grow with a line's
+    length (``_decode`` then cuts it to ``MAX_LINE`` characters and counts it)."""
+    while True:
+        b = stream.readline(LINE_BYTES)
+        if not b:
+            return
+        if len(b) == LINE_BYTES and not b.endswith(b"\n"):
+            while True:  # skip to the end of this line
+                rest = stream.readline(LINE_BYTES)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            b += b"\n"
+        yield b
 
 
 _NOT_CONTROL = bytes(c for c in range(256) if not (c < 9 or 13 < c < 32))  # deleted: what is left is control bytes
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def _decode(b: bytes, stats: LogStats) -> str | None:
@@ -299,7 +326,8 @@ def _decode(b: bytes, stats: LogStats) -> str | None:
         stats.blank += 1
         return None
     head = b[:4096]
-    if b.count(b"\x00") or len(head.translate(None, _NOT_CONTROL)) > 0.3 * len(head):
+    n_control = len(head.translate(None, _NOT_CONTROL))
+    if n_control > 0.3 * len(head):  # mostly not text: a share over a block, never one byte
         stats.binary += 1
         return None
     try:
@@ -307,6 +335,9 @@ def _decode(b: bytes, stats: LogStats) -> str | None:
     except UnicodeDecodeError:
         stats.undecodable += 1
         s = b.decode("utf-8", errors="replace")
+    if n_control or len(b) > len(head):
+        s, n = _CONTROL.subn("\ufffd", s)
+        stats.control += bool(n)
     if len(s) > MAX_LINE:
         stats.truncated += 1
         s = s[:MAX_LINE]

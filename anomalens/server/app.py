@@ -51,6 +51,7 @@ ENV_SPEC = "ANOMALENS_SERVE_SPEC"  # JSON {"investigators": {...}, "config": {..
 log = logging.getLogger("anomalens.server")
 
 PROBLEM = "application/problem+json"
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, for /docs
 
 # How long a thread may hold the GIL before another that waits for it gets it (CPython's default:
 # 5 ms). The event loop gives the GIL back at every socket call and waits up to this long to get it
@@ -72,6 +73,7 @@ class ServeConfig(BaseModel):
     max_body: int = Field(32 * 1024 * 1024, ge=1024)  # bytes of a request body; beyond: 413
     max_rows: int = Field(100_000, ge=1)  # rows of one analyze request
     max_lines: int = Field(1_000_000, ge=1)  # log lines of one triage request
+    max_unpacked: int = Field(256 * 1024 * 1024, ge=1024)  # bytes a .gz upload may unpack to; beyond: 413
     cors_origins: list[str] = Field(default_factory=list)  # empty: CORS off
     state_dir: str | None = None  # where chat sessions persist (SQLite); None: a temporary folder
     mcp: bool = True  # the MCP tools over streamable HTTP at /mcp (their workspaces live in this process)
@@ -387,8 +389,9 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         async with mcp.session_manager.run():  # the streamable HTTP sessions' task group
             yield
 
-    app = FastAPI(title="anomalens", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="anomalens", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Explainable anomaly analysis: calibrated verdicts, evidence and verified explanations.")
+    _docs(app)
     if mcp is not None:
         app.router.routes.extend(mcp_routes)  # /mcp, behind the same keys and body limit (the guard below)
     app.state.investigators, app.state.pool, app.state.config = loaded, pool, cfg
@@ -463,8 +466,9 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         html = (Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8")
         return HTMLResponse(html, headers={"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' "
                                                                       "'self'; style-src 'unsafe-inline' 'self'; "
-                                                                      "img-src 'self' data:; connect-src 'self'",
-                                           "X-Content-Type-Options": "nosniff"})
+                                                                      "img-src 'self' data:; connect-src 'self'; "
+                                                                      "frame-ancestors 'none'",
+                                           "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff"})
 
     @app.get("/health", response_model=Health, tags=["service"])
     async def health() -> Health:
@@ -510,6 +514,11 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             req, rows = rows, rows.rows
         if req.ids is not None and len(req.ids) != len(rows):
             raise _Problem(400, "Bad input", f"ids must have one entry per row ({len(rows)}), got {len(req.ids)}")
+        if req.ids is not None and len(set(req.ids)) != len(req.ids):
+            from collections import Counter
+
+            twice = next(i for i, n in Counter(req.ids).items() if n > 1)
+            raise _Problem(400, "Bad input", f"ids must be unique (one case each), got {str(twice)[:64]!r} more than once")
         inv = _get(name)
         if inv.modality.name == "logs":
             raise _Problem(400, "Bad input", f"investigator {name!r} holds a logs model: use "
@@ -659,12 +668,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             raise _Problem(422, "Invalid request", f"alpha must be in (0, 1) and top in [1, 100], got {alpha} and {top}")
         raw = await file.read()
         if raw[:2] == b"\x1f\x8b":
-            import gzip
-
-            try:
-                raw = gzip.decompress(raw)
-            except (OSError, EOFError) as exc:
-                raise _Problem(400, "Bad input", f"the .gz upload cannot be read ({exc})") from exc
+            raw = _gunzip(raw, cfg.max_unpacked)
         return await _triage(name, raw.decode("utf-8", errors="replace"), alpha, top,
                              source=Path(file.filename or "upload").name.removesuffix(".gz"))
 
@@ -674,6 +678,14 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             from fastapi.openapi.utils import get_openapi
 
             doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            if keys:  # the key check is the guard's (it covers /mcp too), declared here for clients and /docs
+                doc.setdefault("components", {})["securitySchemes"] = {
+                    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+                    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+                for route, path in doc.get("paths", {}).items():
+                    if not _Guard.is_open(route):
+                        for op in path.values():
+                            op["security"] = [{"bearer": []}, {"apiKey": []}]
             # the analyze body is read raw (and parsed in the pool when large): its model, declared here
             doc.setdefault("components", {}).setdefault("schemas", {})["AnalyzeRequest"] = \
                 AnalyzeRequest.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -717,9 +729,11 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
     @app.post("/v1/sessions", response_model=SessionOut, status_code=201, tags=["chat"],
               responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
-    async def create_session(req: SessionRequest) -> SessionOut:
-        """Start investigating one case; the session persists (SQLite) and survives a restart."""
+    async def create_session(req: SessionRequest, request: Request) -> SessionOut:
+        """Start investigating one case; the session persists (SQLite) and survives a restart. It belongs
+        to the API key that made it: another key gets 404 for it."""
         inv = _get(req.investigator)
+        owner = key_owner(request.headers)
 
         def job() -> SessionOut:
             import uuid
@@ -727,14 +741,14 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             box, case_id = _box(inv, req)
             ev = box.evidence(case_id)
             sid = uuid.uuid4().hex
-            sessions.add(sid, req.investigator, case_id, box.saved_row(case_id))
+            sessions.add(sid, req.investigator, case_id, box.saved_row(case_id), owner)
             return SessionOut(id=sid, investigator=req.investigator, case_id=case_id,
                               verdict=_verdict_out(case_id, ev.verdict))
 
         return await _work(job, status=201)
 
-    def _session(sid: str) -> tuple[str, str, Any]:
-        found = sessions.get(sid)
+    def _session(sid: str, owner: str) -> tuple[str, str, Any]:
+        found = sessions.get(sid, owner)
         if found is None:
             raise _Problem(404, "Not found", f"session {sid[:64]!r} does not exist (or was deleted)")
         if found[0] not in loaded:
@@ -743,11 +757,11 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         return found
 
     @contextlib.contextmanager
-    def _chat(sid: str):
+    def _chat(sid: str, owner: str):
         """(investigator name, case id, ChatSession) of a saved session, its case re-added; closed after."""
         from anomalens.agents.chat import ChatSession
 
-        name, case_id, row = _session(sid)
+        name, case_id, row = _session(sid, owner)
         box, _ = _box(loaded[name])
         box.add_case(row, case_id)
         chat = ChatSession(box, case_id, reasoner=loaded[name].reasoner, checkpoint=sessions.checkpoint, thread_id=sid)
@@ -761,14 +775,15 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                          200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                                "description": "with stream=true: Server-Sent Events (call, observation, claim, "
                                               "answer or error)"}})
-    async def post_message(sid: str, msg: MessageRequest, stream: bool = False):
+    async def post_message(sid: str, msg: MessageRequest, request: Request, stream: bool = False):
         """A question or a command (/why, /neighbors 3, /compare exemplar:<id>, ...): the verified answer.
 
         ``stream=true`` answers with Server-Sent Events as the turn runs: ``call`` (tools the model
         called), ``observation`` (each tool's result), then, once verified, one ``claim`` per verified
         claim and ``answer`` (the same JSON as without streaming); a failure mid-way is an ``error``
         event carrying the problem JSON. Nothing unverified is streamed."""
-        _session(sid)
+        owner = key_owner(request.headers)
+        _session(sid, owner)
 
         def reply_out(reply) -> MessageOut:
             return MessageOut(text=reply.text, tools=reply.tools,
@@ -776,13 +791,13 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
         if not stream:
             def job() -> MessageOut:
-                with _chat(sid) as (_, _, chat):
+                with _chat(sid, owner) as (_, _, chat):
                     return reply_out(chat.ask(msg.text))
 
             return await _work(job)
 
         def events() -> Iterator[tuple[str, Any]]:
-            with _chat(sid) as (_, _, chat):
+            with _chat(sid, owner) as (_, _, chat):
                 for kind, data in chat.ask_stream(msg.text):
                     yield kind, (reply_out(data).model_dump(mode="json") if kind == "answer" else data)
 
@@ -839,12 +854,13 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/v1/sessions/{sid}", response_model=HistoryOut, tags=["chat"], responses=_problem_responses(401, 404))
-    async def get_session(sid: str) -> HistoryOut:
+    async def get_session(sid: str, request: Request) -> HistoryOut:
         """The conversation so far."""
-        _session(sid)
+        owner = key_owner(request.headers)
+        _session(sid, owner)
 
         def job() -> HistoryOut:
-            with _chat(sid) as (name, case_id, chat):
+            with _chat(sid, owner) as (name, case_id, chat):
                 hist = chat.history()
             return HistoryOut(id=sid, investigator=name, case_id=case_id,
                               messages=[{"role": r, "text": t} for r, t in hist])
@@ -852,9 +868,9 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         return await _work(job)
 
     @app.delete("/v1/sessions/{sid}", status_code=204, tags=["chat"], responses=_problem_responses(401, 404))
-    async def delete_session(sid: str) -> None:
+    async def delete_session(sid: str, request: Request) -> None:
         """Forget a session (its case and its conversation)."""
-        _session(sid)
+        _session(sid, key_owner(request.headers))
         sessions.delete(sid)
 
     return app
@@ -884,25 +900,32 @@ class _Sessions:
         with self._lock, sqlite3.connect(self._path) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, investigator TEXT, case_id TEXT, "
-                       "row TEXT, created REAL)")
+                       "row TEXT, created REAL, owner TEXT)")
+            # a state folder from before sessions had owners: its sessions get none, so only a server
+            # without keys (owner '') reaches them; with keys they answer 404 like any foreign session
+            if "owner" not in {c[1] for c in db.execute("PRAGMA table_info(sessions)")}:
+                db.execute("ALTER TABLE sessions ADD COLUMN owner TEXT")
 
     def _db(self):
         import sqlite3
 
         return sqlite3.connect(self._path, timeout=30)
 
-    def add(self, sid: str, investigator: str, case_id: str, row: Any) -> None:
+    def add(self, sid: str, investigator: str, case_id: str, row: Any, owner: str) -> None:
         import json
 
         with self._lock, self._db() as db:
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (sid, investigator, case_id, json.dumps(row),
-                                                                        time.time()))
+            db.execute("INSERT INTO sessions (id, investigator, case_id, row, created, owner) VALUES (?, ?, ?, ?, ?, ?)",
+                       (sid, investigator, case_id, json.dumps(row), time.time(), owner))
 
-    def get(self, sid: str) -> tuple[str, str, Any] | None:
+    def get(self, sid: str, owner: str) -> tuple[str, str, Any] | None:
+        """(investigator, case id, saved row) of session ``sid`` if ``owner`` made it; None otherwise
+        (another key's session and a missing one look the same)."""
         import json
 
         with self._lock, self._db() as db:
-            row = db.execute("SELECT investigator, case_id, row FROM sessions WHERE id = ?", (sid,)).fetchone()
+            row = db.execute("SELECT investigator, case_id, row FROM sessions WHERE id = ? AND coalesce(owner, '') = ?",
+                             (sid, owner)).fetchone()
         return None if row is None else (row[0], row[1], json.loads(row[2]))
 
     def delete(self, sid: str) -> None:
@@ -958,7 +981,12 @@ class _Guard:
     memory streams and a streaming response, on the event loop that every other request waits for.)
     """
 
-    OPEN = frozenset({"/", "/health", "/docs", "/openapi.json", "/redoc"})  # no key needed
+    OPEN = frozenset({"/", "/health", "/docs", "/openapi.json"})  # no key needed
+    OPEN_UNDER = DOCS_ASSETS + "/"  # nor the files of /docs
+
+    @classmethod
+    def is_open(cls, path: str) -> bool:
+        return path in cls.OPEN or path.startswith(cls.OPEN_UNDER)
 
     def __init__(self, app: Any, *, keys: list[bytes], max_body: int, busy: Callable[[], bool],
                  refusal: Callable[[], _Problem]) -> None:
@@ -976,7 +1004,7 @@ class _Guard:
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return await _problem(413, "Request too large", f"the request body must be at most {self.max_body} bytes, "
                                                             f"got {length}")(scope, receive, send)
-        if self.keys and scope["path"] not in self.OPEN and scope["method"] != "OPTIONS":
+        if self.keys and not self.is_open(scope["path"]) and scope["method"] != "OPTIONS":
             given = presented_key(headers)
             # every key compared, in constant time: no early exit that times which prefix matched
             ok = False
@@ -991,7 +1019,55 @@ class _Guard:
             # is ~2-5 ms of parsing in the event loop) is never read
             p = self.refusal()
             return await _problem(p.status, p.title, p.detail, p.headers)(scope, receive, send)
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            # a body sent without Content-Length (chunked): counted as it arrives, and refused as soon as
+            # it passes the limit; the app then reads it from memory (at most max_body bytes, as any body)
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.max_body:
+                    return await _problem(413, "Request too large", f"the request body must be at most {self.max_body} "
+                                                                    f"bytes, got more ({size} bytes so far, sent without "
+                                                                    "Content-Length)")(scope, receive, send)
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(b"".join(chunks), receive)
         await self.app(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that gives ``body`` whole first, then what ``receive`` gives (a disconnect)."""
+    given = False
+
+    async def replay() -> dict:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) from the files of the ``swagger-ui-bundle-v2`` package: FastAPI's own page
+    loads them from a CDN, and a server without internet showed a blank page."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
 def _verdict_out(case_id: Any, v: Any) -> VerdictOut:
@@ -1037,11 +1113,36 @@ def presented_key(headers: Any) -> str | None:
     return given
 
 
+def key_owner(headers: Any) -> str:
+    """Who is calling, for what a request creates (chat sessions, MCP workspaces): a hash of the API
+    key it carried ('' without one, on a server without keys). Another key is another owner."""
+    import hashlib
+
+    given = presented_key(headers)
+    return hashlib.sha256(given.encode()).hexdigest() if given else ""
+
+
 def _problem_of(exc: AnomalensError) -> _Problem:
     """The problem a library error is to a client: a backend's or a store's failure is 502, the rest 400."""
     if isinstance(exc, (BackendError, CheckpointError)):
         return _Problem(502, "Backend failed", str(exc))
     return _Problem(400, "Bad input", str(exc))
+
+
+def _gunzip(raw: bytes, limit: int) -> bytes:
+    """A .gz upload unpacked, reading at most ``limit`` + 1 bytes of output: a small file that unpacks
+    to gigabytes (a 310 KB gzip held a 300 MB line) is refused without unpacking it."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+            out = fh.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # a bad header, a truncated stream, corrupt data
+        raise _Problem(400, "Bad input", f"the .gz upload cannot be read ({exc or type(exc).__name__})") from exc
+    if len(out) > limit:
+        raise _Problem(413, "Request too large", f"the .gz upload must unpack to at most {limit} bytes, got more")
+    return out
 
 
 def _read_table(raw: bytes, filename: str):

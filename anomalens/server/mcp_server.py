@@ -19,7 +19,6 @@ belongs to the API key that opened it (another key gets "unknown session"), is d
 
 from __future__ import annotations
 
-import hashlib
 import io
 import secrets
 import threading
@@ -90,14 +89,12 @@ class Workspaces:
 
 
 def _owner(headers: Any) -> str:
-    """Who is calling, for workspace ownership: a hash of the API key the request carried ('' on stdio
-    or without keys)."""
+    """Who is calling, for workspace ownership: the REST API's ``key_owner`` ('' on stdio)."""
     if headers is None:
         return ""
-    from anomalens.server.app import presented_key  # headers come only through the app, which is loaded
+    from anomalens.server.app import key_owner  # headers come only through the app, which is loaded
 
-    given = presented_key(headers)
-    return hashlib.sha256(given.encode()).hexdigest() if given else ""
+    return key_owner(headers)
 
 
 def _plain(x: Any) -> Any:
@@ -169,7 +166,9 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
                            if inv.modality.sequential else Toolbox(inv))
         return boxes[name]
 
-    def call(ctx: Context, session: str | None, name: str, tool: str, **args: Any) -> dict[str, Any]:
+    def call(ctx: Context, session: str | None, name: str, tool: str, /, **args: Any) -> dict[str, Any]:
+        """Run toolbox tool ``tool`` of investigator ``name`` with ``args`` (positional-only parameters, so a
+        tool argument may be called ``name`` or ``session``)."""
         box = box_of(boxes_of(ctx, session), name)
         if not box.case_ids and tool not in ("list_detectors", "describe_detector", "describe_template"):
             raise InputError(f"no case of {name!r} is under investigation yet: call add_case (rows) or triage_logs "
@@ -247,7 +246,16 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
                              "triage_logs for logs")
         import pandas as pd
 
+        import numpy as np
+
         cid = case_id or f"case-{len(box.case_ids) + 1}"
+        if cid in box.case_ids:  # the same row again is a retry; other values under a used id are refused
+            new, _ = box.investigator.rows(pd.DataFrame([row]))
+            if not np.array_equal(new[0], box.row(cid), equal_nan=True):
+                raise InputError(f"case_id {cid!r} is already under investigation with other values: pass a new "
+                                 "case_id, or leave it out for a fresh one")
+            v = box.evidence(cid).verdict
+            return {"case_id": cid, "anomalous": v.anomalous, "p_value": v.p_value, "score": v.score}
         box.add_case(pd.DataFrame([row]), cid)
         v = box.evidence(cid).verdict
         return {"case_id": cid, "anomalous": v.anomalous, "p_value": v.p_value, "score": v.score}
