@@ -318,8 +318,16 @@ def fit(
                **({"window": inv.modality.window, "period": inv.modality.period,
                    "calibration_points": len(inv.modality.calibration_scores)} if modality == "series"
                   else {"calibration_rows": len(inv.detector.calibration_scores_)}),
+               **({"batches": _batch_limit_line(inv)} if modality == "tabular" and inv.batch_limit() is not None else {}),
                "exemplars": inv.store.count(), "seconds": round(time.perf_counter() - t0, 2)}
     _print_summary(summary, as_json)
+
+
+def _batch_limit_line(inv, alpha: float = 0.05) -> str:
+    """The fit summary's word on batch sizes (``Investigator.batch_limit``)."""
+    return (f"one anomalous row alone can be flagged in batches of up to {inv.batch_limit(alpha)} rows at a false "
+            f"discovery rate of {alpha:g} ({inv.calibrator.n} calibration scores, no tail beyond them); larger batches "
+            "flag it only with other anomalies, or analyze it alone (--row)")
 
 
 def _print_summary(summary: dict, as_json: bool) -> None:
@@ -549,8 +557,9 @@ def analyze(
                       _text(", ".join(a.feature for a in r.evidence.attributions[:3]), 80))
     out.print(table)
     notes = {r.verdict.note for r in reports if r.verdict.note}
-    if notes:
-        err.print(f"[yellow]note:[/] {for_terminal(sorted(notes)[0], 400)}", highlight=False)
+    batch = inv.batch_note(len(X), alpha) if row is None else None
+    for note in ([batch] if batch else []) + sorted(notes)[:1]:
+        err.print(f"[yellow]note:[/] {for_terminal(note, 400)}", highlight=False)
     for r in reports:
         out.print(Markdown(r.to_markdown()))
 

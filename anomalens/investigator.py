@@ -30,7 +30,7 @@ import numpy as np
 from anomalens import __version__
 from anomalens.config import DEFAULT_DETECTOR, MAX_TRAIN_ROWS
 from anomalens.detectors import BaseDetector, benjamini_hochberg, check_probability, make_detector
-from anomalens.detectors.calibration import bh_cutoff
+from anomalens.detectors.calibration import Calibrator, bh_cutoff
 from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.grounding.drafting import explain_evidence, explain_many
 from anomalens.llm.base import Reasoner
@@ -350,6 +350,29 @@ class Investigator:
         flags = benjamini_hochberg(pvals, alpha).astype(bool)
         cutoff = bh_cutoff(int(flags.sum()), len(rows), alpha)  # flagged <=> p <= cutoff
         return rows, case_ids, scores, pvals, approx, flags, cutoff
+
+    def batch_limit(self, alpha: float = 0.05) -> int | None:
+        """The largest batch in which one anomalous case, alone among normal ones, can be flagged at a
+        false discovery rate ``alpha``. Without a tail the smallest p-value is 1 / (n_cal + 1), and
+        Benjamini-Hochberg flags a lone case only when its p <= alpha / m: batches of more than
+        alpha * (n_cal + 1) cases cannot flag it (several anomalies together still can). None: no such
+        limit (a tail takes p-values below the floor), or a calibration of another kind (series)."""
+        cal = self.calibrator
+        alpha = check_probability(alpha, "alpha")
+        if type(cal) is not Calibrator or cal.extends:
+            return None
+        return int(np.floor(alpha * (cal.n + 1) + 1e-9))
+
+    def batch_note(self, m: int, alpha: float = 0.05) -> str | None:
+        """What to tell the user of a batch of ``m`` cases that ``batch_limit`` says is too large, else None."""
+        limit = self.batch_limit(alpha)
+        if limit is None or m <= limit:
+            return None
+        cal = self.calibrator
+        return (f"with {cal.n} calibration scores and no tail beyond them, no p-value is below {fmt(cal.floor)}: in a "
+                f"batch of {m} cases one anomalous case alone cannot be flagged at a false discovery rate of {alpha:g} "
+                f"(batches of up to {limit} can flag it); analyze fewer cases at once, or a case alone, or fit on "
+                "more normal data")
 
     def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Sequence[str] | None = None) -> dict[str, Verdict]:
         """Verdicts for a batch by case id, controlling the false discovery rate at ``alpha``

@@ -129,6 +129,16 @@ def test_an_unresolvable_batch_says_so_instead_of_normal(small_inv):
         assert not v.anomalous and v.note and "not significant at this batch size" in v.note and "per-row p" in v.note
         rep = small_inv.analyze_batch(batch, limit=1)[0]
         assert "not flagged" in rep.to_markdown() and "normal" not in rep.to_markdown().splitlines()[0]
+        # its verified verdict claim says so too (issue 40 #8: it read "The case is not anomalous")
+        claim = next(c for c in rep.explanation.claims if c.kind == "verdict")
+        assert claim.verified and "not anomalous" not in claim.text, claim.text
+        assert claim.text.startswith("The case is not flagged in this batch, and not shown normal either")
+        # and the batch as a whole says why a lone anomaly could not be flagged in it (issue 40 #4)
+        n = small_inv.calibrator.n
+        assert small_inv.batch_limit(0.05) == int(0.05 * (n + 1)) < 1000
+        note = small_inv.batch_note(1000, 0.05)
+        assert f"with {n} calibration scores" in note and f"batches of up to {int(0.05 * (n + 1))}" in note
+        assert small_inv.batch_note(small_inv.batch_limit(0.05), 0.05) is None
     finally:
         det.set_params(tail=True)
 

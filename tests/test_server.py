@@ -439,6 +439,57 @@ def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(server):
     assert r.status_code == 200 and r.json()["verdicts"][0]["anomalous"], r.text
 
 
+def test_the_default_embedded_reasoner_survives_concurrent_work_and_batches_answer_fast(models):
+    """Issue 40 #1: under its own default reasoner (the embedded model, ``ANOMALENS_LLM`` unset means
+    ``local``) and the default 2 workers, a chat turn, one-row analyses and an upload sent at once all
+    answer and the process lives (it died in ggml-cpu, 2 of 2 tries); a 300-row upload's 20 reports are
+    explained by the template at once, saying so (it took past the 60 s timeout), while one row alone
+    still gets the model."""
+    # replies capped at 160 tokens (a setting of the product), so the model's turns take seconds here
+    ctx, proc, url = _serve(models, env={"ANOMALENS_LLM": "local", "ANOMALENS_LLM_MAX_TOKENS": "160"},
+                            names=("metrics",))
+    try:
+        assert httpx.get(f"{url}/ready", headers=_auth()).json()["reasoner"].startswith("llm:SmolLM2")
+        row = {"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}
+        sid = httpx.post(f"{url}/v1/sessions", headers=_auth(), json={"investigator": "metrics", "row": row},
+                         timeout=60).json()["id"]
+        many = _rows(300, 11)
+        many.loc[5, "memory"] = 9.0
+
+        def chat():
+            return httpx.post(f"{url}/v1/sessions/{sid}/messages", headers=_auth(),
+                              json={"text": "why is this anomalous?"}, timeout=120)
+
+        def one(i):
+            return httpx.post(f"{url}/v1/investigators/metrics/analyze", headers=_auth(),
+                              json={"rows": [{**row, "cpu": 0.1 * i}]}, timeout=120)
+
+        def upload():
+            t0 = time.perf_counter()
+            r = httpx.post(f"{url}/v1/investigators/metrics/analyze/upload", headers=_auth(),
+                           files={"file": ("new.csv", many.to_csv(index=False).encode())}, timeout=120)
+            return r, time.perf_counter() - t0
+
+        with cf.ThreadPoolExecutor(4) as ex:
+            futures = [ex.submit(chat), ex.submit(one, 1)]
+            up, seconds = ex.submit(upload).result()
+            answers = [f.result() for f in futures]
+        assert proc.poll() is None, "the server died"
+        for r in answers:
+            assert r.status_code == 200, r.text
+        assert answers[1].json()["reports"][0]["explanation"]["source"].startswith("llm:")
+        assert up.status_code == 200 and len(up.json()["reports"]) == 20, up.text
+        assert seconds < 10, seconds
+        first = up.json()["reports"][0]
+        assert first["evidence"]["case_id"] == "5" and first["explanation"]["source"] == "template"
+        assert "analyze this case alone" in first["explanation"]["note"]
+        # the batch says when it is too large for a lone anomaly to be flagged (issue 40 #4)
+        assert up.json()["note"] == Investigator.load(models / "metrics").batch_note(300, 0.05)
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    finally:
+        ctx.__exit__(None, None, None)
+
+
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
     exe = Path(sys.executable).parent / "schemathesis"
     if not exe.exists():

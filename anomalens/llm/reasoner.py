@@ -226,12 +226,14 @@ def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, b
     if kind == "local":
         from anomalens.llm.local import make_local_client
 
-        return LLMReasoner(make_local_client(s.llm_local_engine, s.llm_model_path, s.llm_threads))
+        return LLMReasoner(make_local_client(s.llm_local_engine, s.llm_model_path, s.llm_threads),
+                           max_tokens=s.llm_max_tokens)
     if kind == "openai":
         from anomalens.llm.openai_client import OpenAIChatClient
 
         return LLMReasoner(OpenAIChatClient(base_url or s.llm_base_url, model if model is not None else s.llm_model,
-                                            s.llm_api_key, timeout=s.llm_timeout, concurrency=s.llm_concurrency))
+                                            s.llm_api_key, timeout=s.llm_timeout, concurrency=s.llm_concurrency),
+                           max_tokens=s.llm_max_tokens)
     raise ConfigError(f"llm must be 'openai', 'local' or 'template', got {kind!r}")
 
 

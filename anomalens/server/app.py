@@ -131,6 +131,8 @@ class AnalyzeResponse(BaseModel):
     verdicts: list[VerdictOut]
     reports: list[dict[str, Any]]  # Report JSON (``Report.model_dump(mode="json")``); empty with explain=false
     seconds: float
+    # e.g. that this batch is too large for one anomalous row alone to be flagged (Investigator.batch_note)
+    note: str | None = None
 
 
 class TriageResponse(BaseModel):
@@ -370,9 +372,16 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
     reasoner = reasoner if reasoner is not None else make_reasoner()
     loaded = {name: Investigator.load(path, reasoner=reasoner) for name, path in investigators.items()}
     pool = Pool(cfg.workers, cfg.queue)
+    batch_reasoner, batch_note = _batch_reasoner(reasoner)
+    # work that waits on an in-process model (a one-row explanation, a chat turn) runs in a pool of its
+    # own: the model drafts one reply at a time, and such jobs would otherwise hold every scoring worker
+    # while they wait their turn (an upload then waited behind them)
+    model_pool = Pool(1, cfg.queue) if batch_note is not None else pool
     if loaded:  # each worker thread's first scoring is slow (torch's thread set-up): do it before serving
         first = next(iter(loaded.values()))
-        pool.warm(lambda: first.detector.decision_function(np.zeros((1, first.detector.n_features_in_)), checked=True))
+        for each in {id(pool): pool, id(model_pool): model_pool}.values():
+            each.warm(lambda: first.detector.decision_function(np.zeros((1, first.detector.n_features_in_)),
+                                                               checked=True))
     keys = [k.encode() for k in cfg.api_keys]
     mcp = None
     if cfg.mcp:
@@ -426,7 +435,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             raise _Problem(404, "Not found", f"investigator must be one of {sorted(loaded)}, got {name!r}")
         return loaded[name]
 
-    async def _work(fn: Callable[[], Any], status: int = 200) -> Any:
+    async def _work(fn: Callable[[], Any], status: int = 200, on: Pool | None = None) -> Any:
         """Run ``fn`` in the pool; its pydantic result is serialised there too (a large report would
         otherwise hold the event loop, and /health with it)."""
         from fastapi.responses import Response
@@ -438,7 +447,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             return out
 
         with _as_problems():
-            return await pool.run(job, cfg.timeout)
+            return await (on or pool).run(job, cfg.timeout)
 
     @contextlib.contextmanager
     def _as_problems() -> Iterator[None]:
@@ -546,7 +555,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                     reports, verdicts = [rep], {"0": rep.verdict}
                 elif inv.modality.sequential:
                     reports = inv.analyze_batch(data, alpha=req.alpha, top=req.top, limit=req.limit,
-                                                only_anomalous=req.only_anomalous)
+                                                only_anomalous=req.only_anomalous, reasoner=batch_reasoner)
                 else:  # the batch was scored once, for the verdicts: explain the chosen rows with its cut-off
                     vs = list(verdicts.values())
                     keep = [i for i, v in enumerate(vs) if v.anomalous] if req.only_anomalous else list(range(len(vs)))
@@ -554,14 +563,17 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                         keep = sorted(keep, key=lambda i: -vs[i].score)[:req.limit]  # stable: ties keep input order
                     names = list(verdicts)
                     reports = inv.reports_in_batch(frame.iloc[keep], m=len(vs), cutoff=vs[0].cutoff, alpha=req.alpha,
-                                                   top=req.top, ids=[names[i] for i in keep]) if keep else []
+                                                   top=req.top, ids=[names[i] for i in keep],
+                                                   reasoner=batch_reasoner) if keep else []
+                _noted(reports, batch_note)
             elif verdicts is None:
                 ev = inv.evidence(data, alpha=req.alpha, top=1, case_id="0")
                 verdicts = {"0": ev.verdict}
             out = [_verdict_out(k, v) for k, v in verdicts.items()]
             return AnalyzeResponse(investigator=name, n_cases=len(out), n_flagged=sum(v.anomalous for v in out),
                                    verdicts=out, reports=[r.model_dump(mode="json") for r in reports],
-                                   seconds=time.perf_counter() - t0)
+                                   seconds=time.perf_counter() - t0,
+                                   note=None if inv.modality.sequential else inv.batch_note(len(out), req.alpha))
 
         return job
 
@@ -608,7 +620,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 coalescer.withdraw(fut)
         if cheap:
             return answer
-        return await _work(lambda: respond(inv.report(answer)))
+        return await _work(lambda: respond(inv.report(answer)), on=model_pool)
 
     @app.post("/v1/investigators/{name}/analyze/upload", response_model=AnalyzeResponse, tags=["analyze"],
               responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
@@ -642,7 +654,8 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             t0 = time.perf_counter()
             stream = io.BytesIO(text.encode("utf-8", errors="replace"))
             stream.name = source  # the lines' file name in the evidence (line:<file>:<n>)
-            res = inv.triage(stream, alpha=alpha, limit=top)
+            res = inv.triage(stream, alpha=alpha, limit=top, reasoner=batch_reasoner)
+            _noted(res.reports, batch_note)
             return TriageResponse(investigator=name, summary=res.summary(), triage=res.to_json(),
                                   seconds=time.perf_counter() - t0)
 
@@ -794,7 +807,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 with _chat(sid, owner) as (_, _, chat):
                     return reply_out(chat.ask(msg.text))
 
-            return await _work(job)
+            return await _work(job, on=model_pool)
 
         def events() -> Iterator[tuple[str, Any]]:
             with _chat(sid, owner) as (_, _, chat):
@@ -831,7 +844,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
         try:
-            pool.submit(job)
+            model_pool.submit(job)
         except Busy:
             raise _busy() from None
 
@@ -1127,6 +1140,30 @@ def _problem_of(exc: AnomalensError) -> _Problem:
     if isinstance(exc, (BackendError, CheckpointError)):
         return _Problem(502, "Backend failed", str(exc))
     return _Problem(400, "Bad input", str(exc))
+
+
+def _batch_reasoner(reasoner: Any) -> tuple[Any, str | None]:
+    """(the reasoner that explains the reports of a batch, the note they carry). An in-process model
+    (the embedded default) drafts one explanation at a time, seconds each: a batch's 20 reports took
+    over a minute and the page's upload timed out. Its batches are explained by the template, at
+    once; one case analyzed alone, or a chat question, still gets the model. A model served elsewhere
+    (vLLM) drafts a batch's explanations concurrently and explains batches itself."""
+    from anomalens.llm import LLMReasoner
+    from anomalens.llm.template import TemplateReasoner
+
+    if isinstance(reasoner, LLMReasoner) and reasoner.concurrency <= 1:
+        return TemplateReasoner(), (f"explained by the template: the in-process model {reasoner.name} drafts one "
+                                    "explanation at a time, so a batch's reports are not sent to it; analyze this case "
+                                    "alone, or ask about it in a chat session, for the model's explanation")
+    return reasoner, None
+
+
+def _noted(reports: list, note: str | None) -> None:
+    """Give each report's explanation ``note`` (when it has none of its own)."""
+    if note:
+        for r in reports:
+            if r.explanation.note is None:
+                r.explanation.note = note
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:
