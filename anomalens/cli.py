@@ -38,7 +38,7 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", help="served model n
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 IdColOpt = Annotated[Optional[str], typer.Option("--id-column", help="column holding case ids (not a feature)")]
 EngineOpt = Annotated[str, typer.Option(help="local (this process) or ray (a Ray cluster's workers read and score; "
-                                        "pip install 'anomalens[ray]')")]
+                                        "pip install 'anomalens\\[ray]')")]  # \\[: rich markup would eat [ray]
 AddressOpt = Annotated[Optional[str], typer.Option(help="engine ray: the cluster to join ('auto', ray://HOST:PORT); "
                                                    "default: RAY_ADDRESS, else a new local cluster")]
 WorkersOpt = Annotated[Optional[int], typer.Option(min=1, help="engine ray: scoring actors (default: the cluster's "
@@ -233,7 +233,7 @@ def fit(
                                                "log files (plain, .gz, several, - for standard input)")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write the fitted investigator to")],
     detector: Annotated[Optional[str], typer.Option("--detector", "-d", help="a registered detector (see the README); "
-                                                    "default: the Ensemble of autoencoder, vae and autoregressive for "
+                                                    "default: the Ensemble of autoencoder, vae, autoregressive and pca for "
                                                     "rows, conv_ae for a series, autoencoder for log counts")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="label column to leave out")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="columns to leave out (repeat or comma-separate)")] = None,

@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     att = det.explain(cases)
     restored = det.restore(cases)
     table = Table(title=f"The {args.top} most anomalous cases", show_lines=True)
-    for col in ("row", "score", "p-value", "verdict", "truth", "top features: value → restored normal (normal range)"):
+    for col in ("row", "score", "p-value", "verdict", "truth", "top features: value → restored normal (normal range: 1st-99th percentile of training)"):
         table.add_column(col, overflow="fold")
-    lo, hi = np.quantile(X.iloc[train].to_numpy(), [0.05, 0.95], axis=0)
+    lo, hi = np.quantile(X.iloc[train].to_numpy(), [0.01, 0.99], axis=0)  # the reports' normal range too
     for i, row_pos in enumerate(order):
         idx = att.top(3)[i]
         lines = [

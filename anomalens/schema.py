@@ -612,13 +612,12 @@ def _log_lines(ev: Evidence) -> list[str]:
 
 
 def _code(text: str) -> str:
-    """Untrusted log text inside a markdown code span: control characters stripped, HTML escaped, backticks
-    and table bars replaced."""
+    """Untrusted log text inside a markdown code span: control characters stripped, backticks (which would
+    end the span) and table bars replaced. Not HTML-escaped: a code span is literal, and its renderer
+    escapes it (escaping here showed a masked ``<UUID>`` as ``&lt;UUID&gt;``)."""
     from anomalens.text import clip, strip_control
 
-    import html as _html
-
-    return _html.escape(clip(strip_control(text), 160), quote=False).replace("`", "'").replace("|", "¦")
+    return clip(strip_control(text), 160).replace("`", "'").replace("|", "¦")
 
 
 def _md(text: str) -> str:

@@ -47,10 +47,24 @@ def files(tmp_path_factory):
 
 
 def test_every_command_has_help():
+    import re
+
+    from anomalens.cli import app
+
     for cmd in ("fit", "analyze", "chat", "demo", "eval"):
         res = cli(cmd, "--help")
         assert res.exit_code == 0 and "Usage" in res.output and len(res.output) > 200
     assert all(c in cli("--help").output for c in ("fit", "analyze", "chat", "demo", "eval"))
+    # every bracketed word an option's help holds is printed (rich markup ate "[ray]" of
+    # "pip install 'anomalens[ray]'", issue 40 #15)
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        shown = re.sub(r"[\s│]+", "", cli(name, "--help").output)
+        for param in command.params:
+            for word in re.findall(r"\\?\[\w+\]", getattr(param, "help", None) or ""):
+                assert word.lstrip("\\") in shown, (name, param.name, word)
 
 
 def test_analyze_reports_the_injected_case_first(files):

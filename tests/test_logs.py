@@ -78,6 +78,15 @@ def test_reader_counts_every_line_and_keeps_bad_ones(tmp_path):
     assert "1 with control bytes replaced" in summary
 
 
+def test_log_text_in_a_markdown_code_span_is_escaped_once():
+    """Issue 40 #15: a masked ``<UUID>`` showed as ``&lt;UUID&gt;`` (escaped, then escaped again by the
+    renderer of the code span); a backtick still cannot end the span."""
+    from anomalens.schema import _code
+
+    html = MarkdownIt("commonmark").render(f"`{_code('req <UUID> failed `<script>` | x')}`")
+    assert "&lt;UUID&gt;" in html and "&amp;" not in html and "<script" not in html
+
+
 def test_reader_memory_stays_bounded_on_an_endless_line():
     """Issue 40 #17: a line is read in blocks (``triage /dev/zero`` grew until MemoryError): 64 MB
     without a line end costs a few blocks of memory, and the line is kept cut and counted."""
@@ -253,6 +262,23 @@ def test_triage_finds_injected_incidents_with_their_lines(inv, injected, triaged
     assert hits >= 0.9 * sum(r.evidence.case_id in injected.evidence_lines for r in triaged.reports)
 
 
+def test_triage_report_lists_never_seen_templates_with_their_lines(triaged, injected):
+    """Issue 40 #7: triage.md lists every never-seen template with the lines that hold it, also when no
+    incident reaches the cut-off (it said only "No incident", the JSON alone had them)."""
+    import dataclasses
+
+    assert triaged.unseen and set(triaged.unseen_lines) <= set(triaged.unseen)
+    foreign = {n for s, k in injected.anomalies.items() if k == "foreign" for n in injected.evidence_lines[s]}
+    listed = {int(x["line"].rsplit(":", 1)[1]) for where in triaged.unseen_lines.values() for x in where}
+    assert listed & foreign
+    for md in (triaged.to_markdown(), dataclasses.replace(triaged, reports=[]).to_markdown()):
+        assert "## Templates never seen in normal logs" in md
+        tid, where = next(iter(triaged.unseen_lines.items()))
+        assert f"| {tid} |" in md and where[0]["line"] in md
+    assert "No incident" in dataclasses.replace(triaged, reports=[]).to_markdown()
+    assert json.dumps(triaged.to_json()["unseen_lines"])
+
+
 def test_dropped_step_expected_sequence_and_restoration(inv, injected):
     sid = next(s for s, k in injected.anomalies.items() if k == "dropped")
     rep = inv.analyze(_session_lines(injected, sid))
@@ -299,6 +325,26 @@ def test_one_nul_byte_hides_no_line_from_triage(inv, injected):
     plain, nul = inv.evidence(text), inv.evidence(hidden)
     assert plain.verdict.anomalous and nul.verdict.anomalous
     assert any("\ufffd" in ln.text for ln in nul.lines)
+
+
+def test_a_never_seen_template_weighs_at_least_as_much_as_the_rarest_known_one(inv):
+    """Issue 40 #7: the next-event model gave the 'unknown' id (learnt from no example) a higher
+    probability than rare known templates, so injected error lines scored as ordinary (OpenStack: 0
+    flagged; with this rule their window is flagged at p = 2.5e-6). At a place holding a never-seen
+    template the surprise is at least that of the least probable known event there."""
+    from anomalens.log_investigator import sequence_scores
+
+    nxt = inv.next_event
+    seq = np.arange(1, min(nxt.n_events_, 8) + 1)
+    _, plain = sequence_scores(nxt, [seq], nxt.log_probs([seq]))
+    j = len(seq) // 2
+    seq[j] = nxt.unknown
+    lp = nxt.log_probs([seq])[0]
+    ((surprise, mass),), score = sequence_scores(nxt, [seq], [lp])
+    rarest = lp[j, 1:nxt.unknown].min()  # the least probable known event (or the end) at that place
+    assert lp[j, nxt.unknown] > rarest  # the model alone ranks 'unknown' above it: the rule is needed
+    assert surprise[j] >= -rarest - 1e-9 and mass[j] <= 1.001 * np.exp(rarest) + 1e-300
+    assert score[0] > plain[0]
 
 
 def test_save_load_same_verdicts(inv, injected, tmp_path):
