@@ -108,7 +108,11 @@ def read_table(path: Path):
             except ImportError as exc:
                 raise CliError(f"reading Parquet needs pyarrow: pip install 'anomalens[parquet]' ({exc})") from exc
         if suffix in (".csv", ".tsv", ".txt", ".gz"):
-            return pd.read_csv(path, sep="\t" if ".tsv" in path.name.lower() else ",")
+            from anomalens.modalities.tabular import check_csv_header
+
+            sep = "\t" if ".tsv" in path.name.lower() else ","
+            check_csv_header(path, path.name, sep=sep)
+            return pd.read_csv(path, sep=sep)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise CliError(f"cannot read {str(path)!r}: {str(exc).splitlines()[0]}") from exc
     raise CliError(f"DATA must end in .csv, .tsv or .parquet, got {path.name!r}")

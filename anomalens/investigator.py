@@ -253,12 +253,19 @@ class Investigator:
         the modality the evidence items. One case is flagged when p < alpha; rows ``in_batch`` (of
         a batch of ``m``) when p <= its Benjamini-Hochberg ``cutoff`` (the same rows BH rejects)."""
         det = self.detector
-        insp = det.inspect(X, checked=True)  # checked once, by the modality
+        insp = self.modality.bound_restoration(det, X, det.inspect(X, checked=True))  # X checked by the modality
         pvals, approx = self._verdict_parts(insp.scores)
         flags = pvals <= cutoff if in_batch else pvals < alpha
         thr = det.calibrator.threshold(cutoff)
         hits = self.store.query(insp.embedding, k=k)
         items = self.modality.case_items(X, insp, hits, top, det.scale_)
+        normal_below = det.calibrator.threshold(alpha)  # a restored row scoring above it is not shown as normal
+        for it in items:
+            r = it.restoration
+            if r is not None and r.score_after is not None and r.score_after > normal_below:
+                r.note = (f"no normal version was found within the training range: the restored row still scores "
+                          f"{fmt(r.score_after)}, above the single-case threshold {fmt(normal_below)} at alpha "
+                          f"{fmt(alpha)}")
         context = self.modality.context(n_train=self.n_train, detector=self.detector_name,
                                         attribution_method=det.attribution_method)
         return [Evidence(case_id=str(case_ids[i]),
@@ -312,7 +319,8 @@ class Investigator:
                 its position among several).
         """
         alpha = check_probability(alpha, "alpha")
-        top = len(self.feature_names) if top is None else top
+        top = len(self.feature_names) if top is None else _count(top, "top")
+        _count(k, "k")
         cases = list(cases)
         if case_ids is not None and len(case_ids) != len(cases):
             raise InputError(f"case_ids must have one entry per case ({len(cases)}), got {len(case_ids)}")
@@ -411,6 +419,8 @@ class Investigator:
     def _batch_reports(self, rows: np.ndarray, case_ids: list[str], alpha: float, cutoff: float, m: int, k: int,
                        top: int, reasoner: Reasoner | None) -> list[Report]:
         """Reports of checked rows of a batch of ``m`` rows whose BH cut-off is ``cutoff``."""
+        _count(top, "top")
+        _count(k, "k")
         if len(rows) == 0:
             return []
         evs = self._evidence_batch(rows, alpha, cutoff, k, top, case_ids, BH_METHOD, m, in_batch=True)
@@ -533,7 +543,18 @@ class Scored:
     approximate: np.ndarray
 
 
+def _count(value: Any, name: str) -> int:
+    """``value`` as a count of at least 1 (top, k), or an InputError naming ``name`` (``top=0`` and
+    ``top=2.5`` were taken)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 def _read_config(path: Path) -> dict:
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"a saved Investigator is a folder (written by save or `anomalens fit --out`), got the file "
+                              f"{str(path)!r}")
     try:
         config = json.loads((path / _CONFIG).read_text())
         config["n_train"], config["store"]["collection"]  # noqa: B018 - required keys

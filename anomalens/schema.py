@@ -197,6 +197,7 @@ class Restoration(_Model):
     values: dict[str, float]
     deltas: list[FeatureDelta]  # largest relative change first
     score_after: float | None = None  # the detector's score of the restored row
+    note: str | None = None  # e.g. that no restoration scoring below the single-case threshold was found
 
     def numbers(self) -> list[float]:
         nums = [n for d in self.deltas for n in (d.observed, d.restored, d.delta, abs(d.delta))]
@@ -549,6 +550,8 @@ class Report(_Model):
                 f"| {_md(d.feature)} | {fmt(d.observed)} | {fmt(d.restored)} | {fmt(d.delta)} |"
                 for d in ev.restoration.deltas[:10]
             ]
+            if ev.restoration.note:
+                lines += ["", f"_{_md(ev.restoration.note)}_"]
         ex = self.explanation
         lines += ["", f"## Explanation ({ex.source}; {'verified' if ex.grounded else 'NOT verified'})", ""]
         lines += [f"- {_md(c.text)} \\[{_md(', '.join(c.cites))}\\]" for c in ex.claims]

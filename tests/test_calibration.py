@@ -33,6 +33,20 @@ def test_benjamini_hochberg_known_case():
     assert benjamini_hochberg(np.full(5, 0.9), 0.05).sum() == 0
 
 
+
+def test_benjamini_hochberg_agrees_with_scipy():
+    """Ours is kept for one reason (docs/decisions.md): it flags exactly the p <= alpha k / m that
+    verdicts report as the cut-off. On p-values off the boundaries it decides as SciPy's
+    ``false_discovery_control`` does."""
+    from scipy.stats import false_discovery_control
+
+    rng = np.random.default_rng(0)
+    for m in (1, 10, 100, 1000):
+        for _ in range(20):
+            p = np.concatenate([rng.uniform(size=m - m // 10), rng.uniform(0, 1e-3, size=m // 10)])
+            np.testing.assert_array_equal(benjamini_hochberg(p, 0.05), false_discovery_control(p) <= 0.05)
+
+
 @pytest.mark.parametrize("name", detector_names())
 def test_false_positive_rate_on_held_out_normals(name, fitted):
     """On fresh normal rows, predict(alpha=0.05) flags at most 5% plus sampling tolerance."""

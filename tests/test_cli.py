@@ -38,6 +38,7 @@ def files(tmp_path_factory):
     test = cases().rename_axis("id").reset_index()
     test.to_csv(d / "test.csv", index=False)
     test.to_parquet(d / "test.parquet")
+    (d / "dup.csv").write_text("cpu,cpu,memory\n" + "".join(f"{i},{i + 1},{i % 7}\n" for i in range(40)))
     res = cli("fit", str(d / "train.csv"), "--out", str(d / "model"), "-d", "autoencoder", "--label-column", "label",
               "--exclude", "host", "-p", "epochs=40", "--json")
     assert res.exit_code == 0, res.output
@@ -108,6 +109,10 @@ def test_chat_with_piped_input(files):
     (("chat", "{d}/model", "{d}/test.csv"), "--row is required with DATA"),
     (("chat", "{d}/model", "--thread", "never"), "holds no saved conversation"),
     (("eval", "nonsense"), "benchmark must be one of"),
+    # issue 40 #18, #19: silent loss and wrong exit codes
+    (("fit", "{d}/dup.csv", "--out", "{d}/m3"), "columns of 'dup.csv' must have distinct names, got ['cpu'] more than once"),
+    (("score", "{d}/model", "{d}/test.csv", "--out", "{d}/test.csv"), "--out must not be an input file"),
+    (("score", "{d}/model", "{d}/test.csv", "--out", "/proc/scores.csv"), "--out must be in a folder this process can write"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(files, args, message):
     res = cli(*[a.format(d=files) for a in args])

@@ -232,3 +232,16 @@ def test_the_flow_scores_rows_far_outside_the_data_finitely_and_in_order(fitted,
     assert np.isfinite(s).all() and np.all(np.diff(s) > 0), s
     p = det.pvalues(rows)
     assert np.isfinite(p).all() and np.all((p >= 0) & (p <= 1)) and np.all(np.diff(p) <= 0)
+
+
+@pytest.mark.parametrize("name", ["ganomaly", "autoregressive", "pca"])
+def test_every_score_is_finite_and_ordered_far_outside_the_data(fitted, test_normal, name):
+    """Issue 40 #5, the class: GANomaly, the autoregressive model and PCA overflowed to inf on rows
+    1e20 out, so p-values and AUROC had no order there. Scores are finite now (an overflow is the
+    largest float64) and never decrease as a row moves further out."""
+    det = fitted(name)
+    rows = np.vstack([test_normal[0] + k for k in (0.0, 1e3, 1e8, 1e15, 1e20, 1e25, 1e300)])
+    s = det.decision_function(rows)
+    assert np.isfinite(s).all() and np.all(np.diff(s) >= 0) and s[-1] > s[0], s
+    p = det.pvalues(rows)
+    assert np.isfinite(p).all() and np.all(np.diff(p) <= 0), p

@@ -24,6 +24,52 @@ def inv():
     return Investigator.fit(frame(1500, 0), detector="autoencoder", source="train.csv", random_state=0, **FAST)
 
 
+def _skewed(n: int, seed: int) -> pd.DataFrame:
+    """A ratio in [0, 1], a log-normal quantity, a multiple of it and an exponential one."""
+    r = np.random.default_rng(seed)
+    a = r.lognormal(0, 0.5, n)
+    return pd.DataFrame({"ratio": r.uniform(0, 1, n), "a": a, "c": 2 * a + r.normal(0, 0.1, n), "d": r.exponential(1, n)})
+
+
+def test_a_restoration_stays_inside_the_training_range_or_says_it_found_none():
+    """Issue 40 #9: a restored value the detector moved lies inside its feature's normal 1%-99% range
+    (the flow restored one outside it here, as a ratio was restored to -0.62), a value it did not move
+    stays as observed, and a restored row that still scores above the single-case threshold says so
+    (6 of these 40 rows, which were shown as a normal version before)."""
+    inv = Investigator.fit(_skewed(800, 0), detector="flow", random_state=0, **FAST)
+    X = _skewed(40, 5)
+    rng = np.random.default_rng(0)
+    for i in range(0, 40, 2):  # far moves of one feature, both signs
+        X.iloc[i, i % 4] += (1 if i % 3 else -1) * rng.uniform(5, 40)
+    thr = inv.calibrator.threshold(0.05)
+    noted = 0
+    for ev in inv.evidence_each([X.iloc[[i]] for i in range(len(X))], top=None):
+        r = ev.restoration
+        prof = {a.feature: (a.normal_low, a.normal_high) for a in ev.attributions}
+        for d in r.deltas:
+            lo, hi = prof[d.feature]
+            assert d.restored == d.observed or lo - 1e-9 <= d.restored <= hi + 1e-9, (ev.case_id, d)
+        assert (r.score_after > thr) == (r.note is not None), (r.score_after, thr, r.note)
+        noted += r.note is not None
+        if r.note:
+            assert "no normal version was found" in inv.report(ev).to_markdown()
+    assert 0 < noted < len(X) / 2
+
+
+def test_counts_and_model_folders_are_checked_with_one_clear_error(inv, tmp_path):
+    """Issue 40 #19: ``analyze(top=0)`` was accepted (a report with no attribution) and loading a file
+    as a model folder raised a bare NotADirectoryError."""
+    row = frame(1, 3)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match=f"top must be an int >= 1, got {bad!r}"):
+            inv.analyze(row, top=bad)
+    with pytest.raises(InputError, match="k must be an int >= 1, got 0"):
+        inv.analyze_batch(frame(5, 3), k=0)
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="a saved Investigator is a folder"):
+        Investigator.load(tmp_path / "model.json")
+
+
 def test_report_of_an_injected_case(inv):
     X = frame(300, 1)
     syn = synthesize(X.to_numpy(), "global", 1, n_features=1, reference=frame(1500, 0).to_numpy(), keep_normal=False)

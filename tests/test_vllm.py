@@ -143,7 +143,7 @@ def test_batch_explanations_are_sent_concurrently_within_the_bound(vllm_url, box
 
 def test_a_request_timeout_is_a_backend_error_and_the_report_says_so(vllm_url):
     slow = OpenAIChatClient(vllm_url, model=VLLM_MODEL_NAME, timeout=0.05, max_retries=0)
-    with pytest.raises(BackendError, match="failed after 1 attempts: APITimeoutError"):
+    with pytest.raises(BackendError, match="failed after 1 attempt: APITimeoutError"):
         slow.complete_json("Reply in JSON.", "Cite the verdict.", draft_schema(["verdict"]), max_tokens=300)
     ex = explain_evidence(make_evidence(), LLMReasoner(slow))
     assert ex.source == "template" and ex.grounded and "unavailable" in ex.note and "Timeout" in ex.note

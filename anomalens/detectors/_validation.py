@@ -24,8 +24,9 @@ def _describe(x: Any) -> str:
 
 
 def _is_numeric(dtype: Any) -> bool:
-    try:
-        return bool(np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_))
+    try:  # complex numbers are numbers to numpy, but a detector would drop their imaginary part
+        return bool((np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating))
+                    or np.issubdtype(dtype, np.bool_))
     except TypeError:  # pandas extension dtypes (string, category, ...) that numpy cannot interpret
         return bool(getattr(dtype, "_is_numeric", False))
 
@@ -82,7 +83,7 @@ def check_matrix(
             arr = np.asarray(X)
         except Exception as exc:  # ragged nested lists and the like
             raise InputError(f"{name} must be a rectangular 2-D array, got {_describe(X)} that numpy cannot read") from exc
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        if arr.dtype == object or not _is_numeric(arr.dtype):
             raise InputError(f"{name} must be numeric (int, float or bool), got dtype {arr.dtype}")
         arr = arr.astype(np.float64, copy=False)
     if arr.ndim == 1:

@@ -163,6 +163,18 @@ class BaseConfig:
                 raise ConfigError(f"{f.name} must be a string, got {v!r}")
 
 
+def finite_scores(scores: np.ndarray) -> np.ndarray:
+    """Scores made finite with their order kept: a row far outside the training data (1e20 in one
+    feature) made some detectors' scores overflow to inf (or inf - inf = NaN), and their p-values and
+    AUROC were then undefined. +inf and NaN (the model broke on the row: as anomalous as it gets) become
+    the largest float64, -inf the smallest; finite scores are untouched."""
+    s = np.asarray(scores, dtype=np.float64)
+    if np.isfinite(s).all():
+        return s
+    big = np.finfo(np.float64).max
+    return np.where(np.isnan(s), big, np.clip(s, -big, big))
+
+
 class BaseDetector(ABC):
     """Contract shared by all detectors: calibration, validation, scaling, persistence.
 
@@ -341,7 +353,7 @@ class BaseDetector(ABC):
     def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
         """What calibration needs of the (scaled) calibration rows ``Z``: their scores, (n,). A
         fold model of cross calibration gives it for its held-out rows."""
-        return self._score_scaled(Z)
+        return finite_scores(self._score_scaled(Z))
 
     def _calibrate(self, raw: np.ndarray) -> np.ndarray:
         """The calibration scores from the calibration rows' ``_calibration_raw`` (all folds'
@@ -363,7 +375,7 @@ class BaseDetector(ABC):
         Returns:
             (n,) float64 scores.
         """
-        return self._score_scaled(self._scale(self._check_input(X, checked=checked)))
+        return finite_scores(self._score_scaled(self._scale(self._check_input(X, checked=checked))))
 
     def pvalues(self, X: Any, *, checked: bool = False) -> np.ndarray:
         """(n,) conformal p-values: small means unlike the calibration (normal) rows. Below
@@ -413,9 +425,9 @@ class BaseDetector(ABC):
         Z = self._scale(self._check_input(X, checked=checked))
         scores, values, R = self._inspect_scaled(Z)
         return Inspection(
-            scores=scores,
+            scores=finite_scores(scores),
             attribution=Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method),
-            restored=R * self.scale_ + self.center_, restored_scores=self._score_scaled(R),
+            restored=R * self.scale_ + self.center_, restored_scores=finite_scores(self._score_scaled(R)),
             embedding=self._embed_scaled(Z).astype(np.float32))
 
     # ------------------------------------------------------------------ hooks

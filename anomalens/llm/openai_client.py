@@ -7,8 +7,11 @@ Structured output is requested with ``response_format`` of type ``json_schema``;
 rejects that (llama.cpp's accepts only ``json_object``) is asked again with ``json_object`` and
 the schema in the prompt, and the client remembers which mode worked. Replies are validated with
 ``model_validate_json``; an invalid reply is re-asked a bounded number of times with the
-validation error fed back. Connection failures and server errors are retried with exponential
-backoff, then raised as ``BackendError``.
+validation error fed back. Connection failures, timeouts, 429 and 5xx answers are retried by the
+``openai`` SDK itself (``max_retries``, its exponential backoff with jitter, honouring
+``Retry-After``), then raised as ``BackendError``. One answer is not retried: a 5xx to the first
+``json_schema`` request, since llama.cpp's server answers that way for "unsupported", and three
+tries of it cost seconds before the ``json_object`` fallback.
 """
 
 from __future__ import annotations
@@ -49,14 +52,18 @@ class OpenAIChatClient:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency must be a positive int, got {concurrency!r}")
         self.concurrency = concurrency
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout,
+                                     max_retries=max_retries)
         self._model = model
         self.mode = "json_schema"  # switches to "json_object" when the server rejects json_schema
+        self._schema_ok = False  # a json_schema request has succeeded: the mode is settled
 
     @property
     def model(self) -> str:
         if not self._model:
-            models = self._call(lambda: self._client.models.list())
+            models = self._call(lambda c: c.models.list())
             if not models.data:
                 raise BackendError(f"the server at {self.base_url} serves no model")
             self._model = models.data[0].id
@@ -67,24 +74,31 @@ class OpenAIChatClient:
         # no request here: naming a client must not fail when its server is down
         return f"llm:{self._model or self.base_url}"
 
-    def _call(self, fn, *, unsupported=lambda exc: False):
-        """Run ``fn`` with retries; an error that ``unsupported`` recognises is raised at once."""
+    def _call(self, fn, *, probe: bool = False, unsupported=lambda exc: False):
+        """``fn(client)``, the SDK retrying what fails for a passing reason; what still fails is a
+        ``BackendError``, except an error that ``unsupported`` recognises. ``probe``: a 5xx answer to
+        the first try is not retried (it may mean "unsupported"); a lost connection still is."""
         o = self._openai
-        delay = 0.5
-        for attempt in range(self.max_retries + 1):
+        tries = self.max_retries + 1
+        try:
+            if not probe:
+                return fn(self._client)
             try:
-                return fn()
-            except (o.APIConnectionError, o.APITimeoutError, o.InternalServerError, o.RateLimitError) as exc:
-                if unsupported(exc):
+                return fn(self._client.with_options(max_retries=0))
+            except (o.APIConnectionError, o.APITimeoutError, o.RateLimitError):
+                if self.max_retries == 0:
                     raise
-                if attempt == self.max_retries:
-                    raise BackendError(f"LLM server at {self.base_url} failed after {attempt + 1} attempts: "
-                                       f"{type(exc).__name__}: {exc}") from exc
-                log.warning("LLM request failed (%s); retrying in %.1fs", type(exc).__name__, delay)
-                time.sleep(delay)
-                delay *= 2
-            except o.AuthenticationError as exc:
-                raise BackendError(f"LLM server at {self.base_url} refused the API key") from exc
+                return fn(self._client.with_options(max_retries=self.max_retries - 1))
+            except o.InternalServerError:
+                tries = 1
+                raise
+        except (o.APIConnectionError, o.APITimeoutError, o.InternalServerError, o.RateLimitError) as exc:
+            if unsupported(exc):
+                raise
+            raise BackendError(f"LLM server at {self.base_url} failed after {tries} attempt{'s' * (tries > 1)}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        except o.AuthenticationError as exc:
+            raise BackendError(f"LLM server at {self.base_url} refused the API key") from exc
 
     def _response_format(self, schema: type[BaseModel]) -> dict:
         if self.mode == "json_schema":
@@ -97,10 +111,13 @@ class OpenAIChatClient:
         def rejects_format(exc: Exception) -> bool:  # llama.cpp's server answers 500 to a json_schema request
             return self.mode == "json_schema" and "json_schema" in str(exc)
 
+        probe = self.mode == "json_schema" and not self._schema_ok  # a 500 not retried: see the module docstring
         try:
-            return self._call(lambda: self._client.chat.completions.create(
+            resp = self._call(lambda c: c.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=max_tokens, temperature=self.temperature,
-                response_format=self._response_format(schema)), unsupported=rejects_format)
+                response_format=self._response_format(schema)), probe=probe, unsupported=rejects_format)
+            self._schema_ok = self._schema_ok or self.mode == "json_schema"
+            return resp
         except (o.BadRequestError, o.UnprocessableEntityError, o.InternalServerError) as exc:
             if isinstance(exc, o.InternalServerError) and not rejects_format(exc):
                 raise
@@ -127,7 +144,7 @@ class OpenAIChatClient:
         o = self._openai
         t0 = time.perf_counter()
         try:
-            resp = self._call(lambda: self._client.chat.completions.create(
+            resp = self._call(lambda c: c.chat.completions.create(
                 model=self.model, messages=messages, tools=tools or None, tool_choice=tool_choice if tools else None,
                 max_tokens=max_tokens, temperature=self.temperature))
         except (o.BadRequestError, o.UnprocessableEntityError) as exc:

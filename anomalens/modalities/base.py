@@ -100,6 +100,11 @@ class Modality(ABC):
         """The normal profile of one unit (raises ``InputError`` for an unknown one, listing valid ones)."""
 
     # ------------------------------------------------------------------ evidence
+    def bound_restoration(self, detector: BaseDetector, X: np.ndarray, inspection: Inspection) -> Inspection:
+        """The inspection with its restorations kept to what normal data look like (tabular: inside the
+        training's 1%-99% range); by default unchanged."""
+        return inspection
+
     @abstractmethod
     def case_items(self, X: np.ndarray, inspection: Inspection, hits: list[list[ExemplarHit]], top: int,
                    scale: np.ndarray) -> list[CaseItems]:

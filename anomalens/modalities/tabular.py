@@ -36,7 +36,7 @@ from anomalens.store import ExemplarHit
 from anomalens.text import clip
 from anomalens.text import names as names_of
 
-__all__ = ["PROFILE_LEVELS", "TabularModality", "as_rows", "column_list", "select_columns"]
+__all__ = ["PROFILE_LEVELS", "TabularModality", "as_rows", "check_csv_header", "column_list", "select_columns"]
 
 PROFILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # training quantiles kept per feature
 _WHERE = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
@@ -75,6 +75,27 @@ def as_rows(data: Any, name: str) -> tuple[Any, list[str] | None, list[str] | No
 def column_list(names: list[str] | None) -> list[str]:
     """Column names given as repeated and/or comma-separated options."""
     return [c.strip() for n in names or [] for c in n.split(",") if c.strip()]
+
+
+def check_csv_header(source: Any, name: str, **read_kw: Any) -> None:
+    """Refuse a CSV whose header names a column twice: pandas renames the second ``cpu`` to ``cpu.1``,
+    and a model would then be fitted on, or fed, a column nobody named. ``source``: a path or a
+    binary file object (read from its start, then put back there)."""
+    import pandas as pd
+
+    pos = source.tell() if hasattr(source, "tell") else None
+    try:
+        head = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False, **read_kw)
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return  # the reader that follows says what is wrong with the file
+    finally:
+        if pos is not None:
+            source.seek(pos)
+    names = [str(c).strip() for c in head.iloc[0].tolist()] if len(head) else []
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise InputError(f"columns of {clip(name, 120)!r} must have distinct names, got {names_of(twice)} more than "
+                         "once")
 
 
 def select_columns(frame, *, label_column: str | None = None, exclude: list[str] | None = None,
@@ -178,6 +199,23 @@ class TabularModality(Modality):
                               normal_high=float(hi), quantiles=qs, n_train=n_train)
 
     # ------------------------------------------------------------------ evidence
+    def bound_restoration(self, detector: BaseDetector, X: np.ndarray, inspection: Inspection) -> Inspection:
+        """A restored value the detector moved is kept inside the training's 1%-99% range of its feature
+        (a generative model's restoration put a ratio at -0.62, and moved values beyond the range);
+        values it left alone stay as observed. The clipped rows are scored again."""
+        import dataclasses
+
+        lo, _, hi = self.quantiles
+        R = inspection.restored
+        moved = ~np.isclose(R, X, rtol=1e-9, atol=0.0)
+        bounded = np.where(moved, np.clip(R, lo, hi), X)
+        changed = np.any(bounded != R, axis=1)
+        if not changed.any():
+            return inspection
+        scores = inspection.restored_scores.copy()
+        scores[changed] = detector.decision_function(bounded[changed], checked=True)
+        return dataclasses.replace(inspection, restored=bounded, restored_scores=scores)
+
     def case_items(self, X: np.ndarray, inspection: Inspection, hits: list[list[ExemplarHit]], top: int,
                    scale: np.ndarray) -> list[CaseItems]:
         names = self.feature_names

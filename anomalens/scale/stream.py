@@ -183,6 +183,19 @@ class _Writer:
             self._w.close()
 
 
+def _probe_writable(out: Path) -> None:
+    """Refuse an --out folder that cannot be written before any scoring (it failed after the whole
+    input was scored)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".anomalens-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out must be in a folder this process can write, got {clip(str(out.parent), 120)!r} "
+                         f"({exc.strerror or type(exc).__name__})") from exc
+
+
 def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float = 0.05, chunk_rows: int = CHUNK_ROWS,
                id_column: str | None = None, keep: list[str] | None = None, explain_top: int = 0, k: int = 5,
                top: int = 5, reasoner=None, engine: str = "local", address: str | None = None,
@@ -226,6 +239,11 @@ def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float 
     else:
         source = source if isinstance(source, list) else [source]
         total = None
+    for src in (source if isinstance(source, list) else [source]):
+        if str(src) != "-" and Path(src).exists() and out.exists() and Path(src).samefile(out):
+            raise InputError(f"--out must not be an input file (it would be overwritten while it is read), got "
+                             f"{clip(str(out), 120)!r}")
+    _probe_writable(out)
     if engine == "ray":
         if model_dir is None:
             raise InputError("engine 'ray' needs model_dir: the folder the workers load the investigator from")

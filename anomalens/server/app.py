@@ -1188,7 +1188,12 @@ def _read_table(raw: bytes, filename: str):
     try:
         if filename.lower().endswith(".parquet") or raw[:4] == b"PAR1":
             return pd.read_parquet(io.BytesIO(raw))
+        from anomalens.modalities.tabular import check_csv_header
+
+        check_csv_header(io.BytesIO(raw), filename)
         return pd.read_csv(io.BytesIO(raw))
+    except InputError as exc:
+        raise _Problem(400, "Bad input", str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - any reader failure is the upload's fault
         raise _Problem(400, "Bad input", f"file {filename!r} must be a CSV or Parquet table ({type(exc).__name__}: "
                                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
