@@ -252,6 +252,27 @@ def test_fill_is_reported(fitted):
     assert "1 missing value" in rep.to_markdown()
 
 
+def test_a_fitted_model_puts_uneven_or_other_grids_on_its_own_and_says_so(fitted):
+    """Issue 40 #10: real exports hold a duplicated sample, a 0.9-second step, a gap; a fitted model
+    refused them at analyze ("pass resample=", which analyze could not take) and ran a 1-minute model
+    silently on 30-second data. It puts them on its grid (averaged per step, empty steps
+    interpolated) and says so in the event; the step in a message is in the right unit (pandas 3)."""
+    inv, test = fitted
+    part = test.iloc[:600].copy()
+    part.iloc[300:320, part.columns.get_loc("latency")] += 6.0
+    uneven = part.drop(index=part.index[[100, 450]])  # two gaps
+    uneven.index = uneven.index.where(uneven.index != uneven.index[200], uneven.index[200] + pd.Timedelta("0.9s"))
+    rep = inv.analyze(uneven)
+    assert rep.verdict.anomalous and "put on the model's grid" in rep.evidence.event.note
+    assert "uneven" in rep.evidence.event.note and "put on the model's grid" in rep.to_markdown()
+    assert [e.evidence.event.start for e in inv.analyze_batch(uneven)] == \
+        [e.evidence.event.start for e in inv.analyze_batch(part)]
+    half = part.resample("30s").interpolate()  # another grid: 30-second points for a 1-minute model
+    assert "its step was 0 days 00:00:30" in inv.analyze(half).evidence.event.note
+    with pytest.raises(InputError, match=r"is 0 days 00:00:00.900000, the usual step is 0 days 00:01:00"):
+        read_series(part.set_axis(part.index.where(part.index != part.index[5], part.index[4] + pd.Timedelta("0.9s"))))
+
+
 def test_cli_fit_and_analyze_a_series(tmp_path):
     frame = make_series(3000, seed=5).rename_axis("timestamp").reset_index()
     frame["label"] = 0

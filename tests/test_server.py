@@ -208,6 +208,16 @@ def test_csv_upload_and_log_triage(server, models):
     r = httpx.post(f"{server}/v1/investigators/metrics/analyze/upload", headers=_auth(),
                    files={"file": ("x.csv", b"\x00\x01not a table")})
     assert r.status_code == 400
+    # a label and an id column, as the CLI takes them (issue 40 #13: the upload refused the file)
+    labelled = test.assign(label=0, host=[f"h{i}" for i in range(len(test))])
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze/upload", headers=_auth(),
+                   params={"limit": 1, "id_column": "host"},
+                   files={"file": ("labelled.csv", labelled.to_csv(index=False).encode())}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["reports"][0]["evidence"]["case_id"] == "h7" and r.json()["verdicts"][0]["case_id"] == "h0"
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze/upload", headers=_auth(),
+                   files={"file": ("dup.csv", b"cpu,cpu,memory,latency,errors\n1,2,3,4,5\n")})
+    assert r.status_code == 400 and "must have distinct names, got ['cpu']" in r.json()["detail"]
     sample = inject_logs(150, 8, seed=2)
     r = httpx.post(f"{server}/v1/investigators/web/triage", headers=_auth(**{"Content-Type": "text/plain"}),
                    content=sample.text().encode(), params={"top": 3}, timeout=120)

@@ -88,6 +88,7 @@ class SeriesData:
     channels: list[str]
     filled: int = 0  # cells filled by ``fill``
     fill: str | None = None
+    note: str | None = None  # e.g. that the input was put on the model's time grid
 
     def stamp(self, i: int) -> str:
         return stamp(self.times[i])
@@ -171,7 +172,7 @@ def read_series(data: Any, *, name: str = "series", time_column: str | None = No
     if idx.has_duplicates:
         raise InputError(f"{name} timestamps must be unique; {_show(idx[idx.duplicated()][0])} appears more than once")
     if not idx.is_monotonic_increasing:
-        i = int(np.flatnonzero(np.diff(idx.asi8 if is_time else idx.to_numpy()) < 0)[0]) + 1
+        i = int(np.flatnonzero(np.diff(_ns(idx) if is_time else idx.to_numpy()) < 0)[0]) + 1
         raise InputError(f"{name} timestamps must be increasing; {_show(idx[i])} (row {i}) comes after {_show(idx[i - 1])}")
     if resample is not None:
         if not is_time:
@@ -182,7 +183,7 @@ def read_series(data: Any, *, name: str = "series", time_column: str | None = No
             raise InputError(f"resample must be a pandas frequency such as '5min', got {resample!r}") from exc
         idx = frame.index
     if len(idx) > 2:
-        steps = np.diff(idx.asi8 if is_time else idx.to_numpy())
+        steps = np.diff(_ns(idx) if is_time else idx.to_numpy())
         usual = np.median(steps)
         odd = np.flatnonzero(steps != usual)
         if len(odd):
@@ -209,6 +210,12 @@ def read_series(data: Any, *, name: str = "series", time_column: str | None = No
         values = filled_frame.to_numpy()
     times = idx if is_time else idx.to_numpy().astype(np.int64)
     return SeriesData(times, np.ascontiguousarray(values), list(frame.columns), filled, fill if filled else None)
+
+
+def _ns(idx: Any) -> np.ndarray:
+    """A DatetimeIndex as int64 nanoseconds, whatever its unit (pandas 3 reads times as microseconds,
+    and ``asi8`` is in the index's own unit: a 0.9 s step was printed as 900 ms's thousandth)."""
+    return idx.as_unit("ns").asi8
 
 
 def _show(t: Any) -> str:
@@ -375,10 +382,34 @@ class SeriesModality(Modality):
     def read(self, data: Any, name: str = "series") -> SeriesData:
         """``data`` checked against the training series (channels, spacing, missing values) and long
         enough for one window."""
-        s = read_series(data, name=name, time_column=self.time_column, fill=self.fill, resample=self.resample,
-                        channels=self.channels or None)
+        try:
+            s = read_series(data, name=name, time_column=self.time_column, fill=self.fill, resample=self.resample,
+                            channels=self.channels or None)
+        except InputError as exc:  # uneven steps: put them on the model's grid, when it has one
+            if self.resample is not None or self.time_kind != "datetime" or "evenly spaced" not in str(exc):
+                raise
+            s = self._on_grid(data, name, "its steps were uneven")
+        else:
+            if self.time_kind == "datetime" and self.resample is None and len(s.times) > 2:
+                given = float((s.times[1] - s.times[0]).total_seconds())
+                if not np.isclose(given, self.step, rtol=1e-6):  # another grid: a 1-minute series, a 5-minute model
+                    s = self._on_grid(data, name, f"its step was {_step(given * 1e9, True)}")
         if self.window is not None and len(s.values) < self.window:
             raise InputError(f"{name} must be at least one window long ({self.window} points), got {len(s.values)}")
+        return s
+
+    def _on_grid(self, data: Any, name: str, why: str) -> SeriesData:
+        """A datetime series put on the fitted model's step (averaged per step, empty steps filled by
+        ``fill`` or interpolated), with a note saying so: the model reads points one step apart, and
+        real exports hold duplicated samples, short steps and gaps."""
+        import pandas as pd
+        from pandas.tseries.frequencies import to_offset
+
+        rule = to_offset(pd.Timedelta(seconds=self.step))
+        s = read_series(data, name=name, time_column=self.time_column, fill=self.fill or "interpolate",
+                        resample=rule, channels=self.channels or None)
+        s.note = (f"{name} was put on the model's grid of {_step(self.step * 1e9, True)} ({why}): values averaged "
+                  f"per step" + (f", {s.filled} empty cell(s) filled ({s.fill})" if s.filled else ""))
         return s
 
     def split(self, data: Any) -> tuple[SeriesData, SeriesData]:
@@ -711,7 +742,7 @@ class SeriesModality(Modality):
         deltas.sort(key=lambda d: -abs(d.delta) / scale[self.channels.index(d.feature)])
         restoration = Restoration(values={d.feature: d.restored for d in deltas}, deltas=deltas)
         peak = a + int(cells[:, a : b + 1].sum(axis=0).argmax())  # where the anomaly is sharpest
-        note = (f"{s.filled} missing value(s) of the input were filled ({s.fill})" if s.filled else None)
+        note = s.note or (f"{s.filled} missing value(s) of the input were filled ({s.fill})" if s.filled else None)
         event = Event(index=0, start=s.stamp(a), end=s.stamp(b), peak=s.stamp(peak), n_points=b - a + 1,
                       peak_score=float(scores[peak]), channels=[self.channels[c] for c in order if abnormal[c]], note=note)
         return event, CaseItems(attributions, exemplars, restoration), segments

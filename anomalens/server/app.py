@@ -626,16 +626,27 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
               responses=_problem_responses(400, 401, 404, 413, 422, 429, 504))
     async def analyze_upload(name: str, file: UploadFile = File(..., description="a CSV or Parquet file of rows"),
                              alpha: float = 0.05, top: int = 5, limit: int | None = 20, explain: bool = True,
-                             only_anomalous: bool = False) -> AnalyzeResponse:
-        """The same as ``analyze`` for an uploaded CSV or Parquet file (columns: the features; a series: its
-        time column and channels)."""
+                             only_anomalous: bool = False, id_column: str | None = None) -> AnalyzeResponse:
+        """The same as ``analyze`` for an uploaded CSV or Parquet file (a table: the fitted features are read
+        and other columns, a label for one, left alone, as the CLI does; ``id_column`` names the cases; a
+        series: its time column and channels)."""
         try:
             req = AnalyzeRequest(rows=[{}], alpha=alpha, top=top, limit=limit, explain=explain,
                                  only_anomalous=only_anomalous)
         except ValueError as exc:
             raise _Problem(422, "Invalid request", str(exc).splitlines()[0]) from exc
+        inv = _get(name)
         raw = await file.read()
         frame = _read_table(raw, file.filename or "upload")
+        if inv.modality.name == "tabular":
+            from anomalens.modalities.tabular import select_columns
+
+            with _as_problems():
+                frame, ids = select_columns(frame, id_column=id_column, features=inv.feature_names)
+            req.ids = ids
+        elif id_column is not None:
+            raise _Problem(400, "Bad input", f"id_column applies to tables; investigator {name!r} holds "
+                                             f"{inv.modality.name} data")
         return await _work(_analyze(name, frame, req))
 
     async def _triage(name: str, text: str, alpha: float, top: int, source: str = "request") -> TriageResponse:
@@ -807,16 +818,17 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 with _chat(sid, owner) as (_, _, chat):
                     return reply_out(chat.ask(msg.text))
 
-            return await _work(job, on=model_pool)
+            # a command (/neighbors, /score, ...) runs its tool and the template: no reason to queue for the model
+            return await _work(job, on=pool if msg.text.lstrip().startswith("/") else model_pool)
 
         def events() -> Iterator[tuple[str, Any]]:
             with _chat(sid, owner) as (_, _, chat):
                 for kind, data in chat.ask_stream(msg.text):
                     yield kind, (reply_out(data).model_dump(mode="json") if kind == "answer" else data)
 
-        return _event_stream(events)
+        return _event_stream(events, on=pool if msg.text.lstrip().startswith("/") else model_pool)
 
-    def _event_stream(events: Callable[[], Iterator[tuple[str, Any]]]):
+    def _event_stream(events: Callable[[], Iterator[tuple[str, Any]]], on: Pool):
         """Server-Sent Events from ``events``, produced by a pool worker (admission as for any request:
         429 before the stream starts; past ``timeout`` an ``error`` event with status 504)."""
         import json
@@ -844,7 +856,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
         try:
-            model_pool.submit(job)
+            on.submit(job)
         except Busy:
             raise _busy() from None
 
