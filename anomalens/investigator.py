@@ -39,6 +39,7 @@ from anomalens.schema import Comparison, Evidence, FeatureProfile, Report, Verdi
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, select_exemplars
 from anomalens.store.members import MemberIndex
+from anomalens.text import names as names_of
 
 __all__ = ["Investigator", "Scored"]
 
@@ -516,6 +517,13 @@ class Investigator:
         if det.n_features_in_ != modality.model_width:
             raise CheckpointError(f"{path}: the {modality.name} metadata does not match the detector "
                                   f"({modality.model_width} values per row, detector expects {det.n_features_in_})")
+        if modality.name == "tabular" and det.feature_names_in_ is not None \
+                and list(det.feature_names_in_) != list(modality.feature_names):
+            # the detector keeps its own copy of the columns: an edited or reordered list in the JSON would
+            # feed every value to another feature's weights (p-values changed, no error)
+            raise CheckpointError(f"{path / _CONFIG}: its feature names do not match the detector's "
+                                  f"({names_of(modality.feature_names, 6)} against {names_of(det.feature_names_in_, 6)}); "
+                                  "the file was edited or mixed with another model's")
         store = _open_store(path, root, config["store"])
         if modality.sequential:
             from anomalens.series_investigator import SeriesInvestigator

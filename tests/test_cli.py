@@ -38,6 +38,8 @@ def files(tmp_path_factory):
     test = cases().rename_axis("id").reset_index()
     test.to_csv(d / "test.csv", index=False)
     test.to_parquet(d / "test.parquet")
+    (d / "latin1.csv").write_bytes(b"\xffcpu,memory\n1,2\n")
+    (d / "broken.parquet").write_bytes(b"PAR1 not really parquet")
     (d / "dup.csv").write_text("cpu,cpu,memory\n" + "".join(f"{i},{i + 1},{i % 7}\n" for i in range(40)))
     res = cli("fit", str(d / "train.csv"), "--out", str(d / "model"), "-d", "autoencoder", "--label-column", "label",
               "--exclude", "host", "-p", "epochs=40", "--json")
@@ -112,6 +114,10 @@ def test_chat_with_piped_input(files):
     # issue 40 #18, #19: silent loss and wrong exit codes
     (("fit", "{d}/dup.csv", "--out", "{d}/m3"), "columns of 'dup.csv' must have distinct names, got ['cpu'] more than once"),
     (("score", "{d}/model", "{d}/test.csv", "--out", "{d}/test.csv"), "--out must not be an input file"),
+    (("score", "{d}/model", "{d}/latin1.csv", "--out", "{d}/o.csv"), "its header is not UTF-8 text"),
+    (("score", "{d}/model", "{d}/broken.parquet", "--out", "{d}/o.csv"), "cannot read 'broken.parquet' as Parquet"),
+    (("fit", "{d}/train.csv", "--out", "{d}/m2", "--exclude", "host", "-d", "autoencoder", "-p", "dropout=1.5"),
+     "dropout must be a probability in [0, 1), got 1.5"),
     (("score", "{d}/model", "{d}/test.csv", "--out", "/proc/scores.csv"), "--out must be in a folder this process can write"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(files, args, message):

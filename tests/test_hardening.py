@@ -245,6 +245,14 @@ def test_a_missing_or_corrupted_part_is_a_checkpoint_error(tmp_path):
         Investigator.load(d)
     res = run_cli("analyze", str(d), str(tmp_path / "x.csv"))
     assert res.returncode == 2 and res.stderr.decode().count("\n") == 1 and b"Traceback" not in res.stderr
+    # feature names reordered in investigator.json (issue 40 #18: it loaded, and p-values changed)
+    d, _ = fresh("reordered")
+    cfg = json.loads((d / "investigator.json").read_text())
+    names = cfg["feature_names"]
+    names[0], names[1] = names[1], names[0]
+    (d / "investigator.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="feature names do not match the detector's"):
+        Investigator.load(d)
 
 
 def test_a_corrupted_chat_checkpoint_is_a_checkpoint_error(small_inv, tmp_path):

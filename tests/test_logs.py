@@ -87,6 +87,14 @@ def test_log_text_in_a_markdown_code_span_is_escaped_once():
     assert "&lt;UUID&gt;" in html and "&amp;" not in html and "<script" not in html
 
 
+def test_a_truncated_gz_is_one_clear_error(tmp_path):
+    """Issue 40 #19: a truncated .gz ended in click's empty "Abort:" (rc 1): EOFError from gzip."""
+    p = tmp_path / "cut.log.gz"
+    p.write_bytes(gzip.compress("".join(f"2024-05-01T10:00:{i % 60:02d}Z INFO a: line {i}\n" for i in range(5000)).encode())[:4000])
+    with pytest.raises(InputError, match=r"'cut.log.gz' is a damaged .gz file after line \d+ \(Compressed file ended"):
+        list(read_logs(p))
+
+
 def test_reader_memory_stays_bounded_on_an_endless_line():
     """Issue 40 #17: a line is read in blocks (``triage /dev/zero`` grew until MemoryError): 64 MB
     without a line end costs a few blocks of memory, and the line is kept cut and counted."""

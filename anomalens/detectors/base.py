@@ -157,6 +157,8 @@ class BaseConfig:
             elif isinstance(default, float):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                     raise ConfigError(f"{f.name} must be a finite number, got {v!r}")
+                if f.name.endswith("dropout") and not 0.0 <= v < 1.0:  # torch's own message came from deep in fit
+                    raise ConfigError(f"{f.name} must be a probability in [0, 1), got {v!r}")
             elif isinstance(default, int) and default is not None and f.name != "random_state":
                 check_int(v, f.name, low=0)
             elif isinstance(default, str) and not isinstance(v, str):

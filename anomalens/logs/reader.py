@@ -288,12 +288,20 @@ def open_lines(source: str | Path | io.IOBase) -> tuple[str, Iterator[bytes]]:
         return "<stdin>", _bounded(sys.stdin.buffer)
     p = log_file(source)
     stream = gzip.open(p, "rb") if is_gzip(p) else open(p, "rb")
-    return p.name, _lines_of(stream)
+    return p.name, _lines_of(stream, p.name)
 
 
-def _lines_of(stream: io.BufferedIOBase) -> Iterator[bytes]:
+def _lines_of(stream: io.BufferedIOBase, name: str) -> Iterator[bytes]:
+    import zlib
+
+    n = 0
     with stream:
-        yield from _bounded(stream)
+        try:
+            for n, b in enumerate(_bounded(stream), start=1):
+                yield b
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated or corrupted .gz
+            raise InputError(f"log file {clip(strip_control(name), 160)!r} is a damaged .gz file after line {n} "
+                             f"({exc or type(exc).__name__}); nothing past that line can be read") from exc
 
 
 LINE_BYTES = 4 * MAX_LINE  # bytes of one line read (UTF-8: at most 4 per character); the rest is skipped

@@ -69,7 +69,7 @@ def _csv_reader(path: Path, columns: list[str] | None, types: dict | None):
     try:
         return csv.open_csv(pa.input_stream(str(path), compression="detect"), parse_options=parse,
                             read_options=csv.ReadOptions(block_size=CSV_BLOCK_BYTES), convert_options=convert)
-    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {clip(path.name, 80)!r}: {clip(str(exc).splitlines()[0], 200)}") from exc
 
 
@@ -83,7 +83,16 @@ def table_columns(path: str | Path) -> list[str]:
             return list(pq.ParquetFile(path).schema_arrow.names)
         except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
             raise InputError(f"cannot read {clip(path.name, 80)!r} as Parquet: {clip(str(exc).splitlines()[0], 200)}") from exc
-    return list(_csv_reader(path, None, None).schema.names)
+    try:
+        names = list(_csv_reader(path, None, None).schema.names)
+    except UnicodeDecodeError as exc:  # the header is not UTF-8
+        raise InputError(f"cannot read {clip(path.name, 80)!r}: its header is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from exc
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise InputError(f"columns of {clip(path.name, 80)!r} must have distinct names, got {names_of(twice)} more than "
+                         "once")
+    return names
 
 
 def table_rows(path: str | Path) -> int | None:
@@ -93,7 +102,10 @@ def table_rows(path: str | Path) -> int | None:
         return None
     import pyarrow.parquet as pq
 
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise InputError(f"cannot read {clip(path.name, 80)!r} as Parquet: {clip(str(exc).splitlines()[0], 200)}") from exc
 
 
 def check_columns(path: Path, wanted: list[str]) -> None:
@@ -144,7 +156,7 @@ def _csv_batches(reader, path: Path):
             batch = reader.read_next_batch()
         except StopIteration:
             return
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read {clip(path.name, 80)!r}: {clip(str(exc).splitlines()[0], 200)}") from exc
         yield batch
 
