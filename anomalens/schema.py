@@ -86,33 +86,39 @@ def quote(name: str) -> str:
 
 
 def is_ordinary_word(name: str) -> bool:
-    """Whether a feature name could be an ordinary word of a sentence (then only its quoted form counts)."""
+    """Whether a feature name could be ordinary words of a sentence (then only its quoted form counts):
+    a word of the claims' vocabulary, a short word, words that all are ("is anomalous"), or a number
+    ("1.5")."""
     low = name.strip().lower()
-    return low in ORDINARY_WORDS or (low.isalpha() and len(low) <= 2)
+    if re.fullmatch(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?", low):
+        return True
+    words = low.split()
+    return bool(words) and all(w in ORDINARY_WORDS or (w.isalpha() and len(w) <= 2) for w in words)
 
 
-def split_mentions(text: str, names: list[str]) -> tuple[list[str], str]:
+def split_mentions(text: str, names: list[str], *, quoted_only: bool = False) -> tuple[list[str], str]:
     """(the names ``text`` mentions, case-insensitively; ``text`` with them blanked).
 
     A name is mentioned when it appears quoted ('name', "name", `name`, curly quotes), or as a
     whole word when it is not an ordinary word (see ``is_ordinary_word``: a feature called "a" or
     "score" is not mentioned by "a score"). Longest names first, each blanked once found, so "age"
     is not found inside "page_age" and a feature name cannot be mistaken for the words or numbers of
-    the text around it.
+    the text around it. ``quoted_only``: only quoted forms count (a sentence we rendered, which quotes
+    every name it writes: a feature named "is anomalous" is then not found in "The case is anomalous").
     """
     found = []
     for name in sorted(names, key=len, reverse=True):
-        text, hits = _mention_pattern(name).subn(" ", text)
+        text, hits = _mention_pattern(name, quoted_only).subn(" ", text)
         if hits:
             found.append(name)
     return found, text
 
 
 @functools.lru_cache(maxsize=4096)
-def _mention_pattern(name: str) -> re.Pattern:
+def _mention_pattern(name: str, quoted_only: bool = False) -> re.Pattern:
     """The regex of ``name``'s mentions (see ``split_mentions``), compiled once per name."""
     pattern = "|".join(re.escape(a) + re.escape(name) + re.escape(b) for a, b in _QUOTES)
-    if not is_ordinary_word(name):
+    if not quoted_only and not is_ordinary_word(name):
         pattern += r"|(?<![\w])" + re.escape(name) + r"(?![\w])"
     return re.compile(pattern, flags=re.IGNORECASE)
 

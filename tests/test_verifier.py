@@ -102,3 +102,29 @@ def test_nothing_grounded_falls_back_to_the_template():
 def test_dead_backend_falls_back_to_the_template_and_says_so():
     ex = explain_evidence(make_evidence(), ScriptedReasoner(fail=True))
     assert ex.source == "template" and "unavailable" in ex.note and "connection refused" in ex.note
+
+
+def test_feature_names_are_names_by_position_never_words_of_the_sentence():
+    """Issue 40 #12: with a feature named 'is anomalous' the template's own verdict claim was rejected
+    ("names feature 'is anomalous'"), and "'above' is normal." was accepted because the relation's
+    word was read inside the name. Names count where the rendering quotes them, and the relation
+    words are read with the names blanked."""
+    import numpy as np
+    import pandas as pd
+
+    from anomalens import Investigator
+    from anomalens.llm.template import TemplateReasoner
+
+    names = ["above", "not", "normal", "a", "1.5", "is anomalous", "温度"]
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(300, len(names))), columns=names)
+    inv = Investigator.fit(X, detector="pca", random_state=0)
+    for j, name in enumerate(names):
+        row = X.iloc[[0]].copy()
+        row.iloc[0, j] += 15
+        ev = inv.evidence(row)
+        ok, bad = verify(TemplateReasoner().draft(ev).claims, ev)
+        assert ev.verdict.anomalous and not bad and any(c.kind == "verdict" for c in ok), (name, bad)
+    ev = inv.evidence(X.iloc[[0]].assign(above=15.0))
+    assert verify_claim(Claim(text="'above' is normal.", cites=["feature:above"]), ev) is not None
+    assert verify_claim(Claim(text="'above' is within its normal range.", cites=["feature:above"]), ev) is not None
+    assert verify_claim(Claim(text="'above' is above its normal range.", cites=["feature:above"]), ev) is None

@@ -104,11 +104,13 @@ def _verified(claim: Claim, evidence: Evidence, *, render: bool) -> tuple[Claim,
         claim = claim.model_copy(update={"text": rendered.text})
     elif rendered.text != claim.text:
         return claim, "its text is not the rendering of its kind from the evidence"
-    return claim, _grounded(claim, evidence)
+    return claim, _grounded(claim, evidence, rendered=True)
 
 
-def _grounded(claim: Claim, evidence: Evidence) -> str | None:
-    """The checks every claim passes: ids, names, numbers, something checkable, the verdict."""
+def _grounded(claim: Claim, evidence: Evidence, *, rendered: bool = False) -> str | None:
+    """The checks every claim passes: ids, names, numbers, something checkable, the verdict. A
+    ``rendered`` claim's text is our rendering, which quotes every name it writes: only quoted names
+    are names there (by position, never as words of the sentence)."""
     items = evidence.items()
     if not claim.cites:
         return "cites no evidence"
@@ -126,7 +128,7 @@ def _grounded(claim: Claim, evidence: Evidence) -> str | None:
             return f"names {ident!r}, which is not in the evidence"
     # feature names: every one mentioned must be spoken about by a cited item
     cited_features = set().union(*(evidence.features_of(c) for c in claim.cites))
-    named, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names)
+    named, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names, quoted_only=rendered)
     times = False
     for c in claim.cites:  # the times of a cited event or segment are times, not numbers
         for t in sorted(getattr(items[c], "stamps", list)(), key=len, reverse=True):

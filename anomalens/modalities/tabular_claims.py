@@ -269,8 +269,8 @@ def parse(claim: Claim, evidence: Evidence, extra_words: frozenset[str] = frozen
     extra = unconfirmable_words(claim.text, names, extra_words)
     if extra:
         return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
-    low = claim.text.lower()
     named, rest = split_mentions(_ID.sub(" ", claim.text), names)
+    low = rest.lower()  # the relation's words, with the names blanked: a feature named 'above' says nothing
     denied = denies(claim.text, names)
     if denied:
         return denied
