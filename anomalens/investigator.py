@@ -478,7 +478,8 @@ class Investigator:
         config = {
             "anomalens_version": __version__, "modality": self.modality.name, "detector": self.detector_name,
             **self.modality.to_config(), "n_train": self.n_train, "rows_seen": self.rows_seen, "root": version,
-            "store": {"url": store.url, "collection": store.collection_name, "count": store.count(), **members},
+            "store": {"url": store.url, "collection": store.collection_name, "count": store.count(), **members,
+                      **({} if store.url else {"files": _store_files(root / "store")})},
             "exemplar_coverage": self.exemplar_coverage,
         }
         _publish_tree(root)
@@ -577,6 +578,13 @@ def _read_config(path: Path) -> dict:
     return config
 
 
+def _store_files(folder: Path) -> list[str]:
+    """The files of an embedded store as saved (its SQLite file and its nearest-neighbour index),
+    relative to the folder; SQLite's transient journal files left out."""
+    return sorted(str(f.relative_to(folder)) for f in folder.rglob("*")
+                  if f.is_file() and not f.name.endswith(("-wal", "-shm", "-journal")))
+
+
 def _open_store(path: Path, root: Path, cfg: dict) -> ExemplarStore:
     """The saved exemplar store, checked complete; a read-only folder's store is opened from a copy."""
     expected = cfg.get("count")
@@ -586,6 +594,10 @@ def _open_store(path: Path, root: Path, cfg: dict) -> ExemplarStore:
         folder = root / "store"
         if not folder.is_dir() or not any(folder.iterdir()):
             raise CheckpointError(f"{path} is incomplete: its exemplar store {str(folder)!r} is missing")
+        gone = [f for f in cfg.get("files", []) if not (folder / f).is_file()]
+        if gone:  # chroma answered from what was left (a far exemplar, no error) when its index was deleted
+            raise CheckpointError(f"{path} is incomplete: {len(gone)} file(s) of its exemplar store are missing, "
+                                  f"e.g. {names_of(gone, 3)}")
         if not os.access(folder, os.W_OK) or not all(os.access(f, os.W_OK) for f in folder.rglob("*") if f.is_file()):
             private = Path(tempfile.mkdtemp(prefix="anomalens-store-"))
             atexit.register(shutil.rmtree, private, ignore_errors=True)  # the copy lives as long as the process

@@ -245,6 +245,13 @@ def test_a_missing_or_corrupted_part_is_a_checkpoint_error(tmp_path):
         Investigator.load(d)
     res = run_cli("analyze", str(d), str(tmp_path / "x.csv"))
     assert res.returncode == 2 and res.stderr.decode().count("\n") == 1 and b"Traceback" not in res.stderr
+    # the nearest-neighbour index folder deleted (issue 40 #18: a far exemplar was returned, no note)
+    d, root = fresh("no_index")
+    index = [f for f in (root / "store").iterdir() if f.is_dir()]
+    assert index, "chroma keeps its index in a folder beside its SQLite file"
+    shutil.rmtree(index[0])
+    with pytest.raises(CheckpointError, match="file\\(s\\) of its exemplar store are missing"):
+        Investigator.load(d)
     # feature names reordered in investigator.json (issue 40 #18: it loaded, and p-values changed)
     d, _ = fresh("reordered")
     cfg = json.loads((d / "investigator.json").read_text())
