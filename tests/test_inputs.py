@@ -245,3 +245,7 @@ def test_every_score_is_finite_and_ordered_far_outside_the_data(fitted, test_nor
     assert np.isfinite(s).all() and np.all(np.diff(s) >= 0) and s[-1] > s[0], s
     p = det.pvalues(rows)
     assert np.isfinite(p).all() and np.all(np.diff(p) <= 0), p
+    # the embedding that retrieves exemplars stays finite too (a 1e308 row failed the query, "must be finite")
+    huge = np.vstack([test_normal[0], np.full_like(test_normal[0], 1e308), np.full_like(test_normal[0], -1.7e308)])
+    assert np.isfinite(det.embed(huge)).all() and np.isfinite(det.inspect(huge).embedding).all()
+    assert np.isfinite(det.decision_function(huge)).all()

@@ -177,6 +177,19 @@ def finite_scores(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(s), big, np.clip(s, -big, big))
 
 
+EMBED_BOUND = 1e6  # embeddings of normal rows are O(1-10); a row 1e308 out stays far, and distances finite
+
+
+def finite_embedding(E: np.ndarray) -> np.ndarray:
+    """(n, k) float32 embeddings made finite: a row near the float64 limit (1e308) overflowed its
+    embedding, and the exemplar query failed with an internal message. Values are clipped to
+    +-EMBED_BOUND (NaN: 0), so such a row is still far from every exemplar."""
+    E = np.asarray(E, dtype=np.float64)
+    if not np.isfinite(E).all() or np.abs(E).max(initial=0.0) > EMBED_BOUND:
+        E = np.clip(np.nan_to_num(E, nan=0.0, posinf=EMBED_BOUND, neginf=-EMBED_BOUND), -EMBED_BOUND, EMBED_BOUND)
+    return E.astype(np.float32)
+
+
 class BaseDetector(ABC):
     """Contract shared by all detectors: calibration, validation, scaling, persistence.
 
@@ -418,7 +431,7 @@ class BaseDetector(ABC):
 
     def embed(self, X: Any, *, checked: bool = False) -> np.ndarray:
         """(n, k) float32 representation used to retrieve similar normal exemplars."""
-        return self._embed_scaled(self._scale(self._check_input(X, checked=checked))).astype(np.float32)
+        return finite_embedding(self._embed_scaled(self._scale(self._check_input(X, checked=checked))))
 
     def inspect(self, X: Any, *, checked: bool = False) -> Inspection:
         """Scores, attribution, restoration (and its scores) and embedding of the rows of ``X``, with
@@ -430,7 +443,7 @@ class BaseDetector(ABC):
             scores=finite_scores(scores),
             attribution=Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method),
             restored=R * self.scale_ + self.center_, restored_scores=finite_scores(self._score_scaled(R)),
-            embedding=self._embed_scaled(Z).astype(np.float32))
+            embedding=finite_embedding(self._embed_scaled(Z)))
 
     # ------------------------------------------------------------------ hooks
     def _inspect_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
