@@ -698,6 +698,11 @@ def chat(
         if session.resumed:
             out.print(f"(resumed conversation {for_terminal(repr(session.thread_id), 60)}, "
                       f"{len(session.history())} earlier entries)", highlight=False)
+    if interactive:
+        try:  # line editing and history for input() (arrow keys, Ctrl-R), where the platform has readline
+            import readline  # noqa: F401
+        except ImportError:
+            pass
     try:
         while True:
             try:
@@ -709,7 +714,11 @@ def chat(
                 continue
             if line.lower() in ("/quit", "/exit", "quit", "exit"):
                 break
-            reply = session.ask(line)
+            if interactive:  # a turn with a model takes seconds: say that it is working
+                with err.status("[dim]thinking...[/]" if not line.startswith("/") else "[dim]running...[/]"):
+                    reply = session.ask(line)
+            else:
+                reply = session.ask(line)
             if as_json:
                 print(json.dumps({"question": line, "answer": reply.text, "tools": reply.tools, "steps": reply.steps,
                                   "explanation": None if reply.explanation is None

@@ -178,6 +178,13 @@ def test_chat_in_a_real_terminal(files):
         subprocess.run(["tmux", "send-keys", "-t", session, "/neighbors 2", "Enter"], check=True)
         s = wait_for("The second-closest normal exemplar is")
         assert "tools: nearest_exemplars" in s
+        # line editing and history (readline; issue 40 #14): the up arrow brings the last question back
+        subprocess.run(["tmux", "send-keys", "-t", session, "Up"], check=True)
+        end = time.time() + 10
+        while time.time() < end and screen().count("you> /neighbors 2") < 2:
+            time.sleep(0.2)
+        assert screen().count("you> /neighbors 2") == 2, screen()
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-u"], check=True)
         subprocess.run(["tmux", "send-keys", "-t", session, "/quit", "Enter"], check=True)
         end = time.time() + 30
         while time.time() < end and subprocess.run(["tmux", "has-session", "-t", session],
