@@ -273,6 +273,22 @@ def test_a_fitted_model_puts_uneven_or_other_grids_on_its_own_and_says_so(fitted
         read_series(part.set_axis(part.index.where(part.index != part.index[5], part.index[4] + pd.Timedelta("0.9s"))))
 
 
+def test_timestamps_as_exports_write_them(fitted):
+    """Issue 40 #19: offsets that change at daylight saving failed with "Mixed timezones", epoch
+    seconds written as floats were read as nanoseconds (all duplicates), and UTC times against a model
+    of naive times (or the reverse) failed. Changing offsets are read as UTC instants, whole-number
+    floats as epoch seconds, and naive and UTC times are placed on one grid."""
+    inv, test = fitted
+    berlin = pd.date_range("2026-03-28 22:00", periods=300, freq="min", tz="Europe/Berlin")  # crosses 02:00 -> 03:00
+    table = pd.DataFrame({"time": berlin.strftime("%Y-%m-%dT%H:%M:%S%z"), "a": np.arange(300.0)})
+    s = read_series(table, time_column="time")
+    assert len(s.times) == 300 and str(s.times.tz) == "UTC" and (np.diff(s.times.asi8) > 0).all()
+    epoch = pd.DataFrame({"time": 1.7e9 + 60.0 * np.arange(300), "a": np.arange(300.0)})
+    assert list(read_series(epoch, time_column="time").times[:2]) == [1_700_000_000, 1_700_000_060]
+    part = test.iloc[:100]
+    assert (inv.modality.positions(part.index.tz_localize("UTC")) == inv.modality.positions(part.index)).all()
+
+
 def test_cli_fit_and_analyze_a_series(tmp_path):
     frame = make_series(3000, seed=5).rename_axis("timestamp").reset_index()
     frame["label"] = 0

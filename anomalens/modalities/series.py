@@ -144,7 +144,9 @@ def read_series(data: Any, *, name: str = "series", time_column: str | None = No
             raise InputError(f"time column {clip(time_column, 60)!r} is not in {name}; its columns are "
                              f"{names_of(list(frame.columns), 12)}")
         raw = frame[time_column]
-        times = pd.to_datetime(raw, errors="coerce") if raw.dtype.kind not in "iu" else raw
+        if raw.dtype.kind == "f" and np.isfinite(raw).all() and (raw == np.round(raw)).all():
+            raw = raw.astype(np.int64)  # epoch seconds read as floats: whole numbers, not nanoseconds of 1970
+        times = _to_times(raw) if raw.dtype.kind not in "iu" else raw
         if raw.dtype.kind not in "iu" and times.isna().any():
             i = int(np.flatnonzero(times.isna().to_numpy())[0])
             raise InputError(f"{name}'s time column {clip(time_column, 60)!r} must hold timestamps; row {i} holds "
@@ -210,6 +212,23 @@ def read_series(data: Any, *, name: str = "series", time_column: str | None = No
         values = filled_frame.to_numpy()
     times = idx if is_time else idx.to_numpy().astype(np.int64)
     return SeriesData(times, np.ascontiguousarray(values), list(frame.columns), filled, fill if filled else None)
+
+
+def _to_times(raw: Any) -> Any:
+    """Timestamps of a text or datetime column (NaT where one cannot be read). Offsets that change
+    within the column (daylight saving: +01:00 in winter, +02:00 in summer) are read as UTC instants
+    instead of failing with pandas' "Mixed timezones"."""
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas' "could not infer format" and mixed-offset warnings
+        try:
+            times = pd.to_datetime(raw, errors="coerce")
+        except ValueError:  # mixed offsets (pandas >= 2.x raises)
+            return pd.to_datetime(raw, errors="coerce", utc=True)
+        if times.dtype == object:  # mixed offsets (older pandas returns objects)
+            return pd.to_datetime(raw, errors="coerce", utc=True)
+    return times
 
 
 def _ns(idx: Any) -> np.ndarray:
@@ -648,8 +667,11 @@ class SeriesModality(Modality):
         import pandas as pd
 
         if self.time_kind == "datetime":
-            t0 = pd.Timestamp(self.t0)
-            return np.round((pd.DatetimeIndex(times) - t0).total_seconds().to_numpy() / self.step).astype(np.int64)
+            t0, idx = pd.Timestamp(self.t0), pd.DatetimeIndex(times)
+            if (t0.tz is None) != (idx.tz is None):  # naive times against a model of UTC times, or the reverse:
+                t0 = t0.tz_convert("UTC").tz_localize(None) if t0.tz is not None else t0  # both read as UTC
+                idx = idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx
+            return np.round((idx - t0).total_seconds().to_numpy() / self.step).astype(np.int64)
         return np.round((np.asarray(times, dtype=np.float64) - float(self.t0)) / self.step).astype(np.int64)
 
     def fit_profile(self, array: np.ndarray) -> None:
