@@ -830,10 +830,11 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
     def _event_stream(events: Callable[[], Iterator[tuple[str, Any]]], on: Pool):
         """Server-Sent Events from ``events``, produced by a pool worker (admission as for any request:
-        429 before the stream starts; past ``timeout`` an ``error`` event with status 504)."""
+        429 before the stream starts; past ``timeout`` an ``error`` event with status 504). The wire
+        format, keep-alive comments and disconnects are sse-starlette's (a dependency of the MCP SDK)."""
         import json
 
-        from fastapi.responses import StreamingResponse
+        from sse_starlette import EventSourceResponse
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -871,12 +872,11 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 if item is done:
                     return
                 kind, data = item
-                yield f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+                yield {"event": kind, "data": json.dumps(data, separators=(",", ":"))}
                 if kind == "error":
                     return
 
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return EventSourceResponse(body(), ping=15, headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/sessions/{sid}", response_model=HistoryOut, tags=["chat"], responses=_problem_responses(401, 404))
     async def get_session(sid: str, request: Request) -> HistoryOut:
