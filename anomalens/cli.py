@@ -477,6 +477,8 @@ def score(
         raise CliError(f"--engine must be local or ray, got {engine!r}")
     reasoner = _reasoner(llm, base_url, model) if explain_top else None
     inv = _load(model_dir, reasoner)
+    if inv.modality.sequential:  # a series is scored whole (its windows overlap): one row per point
+        return _score_series(inv, data, out_file, alpha=alpha, as_json=as_json)
     if inv.modality.name != "logs":
         if len(data) != 1:
             raise CliError(f"INPUT of a {inv.modality.name} model is one CSV or Parquet file, got {len(data)} paths")
@@ -509,6 +511,33 @@ def score(
         err.print(f"[yellow]note:[/] {for_terminal(summary['note'], 300)}", highlight=False)
     for r in reports:
         out.print(Markdown(r.to_markdown()))
+
+
+def _score_series(inv, data: list[str], out_file: Path, *, alpha: float, as_json: bool) -> None:
+    """``score`` on a series: every point's score, p-value and verdict to --out (CSV or Parquet)."""
+    if len(data) != 1:
+        raise CliError(f"INPUT of a series model is one CSV or Parquet file, got {len(data)} paths")
+    source = Path(data[0])
+    if out_file.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise CliError(f"--out must end in .csv or .parquet, got {out_file.name!r}")
+    if source.exists() and out_file.exists() and source.samefile(out_file):
+        raise CliError(f"--out must not be the input file (it would be overwritten), got {str(out_file)!r}")
+    if not out_file.parent.is_dir():
+        raise CliError(f"--out must be in an existing folder, got {str(out_file.parent)!r}")
+    table = inv.point_table(read_table(source), alpha=alpha, progress=not as_json and sys.stderr.isatty())
+    if out_file.suffix.lower() == ".csv":
+        table.to_csv(out_file, index=False)
+    else:
+        table.to_parquet(out_file, index=False)
+    summary = {"points": len(table), "flagged": int(table["anomalous"].sum()), "alpha": alpha, "out": str(out_file)}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(title="scored", show_header=False)
+    for k, v in (("points", f"{summary['points']:,}"), ("flagged", f"{summary['flagged']:,} (false discovery rate "
+                 f"{alpha:g} over windows)"), ("written", str(out_file))):
+        table.add_row(k, for_terminal(v, 300))
+    out.print(table)
 
 
 @app.command()

@@ -87,6 +87,22 @@ class SeriesInvestigator(Investigator):
         s = self.modality.read(series, name)
         return SeriesScores(s, *self.modality.score_points(self.detector, s.values, progress=progress), self.modality)
 
+    def point_table(self, series: Any, *, alpha: float = 0.05, progress: bool = False):
+        """Every point's score, p-value and verdict as a DataFrame (time, score, p_value, p_approximate,
+        anomalous, cutoff): what TSB-AD-style evaluations read. Verdicts are the events' rule
+        (Benjamini-Hochberg over windows at ``alpha``, ``SeriesModality.flag_points``)."""
+        import pandas as pd
+
+        from anomalens.detectors import check_probability
+
+        alpha = check_probability(alpha, "alpha")
+        sc = self.score(series, progress=progress)
+        flags, cutoffs = self._flags(sc, alpha)
+        times = sc.series.times
+        return pd.DataFrame({"time": [sc.series.stamp(i) for i in range(len(times))], "score": sc.scores,
+                             "p_value": sc.pvalues, "p_approximate": sc.approximate, "anomalous": flags.astype(bool),
+                             "cutoff": cutoffs})
+
     def _flags(self, sc: SeriesScores, alpha: float) -> tuple[np.ndarray, np.ndarray]:
         return self.modality.flag_points(sc.pvalues, alpha)
 

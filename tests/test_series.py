@@ -311,6 +311,15 @@ def test_cli_fit_and_analyze_a_series(tmp_path):
     assert rep["evidence"]["event"]["channels"][0] == "latency"
     res = runner.invoke(app, ["analyze", str(tmp_path / "model"), str(tmp_path / "test.csv")])
     assert res.exit_code == 2 and "unexpected ['label']" in res.output
+    # per-point scores, as TSB-AD's evaluations read them (issue 40 #10: score refused series)
+    test.drop(columns=["label"]).to_csv(tmp_path / "points_in.csv", index=False)
+    res = runner.invoke(app, ["score", str(tmp_path / "model"), str(tmp_path / "points_in.csv"), "--out",
+                              str(tmp_path / "points.csv")])
+    assert res.exit_code == 0, res.output
+    pts = pd.read_csv(tmp_path / "points.csv")
+    assert list(pts.columns) == ["time", "score", "p_value", "p_approximate", "anomalous", "cutoff"] and len(pts) == 600
+    flagged = np.flatnonzero(pts["anomalous"].to_numpy())
+    assert len(flagged) and flagged.min() >= 300 - 48 and flagged.max() < 320 + 48 and (300 <= flagged).any()
     chat = ["chat", str(tmp_path / "model"), str(tmp_path / "test.csv"), "--label-column", "label", "--llm", "template"]
     res = runner.invoke(app, [*chat, "--event", "1"], input="/restore\n")
     assert res.exit_code == 0, res.output
