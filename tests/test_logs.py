@@ -378,6 +378,16 @@ def test_a_log_model_saved_with_the_earlier_score_is_refused_not_misread(inv, tm
     (path / "investigator.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="earlier next-event score.*fit it again"):
         Investigator.load(path)
+    # damage that loaded and was used (issue 40 #18): NaN calibration scores flagged nothing, an emptied
+    # template list flagged every session
+    for damage, why in ((lambda c: c["logs"]["combined_scores"].__setitem__(0, float("nan")), "NaN or inf"),
+                        (lambda c: c["logs"]["parser"].__setitem__("clusters", []), "templates is empty")):
+        bad = json.loads(json.dumps(config))
+        bad["logs"]["score_version"] = 2
+        damage(bad)
+        (path / "investigator.json").write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match=why):
+            Investigator.load(path)
 
 
 @pytest.mark.parametrize("seeds", [(500, 600)])

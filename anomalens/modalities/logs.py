@@ -415,6 +415,10 @@ class LogModality(TabularModality):
             raise CheckpointError(f"the logs metadata is corrupted ({type(exc).__name__}: {exc})") from exc
         if len(m.member_scores) != 2 or m.combined_scores.size == 0:
             raise CheckpointError("the logs metadata is corrupted: its calibration scores are missing")
+        if not all(np.isfinite(x).all() for x in (*m.member_scores, m.combined_scores)):  # NaN flagged nothing
+            raise CheckpointError("the logs metadata is corrupted: its calibration scores hold NaN or inf")
+        if not m.feature_names or (m.parsed_input and not m.parser.templates):  # no template: every case was new
+            raise CheckpointError("the logs metadata is corrupted: its list of templates is empty")
         return m
 
 
