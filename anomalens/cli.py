@@ -314,6 +314,7 @@ def fit(
     except BaseException:
         _remove_empty(created)
         raise
+    limit = inv.batch_limit() if modality == "tabular" else None
     summary = {"out": str(out_dir), "modality": modality, "detector": inv.detector_name,
                "rows": inv.rows_seen if modality == "tabular" else len(X),
                **({"trained on": f"a uniform sample of {inv.n_train:,} of {inv.rows_seen:,} rows (--max-train-rows)"}
@@ -322,14 +323,14 @@ def fit(
                **({"window": inv.modality.window, "period": inv.modality.period,
                    "calibration_points": len(inv.modality.calibration_scores)} if modality == "series"
                   else {"calibration_rows": len(inv.detector.calibration_scores_)}),
-               **({"batches": _batch_limit_line(inv)} if modality == "tabular" and inv.batch_limit() is not None else {}),
+               **({"batches": _batch_limit_line(inv, limit)} if limit is not None else {}),
                "exemplars": inv.store.count(), "seconds": round(time.perf_counter() - t0, 2)}
     _print_summary(summary, as_json)
 
 
-def _batch_limit_line(inv, alpha: float = 0.05) -> str:
-    """The fit summary's word on batch sizes (``Investigator.batch_limit``)."""
-    return (f"one anomalous row alone can be flagged in batches of up to {inv.batch_limit(alpha)} rows at a false "
+def _batch_limit_line(inv, limit: int, alpha: float = 0.05) -> str:
+    """The fit summary's word on batch sizes (``limit``: ``Investigator.batch_limit(alpha)``)."""
+    return (f"one anomalous row alone can be flagged in batches of up to {limit} rows at a false "
             f"discovery rate of {alpha:g} ({inv.calibrator.n} calibration scores, no tail beyond them); larger batches "
             "flag it only with other anomalies, or analyze it alone (--row)")
 
@@ -517,15 +518,12 @@ def _score_series(inv, data: list[str], out_file: Path, *, alpha: float, as_json
     """``score`` on a series: every point's score, p-value and verdict to --out (CSV or Parquet)."""
     if len(data) != 1:
         raise CliError(f"INPUT of a series model is one CSV or Parquet file, got {len(data)} paths")
+    from anomalens.scale.stream import check_out_file
+
     source = Path(data[0])
-    if out_file.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise CliError(f"--out must end in .csv or .parquet, got {out_file.name!r}")
-    if source.exists() and out_file.exists() and source.samefile(out_file):
-        raise CliError(f"--out must not be the input file (it would be overwritten), got {str(out_file)!r}")
-    if not out_file.parent.is_dir():
-        raise CliError(f"--out must be in an existing folder, got {str(out_file.parent)!r}")
+    fmt = check_out_file(out_file, [source])
     table = inv.point_table(read_table(source), alpha=alpha, progress=not as_json and sys.stderr.isatty())
-    if out_file.suffix.lower() == ".csv":
+    if fmt == "csv":
         table.to_csv(out_file, index=False)
     else:
         table.to_parquet(out_file, index=False)

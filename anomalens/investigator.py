@@ -29,7 +29,7 @@ import numpy as np
 
 from anomalens import __version__
 from anomalens.config import DEFAULT_DETECTOR, MAX_TRAIN_ROWS
-from anomalens.detectors import BaseDetector, benjamini_hochberg, check_probability, make_detector
+from anomalens.detectors import BaseDetector, benjamini_hochberg, check_int, check_probability, make_detector
 from anomalens.detectors.calibration import Calibrator, bh_cutoff
 from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.grounding.drafting import explain_evidence, explain_many
@@ -320,8 +320,9 @@ class Investigator:
                 its position among several).
         """
         alpha = check_probability(alpha, "alpha")
-        top = len(self.feature_names) if top is None else _count(top, "top")
-        _count(k, "k")
+        # counts of at least 1 (top=0 and top=2.5 were taken)
+        top = len(self.feature_names) if top is None else check_int(top, "top", error=InputError)
+        check_int(k, "k", error=InputError)
         cases = list(cases)
         if case_ids is not None and len(case_ids) != len(cases):
             raise InputError(f"case_ids must have one entry per case ({len(cases)}), got {len(case_ids)}")
@@ -420,8 +421,8 @@ class Investigator:
     def _batch_reports(self, rows: np.ndarray, case_ids: list[str], alpha: float, cutoff: float, m: int, k: int,
                        top: int, reasoner: Reasoner | None) -> list[Report]:
         """Reports of checked rows of a batch of ``m`` rows whose BH cut-off is ``cutoff``."""
-        _count(top, "top")
-        _count(k, "k")
+        check_int(top, "top", error=InputError)
+        check_int(k, "k", error=InputError)
         if len(rows) == 0:
             return []
         evs = self._evidence_batch(rows, alpha, cutoff, k, top, case_ids, BH_METHOD, m, in_batch=True)
@@ -550,14 +551,6 @@ class Scored:
     scores: np.ndarray
     p_values: np.ndarray
     approximate: np.ndarray
-
-
-def _count(value: Any, name: str) -> int:
-    """``value`` as a count of at least 1 (top, k), or an InputError naming ``name`` (``top=0`` and
-    ``top=2.5`` were taken)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
 
 
 def _read_config(path: Path) -> dict:

@@ -609,8 +609,8 @@ def sequence_scores(model: NextEventModel, seqs: list[np.ndarray], logps: list[n
     swapped step) weigh more than one. A template never seen in normal logs counts as at least as
     improbable as the least probable known event at its place: the model's probability of its
     "unknown" id is learnt from no example and came out above rare known templates (5e-5 against
-    3e-7 on OpenStack), so injected error lines scored as ordinary. Were normal logs to follow the model, exp(-score) would be a
-    p-value; they do not quite (an LSTM fitted on a few hundred cases is over-confident: 1.5% of
+    3e-7 on OpenStack), so injected error lines scored as ordinary. Were normal logs to follow the
+    model, exp(-score) would be a p-value; they do not quite (an LSTM fitted on a few hundred cases is over-confident: 1.5% of
     fresh normal windows came out below 1e-4), so the score is calibrated like any other, conformal
     against normal cases and a GPD tail beyond them. Its null tail is close to exponential by
     construction, which suits that tail."""

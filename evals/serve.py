@@ -35,7 +35,7 @@ KEY = "bench-key-0123456789abcdef"
 SATURATING = 48  # clients of the saturated run: more than 2 processes x (2 workers + a queue of 16) can hold
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children (uvicorn's worker processes), in MB."""
     total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -43,11 +43,11 @@ def _rss_mb(pid: int) -> float:
             total += int(line.split()[1]) / 1024
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            total += _rss_mb(int(child))
+            total += rss_mb(int(child))
     return total
 
 
-def _rows(n: int, seed: int) -> pd.DataFrame:
+def metric_rows(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     f = rng.normal(size=(n, 2))
     X = np.column_stack([f[:, 0], f[:, 0] + 0.5 * f[:, 1], f[:, 1], 0.3 * f[:, 0] - f[:, 1]])
@@ -134,7 +134,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        inv = Investigator.fit(_rows(600, 0), random_state=0)
+        inv = Investigator.fit(metric_rows(600, 0), random_state=0)
         res["detector"], res["fit_s"] = inv.detector_name, time.perf_counter() - t0
         inv.save(tmp / "metrics")
         (tmp / "keys").write_text(KEY + "\n")
@@ -147,13 +147,13 @@ def main() -> None:
         ctx = mp.get_context("spawn")  # the clients' processes: no torch, no fork of this one's threads
         with running(cmd, f"{url}/health", 120, tmp / "serve.log", env=env) as proc, ctx.Pool(SATURATING) as pool:
             pool.map(time.sleep, [0.2] * (2 * SATURATING), chunksize=1)  # every client process started
-            res["rss_start_mb"] = _rss_mb(proc.pid)
+            res["rss_start_mb"] = rss_mb(proc.pid)
             one = {"rows": [{"cpu": 0.1, "memory": 9.0, "latency": 0.0, "errors": 0.2}]}
             load(pool, url, one, 2 * args.processes, 5)  # warm-up: each process's first request pays its lazy set-up
             res["single_row"] = [load(pool, url, one, c, per if c < 32 else max(5, per // 2)) for c in (1, 8, 32)]
             for r in res["single_row"]:
                 print("single row", r, flush=True)
-            batch = {"rows": _rows(1000, 1).to_dict("records"), "limit": 20}
+            batch = {"rows": metric_rows(1000, 1).to_dict("records"), "limit": 20}
             res["batch_1000"] = [load(pool, url, batch, c, max(3, per // 8)) for c in (1, 4)]
             for r in res["batch_1000"]:
                 print("batch", r, flush=True)
@@ -169,7 +169,7 @@ def main() -> None:
             res["saturated"] = {**sat, "health_p50_ms": float(np.percentile(health, 50)),
                                 "health_max_ms": float(np.max(health)), "health_probes": len(health)}
             print("saturated", res["saturated"], flush=True)
-            res["rss_end_mb"] = _rss_mb(proc.pid)
+            res["rss_end_mb"] = rss_mb(proc.pid)
     write_results("serve", res, markdown(res))
 
 

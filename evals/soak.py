@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from evals.common import write_results
-from evals.serve import KEY, _rows, _rss_mb
+from evals.serve import KEY, metric_rows, rss_mb
 
 KINDS = ("analyze_one", "chat_question", "chat_command", "upload_300", "triage")
 
@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> None:
                                                            "embedded model; 2 workers, queue 16, MCP on)"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        Investigator.fit(_rows(600, 0), random_state=0).save(tmp / "metrics")
+        Investigator.fit(metric_rows(600, 0), random_state=0).save(tmp / "metrics")
         (tmp / "normal.log").write_text(normal_logs(600, seed=0).text())
         Investigator.fit(str(tmp / "normal.log"), modality=LogModality(session=SESSION_PATTERN)).save(tmp / "web")
         (tmp / "keys").write_text(KEY + "\n")
-        rows = _rows(300, 11)
+        rows = metric_rows(300, 11)
         rows.loc[5, "memory"] = 9.0
         upload = rows.to_csv(index=False).encode()
         logs = inject_logs(150, 8, seed=2).text().encode()
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             sid = httpx.post(f"{url}/v1/sessions", headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
                              json={"investigator": "metrics", "row": {"cpu": 0.1, "memory": 9.0, "latency": 0.0,
                                                                       "errors": 0.2}}).json()["id"]
-            res["rss_start_mb"] = _rss_mb(proc.pid)
+            res["rss_start_mb"] = rss_mb(proc.pid)
             out: dict = defaultdict(list)
             lock = threading.Lock()
             deadline = time.perf_counter() + args.seconds
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                 t.join()
             res["wall_s"] = time.perf_counter() - t0
             res["server_alive"] = proc.poll() is None
-            res["rss_end_mb"] = _rss_mb(proc.pid) if res["server_alive"] else None
+            res["rss_end_mb"] = rss_mb(proc.pid) if res["server_alive"] else None
             res["health_after"] = httpx.get(f"{url}/health").json().get("status") if res["server_alive"] else None
         log_tail = (tmp / "serve.log").read_text(errors="replace")[-2000:]
     res["kinds"] = {}

@@ -7,7 +7,7 @@ Score sign: higher = more anomalous (PyOD's convention, the reverse of scikit-le
 from anomalens.detectors.autoencoder import AutoEncoder
 from anomalens.detectors.autoregressive import Autoregressive
 from anomalens.detectors.base import Attribution, BaseDetector, Inspection
-from anomalens.detectors._validation import check_matrix, check_positive_int, check_probability
+from anomalens.detectors._validation import check_int, check_matrix, check_positive_int, check_probability
 from anomalens.detectors.calibration import Calibrator, benjamini_hochberg, conformal_pvalues
 from anomalens.detectors.conv import ConvAutoEncoder
 from anomalens.detectors.diffusion import Diffusion
@@ -48,6 +48,7 @@ __all__ = [
     "PCA",
     "VAE",
     "benjamini_hochberg",
+    "check_int",
     "check_matrix",
     "check_positive_int",
     "check_probability",

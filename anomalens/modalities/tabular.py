@@ -36,7 +36,8 @@ from anomalens.store import ExemplarHit
 from anomalens.text import clip
 from anomalens.text import names as names_of
 
-__all__ = ["PROFILE_LEVELS", "TabularModality", "as_rows", "check_csv_header", "column_list", "select_columns"]
+__all__ = ["PROFILE_LEVELS", "TabularModality", "as_rows", "check_csv_header", "check_distinct_columns", "column_list",
+           "select_columns"]
 
 PROFILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # training quantiles kept per feature
 _WHERE = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
@@ -91,8 +92,12 @@ def check_csv_header(source: Any, name: str, **read_kw: Any) -> None:
     finally:
         if pos is not None:
             source.seek(pos)
-    names = [str(c).strip() for c in head.iloc[0].tolist()] if len(head) else []
-    twice = sorted({c for c in names if names.count(c) > 1})
+    check_distinct_columns([str(c).strip() for c in head.iloc[0].tolist()] if len(head) else [], name)
+
+
+def check_distinct_columns(columns: list[str], name: str) -> None:
+    """Refuse a header that names a column twice (pandas renames the second, pyarrow keeps both)."""
+    twice = sorted({c for c in columns if columns.count(c) > 1})
     if twice:
         raise InputError(f"columns of {clip(name, 120)!r} must have distinct names, got {names_of(twice)} more than "
                          "once")

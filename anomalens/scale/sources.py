@@ -88,10 +88,9 @@ def table_columns(path: str | Path) -> list[str]:
     except UnicodeDecodeError as exc:  # the header is not UTF-8
         raise InputError(f"cannot read {clip(path.name, 80)!r}: its header is not UTF-8 text ({exc.reason} at byte "
                          f"{exc.start})") from exc
-    twice = sorted({c for c in names if names.count(c) > 1})
-    if twice:
-        raise InputError(f"columns of {clip(path.name, 80)!r} must have distinct names, got {names_of(twice)} more than "
-                         "once")
+    from anomalens.modalities.tabular import check_distinct_columns
+
+    check_distinct_columns(names, path.name)
     return names
 
 

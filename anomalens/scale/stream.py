@@ -43,7 +43,7 @@ from anomalens.detectors import check_probability
 from anomalens.errors import InputError
 from anomalens.scale.sources import check_finite, clip, table_chunks, table_rows
 
-__all__ = ["BHStream", "ScoreSummary", "ScoredChunk", "score_file", "local_chunks", "OUTPUT_SUFFIXES"]
+__all__ = ["BHStream", "ScoreSummary", "ScoredChunk", "check_out_file", "score_file", "local_chunks", "OUTPUT_SUFFIXES"]
 
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 CHUNK_ROWS = 65536  # rows per chunk: large enough to amortise a forward pass, small enough to stay flat
@@ -183,17 +183,28 @@ class _Writer:
             self._w.close()
 
 
-def _probe_writable(out: Path) -> None:
-    """Refuse an --out folder that cannot be written before any scoring (it failed after the whole
-    input was scored)."""
+def check_out_file(out: Path, sources: list) -> str:
+    """The format ("csv" or "parquet") of an output file ``out``, checked before any scoring: its
+    suffix, an existing folder this process can write (a write failed after the whole input was
+    scored), not a folder itself, and none of the input ``sources`` (it was overwritten while read)."""
     import tempfile
 
+    fmt = _check_out(out)
+    if not out.parent.is_dir():
+        raise InputError(f"--out must be in an existing folder, got {clip(str(out.parent), 120)!r}")
+    if out.is_dir():
+        raise InputError(f"--out must be a file name, got the folder {clip(str(out), 120)!r}")
+    for src in sources:
+        if str(src) != "-" and Path(src).exists() and out.exists() and Path(src).samefile(out):
+            raise InputError(f"--out must not be an input file (it would be overwritten while it is read), got "
+                             f"{clip(str(out), 120)!r}")
     try:
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".anomalens-probe-"):
             pass
     except OSError as exc:
         raise InputError(f"--out must be in a folder this process can write, got {clip(str(out.parent), 120)!r} "
                          f"({exc.strerror or type(exc).__name__})") from exc
+    return fmt
 
 
 def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float = 0.05, chunk_rows: int = CHUNK_ROWS,
@@ -209,11 +220,6 @@ def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float 
     cuts log files into ``shard_bytes`` ranges for its workers to parse (default 8 MiB)."""
     alpha = check_probability(alpha, "alpha")
     out = Path(out)
-    fmt = _check_out(out)
-    if not out.parent.is_dir():
-        raise InputError(f"--out must be in an existing folder, got {clip(str(out.parent), 120)!r}")
-    if out.is_dir():
-        raise InputError(f"--out must be a file name, got the folder {clip(str(out), 120)!r}")
     if isinstance(explain_top, bool) or not isinstance(explain_top, (int, np.integer)) or explain_top < 0:
         raise InputError(f"explain_top must be an int >= 0, got {explain_top!r}")
     if engine not in ("local", "ray"):
@@ -221,8 +227,8 @@ def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float 
     keep = list(dict.fromkeys(keep or []))
     is_logs = inv.modality.name == "logs"
     if inv.modality.sequential:
-        raise InputError("score streams tables and logs; a series is scored whole by `anomalens analyze` "
-                         "(its windows overlap, so its chunks are not independent)")
+        raise InputError("score_file streams tables and logs; a series is scored whole (its windows overlap, so its "
+                         "chunks are not independent): SeriesInvestigator.point_table, or `anomalens score`")
     if is_logs and (id_column or keep):
         raise InputError("--id-column and --keep apply to tables; log cases are named by their session or window")
     if not is_logs:
@@ -239,11 +245,7 @@ def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float 
     else:
         source = source if isinstance(source, list) else [source]
         total = None
-    for src in (source if isinstance(source, list) else [source]):
-        if str(src) != "-" and Path(src).exists() and out.exists() and Path(src).samefile(out):
-            raise InputError(f"--out must not be an input file (it would be overwritten while it is read), got "
-                             f"{clip(str(out), 120)!r}")
-    _probe_writable(out)
+    fmt = check_out_file(out, source if isinstance(source, list) else [source])
     if engine == "ray":
         if model_dir is None:
             raise InputError("engine 'ray' needs model_dir: the folder the workers load the investigator from")

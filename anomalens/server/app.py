@@ -379,7 +379,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
     model_pool = Pool(1, cfg.queue) if batch_note is not None else pool
     if loaded:  # each worker thread's first scoring is slow (torch's thread set-up): do it before serving
         first = next(iter(loaded.values()))
-        for each in {id(pool): pool, id(model_pool): model_pool}.values():
+        for each in ([pool] if model_pool is pool else [pool, model_pool]):
             each.warm(lambda: first.detector.decision_function(np.zeros((1, first.detector.n_features_in_)),
                                                                checked=True))
     keys = [k.encode() for k in cfg.api_keys]
@@ -808,6 +808,8 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         event carrying the problem JSON. Nothing unverified is streamed."""
         owner = key_owner(request.headers)
         _session(sid, owner)
+        # a command (/neighbors, /score, ...) runs its tool and the template: no reason to queue for the model
+        on = pool if msg.text.lstrip().startswith("/") else model_pool
 
         def reply_out(reply) -> MessageOut:
             return MessageOut(text=reply.text, tools=reply.tools,
@@ -818,15 +820,14 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                 with _chat(sid, owner) as (_, _, chat):
                     return reply_out(chat.ask(msg.text))
 
-            # a command (/neighbors, /score, ...) runs its tool and the template: no reason to queue for the model
-            return await _work(job, on=pool if msg.text.lstrip().startswith("/") else model_pool)
+            return await _work(job, on=on)
 
         def events() -> Iterator[tuple[str, Any]]:
             with _chat(sid, owner) as (_, _, chat):
                 for kind, data in chat.ask_stream(msg.text):
                     yield kind, (reply_out(data).model_dump(mode="json") if kind == "answer" else data)
 
-        return _event_stream(events, on=pool if msg.text.lstrip().startswith("/") else model_pool)
+        return _event_stream(events, on=on)
 
     def _event_stream(events: Callable[[], Iterator[tuple[str, Any]]], on: Pool):
         """Server-Sent Events from ``events``, produced by a pool worker (admission as for any request:
