@@ -321,7 +321,11 @@ def fit(
                   if modality == "tabular" and inv.n_train < inv.rows_seen else {}),
                ("channels" if modality == "series" else "features"): len(inv.feature_names),
                **({"window": inv.modality.window, "period": inv.modality.period,
-                   "calibration_points": len(inv.modality.calibration_scores)} if modality == "series"
+                   "calibration_points": len(inv.modality.calibration_scores),
+                   "calibration": ("out-of-fold scores of every training point "
+                                   f"({len(inv.modality.fold_blocks(inv.modality.n_points))} contiguous blocks)"
+                                   if inv.modality.calibration_mode == "cross" else "a held-out block at the end")}
+                  if modality == "series"
                   else {"calibration_rows": len(inv.detector.calibration_scores_)}),
                **({"batches": _batch_limit_line(inv, limit)} if limit is not None else {}),
                "exemplars": inv.store.count(), "seconds": round(time.perf_counter() - t0, 2)}
@@ -569,11 +573,17 @@ def analyze(
         case, cid = _pick_row(X, ids, row)
         reports = [inv.analyze(case, alpha=alpha, case_id=cid)]
     else:
-        from rich.progress import Progress
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        with Progress(transient=True, console=err, disable=as_json or not sys.stderr.isatty()) as bar:
-            bar.add_task(f"scoring {len(X)} rows and explaining the top {top}", total=None)
-            reports = inv.analyze_batch(X, alpha=alpha, ids=ids, limit=top)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), transient=True, console=err, disable=as_json or not sys.stderr.isatty()) as bar:
+            task = bar.add_task(f"scoring {len(X):,} rows", total=None)
+
+            def explained(done: int, total: int) -> None:
+                bar.update(task, description=f"explaining the {total} most anomalous of {len(X):,} rows",
+                           completed=done, total=total)
+
+            reports = inv.analyze_batch(X, alpha=alpha, ids=ids, limit=top, on_progress=explained)
     if as_json:
         print(json.dumps([json.loads(r.model_dump_json()) for r in reports]))
         return
@@ -930,7 +940,7 @@ def _check_model(folder: str) -> None:
 
 
 EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "levels", "tail_rules", "null_tails",
-         "linear_member", "fit_large", "latency", "verifier", "series", "logs", "serve", "scale", "soak", "validity")
+         "linear_member", "fit_large", "latency", "verifier", "series", "logs", "serve", "scale", "soak", "validity", "verdicts")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,9 @@ class Investigator:
 
             return LogInvestigator.fit_logs(modality, data, det, det_name, store=ExemplarStore(store_path, url=chroma_url),
                                             reasoner=reasoner, max_exemplars=max_exemplars, source=source,
-                                            seed=det.config.random_state, progress=settings.progress)
+                                            seed=det.config.random_state,
+                                            # bars for reading and the next-event model too when the detector shows its own
+                                            progress=settings.progress or bool(getattr(det.config, "verbose", False)))
         if modality.sequential:
             if ids is not None:
                 raise InputError("ids do not apply to a series: its exemplars are named by their window's start time")
@@ -419,25 +421,28 @@ class Investigator:
         return self._batch_reports(rows, case_ids, alpha, float(cutoff), int(m), k, top, reasoner)
 
     def _batch_reports(self, rows: np.ndarray, case_ids: list[str], alpha: float, cutoff: float, m: int, k: int,
-                       top: int, reasoner: Reasoner | None) -> list[Report]:
+                       top: int, reasoner: Reasoner | None,
+                       on_progress: Callable[[int, int], None] | None = None) -> list[Report]:
         """Reports of checked rows of a batch of ``m`` rows whose BH cut-off is ``cutoff``."""
         check_int(top, "top", error=InputError)
         check_int(k, "k", error=InputError)
         if len(rows) == 0:
             return []
         evs = self._evidence_batch(rows, alpha, cutoff, k, top, case_ids, BH_METHOD, m, in_batch=True)
-        explanations = explain_many(evs, reasoner or self.reasoner)
+        explanations = explain_many(evs, reasoner or self.reasoner, on_done=on_progress)
         return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
 
     def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5,
                       ids: Sequence[str] | None = None, reasoner: Reasoner | None = None,
-                      only_anomalous: bool = False, limit: int | None = None) -> list[Report]:
+                      only_anomalous: bool = False, limit: int | None = None,
+                      on_progress: Callable[[int, int], None] | None = None) -> list[Report]:
         """Reports for a batch, with verdicts that control the false discovery rate at ``alpha``
         (Benjamini-Hochberg over the batch's p-values). Reports keep the input order;
         ``only_anomalous`` keeps just the flagged ones; ``limit`` keeps the ``limit`` highest
         scores, most anomalous first (the verdicts are still those of the whole batch). When the
         reasoner's backend fails, the rest of the batch is explained by the template (said once,
-        in each report's note)."""
+        in each report's note). ``on_progress(done, total)``: called once the batch is scored (0 of
+        the reports to explain) and as each report's explanation is finished."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
             raise InputError(f"limit must be a positive int or None, got {limit!r}")
         rows, case_ids, scores, pvals, approx, flags, cutoff = self._batch(X, alpha, ids)
@@ -445,7 +450,10 @@ class Investigator:
         keep = np.flatnonzero(flags) if only_anomalous else np.arange(m)
         if limit is not None:
             keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
-        return self._batch_reports(rows[keep], [case_ids[i] for i in keep], alpha, cutoff, m, k, top, reasoner)
+        if on_progress is not None:
+            on_progress(0, len(keep))
+        return self._batch_reports(rows[keep], [case_ids[i] for i in keep], alpha, cutoff, m, k, top, reasoner,
+                                   on_progress=on_progress)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

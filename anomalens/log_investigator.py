@@ -210,7 +210,7 @@ class LogInvestigator(Investigator):
         fit_cases = [cases[i] for i in fit_idx]
         seqs = [modality.encode(c.events) for c in fit_cases]
         nxt = NextEventModel(random_state=seed, **(modality.next_event or {}))
-        nxt.fit(seqs, n_events=len(modality.feature_names))
+        nxt.fit(seqs, n_events=len(modality.feature_names), progress=progress)
         counts = modality.count_matrix([c.events for c in fit_cases])
         import pandas as pd
 

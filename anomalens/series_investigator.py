@@ -56,13 +56,17 @@ class SeriesInvestigator(Investigator):
         return self.modality.calibrator
 
     @classmethod
-    def fit_series(cls, modality: SeriesModality, head: SeriesData, block: SeriesData, det: BaseDetector, det_name: str,
+    def fit_series(cls, modality: SeriesModality, head: SeriesData, block: SeriesData | None, det: BaseDetector, det_name: str,
                    *, store: ExemplarStore, reasoner: Reasoner | None, max_exemplars: int,
                    source: str | None) -> "SeriesInvestigator":
-        """Fit on the training part ``head`` and calibrate on the held-out block (``modality.split``)."""
+        """Fit on the training part ``head`` and calibrate on the held-out block (``modality.split``),
+        or, where ``block`` is None, on out-of-fold scores of the whole of ``head`` (cross-fitted)."""
         t0 = time.perf_counter()
+        if block is None:  # cross-fitted: out-of-fold scores of every training point
+            modality.fit_cross_calibration(det, head)
         det.fit(modality.windows(head.values, modality.train_starts(head)))
-        modality.fit_calibration(det, block)
+        if block is not None:
+            modality.fit_calibration(det, block)
         modality.fit_profile(head.values)
         t_detector = time.perf_counter() - t0
         # exemplars: training windows every quarter window (neighbours at stride 1 are near copies)
@@ -137,7 +141,8 @@ class SeriesInvestigator(Investigator):
         """One report per event of a series, in time order; points are flagged by Benjamini-Hochberg
         over the series' windows at ``alpha`` (the false discovery rate over windows,
         ``SeriesModality.flag_points``). ``limit`` keeps
-        the events with the highest peak scores; ``plot_dir`` writes ``event-<n>.png`` for each.
+        the events with the highest peak scores (each keeps its number among all the series' events,
+        as a chat session on the series numbers them); ``plot_dir`` writes ``event-<n>.png`` for each.
         ``only_anomalous`` is accepted for the row Investigator's signature: every event is flagged."""
         alpha = check_probability(alpha, "alpha")
         if ids is not None:
@@ -147,11 +152,12 @@ class SeriesInvestigator(Investigator):
         sc = self.score(X, name="X", progress=progress)
         flags, cutoffs = self._flags(sc, alpha)
         spans = self.modality.events(flags, sc.cells, alpha)
+        numbers = list(range(1, len(spans) + 1))  # an event keeps its number in the series whatever ``limit`` keeps
         if limit is not None:
             order = sorted(range(len(spans)), key=lambda i: -sc.scores[spans[i][0] : spans[i][1] + 1].max())[:limit]
-            spans = [spans[i] for i in sorted(order)]
-        built = [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs, k=k, top=top, index=i + 1)
-                 for i, sp in enumerate(spans)]
+            spans, numbers = [spans[i] for i in sorted(order)], [numbers[i] for i in sorted(order)]
+        built = [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs, k=k, top=top, index=n)
+                 for n, sp in zip(numbers, spans)]
         return self._reports(sc, spans, built, reasoner, plot_dir)
 
     def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,

@@ -111,6 +111,10 @@ def test_batch_controls_false_discoveries(inv):
     assert sum(r.verdict.anomalous for r in reports) <= 10  # only normal rows: BH flags almost none
     assert all(r.verdict.method.startswith("Benjamini") for r in reports)
     assert inv.analyze_batch(X, alpha=0.1, only_anomalous=True) == [r for r in reports if r.verdict.anomalous]
+    # progress for a bar's n/N (issue 40 #14): 0 of N once scored, then each finished explanation
+    seen: list[tuple[int, int]] = []
+    top = inv.analyze_batch(X, alpha=0.1, limit=3, on_progress=lambda done, total: seen.append((done, total)))
+    assert len(top) == 3 and seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
 
 
 def test_instruction_in_a_column_name_stays_data():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import os
 import subprocess
 import sys
@@ -234,6 +235,14 @@ def test_grouping_sessions_windows_and_errors(tmp_path):
         list(group_lines(pairs, window="soon"))
     with pytest.raises(InputError, match="session pattern .* matches no line"):
         Investigator.fit(str(tmp_path / "x.log"), modality=LogModality(session=r"trace=\d{30}"))
+    # a pattern that backtracks catastrophically is stopped on its first long line (issue 40 #19: it hung)
+    (tmp_path / "a.log").write_text("2026-01-01T00:00:00 " + "a" * 60 + "!\n")
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"session pattern '\(a\|aa\)\+\$' took over 1 s .* backtracks"):
+        list(group_lines([("E1", ln) for ln in read_logs(tmp_path / "a.log", "iso")], session=r"(a|aa)+$"))
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(InputError, match=r"session must be a regular expression, got '\(blk'"):
+        list(group_lines(pairs, session="(blk"))
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -136,5 +136,17 @@ def test_page_shows_series_events_as_charts(tmp_path, series_fitted):
             assert page.locator("#seriesitems .chart polyline.rest").count() == page.locator("#seriesitems .chart").count()
             assert not page.is_visible("#exemplars")  # rows' exemplar grid is not shown for a series
             _ask_and_finish(page, browser, errors, tmp_path / "page-series.png")
+        # the session the page opens reads the uploaded text as the upload did: the event it investigates
+        # is the listed one, with the same p-value (issue 40 #13: rows parsed by the browser gave another),
+        # and an event keeps its number when the upload keeps only the strongest (limit)
+        import httpx
+
+        auth = {"Authorization": f"Bearer {KEY}"}
+        up = httpx.post(f"{url}/v1/investigators/metrics/analyze/upload?limit=1", headers=auth, timeout=120,
+                        files={"file": ("series.csv", csv.read_bytes(), "text/csv")}).json()
+        listed = up["reports"][0]["evidence"]
+        s = httpx.post(f"{url}/v1/sessions", headers=auth, timeout=120, json={
+            "investigator": "metrics", "series_csv": csv.read_text(), "event": listed["event"]["index"]}).json()
+        assert s["case_id"] == listed["case_id"] and s["verdict"]["p_value"] == listed["verdict"]["p_value"]
     finally:
         ctx.__exit__(None, None, None)

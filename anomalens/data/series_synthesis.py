@@ -24,7 +24,7 @@ import numpy as np
 from anomalens.detectors.base import robust_scale
 from anomalens.errors import InputError
 
-__all__ = ["SERIES_ANOMALY_TYPES", "SeriesEvent", "inject_series"]
+__all__ = ["SERIES_ANOMALY_TYPES", "SeriesEvent", "factor_series", "inject_series"]
 
 SERIES_ANOMALY_TYPES = ("spike", "level_shift", "trend", "frequency", "noise", "decoupling")
 
@@ -35,6 +35,23 @@ class SeriesEvent:
     start: int  # first changed point
     end: int  # last changed point
     channels: tuple[int, ...]
+
+
+def factor_series(T: int, seed: int, *, channels: tuple[str, ...] = ("cpu", "memory", "latency", "disk", "net"),
+                  period: int = 48, start: str = "2026-03-01", freq: str = "min"):
+    """A normal multivariate series as a DataFrame (one row per ``freq``): each channel a fixed mix
+    (the same for every seed) of two periodic factors (``period`` points) and one smoothed noise
+    factor, plus a little noise of its own; ``seed`` draws the noise. The tests' and benchmarks'
+    normal series: fresh seeds are fresh normal data of the same process."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)
+    f = np.column_stack([np.sin(2 * np.pi * t / period), np.cos(2 * np.pi * t / period),
+                         np.convolve(rng.normal(size=T), np.ones(12) / 12, mode="same") * 2])
+    W = np.random.default_rng(7).normal(size=(3, len(channels)))
+    X = f @ W + 0.1 * rng.normal(size=(T, len(channels)))
+    return pd.DataFrame(X, columns=list(channels), index=pd.date_range(start, periods=T, freq=freq))
 
 
 def inject_series(values: np.ndarray, kinds: list[str], *, length: int = 20, n_channels: int = 1, seed: int = 0,

@@ -100,7 +100,8 @@ class NextEventModel:
         return s
 
     # ------------------------------------------------------------------ fit
-    def fit(self, sequences: list, n_events: int) -> "NextEventModel":
+    def fit(self, sequences: list, n_events: int, *, progress: bool = False) -> "NextEventModel":
+        """Train on normal event-id sequences; ``progress`` shows a bar over the optimizer steps (n/N)."""
         if isinstance(n_events, bool) or not isinstance(n_events, (int, np.integer)) or n_events < 1:
             raise InputError(f"n_events must be a positive int, got {n_events!r}")
         self.n_events_ = int(n_events)
@@ -123,7 +124,13 @@ class NextEventModel:
         steps = max(1, int(np.ceil(total / c.batch_size)))
         p = w / w.sum()
         net.train()
-        for _ in range(max(c.epochs * steps, c.min_steps)):  # batches drawn in proportion to the pairs' counts
+        n_steps = max(c.epochs * steps, c.min_steps)
+        loop = range(n_steps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            loop = tqdm(loop, desc="training the next-event model", unit=" steps", mininterval=0.5, leave=False)
+        for _ in loop:  # batches drawn in proportion to the pairs' counts
             idx = torch.as_tensor(rng.choice(len(X), size=min(c.batch_size, int(total)), p=p), device=dev)
             loss = nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
             opt.zero_grad()

@@ -123,7 +123,8 @@ def with_verdict(ex: Explanation, evidence: Evidence) -> Explanation:
 
 
 def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *, max_rounds: int = 2,
-                 concurrency: int | None = None, share_failure: bool = True) -> list[Explanation]:
+                 concurrency: int | None = None, share_failure: bool = True,
+                 on_done: Callable[[int, int], None] | None = None) -> list[Explanation]:
     """Verified explanations of a batch, in its order.
 
     Up to ``concurrency`` explanations are drafted at once (default: the reasoner's own
@@ -132,7 +133,8 @@ def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *,
     the explanations not yet started are written by the template without calling it again (a
     dead server is not retried for every case), and each of them says why. With
     ``share_failure=False`` the cases are independent (separate requests answered together): each
-    is drafted as ``explain_evidence`` drafts one, whatever happened to the others."""
+    is drafted as ``explain_evidence`` drafts one, whatever happened to the others. ``on_done(done,
+    total)`` is called as each explanation is finished (a progress bar's n/N)."""
     import threading
 
     n = concurrency if concurrency is not None else int(getattr(reasoner, "concurrency", 1) or 1)
@@ -161,12 +163,22 @@ def explain_many(evidences: list[Evidence], reasoner: Reasoner | None = None, *,
                                                f"batch ({failed}); the template's claims are shown."})
         return with_verdict(ex, ev)
 
+    done = [0]
+
+    def counted(ev: Evidence) -> Explanation:
+        ex = one(ev)
+        if on_done is not None:
+            with lock:
+                done[0] += 1
+                on_done(done[0], len(evidences))
+        return ex
+
     if n == 1 or len(evidences) < 2 or reasoner is None or isinstance(reasoner, TemplateReasoner):
-        return [one(ev) for ev in evidences]
+        return [counted(ev) for ev in evidences]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(n, len(evidences)), thread_name_prefix="explain") as pool:
-        return list(pool.map(one, evidences))
+        return list(pool.map(counted, evidences))
 
 
 def explain_evidence(evidence: Evidence, reasoner: Reasoner | None = None, *, max_rounds: int = 2) -> Explanation:

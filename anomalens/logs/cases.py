@@ -16,10 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from anomalens.errors import InputError
 
-__all__ = ["GroupStats", "LogCase", "group_lines", "parse_window", "session_ids"]
+__all__ = ["GroupStats", "LogCase", "compile_session", "group_lines", "parse_window", "session_ids"]
+
+SESSION_TIMEOUT = 1.0  # seconds the session pattern may take on one line
 
 MAX_TEXT = 500  # characters kept of a line's raw text (the location points to the full line)
 
@@ -99,10 +102,7 @@ def group_lines(lines: Iterable[tuple], *, session: str | None = None, window: i
         raise InputError("give exactly one of session (an id pattern such as 'blk_-?\\d+') or window "
                          "(a number of lines such as 200, or a duration such as 5m)")
     if session is not None:
-        try:
-            rx = re.compile(session)
-        except re.error as exc:
-            raise InputError(f"session must be a regular expression, got {session!r} ({exc})") from exc
+        rx = compile_session(session)
         yield from _sessions(lines if keyed else ((tid, ln, session_ids(rx, ln.raw)) for tid, ln in lines), stats)
         return
     w = parse_window(window)
@@ -111,9 +111,27 @@ def group_lines(lines: Iterable[tuple], *, session: str | None = None, window: i
     yield from (_count_windows(lines, w, stats) if isinstance(w, int) else _time_windows(lines, w, stats))
 
 
-def session_ids(rx: re.Pattern, raw: str) -> tuple[str, ...]:
-    """The distinct session ids of a raw line, in order of appearance."""
-    return tuple(dict.fromkeys(m.group(0) for m in rx.finditer(raw)))
+def compile_session(session: str) -> Any:
+    """The session id pattern, compiled by the ``regex`` package (Python's ``re`` syntax; it can stop
+    a match that runs too long, which ``re`` cannot: see ``session_ids``)."""
+    import regex
+
+    try:
+        return regex.compile(session)
+    except (regex.error, TypeError) as exc:
+        raise InputError(f"session must be a regular expression, got {session!r} ({exc})") from exc
+
+
+def session_ids(rx: Any, raw: str) -> tuple[str, ...]:
+    """The distinct session ids of a raw line, in order of appearance. A pattern that backtracks
+    catastrophically on a line (nested repeats such as ``(a|aa)+$``) is stopped after
+    SESSION_TIMEOUT seconds with one clear error, instead of hanging the read."""
+    try:
+        return tuple(dict.fromkeys(m.group(0) for m in rx.finditer(raw, timeout=SESSION_TIMEOUT)))
+    except TimeoutError:
+        raise InputError(f"session pattern {rx.pattern!r} took over {SESSION_TIMEOUT:g} s on one line of {len(raw)} "
+                         "characters: it backtracks catastrophically (nested repeats such as (a|aa)+); write it "
+                         "without nested repeats, e.g. 'blk_-?\\d+'") from None
 
 
 def _sessions(lines, stats: GroupStats) -> Iterator[LogCase]:

@@ -16,10 +16,13 @@ flagged time points.
   next to an anomaly is reconstructed well by the windows that do not hold the anomaly: where and
   in which channels), and its **window score**, the largest detector score of the windows that
   cover it (a shape, a level, a stuck stretch that no single point shows: whether);
-- calibration: the last ``calibration_size`` of the training series is a contiguous held-out
-  block the detector never trains on. A point's p-value combines (Cauchy) its window score against
-  the maxima of the block's consecutive windows and its cell sum against the block's points
-  (``PointCalibration``). Points of a series are dependent, so the conformal guarantee
+- calibration: out-of-fold scores of every training point (``calibration="cross"``, the default
+  when a held-out block would hold fewer than CROSS_BELOW_WINDOWS windows: ``n_folds`` contiguous
+  blocks, each scored by a copy of the detector trained on the rest less a window's gap on each
+  side, ``fit_cross_calibration``), or the last ``calibration_size`` of the training series as a
+  contiguous held-out block the detector never trains on (``"split"``). A point's p-value combines
+  (Cauchy) its window score against the maxima of consecutive windows of the calibration scores
+  and its cell sum against the calibration points (``PointCalibration``). Points of a series are dependent, so the conformal guarantee
   (exchangeability) holds only approximately: a p-value is a rank among held-out normal windows
   or points, not an exact probability;
 - normal profile: each channel's quantiles over the training series, and per phase of the period
@@ -77,6 +80,11 @@ SCORE_CHUNK = 2048  # windows per detector call when scoring
 # the default scoring stride is window // SCORE_STRIDE_DIVISOR: every point is still held by
 # SCORE_STRIDE_DIVISOR scored windows, each overlapping the next by 7/8 of its length
 SCORE_STRIDE_DIVISOR = 8
+CALIBRATIONS = ("auto", "split", "cross")
+CROSS_FOLDS = 5  # contiguous blocks of cross-fitted calibration
+# calibration="auto" cross-fits when the held-out block would hold fewer windows than this: its p-values
+# could not go below 1 / (CROSS_BELOW_WINDOWS + 1) at the window level
+CROSS_BELOW_WINDOWS = 40
 
 
 @dataclass
@@ -344,7 +352,8 @@ class SeriesModality(Modality):
 
     def __init__(self, window: int | None = None, *, time_column: str | None = None, fill: str | None = None,
                  resample: str | None = None, calibration_size: float = 0.2, combine: str = "min",
-                 point_score: str = "window", score_stride: int | None = None) -> None:
+                 point_score: str = "window", score_stride: int | None = None, calibration: str = "auto",
+                 n_folds: int = CROSS_FOLDS) -> None:
         if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
                                    or not MIN_WINDOW // 2 <= window <= 4096):
             raise InputError(f"window must be an int in [{MIN_WINDOW // 2}, 4096] or None, got {window!r}")
@@ -356,6 +365,12 @@ class SeriesModality(Modality):
         if combine not in COMBINES:
             raise InputError(f"combine must be one of {list(COMBINES)}, got {combine!r}")
         self.combine = combine
+        if calibration not in CALIBRATIONS:
+            raise InputError(f"calibration must be one of {list(CALIBRATIONS)}, got {calibration!r}")
+        if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or not 2 <= n_folds <= 20:
+            raise InputError(f"n_folds must be an int in [2, 20], got {n_folds!r}")
+        self.calibration, self.n_folds = calibration, int(n_folds)
+        self.calibration_mode = "split"  # what fit did: "split" (a held-out block) or "cross" (out-of-fold blocks)
         if point_score not in POINT_SCORES:
             raise InputError(f"point_score must be one of {list(POINT_SCORES)}, got {point_score!r}")
         self.point_score = point_score
@@ -442,21 +457,50 @@ class SeriesModality(Modality):
         # a chosen window is at most what the data can hold: 4 windows to train on, 2 to calibrate with
         self.window = self.window or max(MIN_WINDOW // 2, min(window, int(min((T - n_cal) / 4, n_cal / 2))))
         self.score_stride = self.stride
+        mode = self.calibration
+        if mode == "auto":
+            mode = "cross" if n_cal < CROSS_BELOW_WINDOWS * self.window else "split"
+        folds = self.folds(T)
+        if mode == "cross" and folds >= 2:
+            self.calibration_mode = "cross"
+            self._set_grid(s)
+            self.n_points = T
+            return s, None
+        self.calibration_mode = "split"
         if T - n_cal < 4 * self.window or n_cal < 2 * self.window:
             need = int(math.ceil(max(4 * self.window / (1 - self.calibration_size), 2 * self.window / self.calibration_size)))
             raise InputError(f"data must be at least {need} points long for window {self.window} (4 windows to train on "
                              f"and 2 in the held-out calibration block), got {T}")
+        self._set_grid(s)
+        self.n_points = T - n_cal
+        head = SeriesData(s.times[: T - n_cal], s.values[: T - n_cal], s.channels, s.filled, s.fill)
+        tail = SeriesData(s.times[T - n_cal :], s.values[T - n_cal :], s.channels)
+        return head, tail
+
+    def _set_grid(self, s: SeriesData) -> None:
         import pandas as pd
 
+        T = len(s.times)
         if isinstance(s.times, pd.DatetimeIndex):
             self.time_kind, self.step = "datetime", float((s.times[1] - s.times[0]).total_seconds())
         else:
             self.time_kind, self.step = "position", float(s.times[1] - s.times[0]) if T > 1 else 1.0
         self.t0 = stamp(s.times[0])
-        self.n_points = T - n_cal
-        head = SeriesData(s.times[: T - n_cal], s.values[: T - n_cal], s.channels, s.filled, s.fill)
-        tail = SeriesData(s.times[T - n_cal :], s.values[T - n_cal :], s.channels)
-        return head, tail
+
+    def folds(self, T: int) -> int:
+        """Contiguous blocks a series of T points is cut into for cross-fitted calibration: at most
+        ``n_folds``, each at least 2 windows long, each leaving at least 4 windows to train on
+        besides its block and a window's gap on each side of it (fewer than 2: no cross-fitting)."""
+        w = self.window
+        k = min(self.n_folds, T // (2 * w))
+        while k >= 2 and T - math.ceil(T / k) - 2 * w < 4 * w:
+            k -= 1
+        return k
+
+    def fold_blocks(self, T: int) -> list[tuple[int, int]]:
+        """(start, end) of the contiguous calibration blocks of a T-point training series."""
+        edges = np.linspace(0, T, self.folds(T) + 1).round().astype(int)
+        return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
     def learn(self, data: Any, ids: Any = None) -> ModelInput:
         """The training windows (strided beyond MAX_TRAIN_WINDOWS) of the training part of ``data``;
@@ -581,7 +625,35 @@ class SeriesModality(Modality):
     def fit_calibration(self, detector: BaseDetector, block: SeriesData) -> None:
         """Point scores of the held-out block become the conformal calibration set; each channel's 99%
         point attribution there is its normal level."""
-        cells, window_scores = self.score_points(detector, block.values)
+        self._set_calibration(*self.score_points(detector, block.values))
+
+    def fit_cross_calibration(self, detector: BaseDetector, series: SeriesData) -> None:
+        """Cross-fitted calibration (``calibration="cross"``): the training series is cut into
+        contiguous blocks (``fold_blocks``); for each, a fresh copy of ``detector`` (same
+        hyper-parameters, unfitted) trains on the windows of the rest of the series, less a window's
+        gap on each side of the block (a window next to the block shares points with it, and points
+        a few steps apart are alike), and scores the block's points. Every training point thus
+        gets an out-of-fold score, and the calibration set is the training series, not a thin held-out tail.
+        ``detector`` itself is then fitted on every training window, by the caller."""
+        T, w = len(series.values), self.window
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        params = detector.get_params()
+        if "verbose" in params:
+            params["verbose"] = False
+        for a, b in self.fold_blocks(T):
+            segments = [series.values[: max(0, a - w)], series.values[b + w :]]
+            X = np.concatenate([self.windows(v, self._starts(len(v), T)) for v in segments if len(v) >= w])
+            member = type(detector)(**params)
+            member.fit(X)
+            parts.append(self.score_points(member, series.values[a:b]))
+        self._set_calibration(np.concatenate([c for c, _ in parts], axis=1), np.concatenate([s for _, s in parts]))
+
+    def _starts(self, n_points: int, total: int) -> np.ndarray:
+        """Window starts over a stretch of ``n_points``, strided as ``train_starts`` strides a ``total``-point series."""
+        n = n_points - self.window + 1
+        return np.arange(0, n, max(1, math.ceil((total - self.window + 1) / MAX_TRAIN_WINDOWS)))
+
+    def _set_calibration(self, cells: np.ndarray, window_scores: np.ndarray) -> None:
         cell_scores = cells.sum(axis=0)
         self.cell_calibration_scores = np.sort(cell_scores)
         self.calibration_scores = window_scores if self.point_score == "window" else self.cell_calibration_scores
@@ -829,7 +901,8 @@ class SeriesModality(Modality):
             "channels": self.channels, "window": self.window, "period": self.period, "time_column": self.time_column,
             "fill": self.fill, "resample": self.resample, "calibration_size": self.calibration_size,
             "combine": self.combine, "point_score": self.point_score,
-            "score_stride": self.score_stride,
+            "score_stride": self.score_stride, "calibration": self.calibration, "n_folds": self.n_folds,
+            "calibration_mode": self.calibration_mode,
             "time_kind": self.time_kind, "t0": self.t0, "step": self.step, "n_points": self.n_points,
             "quantiles": self.quantiles.tolist(), "profile": self.profile.tolist(),
             "phase": None if self.phase is None else self.phase.tolist(),
@@ -843,7 +916,9 @@ class SeriesModality(Modality):
             m = cls(int(c["window"]), time_column=c["time_column"], fill=c["fill"], resample=c["resample"],
                     calibration_size=float(c["calibration_size"]), combine=c.get("combine", "min"),
                     # a model saved before window scores was calibrated on cell scores and keeps them
-                    point_score=c.get("point_score", "cell"), score_stride=int(c.get("score_stride", 1)))
+                    point_score=c.get("point_score", "cell"), score_stride=int(c.get("score_stride", 1)),
+                    calibration=c.get("calibration", "split"), n_folds=int(c.get("n_folds", CROSS_FOLDS)))
+            m.calibration_mode = str(c.get("calibration_mode", "split"))
             m.channels = [str(x) for x in c["channels"]]
             m.period = None if c["period"] is None else int(c["period"])
             m.time_kind, m.t0, m.step, m.n_points = str(c["time_kind"]), str(c["t0"]), float(c["step"]), int(c["n_points"])

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -93,12 +92,13 @@ class LogActor:
 
         torch.set_num_threads(max(1, int(threads)))
         from anomalens import Investigator
+        from anomalens.logs.cases import compile_session
         from anomalens.logs.reader import get_format
 
         self.inv = Investigator.load(model_dir)
         mod = self.inv.modality
         self.form = get_format(mod.format)
-        self.rx = re.compile(mod.session) if mod.session else None
+        self.rx = compile_session(mod.session) if mod.session else None
 
     def parse(self, shard: dict[str, Any]) -> dict[str, Any]:
         from anomalens.logs.cases import session_ids

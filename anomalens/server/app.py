@@ -152,6 +152,9 @@ class SessionRequest(BaseModel):
     investigator: str
     row: dict[str, float | int | None] | None = None
     series: list[dict[str, float | int | str | None]] | None = None
+    # or the series as the CSV text that was uploaded: read as analyze/upload reads it, so the session's
+    # event is the upload's, p-value included (rows parsed by a browser can differ in the last digit)
+    series_csv: str | None = Field(None, max_length=50_000_000)
     event: int | None = Field(None, ge=1)
     logs: str | None = Field(None, max_length=50_000_000)
     incident: int | None = Field(None, ge=1)
@@ -742,9 +745,12 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             box = LogToolbox(inv, io.BytesIO(req.logs.encode("utf-8", errors="replace")), limit=max(req.incident, 20))
             return box, _numbered(box, "incident", req.incident)
         if inv.modality.sequential:
-            if req.series is None or req.event is None:
-                raise _Problem(400, "Bad input", "a series investigator's session needs series (rows) and event (a number)")
-            box = SeriesToolbox(inv, pd.DataFrame(req.series))
+            if (req.series is None) == (req.series_csv is None) or req.event is None:
+                raise _Problem(400, "Bad input", "a series investigator's session needs one of series (rows) or "
+                                                 "series_csv (the CSV text), and event (a number)")
+            frame = pd.DataFrame(req.series) if req.series is not None else \
+                _read_table(req.series_csv.encode("utf-8"), "series.csv")
+            box = SeriesToolbox(inv, frame)
             return box, _numbered(box, "event", req.event)
         if req.row is None:
             raise _Problem(400, "Bad input", "a tabular investigator's session needs row (feature name -> value)")
