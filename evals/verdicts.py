@@ -130,8 +130,9 @@ def markdown(res: dict) -> str:
             if part:
                 m = {k: float(np.mean([r[c]["F1_" + f] for r in part])) for k, (c, f) in
                      {"before": ("split", "cut"), "now": ("auto", "cut"), "best": ("auto", "best")}.items()}
+                ratio = f"{m['now'] / m['best']:.2f}" if m["best"] > 0 else "-"
                 lines.append(f"| **{name} mean** ({len(part)}) | | | | **{m['before']:.3f}** | | **{m['now']:.3f}** | "
-                             f"**{m['best']:.3f}** | **{m['now'] / m['best']:.2f}** |")
+                             f"**{m['best']:.3f}** | **{ratio}** |")
         lines.append("")
     null = res.get("null")
     if null:

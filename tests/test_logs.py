@@ -217,6 +217,22 @@ def test_drain3_templates_fast_path_and_persistence():
     assert q.templates == p.templates and [q.match(c) for c in lines[:500]] == matched[:500]
 
 
+def test_a_status_code_stays_in_its_template():
+    """A number is masked, but not an HTTP status (after the request line) or a "status" value: a 500
+    is another event than the 200s a normal log holds (issue 40: OpenStack's injected HTTP 500 lines
+    matched the normal 200 template, so triage could not see them)."""
+    lines = [f'10.11.10.1 "GET /v2/{i}/servers/detail HTTP/1.1" status: 200 len: {1800 + i} time: 0.{i:04d}' for i in range(50)]
+    lines += [f'127.0.0.1 - - [10/Oct/2000:13:55:{i % 60:02d}] "GET /a{i}.gif HTTP/1.0" 200 {2326 + i}' for i in range(50)]
+    lines += [f"INFO api: [sid={i}] sent status=200 in {i} ms" for i in range(50)]
+    p = TemplateParser()
+    p.fit(lines)
+    assert all(p.parse(ln).seen for ln in lines)
+    for ln in (lines[5].replace("status: 200", "status: 500"), lines[60].replace('" 200 ', '" 503 '),
+               lines[120].replace("status=200", "status=500")):
+        assert not p.parse(ln).seen, ln
+    assert p.parse(lines[7].replace("len: 1807", "len: 99")).seen  # other numbers are still masked
+
+
 def test_grouping_sessions_windows_and_errors(tmp_path):
     lines = list(read_logs(_write(tmp_path, normal_logs(20, seed=3).text()), "iso"))
     pairs = [("E1", ln) for ln in lines]

@@ -42,7 +42,10 @@ DEFAULT_MASKS: tuple[tuple[str, str], ...] = (
     (r"(?<![\w])0[xX][0-9a-fA-F]+(?![\w])", "HEX"),
     (r"(?<![\w])(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}(?![\w])", "HEX"),
     (r"(?<![\w.:/])(?:/[\w.+-]+){2,}/?", "PATH"),
-    (r"(?<![A-Za-z0-9])[-+]?\d+(?:\.\d+)?(?![A-Za-z0-9])", "NUM"),
+    # a number, except a status: an HTTP status after the request line or a "status" key stays in the
+    # template (a 500 is another event than a 200; masked, a server's errors hid among its successes)
+    (r'(?<![A-Za-z0-9])(?<!status )(?<!status: )(?<!status=)(?<!status_code=)(?<!HTTP/\d\.\d" )(?<!HTTP/\d" )'
+     r"[-+]?\d+(?:\.\d+)?(?![A-Za-z0-9])", "NUM"),
 )
 # substrings without which a default mask cannot match (its regex is skipped): masking is most of the
 # fast path's time
