@@ -74,12 +74,12 @@ def shifted(rows: np.ndarray, ref: np.ndarray, seed: int) -> np.ndarray:
     return A
 
 
-def evaluate(cal: Any, normal_scores: np.ndarray, far_scores: np.ndarray, draws: int, seed: int) -> dict[str, Any]:
-    """FDR and power of BH over batches drawn from the pools, with p-values from ``cal`` (a
-    detector's calibration stage: ``det.calibrator``)."""
+def bh_batches(p_normal: np.ndarray, p_far: np.ndarray, draws: int, seed: int) -> dict[str, Any]:
+    """FDR and power of BH over batches of BATCHES sizes drawn from p-value pools: FDR from batches of
+    normal rows (any rejection is false), power from the same batch with its first row replaced by
+    a far row (the share of batches flagging it)."""
     from anomalens.detectors import benjamini_hochberg
 
-    p_normal, p_far = cal.pvalues(normal_scores), cal.pvalues(far_scores)
     rng = np.random.default_rng(seed)
     out = {}
     for m in BATCHES:
@@ -91,8 +91,14 @@ def evaluate(cal: Any, normal_scores: np.ndarray, far_scores: np.ndarray, draws:
             batch[0] = p_far[rng.integers(0, len(p_far))]
             power += bool(benjamini_hochberg(batch, ALPHA)[0])
         out[str(m)] = {"fdr": fdr / n_draws, "power": power / n_draws, "draws": n_draws}
-    out["min_p_far_median"] = float(np.median(p_far))
     return out
+
+
+def evaluate(cal: Any, normal_scores: np.ndarray, far_scores: np.ndarray, draws: int, seed: int) -> dict[str, Any]:
+    """FDR and power of BH over batches drawn from the pools, with p-values from ``cal`` (a
+    detector's calibration stage: ``det.calibrator``)."""
+    p_normal, p_far = cal.pvalues(normal_scores), cal.pvalues(far_scores)
+    return {**bh_batches(p_normal, p_far, draws, seed), "min_p_far_median": float(np.median(p_far))}
 
 
 def main(argv: list[str] | None = None) -> None:

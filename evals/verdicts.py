@@ -121,10 +121,10 @@ def markdown(res: dict) -> str:
                   "|---|---|---:|---|---:|---|---:|---:|---:|"]
         for r in rows:
             s, a = r["split"], r["auto"]
-            ratio = a["F1_cut"] / a["F1_best"] if a["F1_best"] > 0 else float("nan")
+            ratio = f"{a['F1_cut'] / a['F1_best']:.2f}" if a["F1_best"] > 0 else "-"
             lines.append(f"| {r['set']} | {r['dataset']} | {a['window']} | {s['calibration_windows']} / {s['calibration_points']} "
                          f"| {s['F1_cut']:.3f} | {a['calibration_windows']} / {a['calibration_points']} ({a['mode']}) "
-                         f"| {a['F1_cut']:.3f} | {a['F1_best']:.3f} | {ratio:.2f} |")
+                         f"| {a['F1_cut']:.3f} | {a['F1_best']:.3f} | {ratio} |")
         for name in ("benchmark", "held-out NAB"):
             part = [r for r in rows if r["set"] == name]
             if part:

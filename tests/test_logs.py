@@ -257,6 +257,8 @@ def test_grouping_sessions_windows_and_errors(tmp_path):
     with pytest.raises(InputError, match=r"session pattern '\(a\|aa\)\+\$' took over 1 s .* backtracks"):
         list(group_lines([("E1", ln) for ln in read_logs(tmp_path / "a.log", "iso")], session=r"(a|aa)+$"))
     assert time.perf_counter() - t0 < 10
+    with pytest.raises(InputError, match=r"mask '\(a\|aa\)\+\$' took over 1 s .* backtracks"):  # a user's --mask alike
+        TemplateParser(masks=[(r"(a|aa)+$", "X")]).mask("a" * 60 + "!")
     with pytest.raises(InputError, match=r"session must be a regular expression, got '\(blk'"):
         list(group_lines(pairs, session="(blk"))
 

@@ -47,6 +47,27 @@ DEFAULT_MASKS: tuple[tuple[str, str], ...] = (
     (r'(?<![A-Za-z0-9])(?<!status )(?<!status: )(?<!status=)(?<!status_code=)(?<!HTTP/\d\.\d" )(?<!HTTP/\d" )'
      r"[-+]?\d+(?:\.\d+)?(?![A-Za-z0-9])", "NUM"),
 )
+MASK_TIMEOUT = 1.0  # seconds a user's mask may take on one line
+
+
+class _timed:
+    """A user's mask compiled by the ``regex`` package, whose ``sub`` stops after MASK_TIMEOUT
+    seconds on a line with one InputError (``re`` cannot stop a catastrophic pattern)."""
+
+    def __init__(self, pattern: str) -> None:
+        import regex
+
+        self.rx = regex.compile(pattern)
+
+    def sub(self, repl: str, text: str) -> str:
+        try:
+            return self.rx.sub(repl, text, timeout=MASK_TIMEOUT)
+        except TimeoutError:
+            raise InputError(f"mask {self.rx.pattern!r} took over {MASK_TIMEOUT:g} s on one line of {len(text)} "
+                             "characters: it backtracks catastrophically (nested repeats such as (a|aa)+); write it "
+                             "without nested repeats") from None
+
+
 # substrings without which a default mask cannot match (its regex is skipped): masking is most of the
 # fast path's time
 _GUARDS = {DEFAULT_MASKS[0][0]: ("-",), DEFAULT_MASKS[1][0]: ("blk_",), DEFAULT_MASKS[2][0]: ("req-",),
@@ -88,7 +109,12 @@ class TemplateParser:
         if int(depth) < 3:
             raise InputError(f"depth must be at least 3, got {depth!r}")
         self.sim_th, self.depth, self.max_children = float(sim_th), int(depth), int(max_children)
-        self._compiled = [(re.compile(p), f"<{n}>", _GUARDS.get(p), p in _NEEDS_DIGIT) for p, n in self.masks]
+        # a user's mask runs in the ``regex`` package with a time limit per line (a catastrophic pattern
+        # is stopped with one error instead of hanging the read); the default masks, applied to every
+        # line on the fast path, in ``re``
+        defaults = {p for p, _ in DEFAULT_MASKS}
+        self._compiled = [(re.compile(p) if p in defaults else _timed(p), f"<{n}>", _GUARDS.get(p), p in _NEEDS_DIGIT)
+                          for p, n in self.masks]
         # masks that read no digit's value but 0's (\d, classes, counts, a literal 0): then two messages
         # of the same shape (digits 1-9 written 1) mask alike (see ``match``)
         self._digit_blind = all(not re.search(r"[1-9]", re.sub(r"\\d|\{\d+(,\d*)?\}|\[[^\]]*\]", "", p))

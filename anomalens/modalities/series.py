@@ -22,9 +22,9 @@ flagged time points.
   side, ``fit_cross_calibration``), or the last ``calibration_size`` of the training series as a
   contiguous held-out block the detector never trains on (``"split"``). A point's p-value combines
   (Cauchy) its window score against the maxima of consecutive windows of the calibration scores
-  and its cell sum against the calibration points (``PointCalibration``). Points of a series are dependent, so the conformal guarantee
-  (exchangeability) holds only approximately: a p-value is a rank among held-out normal windows
-  or points, not an exact probability;
+  and its cell sum against the calibration points (``PointCalibration``). Points of a series are
+  dependent, so the conformal guarantee (exchangeability) holds only approximately: a p-value is a
+  rank among normal windows or points the model did not train on, not an exact probability;
 - normal profile: each channel's quantiles over the training series, and per phase of the period
   (when the series has one, over at least 3 periods) its 1%/50%/99% quantiles at that phase;
 - events: Benjamini-Hochberg over the series' windows (``flag_points``), runs of flagged points
@@ -644,6 +644,7 @@ class SeriesModality(Modality):
             segments = [series.values[: max(0, a - w)], series.values[b + w :]]
             X = np.concatenate([self.windows(v, self._starts(len(v), T)) for v in segments if len(v) >= w])
             member = type(detector)(**params)
+            member.nested = True  # its own calibration rows are not what verdicts read: no warning about how few
             member.fit(X)
             parts.append(self.score_points(member, series.values[a:b]))
         self._set_calibration(np.concatenate([c for c, _ in parts], axis=1), np.concatenate([s for _, s in parts]))
