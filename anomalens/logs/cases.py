@@ -16,13 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from anomalens.errors import InputError
+from anomalens.logs.parser import TimedPattern
 
 __all__ = ["GroupStats", "LogCase", "compile_session", "group_lines", "parse_window", "session_ids"]
-
-SESSION_TIMEOUT = 1.0  # seconds the session pattern may take on one line
 
 MAX_TEXT = 500  # characters kept of a line's raw text (the location points to the full line)
 
@@ -111,27 +109,18 @@ def group_lines(lines: Iterable[tuple], *, session: str | None = None, window: i
     yield from (_count_windows(lines, w, stats) if isinstance(w, int) else _time_windows(lines, w, stats))
 
 
-def compile_session(session: str) -> Any:
-    """The session id pattern, compiled by the ``regex`` package (Python's ``re`` syntax; it can stop
-    a match that runs too long, which ``re`` cannot: see ``session_ids``)."""
-    import regex
-
+def compile_session(session: str) -> TimedPattern:
+    """The session id pattern, run with a time limit per line (``TimedPattern``: a pattern that
+    backtracks catastrophically is stopped with one clear error instead of hanging the read)."""
     try:
-        return regex.compile(session)
-    except (regex.error, TypeError) as exc:
+        return TimedPattern(session, "session pattern", ", e.g. 'blk_-?\\d+'")
+    except Exception as exc:  # regex.error, or a pattern that is not a string
         raise InputError(f"session must be a regular expression, got {session!r} ({exc})") from exc
 
 
-def session_ids(rx: Any, raw: str) -> tuple[str, ...]:
-    """The distinct session ids of a raw line, in order of appearance. A pattern that backtracks
-    catastrophically on a line (nested repeats such as ``(a|aa)+$``) is stopped after
-    SESSION_TIMEOUT seconds with one clear error, instead of hanging the read."""
-    try:
-        return tuple(dict.fromkeys(m.group(0) for m in rx.finditer(raw, timeout=SESSION_TIMEOUT)))
-    except TimeoutError:
-        raise InputError(f"session pattern {rx.pattern!r} took over {SESSION_TIMEOUT:g} s on one line of {len(raw)} "
-                         "characters: it backtracks catastrophically (nested repeats such as (a|aa)+); write it "
-                         "without nested repeats, e.g. 'blk_-?\\d+'") from None
+def session_ids(rx: TimedPattern, raw: str) -> tuple[str, ...]:
+    """The distinct session ids of a raw line, in order of appearance."""
+    return tuple(dict.fromkeys(rx.findall(raw)))
 
 
 def _sessions(lines, stats: GroupStats) -> Iterator[LogCase]:

@@ -31,7 +31,7 @@ from typing import Any
 
 from anomalens.errors import CheckpointError, InputError
 
-__all__ = ["DEFAULT_MASKS", "ParsedLine", "TemplateParser"]
+__all__ = ["DEFAULT_MASKS", "ParsedLine", "TemplateParser", "TimedPattern"]
 
 # (regex, mask name): applied in this order, so an IP is masked before its numbers are
 DEFAULT_MASKS: tuple[tuple[str, str], ...] = (
@@ -47,25 +47,37 @@ DEFAULT_MASKS: tuple[tuple[str, str], ...] = (
     (r'(?<![A-Za-z0-9])(?<!status )(?<!status: )(?<!status=)(?<!status_code=)(?<!HTTP/\d\.\d" )(?<!HTTP/\d" )'
      r"[-+]?\d+(?:\.\d+)?(?![A-Za-z0-9])", "NUM"),
 )
-MASK_TIMEOUT = 1.0  # seconds a user's mask may take on one line
+PATTERN_TIMEOUT = 1.0  # seconds a user's pattern (a --mask, a --session) may take on one line
 
 
-class _timed:
-    """A user's mask compiled by the ``regex`` package, whose ``sub`` stops after MASK_TIMEOUT
-    seconds on a line with one InputError (``re`` cannot stop a catastrophic pattern)."""
+class TimedPattern:
+    """A user's regular expression compiled by the ``regex`` package (``re``'s syntax), whose matches
+    stop after PATTERN_TIMEOUT seconds on a line with one InputError naming ``what`` (``re`` cannot
+    stop a catastrophic pattern such as ``(a|aa)+$``; it hung the read)."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, what: str, hint: str = "") -> None:
         import regex
 
-        self.rx = regex.compile(pattern)
+        self.rx, self.what, self.hint = regex.compile(pattern), what, hint
+        self.pattern = pattern
+
+    def _stopped(self, text: str) -> InputError:
+        return InputError(f"{self.what} {self.pattern!r} took over {PATTERN_TIMEOUT:g} s on one line of {len(text)} "
+                          f"characters: it backtracks catastrophically (nested repeats such as (a|aa)+); write it "
+                          f"without nested repeats{self.hint}")
 
     def sub(self, repl: str, text: str) -> str:
         try:
-            return self.rx.sub(repl, text, timeout=MASK_TIMEOUT)
+            return self.rx.sub(repl, text, timeout=PATTERN_TIMEOUT)
         except TimeoutError:
-            raise InputError(f"mask {self.rx.pattern!r} took over {MASK_TIMEOUT:g} s on one line of {len(text)} "
-                             "characters: it backtracks catastrophically (nested repeats such as (a|aa)+); write it "
-                             "without nested repeats") from None
+            raise self._stopped(text) from None
+
+    def findall(self, text: str) -> list[str]:
+        """Every match's text, in order."""
+        try:
+            return [m.group(0) for m in self.rx.finditer(text, timeout=PATTERN_TIMEOUT)]
+        except TimeoutError:
+            raise self._stopped(text) from None
 
 
 # substrings without which a default mask cannot match (its regex is skipped): masking is most of the
@@ -113,7 +125,8 @@ class TemplateParser:
         # is stopped with one error instead of hanging the read); the default masks, applied to every
         # line on the fast path, in ``re``
         defaults = {p for p, _ in DEFAULT_MASKS}
-        self._compiled = [(re.compile(p) if p in defaults else _timed(p), f"<{n}>", _GUARDS.get(p), p in _NEEDS_DIGIT)
+        self._compiled = [(re.compile(p) if p in defaults else TimedPattern(p, "mask"), f"<{n}>", _GUARDS.get(p),
+                           p in _NEEDS_DIGIT)
                           for p, n in self.masks]
         # masks that read no digit's value but 0's (\d, classes, counts, a literal 0): then two messages
         # of the same shape (digits 1-9 written 1) mask alike (see ``match``)
