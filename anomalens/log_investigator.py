@@ -204,25 +204,32 @@ class LogInvestigator(Investigator):
         modality.learn_templates([c.events for c in cases], lines)
         modality.fit_neighbours([c.events for c in cases])
         rng = np.random.default_rng(seed)
-        order = rng.permutation(len(cases))
-        n_cal = max(4, int(round(modality.calibration_size * len(cases))))
-        fit_idx, cal_a, cal_b = order[n_cal:], order[: n_cal // 2], order[n_cal // 2 : n_cal]
-        fit_cases = [cases[i] for i in fit_idx]
-        seqs = [modality.encode(c.events) for c in fit_cases]
-        nxt = NextEventModel(random_state=seed, **(modality.next_event or {}))
-        nxt.fit(seqs, n_events=len(modality.feature_names), progress=progress)
-        counts = modality.count_matrix([c.events for c in fit_cases])
-        import pandas as pd
-
-        det.fit(pd.DataFrame(counts, columns=modality.feature_names))
+        blocks = modality.plan_calibration(len(cases))
+        if blocks:  # every case scored out of fold, then split into the two calibration halves
+            oof = [cls._fold_scores(modality, det, [c for j, c in enumerate(cases) if not (b[0] <= j <= b[-1])],
+                                    [cases[i] for i in b], seed, progress=progress) for b in blocks]
+            s1, s2 = np.concatenate([m.s1 for m in oof]), np.concatenate([m.s2 for m in oof])
+            per_case = [x for m in oof for x in m.per_case]
+            order = rng.permutation(len(cases))
+            halves = {"a": order[: len(cases) // 2], "b": order[len(cases) // 2 :]}
+            member = {k: [s1[idx], s2[idx]] for k, idx in halves.items()}
+            surprises = [per_case[i][0] for i in order]
+            fit_cases = cases
+        else:
+            order = rng.permutation(len(cases))
+            n_cal = max(4, int(round(modality.calibration_size * len(cases))))
+            fit_idx, cal_a, cal_b = order[n_cal:], order[: n_cal // 2], order[n_cal // 2 : n_cal]
+            fit_cases = [cases[i] for i in fit_idx]
+        nxt, counts = cls._fit_members(modality, det, fit_cases, seed, progress=progress)
         modality.fit_log_profile(counts)
         t_models = time.perf_counter() - t0
-        member = {}
-        surprises = []
-        for name, idx in (("a", cal_a), ("b", cal_b)):
-            ms = member_scores(modality, nxt, det, [cases[i] for i in idx])
-            surprises += [sur for sur, _ in ms.per_case]
-            member[name] = [ms.s1, ms.s2]
+        if not blocks:
+            member = {}
+            surprises = []
+            for name, idx in (("a", cal_a), ("b", cal_b)):
+                ms = member_scores(modality, nxt, det, [cases[i] for i in idx])
+                surprises += [sur for sur, _ in ms.per_case]
+                member[name] = [ms.s1, ms.s2]
         modality.fit_calibration(member["a"], member["b"], surprises)
         inv = cls(det, store, modality, len(fit_cases), next_event=nxt, detector_name=det_name, reasoner=reasoner)
         # exemplars: one per distinct count vector (normal sessions repeat: many are identical), standing
@@ -246,6 +253,29 @@ class LogInvestigator(Investigator):
         inv.exemplar_coverage = coverage(E, keep_u, seed=seed) if len(keep_u) < len(E) else None
         inv.fit_seconds = {"models": t_models, "total": time.perf_counter() - t0}
         return inv
+
+    @staticmethod
+    def _fit_members(modality: LogModality, det: BaseDetector, cases: list[LogCase], seed: int, *,
+                     progress: bool | str = False) -> tuple[NextEventModel, np.ndarray]:
+        """The next-event model and ``det`` (the count model) fitted on ``cases``; their count matrix."""
+        import pandas as pd
+
+        nxt = NextEventModel(random_state=seed, **(modality.next_event or {}))
+        nxt.fit([modality.encode(c.events) for c in cases], n_events=len(modality.feature_names), progress=progress)
+        counts = modality.count_matrix([c.events for c in cases])
+        det.fit(pd.DataFrame(counts, columns=modality.feature_names))
+        return nxt, counts
+
+    @classmethod
+    def _fold_scores(cls, modality: LogModality, det: BaseDetector, train: list[LogCase], held: list[LogCase],
+                     seed: int, *, progress: bool = False) -> "MemberScores":
+        """Both members' scores of ``held`` by fresh copies of the two models fitted on ``train`` (a fold
+        of cross-fitted calibration; the count model's own calibration is not used, so it splits)."""
+        params = {"calibration": "split"} if "calibration" in det.get_params() else {}
+        fold_det = det.fold_copy(**params)
+        nxt, _ = cls._fit_members(modality, fold_det, train, seed,
+                                  progress="calibrating: a fold's next-event model" if progress else False)
+        return member_scores(modality, nxt, fold_det, held)
 
     # ------------------------------------------------------------------ reading and scoring
     def read_cases(self, sources: Any, *, progress: bool = False) -> tuple[Iterator[LogCase], LogStats, GroupStats]:

@@ -371,7 +371,25 @@ def hdfs_ratios(n_train: int, ratios: tuple[float, ...] = (0.01, 0.05), draws: i
     return out
 
 
+def bgl_windows(window: int = 20, train_share: float = 0.6) -> tuple[list, list, np.ndarray]:
+    """BGL's 2k sample as windows of ``window`` lines in time order: (the alert-free windows of the first
+    ``train_share`` as event lists, the later windows' event lists, their labels: any alert line)."""
+    train, test, y, _ = _bgl(window, train_share)
+    return [c.events for c in train], [c.events for c in test], y
+
+
 def bgl(window: int = 20, train_share: float = 0.6) -> dict:
+    train, test, y, row = _bgl(window, train_share)
+    try:
+        row["ours"] = ours([c.events for c in train], [c.events for c in test], y, 0)
+    except Exception as exc:  # noqa: BLE001 - a sample too small to fit is a result to report
+        row["ours"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    row.update(baselines([c.events for c in train], [c.events for c in test], y, 0))
+    print("bgl", {k: round(v.get("F1", float("nan")), 3) for k, v in row.items() if isinstance(v, dict)}, flush=True)
+    return row
+
+
+def _bgl(window: int, train_share: float) -> tuple[list, list, np.ndarray, dict]:
     from anomalens.logs.cases import LogCase
     from anomalens.logs.parser import TemplateParser
     from anomalens.logs.reader import read_logs
@@ -397,13 +415,7 @@ def bgl(window: int = 20, train_share: float = 0.6) -> dict:
     test, y = wins[cut:], ys[cut:]
     row = {"windows": n_win, "window_lines": window, "train_windows": len(train), "test_windows": len(test),
            "test_anomalous": int(y.sum()), "alert_lines": int(labels.sum())}
-    try:
-        row["ours"] = ours([c.events for c in train], [c.events for c in test], y, 0)
-    except Exception as exc:  # noqa: BLE001 - a sample too small to fit is a result to report
-        row["ours"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    row.update(baselines([c.events for c in train], [c.events for c in test], y, 0))
-    print("bgl", {k: round(v.get("F1", float("nan")), 3) for k, v in row.items() if isinstance(v, dict)}, flush=True)
-    return row
+    return train, test, y, row
 
 
 # ---------------------------------------------------------------- explanations

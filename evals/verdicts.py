@@ -16,7 +16,14 @@ reference, not a method), their ratio, and the false discovery rate on normal-on
   2,400 minutes to fit and 1,800 fresh minutes to analyze; any event is a false discovery, so the
   window-level FDR is the share of seeds with an event. Valid when <= alpha + 2 SE.
 
-Run:  python -m evals.verdicts [--only series,null] [--null-seeds 20] [--epochs 60]
+- **Logs** (``--only logs``): the two log sets of ``evals.logs`` with too few normal cases for a
+  thick calibration: BGL's 2k sample (windows of 20 lines: 48 alert-free training windows, 40 test
+  windows, 16 with alerts) and HDFS with 600 normal training sessions, tested in batches of every
+  held-out normal session plus abnormal ones making 1% or 5% of the batch (10 draws); calibration
+  ``split`` (the default: a held-out 30%, in two halves) and ``cross`` (every case out of fold,
+  five contiguous blocks). F1 at BH 5% and the best F1 over thresholds on the same p-values.
+
+Run:  python -m evals.verdicts [--only series,held-out,null,logs] [--null-seeds 20] [--epochs 60]
 Writes evals/results/verdicts.json and .md.
 """
 
@@ -109,6 +116,65 @@ def series_null(seeds: int, epochs: int, save) -> dict:
     return out
 
 
+def best_f1(y: np.ndarray, p: np.ndarray) -> float:
+    """The best point F1 of any threshold on the p-values (flag p <= t), in hindsight."""
+    best = 0.0
+    for t in np.unique(p):
+        pred = p <= t
+        tp = float((pred & y).sum())
+        if tp:
+            best = max(best, 2 * tp / (pred.sum() + y.sum()))
+    return best
+
+
+def logs_cells(y: np.ndarray, p: np.ndarray) -> dict:
+    from anomalens.detectors import benjamini_hochberg
+
+    pred = benjamini_hochberg(p, ALPHA).astype(bool)
+    tp = float((pred & y).sum())
+    return {"flagged": int(pred.sum()), "recall": tp / max(1, y.sum()), "false": int((pred & ~y).sum()),
+            "F1_cut": 2 * tp / (pred.sum() + y.sum()) if pred.sum() + y.sum() else 0.0, "F1_best": best_f1(y, p)}
+
+
+def logs(save) -> dict:
+    """BGL windows and HDFS at 1% / 5% abnormal, calibration split and cross (module docstring)."""
+    from anomalens import Investigator
+    from anomalens.modalities import LogModality
+    from evals.logs import DATA, bgl_windows
+
+    out: dict = {}
+    train, test, y = bgl_windows()
+    normal = [ln.split() for ln in (DATA / "hdfs_sessions" / "normal").read_text().splitlines()]
+    abnormal = [ln.split() for ln in (DATA / "hdfs_sessions" / "abnormal").read_text().splitlines()]
+    order = np.random.default_rng(0).permutation(len(normal))
+    h_train, h_normal = [normal[i] for i in order[:600]], [normal[i] for i in order[600:]]
+    for cal in ("split", "cross"):
+        t0 = time.perf_counter()
+        inv = Investigator.fit(train, modality=LogModality(calibration=cal), random_state=0)
+        fit_s = time.perf_counter() - t0
+        p = np.array([v.p_value for v in inv.verdicts(test, alpha=ALPHA).values()])
+        out.setdefault("bgl", {"train": len(train), "test": len(y), "anomalous": int(y.sum())})[cal] = {
+            **logs_cells(y, p), "fit_s": fit_s, "calibration_cases": int(inv.modality.combined_scores.size)}
+        t0 = time.perf_counter()
+        inv = Investigator.fit(h_train, modality=LogModality(calibration=cal), random_state=0)
+        fit_s = time.perf_counter() - t0
+        p_n = np.array([v.p_value for v in inv.verdicts(h_normal, alpha=ALPHA).values()])
+        p_a = np.array([v.p_value for v in inv.verdicts(abnormal, alpha=ALPHA).values()])
+        h = out.setdefault("hdfs", {"train": 600, "test_normal": len(h_normal), "draws": 10})
+        h[cal] = {"fit_s": fit_s, "calibration_cases": int(inv.modality.combined_scores.size),
+                  "p_abnormal": [float(np.quantile(p_a, q)) for q in (0.1, 0.5, 0.9)],
+                  "normal_only": logs_cells(np.zeros(len(p_n), dtype=bool), p_n)}
+        rng = np.random.default_rng(1)
+        for ratio in (0.01, 0.05):
+            k = int(round(ratio / (1 - ratio) * len(h_normal)))
+            cells = [logs_cells(np.r_[np.zeros(len(p_n), dtype=bool), np.ones(k, dtype=bool)],
+                                np.r_[p_n, p_a[rng.choice(len(p_a), size=k, replace=False)]]) for _ in range(10)]
+            h[cal][f"{100 * ratio:g}%"] = {m: float(np.mean([c[m] for c in cells])) for m in cells[0]}
+        print("logs", cal, out["bgl"][cal], h[cal], flush=True)
+        save()
+    return out
+
+
 def markdown(res: dict) -> str:
     lines = ["# Verdicts against rankings", "", (f"`{res['command']}` on {res['machine']}; {res['seconds']:.0f} s. "
              "F1 at the cut-off: Benjamini-Hochberg at 5%; best: the best threshold on the same scores in hindsight "
@@ -146,12 +212,37 @@ def markdown(res: dict) -> str:
             lines.append(f"| {cal} ({v['mode']}) | {sum(e > 0 for e in v['events'])} / {null['seeds']} = {v['fdr']:.3f}{ok} "
                          f"| {ALPHA + 2 * v['se']:.3f} | {v['min_p_median']:.2g} |")
         lines.append("")
+    lg = res.get("logs")
+    if lg:
+        b, h = lg["bgl"], lg["hdfs"]
+        lines += ["## Logs (BH at 5%; best: the best F1 of any threshold on the same p-values, in hindsight)", "",
+                  (f"BGL 2k: {b['train']} alert-free training windows of 20 lines, {b['test']} test windows "
+                   f"({b['anomalous']} with alerts). HDFS: {h['train']} normal training sessions; batches of the "
+                   f"{h['test_normal']} held-out normal sessions plus abnormal ones making 1% or 5% (mean of "
+                   f"{h['draws']} draws); 'normal only': the held-out normal sessions alone."), "",
+                  "| data | calibration (cases in the combination's half) | flagged | false | recall | F1 at cut-off | best F1 | fit s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for cal in ("split", "cross"):
+            v = b[cal]
+            lines.append(f"| BGL windows | {cal} ({v['calibration_cases']}) | {v['flagged']} | {v['false']} | {v['recall']:.3f} "
+                         f"| {v['F1_cut']:.3f} | {v['F1_best']:.3f} | {v['fit_s']:.0f} |")
+        for cal in ("split", "cross"):
+            v = h[cal]
+            for part in ("1%", "5%"):
+                c = v[part]
+                lines.append(f"| HDFS {part} | {cal} ({v['calibration_cases']}) | {c['flagged']:.1f} | {c['false']:.1f} "
+                             f"| {c['recall']:.3f} | {c['F1_cut']:.3f} | {c['F1_best']:.3f} | {v['fit_s']:.0f} |")
+            c = v["normal_only"]
+            lines.append(f"| HDFS normal only | {cal} ({v['calibration_cases']}) | {c['flagged']} | {c['false']} | - | - | - | "
+                         f"{v['fit_s']:.0f} |")
+        lines += ["", "Abnormal HDFS sessions' p-values (10th / 50th / 90th percentile): " + "; ".join(
+            f"{cal} " + " / ".join(f"{x:.2g}" for x in h[cal]["p_abnormal"]) for cal in ("split", "cross")) + ".", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="series,held-out,null", help="comma-separated: series, held-out, null")
+    ap.add_argument("--only", default="series,held-out,null,logs", help="comma-separated: series, held-out, null, logs")
     ap.add_argument("--null-seeds", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=60)
     args = ap.parse_args()
@@ -160,7 +251,7 @@ def main() -> None:
     torch.set_num_threads(2)
     only = set(args.only.split(","))
     t0 = time.perf_counter()
-    res = {**earlier("verdicts"), "command": "python -m evals.verdicts" + ("" if len(only) == 3 else f" --only {args.only}"),
+    res = {**earlier("verdicts"), "command": "python -m evals.verdicts" + ("" if len(only) == 4 else f" --only {args.only}"),
            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"}
 
     def save() -> None:
@@ -175,6 +266,8 @@ def main() -> None:
         series(args.epochs, True, res["series"], save)
     if "null" in only:
         res["null"] = series_null(args.null_seeds, args.epochs, save)
+    if "logs" in only:
+        res["logs"] = logs(save)
     save()
 
 

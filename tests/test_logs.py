@@ -644,3 +644,29 @@ def test_the_next_event_model_takes_its_parameters_from_the_modality(tmp_path):
     assert inv.next_event.config.min_steps == 40 and inv.modality.next_event == {"min_steps": 40}
     again = Investigator.load(inv.save(tmp_path / "m"))
     assert again.modality.next_event == {"min_steps": 40} and again.next_event.config.min_steps == 40
+
+
+def test_cross_fitted_calibration_scores_every_case_out_of_fold(tmp_path):
+    """``LogModality(calibration="cross")``: every normal case is scored by models that did not train
+    on it (contiguous blocks in case order), the two calibration halves hold every case, the final
+    models train on every case, and the mode is saved; the default keeps the held-out 30%."""
+    with pytest.raises(InputError, match="calibration must be one of split, cross, got 'auto'"):
+        LogModality(window=20, calibration="auto")
+    with pytest.raises(InputError, match="n_folds must be an int in"):
+        LogModality(window=20, calibration="cross", n_folds=1)
+    (tmp_path / "n.log").write_text(normal_logs(300, seed=3).text())
+    fast = {"min_steps": 40}
+    cross = Investigator.fit(str(tmp_path / "n.log"), modality=LogModality(window=20, calibration="cross", next_event=fast))
+    split = Investigator.fit(str(tmp_path / "n.log"), modality=LogModality(window=20, next_event=fast))
+    m, s = cross.modality, split.modality
+    n = cross.n_train
+    assert m.calibration_mode == "cross" and s.calibration_mode == "split" and n >= 20
+    assert len(m.member_scores[0]) + len(m.combined_scores) == n  # half A + half B = every case
+    n_cal = round(0.3 * n)
+    assert split.n_train == n - n_cal and len(s.member_scores[0]) + len(s.combined_scores) == n_cal
+    assert [len(b) for b in m.plan_calibration(n)] == [len(b) for b in np.array_split(np.arange(n), 5)]
+    again = Investigator.load(cross.save(tmp_path / "m"))
+    assert again.modality.calibration_mode == "cross" and again.modality.calibration == "cross"
+    fresh = normal_logs(120, seed=11).text()
+    (tmp_path / "fresh.log").write_text(fresh)
+    assert again.triage([str(tmp_path / "fresh.log")]).n_flagged == cross.triage([str(tmp_path / "fresh.log")]).n_flagged

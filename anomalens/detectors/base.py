@@ -228,6 +228,15 @@ class BaseDetector(ABC):
         changed = {k: v for k, v in self.get_params().items() if getattr(default, k) != v}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
+    def fold_copy(self, **params: Any) -> "BaseDetector":
+        """A fresh, unfitted detector with these hyper-parameters (``params`` override them), quiet and
+        marked ``nested`` (its own calibration rows are not what verdicts read): a fold model of
+        cross-fitted calibration, here or in a modality."""
+        quiet = {"verbose": False} if "verbose" in self.get_params() else {}
+        member = type(self)(**{**self.get_params(), **quiet, **params})
+        member.nested = True
+        return member
+
     def set_params(self, **params: Any) -> "BaseDetector":
         """Change hyper-parameters (scikit-learn's contract); takes effect at the next ``fit``."""
         merged = {**self.get_params(), **params}
@@ -353,8 +362,7 @@ class BaseDetector(ABC):
         for f in range(k):
             held = perm[f::k]
             rest = np.setdiff1d(perm, held, assume_unique=True)
-            quiet = {"verbose": False} if "verbose" in self.get_params() else {}
-            member = type(self)(**{**self.get_params(), "calibration": "split", **quiet})
+            member = self.fold_copy(calibration="split")
             member.n_features_in_, member.feature_names_in_ = self.n_features_in_, None
             member.center_, member.scale_ = robust_scale(arr[rest])
             member._fit_scaled(member._scale(arr[rest]))

@@ -100,8 +100,9 @@ class NextEventModel:
         return s
 
     # ------------------------------------------------------------------ fit
-    def fit(self, sequences: list, n_events: int, *, progress: bool = False) -> "NextEventModel":
-        """Train on normal event-id sequences; ``progress`` shows a bar over the optimizer steps (n/N)."""
+    def fit(self, sequences: list, n_events: int, *, progress: bool | str = False) -> "NextEventModel":
+        """Train on normal event-id sequences; ``progress`` shows a bar over the optimizer steps (n/N),
+        labelled with it where it is a string."""
         if isinstance(n_events, bool) or not isinstance(n_events, (int, np.integer)) or n_events < 1:
             raise InputError(f"n_events must be a positive int, got {n_events!r}")
         self.n_events_ = int(n_events)
@@ -129,7 +130,8 @@ class NextEventModel:
         if progress:
             from tqdm.auto import tqdm
 
-            loop = tqdm(loop, desc="training the next-event model", unit=" steps", mininterval=0.5, leave=False)
+            desc = progress if isinstance(progress, str) else "training the next-event model"
+            loop = tqdm(loop, desc=desc, unit=" steps", mininterval=0.5, leave=False)
         for _ in loop:  # batches drawn in proportion to the pairs' counts
             idx = torch.as_tensor(rng.choice(len(X), size=min(c.batch_size, int(total)), p=p), device=dev)
             loss = nn.functional.cross_entropy(net(Xt[idx]), yt[idx])

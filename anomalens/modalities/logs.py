@@ -12,8 +12,13 @@ evidence units are its events, keyed by template (``event:<template id>``), and 
   modality over those vectors);
 - normal profile: per template, the quantiles of its count over normal cases, its training lines
   and the share of normal cases that hold it;
-- calibration: each model's scores on a held-out half of the calibration cases give its conformal
-  p-values; their Cauchy combination, calibrated on the other half, is the case's p-value;
+- calibration: each model's scores on one half of the calibration cases give its conformal
+  p-values; their Cauchy combination, calibrated on the other half, is the case's p-value. The
+  calibration cases are a held-out share of the normal cases (``calibration="split"``, the default,
+  ``calibration_size``) or every case scored out of fold (``"cross"``: ``n_folds`` contiguous blocks
+  of cases, each scored by models fitted on the others; ``n_folds + 1`` fits). Cross-fitting found
+  nothing more on the data measured (``python -m evals.verdicts --only logs``; docs/logs.md), so it
+  is not the default;
 - evidence: templates by surprise (count against the normal range, share), the most surprising
   lines with the expected template, the templates' texts, the expected sequence and the nearest
   normal sessions (their counts);
@@ -49,6 +54,8 @@ __all__ = ["LogModality", "ScoredCase", "line_id"]
 END = "END"  # the expected "event" where the model says the case should have ended
 SEQUENCE_SHOWN = 24  # places of the expected sequence shown around the most surprising one
 COUNT_SURPRISE = float(np.log(100.0))  # nats for a count outside the normal 1%-99% range
+CALIBRATIONS = ("split", "cross")
+CROSS_FOLDS = 5
 SCORE_VERSION = 2  # 1 (unmarked): the next-event score was the largest surprise, with the model's own tail; 2: -ln of that tail, GPD-calibrated
 
 
@@ -69,14 +76,16 @@ class ScoredCase:
 class LogModality(TabularModality):
     """Sessions or windows of log lines (see the module docstring). ``next_event``: parameters of the
     next-event model (``NextEventModel``: history, embed, hidden, layers, epochs, min_steps,
-    batch_size, lr); None keeps its defaults."""
+    batch_size, lr); None keeps its defaults. ``calibration`` and ``n_folds``: see the module
+    docstring (``calibration_mode``, set at fit, is the one used)."""
 
     name = "logs"
     unit_kind = "event"
     default_detector = "autoencoder"  # the count model
 
     def __init__(self, fmt: str | None = None, session: str | None = None, window: int | str | None = None, *,
-                 masks: list | None = None, calibration_size: float = 0.3, next_event: dict | None = None) -> None:
+                 masks: list | None = None, calibration_size: float = 0.3, next_event: dict | None = None,
+                 calibration: str = "split", n_folds: int = CROSS_FOLDS) -> None:
         super().__init__()
         if session is not None and window is not None:
             raise InputError("give one of session (an id pattern) or window (lines or a duration), not both")
@@ -86,6 +95,12 @@ class LogModality(TabularModality):
         if session is None and window is None:
             self.window = 100  # the default grouping: windows of 100 lines
         self.calibration_size = float(calibration_size)
+        if calibration not in CALIBRATIONS:
+            raise InputError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
+        if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or not 2 <= n_folds <= 20:
+            raise InputError(f"n_folds must be an int in [2, 20], got {n_folds!r}")
+        self.calibration, self.n_folds = calibration, int(n_folds)
+        self.calibration_mode = "split"  # the one fit used (set there)
         if next_event is not None:  # checked now, not at the end of reading the logs
             from anomalens.detectors.sequence import NextEventModel
 
@@ -178,6 +193,17 @@ class LogModality(TabularModality):
             return ""
 
     # ------------------------------------------------------------------ calibration
+    def plan_calibration(self, n_cases: int) -> list[np.ndarray]:
+        """The calibration ``fit`` will use for ``n_cases`` normal cases, as blocks of case indices:
+        ``n_folds`` contiguous blocks in case order (time order for windows) to score out of fold, or
+        an empty list for the held-out share. Sets ``calibration_mode``."""
+        k = min(self.n_folds, n_cases // 4)  # blocks of at least 4 cases
+        if self.calibration == "cross" and k >= 2:
+            self.calibration_mode = "cross"
+            return np.array_split(np.arange(n_cases), k)
+        self.calibration_mode = "split"
+        return []
+
     def fit_calibration(self, member_a: list[np.ndarray], member_b: list[np.ndarray], surprises: list[np.ndarray]) -> None:
         """Member scores of calibration half A calibrate each model; their Cauchy combination on half B
         (``member_b``: the two models' scores) calibrates the case p-value; ``surprises`` (per-event,
@@ -378,6 +404,7 @@ class LogModality(TabularModality):
         return {"logs": {
             **base, "format": self.format, "session": self.session, "window": self.window,
             "calibration_size": self.calibration_size, "next_event": self.next_event, "parsed_input": self.parsed_input,
+            "calibration": self.calibration, "n_folds": self.n_folds, "calibration_mode": self.calibration_mode,
             "parser": self.parser.to_config() if self.parsed_input else None,
             "template_lines": self.template_lines,
             "case_share": None if self.case_share is None else self.case_share.tolist(),
@@ -399,7 +426,9 @@ class LogModality(TabularModality):
                     "again on the same logs")
             tab = TabularModality.from_config(c)
             m = cls(c["format"], c["session"], c["window"] if c["session"] is None else None,
-                    calibration_size=c["calibration_size"], next_event=c.get("next_event"))
+                    calibration_size=c["calibration_size"], next_event=c.get("next_event"),
+                    calibration=c.get("calibration", "split"), n_folds=int(c.get("n_folds", CROSS_FOLDS)))
+            m.calibration_mode = str(c.get("calibration_mode", "split"))
             m.feature_names, m.profile, m.quantiles = tab.feature_names, tab.profile, tab.quantiles
             m.parsed_input = bool(c["parsed_input"])
             if m.parsed_input:

@@ -637,14 +637,10 @@ class SeriesModality(Modality):
         ``detector`` itself is then fitted on every training window, by the caller."""
         T, w = len(series.values), self.window
         parts: list[tuple[np.ndarray, np.ndarray]] = []
-        params = detector.get_params()
-        if "verbose" in params:
-            params["verbose"] = False
         for a, b in self.fold_blocks(T):
             segments = [series.values[: max(0, a - w)], series.values[b + w :]]
             X = np.concatenate([self.windows(v, self._starts(len(v), T)) for v in segments if len(v) >= w])
-            member = type(detector)(**params)
-            member.nested = True  # its own calibration rows are not what verdicts read: no warning about how few
+            member = detector.fold_copy()
             member.fit(X)
             parts.append(self.score_points(member, series.values[a:b]))
         self._set_calibration(np.concatenate([c for c, _ in parts], axis=1), np.concatenate([s for _, s in parts]))
