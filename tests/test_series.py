@@ -16,6 +16,7 @@ from anomalens.cli import app
 from anomalens.data.series_synthesis import factor_series, inject_series
 from anomalens.errors import InputError
 from anomalens.grounding.verifier import verify_claim
+from anomalens.llm.reasoner import evidence_payload
 from anomalens.modalities import SeriesModality
 from anomalens.modalities.series import choose_window, read_series
 from anomalens.schema import Claim
@@ -189,6 +190,12 @@ def test_typed_event_claims_are_checked_against_the_event(fitted):
                               cites=["event"]), ev) is not None
     assert verify_claim(Claim(text=f"'memory' peaks at {e.peak} with 99.5 because of a deploy.",
                               cites=[seg.id]), ev) is not None
+    # the model is shown every item its claims may cite: the event and each segment, with their numbers
+    payload = evidence_payload(ev)
+    shown = {k for part in payload.values() if isinstance(part, dict) for k in part} | set(payload)
+    cited = {c for claim in inv.modality.claim_candidates(ev) for c in claim.cites}
+    assert "event" in cited and seg.id in cited and cited <= shown, cited - shown
+    assert payload["event"]["start"] == e.start and payload["segments"][seg.id]["expected"] == pytest.approx(seg.expected, rel=1e-3)
 
 
 def test_bad_series_input_is_one_clear_error():

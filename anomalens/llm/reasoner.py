@@ -73,6 +73,13 @@ def _payload(evidence: Evidence) -> dict:
         payload["sequence"] = evidence.sequence.model_dump(exclude={"id"})
     if evidence.incident is not None:
         payload["incident"] = evidence.incident.model_dump(exclude={"id"})
+    # a series event: the items its ``event`` and ``peak`` claims cite (each segment's point lists stay
+    # out: the peak, the expected value and the normal range are what a claim can say)
+    if evidence.event is not None:
+        payload["event"] = evidence.event.model_dump(exclude={"id"})
+    if evidence.segments:
+        payload["segments"] = {g.id: g.model_dump(exclude={"id", "times", "observed", "restored"})
+                               for g in evidence.segments}
     return payload
 
 
