@@ -123,16 +123,21 @@ class SeriesInvestigator(Investigator):
         hits = self.store.query(emb, k=k)[0]
         event, items, segments = m.event_items(s, span, sc.cells, sc.scores, restored, hits, window_start, top)
         event = event.model_copy(update={"index": index})
-        cal = self.calibrator
-        at = a + int(sc.pvalues[a : b + 1].argmin())  # the event's verdict: its most significant point
-        cutoff = float(cutoffs[at])
-        verdict = self._verdict(sc.scores[at], sc.pvalues[at], sc.approximate[at], flag, alpha, cutoff,
-                                SERIES_METHOD, len(sc.scores), cal.threshold(cutoff))
+        verdict = self._event_verdict(sc, span, flag=flag, alpha=alpha, cutoffs=cutoffs)
         context = m.context(n_train=self.n_train, detector=self.detector_name, attribution_method=det.attribution_method)
         ev = Evidence(case_id=case_id or f"event-{index}", verdict=verdict, attributions=items.attributions,
                       exemplars=items.exemplars, restoration=items.restoration, context=context, event=event,
                       segments=segments)
         return ev, {"restored": restored, "hits": hits, "window_start": window_start}
+
+    def _event_verdict(self, sc: SeriesScores, span: tuple[int, int], *, flag: bool, alpha: float,
+                       cutoffs: np.ndarray) -> Verdict:
+        """An event's verdict: that of its most significant point."""
+        a, b = span
+        at = a + int(sc.pvalues[a : b + 1].argmin())
+        cutoff = float(cutoffs[at])
+        return self._verdict(sc.scores[at], sc.pvalues[at], sc.approximate[at], flag, alpha, cutoff,
+                             SERIES_METHOD, len(sc.scores), self.calibrator.threshold(cutoff))
 
     # ------------------------------------------------------------------ reports
     def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
@@ -144,21 +149,46 @@ class SeriesInvestigator(Investigator):
         the events with the highest peak scores (each keeps its number among all the series' events,
         as a chat session on the series numbers them); ``plot_dir`` writes ``event-<n>.png`` for each.
         ``only_anomalous`` is accepted for the row Investigator's signature: every event is flagged."""
+        return self.events(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, limit=limit,
+                           plot_dir=plot_dir, progress=progress)[1]
+
+    def events(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
+               reasoner: Reasoner | None = None, limit: int | None = None, plot_dir: str | Path | None = None,
+               progress: bool = False, explain: bool = True) -> tuple[dict[str, Verdict], list[Report]]:
+        """The series scored once: the verdict of every event (``event-1``, ...) and the reports of the
+        ones ``limit`` keeps (``analyze_batch``); ``explain=False``: verdicts only, no evidence built
+        and no explanation drafted."""
         alpha = check_probability(alpha, "alpha")
         if ids is not None:
             raise InputError("ids do not apply to a series: events are named event-1, event-2, ... in time order")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
             raise InputError(f"limit must be a positive int or None, got {limit!r}")
-        sc = self.score(X, name="X", progress=progress)
-        flags, cutoffs = self._flags(sc, alpha)
-        spans = self.modality.events(flags, sc.cells, alpha)
+        sc, spans, cutoffs = self._scored_events(X, alpha, progress)
+        verdicts = {f"event-{n}": self._event_verdict(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs)
+                    for n, sp in enumerate(spans, 1)}
+        if not explain:
+            return verdicts, []
         numbers = list(range(1, len(spans) + 1))  # an event keeps its number in the series whatever ``limit`` keeps
         if limit is not None:
             order = sorted(range(len(spans)), key=lambda i: -sc.scores[spans[i][0] : spans[i][1] + 1].max())[:limit]
             spans, numbers = [spans[i] for i in sorted(order)], [numbers[i] for i in sorted(order)]
         built = [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs, k=k, top=top, index=n)
                  for n, sp in zip(numbers, spans)]
-        return self._reports(sc, spans, built, reasoner, plot_dir)
+        return verdicts, self._reports(sc, spans, built, reasoner, plot_dir)
+
+    def event_evidence(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5) -> list[Evidence]:
+        """The evidence of every event of a series, in time order, without drafting explanations (a
+        chat session's cases)."""
+        alpha = check_probability(alpha, "alpha")
+        sc, spans, cutoffs = self._scored_events(X, alpha, False)
+        return [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs, k=k, top=top, index=n)[0]
+                for n, sp in enumerate(spans, 1)]
+
+    def _scored_events(self, X: Any, alpha: float, progress: bool) -> tuple[SeriesScores, list, np.ndarray]:
+        """(the series' scores, its events' point spans, the points' p-value cut-offs)."""
+        sc = self.score(X, name="X", progress=progress)
+        flags, cutoffs = self._flags(sc, alpha)
+        return sc, self.modality.events(flags, sc.cells, alpha), cutoffs
 
     def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,
                 reasoner: Reasoner | None = None, plot_dir: str | Path | None = None) -> Report:
@@ -187,8 +217,8 @@ class SeriesInvestigator(Investigator):
                             reasoner=TemplateReasoner()).evidence
 
     def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Any = None) -> dict[str, Verdict]:
-        """The verdict of each event of a series (``event-1``, ...), without the rest of the evidence."""
-        return {r.evidence.case_id: r.verdict for r in self.analyze_batch(X, alpha=alpha, ids=ids)}
+        """The verdict of each event of a series (``event-1``, ...): no evidence built, nothing explained."""
+        return self.events(X, alpha=alpha, ids=ids, explain=False)[0]
 
     def _reports(self, sc: SeriesScores, spans: list, built: list, reasoner: Reasoner | None,
                  plot_dir: str | Path | None) -> list[Report]:

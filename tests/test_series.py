@@ -299,7 +299,7 @@ def test_cli_fit_and_analyze_a_series(tmp_path):
     test.to_csv(tmp_path / "test.csv", index=False)
     runner = CliRunner()
     res = runner.invoke(app, ["fit", str(tmp_path / "train.csv"), "--time-column", "timestamp", "--label-column",
-                              "label", "--out", str(tmp_path / "model"), "-p", "epochs=30", "--json"])
+                              "label", "--out", str(tmp_path / "model"), "-p", "epochs=20", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     assert summary["modality"] == "series" and summary["window"] == 48 and summary["channels"] == 5
@@ -406,3 +406,45 @@ def test_a_real_incident_is_flagged_at_the_calibrated_cut_off(shared_data):
               and pd.Timestamp(r.evidence.event.start) <= pd.Timestamp(b)]
     assert inside and all(r.verdict.anomalous for r in inside)
     assert len(reports) - len(inside) <= 1  # at most one event outside the labelled window
+
+
+def test_verdicts_and_a_rest_batch_score_a_series_once_and_draft_only_what_they_return(fitted, tmp_path, monkeypatch):
+    """A series' verdicts build no evidence and draft no explanation; over REST, explain=false drafts
+    nothing and explain=true scores the series once (each used to score it twice and draft one
+    explanation per event for the verdicts, thrown away)."""
+    from fastapi.testclient import TestClient
+
+    import anomalens.series_investigator as si
+    from anomalens.server.app import ServeConfig, create_app
+
+    inv, test = fitted
+    data = test.iloc[:600].copy()
+    data.iloc[300:320, 1] -= 3.0
+    calls = {"score": 0, "drafted": 0}
+    score, explain_many = si.SeriesInvestigator.score, si.explain_many
+
+    def counted_score(self, *a, **kw):
+        calls["score"] += 1
+        return score(self, *a, **kw)
+
+    def counted_explain(evs, reasoner):
+        calls["drafted"] += len(evs)
+        return explain_many(evs, reasoner)
+
+    monkeypatch.setattr(si.SeriesInvestigator, "score", counted_score)
+    monkeypatch.setattr(si, "explain_many", counted_explain)
+    verdicts = inv.verdicts(data)
+    assert len(verdicts) >= 1 and calls == {"score": 1, "drafted": 0}
+    reports = inv.analyze_batch(data)
+    assert {r.evidence.case_id: r.verdict for r in reports} == verdicts  # the same verdicts, with evidence
+    inv.save(tmp_path / "metrics")
+    app = create_app({"metrics": tmp_path / "metrics"}, ServeConfig(no_auth=True, mcp=False))
+    rows = data.reset_index().rename(columns={"index": "time"}).astype({"time": str}).to_dict("records")
+    with TestClient(app) as client:
+        for explain, drafted in ((False, 0), (True, len(verdicts))):
+            calls.update(score=0, drafted=0)
+            r = client.post("/v1/investigators/metrics/analyze", json={"rows": rows, "explain": explain})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["n_cases"] == len(verdicts) and len(body["reports"]) == drafted
+            assert calls == {"score": 1, "drafted": drafted}, (explain, calls)

@@ -545,20 +545,19 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             t0 = time.perf_counter()
             frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, index=ids)
             data = frame
-            if inv.modality.sequential:  # a series: its events' verdicts (the modality reads its time column)
-                verdicts = inv.verdicts(data, alpha=req.alpha)
+            reports = []
+            if inv.modality.sequential:  # a series, scored once: its events' verdicts and (explain) reports
+                verdicts, reports = inv.events(data, alpha=req.alpha, top=req.top, limit=req.limit,
+                                               reasoner=batch_reasoner, explain=req.explain)
+                _noted(reports, batch_note)
             elif len(frame) == 1 and ids is None and not req.only_anomalous:
                 verdicts = None
             else:
                 verdicts = inv.verdicts(data, alpha=req.alpha, ids=ids)
-            reports = []
-            if req.explain:
+            if req.explain and not inv.modality.sequential:
                 if verdicts is None:  # one row: its per-case verdict and report
                     rep = inv.analyze(data, alpha=req.alpha, top=req.top, case_id="0")
                     reports, verdicts = [rep], {"0": rep.verdict}
-                elif inv.modality.sequential:
-                    reports = inv.analyze_batch(data, alpha=req.alpha, top=req.top, limit=req.limit,
-                                                only_anomalous=req.only_anomalous, reasoner=batch_reasoner)
                 else:  # the batch was scored once, for the verdicts: explain the chosen rows with its cut-off
                     vs = list(verdicts.values())
                     keep = [i for i, v in enumerate(vs) if v.anomalous] if req.only_anomalous else list(range(len(vs)))

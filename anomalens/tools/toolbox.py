@@ -140,8 +140,7 @@ class SeriesToolbox(Toolbox):
             m = investigator.modality
             s = m.read(series, "series")
             where = {s.stamp(i): i for i in range(len(s.values))}
-            for r in investigator.analyze_batch(series, alpha=alpha, k=k, top=len(m.channels)):
-                ev = r.evidence
+            for ev in investigator.event_evidence(series, alpha=alpha, k=k, top=len(m.channels)):
                 a, b = where[ev.event.start], where[ev.event.end]
                 lo, hi = max(0, a - 2 * m.window), min(len(s.values), b + 2 * m.window + 1)
                 self._keep(ev.case_id, m.frame(s, lo, hi), ev)
