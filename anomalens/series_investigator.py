@@ -196,6 +196,24 @@ class SeriesInvestigator(Investigator):
         (Benjamini-Hochberg over its windows at ``alpha``); the evidence is that of its strongest
         event (or, for a normal stretch, of its highest point)."""
         alpha = check_probability(alpha, "alpha")
+        sc, span, built = self._strongest(case, alpha, k, top, case_id)
+        return self._reports(sc, [span], [built], reasoner, plot_dir)[0]
+
+    def plot(self, case: Any, path: str | Path, *, alpha: float = 0.05, k: int = 5) -> Path:
+        """Draw the event ``analyze`` would report for a stretch of series (its strongest) to ``path``,
+        a PNG (``plots.event_plot``); nothing is explained."""
+        from anomalens.plots import event_plot
+
+        alpha = check_probability(alpha, "alpha")
+        sc, span, (ev, extra) = self._strongest(case, alpha, k, 5, None)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        event_plot(path, sc, span, ev, self.modality, **extra)
+        return path
+
+    def _strongest(self, case: Any, alpha: float, k: int, top: int, case_id: str | None) -> tuple:
+        """(scores, span, (evidence, plot material)) of a stretch's strongest event, or of its highest
+        point where no point is flagged."""
         sc = self.score(case, name="case")
         flags, cutoffs = self._flags(sc, alpha)
         spans = self.modality.events(flags, sc.cells, alpha)
@@ -205,9 +223,8 @@ class SeriesInvestigator(Investigator):
         else:
             peak = int(sc.scores.argmax())
             span, index = (peak, peak), 1
-        built = self._event_evidence(sc, span, flag=bool(spans), alpha=alpha, cutoffs=cutoffs, k=k, top=top,
-                                     index=index, case_id=case_id)
-        return self._reports(sc, [span], [built], reasoner, plot_dir)[0]
+        return sc, span, self._event_evidence(sc, span, flag=bool(spans), alpha=alpha, cutoffs=cutoffs, k=k, top=top,
+                                              index=index, case_id=case_id)
 
     def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
                  case_id: str | None = None) -> Evidence:

@@ -329,14 +329,18 @@ def test_cli_fit_and_analyze_a_series(tmp_path):
     assert res.exit_code == 2 and "--event must be one of" in res.output
 
 
-def test_chat_on_an_event_through_the_tools(fitted, tmp_path):
+def test_chat_on_an_event_through_the_tools(fitted, tmp_path, monkeypatch):
+    import anomalens.series_investigator as si
     from anomalens.agents.chat import ChatSession
     from anomalens.tools import SeriesToolbox
 
     inv, test = fitted
     shifted = test.iloc[:800].copy()
     shifted.iloc[300:320, 4] += 3.0
+    drafted, explain_many = [], si.explain_many
+    monkeypatch.setattr(si, "explain_many", lambda evs, r: drafted.extend(evs) or explain_many(evs, r))
     box = SeriesToolbox(inv, shifted, plot_dir=tmp_path / "plots")
+    assert drafted == []  # the session's cases are the events' evidence: no explanation drafted for them
     cid = next(c for c in box.case_ids if box.evidence(c).event.channels[:1] == ["net"])
     ev = box.evidence(cid)
     session = ChatSession(box, cid, checkpoint=tmp_path / "chat.sqlite", thread_id="t")
@@ -353,6 +357,7 @@ def test_chat_on_an_event_through_the_tools(fitted, tmp_path):
     plot = session.ask("/plot")
     png = Path(plot.text.split("plot written to ", 1)[1].strip())
     assert plot.tools == ["plot_case"] and png.name == f"{cid}.png" and png.stat().st_size > 20_000
+    assert drafted == []  # a plot drafts nothing
     channel = session.ask("is disk involved?")
     assert channel.tools == ["describe_feature"] and "'disk'" in channel.text
     session.close()

@@ -168,11 +168,7 @@ class SeriesToolbox(Toolbox):
         cid = self.resolve(case_id)
         if self.plot_dir is None:
             self.plot_dir = tempfile.mkdtemp(prefix="anomalens-plots-")
-        folder = Path(self.plot_dir)
-        rep = self.investigator.analyze(self._stretches[cid], alpha=self.alpha, k=self.k, plot_dir=folder)
-        path = folder / f"{cid}.png"
-        (folder / rep.plot).replace(path)
-        return path
+        return self.investigator.plot(self._stretches[cid], Path(self.plot_dir) / f"{cid}.png", alpha=self.alpha, k=self.k)
 
     def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
         """Add a stretch saved by ``saved_row`` (or a series DataFrame) under ``case_id``."""
