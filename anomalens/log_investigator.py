@@ -110,16 +110,21 @@ class Triage:
     cases: dict[str, LogCase] = field(default_factory=dict)  # the strongest case of each shown incident, by key
     # per shown incident (by rank): its cases in input order, each {case, start, end, lines, p_value, template}
     timelines: dict[int, list[dict]] = field(default_factory=dict)
+    # the logs hold never-seen templates in far more cases than the normal logs did: they may have changed
+    drift: str | None = None
 
-    def summary(self) -> str:
+    def summary(self, *, drift: bool = True) -> str:
         return (f"{self.read.summary()}. {self.n_cases} case(s) scored, {self.n_flagged} flagged at a false discovery "
                 f"rate of {fmt(self.alpha)} (p <= {fmt(self.cutoff)}), merged into {self.n_incidents} incident(s); "
-                f"{len(self.unseen)} template(s) never seen in normal logs.")
+                f"{len(self.unseen)} template(s) never seen in normal logs."
+                + (f" {self.drift}" if self.drift and drift else ""))
 
     def to_markdown(self) -> str:
         from anomalens.schema import _md
 
-        out = ["# Log triage", "", _md(self.summary()), ""]
+        out = ["# Log triage", "", _md(self.summary(drift=False)), ""]
+        if self.drift:
+            out += [f"**The logs may have changed:** {_md(self.drift)}", ""]
         if self.groups.no_session:
             out += [f"_{self.groups.no_session} line(s) carry no session id and belong to no case._", ""]
         if not self.reports:
@@ -159,7 +164,8 @@ class Triage:
     def to_json(self) -> dict[str, Any]:
         return {"summary": self.summary(), "read": {k: v for k, v in vars(self.read).items()},
                 "groups": vars(self.groups), "n_cases": self.n_cases, "n_flagged": self.n_flagged,
-                "n_incidents": self.n_incidents, "alpha": self.alpha, "cutoff": self.cutoff, "unseen": self.unseen,
+                "n_incidents": self.n_incidents, "alpha": self.alpha, "cutoff": self.cutoff, "drift": self.drift,
+                "unseen": self.unseen,
                 "unseen_lines": self.unseen_lines,
                 "seconds": self.seconds, "incidents": [r.model_dump(mode="json") for r in self.reports],
                 "timelines": {str(k): v for k, v in self.timelines.items()}}
@@ -215,11 +221,18 @@ class LogInvestigator(Investigator):
             member = {k: [s1[idx], s2[idx]] for k, idx in halves.items()}
             surprises = [per_case[i][0] for i in order]
             fit_cases = cases
+            sets = [set(c.events) for c in cases]
+            blocked = [set().union(*(sets[i] for i in b)) for b in blocks]
+            novel = sum(not sets[i] <= set().union(*(u for j, u in enumerate(blocked) if j != f))
+                        for f, b in enumerate(blocks) for i in b)
+            modality.novel_cases = (int(novel), len(cases))
         else:
             order = rng.permutation(len(cases))
             n_cal = max(4, int(round(modality.calibration_size * len(cases))))
             fit_idx, cal_a, cal_b = order[n_cal:], order[: n_cal // 2], order[n_cal // 2 : n_cal]
             fit_cases = [cases[i] for i in fit_idx]
+            seen = {e for c in fit_cases for e in c.events}
+            modality.novel_cases = (sum(not set(cases[i].events) <= seen for i in order[:n_cal]), n_cal)
         nxt, counts = cls._fit_members(modality, det, fit_cases, seed, progress=progress)
         modality.fit_log_profile(counts)
         t_models = time.perf_counter() - t0
@@ -415,6 +428,8 @@ class LogInvestigator(Investigator):
         pvals: list[float] = []
         kept: list[tuple[int, Any, float, float]] = []  # (position, ScoredCase or, on Ray, LogCase, score, p)
         unseen_lines: dict[str, list[dict]] = {}
+        novel = [0]  # cases holding a template never seen in normal logs
+        vocab = self.modality.vocab
         if engine == "ray":
             if given is not None:
                 raise InputError("engine 'ray' reads log files; sequences of event ids are triaged locally")
@@ -422,6 +437,7 @@ class LogInvestigator(Investigator):
             paths = [sources] if isinstance(sources, (str, Path)) else list(sources)
             for _, cases, (T, p, _) in self._ray_chunks(paths, model_dir, address, workers, read, groups):
                 for c, t, pv in zip(cases, T, p):
+                    novel[0] += any(e not in vocab for e in c.events)
                     if pv <= alpha:
                         kept.append((len(pvals), c, float(t), float(pv)))
                     pvals.append(float(pv))
@@ -433,10 +449,10 @@ class LogInvestigator(Investigator):
             else:
                 stream, read, groups = self.read_cases(sources, progress=progress)
             chunk: list[LogCase] = []
-            vocab = self.modality.vocab
 
             def flush() -> None:
                 for case in chunk:  # where never-seen templates occur (their first lines, for the report)
+                    novel[0] += any(e not in vocab for e in case.events)
                     for j, e in enumerate(case.events):
                         if e not in vocab:
                             seen_at = unseen_lines.setdefault(e, [])
@@ -486,7 +502,7 @@ class LogInvestigator(Investigator):
                       n_incidents=len(incidents), alpha=alpha, cutoff=cutoff, unseen=unseen,
                       unseen_lines={t: unseen_lines[t] for t in unseen if t in unseen_lines},
                       seconds={"read_parse_score": t_score, "total": time.perf_counter() - t0}, cases=cases,
-                      timelines=timelines)
+                      timelines=timelines, drift=self.modality.drift_note(novel[0], len(p_all)))
 
     def _ray_chunks(self, paths: list, model_dir: str | Path | None, address: str | None, workers: int | None,
                     read: LogStats, groups: GroupStats) -> Iterator:

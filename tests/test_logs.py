@@ -670,3 +670,25 @@ def test_cross_fitted_calibration_scores_every_case_out_of_fold(tmp_path):
     fresh = normal_logs(120, seed=11).text()
     (tmp_path / "fresh.log").write_text(fresh)
     assert again.triage([str(tmp_path / "fresh.log")]).n_flagged == cross.triage([str(tmp_path / "fresh.log")]).n_flagged
+
+
+def test_logs_that_changed_since_fit_are_reported_as_drift(inv, triaged, tmp_path):
+    """Where most cases hold templates never seen in normal logs, far more often than the normal cases
+    held out at fit did, the triage summary (CLI, REST, MCP, triage.md, JSON) says the logs may have
+    changed since the model was fitted (BGL's later windows: 40 of 40 flagged, 24 of them normal). A
+    batch whose incidents are a minority (the injected sample) says nothing of the kind; the count
+    is saved with the model."""
+    k, m = inv.modality.novel_cases
+    assert m > 0 and k / m < 0.5
+    text = normal_logs(200, seed=7).text().replace("token accepted for user", "session token validated (v2) for user")
+    (tmp_path / "v2.log").write_text(text)
+    res = inv.triage(str(tmp_path / "v2.log"))
+    assert res.drift is not None and f"of {res.n_cases} cases" in res.drift and f"{k} of the {m} normal" in res.drift
+    assert "may have changed" in res.summary() and "may have changed" in res.to_markdown()
+    assert res.to_json()["drift"] == res.drift
+    assert triaged.drift is None and triaged.n_incidents > 0
+    same = normal_logs(200, seed=7).text()
+    (tmp_path / "same.log").write_text(same)
+    assert inv.triage(str(tmp_path / "same.log")).drift is None
+    again = Investigator.load(inv.save(tmp_path / "m"))
+    assert again.modality.novel_cases == (k, m)

@@ -101,6 +101,8 @@ class LogModality(TabularModality):
             raise InputError(f"n_folds must be an int in [2, 20], got {n_folds!r}")
         self.calibration, self.n_folds = calibration, int(n_folds)
         self.calibration_mode = "split"  # the one fit used (set there)
+        # (normal cases held out at fit that hold a template the models' training cases lack, of how many)
+        self.novel_cases: tuple[int, int] | None = None
         if next_event is not None:  # checked now, not at the end of reading the logs
             from anomalens.detectors.sequence import NextEventModel
 
@@ -191,6 +193,28 @@ class LogModality(TabularModality):
             return self.parser.template(tid)
         except InputError:
             return ""
+
+    DRIFT_LEVEL = 1e-3  # binomial p-value below which a batch's share of cases with never-seen templates is drift
+
+    def drift_note(self, novel: int, n: int) -> str | None:
+        """A sentence when most of a batch's ``n`` cases (``novel`` of them, more than half) hold a
+        template never seen in normal logs, far more often than the normal cases held out at fit did
+        (``novel_cases``; one-sided binomial test at ``DRIFT_LEVEL`` against their rate, counted as
+        (k + 1) / (m + 1)): the logs may have changed since the model was fitted, and flags that rest
+        on never-seen templates alone may be normal there. Anomalies are a minority of a batch, so
+        injected or real incidents alone do not raise it. None otherwise, or for a model saved before
+        fit counted them."""
+        if self.novel_cases is None or n == 0 or 2 * novel <= n:
+            return None
+        from scipy.stats import binom
+
+        k, m = self.novel_cases
+        rate = (k + 1) / (m + 1)
+        if novel / n <= rate or binom.sf(novel - 1, n, rate) >= self.DRIFT_LEVEL:
+            return None
+        return (f"{novel} of {n} cases ({100 * novel / n:.0f}%) hold templates never seen in the normal logs, against "
+                f"{k} of the {m} normal cases held out at fit: these logs may have changed since the model was fitted "
+                "(a new version or configuration); if their new lines are normal, fit again on recent normal logs.")
 
     # ------------------------------------------------------------------ calibration
     def plan_calibration(self, n_cases: int) -> list[np.ndarray]:
@@ -405,6 +429,7 @@ class LogModality(TabularModality):
             **base, "format": self.format, "session": self.session, "window": self.window,
             "calibration_size": self.calibration_size, "next_event": self.next_event, "parsed_input": self.parsed_input,
             "calibration": self.calibration, "n_folds": self.n_folds, "calibration_mode": self.calibration_mode,
+            "novel_cases": None if self.novel_cases is None else list(self.novel_cases),
             "parser": self.parser.to_config() if self.parsed_input else None,
             "template_lines": self.template_lines,
             "case_share": None if self.case_share is None else self.case_share.tolist(),
@@ -429,6 +454,8 @@ class LogModality(TabularModality):
                     calibration_size=c["calibration_size"], next_event=c.get("next_event"),
                     calibration=c.get("calibration", "split"), n_folds=int(c.get("n_folds", CROSS_FOLDS)))
             m.calibration_mode = str(c.get("calibration_mode", "split"))
+            novel = c.get("novel_cases")
+            m.novel_cases = None if novel is None else (int(novel[0]), int(novel[1]))
             m.feature_names, m.profile, m.quantiles = tab.feature_names, tab.profile, tab.quantiles
             m.parsed_input = bool(c["parsed_input"])
             if m.parsed_input:
