@@ -107,6 +107,8 @@ bench-series: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m pip install -q --no-deps tsb-ad==1.5
 	$(PY) -m evals.series
+	$(PY) -m evals.verdicts
+	$(PY) -m evals.series_blocks
 
 # the log benchmark; logparser3 (loghub's Drain, a baseline) pins old dependencies, so it goes in without them
 bench-logs: $(STAMP)

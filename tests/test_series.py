@@ -371,16 +371,16 @@ def test_a_short_training_series_is_calibrated_on_every_point_out_of_fold(fitted
     """2,400 training minutes with a 48-minute window: a held-out block of 20% holds 10 windows,
     so no window's p-value could go below 1/11 (issue 41: NAB series flagged nothing). Cross-fitted,
     every training point has a score from a model that never saw it or its window-long
-    neighbourhood, and the window level calibrates on 50 blocks."""
+    neighbourhood, and the window level calibrates on the maxima of 200 quarter-window blocks (of 12 points)."""
     inv, _ = fitted
     m = inv.modality
     assert m.calibration_mode == "cross" and len(m.calibration_scores) == m.n_points == 2400
     blocks = m.fold_blocks(m.n_points)
     assert len(blocks) == 5 and blocks[0][0] == 0 and blocks[-1][1] == 2400
     assert all(b - a >= 2 * m.window for a, b in blocks)
-    assert m.calibrator.window.n == 50 and m.calibrator.cell.n == 2400
+    assert m.calibrator.window.block == 12 and m.calibrator.window.n == 200 and m.calibrator.cell.n == 2400
     again = SeriesModality.from_config(json.loads(json.dumps(m.to_config())))
-    assert again.calibration_mode == "cross" and again.calibrator.window.n == 50
+    assert again.calibration_mode == "cross" and again.calibrator.window.n == 200
     # a long series keeps the held-out block: it holds enough windows (40 or more)
     frame = make_series(2000, seed=3)
     head, block = SeriesModality(window=8).split(frame)
