@@ -424,7 +424,9 @@ def triage(
     if as_json:
         print(json.dumps(result.to_json()))
         return
-    err.print(for_terminal(result.summary(), 800), highlight=False)
+    err.print(for_terminal(result.summary(drift=False), 800), highlight=False)
+    if result.drift:  # on a line of its own: a flood of flags may be a changed system, not incidents
+        err.print("[bold yellow]" + for_terminal(result.drift, 800) + "[/]", highlight=False)
     table = Table(title=f"{result.n_incidents} incident(s), {len(result.reports)} shown, most anomalous first")
     for col in ("#", "p-value", "cases", "lines", "starts", "abnormal templates", "never seen", "top line"):
         table.add_column(col, overflow="ellipsis", no_wrap=col in ("starts", "top line"))

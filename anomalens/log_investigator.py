@@ -124,7 +124,7 @@ class Triage:
 
         out = ["# Log triage", "", _md(self.summary(drift=False)), ""]
         if self.drift:
-            out += [f"**The logs may have changed:** {_md(self.drift)}", ""]
+            out += [f"**{_md(self.drift)}**", ""]
         if self.groups.no_session:
             out += [f"_{self.groups.no_session} line(s) carry no session id and belong to no case._", ""]
         if not self.reports:

@@ -212,9 +212,9 @@ class LogModality(TabularModality):
         rate = (k + 1) / (m + 1)
         if novel / n <= rate or binom.sf(novel - 1, n, rate) >= self.DRIFT_LEVEL:
             return None
-        return (f"{novel} of {n} cases ({100 * novel / n:.0f}%) hold templates never seen in the normal logs, against "
-                f"{k} of the {m} normal cases held out at fit: these logs may have changed since the model was fitted "
-                "(a new version or configuration); if their new lines are normal, fit again on recent normal logs.")
+        return (f"The logs may have changed since the model was fitted: {novel} of {n} cases ({100 * novel / n:.0f}%) "
+                f"hold templates never seen in the normal logs, against {k} of the {m} normal cases held out at fit (a "
+                "new version or configuration does this); if their new lines are normal, fit again on recent normal logs.")
 
     # ------------------------------------------------------------------ calibration
     def plan_calibration(self, n_cases: int) -> list[np.ndarray]:
