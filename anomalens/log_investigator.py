@@ -221,18 +221,17 @@ class LogInvestigator(Investigator):
             member = {k: [s1[idx], s2[idx]] for k, idx in halves.items()}
             surprises = [per_case[i][0] for i in order]
             fit_cases = cases
-            sets = [set(c.events) for c in cases]
-            blocked = [set().union(*(sets[i] for i in b)) for b in blocks]
-            novel = sum(not sets[i] <= set().union(*(u for j, u in enumerate(blocked) if j != f))
-                        for f, b in enumerate(blocks) for i in b)
-            modality.novel_cases = (int(novel), len(cases))
+            held = [[cases[i] for i in b] for b in blocks]
+            seen = [{e for c in h for e in c.events} for h in held]  # each block's templates
+            modality.novel_cases = (sum(_novel(h, set().union(*seen[:f], *seen[f + 1 :])) for f, h in enumerate(held)),
+                                    len(cases))
         else:
             order = rng.permutation(len(cases))
             n_cal = max(4, int(round(modality.calibration_size * len(cases))))
             fit_idx, cal_a, cal_b = order[n_cal:], order[: n_cal // 2], order[n_cal // 2 : n_cal]
             fit_cases = [cases[i] for i in fit_idx]
-            seen = {e for c in fit_cases for e in c.events}
-            modality.novel_cases = (sum(not set(cases[i].events) <= seen for i in order[:n_cal]), n_cal)
+            modality.novel_cases = (_novel([cases[i] for i in order[:n_cal]], {e for c in fit_cases for e in c.events}),
+                                    n_cal)
         nxt, counts = cls._fit_members(modality, det, fit_cases, seed, progress=progress)
         modality.fit_log_profile(counts)
         t_models = time.perf_counter() - t0
@@ -632,6 +631,11 @@ def member_scores(modality: LogModality, nxt: NextEventModel, det: BaseDetector,
     per_case, s1 = sequence_scores(nxt, seqs, logps)
     counts = modality.count_matrix([c.events for c in cases])
     return MemberScores(seqs, logps, per_case, s1, counts, det.decision_function(counts, checked=True))
+
+
+def _novel(cases: list[LogCase], seen: set[str]) -> int:
+    """How many of ``cases`` hold a template outside ``seen`` (``LogModality.novel_cases``)."""
+    return sum(not seen.issuperset(c.events) for c in cases)
 
 
 TAIL_PLACES = 3  # the score looks at a case's 1, 2 and 3 least probable places

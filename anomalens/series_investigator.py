@@ -184,9 +184,9 @@ class SeriesInvestigator(Investigator):
         return [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs, k=k, top=top, index=n)[0]
                 for n, sp in enumerate(spans, 1)]
 
-    def _scored_events(self, X: Any, alpha: float, progress: bool) -> tuple[SeriesScores, list, np.ndarray]:
+    def _scored_events(self, X: Any, alpha: float, progress: bool, *, name: str = "X") -> tuple[SeriesScores, list, np.ndarray]:
         """(the series' scores, its events' point spans, the points' p-value cut-offs)."""
-        sc = self.score(X, name="X", progress=progress)
+        sc = self.score(X, name=name, progress=progress)
         flags, cutoffs = self._flags(sc, alpha)
         return sc, self.modality.events(flags, sc.cells, alpha), cutoffs
 
@@ -214,9 +214,7 @@ class SeriesInvestigator(Investigator):
     def _strongest(self, case: Any, alpha: float, k: int, top: int, case_id: str | None) -> tuple:
         """(scores, span, (evidence, plot material)) of a stretch's strongest event, or of its highest
         point where no point is flagged."""
-        sc = self.score(case, name="case")
-        flags, cutoffs = self._flags(sc, alpha)
-        spans = self.modality.events(flags, sc.cells, alpha)
+        sc, spans, cutoffs = self._scored_events(case, alpha, False, name="case")
         if spans:
             span = max(spans, key=lambda sp: sc.scores[sp[0] : sp[1] + 1].max())
             index = spans.index(span) + 1

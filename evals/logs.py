@@ -220,7 +220,7 @@ def match_speed(contents_all, parsers, replay: int) -> dict:
 
 
 # ---------------------------------------------------------------- detection
-def _prf(pred: np.ndarray, y: np.ndarray) -> dict:
+def prf(pred: np.ndarray, y: np.ndarray) -> dict:
     tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
@@ -257,7 +257,7 @@ def baselines(train: list[list[str]], test: list[list[str]], y: np.ndarray, seed
         rank = (lp > lp[np.arange(len(nxt)), nxt][:, None]).sum(axis=1)  # keys the model found more likely
         miss.append(int((rank >= 9).sum()))
     miss = np.array(miss)
-    out["DeepLog top-g (g=9)"] = {**_prf(miss > 0, y), "AUROC": _auroc(y, miss), "fit_s": fit_s,
+    out["DeepLog top-g (g=9)"] = {**prf(miss > 0, y), "AUROC": _auroc(y, miss), "fit_s": fit_s,
                                    "score_s": time.perf_counter() - t0}
     if preds is not None:
         preds["DeepLog top-g (g=9)"] = miss > 0
@@ -285,12 +285,12 @@ def baselines(train: list[list[str]], test: list[list[str]], y: np.ndarray, seed
         if phi[0] > 0 else 0.0
     recon = pca.inverse_transform(pca.transform(Xte - mu)) + mu
     spe = ((Xte - recon) ** 2).sum(axis=1)
-    out["PCA (loglizer)"] = {**_prf(spe > q, y), "AUROC": _auroc(y, spe)}
+    out["PCA (loglizer)"] = {**prf(spe > q, y), "AUROC": _auroc(y, spe)}
     if preds is not None:
         preds["PCA (loglizer)"] = spe > q
     iso = IsolationForest(n_estimators=100, contamination=0.03, random_state=seed).fit(Xtr)
     s_iso = -iso.decision_function(Xte)
-    out["IsolationForest (loglizer)"] = {**_prf(iso.predict(Xte) == -1, y), "AUROC": _auroc(y, s_iso)}
+    out["IsolationForest (loglizer)"] = {**prf(iso.predict(Xte) == -1, y), "AUROC": _auroc(y, s_iso)}
     if preds is not None:
         preds["IsolationForest (loglizer)"] = iso.predict(Xte) == -1
     return out
@@ -306,7 +306,7 @@ def ours(train, test, y, seed: int, **modality_kw) -> dict:
     t0 = time.perf_counter()
     v = list(inv.verdicts(test, alpha=0.05).values())
     pred = np.array([x.anomalous for x in v])
-    return {**_prf(pred, y), "AUROC": _auroc(y, np.array([x.score for x in v])), "fit_s": fit_s,
+    return {**prf(pred, y), "AUROC": _auroc(y, np.array([x.score for x in v])), "fit_s": fit_s,
             "score_s": time.perf_counter() - t0}
 
 
@@ -361,7 +361,7 @@ def hdfs_ratios(n_train: int, ratios: tuple[float, ...] = (0.01, 0.05), draws: i
             got = {"ours (BH 5%)": benjamini_hochberg(p[pick], 0.05).astype(bool),
                    **{name: pr[pick] for name, pr in preds.items()}}
             for name, pred in got.items():
-                rows.setdefault(name, []).append(_prf(pred, yb))
+                rows.setdefault(name, []).append(prf(pred, yb))
         key = "published (all abnormal)" if ratio is None else f"{100 * ratio:g}%"
         out["ratios"][key] = {"abnormal": k, "batch": n_norm + k, **{
             name: {m: float(np.mean([r[m] for r in rs])) for m in ("precision", "recall", "F1")}

@@ -129,11 +129,12 @@ def best_f1(y: np.ndarray, p: np.ndarray) -> float:
 
 def logs_cells(y: np.ndarray, p: np.ndarray) -> dict:
     from anomalens.detectors import benjamini_hochberg
+    from evals.logs import prf
 
     pred = benjamini_hochberg(p, ALPHA).astype(bool)
-    tp = float((pred & y).sum())
-    return {"flagged": int(pred.sum()), "recall": tp / max(1, y.sum()), "false": int((pred & ~y).sum()),
-            "F1_cut": 2 * tp / (pred.sum() + y.sum()) if pred.sum() + y.sum() else 0.0, "F1_best": best_f1(y, p)}
+    m = prf(pred, y)
+    return {"flagged": m["flagged"], "recall": m["recall"], "false": int((pred & ~y).sum()), "F1_cut": m["F1"],
+            "F1_best": best_f1(y, p)}
 
 
 def logs(save) -> dict:
