@@ -151,7 +151,8 @@ def llama_url(tmp_path_factory):
 # ---------------------------------------------------------------- two workers (pytest-xdist, make test)
 # A group's tests run on one worker, which builds the group's module and session fixtures once: each
 # file is its own group, except the files that serve the same saved models.
-GROUPS = {"test_server": "serve", "test_mcp": "serve", "test_page": "serve", "test_scale": "serve"}
+GROUPS = {"test_server": "serve", "test_mcp": "serve", "test_page": "serve", "test_scale": "serve",
+          "test_llm_content": "test_llm"}  # its llama.cpp server is test_llm's (``llama_url``)
 # Heaviest groups first (seconds of the serial suite on the 2-core machine, .test-report/durations.json),
 # so that the two workers finish together rather than one waiting on a long group started last.
 HEAVY_FIRST = ["test_vllm", "serve", "test_logs", "test_hardening", "test_llm", "test_calibration", "test_contract",
@@ -216,6 +217,7 @@ SLOW_TESTS = (
     "test_hardening.py::test_chroma_url_from_the_environment_against", "test_hardening.py::test_large_fits",
     "test_investigator.py::test_a_restoration_stays",
     "test_llm.py::test_embedded_model", "test_llm.py::test_transformers_engine", "test_llm.py::test_one_embedded_model",
+    "test_llm_content.py::test_embedded_model",
     "test_logs.py::test_fresh_normal_windows", "test_logs.py::test_hdfs_sessions", "test_logs.py::test_cli_fit",
     "test_quality.py::",
     "test_scale.py::test_the_cli_scores", "test_series.py::test_cli_fit", "test_store.py::test_real_chroma_server",

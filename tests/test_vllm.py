@@ -62,6 +62,16 @@ def test_json_schema_is_honoured_with_the_evidence_ids_as_an_enum(client):
     assert ex.source == f"llm:{VLLM_MODEL_NAME}" or "passed verification" in (ex.note or "")
 
 
+def test_an_image_part_to_a_text_model_falls_back_to_its_text(vllm_url):
+    """vLLM answers 400 "not a multimodal model" to an image part for a text model: the client asks
+    again with the text parts (the image as its alt text) and remembers (issue 42 item 5)."""
+    from test_llm_content import Word, red_square
+
+    c = OpenAIChatClient(vllm_url, timeout=180)
+    out = c.complete_json("Answer in JSON.", ["Name the colour in one word.", red_square()], Word, max_tokens=24)
+    assert c.vision is False and c.mode == "json_schema" and out.attempts == 1 and out.value.word
+
+
 class ShortReplies(OpenAIChatClient):
     """The real client with the chat turn's token budget cut to 160 (512 in the product): the 135M
     model's free-text turn ran to the limit, about 100 s of CPU decoding per test."""

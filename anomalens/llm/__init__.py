@@ -14,6 +14,7 @@ from anomalens.llm.base import (
     ToolCallRequest,
     ToolChatClient,
 )
+from anomalens.llm.content import ImagePart, TextPart, UserContent
 from anomalens.llm.reasoner import LLMReasoner, evidence_payload, make_reasoner, tool_client
 from anomalens.llm.template import TemplateReasoner
 
@@ -24,11 +25,14 @@ __all__ = [
     "Completion",
     "Draft",
     "DraftClaims",
+    "ImagePart",
     "LLMReasoner",
     "Reasoner",
     "TemplateReasoner",
+    "TextPart",
     "ToolCallRequest",
     "ToolChatClient",
+    "UserContent",
     "evidence_payload",
     "make_reasoner",
     "tool_client",

@@ -16,6 +16,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anomalens.errors import BackendError
+from anomalens.llm.content import UserContent
 
 from anomalens.schema import Claim, Evidence
 
@@ -57,8 +58,11 @@ def ask_validated(generate: Callable[[list[dict]], tuple[str, int]], messages: l
 class ChatClient(Protocol):
     name: str  # "llm:<model>"
 
-    def complete_json(self, system: str, user: str, schema: type[T], *, max_tokens: int = 512) -> Completion[T]:
-        """A reply validated as ``schema``; raises BackendError when the backend fails."""
+    def complete_json(self, system: str, user: UserContent, schema: type[T], *, max_tokens: int = 512) -> Completion[T]:
+        """A reply validated as ``schema``; raises BackendError when the backend fails. ``user`` is text
+        or a list of parts (``anomalens.llm.content``: text and images); a client whose model reads
+        text only sends the text parts, each image as its ``alt`` text. A client may say which with a
+        ``vision`` attribute (True, False, or None: not known yet)."""
         ...
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from anomalens.errors import BackendError, ConfigError
 from anomalens.llm.base import Completion, T, ask_validated
+from anomalens.llm.content import UserContent, text_content
 
 __all__ = ["LlamaCppClient", "TransformersClient", "make_local_client", "smollm2_path"]
 
@@ -65,7 +66,10 @@ class LlamaCppClient:
         self._lock = threading.Lock()  # one generation at a time in this model's context (module docstring)
         self.name = f"llm:{self.model_path.stem}"
 
-    def complete_json(self, system: str, user: str, schema: type[T], *, max_tokens: int = 512) -> Completion[T]:
+    vision = False  # a text model: image parts reach it as their alt text (anomalens.llm.content)
+
+    def complete_json(self, system: str, user: UserContent, schema: type[T], *,
+                      max_tokens: int = 512) -> Completion[T]:
         fmt = {"type": "json_object", "schema": schema.model_json_schema()}
 
         def generate(messages: list[dict]) -> tuple[str, int]:
@@ -79,7 +83,7 @@ class LlamaCppClient:
 
         # the grammar enforces the schema (a reply can still be cut off at max_tokens), so the prompt
         # does not spend tokens on it
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": text_content(user)}]
         return ask_validated(generate, messages, schema, name=self.name, max_reasks=self.max_reasks)
 
 
@@ -114,8 +118,12 @@ class TransformersClient:
         new = out[0, ids["input_ids"].shape[1]:]
         return self._tok.decode(new, skip_special_tokens=True), int(len(new))
 
-    def complete_json(self, system: str, user: str, schema: type[T], *, max_tokens: int = 512) -> Completion[T]:
-        messages = [{"role": "system", "content": _schema_prompt(system, schema)}, {"role": "user", "content": user}]
+    vision = False  # a text model: image parts reach it as their alt text
+
+    def complete_json(self, system: str, user: UserContent, schema: type[T], *,
+                      max_tokens: int = 512) -> Completion[T]:
+        messages = [{"role": "system", "content": _schema_prompt(system, schema)},
+                    {"role": "user", "content": text_content(user)}]
         return ask_validated(lambda m: self.generate(m, max_tokens), messages, schema, name=self.name,
                              max_reasks=self.max_reasks)
 

@@ -12,6 +12,12 @@ validation error fed back. Connection failures, timeouts, 429 and 5xx answers ar
 ``Retry-After``), then raised as ``BackendError``. One answer is not retried: a 5xx to the first
 ``json_schema`` request, since llama.cpp's server answers that way for "unsupported", and three
 tries of it cost seconds before the ``json_object`` fallback.
+
+The user message may hold image parts (``anomalens.llm.content``): they go to the server as
+``image_url`` data URLs. A server that rejects them (vLLM answers 400 "not a multimodal model",
+llama.cpp's server 500 to any list content) is asked again with the text parts only, each image
+replaced by its ``alt`` text, and the client remembers (``vision`` False) so later requests do not
+pay the rejected try; ``vision=True`` makes such a rejection an error instead.
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ from pydantic import BaseModel
 
 from anomalens.errors import BackendError, ConfigError
 from anomalens.llm.base import ChatTurn, Completion, T, ToolCallRequest, ask_validated
+from anomalens.llm.content import UserContent, openai_content, text_content
 
 __all__ = ["OpenAIChatClient"]
 
 log = logging.getLogger(__name__)
+
+
+class _ImagesRejected(Exception):
+    """The server answered a request with image parts with an error (see the module docstring)."""
 
 
 class OpenAIChatClient:
@@ -40,10 +51,14 @@ class OpenAIChatClient:
         max_reasks: re-asks of a reply that does not validate.
         concurrency: requests a batch may have in flight at once (``explain_many``); the client is
             thread-safe, and a vLLM server batches concurrent requests.
+        vision: whether the served model reads images: None finds out on the first request that
+            carries one (a rejection falls back to text), True makes a rejection an error, False
+            always sends the text parts.
     """
 
     def __init__(self, base_url: str, model: str = "", api_key: str = "EMPTY", *, timeout: float = 60.0,
-                 max_retries: int = 2, max_reasks: int = 1, temperature: float = 0.0, concurrency: int = 8) -> None:
+                 max_retries: int = 2, max_reasks: int = 1, temperature: float = 0.0, concurrency: int = 8,
+                 vision: bool | None = None) -> None:
         import openai
 
         self._openai = openai
@@ -52,6 +67,9 @@ class OpenAIChatClient:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency must be a positive int, got {concurrency!r}")
         self.concurrency = concurrency
+        if vision not in (None, True, False):
+            raise ConfigError(f"vision must be None, True or False, got {vision!r}")
+        self.vision = vision
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout,
@@ -105,37 +123,62 @@ class OpenAIChatClient:
             return {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()}}
         return {"type": "json_object", "schema": schema.model_json_schema()}
 
-    def _create(self, messages: list[dict], schema: type[BaseModel], max_tokens: int):
+    def _create(self, messages: list[dict], schema: type[BaseModel], max_tokens: int, images: bool = False):
         o = self._openai
 
         def rejects_format(exc: Exception) -> bool:  # llama.cpp's server answers 500 to a json_schema request
             return self.mode == "json_schema" and "json_schema" in str(exc)
 
+        def rejects_images(exc: Exception | None) -> bool:  # tried before the format: the images may be what failed
+            return images and self.vision is None and (exc is None or isinstance(exc, o.APIStatusError))
+
         probe = self.mode == "json_schema" and not self._schema_ok  # a 500 not retried: see the module docstring
         try:
             resp = self._call(lambda c: c.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=max_tokens, temperature=self.temperature,
-                response_format=self._response_format(schema)), probe=probe, unsupported=rejects_format)
+                response_format=self._response_format(schema)), probe=probe or rejects_images(None),
+                unsupported=lambda exc: rejects_images(exc) or rejects_format(exc))
             self._schema_ok = self._schema_ok or self.mode == "json_schema"
             return resp
         except (o.BadRequestError, o.UnprocessableEntityError, o.InternalServerError) as exc:
+            if rejects_images(exc):
+                raise _ImagesRejected(str(exc)[:300]) from exc
+            if images:  # vision=True: the images are not dropped silently
+                raise BackendError(f"LLM server at {self.base_url} rejected a request with image parts "
+                                   f"(vision=True): {exc}") from exc
             if isinstance(exc, o.InternalServerError) and not rejects_format(exc):
                 raise
             if self.mode != "json_schema":
                 raise BackendError(f"LLM server at {self.base_url} rejected the request: {exc}") from exc
             log.info("server rejected json_schema output (%s); using json_object with the schema in the prompt", exc)
             self.mode = "json_object"
-            return self._create(messages, schema, max_tokens)
+            return self._create(messages, schema, max_tokens, images)
 
-    def complete_json(self, system: str, user: str, schema: type[T], *, max_tokens: int = 512) -> Completion[T]:
+    def complete_json(self, system: str, user: UserContent, schema: type[T], *,
+                      max_tokens: int = 512) -> Completion[T]:
+        """A reply validated as ``schema``; ``user`` is text or a list of parts (text and images)."""
+        rich, plain = openai_content(user), text_content(user)
+        images = not isinstance(rich, str)
+
         def generate(messages: list[dict]) -> tuple[str, int]:
             if self.mode == "json_object":  # no schema-constrained decoding: the schema goes into the prompt
                 messages = [{"role": "system", "content": f"{system}\nThe JSON must follow this schema:\n"
                                                           f"{json.dumps(schema.model_json_schema(), separators=(',', ':'))}"}, *messages[1:]]
-            resp = self._create(messages, schema, max_tokens)
+            send_images = images and self.vision is not False
+            if images and not send_images:
+                messages = [{**m, "content": plain} if isinstance(m.get("content"), list) else m for m in messages]
+            try:
+                resp = self._create(messages, schema, max_tokens, send_images)
+            except _ImagesRejected as exc:
+                log.warning("the server at %s rejected image parts (%s); sending their text instead from now on",
+                            self.base_url, exc)
+                self.vision = False
+                return generate(messages)
+            if send_images and self.vision is None:
+                self.vision = True
             return resp.choices[0].message.content or "", getattr(resp.usage, "completion_tokens", 0) or 0
 
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": rich}]
         return ask_validated(generate, messages, schema, name=self.name, max_reasks=self.max_reasks)
 
     def chat(self, messages: list[dict], tools: list[dict], *, tool_choice: str | dict = "auto",
