@@ -412,7 +412,7 @@ def triage(
         raise CliError(f"--engine must be local or ray, got {engine!r}")
     reasoner = _reasoner(llm, base_url, model)
     inv = _load(model_dir, reasoner)
-    if inv.modality.name != "logs":
+    if not callable(getattr(inv, "triage", None)):
         raise CliError(f"{_text(str(model_dir), 120)} holds a {inv.modality.name} model; triage needs one fitted on logs")
     if out_dir is not None:
         _check_out(out_dir)

@@ -249,15 +249,18 @@ class Investigator:
                                        else f"conformal ({cal.n} calibration scores)"),
                        approximate=bool(approx), note=note)
 
-    def _evidence_batch(self, X: np.ndarray, alpha: float, cutoff: float, k: int, top: int, case_ids: list[str],
-                        method: str, m: int = 1, in_batch: bool = False) -> list[Evidence]:
+    def _evidence_batch(self, X: np.ndarray, alpha: float, cutoff: float | None, k: int, top: int,
+                        case_ids: list[str], method: str, m: int = 1, in_batch: bool = False) -> list[Evidence]:
         """Evidence of checked rows ``X``: the detector inspects them once (scores, attribution,
         restoration, embedding), calibration gives the p-values, the store the nearest exemplars and
         the modality the evidence items. One case is flagged when p < alpha; rows ``in_batch`` (of
-        a batch of ``m``) when p <= its Benjamini-Hochberg ``cutoff`` (the same rows BH rejects)."""
+        a batch of ``m``) when p <= its Benjamini-Hochberg ``cutoff`` (the same rows BH rejects);
+        ``cutoff`` None: ``X`` is the whole batch, and BH runs on the inspection's own p-values."""
         det = self.detector
         insp = self.modality.bound_restoration(det, X, det.inspect(X, checked=True))  # X checked by the modality
         pvals, approx = self._verdict_parts(insp.scores)
+        if cutoff is None:
+            cutoff = bh_cutoff(int(benjamini_hochberg(pvals, alpha).sum()), len(X), alpha)
         flags = pvals <= cutoff if in_batch else pvals < alpha
         thr = det.calibrator.threshold(cutoff)
         hits = self.store.query(insp.embedding, k=k)
@@ -350,18 +353,27 @@ class Investigator:
         explanations = explain_many(evs, reasoner or self.reasoner, share_failure=False)
         return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
 
-    def _batch(self, X: Any, alpha: float, ids: Sequence[str] | None):
-        """(rows, case ids, scores, p-values, approximate mask, BH flags, BH cut-off) of a batch."""
-        alpha = check_probability(alpha, "alpha")
+    def _checked(self, X: Any, ids: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+        """(rows, case ids) of a batch, checked once."""
         rows, row_ids = self.rows(X, "X")
         case_ids = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
         if len(case_ids) != len(rows):
             raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
+        return rows, case_ids
+
+    def _batch(self, X: Any, alpha: float, ids: Sequence[str] | None):
+        """(rows, case ids, scores, p-values, approximate mask, BH flags, BH cut-off) of a batch."""
+        alpha = check_probability(alpha, "alpha")
+        rows, case_ids = self._checked(X, ids)
+        return rows, case_ids, *self._scored_batch(rows, alpha)
+
+    def _scored_batch(self, rows: np.ndarray, alpha: float):
+        """(scores, p-values, approximate mask, BH flags, BH cut-off) of a batch's checked rows."""
         scores = self.detector.decision_function(rows, checked=True)
         pvals, approx = self._verdict_parts(scores)
         flags = benjamini_hochberg(pvals, alpha).astype(bool)
         cutoff = bh_cutoff(int(flags.sum()), len(rows), alpha)  # flagged <=> p <= cutoff
-        return rows, case_ids, scores, pvals, approx, flags, cutoff
+        return scores, pvals, approx, flags, cutoff
 
     def batch_limit(self, alpha: float = 0.05) -> int | None:
         """The largest batch in which one anomalous case, alone among normal ones, can be flagged at a
@@ -414,10 +426,7 @@ class Investigator:
             raise InputError(f"m must be a positive int (the batch's size), got {m!r}")
         if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float, np.floating)) or not 0 <= cutoff <= alpha:
             raise InputError(f"cutoff must be a number in [0, alpha = {alpha}], got {cutoff!r}")
-        rows, row_ids = self.rows(X, "X")
-        case_ids = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
-        if len(case_ids) != len(rows):
-            raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
+        rows, case_ids = self._checked(X, ids)
         return self._batch_reports(rows, case_ids, alpha, float(cutoff), int(m), k, top, reasoner)
 
     def _batch_reports(self, rows: np.ndarray, case_ids: list[str], alpha: float, cutoff: float, m: int, k: int,
@@ -443,17 +452,45 @@ class Investigator:
         reasoner's backend fails, the rest of the batch is explained by the template (said once,
         in each report's note). ``on_progress(done, total)``: called once the batch is scored (0 of
         the reports to explain) and as each report's explanation is finished."""
+        return self.assess(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, only_anomalous=only_anomalous,
+                           limit=limit, on_progress=on_progress)[1]
+
+    def assess(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Sequence[str] | None = None,
+               reasoner: Reasoner | None = None, only_anomalous: bool = False, limit: int | None = None,
+               explain: bool = True, on_progress: Callable[[int, int], None] | None = None,
+               ) -> tuple[dict[str, Verdict], list[Report]]:
+        """A batch checked and scored once: every case's verdict by id (false discovery rate at
+        ``alpha``) and the reports ``analyze_batch`` gives (``explain=False``: none, no evidence built).
+        Explaining every case, the detector's one inspection of each row gives both its verdict and
+        its evidence; explaining some (``only_anomalous``, ``limit``), the batch is scored for the
+        verdicts and only the kept rows are inspected."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
             raise InputError(f"limit must be a positive int or None, got {limit!r}")
-        rows, case_ids, scores, pvals, approx, flags, cutoff = self._batch(X, alpha, ids)
+        check_int(top, "top", error=InputError)
+        check_int(k, "k", error=InputError)
+        alpha = check_probability(alpha, "alpha")
+        rows, case_ids = self._checked(X, ids)
         m = len(rows)
+        if explain and not only_anomalous and (limit is None or limit >= m):  # every row explained: one inspection each
+            if on_progress is not None:
+                on_progress(0, len(rows))
+            evs = self._evidence_batch(rows, alpha, None, k, top, case_ids, BH_METHOD, len(rows), in_batch=True)
+            explanations = explain_many(evs, reasoner or self.reasoner, on_done=on_progress) if evs else []
+            return {ev.case_id: ev.verdict for ev in evs}, [Report(evidence=ev, explanation=ex)
+                                                           for ev, ex in zip(evs, explanations)]
+        scores, pvals, approx, flags, cutoff = self._scored_batch(rows, alpha)
+        thr = self.detector.calibrator.threshold(cutoff)
+        verdicts = {cid: self._verdict(s, p, a, f, alpha, cutoff, BH_METHOD, m, thr)
+                    for cid, s, p, a, f in zip(case_ids, scores, pvals, approx, flags)}
+        if not explain:
+            return verdicts, []
         keep = np.flatnonzero(flags) if only_anomalous else np.arange(m)
         if limit is not None:
             keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
         if on_progress is not None:
             on_progress(0, len(keep))
-        return self._batch_reports(rows[keep], [case_ids[i] for i in keep], alpha, cutoff, m, k, top, reasoner,
-                                   on_progress=on_progress)
+        return verdicts, self._batch_reports(rows[keep], [case_ids[i] for i in keep], alpha, cutoff, m, k, top,
+                                             reasoner, on_progress=on_progress)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

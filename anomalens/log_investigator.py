@@ -368,24 +368,21 @@ class LogInvestigator(Investigator):
 
     def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Any = None) -> dict[str, Verdict]:
         """The verdict of every case (Benjamini-Hochberg over all of them), by case key."""
-        alpha = check_probability(alpha, "alpha")
-        if ids is not None:
-            raise InputError("ids do not apply to logs: cases are named by their session id or window number")
-        scored, T, p, _ = self._scored(X, "X")
-        flags = benjamini_hochberg(p, alpha).astype(bool)
-        cutoff = bh_cutoff(int(flags.sum()), len(p), alpha)
-        thr, approx = self.calibrator.threshold(cutoff), self.modality.approximate(T)
-        out = {}
-        for i, sc in enumerate(scored):
-            v = self._verdict(T[i], p[i], approx[i], flags[i], alpha, cutoff, LOGS_METHOD, len(p), thr)
-            out[sc.case.key] = v.model_copy(update={"p_value_method": self.modality.BEYOND}) if approx[i] else v
-        return out
+        return self.assess(X, alpha=alpha, ids=ids, explain=False)[0]
 
     def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
                       reasoner: Reasoner | None = None, only_anomalous: bool = False,
                       limit: int | None = None) -> list[Report]:
         """A report per case (sequences, LogCases or log files), flagged by Benjamini-Hochberg over
         all of them; ``only_anomalous`` keeps the flagged ones, ``limit`` the most anomalous."""
+        return self.assess(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, only_anomalous=only_anomalous,
+                           limit=limit)[1]
+
+    def assess(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
+               reasoner: Reasoner | None = None, only_anomalous: bool = False, limit: int | None = None,
+               explain: bool = True, on_progress: Any = None) -> tuple[dict[str, Verdict], list[Report]]:
+        """The cases scored once: every case's verdict by key and the reports ``analyze_batch`` gives
+        (``explain=False``: none)."""
         alpha = check_probability(alpha, "alpha")
         if ids is not None:
             raise InputError("ids do not apply to logs: cases are named by their session id or window number")
@@ -394,12 +391,22 @@ class LogInvestigator(Investigator):
         scored, T, p, _ = self._scored(X, "X")
         flags = benjamini_hochberg(p, alpha).astype(bool)
         cutoff = bh_cutoff(int(flags.sum()), len(p), alpha)
+        thr, approx = self.calibrator.threshold(cutoff), self.modality.approximate(T)
+        verdicts = {}
+        for i, sc in enumerate(scored):
+            v = self._verdict(T[i], p[i], approx[i], flags[i], alpha, cutoff, LOGS_METHOD, len(p), thr)
+            verdicts[sc.case.key] = v.model_copy(update={"p_value_method": self.modality.BEYOND}) if approx[i] else v
+        if not explain:
+            return verdicts, []
         keep = np.flatnonzero(flags) if only_anomalous else np.arange(len(p))
         if limit is not None:
             keep = keep[np.argsort(-T[keep], kind="stable")[:limit]]
+        if on_progress is not None:
+            on_progress(0, len(keep))
         evs = [self._case_evidence(scored[i], T[i], p[i], flag=bool(flags[i]), alpha=alpha, cutoff=cutoff, m=len(p),
                                    k=k, top=top) for i in keep]
-        return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explain_many(evs, reasoner or self.reasoner))]
+        explanations = explain_many(evs, reasoner or self.reasoner, on_done=on_progress)
+        return verdicts, [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
 
     # ------------------------------------------------------------------ triage
     def triage(self, sources: Any, *, alpha: float = 0.05, limit: int | None = 10, k: int = 3, top: int = 5,

@@ -152,6 +152,13 @@ class SeriesInvestigator(Investigator):
         return self.events(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, limit=limit,
                            plot_dir=plot_dir, progress=progress)[1]
 
+    def assess(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
+               reasoner: Reasoner | None = None, only_anomalous: bool = True, limit: int | None = None,
+               explain: bool = True, on_progress: Any = None) -> tuple[dict[str, Verdict], list[Report]]:
+        """The series scored once: ``events`` (every event is flagged, so ``only_anomalous`` changes
+        nothing; ``on_progress`` is not called: a series reports its own progress bar)."""
+        return self.events(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, limit=limit, explain=explain)
+
     def events(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
                reasoner: Reasoner | None = None, limit: int | None = None, plot_dir: str | Path | None = None,
                progress: bool = False, explain: bool = True) -> tuple[dict[str, Verdict], list[Report]]:

@@ -47,6 +47,34 @@ def test_benjamini_hochberg_agrees_with_scipy():
             np.testing.assert_array_equal(benjamini_hochberg(p, 0.05), false_discovery_control(p) <= 0.05)
 
 
+def test_every_calibration_stage_is_one_protocol_and_bh_is_counted_in_one_place():
+    """issue 42 item 3: the detector's Calibrator, the combination calibrator (Ensemble, logs) and a
+    series' PointCalibration answer the same questions; the streamed BH counter, fed only the
+    p-values <= alpha, rejects as many as benjamini_hochberg over the whole batch."""
+    from anomalens.detectors.calibration import Calibration, CombinationCalibrator, bh_count
+    from anomalens.modalities.series import PointCalibration
+    from anomalens.scale.stream import BHStream
+
+    rng = np.random.default_rng(1)
+    cal = Calibrator(rng.gamma(2.0, size=400))
+    combo = CombinationCalibrator(rng.gamma(2.0, size=(400, 3)))
+    point = PointCalibration(rng.gamma(2.0, size=300), rng.gamma(2.0, size=300), window=12)
+    for stage in (cal, combo, point):
+        assert isinstance(stage, Calibration)
+        assert 0 < stage.floor <= 1 / (stage.n + 1) + 1e-12 and isinstance(stage.method, str)
+    w, c = rng.gamma(2.0, size=50), rng.gamma(2.0, size=50)
+    np.testing.assert_array_equal(point.pvalues(np.stack([w, c])), point.point_pvalues(w, c)[1])
+    assert point.threshold(0.01) == float("inf")
+    with pytest.raises(Exception, match=r"scores must be \(2, n\)"):
+        point.pvalues(w)
+    for m in (1, 37, 1000):
+        p = np.concatenate([rng.uniform(size=m - m // 5), rng.uniform(0, 1e-3, size=m // 5)])
+        counter = BHStream(0.05)
+        for chunk in np.array_split(p, 4):
+            counter.add(chunk)
+        assert counter.result()[0] == benjamini_hochberg(p, 0.05).sum() == bh_count(np.sort(p), m, 0.05)
+
+
 @pytest.mark.parametrize("name", detector_names())
 def test_false_positive_rate_on_held_out_normals(name, fitted):
     """On fresh normal rows, predict(alpha=0.05) flags at most 5% plus sampling tolerance."""

@@ -367,6 +367,46 @@ def test_chat_on_an_event_through_the_tools(fitted, tmp_path, monkeypatch):
     again.close()
 
 
+def test_mcp_investigates_a_series_event(fitted):
+    """MCP can investigate a series (issue 42 item 6; it refused before): ``investigate`` takes the
+    series as CSV text, its events become the cases, and the tools generated from the one registry
+    explain, restore and compare an event, as the chat does."""
+    import asyncio
+
+    from mcp import Client
+
+    from anomalens.server.mcp_server import build_mcp
+
+    inv, test = fitted
+    shifted = test.iloc[:800].copy()
+    shifted.iloc[300:320, 4] += 3.0
+
+    async def session():
+        async with Client(build_mcp({"series": inv})) as c:
+            out = await c.call_tool("investigate", {"investigator": "series", "text": shifted.to_csv(index_label="time")})
+            assert not out.is_error, out.content
+            listed = out.structured_content
+            assert listed["modality"] == "series" and listed["cases"] >= 1
+            assert all(x["case_id"].startswith("event-") and x["anomalous"] for x in listed["listed"])
+            found = None
+            for x in listed["listed"]:
+                ex = (await c.call_tool("explain_case", {"investigator": "series", "case_id": x["case_id"]}))
+                if ex.structured_content["data"][0]["feature"] == "net":
+                    found = x["case_id"]
+                    break
+            assert found, "no event led by the shifted channel 'net'"
+            r = (await c.call_tool("restore_case", {"investigator": "series", "case_id": found})).structured_content
+            assert r["data"]["deltas"] and "net" in r["text"]
+            near = (await c.call_tool("nearest_exemplars", {"investigator": "series", "case_id": found, "k": 2}))
+            other = near.structured_content["data"][0]["id"]
+            cmp = await c.call_tool("compare_cases", {"investigator": "series", "case_id": found, "other_id": other})
+            assert not cmp.is_error and cmp.structured_content["data"]["id"] == f"compare:{other}"
+            row = await c.call_tool("add_case", {"investigator": "series", "row": {"net": 1.0}})
+            assert row.is_error and "use investigate" in row.content[0].text
+
+    asyncio.run(session())
+
+
 def test_a_short_training_series_is_calibrated_on_every_point_out_of_fold(fitted):
     """2,400 training minutes with a 48-minute window: a held-out block of 20% holds 10 windows,
     so no window's p-value could go below 1/11 (issue 41: NAB series flagged nothing). Cross-fitted,

@@ -4,8 +4,9 @@ with the case's evidence in state, a bound on steps, and the verifier on every a
 Three ways a turn is answered, all ending in the same verify step:
 
 - an explicit command (``/why``, ``/neighbors [k]``, ``/restore``, ``/compare <id>``,
-  ``/feature <name>``, ``/score``, ``/detectors``, ``/help``) runs its tool directly; the answer
-  is the template's claims about what the tool returned;
+  ``/feature <name>``, ``/score``, ``/detectors``, ``/help``: each tool's command as its one
+  declaration in ``tools/registry.py`` says) runs its tool directly; the answer is the
+  template's claims about what the tool returned;
 - with a model that can call tools (``ToolChatClient``: vLLM or any OpenAI-compatible server), the
   model calls tools until it calls ``answer`` with claims citing evidence ids (or answers in plain
   text, whose sentences are matched to the evidence they mention), within ``max_steps`` calls.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import sqlite3
 from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
@@ -50,25 +50,13 @@ from anomalens.llm.reasoner import chat_system_prompt, schema_for
 from anomalens.llm.template import TemplateReasoner, topics
 from anomalens.schema import Attribution, Claim, Comparison, Evidence, Explanation, FeatureProfile, LogLine, LogTemplate
 from anomalens.tools import Toolbox, make_tools
+from anomalens.tools.registry import TOOLS, help_text, parse_command
 
-__all__ = ["ChatReply", "ChatSession", "ChatState", "COMMANDS", "TOOL_CHOICES", "build_chat_graph",
+__all__ = ["ChatReply", "ChatSession", "ChatState", "TOOL_CHOICES", "build_chat_graph",
            "constrained_tool_specs"]
 
 log = logging.getLogger(__name__)
 
-COMMANDS = {  # command -> (tool, usage)
-    "/why": ("explain_case", "/why: the features behind the verdict"),
-    "/neighbors": ("nearest_exemplars", "/neighbors [k]: the nearest normal exemplars"),
-    "/restore": ("restore_case", "/restore: the normal version of the case"),
-    "/compare": ("compare_cases", "/compare <case id | exemplar:<row id>>: the case beside another"),
-    "/feature": ("describe_feature", "/feature <name>: a feature's value, part in the score and normal range"),
-    "/score": ("score_case", "/score: the verdict, score and p-value"),
-    "/plot": ("plot_case", "/plot: draw the event of a series to a PNG"),
-    "/lines": ("show_lines", "/lines: a log incident's most surprising lines, in context"),
-    "/template": ("describe_template", "/template <id>: a log template's text, frequency and usual neighbours"),
-    "/timeline": ("incident_timeline", "/timeline: a log incident's cases in order"),
-    "/detectors": ("list_detectors", "/detectors: the registered detectors"),
-}
 ANSWER_TOOL = "answer"
 TOOL_CHOICES = ("auto", "required")
 ENUM_LIMIT = 200  # values listed in one enum of a constrained tool schema (case ids beyond it are not offered)
@@ -109,30 +97,6 @@ def _merge(ev: Evidence, artifact: Any) -> Evidence:
     return ev.with_items(*found) if found else ev
 
 
-def _parse_command(text: str) -> tuple[str, dict] | str:
-    """(command, tool args), or the error text for a malformed command."""
-    try:
-        parts = shlex.split(text)
-    except ValueError as exc:
-        return f"could not read the command ({exc})"
-    cmd, rest = parts[0].lower(), parts[1:]
-    if cmd == "/help":
-        return cmd, {}
-    if cmd not in COMMANDS:
-        return f"unknown command {cmd!r}; try one of {sorted([*COMMANDS, '/help'])}"
-    if cmd == "/neighbors":
-        if rest and not rest[0].isdigit():
-            return f"/neighbors takes a positive number k, got {rest[0]!r}"
-        return cmd, {"k": int(rest[0])} if rest else {}
-    if cmd in ("/compare", "/feature", "/template"):
-        if not rest:
-            return f"usage: {COMMANDS[cmd][1]}"
-        if cmd == "/template":
-            return cmd, {"template_id": rest[0]}
-        return cmd, {"other_id": rest[0]} if cmd == "/compare" else {"name": " ".join(rest)}
-    return cmd, {}
-
-
 def constrained_tool_specs(specs: list[dict], enums: dict[str, list[str]]) -> list[dict]:
     """``specs`` (OpenAI tool format) for constrained decoding: each tool ``strict``, every string
     argument named in ``enums`` (as ``"<tool>.<argument>"`` or ``"<argument>"``) limited to those
@@ -171,14 +135,9 @@ def constrained_tool_specs(specs: list[dict], enums: dict[str, list[str]]) -> li
     return out
 
 
-SERIES_TOOLS = frozenset({"plot_case"})
-LOG_TOOLS = frozenset({"show_lines", "describe_template", "incident_timeline"})
-
-
-def _offered(names: Sequence[str], ev: Evidence) -> list[str]:
+def _offered(names: Sequence[str], modality: str) -> list[str]:
     """The tools a model is offered for a case: a tool of another modality only costs prompt tokens."""
-    is_log = bool(ev.lines or ev.templates or ev.incident is not None)
-    return [n for n in names if (n not in SERIES_TOOLS or ev.event is not None) and (n not in LOG_TOOLS or is_log)]
+    return [n for n in names if n in TOOLS and TOOLS[n].applies_to(modality)]
 
 
 def _argument_enums(box: Toolbox, ev: Evidence, case_id: str) -> dict[str, list[str]]:
@@ -214,6 +173,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
     if max_steps < 1:
         raise InputError(f"max_steps must be at least 1, got {max_steps!r}")
     tools = {t.name: t for t in make_tools(box)}
+    modality = box.investigator.modality.name
     reasoner = reasoner or TemplateReasoner()
     constrained = tool_choice == "required"
 
@@ -232,16 +192,16 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
 
     # ---------------------------------------------------------------- explicit commands
     def command(state: ChatState) -> dict:
-        parsed = _parse_command(state["question"])
+        parsed = parse_command(state["question"], modality)
         if isinstance(parsed, str):
             return {"messages": [AIMessage(parsed)], "command": None}
-        cmd, args = parsed
-        if cmd == "/help":
-            return {"messages": [AIMessage("Commands: " + "; ".join(u for _, u in COMMANDS.values()) + "; /help")]}
-        call = {"name": COMMANDS[cmd][0], "args": {**args}, "id": f"cmd-{len(state['messages'])}", "type": "tool_call"}
-        if call["name"] not in ("list_detectors", "describe_template"):
+        spec, args = parsed
+        if spec is None:
+            return {"messages": [AIMessage(help_text(modality))]}
+        call = {"name": spec.name, "args": {**args}, "id": f"cmd-{len(state['messages'])}", "type": "tool_call"}
+        if "case_id" in spec.args.model_fields:  # a tool about one case acts on the case under discussion
             call["args"]["case_id"] = state["case_id"]
-        return {"messages": [AIMessage("", tool_calls=[call])], "command": cmd}
+        return {"messages": [AIMessage("", tool_calls=[call])], "command": spec.command}
 
     def after_command(state: ChatState) -> str:
         return "tools" if state.get("command") else END
@@ -250,7 +210,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
     def agent(state: ChatState) -> dict:
         ev = _evidence_of(state)
         system = chat_system_prompt(ev, max_claims=max_claims)
-        specs = [convert_to_openai_tool(tools[n]) for n in _offered(list(tools), ev)]
+        specs = [convert_to_openai_tool(tools[n]) for n in _offered(list(tools), modality)]
         specs.append({"type": "function", "function": {
             "name": ANSWER_TOOL, "description": "Give the analyst the final answer as claims citing evidence ids.",
             "parameters": schema_for(ev).model_json_schema()}})

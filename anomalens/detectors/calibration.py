@@ -39,13 +39,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from anomalens.detectors._validation import check_probability
 from anomalens.errors import InputError
 
-__all__ = ["Calibrator", "CombinationCalibrator", "TailFit", "benjamini_hochberg", "bh_cutoff", "conformal_pvalues", "score_threshold"]
+__all__ = ["Calibration", "Calibrator", "CombinationCalibrator", "TailFit", "benjamini_hochberg", "bh_count", "bh_cutoff",
+           "conformal_pvalues", "score_threshold"]
 
 TAIL_MIN_CAL = 20  # fewer calibration scores than this: no tail is fitted (exact p-values only)
 TAIL_MIN_BLOCKS = 8  # the same for block maxima (``Calibrator(block=...)``), each worth a block of scores
@@ -146,6 +148,37 @@ def fit_tail(calibration_scores: np.ndarray, *, check: bool = True, min_count: i
     shape = min(shape, 2.0)
     scale = scale * 2 * k / float(stats.chi2.ppf(1.0 - TAIL_SCALE_CONF, 2 * k))
     return TailFit(u=u, k=k, shape=float(shape), scale=float(scale))
+
+
+@runtime_checkable
+class Calibration(Protocol):
+    """What the verdicts read from a calibration stage, whatever its scores: the detector's
+    ``Calibrator``, the Ensemble's and the logs' ``CombinationCalibrator`` and a series'
+    ``PointCalibration`` (``modalities/series.py``) all implement it.
+
+    ``pvalues`` / ``approximate``: a p-value per score, and where it is the tail's extrapolation
+    rather than a count of calibration scores; ``threshold(cutoff)``: the score past which p <=
+    cutoff (inf when no single score decides it); ``n``, ``floor``: calibration cases and the
+    smallest p-value their count alone gives (1 / (n + 1)); ``extends``: a tail takes p-values below
+    the floor; ``method``: how, in words."""
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def floor(self) -> float: ...
+
+    @property
+    def extends(self) -> bool: ...
+
+    @property
+    def method(self) -> str: ...
+
+    def pvalues(self, scores: np.ndarray) -> np.ndarray: ...
+
+    def approximate(self, scores: np.ndarray) -> np.ndarray: ...
+
+    def threshold(self, cutoff: float) -> float: ...
 
 
 class Calibrator:
@@ -304,12 +337,20 @@ def benjamini_hochberg(pvalues: np.ndarray, alpha: float = 0.05) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=int)
     order = np.argsort(p, kind="stable")
-    below = p[order] <= alpha * np.arange(1, n + 1) / n
+    k = bh_count(p[order], n, alpha)
     flags = np.zeros(n, dtype=int)
-    if below.any():
-        k = int(np.nonzero(below)[0].max())  # largest rank that passes; all smaller ranks are rejected
-        flags[order[: k + 1]] = 1
+    flags[order[:k]] = 1
     return flags
+
+
+def bh_count(smallest: np.ndarray, m: int, alpha: float) -> int:
+    """How many hypotheses Benjamini-Hochberg rejects in a batch of ``m``, from its smallest p-values
+    in ascending order (all of them, or only those <= alpha, which is all a rejection can need):
+    the largest rank i with p_(i) <= alpha * i / m. The one place of BH's arithmetic (the streamed
+    counter of ``anomalens.scale`` feeds it the p-values <= alpha of an input it never holds whole)."""
+    p = np.asarray(smallest, dtype=np.float64)
+    below = p <= alpha * np.arange(1, p.size + 1) / max(int(m), 1)
+    return int(np.nonzero(below)[0].max()) + 1 if below.any() else 0
 
 
 def bh_cutoff(n_flagged: int, m: int, alpha: float) -> float:

@@ -16,7 +16,6 @@ import base64
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from anomalens.errors import InputError
 
@@ -73,8 +72,8 @@ class ImagePart:
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
 
 
-Part = Union[TextPart, ImagePart]
-UserContent = Union[str, Sequence[Union[str, TextPart, ImagePart]]]
+Part = TextPart | ImagePart
+UserContent = str | Sequence[str | TextPart | ImagePart]
 
 
 def parts_of(content: UserContent) -> list[Part]:

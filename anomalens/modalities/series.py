@@ -306,8 +306,8 @@ class PointCalibration:
     largest the held-out block reached (1 = as high as anything in the normal block): it ranks
     points on a continuous scale where the p-values, with few held-out windows, saturate at their
     floor. Score and p-value both grow with each of the two, but neither is a function of the
-    other, so there is no single score threshold (``threshold`` is inf). It quacks like
-    ``Calibrator`` where a verdict reads it (n, floor, tail, extends, method)."""
+    other, so there is no single score threshold (``threshold`` is inf). It implements
+    ``detectors.calibration.Calibration``, the protocol every calibration stage shares."""
 
     def __init__(self, window_scores: np.ndarray, cell_scores: np.ndarray, window: int, *, block: int | None = None) -> None:
         """``block``: points per block of window scores (default ``window // BLOCK_DIVISOR``, at least 1)."""
@@ -322,6 +322,20 @@ class PointCalibration:
         approx = self.window.approximate(window_scores) | self.cell.approximate(cell_scores)
         scores = np.maximum(window_scores / max(self.window.scores[-1], 1e-12), cell_scores / max(self.cell.scores[-1], 1e-12))
         return scores, np.exp(-neglog), approx
+
+    def pvalues(self, scores: np.ndarray) -> np.ndarray:
+        """``Calibration``'s p-values: ``scores`` is (2, n), the points' window scores over their cell scores."""
+        return self.point_pvalues(*self._pair(scores))[1]
+
+    def approximate(self, scores: np.ndarray) -> np.ndarray:
+        return self.point_pvalues(*self._pair(scores))[2]
+
+    @staticmethod
+    def _pair(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim != 2 or s.shape[0] != 2:
+            raise InputError(f"scores must be (2, n): window scores over cell scores, got shape {s.shape}")
+        return s[0], s[1]
 
     @property
     def n(self) -> int:

@@ -70,12 +70,10 @@ class BHStream:
 
     def result(self) -> tuple[int, float, float]:
         """(number flagged, BH cut-off alpha k / m, p-value threshold: flagged <=> p <= it; -1 when none)."""
-        from anomalens.detectors.calibration import bh_cutoff
+        from anomalens.detectors.calibration import bh_count, bh_cutoff
 
         small = np.sort(np.concatenate(self._small)) if self._small else np.zeros(0)
-        # the same arithmetic as benjamini_hochberg: rank i passes when p_(i) <= alpha * i / m
-        below = small <= self.alpha * np.arange(1, small.size + 1) / max(self.m, 1)
-        k = int(np.nonzero(below)[0].max()) + 1 if below.any() else 0
+        k = bh_count(small, self.m, self.alpha)  # benjamini_hochberg's arithmetic, on the p-values <= alpha
         return k, bh_cutoff(k, self.m, self.alpha), float(small[k - 1]) if k else -1.0
 
 

@@ -22,6 +22,7 @@ they are read; batches beyond ``max_rows`` rows or ``max_lines`` log lines are 4
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import io
@@ -150,7 +151,7 @@ class SessionRequest(BaseModel):
         "investigator": "metrics", "row": {"cpu": 0.2, "memory": 9.0, "latency": 0.1, "errors": 0.0}}]})
 
     investigator: str
-    row: dict[str, float | int | None] | None = None
+    row: dict[str, float | int | str | None] | None = None  # the modality checks the values
     series: list[dict[str, float | int | str | None]] | None = None
     # or the series as the CSV text that was uploaded: read as analyze/upload reads it, so the session's
     # event is the upload's, p-value included (rows parsed by a browser can differ in the last digit)
@@ -532,8 +533,8 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             twice = next(i for i, n in Counter(req.ids).items() if n > 1)
             raise _Problem(400, "Bad input", f"ids must be unique (one case each), got {str(twice)[:64]!r} more than once")
         inv = _get(name)
-        if inv.modality.name == "logs":
-            raise _Problem(400, "Bad input", f"investigator {name!r} holds a logs model: use "
+        if callable(getattr(inv, "triage", None)):  # its cases are read from log text, not rows
+            raise _Problem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model: use "
                                              f"/v1/investigators/{name}/triage")
         if len(rows) > cfg.max_rows:
             raise _Problem(413, "Request too large", f"rows must be at most {cfg.max_rows} per request, got {len(rows)}")
@@ -544,38 +545,22 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
             t0 = time.perf_counter()
             frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, index=ids)
-            data = frame
-            reports = []
-            if inv.modality.sequential:  # a series, scored once: its events' verdicts and (explain) reports
-                verdicts, reports = inv.events(data, alpha=req.alpha, top=req.top, limit=req.limit,
-                                               reasoner=batch_reasoner, explain=req.explain)
-                _noted(reports, batch_note)
-            elif len(frame) == 1 and ids is None and not req.only_anomalous:
-                verdicts = None
-            else:
-                verdicts = inv.verdicts(data, alpha=req.alpha, ids=ids)
-            if req.explain and not inv.modality.sequential:
-                if verdicts is None:  # one row: its per-case verdict and report
-                    rep = inv.analyze(data, alpha=req.alpha, top=req.top, case_id="0")
+            if len(frame) == 1 and ids is None and not req.only_anomalous and not inv.modality.sequential:
+                # one row: its own verdict (p < alpha, no batch), and its report when asked
+                if req.explain:
+                    rep = inv.analyze(frame, alpha=req.alpha, top=req.top, case_id="0")
                     reports, verdicts = [rep], {"0": rep.verdict}
-                else:  # the batch was scored once, for the verdicts: explain the chosen rows with its cut-off
-                    vs = list(verdicts.values())
-                    keep = [i for i, v in enumerate(vs) if v.anomalous] if req.only_anomalous else list(range(len(vs)))
-                    if req.limit is not None:
-                        keep = sorted(keep, key=lambda i: -vs[i].score)[:req.limit]  # stable: ties keep input order
-                    names = list(verdicts)
-                    reports = inv.reports_in_batch(frame.iloc[keep], m=len(vs), cutoff=vs[0].cutoff, alpha=req.alpha,
-                                                   top=req.top, ids=[names[i] for i in keep],
-                                                   reasoner=batch_reasoner) if keep else []
-                _noted(reports, batch_note)
-            elif verdicts is None:
-                ev = inv.evidence(data, alpha=req.alpha, top=1, case_id="0")
-                verdicts = {"0": ev.verdict}
+                else:
+                    reports, verdicts = [], {"0": inv.evidence(frame, alpha=req.alpha, top=1, case_id="0").verdict}
+            else:  # a batch (rows, or a series' events), checked and scored once: verdicts and chosen reports
+                verdicts, reports = inv.assess(frame, alpha=req.alpha, top=req.top, ids=ids, reasoner=batch_reasoner,
+                                               only_anomalous=req.only_anomalous, limit=req.limit,
+                                               explain=req.explain)
+            _noted(reports, batch_note)
             out = [_verdict_out(k, v) for k, v in verdicts.items()]
             return AnalyzeResponse(investigator=name, n_cases=len(out), n_flagged=sum(v.anomalous for v in out),
                                    verdicts=out, reports=[r.model_dump(mode="json") for r in reports],
-                                   seconds=time.perf_counter() - t0,
-                                   note=None if inv.modality.sequential else inv.batch_note(len(out), req.alpha))
+                                   seconds=time.perf_counter() - t0, note=inv.batch_note(len(out), req.alpha))
 
         return job
 
@@ -593,7 +578,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             return await _work(lambda: _analyze(name, _analyze_request(raw), None)())
         req = _analyze_request(raw)
         if (len(req.rows) == 1 and req.ids is None and req.explain and not req.only_anomalous
-                and inv.modality.name == "tabular"):
+                and not inv.modality.sequential):  # a row: answered with the other one-row requests
             return await _analyze_one(name, inv, req)
         return await _work(_analyze(name, req.rows, req))
 
@@ -653,7 +638,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
 
     async def _triage(name: str, text: str, alpha: float, top: int, source: str = "request") -> TriageResponse:
         inv = _get(name)
-        if inv.modality.name != "logs":
+        if not callable(getattr(inv, "triage", None)):
             raise _Problem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model; triage needs "
                                              "one fitted on logs")
         n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
@@ -734,10 +719,11 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         import pandas as pd
 
         from anomalens.tools import LogToolbox, SeriesToolbox, Toolbox
+        from anomalens.tools.toolbox import toolbox_for
 
         name = inv.modality.name
         if req is None:
-            return (LogToolbox(inv) if name == "logs" else SeriesToolbox(inv) if inv.modality.sequential else Toolbox(inv)), None
+            return toolbox_for(inv)(inv), None
         if name == "logs":
             if req.logs is None or req.incident is None:
                 raise _Problem(400, "Bad input", "a log investigator's session needs logs (text) and incident (a number)")
@@ -771,6 +757,7 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
             ev = box.evidence(case_id)
             sid = uuid.uuid4().hex
             sessions.add(sid, req.investigator, case_id, box.saved_row(case_id), owner)
+            _keep_live(sid, req.investigator, case_id, box.only(case_id))  # its evidence, computed here, kept
             return SessionOut(id=sid, investigator=req.investigator, case_id=case_id,
                               verdict=_verdict_out(case_id, ev.verdict))
 
@@ -785,19 +772,49 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
                                              "does not hold")
         return found
 
-    @contextlib.contextmanager
-    def _chat(sid: str, owner: str):
-        """(investigator name, case id, ChatSession) of a saved session, its case re-added; closed after."""
+    # Live chats: a session's toolbox (its case and the evidence computed for it) and its compiled
+    # graph stay in this process between messages, so a message neither re-scores the case nor
+    # rebuilds the graph; the conversation itself is in the SQLite checkpoint, shared by processes.
+    live: collections.OrderedDict[str, tuple[threading.Lock, str, str, Any]] = collections.OrderedDict()
+    live_lock = threading.Lock()
+
+    def _keep_live(sid: str, name: str, case_id: str, box: Any) -> tuple[threading.Lock, str, str, Any]:
         from anomalens.agents.chat import ChatSession
 
-        name, case_id, row = _session(sid, owner)
-        box, _ = _box(loaded[name])
-        box.add_case(row, case_id)
         chat = ChatSession(box, case_id, reasoner=loaded[name].reasoner, checkpoint=sessions.checkpoint, thread_id=sid)
-        try:
+        entry = (threading.Lock(), name, case_id, chat)
+        with live_lock:
+            live[sid] = entry
+            while len(live) > LIVE_CHATS:
+                _, (lock, _, _, old) = live.popitem(last=False)
+                if lock.acquire(blocking=False):  # one in use is closed when it is collected
+                    old.close()
+                    lock.release()
+        return entry
+
+    def _forget_live(sid: str) -> None:
+        with live_lock:
+            entry = live.pop(sid, None)
+        if entry is not None:
+            with entry[0]:
+                entry[3].close()
+
+    @contextlib.contextmanager
+    def _chat(sid: str, owner: str):
+        """(investigator name, case id, ChatSession) of a saved session, kept live in this process (its case
+        re-added from the session store the first time this process sees it); one turn at a time."""
+        name, case_id, row = _session(sid, owner)
+        with live_lock:
+            entry = live.get(sid)
+            if entry is not None:
+                live.move_to_end(sid)
+        if entry is None:
+            box, _ = _box(loaded[name])
+            box.add_case(row, case_id)
+            entry = _keep_live(sid, name, case_id, box)
+        lock, name, case_id, chat = entry
+        with lock:
             yield name, case_id, chat
-        finally:
-            chat.close()
 
     @app.post("/v1/sessions/{sid}/messages", response_model=MessageOut, tags=["chat"],
               responses={**_problem_responses(400, 401, 404, 422, 429, 504),
@@ -903,8 +920,12 @@ def create_app(investigators: dict[str, str | Path], config: ServeConfig | None 
         """Forget a session (its case and its conversation)."""
         _session(sid, key_owner(request.headers))
         sessions.delete(sid)
+        _forget_live(sid)
 
     return app
+
+
+LIVE_CHATS = 64  # chat sessions kept live per process (the least recently used beyond it are rebuilt when asked)
 
 
 def _numbered(box, kind: str, number: int) -> str:

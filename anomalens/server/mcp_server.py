@@ -2,9 +2,10 @@
 with the official ``mcp`` SDK (``MCPServer``).
 
 ``anomalens mcp DIR [DIR...]`` serves saved investigators on stdio; ``anomalens serve`` serves the
-same tools over streamable HTTP at ``/mcp``, behind the REST API's keys. ``add_case`` (a row) or
-``triage_logs`` (log text: its incidents become cases) put cases under investigation, and the tools
-then act on them by id, so a client can ask to compare with case 12 after explaining case 7. Each
+same tools over streamable HTTP at ``/mcp``, behind the REST API's keys. ``investigate`` (CSV rows, a
+CSV series whose events become cases, or log text whose incidents do), ``add_case`` (one row) or
+``triage_logs`` put cases under investigation, and the tools (each generated from its one
+declaration in ``tools/registry.py``) then act on them by id, so a client can ask to compare with case 12 after explaining case 7. Each
 tool returns a structured result: the text an agent reads and the evidence item it rests on (the
 same JSON as the reports). Bad arguments (an unknown investigator, case, feature or template) come
 back as a tool error that lists the valid choices.
@@ -36,6 +37,7 @@ __all__ = ["build_mcp", "Workspaces"]
 
 STDIO = "stdio"
 MAX_RESOURCE_UNITS = 500  # units listed in an investigator's resource
+MAX_LISTED_CASES = 50  # cases whose verdicts ``investigate`` lists
 SessionArg = Annotated[Optional[str], Field(description="the id open_session returned: needed over HTTP, left out on stdio")]
 
 
@@ -110,6 +112,30 @@ def _plain(x: Any) -> Any:
     return x
 
 
+def _mcp_tool(spec, call):
+    """An MCP tool function for the declared tool ``spec``: the investigator, the tool's own typed
+    arguments (their constraints and descriptions kept), the MCP context and the session."""
+    import inspect
+
+    def run(**kwargs: Any) -> dict[str, Any]:
+        ctx, investigator, session = kwargs.pop("ctx"), kwargs.pop("investigator"), kwargs.pop("session", None)
+        return call(ctx, session, investigator, spec.name, **kwargs)
+
+    P = inspect.Parameter
+    params = [P("investigator", P.KEYWORD_ONLY, annotation=Annotated[str, Field(description="an investigator's name "
+                                                                                      "(list_investigators)")])]
+    for fname, f in spec.args.model_fields.items():
+        ann = Annotated[(f.annotation, *f.metadata, Field(description=f.description))]
+        params.append(P(fname, P.KEYWORD_ONLY, annotation=ann, default=P.empty if f.is_required() else f.default))
+    params += [P("ctx", P.KEYWORD_ONLY, annotation=Context), P("session", P.KEYWORD_ONLY, annotation=SessionArg,
+                                                               default=None)]
+    run.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])  # type: ignore[attr-defined]
+    run.__annotations__ = {**{p.name: p.annotation for p in params}, "return": dict[str, Any]}
+    run.__name__ = run.__qualname__ = spec.name
+    run.__doc__ = spec.description
+    return run
+
+
 def _guarded(fn):
     """A tool whose bad-argument errors reach the client as a tool error with their message."""
     import functools
@@ -133,7 +159,9 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
     from anomalens import __version__
     from anomalens.investigator import Investigator
     from anomalens.llm.reasoner import make_reasoner
-    from anomalens.tools import LogToolbox, SeriesToolbox, Toolbox, make_tools
+    from anomalens.tools import Toolbox, make_tools
+    from anomalens.tools.registry import TOOLS
+    from anomalens.tools.toolbox import toolbox_for
 
     if any(isinstance(v, (str, Path)) for v in investigators.values()):
         reasoner = reasoner if reasoner is not None else make_reasoner()
@@ -162,17 +190,20 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
     def box_of(boxes: dict[str, Any], name: str):
         inv = inv_of(name)
         if name not in boxes:
-            boxes[name] = (LogToolbox(inv) if inv.modality.name == "logs" else SeriesToolbox(inv)
-                           if inv.modality.sequential else Toolbox(inv))
+            boxes[name] = toolbox_for(inv)(inv)
         return boxes[name]
 
     def call(ctx: Context, session: str | None, name: str, tool: str, /, **args: Any) -> dict[str, Any]:
         """Run toolbox tool ``tool`` of investigator ``name`` with ``args`` (positional-only parameters, so a
         tool argument may be called ``name`` or ``session``)."""
         box = box_of(boxes_of(ctx, session), name)
-        if not box.case_ids and tool not in ("list_detectors", "describe_detector", "describe_template"):
-            raise InputError(f"no case of {name!r} is under investigation yet: call add_case (rows) or triage_logs "
-                             "(logs) first")
+        spec = TOOLS[tool]
+        if not spec.applies_to(box.investigator.modality.name):
+            raise InputError(f"{tool} applies to {sorted(spec.modalities or ())} investigators; {name!r} holds "
+                             f"{box.investigator.modality.name} data")
+        if not box.case_ids and spec.needs_cases:
+            raise InputError(f"no case of {name!r} is under investigation yet: call investigate (CSV rows, a CSV "
+                             "series or log text), add_case (one row) or triage_logs (logs) first")
         tools = {t.name: t for t in make_tools(box)}
         msg = tools[tool].invoke({"type": "tool_call", "name": tool, "id": "mcp",
                                   "args": {k: v for k, v in args.items() if v is not None}})
@@ -241,9 +272,9 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
         """Put one row (feature name -> value) under investigation; returns its id and verdict. Later tools take
         the id (the last case added is the one in focus)."""
         box = box_of(boxes_of(ctx, session), investigator)
-        if isinstance(box, (LogToolbox, SeriesToolbox)):
-            raise InputError(f"investigator {investigator!r} holds {box.investigator.modality.name} data: use "
-                             "triage_logs for logs")
+        if type(box) is not Toolbox:  # a modality whose cases are not rows (series events, log incidents)
+            raise InputError(f"investigator {investigator!r} holds {box.investigator.modality.name} data, whose "
+                             "cases are not rows: use investigate")
         import pandas as pd
 
         import numpy as np
@@ -262,14 +293,30 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
 
     @server.tool(structured_output=True)
     @_guarded
+    def investigate(investigator: str, text: str, ctx: Context, top: int = 10, session: SessionArg = None) -> dict[str, Any]:
+        """Put data under investigation as the investigator's modality reads it: CSV rows (each row a case),
+        a CSV series (its events become cases: event-1, event-2, ...) or log text (its ranked incidents:
+        incident-1, ...). Replaces the investigator's cases in this session; returns each case's verdict."""
+        boxes = boxes_of(ctx, session)
+        inv = inv_of(investigator)
+        box = toolbox_for(inv).from_text(inv, text, limit=top)
+        boxes[investigator] = box
+        out = []
+        for cid in box.case_ids[:MAX_LISTED_CASES]:
+            v = box.evidence(cid).verdict
+            out.append({"case_id": cid, "anomalous": v.anomalous, "p_value": v.p_value, "score": v.score})
+        return {"modality": inv.modality.name, "cases": len(box.case_ids), "listed": out}
+
+    @server.tool(structured_output=True)
+    @_guarded
     def triage_logs(investigator: str, text: str, ctx: Context, top: int = 10, session: SessionArg = None) -> dict[str, Any]:
         """Triage log text with a log investigator: its ranked incidents become the cases under investigation
         (incident-1, incident-2, ...)."""
         boxes = boxes_of(ctx, session)
         inv = inv_of(investigator)
-        if inv.modality.name != "logs":
+        if not TOOLS["show_lines"].applies_to(inv.modality.name):  # a modality with log incidents
             raise InputError(f"investigator {investigator!r} holds {inv.modality.name} data, not logs")
-        box = LogToolbox(inv, io.BytesIO(text.encode("utf-8", errors="replace")), limit=top)
+        box = toolbox_for(inv).from_text(inv, text, limit=top)
         boxes[investigator] = box
         res = box.result
         return {"summary": res.summary(), "incidents": [
@@ -278,70 +325,9 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
              "templates": r.evidence.incident.templates[:5], "never_seen": r.evidence.incident.unseen[:5]}
             for r in res.reports]}
 
-    @server.tool(structured_output=True)
-    @_guarded
-    def score_case(investigator: str, ctx: Context, case_id: str | None = None, session: SessionArg = None) -> dict[str, Any]:
-        """The calibrated verdict of a case: anomalous or not, score, p-value."""
-        return call(ctx, session, investigator, "score_case", case_id=case_id)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def explain_case(investigator: str, ctx: Context, case_id: str | None = None, top: int = 5,
-                     session: SessionArg = None) -> dict[str, Any]:
-        """The units (features, channels, templates) most responsible for a case's score, with normal ranges."""
-        return call(ctx, session, investigator, "explain_case", case_id=case_id, top=top)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def nearest_exemplars(investigator: str, ctx: Context, case_id: str | None = None, k: int = 5,
-                          session: SessionArg = None) -> dict[str, Any]:
-        """The nearest normal exemplars of a case (normal training cases most like it)."""
-        return call(ctx, session, investigator, "nearest_exemplars", case_id=case_id, k=k)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def restore_case(investigator: str, ctx: Context, case_id: str | None = None, session: SessionArg = None) -> dict[str, Any]:
-        """A case's normal version: what the model says it should have looked like."""
-        return call(ctx, session, investigator, "restore_case", case_id=case_id)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def compare_cases(investigator: str, other_id: str, ctx: Context, case_id: str | None = None,
-                      session: SessionArg = None) -> dict[str, Any]:
-        """A case beside another case under investigation, or a normal exemplar ('exemplar:<id>')."""
-        return call(ctx, session, investigator, "compare_cases", other_id=other_id, case_id=case_id)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def describe_feature(investigator: str, name: str, ctx: Context, case_id: str | None = None,
-                         session: SessionArg = None) -> dict[str, Any]:
-        """A unit's normal range in the training data and its value and part in a case."""
-        return call(ctx, session, investigator, "describe_feature", name=name, case_id=case_id)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def batch_verdicts(investigator: str, ctx: Context, alpha: float = 0.05, session: SessionArg = None) -> dict[str, Any]:
-        """Verdicts for every case under investigation, controlling the false discovery rate."""
-        return call(ctx, session, investigator, "batch_verdicts", alpha=alpha)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def show_lines(investigator: str, ctx: Context, case_id: str | None = None, around: int = 2,
-                   session: SessionArg = None) -> dict[str, Any]:
-        """A log incident's most surprising lines (template, probability, expected template) in context."""
-        return call(ctx, session, investigator, "show_lines", case_id=case_id, around=around)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def describe_template(investigator: str, template_id: str, ctx: Context, session: SessionArg = None) -> dict[str, Any]:
-        """A log template: its text, how often normal logs hold it, its usual neighbours."""
-        return call(ctx, session, investigator, "describe_template", template_id=template_id)
-
-    @server.tool(structured_output=True)
-    @_guarded
-    def incident_timeline(investigator: str, ctx: Context, case_id: str | None = None,
-                          session: SessionArg = None) -> dict[str, Any]:
-        """A log incident's cases in order, with span, lines, p-value and most abnormal template."""
-        return call(ctx, session, investigator, "incident_timeline", case_id=case_id)
+    for spec in TOOLS.values():  # every declared tool, generated from its one declaration
+        if spec.mcp:
+            server.add_tool(_guarded(_mcp_tool(spec, call)), name=spec.name, description=spec.description,
+                            structured_output=True)
 
     return server

@@ -17,7 +17,27 @@ from anomalens.errors import InputError
 from anomalens.investigator import Investigator
 from anomalens.schema import Evidence
 
-__all__ = ["LogToolbox", "SeriesToolbox", "Toolbox"]
+__all__ = ["LogToolbox", "SeriesToolbox", "Toolbox", "register_toolbox", "toolbox_for"]
+
+
+def _csv(text: str, what: str):
+    """A CSV text as a DataFrame; a clear error when it is not one."""
+    import io
+
+    import pandas as pd
+
+    from anomalens.modalities.tabular import check_csv_header
+
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"text must be {what} as CSV with a header row, got {text!r:.40}")
+    try:
+        check_csv_header(io.StringIO(text), "text")
+        return pd.read_csv(io.StringIO(text))
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the text's fault
+        raise InputError(f"text must be {what} as CSV with a header row ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
 
 
 class Toolbox:
@@ -45,6 +65,29 @@ class Toolbox:
         self.focus = focus if focus is not None else next(iter(self._rows), None)
         if self.focus is not None:
             self.row(self.focus)
+
+    @classmethod
+    def from_text(cls, investigator: Investigator, text: str, *, alpha: float = 0.05, k: int = 5, top: int = 5,
+                  limit: int = 20) -> Toolbox:
+        """The cases in ``text`` as this modality reads them: here CSV rows (ids "0", "1", ...);
+        ``limit`` bounds the cases a modality finds itself (events, incidents)."""
+        return cls(investigator, _csv(text, "rows"), alpha=alpha, k=k, top=top)
+
+    _case_maps: tuple[str, ...] = ("_rows", "_evidence")  # what a toolbox keeps per case id
+
+    def only(self, case_id: str) -> Toolbox:
+        """A toolbox of this investigator holding just ``case_id``, with what was computed for it (its
+        evidence): a chat session's box, the same whether built now or from the session's saved case."""
+        import copy
+
+        cid = self.resolve(case_id)
+        out = copy.copy(self)
+        for name in self._case_maps:
+            setattr(out, name, {k: v for k, v in getattr(self, name).items() if k == cid})
+        out.focus = cid
+        if hasattr(out, "result"):
+            out.result = None  # a log triage's other incidents are not this case's
+        return out
 
     @property
     def case_ids(self) -> list[str]:
@@ -128,6 +171,8 @@ class SeriesToolbox(Toolbox):
     data file, times and phases included).
     """
 
+    _case_maps = ("_rows", "_evidence", "_stretches")
+
     def __init__(self, investigator: Investigator, series: Any = None, *, focus: str | None = None,
                  alpha: float = 0.05, k: int = 5, top: int = 5, plot_dir: Any = None) -> None:
         if not investigator.modality.sequential:
@@ -147,6 +192,12 @@ class SeriesToolbox(Toolbox):
         self.focus = focus if focus is not None else next(iter(self._rows), None)
         if self.focus is not None:
             self.resolve(self.focus)
+
+    @classmethod
+    def from_text(cls, investigator: Investigator, text: str, *, alpha: float = 0.05, k: int = 5, top: int = 5,
+                  limit: int = 20) -> SeriesToolbox:
+        """The events of the series in ``text`` (CSV: a time column and the channels)."""
+        return cls(investigator, _csv(text, "a series"), alpha=alpha, k=k, top=top)
 
     def _keep(self, case_id: str, stretch: Any, evidence: Evidence | None) -> None:
         m = self.investigator.modality
@@ -190,6 +241,8 @@ class LogToolbox(Toolbox):
     (``exemplar:<key>`` gives a stored normal session's events), ``saved_row`` its JSON form, so a saved
     chat resumes without the log files."""
 
+    _case_maps = ("_rows", "_evidence", "_timelines")
+
     def __init__(self, investigator: Investigator, logs: Any = None, *, focus: str | None = None, alpha: float = 0.05,
                  k: int = 5, top: int = 5, limit: int = 20) -> None:
         if investigator.modality.name != "logs":
@@ -208,6 +261,17 @@ class LogToolbox(Toolbox):
         self.focus = focus if focus is not None else next(iter(self._rows), None)
         if self.focus is not None:
             self.resolve(self.focus)
+
+    @classmethod
+    def from_text(cls, investigator: Investigator, text: str, *, alpha: float = 0.05, k: int = 5, top: int = 5,
+                  limit: int = 20) -> LogToolbox:
+        """The ``limit`` strongest incidents of the log text ``text``."""
+        import io
+
+        if not isinstance(text, str):
+            raise InputError(f"text must be log text, got {type(text).__name__}")
+        return cls(investigator, io.BytesIO(text.encode("utf-8", errors="replace")), alpha=alpha, k=k, top=top,
+                   limit=limit)
 
     def row(self, case_id: str | None = None):
         if case_id is not None and str(case_id).startswith("exemplar:"):
@@ -296,3 +360,19 @@ class LogToolbox(Toolbox):
 
     def plot(self, case_id: str | None = None):
         raise InputError(f"case_id {self.resolve(case_id)!r} is a log incident: plots are drawn for the events of a series")
+
+
+TOOLBOXES: dict[str, type[Toolbox]] = {"series": SeriesToolbox, "logs": LogToolbox}  # modality -> its toolbox
+
+
+def register_toolbox(modality: str, cls: type[Toolbox]) -> None:
+    """Make ``cls`` the toolbox of ``modality``'s investigators (a modality without one uses ``Toolbox``:
+    its cases are rows)."""
+    if not (isinstance(cls, type) and issubclass(cls, Toolbox)):
+        raise TypeError(f"a toolbox must be a Toolbox subclass, got {cls!r}")
+    TOOLBOXES[modality] = cls
+
+
+def toolbox_for(investigator: Investigator) -> type[Toolbox]:
+    """The toolbox class of ``investigator``'s modality."""
+    return TOOLBOXES.get(investigator.modality.name, Toolbox)
