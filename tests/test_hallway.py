@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from anomalens.agents.chat import ChatSession
 from anomalens.errors import InputError
+from anomalens.llm import TemplateReasoner
 from anomalens.modalities import TabularModality
 from anomalens.schema import fmt
 from anomalens.server.mcp_server import build_mcp
@@ -146,9 +147,13 @@ def test_a_rest_batch_checks_and_scores_each_row_once(metrics_inv, tmp_path, mon
     # the case rows only: a restored row pulled back into the training range is scored too
     monkeypatch.setattr(det_cls, "decision_function", count("scored", score, ours))
     monkeypatch.setattr(det_cls, "inspect", count("inspected", inspect, ours))
-    app = create_app({"metrics": tmp_path / "metrics"}, ServeConfig(no_auth=True, mcp=False))
+    app = create_app({"metrics": tmp_path / "metrics"}, ServeConfig(no_auth=True, mcp=False), reasoner=TemplateReasoner())
     body = {"rows": data.to_dict("records"), "ids": list(data.index)}
     with TestClient(app) as client:
+        doc = client.get("/openapi.json").json()["components"]["schemas"]  # a report is described, not list[dict]
+        reports = doc["AnalyzeResponse"]["properties"]["reports"]["items"]["$ref"].rsplit("/", 1)[1]
+        assert reports.startswith("Report") and "evidence" in doc[reports]["properties"]
+        assert "Explanation" in str(doc["MessageOut"]["properties"]["explanation"])
         for extra, inspected in (({"limit": None}, n), ({"limit": n}, n), ({}, min(20, n)), ({"explain": False}, 0),
                                  ({"only_anomalous": True}, None), ({"limit": 3}, 3)):
             seen.update(checked=0, scored=0, inspected=0)
@@ -228,7 +233,7 @@ def test_a_new_modality_walks_every_surface_without_an_edit_elsewhere(text_stats
     assert back.modality.name == "text_stats" and back.analyze([attack]).verdict.p_value == pytest.approx(
         rep.verdict.p_value)
 
-    app = create_app({"paths": tmp_path / "m"}, ServeConfig(no_auth=True, mcp=False), reasoner=None)
+    app = create_app({"paths": tmp_path / "m"}, ServeConfig(no_auth=True, mcp=False), reasoner=TemplateReasoner())
     with TestClient(app) as client:
         r = client.post("/v1/investigators/paths/analyze", json={"rows": [{"text": attack}, {"text": normal[1]}],
                                                                   "ids": ["attack", "ok"]})
@@ -284,7 +289,8 @@ def test_a_chat_message_over_rest_does_not_rescore_its_case_or_rebuild_its_graph
 
     monkeypatch.setattr(det_cls, "inspect", counted_inspect)
     monkeypatch.setattr(chat_module, "build_chat_graph", counted_build)
-    app = create_app({"metrics": tmp_path / "metrics"}, ServeConfig(no_auth=True, mcp=False, state_dir=str(tmp_path / "s")))
+    app = create_app({"metrics": tmp_path / "metrics"}, ServeConfig(no_auth=True, mcp=False, state_dir=str(tmp_path / "s")),
+                     reasoner=TemplateReasoner())  # the spies count detector passes, not a model's words
     row = {k: float(v) for k, v in cases().loc["c7"].items()}
     with TestClient(app) as client:
         s = client.post("/v1/sessions", json={"investigator": "metrics", "row": row})

@@ -20,7 +20,6 @@ belongs to the API key that opened it (another key gets "unknown session"), is d
 
 from __future__ import annotations
 
-import io
 import secrets
 import threading
 import time
@@ -94,7 +93,7 @@ def _owner(headers: Any) -> str:
     """Who is calling, for workspace ownership: the REST API's ``key_owner`` ('' on stdio)."""
     if headers is None:
         return ""
-    from anomalens.server.app import key_owner  # headers come only through the app, which is loaded
+    from anomalens.server.runtime import key_owner
 
     return key_owner(headers)
 

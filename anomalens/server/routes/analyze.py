@@ -1,0 +1,148 @@
+"""Verdicts and reports for rows or a series: ``/v1/investigators/{name}/analyze`` (JSON) and ``.../analyze/upload``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, File, Request, UploadFile
+
+from anomalens.llm.template import TemplateReasoner
+from anomalens.server.models import AnalyzeRequest, AnalyzeResponse
+from anomalens.server.runtime import (INLINE_BODY, Coalescer, HTTPProblem, Runtime, noted, parse_analyze_request,
+                                      problem_responses, read_table, verdict_out)
+
+__all__ = ["router"]
+
+
+def reads_logs(inv) -> bool:
+    """Whether the investigator's cases come from log text (its verb is ``triage``), not from rows."""
+    return callable(getattr(inv, "triage", None))
+
+
+def router(rt: Runtime) -> APIRouter:
+    """This area's routes over the served app's state ``rt``."""
+    api = APIRouter()
+    loaded, cfg, pool, model_pool, reasoner = rt.loaded, rt.cfg, rt.pool, rt.model_pool, rt.reasoner
+    batch_reasoner, batch_note = rt.batch_reasoner, rt.batch_note
+    _get, _work, _as_problems = rt.get, rt.work, rt.as_problems
+
+    def _analyze(name: str, rows: Any, req: AnalyzeRequest | None) -> Callable[[], AnalyzeResponse]:
+        """The job of an analyze request; ``rows``: a DataFrame, or the request's rows (made a frame in
+        the job); ``req`` None: ``rows`` is the whole request, parsed."""
+        if req is None:
+            req, rows = rows, rows.rows
+        if req.ids is not None and len(req.ids) != len(rows):
+            raise HTTPProblem(400, "Bad input", f"ids must have one entry per row ({len(rows)}), got {len(req.ids)}")
+        if req.ids is not None and len(set(req.ids)) != len(req.ids):
+            from collections import Counter
+
+            twice = next(i for i, n in Counter(req.ids).items() if n > 1)
+            raise HTTPProblem(400, "Bad input", f"ids must be unique (one case each), got {str(twice)[:64]!r} more than once")
+        inv = _get(name)
+        if reads_logs(inv):  # its cases are read from log text, not rows
+            raise HTTPProblem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model: use "
+                                             f"/v1/investigators/{name}/triage")
+        if len(rows) > cfg.max_rows:
+            raise HTTPProblem(413, "Request too large", f"rows must be at most {cfg.max_rows} per request, got {len(rows)}")
+        ids = req.ids
+
+        def job() -> AnalyzeResponse:
+            import pandas as pd
+
+            t0 = time.perf_counter()
+            frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, index=ids)
+            if len(frame) == 1 and ids is None and not req.only_anomalous and not inv.modality.sequential:
+                # one row: its own verdict (p < alpha, no batch), and its report when asked
+                if req.explain:
+                    rep = inv.analyze(frame, alpha=req.alpha, top=req.top, case_id="0")
+                    reports, verdicts = [rep], {"0": rep.verdict}
+                else:
+                    reports, verdicts = [], {"0": inv.evidence(frame, alpha=req.alpha, top=1, case_id="0").verdict}
+            else:  # a batch (rows, or a series' events), checked and scored once: verdicts and chosen reports
+                verdicts, reports = inv.assess(frame, alpha=req.alpha, top=req.top, ids=ids, reasoner=batch_reasoner,
+                                               only_anomalous=req.only_anomalous, limit=req.limit,
+                                               explain=req.explain)
+            noted(reports, batch_note)
+            out = [verdict_out(k, v) for k, v in verdicts.items()]
+            return AnalyzeResponse(investigator=name, n_cases=len(out), n_flagged=sum(v.anomalous for v in out),
+                                   verdicts=out, reports=reports, seconds=time.perf_counter() - t0,
+                                   note=inv.batch_note(len(out), req.alpha))  # serialized once, by _work
+
+        return job
+
+    @api.post("/v1/investigators/{name}/analyze", response_model=AnalyzeResponse, tags=["analyze"],
+              responses=problem_responses(400, 401, 404, 413, 422, 429, 504),
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/AnalyzeRequest"}}}}})
+    async def analyze(name: str, request: Request) -> AnalyzeResponse:
+        """Verdicts for rows (FDR-controlled over a batch; one row: its own p-value against alpha), and
+        for each (or the ``limit`` most anomalous) a report with a verified explanation. The body is
+        an ``AnalyzeRequest``."""
+        raw = await request.body()
+        inv = _get(name)
+        if len(raw) > INLINE_BODY:  # parsed in the pool: a 1,000-row body is milliseconds the event loop keeps
+            return await _work(lambda: _analyze(name, parse_analyze_request(raw), None)())
+        req = parse_analyze_request(raw)
+        if (len(req.rows) == 1 and req.ids is None and req.explain and not req.only_anomalous
+                and not inv.modality.sequential and not reads_logs(inv)):  # a row: answered with the others
+            return await _analyze_one(name, inv, req)
+        return await _work(_analyze(name, req.rows, req))
+
+    coalescers = {name: Coalescer(inv) for name, inv in loaded.items()}
+    cheap = isinstance(reasoner, TemplateReasoner)  # explanations drafted in the batch's worker; else each in its own job
+
+    async def _analyze_one(name: str, inv: Any, req: AnalyzeRequest) -> Any:
+        """One row, explained: answered with the other one-row requests waiting at the time (``Coalescer``)."""
+        from fastapi.responses import Response
+
+        t0 = time.perf_counter()
+
+        def respond(report: Any) -> Response:
+            v = report.verdict
+            out = AnalyzeResponse(investigator=name, n_cases=1, n_flagged=int(v.anomalous), verdicts=[verdict_out("0", v)],
+                                  reports=[report], seconds=time.perf_counter() - t0)
+            return Response(out.model_dump_json(), media_type="application/json")
+
+        coalescer = coalescers[name]
+        with _as_problems():
+            fut = coalescer.submit(pool, req.rows[0], req.alpha, req.top,
+                                   (lambda ev: respond(inv.report(ev))) if cheap else (lambda ev: ev))
+            try:
+                answer = await asyncio.wait_for(asyncio.wrap_future(fut), cfg.timeout)
+            finally:
+                coalescer.withdraw(fut)
+        if cheap:
+            return answer
+        return await _work(lambda: respond(inv.report(answer)), on=model_pool)
+
+    @api.post("/v1/investigators/{name}/analyze/upload", response_model=AnalyzeResponse, tags=["analyze"],
+              responses=problem_responses(400, 401, 404, 413, 422, 429, 504))
+    async def analyze_upload(name: str, file: UploadFile = File(..., description="a CSV or Parquet file of rows"),
+                             alpha: float = 0.05, top: int = 5, limit: int | None = 20, explain: bool = True,
+                             only_anomalous: bool = False, id_column: str | None = None) -> AnalyzeResponse:
+        """The same as ``analyze`` for an uploaded CSV or Parquet file (a table: the fitted features are read
+        and other columns, a label for one, left alone, as the CLI does; ``id_column`` names the cases; a
+        series: its time column and channels)."""
+        try:
+            req = AnalyzeRequest(rows=[{}], alpha=alpha, top=top, limit=limit, explain=explain,
+                                 only_anomalous=only_anomalous)
+        except ValueError as exc:
+            raise HTTPProblem(422, "Invalid request", str(exc).splitlines()[0]) from exc
+        inv = _get(name)
+        raw = await file.read()
+        frame = read_table(raw, file.filename or "upload")
+        if inv.modality.name == "tabular":
+            from anomalens.modalities.tabular import select_columns
+
+            with _as_problems():
+                frame, ids = select_columns(frame, id_column=id_column, features=inv.feature_names)
+            req.ids = ids
+        elif id_column is not None:
+            raise HTTPProblem(400, "Bad input", f"id_column applies to tables; investigator {name!r} holds "
+                                             f"{inv.modality.name} data")
+        return await _work(_analyze(name, frame, req))
+
+    return api
