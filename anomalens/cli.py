@@ -500,7 +500,7 @@ def score(
         print(json.dumps({**summary, "reports": [json.loads(r.model_dump_json()) for r in reports]}))
         return
     table = Table(title=f"scored {for_terminal(summary['input'], 80)}", show_header=False)
-    unit = "cases" if inv.modality.name == "logs" else "rows"
+    unit = f"{inv.modality.case_noun}s"
     table.add_row(unit, f"{summary['rows']:,}")
     table.add_row("flagged", f"{summary['flagged']:,} (false discovery rate {alpha:g} over all {summary['rows']:,} "
                   f"{unit}: p <= {summary['cutoff']:.3g})")
@@ -943,7 +943,7 @@ def _check_model(folder: str) -> None:
 
 EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "levels", "tail_rules", "null_tails",
          "linear_member", "fit_large", "latency", "verifier", "series", "logs", "serve", "scale", "soak", "validity", "verdicts",
-         "rare_modes", "series_blocks")
+         "rare_modes", "series_blocks", "import_graph")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

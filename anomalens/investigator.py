@@ -47,8 +47,7 @@ log = logging.getLogger(__name__)
 
 _CONFIG = "investigator.json"
 _MEMBERS = "members.npz"  # the member index: every training row under its exemplar (when the store keeps a sample)
-MAX_EXEMPLARS = 5000  # default size of the exemplar sample kept in the store (k-means medoids beyond it)
-MAX_SERIES_EXEMPLARS = 1000  # the same for the windows of a series (each keeps channels x window values)
+MAX_EXEMPLARS = Modality.max_exemplars  # default exemplar sample of a table (each modality sets its own)
 
 
 class Investigator:
@@ -109,8 +108,8 @@ class Investigator:
             source: provenance recorded with every exemplar (e.g. the file name).
             ids: n row ids for the exemplars (default: the DataFrame index, else 0..n-1).
             reasoner: drafts explanations (None: the template; see ``anomalens.llm.make_reasoner``).
-            max_exemplars: at most this many training rows (None: MAX_EXEMPLARS; for a series,
-                MAX_SERIES_EXEMPLARS windows) are stored as exemplars: beyond it, the
+            max_exemplars: at most this many training rows (None: the modality's ``max_exemplars``: 5,000
+                rows, 1,000 windows of a series or log cases) are stored as exemplars: beyond it, the
                 rows nearest to k-means centres of the embeddings, each with the number of rows it
                 stands for (``exemplar_coverage`` says how much nearer the true nearest row is).
             max_train_rows: tabular rows to train on at most (None: every row); beyond it a
@@ -127,7 +126,7 @@ class Investigator:
         elif not isinstance(modality, Modality):
             raise InputError(f"modality must be a name in {list_modalities()} or a Modality, got {type(modality).__name__}")
         if max_exemplars is None:
-            max_exemplars = MAX_SERIES_EXEMPLARS if modality.sequential or modality.name == "logs" else MAX_EXEMPLARS
+            max_exemplars = modality.max_exemplars
         if isinstance(max_exemplars, bool) or not isinstance(max_exemplars, (int, np.integer)) or max_exemplars < 1:
             raise InputError(f"max_exemplars must be a positive int, got {max_exemplars!r}")
         from anomalens.config import get_settings

@@ -311,3 +311,17 @@ def test_a_chat_message_over_rest_does_not_rescore_its_case_or_rebuild_its_graph
                                                                       "is memory involved?"] and seen == made
         assert client.delete(f"/v1/sessions/{sid}").status_code == 204
         assert client.post(f"/v1/sessions/{sid}/messages", json={"text": "/score"}).status_code == 404
+
+
+def test_the_rooms_import_downward_only():
+    """``python -m evals.import_graph`` over the package, imports inside functions included: no module
+    of ``modalities/`` imports ``llm/``, ``agents/``, ``tools/`` or ``server/``, and the one cycle left
+    is the Investigator and its two subclasses (issue 42 item 1, open). The claims' cycle through
+    ``llm/template.py`` and the streamed scorer's through the Ray engines are gone."""
+    from evals.import_graph import components, imports, modules, upward
+
+    graph = imports(modules())
+    assert upward(graph) == []
+    assert components(graph) == [["anomalens.investigator", "anomalens.log_investigator",
+                                  "anomalens.series_investigator"]]
+    assert "anomalens.llm.template" in graph["anomalens.grounding.drafting"]  # the graph sees real edges

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from anomalens.grounding.verifier import check_interpretation, verify
 from anomalens.errors import BackendError, InputError
 from anomalens.llm.base import Draft, Reasoner
-from anomalens.llm.template import TemplateReasoner
+from anomalens.llm.template import TemplateReasoner, verdict_claim
 from anomalens.schema import Claim, Evidence, Explanation
 
 __all__ = ["answer_question", "Drafting", "explain_evidence", "explain_many", "with_answer", "with_verdict"]
@@ -111,8 +111,6 @@ def _grounded(evidence: Evidence, reasoner: Reasoner | None, ask: Callable[[Reas
 def with_verdict(ex: Explanation, evidence: Evidence) -> Explanation:
     """A report never loses its verdict sentence: the template's (verified) verdict claim leads
     when no shown claim cites the verdict."""
-    from anomalens.llm.template import verdict_claim
-
     if any("verdict" in c.cites for c in ex.claims):
         return ex
     ok, _ = verify([verdict_claim(evidence)], evidence)

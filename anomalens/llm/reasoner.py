@@ -6,6 +6,7 @@ from anomalens.config import Settings, get_settings
 from anomalens.errors import ConfigError
 from anomalens.llm.base import PARAMS, ChatClient, ClaimDraft, Draft, DraftClaims, KindDraft, Reasoner, ToolChatClient
 from anomalens.llm.template import TemplateReasoner
+from anomalens.modalities import modality_of
 from anomalens.prompts import data_block, render, template_hash
 from anomalens.schema import Evidence
 
@@ -164,15 +165,11 @@ class _KindClaims(DraftClaims):
 
 def schema_for(evidence: Evidence) -> type[DraftClaims]:
     """The draft schema of one case: a model per claim kind its modality can state about it."""
-    from anomalens.modalities import modality_of
-
     return kind_schema(modality_of(evidence).claim_fields(evidence))
 
 
 def kinds_block(evidence: Evidence) -> str:
     """The claim kinds the case's evidence supports (those of its schema), one per line, for the prompt."""
-    from anomalens.modalities import modality_of
-
     modality = modality_of(evidence)
     here = modality.claim_fields(evidence)
     return "\n".join(f"- {k}: {v}" for k, v in modality.claim_kinds.items() if k in here)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 
 from anomalens.llm.base import Draft
-from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, fmt, split_mentions
+from anomalens.modalities import modality_of
+from anomalens.modalities.common import verdict_claim
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, split_mentions
 
-__all__ = ["TemplateReasoner", "topics"]
+__all__ = ["TemplateReasoner", "topics", "verdict_claim"]
 
 _TOPICS = {
     "neighbors": ("similar", "neighbo", "nearest", "closest", "exemplar", "like this", "normal case", "normal row"),
@@ -31,25 +33,7 @@ def topics(question: str, evidence: Evidence) -> tuple[list[str], list[str]]:
     return found, split_mentions(question, evidence.context.feature_names)[0]
 
 
-def verdict_claim(evidence: Evidence) -> Claim:
-    """The typed verdict claim (every modality's)."""
-    v = evidence.verdict
-    if v.anomalous:
-        text = (f"The case is anomalous: its score {fmt(v.score)} gives a p-value of {fmt(v.p_value)}, "
-                f"below the cut-off {fmt(v.cutoff)} ({v.method}).")
-    elif v.note and v.p_value < v.alpha:  # significant alone, not in its batch (or unresolvable): never "normal"
-        text = (f"The case is not flagged in this batch, and not shown normal either: its score {fmt(v.score)} gives "
-                f"a p-value of {fmt(v.p_value)}, below alpha {fmt(v.alpha)} but not below the batch's cut-off "
-                f"{fmt(v.cutoff)} ({v.method}).")
-    else:
-        text = (f"The case is not anomalous: its score {fmt(v.score)} gives a p-value of "
-                f"{fmt(v.p_value)}, not below the cut-off {fmt(v.cutoff)} ({v.method}).")
-    return Claim(text=text, cites=["verdict"], kind="verdict")
-
-
 def _modality(evidence: Evidence):
-    from anomalens.modalities import modality_of  # imported late: modalities import the template
-
     return modality_of(evidence)
 
 

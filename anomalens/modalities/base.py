@@ -66,6 +66,8 @@ class Modality(ABC):
     unit_kind: ClassVar[str]
     default_detector: ClassVar[str | None] = None  # None: the package default (``config.DEFAULT_DETECTOR``)
     sequential: ClassVar[bool] = False  # True: a case is an event found in a sequence (see SeriesInvestigator)
+    max_exemplars: ClassVar[int] = 5000  # default exemplar sample kept in the store (k-means medoids beyond it)
+    case_noun: ClassVar[str] = "row"  # what one case is called in messages and tables ("row", "event", "case")
 
     # ------------------------------------------------------------------ input
     @abstractmethod

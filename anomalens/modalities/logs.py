@@ -80,6 +80,8 @@ class LogModality(TabularModality):
     docstring (``calibration_mode``, set at fit, is the one used)."""
 
     name = "logs"
+    max_exemplars = 1000  # cases (their event sequences), as many as a series keeps windows
+    case_noun = "case"
     unit_kind = "event"
     default_detector = "autoencoder"  # the count model
 

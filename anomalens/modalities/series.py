@@ -367,6 +367,8 @@ class SeriesModality(Modality):
     """Multivariate time series, analysed in sliding windows; a case is an event (a run of flagged points)."""
 
     name = "series"
+    max_exemplars = 1000  # windows: each exemplar keeps channels x window values
+    case_noun = "event"
     unit_kind = "channel"
     default_detector = "conv_ae"
     sequential = True  # cases are events found in a series, not rows (see SeriesInvestigator)

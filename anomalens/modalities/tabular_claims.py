@@ -27,6 +27,7 @@ import functools
 import re
 import threading
 
+from anomalens.modalities.common import verdict_claim
 from anomalens.schema import ITEM_ID as _ID
 from anomalens.schema import (
     ORDINARY_WORDS,
@@ -92,8 +93,6 @@ def _ordinal(k: int, words: dict[int, str], fallback: str) -> str:
 @memoised
 def candidates(evidence: Evidence) -> list[Claim]:
     """Every true typed claim the evidence supports, rendered."""
-    from anomalens.llm.template import verdict_claim
-
     out = [verdict_claim(evidence)]
     units: list[Attribution] = [*evidence.attributions, *[a for a in evidence.lookups
                                                           if a.id not in {b.id for b in evidence.attributions}]]

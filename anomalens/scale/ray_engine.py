@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from anomalens.errors import AnomalensError, BackendError, InputError
-from anomalens.scale.sources import check_columns, check_finite, clip, table_kind
-from anomalens.scale.stream import ScoredChunk
+from anomalens.scale.sources import ScoredChunk, check_columns, check_finite, clip, table_kind
 
 __all__ = ["ScoreActor", "check_workers", "connect", "import_ray", "ray_chunks", "root_cause", "slices"]
 

@@ -11,8 +11,9 @@ uniform sample without replacement) of at most ``n`` rows, whatever the input's 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +22,26 @@ from anomalens.text import clip as _clip
 from anomalens.text import names as names_of
 from anomalens.text import strip_control
 
-__all__ = ["TableChunk", "check_columns", "check_finite", "clip", "sample_table", "table_chunks",
+__all__ = ["ScoredChunk", "TableChunk", "check_columns", "check_finite", "clip", "sample_table", "table_chunks",
            "table_columns", "table_kind", "table_rows"]
 
 CSV_BLOCK_BYTES = 8 << 20  # bytes per CSV block read by pyarrow; chunks are cut to chunk_rows after it
+
+
+@dataclass
+class ScoredChunk:
+    """Scores of rows ``start`` .. ``start + len(scores) - 1`` of the input (what the local and the Ray
+    engines of ``stream.score_file`` both produce)."""
+
+    start: int
+    ids: list[str]
+    scores: np.ndarray
+    p_values: np.ndarray
+    approximate: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)  # kept columns, and a log case's span
+
+    def __len__(self) -> int:
+        return len(self.scores)
 
 
 @dataclass(frozen=True)

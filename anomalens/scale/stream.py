@@ -32,7 +32,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ import numpy as np
 from anomalens import __version__
 from anomalens.detectors import check_probability
 from anomalens.errors import InputError
-from anomalens.scale.sources import check_finite, clip, table_chunks, table_rows
+from anomalens.scale.sources import ScoredChunk, check_finite, clip, table_chunks, table_rows
 
 __all__ = ["BHStream", "ScoreSummary", "ScoredChunk", "check_out_file", "score_file", "local_chunks", "OUTPUT_SUFFIXES"]
 
@@ -75,21 +74,6 @@ class BHStream:
         small = np.sort(np.concatenate(self._small)) if self._small else np.zeros(0)
         k = bh_count(small, self.m, self.alpha)  # benjamini_hochberg's arithmetic, on the p-values <= alpha
         return k, bh_cutoff(k, self.m, self.alpha), float(small[k - 1]) if k else -1.0
-
-
-@dataclass
-class ScoredChunk:
-    """Scores of rows ``start`` .. ``start + len(scores) - 1`` of the input."""
-
-    start: int
-    ids: list[str]
-    scores: np.ndarray
-    p_values: np.ndarray
-    approximate: np.ndarray
-    extra: dict[str, Any] = field(default_factory=dict)  # kept columns, and a log case's span
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 class ScoreSummary(dict):

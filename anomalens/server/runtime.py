@@ -248,6 +248,11 @@ class Runtime:
             raise problem_of(exc) from exc
 
 
+def reads_logs(inv: Any) -> bool:
+    """Whether an investigator's cases come from log text (its verb is ``triage``), not from rows."""
+    return callable(getattr(inv, "triage", None))
+
+
 def numbered(box, kind: str, number: int) -> str:
     case_id = f"{kind}-{number}"
     if case_id not in box.case_ids:

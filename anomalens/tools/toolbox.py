@@ -245,8 +245,8 @@ class LogToolbox(Toolbox):
 
     def __init__(self, investigator: Investigator, logs: Any = None, *, focus: str | None = None, alpha: float = 0.05,
                  k: int = 5, top: int = 5, limit: int = 20) -> None:
-        if investigator.modality.name != "logs":
-            raise InputError("LogToolbox takes a log Investigator (modality 'logs')")
+        if not callable(getattr(investigator, "triage", None)):
+            raise InputError(f"LogToolbox takes a log Investigator (one that triages), got a {investigator.modality.name} one")
         self.investigator, self.alpha, self.k, self.top = investigator, alpha, k, top
         self._rows, self._evidence = {}, {}
         self._timelines: dict[str, list[dict]] = {}

@@ -12,14 +12,9 @@ from fastapi import APIRouter, File, Request, UploadFile
 from anomalens.llm.template import TemplateReasoner
 from anomalens.server.models import AnalyzeRequest, AnalyzeResponse
 from anomalens.server.runtime import (INLINE_BODY, Coalescer, HTTPProblem, Runtime, noted, parse_analyze_request,
-                                      problem_responses, read_table, verdict_out)
+                                      problem_responses, read_table, reads_logs, verdict_out)
 
 __all__ = ["router"]
-
-
-def reads_logs(inv) -> bool:
-    """Whether the investigator's cases come from log text (its verb is ``triage``), not from rows."""
-    return callable(getattr(inv, "triage", None))
 
 
 def router(rt: Runtime) -> APIRouter:
