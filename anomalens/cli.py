@@ -412,7 +412,7 @@ def triage(
         raise CliError(f"--engine must be local or ray, got {engine!r}")
     reasoner = _reasoner(llm, base_url, model)
     inv = _load(model_dir, reasoner)
-    if not callable(getattr(inv, "triage", None)):
+    if not inv.modality.reads_text:
         raise CliError(f"{_text(str(model_dir), 120)} holds a {inv.modality.name} model; triage needs one fitted on logs")
     if out_dir is not None:
         _check_out(out_dir)
@@ -486,7 +486,7 @@ def score(
     inv = _load(model_dir, reasoner)
     if inv.modality.sequential:  # a series is scored whole (its windows overlap): one row per point
         return _score_series(inv, data, out_file, alpha=alpha, as_json=as_json)
-    if inv.modality.name != "logs":
+    if not inv.modality.reads_text:
         if len(data) != 1:
             raise CliError(f"INPUT of a {inv.modality.name} model is one CSV or Parquet file, got {len(data)} paths")
         source: object = Path(data[0])
@@ -671,17 +671,17 @@ def chat(
     from anomalens.config import get_settings
     from anomalens.llm.reasoner import tool_client
     from anomalens.tools import Toolbox
+    from anomalens.tools.toolbox import toolbox_for
 
     if tool_choice is not None and tool_choice not in TOOL_CHOICES:  # before the model is loaded
         raise CliError(f"--tool-choice must be one of {list(TOOL_CHOICES)}, got {tool_choice!r}")
     reasoner = _reasoner(llm, base_url, model)
     inv = _load(model_dir, reasoner)
-    box = Toolbox(inv)
+    box = toolbox_for(inv)(inv)
     case_id = None
-    if inv.modality.name == "logs":
+    if inv.modality.reads_text:
         from anomalens.tools import LogToolbox
 
-        box = LogToolbox(inv)
         if data is not None:
             if incident is None:
                 raise CliError("--incident is required with logs: which incident to investigate ('triage' ranks them)")
@@ -694,7 +694,6 @@ def chat(
     elif inv.modality.sequential:
         from anomalens.tools import SeriesToolbox
 
-        box = SeriesToolbox(inv)
         if data is not None:
             if event is None:
                 raise CliError("--event is required with a series: which event to investigate ('analyze' lists them)")

@@ -389,6 +389,7 @@ class Context(_Model):
     detector: str
     attribution_method: str
     modality: str = "tabular"
+    units_title: str = ""  # what a report calls the units ("Features", "Channels", "Templates"; the modality's)
 
 
 class Evidence(_Model):
@@ -536,7 +537,7 @@ class Report(_Model):
             *_event_lines(ev, self.plot),
             *_log_lines(ev),
             "",
-            "## Channels" if ev.event is not None else "## Templates" if ev.context.unit_kind == "event" else "## Features",
+            f"## {ev.context.units_title or ev.context.unit_kind.capitalize() + 's'}",
             "",
             f"| {ev.context.unit_kind} | value | normal range (1%-99%) | median | nearest normal mean | share of score | abnormal |",
             "|---|---:|---|---:|---:|---:|---|",
@@ -590,9 +591,8 @@ def _event_lines(ev: Evidence, plot: str | None) -> list[str]:
 
 
 def _log_lines(ev: Evidence) -> list[str]:
-    """A log case's incident, lines, templates and expected sequence, as markdown lines (log text escaped)."""
-    if ev.context.unit_kind != "event":
-        return []
+    """A log case's incident, lines, templates and expected sequence, as markdown lines (log text escaped);
+    none for a case that holds none of them."""
     out: list[str] = []
     i = ev.incident
     if i is not None:

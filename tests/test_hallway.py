@@ -100,7 +100,7 @@ def test_a_tool_declared_once_is_on_every_surface(declared, metrics_inv):
             # the built-in tools keep their typed arguments too
             assert listed["explain_case"].input_schema["properties"]["top"]["maximum"] == 50
             assert "name" in listed["describe_feature"].input_schema["required"]
-            assert "plot_case" not in listed  # its result is a file on the server's disk
+            assert "plot_case" in listed  # its picture comes back as image content (test_series)
             empty = await c.call_tool("case_spread", {"investigator": "metrics"})
             assert empty.is_error and "call investigate" in empty.content[0].text
             inv = await c.call_tool("investigate", {"investigator": "metrics",
@@ -325,3 +325,9 @@ def test_the_rooms_import_downward_only():
     assert components(graph) == [["anomalens.investigator", "anomalens.log_investigator",
                                   "anomalens.series_investigator"]]
     assert "anomalens.llm.template" in graph["anomalens.grounding.drafting"]  # the graph sees real edges
+    # the claims every modality's units share are one module of their own, not the tabular modality's
+    rooms = {"tabular": ("anomalens.modalities.tabular",), "logs": ("anomalens.modalities.logs", "anomalens.modalities.log_claims"),
+             "series": ("anomalens.modalities.series", "anomalens.modalities.series_claims")}
+    crossing = sorted((m, t) for name, mods in rooms.items() for m in mods for t in graph[m]
+                      if any(t in other for n, other in rooms.items() if n != name))
+    assert crossing == [("anomalens.modalities.logs", "anomalens.modalities.tabular")]  # LogModality(TabularModality): open

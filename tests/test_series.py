@@ -370,8 +370,10 @@ def test_chat_on_an_event_through_the_tools(fitted, tmp_path, monkeypatch):
 def test_mcp_investigates_a_series_event(fitted):
     """MCP can investigate a series (issue 42 item 6; it refused before): ``investigate`` takes the
     series as CSV text, its events become the cases, and the tools generated from the one registry
-    explain, restore and compare an event, as the chat does."""
+    explain, restore and compare an event, as the chat does, and draw it: the picture comes back as
+    MCP image content (a path on the server's disk would mean nothing to the client)."""
     import asyncio
+    import base64
 
     from mcp import Client
 
@@ -401,6 +403,12 @@ def test_mcp_investigates_a_series_event(fitted):
             other = near.structured_content["data"][0]["id"]
             cmp = await c.call_tool("compare_cases", {"investigator": "series", "case_id": found, "other_id": other})
             assert not cmp.is_error and cmp.structured_content["data"]["id"] == f"compare:{other}"
+            pic = await c.call_tool("plot_case", {"investigator": "series", "case_id": found})
+            assert not pic.is_error, pic.content
+            image = next(b for b in pic.content if b.type == "image")
+            png = base64.b64decode(image.data)
+            assert image.mime_type == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+            assert pic.structured_content["data"] == {"mime_type": "image/png", "bytes": len(png)}
             row = await c.call_tool("add_case", {"investigator": "series", "row": {"net": 1.0}})
             assert row.is_error and "use investigate" in row.content[0].text
 

@@ -152,7 +152,9 @@ def test_batch_explanations_are_sent_concurrently_within_the_bound(vllm_url, box
 
 
 def test_a_request_timeout_is_a_backend_error_and_the_report_says_so(vllm_url):
-    slow = OpenAIChatClient(vllm_url, model=VLLM_MODEL_NAME, timeout=0.05, max_retries=0)
+    # 2 ms: no draft can come back in time (at 50 ms a short draft with a cached prompt prefix once did,
+    # on a fast day, and the report was the model's)
+    slow = OpenAIChatClient(vllm_url, model=VLLM_MODEL_NAME, timeout=0.002, max_retries=0)
     with pytest.raises(BackendError, match="failed after 1 attempt: APITimeoutError"):
         slow.complete_json("Reply in JSON.", "Cite the verdict.", draft_schema(["verdict"]), max_tokens=300)
     ex = explain_evidence(make_evidence(), LLMReasoner(slow))

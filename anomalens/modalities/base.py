@@ -66,8 +66,10 @@ class Modality(ABC):
     unit_kind: ClassVar[str]
     default_detector: ClassVar[str | None] = None  # None: the package default (``config.DEFAULT_DETECTOR``)
     sequential: ClassVar[bool] = False  # True: a case is an event found in a sequence (see SeriesInvestigator)
+    reads_text: ClassVar[bool] = False  # True: cases come from text read line by line (logs: triage), not tables
     max_exemplars: ClassVar[int] = 5000  # default exemplar sample kept in the store (k-means medoids beyond it)
     case_noun: ClassVar[str] = "row"  # what one case is called in messages and tables ("row", "event", "case")
+    units_title: ClassVar[str] = "Features"  # what a report calls its units
 
     # ------------------------------------------------------------------ input
     @abstractmethod
@@ -120,10 +122,10 @@ class Modality(ABC):
 
     def context(self, *, n_train: int, detector: str, attribution_method: str) -> Context:
         return Context(feature_names=self.unit_names, unit_kind=self.unit_kind, n_train=n_train, detector=detector,
-                       attribution_method=attribution_method, modality=self.name)
+                       attribution_method=attribution_method, modality=self.name, units_title=self.units_title)
 
     # ------------------------------------------------------------------ typed claims (the verifier's rules)
-    # A modality's claim rules live in one module (``tabular_claims``, ``series_claims``) with
+    # A modality's claim rules live in one module (``unit_claims``, shared; ``series_claims``) with
     # ``KINDS``, ``candidates``, ``render_kind``, ``check`` and ``parse``; the methods below read it.
     claims: ClassVar[Any]
     claim_kinds: ClassVar[dict[str, str]]  # kind -> what it states (the closed vocabulary sent to models): claims.KINDS

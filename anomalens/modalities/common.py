@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from anomalens.schema import Claim, Evidence, fmt
 
-__all__ = ["verdict_claim"]
+__all__ = ["PROFILE_LEVELS", "verdict_claim"]
+
+PROFILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # training quantiles kept per unit
 
 
 def verdict_claim(evidence: Evidence) -> Claim:

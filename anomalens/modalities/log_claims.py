@@ -6,7 +6,7 @@ lines and templates is evidence shown (escaped) beside the claims, not part of a
 
 Kinds (params in brackets), besides the tabular kinds about units (here templates: a template's
 count in the case against its count in normal cases, its share of the surprise, the nearest normal
-sessions' counts, the normal version's counts; see ``tabular_claims``):
+sessions' counts, the normal version's counts; see ``unit_claims``):
 
 - ``line``: a line's template and how probable the next-event model of normal logs found it there,
   and what it expected instead (cites ``line:<file>:<n>``)
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import re
 
-from anomalens.modalities import tabular_claims
+from anomalens.modalities import unit_claims
 from anomalens.schema import Claim, Evidence, fmt
 
 __all__ = ["KINDS", "candidates", "check", "parse", "render_kind"]
 
 KINDS = {
-    **{k: v.replace("feature", "template (its count in the case)") for k, v in tabular_claims.KINDS.items()},
+    **{k: v.replace("feature", "template (its count in the case)") for k, v in unit_claims.KINDS.items()},
     "line": "a line's template, its probability in context under the model of normal logs, and the expected template",
     "unseen": "a line whose template was never seen in normal logs",
     "template": "how often the normal logs hold a template",
@@ -41,10 +41,10 @@ lines training share percent normal once least at
 """.split())
 
 
-@tabular_claims.memoised
+@unit_claims.memoised
 def candidates(evidence: Evidence) -> list[Claim]:
     """Every true typed claim the evidence supports, rendered."""
-    out = tabular_claims.candidates(evidence)
+    out = unit_claims.candidates(evidence)
     for ln in evidence.lines:
         if not ln.seen:
             out.append(Claim(kind="unseen", cites=[ln.id], params={},
@@ -73,11 +73,11 @@ def candidates(evidence: Evidence) -> list[Claim]:
 
 
 def render_kind(kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
-    return tabular_claims.render_among(candidates(evidence), kind, cites, params)
+    return unit_claims.render_among(candidates(evidence), kind, cites, params)
 
 
 def check(claim: Claim, evidence: Evidence) -> str | None:
-    return tabular_claims.check_among(claim, candidates(evidence), KINDS)
+    return unit_claims.check_among(claim, candidates(evidence), KINDS)
 
 
 def parse(claim: Claim, evidence: Evidence) -> str | None:
@@ -89,11 +89,11 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
     low = claim.text.lower()
     log_cites = [c for c in cites if c.startswith(("line:", "template:")) or c == "incident"]
     if log_cites:
-        extra = tabular_claims.unconfirmable_words(claim.text, evidence.context.feature_names, _LOG_WORDS)
+        extra = unit_claims.unconfirmable_words(claim.text, evidence.context.feature_names, _LOG_WORDS)
         if extra:
             return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
         # "never seen in normal logs" is checked below against the line's template
-        denied = tabular_claims.denies(claim.text, evidence.context.feature_names, _SEEN_NEGATION)
+        denied = unit_claims.denies(claim.text, evidence.context.feature_names, _SEEN_NEGATION)
         if denied:
             return denied
         for c in log_cites:
@@ -102,4 +102,4 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
                 if ("never seen" in low or "unseen" in low) and item.seen and len(log_cites) == 1:
                     return f"says {c} has a template never seen in normal logs, but {item.template_id} was seen"
         return None
-    return tabular_claims.parse(claim, evidence, _LOG_WORDS)
+    return unit_claims.parse(claim, evidence, _LOG_WORDS)

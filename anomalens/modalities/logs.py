@@ -82,6 +82,8 @@ class LogModality(TabularModality):
     name = "logs"
     max_exemplars = 1000  # cases (their event sequences), as many as a series keeps windows
     case_noun = "case"
+    units_title = "Templates"
+    reads_text = True
     unit_kind = "event"
     default_detector = "autoencoder"  # the count model
 

@@ -49,7 +49,7 @@ from anomalens.detectors.ensemble import cauchy_combine
 from anomalens.errors import CheckpointError, InputError
 from anomalens.modalities import series_claims
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
-from anomalens.modalities.tabular import PROFILE_LEVELS
+from anomalens.modalities.common import PROFILE_LEVELS
 from anomalens.schema import (
     Attribution,
     Claim,
@@ -369,6 +369,7 @@ class SeriesModality(Modality):
     name = "series"
     max_exemplars = 1000  # windows: each exemplar keeps channels x window values
     case_noun = "event"
+    units_title = "Channels"
     unit_kind = "channel"
     default_detector = "conv_ae"
     sequential = True  # cases are events found in a series, not rows (see SeriesInvestigator)

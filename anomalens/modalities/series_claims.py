@@ -3,14 +3,14 @@ two of the series' own, each rendered from the evidence.
 
 Kinds (params in brackets), besides ``verdict``, ``range`` [position], ``share``, ``rank`` [rank],
 ``exemplar_value``, ``exemplar_distance`` [rank], ``restoration`` [unit], ``profile`` and
-``comparison`` [unit] (see ``tabular_claims``; a channel's value is taken at its most deviating
+``comparison`` [unit] (see ``unit_claims``; a channel's value is taken at its most deviating
 point of the event, against its normal range at that phase of the period):
 
 - ``event``: the event's span, length and peak time (cites ``event``)
 - ``peak``: a channel's most deviating point over the event, observed against the restoration's
   expected value and the normal range there (cites ``segment:<channel>:<start>..<end>``)
 
-A free-text sentence is read as in ``tabular_claims.parse``, with the words of the two series kinds;
+A free-text sentence is read as in ``unit_claims.parse``, with the words of the two series kinds;
 the times it names must be times of its cited event or segment.
 """
 
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 
-from anomalens.modalities import tabular_claims
+from anomalens.modalities import unit_claims
 from anomalens.schema import Claim, Evidence, fmt, quote
 
 __all__ = ["KINDS", "candidates", "check", "parse", "render_kind"]
 
 KINDS = {
-    **{k: v.replace("feature", "channel") for k, v in tabular_claims.KINDS.items()},
+    **{k: v.replace("feature", "channel") for k, v in unit_claims.KINDS.items()},
     "event": "the event's time span, length and peak time",
     "peak": "a channel's most deviating point in the event against the restored (expected) value and normal range",
 }
@@ -36,10 +36,10 @@ expected restored restoration series segment segments involved deviates deviatio
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2})?")
 
 
-@tabular_claims.memoised
+@unit_claims.memoised
 def candidates(evidence: Evidence) -> list[Claim]:
     """Every true typed claim the evidence supports, rendered."""
-    out = tabular_claims.candidates(evidence)
+    out = unit_claims.candidates(evidence)
     e = evidence.event
     if e is not None:
         out.append(Claim(kind="event", cites=["event"], params={},
@@ -53,11 +53,11 @@ def candidates(evidence: Evidence) -> list[Claim]:
 
 
 def render_kind(kind: str, cites: list[str], params: dict, evidence: Evidence) -> Claim | None:
-    return tabular_claims.render_among(candidates(evidence), kind, cites, params)
+    return unit_claims.render_among(candidates(evidence), kind, cites, params)
 
 
 def check(claim: Claim, evidence: Evidence) -> str | None:
-    return tabular_claims.check_among(claim, candidates(evidence), KINDS)
+    return unit_claims.check_among(claim, candidates(evidence), KINDS)
 
 
 def _times_of(evidence: Evidence, cites: set[str]) -> set[str]:
@@ -76,8 +76,8 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
         return f"names a time its cited evidence does not hold ({foreign[0]})"
     text = _TIME.sub(" ", claim.text)
     if ("event" in cites or any(c.startswith("segment:") for c in cites)) and (times or re.search(r"\d", text)):
-        extra = tabular_claims.unconfirmable_words(text, evidence.context.feature_names, _EVENT_WORDS)
+        extra = unit_claims.unconfirmable_words(text, evidence.context.feature_names, _EVENT_WORDS)
         if extra:
             return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
-        return tabular_claims.denies(text, evidence.context.feature_names)
-    return tabular_claims.parse(claim.model_copy(update={"text": text}), evidence, _EVENT_WORDS)
+        return unit_claims.denies(text, evidence.context.feature_names)
+    return unit_claims.parse(claim.model_copy(update={"text": text}), evidence, _EVENT_WORDS)

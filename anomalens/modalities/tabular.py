@@ -19,7 +19,8 @@ import numpy as np
 
 from anomalens.detectors import BaseDetector, Inspection, check_matrix
 from anomalens.errors import CheckpointError, InputError
-from anomalens.modalities import tabular_claims
+from anomalens.modalities import unit_claims
+from anomalens.modalities.common import PROFILE_LEVELS
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.schema import (
     Attribution,
@@ -39,7 +40,6 @@ from anomalens.text import names as names_of
 __all__ = ["PROFILE_LEVELS", "TabularModality", "as_rows", "check_csv_header", "check_distinct_columns", "column_list",
            "select_columns"]
 
-PROFILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # training quantiles kept per feature
 _WHERE = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
 
 
@@ -270,13 +270,13 @@ class TabularModality(Modality):
         )
 
     # ------------------------------------------------------------------ typed claims
-    claims = tabular_claims
-    claim_kinds = tabular_claims.KINDS
+    claims = unit_claims
+    claim_kinds = unit_claims.KINDS
 
     @classmethod
     def unit_claims(cls, evidence: Evidence, unit_id: str, *, with_exemplars: bool = True) -> list[Claim]:
         kinds = ("range", "exemplar_value") if with_exemplars else ("range",)
-        return [c for c in tabular_claims.candidates(evidence) if c.kind in kinds and c.cites and c.cites[0] == unit_id]
+        return [c for c in unit_claims.candidates(evidence) if c.kind in kinds and c.cites and c.cites[0] == unit_id]
 
 
     # ------------------------------------------------------------------ persistence

@@ -207,7 +207,7 @@ def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float 
     if engine not in ("local", "ray"):
         raise InputError(f"engine must be 'local' or 'ray', got {engine!r}")
     keep = list(dict.fromkeys(keep or []))
-    is_logs = inv.modality.name == "logs"
+    is_logs = inv.modality.reads_text  # log files or stdin, scored case by case as sessions and windows close
     if inv.modality.sequential:
         raise InputError("score_file streams tables and logs; a series is scored whole (its windows overlap, so its "
                          "chunks are not independent): SeriesInvestigator.point_table, or `anomalens score`")

@@ -135,6 +135,21 @@ def _mcp_tool(spec, call):
     return run
 
 
+def _image_result(text: str, png: Path):
+    """A tool result with the PNG at ``png`` as MCP image content beside its text (a path on the server's
+    disk means nothing to a client elsewhere); the file is removed once read."""
+    import base64
+
+    from mcp.types import CallToolResult, ImageContent, TextContent
+
+    data = png.read_bytes()
+    png.unlink(missing_ok=True)
+    return CallToolResult(content=[TextContent(type="text", text=text),
+                                   ImageContent(type="image", data=base64.b64encode(data).decode("ascii"),
+                                                mime_type="image/png")],
+                          structured_content={"text": text, "data": {"mime_type": "image/png", "bytes": len(data)}})
+
+
 def _guarded(fn):
     """A tool whose bad-argument errors reach the client as a tool error with their message."""
     import functools
@@ -208,6 +223,8 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
                                   "args": {k: v for k, v in args.items() if v is not None}})
         if getattr(msg, "status", "") == "error":
             raise InputError(str(msg.content))
+        if spec.image:  # the artifact is a PNG the tool wrote on this machine: the client gets the picture itself
+            return _image_result(str(msg.content), Path(msg.artifact))
         return {"text": str(msg.content), "data": _plain(msg.artifact)}
 
     server = MCPServer(name="anomalens", version=__version__,
@@ -295,7 +312,8 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
     def investigate(investigator: str, text: str, ctx: Context, top: int = 10, session: SessionArg = None) -> dict[str, Any]:
         """Put data under investigation as the investigator's modality reads it: CSV rows (each row a case),
         a CSV series (its events become cases: event-1, event-2, ...) or log text (its ranked incidents:
-        incident-1, ...). Replaces the investigator's cases in this session; returns each case's verdict."""
+        incident-1, ...). Replaces the investigator's cases in this session; returns each case's own verdict
+        (the first 50; batch_verdicts gives them with the false discovery rate controlled over all)."""
         boxes = boxes_of(ctx, session)
         inv = inv_of(investigator)
         box = toolbox_for(inv).from_text(inv, text, limit=top)

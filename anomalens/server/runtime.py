@@ -250,7 +250,7 @@ class Runtime:
 
 def reads_logs(inv: Any) -> bool:
     """Whether an investigator's cases come from log text (its verb is ``triage``), not from rows."""
-    return callable(getattr(inv, "triage", None))
+    return bool(inv.modality.reads_text)
 
 
 def numbered(box, kind: str, number: int) -> str:

@@ -163,7 +163,7 @@ def describe_feature(box: Toolbox, name: str, case_id: str | None = None):
 
 
 @tool("plot_case", CaseArgs, modalities={"series"}, command="/plot", usage="/plot: draw the event of a series to a PNG",
-      mcp=False)  # its result is a file on the server's disk
+      image=True)  # over MCP the picture itself, not a path on the server's disk
 def plot_case(box: Toolbox, case_id: str | None = None):
     """Draw an event of a series to a PNG: its channels, the restored values, the nearest normal window and the
     channel x time attribution; returns the file's path."""

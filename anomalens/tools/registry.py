@@ -42,7 +42,8 @@ class ToolSpec:
             fill, in order (the last string argument takes the rest of the line); ``usage``: the
             command's ``/help`` line.
         needs_cases: it acts on cases, so it is refused before any case is under investigation.
-        mcp: offered over MCP (a tool whose result is a file on the server's disk is not).
+        mcp: offered over MCP.
+        image: its artifact is the path of a PNG it wrote; MCP returns the picture as image content.
     """
 
     name: str
@@ -54,6 +55,7 @@ class ToolSpec:
     usage: str = ""
     needs_cases: bool = True
     mcp: bool = True
+    image: bool = False
 
     @property
     def description(self) -> str:
@@ -67,7 +69,7 @@ TOOLS: dict[str, ToolSpec] = {}  # name -> spec, in declaration order
 
 
 def tool(name: str, args: type[BaseModel], *, modalities: Iterable[str] | None = None, command: str | None = None,
-         words: Iterable[str] = (), usage: str = "", needs_cases: bool = True, mcp: bool = True):
+         words: Iterable[str] = (), usage: str = "", needs_cases: bool = True, mcp: bool = True, image: bool = False):
     """Declare ``run(box, **args)`` as the tool ``name`` (see ``ToolSpec``); returns ``run`` unchanged."""
 
     def register(run: Callable[..., tuple[str, Any]]) -> Callable[..., tuple[str, Any]]:
@@ -79,7 +81,7 @@ def tool(name: str, args: type[BaseModel], *, modalities: Iterable[str] | None =
             raise ValueError(f"tool {name!r}: command must start with '/' and its words be fields of "
                              f"{args.__name__} ({unknown} are not)")
         TOOLS[name] = ToolSpec(name, args, run, None if modalities is None else frozenset(modalities), command,
-                               words_, usage or (command or ""), needs_cases, mcp)
+                               words_, usage or (command or ""), needs_cases, mcp, image)
         return run
 
     return register

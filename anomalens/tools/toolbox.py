@@ -245,7 +245,7 @@ class LogToolbox(Toolbox):
 
     def __init__(self, investigator: Investigator, logs: Any = None, *, focus: str | None = None, alpha: float = 0.05,
                  k: int = 5, top: int = 5, limit: int = 20) -> None:
-        if not callable(getattr(investigator, "triage", None)):
+        if not investigator.modality.reads_text:
             raise InputError(f"LogToolbox takes a log Investigator (one that triages), got a {investigator.modality.name} one")
         self.investigator, self.alpha, self.k, self.top = investigator, alpha, k, top
         self._rows, self._evidence = {}, {}

@@ -1,4 +1,8 @@
-"""Typed claims about rows of a table: a closed vocabulary of kinds, each rendered from the evidence.
+"""Typed claims about the units of a case (the features of a row, and as the other modalities use
+them, a series' channels and a log's templates): a closed vocabulary of kinds, each rendered from
+the evidence. The tabular modality's claims are these; the series and log modalities add their own
+kinds on top (``series_claims``, ``log_claims``), so this module is the shared machinery of the
+modality rooms, not one modality's (none imports another's module for its claims).
 
 A typed claim is ``Claim(kind, cites, params)``; its sentence is rendered here from the evidence
 items it cites, so every name and number in it is the evidence's. ``candidates(evidence)`` lists
