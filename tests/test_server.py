@@ -229,6 +229,12 @@ def test_csv_upload_and_log_triage(server, models):
     r = httpx.post(f"{server}/v1/investigators/web/triage/upload", headers=_auth(),
                    files={"file": ("today.log", sample.text().encode())}, timeout=120)
     assert r.status_code == 200 and r.json()["triage"]["n_cases"] == 150
+    r = httpx.post(f"{server}/v1/investigators/web/analyze/upload", headers=_auth(),  # logs go to triage
+                   files={"file": ("today.log", sample.text().encode())}, timeout=60)
+    assert r.status_code == 400 and "/v1/investigators/web/triage/upload" in r.json()["detail"]
+    r = httpx.post(f"{server}/v1/investigators/metrics/analyze/upload", headers=_auth(), params={"id_column": "nope"},
+                   files={"file": ("new.csv", test.to_csv(index=False).encode())}, timeout=60)
+    assert r.status_code == 400 and "column 'nope' is not in the data" in r.json()["detail"]
     # a .gz upload unpacks to at most 256 MiB (issue 40 #17: a 300 KB gzip of one 300 MB line was unpacked
     # whole); a truncated one is a 400 with a message
     import gzip

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from anomalens.detectors import BaseDetector, Inspection
+from anomalens.errors import InputError
 from anomalens.schema import Claim, Comparison, Context, Evidence, FeatureProfile
 from anomalens.store import ExemplarHit
 
@@ -85,6 +86,13 @@ class Modality(ABC):
     @abstractmethod
     def unit_names(self) -> list[str]:
         """The names of the evidence units, in the model array's column order where that applies."""
+
+    def from_table(self, frame: Any, *, id_column: str | None = None) -> tuple[Any, list[str] | None]:
+        """(the input ``prepare`` takes, case ids) from a table a surface received (an uploaded CSV or
+        Parquet file): by default the table as it is; a modality whose cases are rows picks its columns."""
+        if id_column is not None:
+            raise InputError(f"id_column applies to tables of rows; this investigator holds {self.name} data")
+        return frame, None
 
     @property
     def model_width(self) -> int:

@@ -181,6 +181,11 @@ class TabularModality(Modality):
                               feature_names=self.feature_names if names is not None else None)
         return ModelInput(X, arr, ids)
 
+    def from_table(self, frame: Any, *, id_column: str | None = None) -> tuple[Any, list[str] | None]:
+        """The fitted features of an uploaded table (other columns, a label for one, left alone) and its
+        case ids from ``id_column``."""
+        return select_columns(frame, id_column=id_column, features=self.feature_names)
+
     # ------------------------------------------------------------------ normal profile
     def fit_profile(self, array: np.ndarray) -> None:
         self.profile = np.quantile(array, PROFILE_LEVELS, axis=0)

@@ -127,17 +127,13 @@ def router(rt: Runtime) -> APIRouter:
         except ValueError as exc:
             raise HTTPProblem(422, "Invalid request", str(exc).splitlines()[0]) from exc
         inv = _get(name)
+        if reads_logs(inv):
+            raise HTTPProblem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model: use "
+                                                f"/v1/investigators/{name}/triage/upload")
         raw = await file.read()
         frame = read_table(raw, file.filename or "upload")
-        if inv.modality.name == "tabular":
-            from anomalens.modalities.tabular import select_columns
-
-            with _as_problems():
-                frame, ids = select_columns(frame, id_column=id_column, features=inv.feature_names)
-            req.ids = ids
-        elif id_column is not None:
-            raise HTTPProblem(400, "Bad input", f"id_column applies to tables; investigator {name!r} holds "
-                                             f"{inv.modality.name} data")
+        with _as_problems():  # the modality reads its cases from the table (a table: its fitted features)
+            frame, req.ids = inv.modality.from_table(frame, id_column=id_column)
         return await _work(_analyze(name, frame, req))
 
     return api
