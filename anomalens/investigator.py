@@ -360,12 +360,6 @@ class Investigator:
             raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
         return rows, case_ids
 
-    def _batch(self, X: Any, alpha: float, ids: Sequence[str] | None):
-        """(rows, case ids, scores, p-values, approximate mask, BH flags, BH cut-off) of a batch."""
-        alpha = check_probability(alpha, "alpha")
-        rows, case_ids = self._checked(X, ids)
-        return rows, case_ids, *self._scored_batch(rows, alpha)
-
     def _scored_batch(self, rows: np.ndarray, alpha: float):
         """(scores, p-values, approximate mask, BH flags, BH cut-off) of a batch's checked rows."""
         scores = self.detector.decision_function(rows, checked=True)
@@ -400,10 +394,7 @@ class Investigator:
     def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Sequence[str] | None = None) -> dict[str, Verdict]:
         """Verdicts for a batch by case id, controlling the false discovery rate at ``alpha``
         (Benjamini-Hochberg), without the rest of the evidence."""
-        rows, case_ids, scores, pvals, approx, flags, cutoff = self._batch(X, alpha, ids)
-        thr = self.detector.calibrator.threshold(cutoff)
-        return {cid: self._verdict(s, p, a, f, alpha, cutoff, BH_METHOD, len(rows), thr)
-                for cid, s, p, a, f in zip(case_ids, scores, pvals, approx, flags)}
+        return self.assess(X, alpha=alpha, ids=ids, explain=False)[0]
 
     def score(self, X: Any, *, name: str = "X") -> Scored:
         """Scores, p-values and which p-values are the tail's approximation, for a batch of rows in

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 
+from anomalens.modalities import modality_of
 from anomalens.schema import ITEM_ID as _ID
 from anomalens.schema import Claim, Comparison, Evidence, split_mentions
 
@@ -79,12 +80,6 @@ def _reverses_verdict(low: str, evidence: Evidence) -> str | None:
     return None
 
 
-def _modality(evidence: Evidence):
-    from anomalens.modalities import modality_of
-
-    return modality_of(evidence)
-
-
 def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
     """None when the claim is grounded in the evidence it cites, else the reason it is not. A typed
     claim's text must be its kind's rendering from the evidence."""
@@ -94,7 +89,7 @@ def verify_claim(claim: Claim, evidence: Evidence) -> str | None:
 def _verified(claim: Claim, evidence: Evidence, *, render: bool) -> tuple[Claim, str | None]:
     """(the claim, why it is rejected or None). A typed claim is rendered once: with ``render`` its
     text becomes the rendering (a model chose kind, cites and params), else it must equal it."""
-    modality = _modality(evidence)
+    modality = modality_of(evidence)
     if claim.kind is None:
         return claim, _grounded(claim, evidence) or modality.parse_claim(claim, evidence)
     rendered = modality.render_claim(claim.kind, claim.cites, claim.params, evidence)

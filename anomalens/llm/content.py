@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from anomalens.errors import InputError
 
-__all__ = ["ImagePart", "Part", "TextPart", "UserContent", "has_images", "openai_content", "parts_of", "text_content"]
+__all__ = ["ImagePart", "Part", "TextPart", "UserContent", "openai_content", "parts_of", "text_content"]
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 MAX_IMAGE_BYTES = 8 * 1024 * 1024  # a data URL past this is a mistake, not a region of a case
@@ -89,10 +89,6 @@ def parts_of(content: UserContent) -> list[Part]:
         else:
             raise InputError(f"user content part {i} must be a str, TextPart or ImagePart, got {type(p).__name__}")
     return out
-
-
-def has_images(content: UserContent) -> bool:
-    return any(isinstance(p, ImagePart) for p in parts_of(content))
 
 
 def text_content(content: UserContent) -> str:

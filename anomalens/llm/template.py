@@ -33,20 +33,16 @@ def topics(question: str, evidence: Evidence) -> tuple[list[str], list[str]]:
     return found, split_mentions(question, evidence.context.feature_names)[0]
 
 
-def _modality(evidence: Evidence):
-    return modality_of(evidence)
-
-
 def about(evidence: Evidence, *item_ids: str) -> list[Claim]:
     """The modality's true typed claims whose first cited item is one of ``item_ids``, in the
     modality's order (candidates rendered once)."""
-    return [c for c in _modality(evidence).claim_candidates(evidence) if c.cites and c.cites[0] in item_ids]
+    return [c for c in modality_of(evidence).claim_candidates(evidence) if c.cites and c.cites[0] in item_ids]
 
 
 def feature_claim(a: Attribution, evidence: Evidence, *, with_exemplars: bool = True) -> list[Claim]:
     """The modality's claims about one unit (tabular: its value against its normal range and share
     of the score, and with ``with_exemplars`` its value in the nearest normal cases)."""
-    return _modality(evidence).unit_claims(evidence, a.id, with_exemplars=with_exemplars)
+    return modality_of(evidence).unit_claims(evidence, a.id, with_exemplars=with_exemplars)
 
 
 def exemplar_claims(evidence: Evidence, n: int = 1) -> list[Claim]:

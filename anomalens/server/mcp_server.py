@@ -173,7 +173,7 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
     from anomalens import __version__
     from anomalens.investigator import Investigator
     from anomalens.llm.reasoner import make_reasoner
-    from anomalens.tools import Toolbox, make_tools
+    from anomalens.tools import Toolbox, make_tool
     from anomalens.tools.registry import TOOLS
     from anomalens.tools.toolbox import toolbox_for
 
@@ -218,8 +218,7 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
         if not box.case_ids and spec.needs_cases:
             raise InputError(f"no case of {name!r} is under investigation yet: call investigate (CSV rows, a CSV "
                              "series or log text), add_case (one row) or triage_logs (logs) first")
-        tools = {t.name: t for t in make_tools(box)}
-        msg = tools[tool].invoke({"type": "tool_call", "name": tool, "id": "mcp",
+        msg = make_tool(box, spec).invoke({"type": "tool_call", "name": tool, "id": "mcp",
                                   "args": {k: v for k, v in args.items() if v is not None}})
         if getattr(msg, "status", "") == "error":
             raise InputError(str(msg.content))
@@ -331,7 +330,7 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
         (incident-1, incident-2, ...)."""
         boxes = boxes_of(ctx, session)
         inv = inv_of(investigator)
-        if not TOOLS["show_lines"].applies_to(inv.modality.name):  # a modality with log incidents
+        if not inv.modality.reads_text:
             raise InputError(f"investigator {investigator!r} holds {inv.modality.name} data, not logs")
         box = toolbox_for(inv).from_text(inv, text, limit=top)
         boxes[investigator] = box

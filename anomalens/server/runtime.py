@@ -248,11 +248,6 @@ class Runtime:
             raise problem_of(exc) from exc
 
 
-def reads_logs(inv: Any) -> bool:
-    """Whether an investigator's cases come from log text (its verb is ``triage``), not from rows."""
-    return bool(inv.modality.reads_text)
-
-
 def numbered(box, kind: str, number: int) -> str:
     case_id = f"{kind}-{number}"
     if case_id not in box.case_ids:

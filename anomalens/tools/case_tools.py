@@ -19,7 +19,7 @@ from anomalens.schema import fmt
 from anomalens.tools.registry import TOOLS, ToolSpec, tool
 from anomalens.tools.toolbox import Toolbox
 
-__all__ = ["DetectorCard", "make_tools", "TOOL_NAMES"]
+__all__ = ["DetectorCard", "make_tool", "make_tools", "TOOL_NAMES"]
 
 
 class DetectorCard(BaseModel):
@@ -81,7 +81,9 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid arguments: " + "; ".join(parts)
 
 
-def _tool(box: Toolbox, spec: ToolSpec) -> BaseTool:
+def make_tool(box: Toolbox, spec: ToolSpec) -> BaseTool:
+    """The declared tool ``spec`` as a LangChain tool over ``box``."""
+
     def run(**kwargs: Any) -> tuple[str, Any]:
         try:
             return spec.run(box, **kwargs)
@@ -97,7 +99,7 @@ def _tool(box: Toolbox, spec: ToolSpec) -> BaseTool:
 def make_tools(box: Toolbox) -> list[BaseTool]:
     """The declared tools (``registry.TOOLS``: the built-in ones are ``TOOL_NAMES``) as LangChain
     tools over ``box``."""
-    return [_tool(box, spec) for spec in TOOLS.values()]
+    return [make_tool(box, spec) for spec in TOOLS.values()]
 
 
 # ---------------------------------------------------------------- the tools, each declared once

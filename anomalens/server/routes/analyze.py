@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from anomalens.llm.template import TemplateReasoner
 from anomalens.server.models import AnalyzeRequest, AnalyzeResponse
 from anomalens.server.runtime import (INLINE_BODY, Coalescer, HTTPProblem, Runtime, noted, parse_analyze_request,
-                                      problem_responses, read_table, reads_logs, verdict_out)
+                                      problem_responses, read_table, verdict_out)
 
 __all__ = ["router"]
 
@@ -37,7 +37,7 @@ def router(rt: Runtime) -> APIRouter:
             twice = next(i for i, n in Counter(req.ids).items() if n > 1)
             raise HTTPProblem(400, "Bad input", f"ids must be unique (one case each), got {str(twice)[:64]!r} more than once")
         inv = _get(name)
-        if reads_logs(inv):  # its cases are read from log text, not rows
+        if inv.modality.reads_text:  # its cases are read from log text, not rows
             raise HTTPProblem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model: use "
                                              f"/v1/investigators/{name}/triage")
         if len(rows) > cfg.max_rows:
@@ -82,7 +82,7 @@ def router(rt: Runtime) -> APIRouter:
             return await _work(lambda: _analyze(name, parse_analyze_request(raw), None)())
         req = parse_analyze_request(raw)
         if (len(req.rows) == 1 and req.ids is None and req.explain and not req.only_anomalous
-                and not inv.modality.sequential and not reads_logs(inv)):  # a row: answered with the others
+                and not inv.modality.sequential and not inv.modality.reads_text):  # a row: answered with the others
             return await _analyze_one(name, inv, req)
         return await _work(_analyze(name, req.rows, req))
 
@@ -127,7 +127,7 @@ def router(rt: Runtime) -> APIRouter:
         except ValueError as exc:
             raise HTTPProblem(422, "Invalid request", str(exc).splitlines()[0]) from exc
         inv = _get(name)
-        if reads_logs(inv):
+        if inv.modality.reads_text:
             raise HTTPProblem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model: use "
                                                 f"/v1/investigators/{name}/triage/upload")
         raw = await file.read()

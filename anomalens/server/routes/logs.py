@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, File, Request, UploadFile
 
 from anomalens.server.models import TriageResponse
-from anomalens.server.runtime import HTTPProblem, Runtime, gunzip, noted, problem_responses, reads_logs
+from anomalens.server.runtime import HTTPProblem, Runtime, gunzip, noted, problem_responses
 
 __all__ = ["router"]
 
@@ -23,7 +23,7 @@ def router(rt: Runtime) -> APIRouter:
 
     async def _triage(name: str, text: str, alpha: float, top: int, source: str = "request") -> TriageResponse:
         inv = _get(name)
-        if not reads_logs(inv):
+        if not inv.modality.reads_text:
             raise HTTPProblem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model; triage needs "
                                              "one fitted on logs")
         n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from anomalens.errors import AnomalensError
 from anomalens.server.models import HistoryOut, MessageOut, MessageRequest, SessionOut, SessionRequest
 from anomalens.server.runtime import (LIVE_CHATS, Busy, HTTPProblem, Pool, Runtime, Sessions, key_owner, log,
-                                      numbered, problem_of, problem_responses, read_table, reads_logs, verdict_out)
+                                      numbered, problem_of, problem_responses, read_table, verdict_out)
 
 __all__ = ["router"]
 
@@ -37,7 +37,7 @@ def router(rt: Runtime) -> APIRouter:
 
         if req is None:
             return toolbox_for(inv)(inv), None
-        if reads_logs(inv):
+        if inv.modality.reads_text:
             if req.logs is None or req.incident is None:
                 raise HTTPProblem(400, "Bad input", "a log investigator's session needs logs (text) and incident (a number)")
             box = LogToolbox(inv, io.BytesIO(req.logs.encode("utf-8", errors="replace")), limit=max(req.incident, 20))
