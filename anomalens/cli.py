@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from anomalens.errors import AnomalensError, BackendError
 from anomalens.config import DEFAULT_DETECTOR, MAX_TRAIN_ROWS
+from anomalens.errors import AnomalensError, BackendError
 from anomalens.text import clip, for_terminal, strip_control
 
 __all__ = ["app", "main"]
@@ -353,8 +353,8 @@ def _fit_logs(data: list[Path], out_dir: Path, *, detector: str | None, log_form
               window: str | None, masks: list[str] | None, params: dict, as_json: bool) -> None:
     """``fit`` on normal logs: read, learn templates, group into cases, fit the models, save."""
     from anomalens import Investigator
-    from anomalens.logs.parser import DEFAULT_MASKS
     from anomalens.modalities import LogModality
+    from anomalens.modalities.logs.parser import DEFAULT_MASKS
 
     extra = []
     for m in masks or []:
@@ -364,7 +364,7 @@ def _fit_logs(data: list[Path], out_dir: Path, *, detector: str | None, log_form
         extra.append((regex, name.strip()))
     mod = LogModality(log_format, session, window, masks=[*extra, *DEFAULT_MASKS] if extra else None)
     if log_format is not None:
-        from anomalens.logs.reader import get_format
+        from anomalens.modalities.logs.reader import get_format
 
         get_format(log_format)  # an unknown --format fails before any work
     sources = [str(p) for p in data]
@@ -575,7 +575,14 @@ def analyze(
         case, cid = _pick_row(X, ids, row)
         reports = [inv.analyze(case, alpha=alpha, case_id=cid)]
     else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), transient=True, console=err, disable=as_json or not sys.stderr.isatty()) as bar:

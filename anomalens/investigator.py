@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,15 +28,19 @@ import numpy as np
 
 from anomalens import __version__
 from anomalens.config import DEFAULT_DETECTOR, MAX_TRAIN_ROWS
-from anomalens.detectors import BaseDetector, benjamini_hochberg, check_int, check_probability, make_detector
-from anomalens.detectors.calibration import Calibrator, bh_cutoff
+from anomalens.detectors import (
+    BaseDetector,
+    check_int,
+    check_probability,
+    make_detector,
+)
 from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.grounding.drafting import explain_evidence, explain_many
 from anomalens.llm.base import Reasoner
 from anomalens.modalities import Modality, get_modality, list_modalities
+from anomalens.modalities.flow import CaseFlow, Scored, check_limit
 from anomalens.schema import Comparison, Evidence, FeatureProfile, Report, Verdict, fmt
 from anomalens.store import ExemplarStore
-from anomalens.store.coreset import coverage, select_exemplars
 from anomalens.store.members import MemberIndex
 from anomalens.text import names as names_of
 
@@ -55,12 +58,16 @@ class Investigator:
 
     It composes: modality (input -> model array; evidence units) -> detector (scores, attribution,
     restoration, embedding) -> calibration (p-values) -> store (nearest exemplars) -> modality
-    (evidence items) -> reasoner -> verifier. Nothing in it knows the kind of data.
+    (evidence items) -> reasoner -> verifier. Nothing in it knows the kind of data: what a case is
+    (a row, an event of a series, a session of a log) is the modality's **flow**
+    (``Modality.flow_class``, see ``anomalens/modalities/flow.py``), held as ``self.flow``; verbs
+    only some kinds have (a series' ``point_table``, a log's ``read_cases``) are the flow's, reached
+    by name on the Investigator.
     """
 
     def __init__(self, detector: BaseDetector, store: ExemplarStore, modality: Modality, n_train: int, *,
                  detector_name: str, reasoner: Reasoner | None = None, exemplar_coverage: float | None = None,
-                 rows_seen: int | None = None) -> None:
+                 rows_seen: int | None = None, **parts: Any) -> None:
         if not isinstance(modality, Modality):
             raise InputError(f"modality must be a Modality (see anomalens.modalities), got {type(modality).__name__}")
         self.detector, self.store, self.modality = detector, store, modality
@@ -71,6 +78,18 @@ class Investigator:
         # median (nearest kept exemplar distance) / (nearest training row distance); None: every row is kept
         self.exemplar_coverage = exemplar_coverage
         self.fit_seconds: dict[str, float] = {}  # time of fit's steps (detector, exemplars, total); empty after load
+        self.flow: CaseFlow = modality.flow_class(self, **parts)
+
+    def __getattr__(self, name: str) -> Any:
+        """A verb of this investigator's flow (``CaseFlow.verbs``), e.g. a series' ``point_table``."""
+        flow = self.__dict__.get("flow")
+        if flow is not None and not name.startswith("_") and name in flow.verbs:
+            return getattr(flow, name)
+        owners = [n for n in list_modalities() if name in get_modality(n).flow_class.verbs]
+        if owners:
+            raise AttributeError(f"{name} applies to {' and '.join(owners)} data; this investigator reads "
+                                 f"{self.modality.name} data")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def feature_names(self) -> list[str]:
@@ -78,14 +97,13 @@ class Investigator:
         return self.modality.unit_names
 
     def __repr__(self) -> str:
-        return (f"Investigator(modality={self.modality.name!r}, detector={self.detector_name!r}, "
-                f"units={len(self.feature_names)}, n_train={self.n_train}, store={self.store.count()} exemplars)")
+        return self.flow.summary()
 
     # ------------------------------------------------------------------ fit
     @property
     def calibrator(self):
         """The calibration stage whose p-values the verdicts use (the detector's, for rows)."""
-        return self.detector.calibrator
+        return self.flow.calibrator
 
     @classmethod
     def fit(cls, data: Any, modality: str | Modality = "tabular", detector: str | BaseDetector | None = None, *,
@@ -134,18 +152,14 @@ class Investigator:
         settings = get_settings()
         if detector is None:
             detector = modality.default_detector or DEFAULT_DETECTOR
-        if modality.sequential:  # the series is checked and split before the detector is built: it needs the window
-            head, block = modality.split(data)
+        data = modality.begin_fit(data)  # e.g. a series is checked and split first: the detector needs its window
         if isinstance(detector, str):
             from anomalens.detectors import get_detector_class
 
             klass = get_detector_class(detector)
             fields = {f.name for f in dataclasses.fields(klass.Config)}
-            if modality.sequential:
-                if "window" in fields and "window" not in detector_params:
-                    detector_params["window"] = modality.window
-                if "calibration" in fields and "calibration" not in detector_params:
-                    detector_params["calibration"] = "split"  # p-values come from the held-out block; one fit
+            for k, v in modality.detector_defaults(fields).items():
+                detector_params.setdefault(k, v)
             defaults = {"device": settings.device, "verbose": settings.progress}  # ANOMALENS_DEVICE, ANOMALENS_PROGRESS
             for k, v in defaults.items():
                 if k not in detector_params and (k in fields or klass.__name__ == "Ensemble") and v != {"device": "auto", "verbose": False}[k]:
@@ -158,190 +172,90 @@ class Investigator:
         det.validate_params()  # a bad hyper-parameter fails before any work
         if chroma_url is None:
             chroma_url = settings.chroma_url
-        if modality.name == "logs":
-            if ids is not None:
-                raise InputError("ids do not apply to logs: cases are named by their session id or window number")
-            from anomalens.log_investigator import LogInvestigator
-
-            return LogInvestigator.fit_logs(modality, data, det, det_name, store=ExemplarStore(store_path, url=chroma_url),
-                                            reasoner=reasoner, max_exemplars=max_exemplars, source=source,
-                                            seed=det.config.random_state,
-                                            # bars for reading and the next-event model too when the detector shows its own
-                                            progress=settings.progress or bool(getattr(det.config, "verbose", False)))
-        if modality.sequential:
-            if ids is not None:
-                raise InputError("ids do not apply to a series: its exemplars are named by their window's start time")
-            if getattr(det.config, "window", None) not in (None, modality.window):
-                raise InputError(f"the detector's window ({det.config.window}) must be the modality's ({modality.window})")
-            from anomalens.series_investigator import SeriesInvestigator
-
-            return SeriesInvestigator.fit_series(modality, head, block, det, det_name,
-                                                 store=ExemplarStore(store_path, url=chroma_url), reasoner=reasoner,
-                                                 max_exemplars=max_exemplars, source=source)
-        if max_train_rows is not None and (isinstance(max_train_rows, bool) or
-                                           not isinstance(max_train_rows, (int, np.integer)) or max_train_rows < 4):
-            raise InputError(f"max_train_rows must be an int >= 4 or None, got {max_train_rows!r}")
-        inp = modality.learn(data, ids)
-        arr, row_ids, train = inp.array, inp.ids, inp.data
-        n_given = len(arr)
-        if max_train_rows is not None and n_given > max_train_rows:
-            keep_rows = np.sort(np.random.default_rng(det.config.random_state).choice(n_given, int(max_train_rows),
-                                                                                    replace=False))
-            arr = arr[keep_rows]
-            row_ids = [row_ids[i] for i in keep_rows] if row_ids is not None else [str(i) for i in keep_rows]
-            train = train.iloc[keep_rows] if hasattr(train, "iloc") else arr
-        t0 = time.perf_counter()
-        det.fit(train)
-        t_detector = time.perf_counter() - t0
         store = ExemplarStore(store_path, url=chroma_url)
-        E = det.embed(arr)
-        keep, weights, clusters = select_exemplars(E, int(max_exemplars), seed=det.config.random_state,
-                                                   with_clusters=True)
-        all_ids = [str(i) for i in row_ids] if row_ids is not None else [str(i) for i in range(len(arr))]
-        store.add(E[keep], arr[keep], [all_ids[i] for i in keep], source=source, weights=weights)
-        cover = None
-        if len(keep) < len(arr):  # a sample: queries reach every training row through its exemplar
-            store.attach_members(MemberIndex.build(E, arr, all_ids, keep, clusters, seed=det.config.random_state),
-                                 source=source)
-            cover = coverage(E, keep, seed=det.config.random_state, clusters=clusters)
-        t_exemplars = time.perf_counter() - t0 - t_detector
-        modality.fit_profile(arr)
-        inv = cls(det, store, modality, len(arr), detector_name=det_name, reasoner=reasoner, exemplar_coverage=cover,
-                  rows_seen=max(int(rows_seen or 0), n_given))
-        inv.fit_seconds = {"detector": t_detector, "exemplars": t_exemplars, "total": time.perf_counter() - t0}
+        fitted = modality.flow_class.fit(
+            modality, data, det, det_name, store=store, max_exemplars=int(max_exemplars), source=source, ids=ids,
+            max_train_rows=max_train_rows, rows_seen=rows_seen,
+            # bars for slow steps (reading logs, the next-event model) too when the detector shows its own
+            progress=settings.progress or bool(getattr(det.config, "verbose", False)))
+        inv = cls(det, store, modality, fitted.n_train, detector_name=det_name, reasoner=reasoner,
+                  exemplar_coverage=fitted.exemplar_coverage, rows_seen=fitted.rows_seen, **fitted.parts)
+        inv.fit_seconds = fitted.seconds
         return inv
 
     # ------------------------------------------------------------------ evidence
-    def rows(self, case: Any, name: str = "case") -> tuple[np.ndarray, list[str] | None]:
-        """(X, row ids or None): ``case`` checked once by the modality against the training data and
-        turned into a finite (n, d) float array (tabular: a DataFrame, array, Series, dict or list of rows)."""
-        self.detector.calibrator  # noqa: B018 - raises NotFittedError before the data is looked at
-        inp = self.modality.prepare(case, name)
-        return inp.array, inp.ids
-
-    def _verdict_parts(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(p-values, approximate mask) of scores, from the detector's calibration stage."""
-        cal = self.calibrator
-        return cal.pvalues(scores), cal.approximate(scores)
-
     def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
                  case_id: str | None = None) -> Evidence:
-        """The evidence for one case (tabular: a row, a one-row DataFrame, a Series or a dict);
-        ``top=None`` keeps every unit's attribution."""
-        return self.evidence_each([case], alpha=alpha, k=k, top=top, case_ids=[case_id] if case_id else None)[0]
+        """The evidence for one case (tabular: a row, a one-row DataFrame, a Series or a dict; a
+        series: a stretch, its strongest event; logs: one session or window); ``top=None`` keeps
+        every unit's attribution."""
+        alpha, top = self._checked_args(alpha, k, top)
+        return self.flow.evidence(case, alpha=alpha, k=k, top=top, case_id=case_id)
 
-    def _verdict(self, score: float, p: float, approx: bool, flag: bool, alpha: float, cutoff: float,
-                 method: str, m: int, thr: float) -> Verdict:
-        """One row's verdict; ``thr`` is the batch's score threshold at ``cutoff`` (computed once)."""
-        cal = self.calibrator
-        note = None
-        if not flag and p < alpha and m > 1:
-            note = (f"not significant at this batch size: per-row p = {fmt(p)} is below alpha = {fmt(alpha)}, "
-                    f"but the false discovery rate control over {m} rows needs p <= {fmt(cutoff)}")
-        elif not flag and not cal.extends and cal.floor > cutoff:
-            note = (f"cannot be resolved: with {cal.n} calibration scores no p-value is below {fmt(cal.floor)}, "
-                    f"and the cut-off is {fmt(cutoff)}")
-        tail = cal.method.removeprefix("conformal + ")
-        return Verdict(anomalous=bool(flag), score=float(score), p_value=float(p), alpha=alpha, cutoff=float(cutoff),
-                       threshold=float(thr) if np.isfinite(thr) else None, detector=self.detector_name, method=method,
-                       p_value_method=(f"{tail} beyond the largest calibration score (approximate)" if approx
-                                       else f"conformal ({cal.n} calibration scores)"),
-                       approximate=bool(approx), note=note)
-
-    def _evidence_batch(self, X: np.ndarray, alpha: float, cutoff: float | None, k: int, top: int,
-                        case_ids: list[str], method: str, m: int = 1, in_batch: bool = False) -> list[Evidence]:
-        """Evidence of checked rows ``X``: the detector inspects them once (scores, attribution,
-        restoration, embedding), calibration gives the p-values, the store the nearest exemplars and
-        the modality the evidence items. One case is flagged when p < alpha; rows ``in_batch`` (of
-        a batch of ``m``) when p <= its Benjamini-Hochberg ``cutoff`` (the same rows BH rejects);
-        ``cutoff`` None: ``X`` is the whole batch, and BH runs on the inspection's own p-values."""
-        det = self.detector
-        insp = self.modality.bound_restoration(det, X, det.inspect(X, checked=True))  # X checked by the modality
-        pvals, approx = self._verdict_parts(insp.scores)
-        if cutoff is None:
-            cutoff = bh_cutoff(int(benjamini_hochberg(pvals, alpha).sum()), len(X), alpha)
-        flags = pvals <= cutoff if in_batch else pvals < alpha
-        thr = det.calibrator.threshold(cutoff)
-        hits = self.store.query(insp.embedding, k=k)
-        items = self.modality.case_items(X, insp, hits, top, det.scale_)
-        normal_below = det.calibrator.threshold(alpha)  # a restored row scoring above it is not shown as normal
-        for it in items:
-            r = it.restoration
-            if r is not None and r.score_after is not None and r.score_after > normal_below:
-                r.note = (f"no normal version was found within the training range: the restored row still scores "
-                          f"{fmt(r.score_after)}, above the single-case threshold {fmt(normal_below)} at alpha "
-                          f"{fmt(alpha)}")
-        context = self.modality.context(n_train=self.n_train, detector=self.detector_name,
-                                        attribution_method=det.attribution_method)
-        return [Evidence(case_id=str(case_ids[i]),
-                         verdict=self._verdict(insp.scores[i], pvals[i], approx[i], flags[i], alpha, cutoff, method, m, thr),
-                         attributions=it.attributions, exemplars=it.exemplars, restoration=it.restoration, context=context)
-                for i, it in enumerate(items)]
+    def _checked_args(self, alpha: float, k: int, top: int | None) -> tuple[float, int | None]:
+        alpha = check_probability(alpha, "alpha")
+        check_int(k, "k", error=InputError)  # counts of at least 1 (top=0 and top=2.5 were taken)
+        return alpha, None if top is None else check_int(top, "top", error=InputError)
 
     def feature_profile(self, name: str) -> FeatureProfile:
         """The training distribution of one unit (tabular: quantiles of a feature over the normal rows)."""
-        return self.modality.profile_of(name, self.n_train)
+        return self.flow.feature_profile(name)
 
     def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5) -> Comparison:
         """The case beside another one: embedding distance, the other's verdict, and the ``top``
         units that differ most."""
         alpha = check_probability(alpha, "alpha")
-        X, _ = self.rows(case)
-        Y, _ = self.rows(other, "other")
-        if len(X) != 1 or len(Y) != 1:
-            raise InputError(f"compare takes one row each, got {len(X)} and {len(Y)}")
-        p, _ = self._verdict_parts(self.detector.decision_function(Y, checked=True))
-        return self.modality.compare(self.detector, X, Y, other_id=other_id, p_other=float(p[0]), alpha=alpha, top=top)
+        return self.flow.compare(case, other, other_id=other_id, alpha=alpha, top=top)
 
-    def exemplar_row(self, row_id: str) -> np.ndarray:
-        """The stored normal exemplar ``row_id`` as a (d,) row."""
-        hit = self.store.get([row_id])[0]
-        if hit.values.shape != (len(self.feature_names),):
-            raise InputError(f"exemplar {row_id!r} has no stored row of {len(self.feature_names)} values")
-        return hit.values
+    def exemplar_row(self, row_id: str) -> Any:
+        """The stored normal exemplar ``row_id`` in the form a case has (a (d,) row; a series' (channels,
+        window) array; a log's sequence of events)."""
+        return self.flow.exemplar(row_id)
 
     # ------------------------------------------------------------------ reports
     def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,
-                reasoner: Reasoner | None = None) -> Report:
-        """A Report for one case: verdict (p < alpha), evidence and a verified explanation."""
-        return self.report(self.evidence(case, alpha=alpha, k=k, top=top, case_id=case_id), reasoner=reasoner)
+                reasoner: Reasoner | None = None, plot_dir: str | Path | None = None) -> Report:
+        """A Report for one case: verdict (p < alpha), evidence and a verified explanation
+        (``plot_dir``: a kind of case that draws, a series event, writes its picture there)."""
+        alpha, top = self._checked_args(alpha, k, top)
+        self._check_plot_dir(plot_dir)
+        ev = self.flow.evidence(case, alpha=alpha, k=k, top=top, case_id=case_id, plot_dir=plot_dir)
+        return self._reports([ev], reasoner, plot_dir)[0]
 
     def report(self, evidence: Evidence, *, reasoner: Reasoner | None = None) -> Report:
         """The Report of a case's evidence: the evidence and its verified explanation."""
         return Report(evidence=evidence, explanation=explain_evidence(evidence, reasoner or self.reasoner))
+
+    def _check_plot_dir(self, plot_dir: Any) -> None:
+        if plot_dir is not None and not self.flow.plots:
+            raise InputError(f"plot_dir applies to cases that are drawn (a series' events); {self.modality.name} "
+                             f"cases are not, got plot_dir={str(plot_dir)!r}")
+
+    def _reports(self, evs: list[Evidence], reasoner: Reasoner | None, plot_dir: Any = None, *,
+                 on_progress: Callable[[int, int], None] | None = None, share_failure: bool = True) -> list[Report]:
+        """The reports of evidence: each explained (the reasoner, then the verifier), with its picture's name."""
+        explanations = explain_many(evs, reasoner or self.reasoner, on_done=on_progress,
+                                    share_failure=share_failure) if evs else []
+        return [Report(evidence=ev, explanation=ex,
+                       **({"plot": self.flow.plot_name(ev)} if plot_dir is not None else {}))
+                for ev, ex in zip(evs, explanations)]
 
     def evidence_each(self, cases: Sequence[Any], *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
                       case_ids: Sequence[str] | None = None) -> list[Evidence]:
         """The evidence for several cases, each judged on its own as ``evidence`` judges one (p <
         alpha, no false discovery rate control across them: they are separate questions, such as the
         concurrent requests of a server), with the detector, the calibration and the store run once
-        over all of them: on the default detector eight one-row cases cost about twice one. Each is
-        ``evidence``'s for its case, up to floating-point rounding. A case's id: its ``case_ids``
-        entry, else its own (a named Series), else its position ("case" when it is the only one).
+        over all of them (rows: on the default detector eight one-row cases cost about twice one).
+        Each is ``evidence``'s for its case, up to floating-point rounding. A case's id: its
+        ``case_ids`` entry, else its own (a named Series), else its position ("case" when it is the
+        only one).
 
         Raises:
-            InputError: a case that is not one row, or not the training data's units (the message names
-                its position among several).
+            InputError: a case that is not one case, or not the training data's units (the message
+                names its position among several).
         """
-        alpha = check_probability(alpha, "alpha")
-        # counts of at least 1 (top=0 and top=2.5 were taken)
-        top = len(self.feature_names) if top is None else check_int(top, "top", error=InputError)
-        check_int(k, "k", error=InputError)
-        cases = list(cases)
-        if case_ids is not None and len(case_ids) != len(cases):
-            raise InputError(f"case_ids must have one entry per case ({len(cases)}), got {len(case_ids)}")
-        if not cases:
-            return []
-        arrays, ids = [], []
-        for i, case in enumerate(cases):
-            name = "case" if len(cases) == 1 else f"cases[{i}]"  # one case: ``evidence``'s messages and id
-            X, row_ids = self.rows(case, name)
-            if len(X) != 1:
-                raise InputError(f"{name} must be one row, got {len(X)}; use analyze_batch for several")
-            arrays.append(X)
-            ids.append(str(case_ids[i]) if case_ids is not None else (row_ids[0] if row_ids else
-                                                                      "case" if len(cases) == 1 else str(i)))
-        return self._evidence_batch(np.concatenate(arrays), alpha, alpha, k, top, ids, "conformal p-value below alpha")
+        alpha, top = self._checked_args(alpha, k, top)
+        return self.flow.evidence_each(cases, alpha=alpha, k=k, top=top, case_ids=case_ids)
 
     def analyze_each(self, cases: Sequence[Any], *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
                      case_ids: Sequence[str] | None = None, reasoner: Reasoner | None = None) -> list[Report]:
@@ -349,24 +263,7 @@ class Investigator:
         ``evidence_each``); each explanation is drafted as ``analyze`` drafts it, whatever happened
         to the others'."""
         evs = self.evidence_each(cases, alpha=alpha, k=k, top=top, case_ids=case_ids)
-        explanations = explain_many(evs, reasoner or self.reasoner, share_failure=False)
-        return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
-
-    def _checked(self, X: Any, ids: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
-        """(rows, case ids) of a batch, checked once."""
-        rows, row_ids = self.rows(X, "X")
-        case_ids = [str(i) for i in ids] if ids is not None else row_ids or [str(i) for i in range(len(rows))]
-        if len(case_ids) != len(rows):
-            raise InputError(f"ids must have one entry per row ({len(rows)}), got {len(case_ids)}")
-        return rows, case_ids
-
-    def _scored_batch(self, rows: np.ndarray, alpha: float):
-        """(scores, p-values, approximate mask, BH flags, BH cut-off) of a batch's checked rows."""
-        scores = self.detector.decision_function(rows, checked=True)
-        pvals, approx = self._verdict_parts(scores)
-        flags = benjamini_hochberg(pvals, alpha).astype(bool)
-        cutoff = bh_cutoff(int(flags.sum()), len(rows), alpha)  # flagged <=> p <= cutoff
-        return scores, pvals, approx, flags, cutoff
+        return self._reports(evs, reasoner, share_failure=False)
 
     def batch_limit(self, alpha: float = 0.05) -> int | None:
         """The largest batch in which one anomalous case, alone among normal ones, can be flagged at a
@@ -374,11 +271,7 @@ class Investigator:
         Benjamini-Hochberg flags a lone case only when its p <= alpha / m: batches of more than
         alpha * (n_cal + 1) cases cannot flag it (several anomalies together still can). None: no such
         limit (a tail takes p-values below the floor), or a calibration of another kind (series)."""
-        cal = self.calibrator
-        alpha = check_probability(alpha, "alpha")
-        if type(cal) is not Calibrator or cal.extends:
-            return None
-        return int(np.floor(alpha * (cal.n + 1) + 1e-9))
+        return self.flow.batch_limit(alpha)
 
     def batch_note(self, m: int, alpha: float = 0.05) -> str | None:
         """What to tell the user of a batch of ``m`` cases that ``batch_limit`` says is too large, else None."""
@@ -396,91 +289,76 @@ class Investigator:
         (Benjamini-Hochberg), without the rest of the evidence."""
         return self.assess(X, alpha=alpha, ids=ids, explain=False)[0]
 
-    def score(self, X: Any, *, name: str = "X") -> Scored:
-        """Scores, p-values and which p-values are the tail's approximation, for a batch of rows in
-        input order, and nothing else (no attribution, no exemplars): the cheap pass that streamed
-        scoring (``anomalens.scale``) runs over every chunk. Verdicts need the whole input's
-        p-values (Benjamini-Hochberg); ``reports_in_batch`` gives them afterwards."""
-        rows, row_ids = self.rows(X, name)
-        scores = self.detector.decision_function(rows, checked=True)
-        pvals, approx = self._verdict_parts(scores)
-        return Scored(ids=row_ids, scores=scores, p_values=pvals, approximate=approx)
+    def score(self, X: Any, *, name: str | None = None, progress: bool = False) -> Any:
+        """Scores and p-values and nothing else (no attribution, no exemplars). Rows: a ``Scored``
+        (scores, p-values, which are the tail's approximation, in input order), the cheap pass that
+        streamed scoring (``anomalens.scale``) runs over every chunk; verdicts need the whole input's
+        p-values (Benjamini-Hochberg), and ``reports_in_batch`` gives them afterwards. A series: its
+        points' scores, p-values and channel x time attribution."""
+        return self.flow.score(X, **({} if name is None else {"name": name}), progress=progress)
 
     def reports_in_batch(self, X: Any, *, m: int, cutoff: float, alpha: float = 0.05, k: int = 5, top: int = 5,
                          ids: Sequence[str] | None = None, reasoner: Reasoner | None = None) -> list[Report]:
         """Reports for some rows of a larger batch whose verdicts were decided over all of it: the
         batch had ``m`` rows and its Benjamini-Hochberg p-value cut-off was ``cutoff`` (a row is
         flagged when p <= cutoff). Streamed scoring explains its top flagged rows with this."""
-        alpha = check_probability(alpha, "alpha")
+        alpha, top = self._checked_args(alpha, k, top)
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
             raise InputError(f"m must be a positive int (the batch's size), got {m!r}")
         if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float, np.floating)) or not 0 <= cutoff <= alpha:
             raise InputError(f"cutoff must be a number in [0, alpha = {alpha}], got {cutoff!r}")
-        rows, case_ids = self._checked(X, ids)
-        return self._batch_reports(rows, case_ids, alpha, float(cutoff), int(m), k, top, reasoner)
-
-    def _batch_reports(self, rows: np.ndarray, case_ids: list[str], alpha: float, cutoff: float, m: int, k: int,
-                       top: int, reasoner: Reasoner | None,
-                       on_progress: Callable[[int, int], None] | None = None) -> list[Report]:
-        """Reports of checked rows of a batch of ``m`` rows whose BH cut-off is ``cutoff``."""
-        check_int(top, "top", error=InputError)
-        check_int(k, "k", error=InputError)
-        if len(rows) == 0:
-            return []
-        evs = self._evidence_batch(rows, alpha, cutoff, k, top, case_ids, BH_METHOD, m, in_batch=True)
-        explanations = explain_many(evs, reasoner or self.reasoner, on_done=on_progress)
-        return [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
+        evs = self.flow.evidence_in_batch(X, m=int(m), cutoff=float(cutoff), alpha=alpha, k=k, top=top, ids=ids)
+        return self._reports(evs, reasoner)
 
     def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5,
                       ids: Sequence[str] | None = None, reasoner: Reasoner | None = None,
                       only_anomalous: bool = False, limit: int | None = None,
-                      on_progress: Callable[[int, int], None] | None = None) -> list[Report]:
+                      on_progress: Callable[[int, int], None] | None = None, plot_dir: str | Path | None = None,
+                      progress: bool = False) -> list[Report]:
         """Reports for a batch, with verdicts that control the false discovery rate at ``alpha``
-        (Benjamini-Hochberg over the batch's p-values). Reports keep the input order;
+        (Benjamini-Hochberg over the batch's p-values). Rows: reports keep the input order;
         ``only_anomalous`` keeps just the flagged ones; ``limit`` keeps the ``limit`` highest
-        scores, most anomalous first (the verdicts are still those of the whole batch). When the
-        reasoner's backend fails, the rest of the batch is explained by the template (said once,
-        in each report's note). ``on_progress(done, total)``: called once the batch is scored (0 of
-        the reports to explain) and as each report's explanation is finished."""
+        scores, most anomalous first (the verdicts are still those of the whole batch). A series:
+        one report per event, in time order (every event is flagged; ``limit`` keeps the highest
+        peaks, each keeping its number; ``plot_dir`` writes ``event-<n>.png`` for each). Logs: a
+        report per case. When the reasoner's backend fails, the rest of the batch is explained by
+        the template (said once, in each report's note). ``on_progress(done, total)``: called once
+        the batch is scored (0 of the reports to explain) and as each report's explanation is
+        finished."""
         return self.assess(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, only_anomalous=only_anomalous,
-                           limit=limit, on_progress=on_progress)[1]
+                           limit=limit, on_progress=on_progress, plot_dir=plot_dir, progress=progress)[1]
 
     def assess(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Sequence[str] | None = None,
                reasoner: Reasoner | None = None, only_anomalous: bool = False, limit: int | None = None,
                explain: bool = True, on_progress: Callable[[int, int], None] | None = None,
+               plot_dir: str | Path | None = None, progress: bool = False,
                ) -> tuple[dict[str, Verdict], list[Report]]:
         """A batch checked and scored once: every case's verdict by id (false discovery rate at
-        ``alpha``) and the reports ``analyze_batch`` gives (``explain=False``: none, no evidence built).
-        Explaining every case, the detector's one inspection of each row gives both its verdict and
-        its evidence; explaining some (``only_anomalous``, ``limit``), the batch is scored for the
-        verdicts and only the kept rows are inspected."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-            raise InputError(f"limit must be a positive int or None, got {limit!r}")
-        check_int(top, "top", error=InputError)
-        check_int(k, "k", error=InputError)
-        alpha = check_probability(alpha, "alpha")
-        rows, case_ids = self._checked(X, ids)
-        m = len(rows)
-        if explain and not only_anomalous and (limit is None or limit >= m):  # every row explained: one inspection each
-            if on_progress is not None:
-                on_progress(0, len(rows))
-            evs = self._evidence_batch(rows, alpha, None, k, top, case_ids, BH_METHOD, len(rows), in_batch=True)
-            explanations = explain_many(evs, reasoner or self.reasoner, on_done=on_progress) if evs else []
-            return {ev.case_id: ev.verdict for ev in evs}, [Report(evidence=ev, explanation=ex)
-                                                           for ev, ex in zip(evs, explanations)]
-        scores, pvals, approx, flags, cutoff = self._scored_batch(rows, alpha)
-        thr = self.detector.calibrator.threshold(cutoff)
-        verdicts = {cid: self._verdict(s, p, a, f, alpha, cutoff, BH_METHOD, m, thr)
-                    for cid, s, p, a, f in zip(case_ids, scores, pvals, approx, flags)}
+        ``alpha``) and the reports ``analyze_batch`` gives (``explain=False``: none, no evidence built,
+        nothing drafted)."""
+        check_limit(limit)
+        alpha, top = self._checked_args(alpha, k, top)
+        self._check_plot_dir(plot_dir)
+        verdicts, evs = self.flow.assess(X, alpha=alpha, k=k, top=top, ids=ids, only_anomalous=only_anomalous,
+                                         limit=limit, explain=explain, plot_dir=plot_dir, progress=progress)
         if not explain:
             return verdicts, []
-        keep = np.flatnonzero(flags) if only_anomalous else np.arange(m)
-        if limit is not None:
-            keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
         if on_progress is not None:
-            on_progress(0, len(keep))
-        return verdicts, self._batch_reports(rows[keep], [case_ids[i] for i in keep], alpha, cutoff, m, k, top,
-                                             reasoner, on_progress=on_progress)
+            on_progress(0, len(evs))
+        return verdicts, self._reports(evs, reasoner, plot_dir, on_progress=on_progress)
+
+    def triage(self, sources: Any, *, alpha: float = 0.05, limit: int | None = 10, k: int = 3, top: int = 5,
+               reasoner: Reasoner | None = None, progress: bool = False, engine: str = "local",
+               model_dir: str | Path | None = None, address: str | None = None, workers: int | None = None) -> Any:
+        """Ranked incidents of new data read as a stream (logs: files, ``-``, or sequences of event
+        ids; see ``anomalens/modalities/logs/flow.py``): a verb of the modalities that read text."""
+        run = getattr(self.flow, "triage", None)
+        if run is None:
+            raise InputError(f"triage applies to logs; this investigator reads {self.modality.name} data "
+                             "(use analyze_batch)")
+        return run(sources, alpha=alpha, limit=limit, k=k, top=top, progress=progress, engine=engine,
+                   model_dir=model_dir, address=address, workers=workers,
+                   explain=lambda evs: self._reports(evs, reasoner))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -500,7 +378,7 @@ class Investigator:
         root = path / version
         root.mkdir()
         self.detector.save(root / "detector")
-        self.save_parts(root)
+        self.flow.save_parts(root)
         store = self.store
         if store.url is None:  # a server collection stays where it is; an embedded one is copied in
             copy = ExemplarStore(root / "store", collection=store.collection_name)
@@ -527,14 +405,6 @@ class Investigator:
         _remove_old_versions(path, keep=version, old=old, new_store=config["store"])
         return path
 
-    def save_parts(self, root: Path) -> None:
-        """Write what a subclass keeps beside the detector (the logs' next-event model)."""
-
-    @classmethod
-    def load_parts(cls, root: Path) -> dict[str, Any]:
-        """Read what ``save_parts`` wrote, as keyword arguments of the constructor."""
-        return {}
-
     @classmethod
     def load(cls, path: str | Path, *, reasoner: Reasoner | None = None) -> "Investigator":
         """Load an Investigator written by ``save``; needs read access only (a read-only folder's
@@ -554,38 +424,13 @@ class Investigator:
         if det.n_features_in_ != modality.model_width:
             raise CheckpointError(f"{path}: the {modality.name} metadata does not match the detector "
                                   f"({modality.model_width} values per row, detector expects {det.n_features_in_})")
-        if modality.name == "tabular" and det.feature_names_in_ is not None \
-                and list(det.feature_names_in_) != list(modality.feature_names):
-            # the detector keeps its own copy of the columns: an edited or reordered list in the JSON would
-            # feed every value to another feature's weights (p-values changed, no error)
-            raise CheckpointError(f"{path / _CONFIG}: its feature names do not match the detector's "
-                                  f"({names_of(modality.feature_names, 6)} against {names_of(det.feature_names_in_, 6)}); "
-                                  "the file was edited or mixed with another model's")
+        mismatch = modality.detector_mismatch(det)
+        if mismatch:
+            raise CheckpointError(f"{path / _CONFIG}: {mismatch}; the file was edited or mixed with another model's")
         store = _open_store(path, root, config["store"])
-        if modality.sequential:
-            from anomalens.series_investigator import SeriesInvestigator
-
-            cls = SeriesInvestigator
-        elif modality.name == "logs":
-            from anomalens.log_investigator import LogInvestigator
-
-            cls = LogInvestigator
         return cls(det, store, modality, int(config["n_train"]), detector_name=config["detector"], reasoner=reasoner,
                    exemplar_coverage=config.get("exemplar_coverage"), rows_seen=config.get("rows_seen"),
-                   **cls.load_parts(root))
-
-
-BH_METHOD = "Benjamini-Hochberg false discovery rate control over the batch"
-
-
-@dataclasses.dataclass(frozen=True)
-class Scored:
-    """A batch's scores and p-values (see ``Investigator.score``); ``ids`` None when the input carried none."""
-
-    ids: list[str] | None
-    scores: np.ndarray
-    p_values: np.ndarray
-    approximate: np.ndarray
+                   **modality.flow_class.load_parts(root))
 
 
 def _read_config(path: Path) -> dict:

@@ -515,7 +515,7 @@ class Explanation(_Model):
 class Report(_Model):
     evidence: Evidence
     explanation: Explanation
-    plot: str | None = None  # a series event's PNG (written by ``anomalens.plots``), when one was asked for
+    plot: str | None = None  # a series event's PNG (written by ``anomalens.modalities.series.plot``), when one was asked for
 
     @property
     def verdict(self) -> Verdict:

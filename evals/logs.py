@@ -103,7 +103,7 @@ def parsing_scores(truth: list[str], groups: list, templates: list[str] | None) 
 def _logparser_drain(system: str, tmp: Path) -> tuple[list, list[str], float]:
     from logparser.Drain import LogParser
 
-    from anomalens.logs.reader import FORMATS
+    from anomalens.modalities.logs.reader import FORMATS
 
     rex, st, depth = LOGPARSER_SETTINGS[system]
     src = DATA / "loghub" / system / f"{system}_2k.log"
@@ -124,8 +124,8 @@ def parsing(replay: int) -> dict:
     from drain3 import TemplateMiner
     from drain3.template_miner_config import TemplateMinerConfig
 
-    from anomalens.logs.parser import TemplateParser
-    from anomalens.logs.reader import read_logs
+    from anomalens.modalities.logs.parser import TemplateParser
+    from anomalens.modalities.logs.reader import read_logs
 
     rows, contents_all, parsers = [], [], {}
     for system in SYSTEMS:
@@ -166,7 +166,7 @@ def _drain3_with_masks():
     from drain3.masking import MaskingInstruction
     from drain3.template_miner_config import TemplateMinerConfig
 
-    from anomalens.logs.parser import DEFAULT_MASKS
+    from anomalens.modalities.logs.parser import DEFAULT_MASKS
 
     cfg = TemplateMinerConfig()
     cfg.masking_instructions = [MaskingInstruction(p, n) for p, n in DEFAULT_MASKS]
@@ -178,7 +178,7 @@ def match_speed(contents_all, parsers, replay: int) -> dict:
     path over known templates (with and without its exact-text cache), and Drain3 configured with the
     same masks, both its own loop (``add_log_message``, what parsing a file with Drain3 costs) and
     its exact ``match``."""
-    from anomalens.logs import parser as parser_mod
+    from anomalens.modalities.logs import parser as parser_mod
 
     per = max(1, replay // len(contents_all))
     out = {"replay_lines": per * len(contents_all)}
@@ -390,9 +390,9 @@ def bgl(window: int = 20, train_share: float = 0.6) -> dict:
 
 
 def _bgl(window: int, train_share: float) -> tuple[list, list, np.ndarray, dict]:
-    from anomalens.logs.cases import LogCase
-    from anomalens.logs.parser import TemplateParser
-    from anomalens.logs.reader import read_logs
+    from anomalens.modalities.logs.cases import LogCase
+    from anomalens.modalities.logs.parser import TemplateParser
+    from anomalens.modalities.logs.reader import read_logs
 
     lines = list(read_logs(DATA / "loghub" / "BGL" / "BGL_2k.log", "bgl"))
     labels = np.array([ln.raw.split(" ", 1)[0] != "-" for ln in lines])
@@ -421,7 +421,12 @@ def _bgl(window: int, train_share: float) -> tuple[list, list, np.ndarray, dict]
 # ---------------------------------------------------------------- explanations
 def explanations(seeds: int, n_normal: int = 1500) -> dict:
     from anomalens import Investigator
-    from anomalens.data.log_synthesis import ANOMALY_KINDS, SESSION_PATTERN, inject_logs, normal_logs
+    from anomalens.data.log_synthesis import (
+        ANOMALY_KINDS,
+        SESSION_PATTERN,
+        inject_logs,
+        normal_logs,
+    )
     from anomalens.modalities import LogModality
 
     per_kind = {k: {"cases": 0, "flagged": 0, "hit3": 0, "named": 0} for k in ANOMALY_KINDS}

@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import correlated, detector_names
 
 from anomalens.detectors import conformal_pvalues, make_detector
-from anomalens.detectors.calibration import Calibrator, benjamini_hochberg, score_threshold
-from conftest import correlated, detector_names
+from anomalens.detectors.calibration import (
+    Calibrator,
+    benjamini_hochberg,
+    score_threshold,
+)
 
 
 def test_pvalue_formula():
@@ -51,7 +55,11 @@ def test_every_calibration_stage_is_one_protocol_and_bh_is_counted_in_one_place(
     """issue 42 item 3: the detector's Calibrator, the combination calibrator (Ensemble, logs) and a
     series' PointCalibration answer the same questions; the streamed BH counter, fed only the
     p-values <= alpha, rejects as many as benjamini_hochberg over the whole batch."""
-    from anomalens.detectors.calibration import Calibration, CombinationCalibrator, bh_count
+    from anomalens.detectors.calibration import (
+        Calibration,
+        CombinationCalibrator,
+        bh_count,
+    )
     from anomalens.modalities.series import PointCalibration
     from anomalens.scale.stream import BHStream
 

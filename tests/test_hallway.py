@@ -42,7 +42,6 @@ def declared(monkeypatch):
     monkeypatch.setattr("anomalens.tools.registry.TOOLS", dict(TOOLS))  # the test's own copy, dropped after
     import anomalens.agents.chat as chat
     import anomalens.tools.case_tools as ct
-
     from anomalens.tools import registry
 
     monkeypatch.setattr(ct, "TOOLS", registry.TOOLS)
@@ -123,7 +122,7 @@ def test_a_rest_batch_checks_and_scores_each_row_once(metrics_inv, tmp_path, mon
     only the kept rows are inspected."""
     from fastapi.testclient import TestClient
 
-    from anomalens.investigator import Investigator
+    from anomalens.modalities.flow import RowFlow
     from anomalens.server.app import ServeConfig, create_app
 
     data = cases()
@@ -132,7 +131,7 @@ def test_a_rest_batch_checks_and_scores_each_row_once(metrics_inv, tmp_path, mon
     metrics_inv.save(tmp_path / "metrics")
     det_cls = type(metrics_inv.detector)
     seen = {"checked": 0, "scored": 0, "inspected": 0}
-    rows, score, inspect = Investigator.rows, det_cls.decision_function, det_cls.inspect
+    rows, score, inspect = RowFlow.rows, det_cls.decision_function, det_cls.inspect
 
     def count(key, fn, size):
         def wrapped(self, X, *a, **kw):
@@ -141,7 +140,7 @@ def test_a_rest_batch_checks_and_scores_each_row_once(metrics_inv, tmp_path, mon
             return out
         return wrapped
 
-    monkeypatch.setattr(Investigator, "rows", count("checked", rows, lambda X, out: len(out[0])))
+    monkeypatch.setattr(RowFlow, "rows", count("checked", rows, lambda X, out: len(out[0])))
     given = {tuple(np.round(r, 6)) for r in data.to_numpy(float)}
     ours = lambda X, out: sum(tuple(np.round(r, 6)) in given for r in np.asarray(X, float))  # noqa: E731
     # the case rows only: a restored row pulled back into the training range is scored too
@@ -315,19 +314,20 @@ def test_a_chat_message_over_rest_does_not_rescore_its_case_or_rebuild_its_graph
 
 def test_the_rooms_import_downward_only():
     """``python -m evals.import_graph`` over the package, imports inside functions included: no module
-    of ``modalities/`` imports ``llm/``, ``agents/``, ``tools/`` or ``server/``, and the one cycle left
-    is the Investigator and its two subclasses (issue 42 item 1, open). The claims' cycle through
-    ``llm/template.py`` and the streamed scorer's through the Ray engines are gone."""
+    of ``modalities/`` imports ``llm/``, ``agents/``, ``tools/`` or ``server/``, no import cycle is
+    left (the Investigator and its series and log subclasses were the last: one Investigator now, each
+    modality's flow in its package), and no modality package imports another."""
     from evals.import_graph import components, imports, modules, upward
 
     graph = imports(modules())
     assert upward(graph) == []
-    assert components(graph) == [["anomalens.investigator", "anomalens.log_investigator",
-                                  "anomalens.series_investigator"]]
+    assert components(graph) == []
     assert "anomalens.llm.template" in graph["anomalens.grounding.drafting"]  # the graph sees real edges
-    # the claims every modality's units share are one module of their own, not the tabular modality's
-    rooms = {"tabular": ("anomalens.modalities.tabular",), "logs": ("anomalens.modalities.logs", "anomalens.modalities.log_claims"),
-             "series": ("anomalens.modalities.series", "anomalens.modalities.series_claims")}
+    assert "anomalens.modalities.logs.flow" in graph["anomalens.modalities.logs.modality"]
+    packages = ("tabular", "series", "logs")
+    rooms = {name: [m for m in graph if m == f"anomalens.modalities.{name}" or m.startswith(f"anomalens.modalities.{name}.")]
+             for name in packages}
+    assert all(len(mods) >= 1 for mods in rooms.values()) and len(rooms["logs"]) >= 6
     crossing = sorted((m, t) for name, mods in rooms.items() for m in mods for t in graph[m]
                       if any(t in other for n, other in rooms.items() if n != name))
-    assert crossing == [("anomalens.modalities.logs", "anomalens.modalities.tabular")]  # LogModality(TabularModality): open
+    assert crossing == []  # the log modality builds on the shared row machinery (modalities/rows.py), not on tabular

@@ -330,15 +330,15 @@ def test_cli_fit_and_analyze_a_series(tmp_path):
 
 
 def test_chat_on_an_event_through_the_tools(fitted, tmp_path, monkeypatch):
-    import anomalens.series_investigator as si
+    import anomalens.investigator as iv
     from anomalens.agents.chat import ChatSession
     from anomalens.tools import SeriesToolbox
 
     inv, test = fitted
     shifted = test.iloc[:800].copy()
     shifted.iloc[300:320, 4] += 3.0
-    drafted, explain_many = [], si.explain_many
-    monkeypatch.setattr(si, "explain_many", lambda evs, r: drafted.extend(evs) or explain_many(evs, r))
+    drafted, explain_many = [], iv.explain_many
+    monkeypatch.setattr(iv, "explain_many", lambda evs, r, **kw: drafted.extend(evs) or explain_many(evs, r, **kw))
     box = SeriesToolbox(inv, shifted, plot_dir=tmp_path / "plots")
     assert drafted == []  # the session's cases are the events' evidence: no explanation drafted for them
     cid = next(c for c in box.case_ids if box.evidence(c).event.channels[:1] == ["net"])
@@ -467,25 +467,26 @@ def test_verdicts_and_a_rest_batch_score_a_series_once_and_draft_only_what_they_
     explanation per event for the verdicts, thrown away)."""
     from fastapi.testclient import TestClient
 
-    import anomalens.series_investigator as si
+    import anomalens.investigator as iv
+    import anomalens.modalities.series.flow as si
     from anomalens.server.app import ServeConfig, create_app
 
     inv, test = fitted
     data = test.iloc[:600].copy()
     data.iloc[300:320, 1] -= 3.0
     calls = {"score": 0, "drafted": 0}
-    score, explain_many = si.SeriesInvestigator.score, si.explain_many
+    score, explain_many = si.SeriesFlow.score, iv.explain_many
 
     def counted_score(self, *a, **kw):
         calls["score"] += 1
         return score(self, *a, **kw)
 
-    def counted_explain(evs, reasoner):
+    def counted_explain(evs, reasoner, **kw):
         calls["drafted"] += len(evs)
-        return explain_many(evs, reasoner)
+        return explain_many(evs, reasoner, **kw)
 
-    monkeypatch.setattr(si.SeriesInvestigator, "score", counted_score)
-    monkeypatch.setattr(si, "explain_many", counted_explain)
+    monkeypatch.setattr(si.SeriesFlow, "score", counted_score)
+    monkeypatch.setattr(iv, "explain_many", counted_explain)
     verdicts = inv.verdicts(data)
     assert len(verdicts) >= 1 and calls == {"score": 1, "drafted": 0}
     reports = inv.analyze_batch(data)

@@ -3,8 +3,9 @@
     get_modality("tabular")      # the class registered under that name
     list_modalities()            # ["tabular"]
 
-The series and log modalities join with ``register``; the Investigator, the tools, the template
-reasoner and the verifier reach a modality only through this contract.
+Each modality is a package (``tabular/``, ``series/``, ``logs/``) that owns its input, cases, flow,
+evidence items and claims; it joins with one ``register`` line here. The Investigator, the tools,
+the template reasoner and the verifier reach a modality only through this contract.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ A modality owns
   evidence (``claim_candidates``, ``render_claim``), the exact check of a typed claim and the
   reading of a free-text one (``check_claim``, ``parse_claim``: the verifier's rules for its units);
 - the lookups its **tools** offer the agent (a unit's profile, a comparison with another case);
-- its part of the saved model (``to_config`` / ``from_config``).
+- its part of the saved model (``to_config`` / ``from_config``);
+- its **flow** (``flow_class``, ``modalities/flow.py``): what a case is and the verbs that find,
+  judge and explain cases of this kind (rows by default; a series' events; a log's sessions).
 
 The detector, calibration, store, reasoner and verifier know nothing of the kind of data: they see
 arrays, scores, p-values, embeddings and evidence units.
@@ -30,6 +32,7 @@ import numpy as np
 
 from anomalens.detectors import BaseDetector, Inspection
 from anomalens.errors import InputError
+from anomalens.modalities.flow import CaseFlow, RowFlow
 from anomalens.schema import Claim, Comparison, Context, Evidence, FeatureProfile
 from anomalens.store import ExemplarHit
 
@@ -66,7 +69,8 @@ class Modality(ABC):
     name: ClassVar[str]
     unit_kind: ClassVar[str]
     default_detector: ClassVar[str | None] = None  # None: the package default (``config.DEFAULT_DETECTOR``)
-    sequential: ClassVar[bool] = False  # True: a case is an event found in a sequence (see SeriesInvestigator)
+    flow_class: ClassVar[type[CaseFlow]] = RowFlow  # what a case is and the verbs over it (rows by default)
+    sequential: ClassVar[bool] = False  # True: a case is an event found in a sequence (see the series flow)
     reads_text: ClassVar[bool] = False  # True: cases come from text read line by line (logs: triage), not tables
     max_exemplars: ClassVar[int] = 5000  # default exemplar sample kept in the store (k-means medoids beyond it)
     case_noun: ClassVar[str] = "row"  # what one case is called in messages and tables ("row", "event", "case")
@@ -101,6 +105,21 @@ class Modality(ABC):
 
     def unit_id(self, name: str) -> str:
         return f"{self.unit_kind}:{name}"
+
+    # ------------------------------------------------------------------ fit
+    def begin_fit(self, data: Any) -> Any:
+        """What fit does before the detector is built (a series is checked and split: the detector
+        needs its window); the returned value goes to the flow's ``fit``. By default ``data``."""
+        return data
+
+    def detector_defaults(self, fields: set[str]) -> dict[str, Any]:
+        """Hyper-parameters a detector given by name takes from this modality (``fields``: the ones it
+        has), unless the user set them (a series' window)."""
+        return {}
+
+    def detector_mismatch(self, detector: BaseDetector) -> str | None:
+        """Why a loaded detector does not fit this modality's saved metadata (None: it does)."""
+        return None
 
     # ------------------------------------------------------------------ normal profile
     @abstractmethod

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from anomalens.errors import AnomalensError, InputError
-from anomalens.logs.reader import is_gzip, log_file
+from anomalens.modalities.logs.reader import is_gzip, log_file
 from anomalens.scale.ray_engine import check_workers, connect, import_ray, root_cause
 
 __all__ = ["LogActor", "SHARD_BYTES", "log_shards", "ray_log_chunks"]
@@ -92,8 +92,8 @@ class LogActor:
 
         torch.set_num_threads(max(1, int(threads)))
         from anomalens import Investigator
-        from anomalens.logs.cases import compile_session
-        from anomalens.logs.reader import get_format
+        from anomalens.modalities.logs.cases import compile_session
+        from anomalens.modalities.logs.reader import get_format
 
         self.inv = Investigator.load(model_dir)
         mod = self.inv.modality
@@ -101,8 +101,8 @@ class LogActor:
         self.rx = compile_session(mod.session) if mod.session else None
 
     def parse(self, shard: dict[str, Any]) -> dict[str, Any]:
-        from anomalens.logs.cases import session_ids
-        from anomalens.logs.reader import LogStats, decode_lines
+        from anomalens.modalities.logs.cases import session_ids
+        from anomalens.modalities.logs.reader import LogStats, decode_lines
 
         if shard["end"] is None:  # a gzip file, whole
             stream = gzip.open(shard["path"], "rb")
@@ -128,7 +128,7 @@ class LogActor:
                 "keys": keys if self.rx is not None else None, "stats": counts}
 
     def score(self, sequences: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from anomalens.logs.cases import LogCase
+        from anomalens.modalities.logs.cases import LogCase
 
         _, T, p = self.inv.score_cases([LogCase(str(i), events=list(s)) for i, s in enumerate(sequences)])
         return np.asarray(T), np.asarray(p), np.asarray(self.inv.modality.approximate(T), dtype=bool)
@@ -152,7 +152,7 @@ def _ordered(actors: list, method: str, items: Iterable, arg: Callable[[Any], An
 def _lines(actors: list, shards: list[dict[str, Any]], parser, stats) -> Iterator[tuple]:
     """``(template id, LogLine, session ids)`` of every kept line, in input order; ``stats`` (a
     LogStats) adds up what reading did on the workers."""
-    from anomalens.logs.reader import LogLine
+    from anomalens.modalities.logs.reader import LogLine
 
     offset, source = 0, None
     for shard, res in _ordered(actors, "parse", shards, lambda s: s):
@@ -190,8 +190,8 @@ def ray_log_chunks(model_dir: str | Path, inv, sources: list, *, chunk_cases: in
     (``inv``, the same investigator loaded here, groups the lines), in input order. The cases carry
     no line text. ``stats`` (LogStats) and ``groups`` (GroupStats), when given, count what reading
     and grouping did, as ``read_cases`` does."""
-    from anomalens.logs.cases import GroupStats, group_lines
-    from anomalens.logs.reader import LogStats
+    from anomalens.modalities.logs.cases import GroupStats, group_lines
+    from anomalens.modalities.logs.reader import LogStats
 
     ray = import_ray()
     check_workers(workers)

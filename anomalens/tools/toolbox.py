@@ -289,7 +289,7 @@ class LogToolbox(Toolbox):
 
     def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
         """Add a case saved by ``saved_row`` (or a LogCase) under ``case_id``."""
-        from anomalens.logs.cases import LogCase
+        from anomalens.modalities.logs.cases import LogCase
         from anomalens.schema import Incident
 
         cid = str(case_id)

@@ -47,9 +47,10 @@ from anomalens.detectors.base import nonzero_spread
 from anomalens.detectors.calibration import bh_cutoff
 from anomalens.detectors.ensemble import cauchy_combine
 from anomalens.errors import CheckpointError, InputError
-from anomalens.modalities import series_claims
+from anomalens.modalities.series import claims as series_claims
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.modalities.common import PROFILE_LEVELS
+from anomalens.modalities.series.flow import SeriesFlow
 from anomalens.schema import (
     Attribution,
     Claim,
@@ -372,7 +373,8 @@ class SeriesModality(Modality):
     units_title = "Channels"
     unit_kind = "channel"
     default_detector = "conv_ae"
-    sequential = True  # cases are events found in a series, not rows (see SeriesInvestigator)
+    sequential = True  # cases are events found in a series, not rows
+    flow_class = SeriesFlow
 
     def __init__(self, window: int | None = None, *, time_column: str | None = None, fill: str | None = None,
                  resample: str | None = None, calibration_size: float = 0.2, combine: str = "min",
@@ -469,6 +471,18 @@ class SeriesModality(Modality):
         s.note = (f"{name} was put on the model's grid of {_step(self.step * 1e9, True)} ({why}): values averaged "
                   f"per step" + (f", {s.filled} empty cell(s) filled ({s.fill})" if s.filled else ""))
         return s
+
+    def begin_fit(self, data: Any) -> tuple[SeriesData, SeriesData | None]:
+        """The series checked and split (``split``) before the detector is built: it needs the window."""
+        return self.split(data)
+
+    def detector_defaults(self, fields: set[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "window" in fields:
+            out["window"] = self.window
+        if "calibration" in fields:
+            out["calibration"] = "split"  # p-values come from the modality's point calibration; one fit
+        return out
 
     def split(self, data: Any) -> tuple[SeriesData, SeriesData]:
         """Learn the channels, time grid and window of normal training data; (training part,

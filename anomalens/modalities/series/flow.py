@@ -1,16 +1,17 @@
-"""SeriesInvestigator: the Investigator of a time series, where a case is an **event**.
+"""The series flow: how a time series goes through an Investigator, where a case is an **event**.
 
-``Investigator.fit(df, modality="series")`` returns one. It composes the same stages as the row
-Investigator, over windows: the series modality checks the series and cuts it into windows, the
-detector scores and attributes each window (a channel x time matrix), the modality reads each
-point's cells and window score off the windows that cover it, calibration (against the held-out
-normal block's windows and points) gives each point a p-value, Benjamini-Hochberg over the
-series' windows flags them, contiguous flagged points become events, and each event gets its evidence (channels, segments
-with the restored values, nearest normal windows) and a verified explanation.
+``Investigator.fit(df, modality="series")`` holds one. It composes the same stages as rows, over
+windows: the series modality checks the series and cuts it into windows, the detector scores and
+attributes each window (a channel x time matrix), the modality reads each point's cells and window
+score off the windows that cover it, calibration (cross-fitted, or against a held-out normal block)
+gives each point a p-value, Benjamini-Hochberg over the series' windows flags them, contiguous
+flagged points become events, and each event gets its evidence (channels, segments with the
+restored values, nearest normal windows); the Investigator has it explained and verified.
 
     inv = Investigator.fit(train_df, modality="series", time_column="timestamp")
     reports = inv.analyze_batch(test_df, plot_dir="out/")   # one report per event, FDR over windows
     report = inv.analyze(stretch)                            # one stretch, one verdict (its strongest event)
+    inv.point_table(test_df)                                 # every point's score, p-value and verdict
 """
 
 from __future__ import annotations
@@ -22,17 +23,14 @@ from typing import Any
 import numpy as np
 
 from anomalens.detectors import BaseDetector, check_probability
-from anomalens.detectors.calibration import Calibrator
 from anomalens.errors import InputError
-from anomalens.grounding.drafting import explain_many
-from anomalens.investigator import Investigator
-from anomalens.llm.base import Reasoner
-from anomalens.modalities.series import PointCalibration, SeriesData, SeriesModality
-from anomalens.schema import Evidence, Report, Verdict
+from anomalens.modalities.flow import CaseFlow, Fitted, check_limit
+from anomalens.modalities.series.plot import event_plot
+from anomalens.schema import Evidence, Verdict
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, select_exemplars
 
-__all__ = ["SeriesInvestigator", "SeriesScores"]
+__all__ = ["SeriesFlow", "SeriesScores"]
 
 SERIES_METHOD = "Benjamini-Hochberg false discovery rate control over the series' windows"
 
@@ -41,26 +39,33 @@ class SeriesScores:
     """A scored series: ``cells`` (C, T) channel x time attribution, ``scores`` (T,) point scores
     (``SeriesModality.score_points``), their p-values and the approximate mask."""
 
-    def __init__(self, series: SeriesData, cells: np.ndarray, window_scores: np.ndarray, modality: SeriesModality) -> None:
+    def __init__(self, series: Any, cells: np.ndarray, window_scores: np.ndarray, modality: Any) -> None:
         self.series, self.cells = series, cells
         self.scores, self.pvalues, self.approximate = modality.point_pvalues(cells, window_scores)
 
 
-class SeriesInvestigator(Investigator):
-    """An Investigator whose cases are events of a series (see the module docstring)."""
+class SeriesFlow(CaseFlow):
+    """The flow of a series, whose cases are events (see the module docstring)."""
 
-    modality: SeriesModality
+    verbs = ("point_table", "event_evidence", "plot")
+    plots = True
 
     @property
-    def calibrator(self) -> "Calibrator | PointCalibration":
+    def calibrator(self) -> Any:
         return self.modality.calibrator
 
     @classmethod
-    def fit_series(cls, modality: SeriesModality, head: SeriesData, block: SeriesData | None, det: BaseDetector, det_name: str,
-                   *, store: ExemplarStore, reasoner: Reasoner | None, max_exemplars: int,
-                   source: str | None) -> "SeriesInvestigator":
-        """Fit on the training part ``head`` and calibrate on the held-out block (``modality.split``),
-        or, where ``block`` is None, on out-of-fold scores of the whole of ``head`` (cross-fitted)."""
+    def fit(cls, modality: Any, data: Any, det: BaseDetector, det_name: str, *, store: ExemplarStore,
+            max_exemplars: int, source: str | None, ids: Any, max_train_rows: int | None, rows_seen: int | None,
+            progress: bool) -> Fitted:
+        """Fit on the training part ``head`` and calibrate on the held-out block (``data`` is
+        ``modality.begin_fit``'s ``(head, block)``), or, where ``block`` is None, on out-of-fold scores
+        of the whole of ``head`` (cross-fitted)."""
+        if ids is not None:
+            raise InputError("ids do not apply to a series: its exemplars are named by their window's start time")
+        if getattr(det.config, "window", None) not in (None, modality.window):
+            raise InputError(f"the detector's window ({det.config.window}) must be the modality's ({modality.window})")
+        head, block = data
         t0 = time.perf_counter()
         if block is None:  # cross-fitted: out-of-fold scores of every training point
             modality.fit_cross_calibration(det, head)
@@ -78,11 +83,9 @@ class SeriesInvestigator(Investigator):
         stamps = [head.stamp(int(starts[i])) for i in keep]
         store.add(E[keep], Xe[keep], stamps, source=source, timestamps=stamps, weights=weights)
         cover = coverage(E, keep, seed=det.config.random_state) if len(keep) < len(E) else None
-        inv = cls(det, store, modality, len(head.values), detector_name=det_name, reasoner=reasoner,
-                  exemplar_coverage=cover)
-        inv.fit_seconds = {"detector": t_detector, "exemplars": time.perf_counter() - t0 - t_detector,
-                           "total": time.perf_counter() - t0}
-        return inv
+        return Fitted(n_train=len(head.values), exemplar_coverage=cover,
+                      seconds={"detector": t_detector, "exemplars": time.perf_counter() - t0 - t_detector,
+                               "total": time.perf_counter() - t0})
 
     # ------------------------------------------------------------------ scoring
     def score(self, series: Any, *, name: str = "series", progress: bool = False) -> SeriesScores:
@@ -136,40 +139,23 @@ class SeriesInvestigator(Investigator):
         a, b = span
         at = a + int(sc.pvalues[a : b + 1].argmin())
         cutoff = float(cutoffs[at])
-        return self._verdict(sc.scores[at], sc.pvalues[at], sc.approximate[at], flag, alpha, cutoff,
+        return self.verdict(sc.scores[at], sc.pvalues[at], sc.approximate[at], flag, alpha, cutoff,
                              SERIES_METHOD, len(sc.scores), self.calibrator.threshold(cutoff))
 
-    # ------------------------------------------------------------------ reports
-    def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
-                      reasoner: Reasoner | None = None, only_anomalous: bool = True, limit: int | None = None,
-                      plot_dir: str | Path | None = None, progress: bool = False) -> list[Report]:
-        """One report per event of a series, in time order; points are flagged by Benjamini-Hochberg
-        over the series' windows at ``alpha`` (the false discovery rate over windows,
-        ``SeriesModality.flag_points``). ``limit`` keeps
-        the events with the highest peak scores (each keeps its number among all the series' events,
-        as a chat session on the series numbers them); ``plot_dir`` writes ``event-<n>.png`` for each.
-        ``only_anomalous`` is accepted for the row Investigator's signature: every event is flagged."""
-        return self.events(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, limit=limit,
-                           plot_dir=plot_dir, progress=progress)[1]
-
-    def assess(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
-               reasoner: Reasoner | None = None, only_anomalous: bool = True, limit: int | None = None,
-               explain: bool = True, on_progress: Any = None) -> tuple[dict[str, Verdict], list[Report]]:
-        """The series scored once: ``events`` (every event is flagged, so ``only_anomalous`` changes
-        nothing; ``on_progress`` is not called: a series reports its own progress bar)."""
-        return self.events(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, limit=limit, explain=explain)
-
-    def events(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
-               reasoner: Reasoner | None = None, limit: int | None = None, plot_dir: str | Path | None = None,
-               progress: bool = False, explain: bool = True) -> tuple[dict[str, Verdict], list[Report]]:
-        """The series scored once: the verdict of every event (``event-1``, ...) and the reports of the
-        ones ``limit`` keeps (``analyze_batch``); ``explain=False``: verdicts only, no evidence built
-        and no explanation drafted."""
-        alpha = check_probability(alpha, "alpha")
+    # ------------------------------------------------------------------ cases
+    def assess(self, X: Any, *, alpha: float, k: int, top: int, ids: Any, only_anomalous: bool,
+               limit: int | None, explain: bool, plot_dir: str | Path | None = None,
+               progress: bool = False) -> tuple[dict[str, Verdict], list[Evidence]]:
+        """The series scored once: the verdict of every event (``event-1``, ...) and the evidence of
+        the ones ``limit`` keeps, those with the highest peak scores, in time order (each keeps its
+        number among all the series' events, as a chat session on the series numbers them); points
+        are flagged by Benjamini-Hochberg over the series' windows at ``alpha`` (the false discovery
+        rate over windows, ``SeriesModality.flag_points``). Every event is flagged, so
+        ``only_anomalous`` changes nothing; ``explain=False``: verdicts only, no evidence built.
+        ``plot_dir`` gets ``event-<n>.png`` for each event reported."""
         if ids is not None:
             raise InputError("ids do not apply to a series: events are named event-1, event-2, ... in time order")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-            raise InputError(f"limit must be a positive int or None, got {limit!r}")
+        check_limit(limit)
         sc, spans, cutoffs = self._scored_events(X, alpha, progress)
         verdicts = {f"event-{n}": self._event_verdict(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs)
                     for n, sp in enumerate(spans, 1)}
@@ -181,7 +167,8 @@ class SeriesInvestigator(Investigator):
             spans, numbers = [spans[i] for i in sorted(order)], [numbers[i] for i in sorted(order)]
         built = [self._event_evidence(sc, sp, flag=True, alpha=alpha, cutoffs=cutoffs, k=k, top=top, index=n)
                  for n, sp in zip(numbers, spans)]
-        return verdicts, self._reports(sc, spans, built, reasoner, plot_dir)
+        self._draw(sc, spans, built, plot_dir)
+        return verdicts, [ev for ev, _ in built]
 
     def event_evidence(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5) -> list[Evidence]:
         """The evidence of every event of a series, in time order, without drafting explanations (a
@@ -197,20 +184,18 @@ class SeriesInvestigator(Investigator):
         flags, cutoffs = self._flags(sc, alpha)
         return sc, self.modality.events(flags, sc.cells, alpha), cutoffs
 
-    def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,
-                reasoner: Reasoner | None = None, plot_dir: str | Path | None = None) -> Report:
+    def evidence(self, case: Any, *, alpha: float, k: int, top: int | None, case_id: str | None,
+                 plot_dir: str | Path | None = None) -> Evidence:
         """One verdict for a stretch of series: anomalous when any of its points is flagged
         (Benjamini-Hochberg over its windows at ``alpha``); the evidence is that of its strongest
         event (or, for a normal stretch, of its highest point)."""
-        alpha = check_probability(alpha, "alpha")
-        sc, span, built = self._strongest(case, alpha, k, top, case_id)
-        return self._reports(sc, [span], [built], reasoner, plot_dir)[0]
+        sc, span, built = self._strongest(case, alpha, k, top or len(self.feature_names), case_id)
+        self._draw(sc, [span], [built], plot_dir)
+        return built[0]
 
     def plot(self, case: Any, path: str | Path, *, alpha: float = 0.05, k: int = 5) -> Path:
         """Draw the event ``analyze`` would report for a stretch of series (its strongest) to ``path``,
-        a PNG (``plots.event_plot``); nothing is explained."""
-        from anomalens.plots import event_plot
-
+        a PNG (``series.plot.event_plot``); nothing is explained."""
         alpha = check_probability(alpha, "alpha")
         sc, span, (ev, extra) = self._strongest(case, alpha, k, 5, None)
         path = Path(path)
@@ -231,39 +216,24 @@ class SeriesInvestigator(Investigator):
         return sc, span, self._event_evidence(sc, span, flag=bool(spans), alpha=alpha, cutoffs=cutoffs, k=k, top=top,
                                               index=index, case_id=case_id)
 
-    def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
-                 case_id: str | None = None) -> Evidence:
-        from anomalens.llm.template import TemplateReasoner
+    def plot_name(self, evidence: Evidence) -> str | None:
+        return f"event-{evidence.event.index}.png"
 
-        return self.analyze(case, alpha=alpha, k=k, top=top or len(self.feature_names), case_id=case_id,
-                            reasoner=TemplateReasoner()).evidence
+    def _draw(self, sc: SeriesScores, spans: list, built: list, plot_dir: str | Path | None) -> None:
+        """Each event's picture, ``plot_name`` in ``plot_dir`` (nothing when it is None)."""
+        if plot_dir is None:
+            return
+        folder = Path(plot_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for span, (ev, extra) in zip(spans, built):
+            event_plot(folder / self.plot_name(ev), sc, span, ev, self.modality, **extra)
 
-    def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Any = None) -> dict[str, Verdict]:
-        """The verdict of each event of a series (``event-1``, ...): no evidence built, nothing explained."""
-        return self.events(X, alpha=alpha, ids=ids, explain=False)[0]
-
-    def _reports(self, sc: SeriesScores, spans: list, built: list, reasoner: Reasoner | None,
-                 plot_dir: str | Path | None) -> list[Report]:
-        evs = [ev for ev, _ in built]
-        explanations = explain_many(evs, reasoner or self.reasoner)
-        reports = [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
-        if plot_dir is not None:
-            from anomalens.plots import event_plot
-
-            folder = Path(plot_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, (rep, span, (_, extra)) in enumerate(zip(reports, spans, built)):
-                name = f"event-{rep.evidence.event.index}.png"
-                event_plot(folder / name, sc, span, rep.evidence, self.modality, **extra)
-                reports[i] = rep.model_copy(update={"plot": name})
-        return reports
-
-    def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5):
+    # ------------------------------------------------------------------ lookups
+    def compare(self, case: Any, other: Any, *, other_id: str, alpha: float, top: int):
         """One window beside another (each a channels x window array or its flattened row, e.g. an
         event's peak window and a stored normal window): embedding distance, the other's verdict
         (the point score it gives on its own, against the calibration) and the channels whose
         window means differ most."""
-        alpha = check_probability(alpha, "alpha")
         m = self.modality
         X, Y = (np.asarray(v, dtype=np.float64).reshape(1, -1) for v in (case, other))
         for name, v in (("case", X), ("other", Y)):
@@ -274,7 +244,7 @@ class SeriesInvestigator(Investigator):
         p = m.window_pvalue(cells, float(self.detector.decision_function(Y, checked=True)[0]))
         return m.compare(self.detector, X, Y, other_id=other_id, p_other=p, alpha=alpha, top=top)
 
-    def exemplar_row(self, row_id: str) -> np.ndarray:
+    def exemplar(self, row_id: str) -> np.ndarray:
         """The stored normal window starting at ``row_id`` as a (channels, window) array."""
         hit = self.store.get([row_id])[0]
         C, w = len(self.feature_names), self.modality.window

@@ -1,4 +1,5 @@
-"""The tabular modality: rows of named numeric features; evidence units ``feature:<name>``.
+"""Rows of named numeric features, the machinery the tabular modality and the log modality's count
+vectors share (``RowModality``); evidence units ``feature:<name>``.
 
 - input: a DataFrame (its columns name the features; a non-default index gives the row ids), a 2-D
   array, one row as a Series, a dict ``{feature: value}`` or a list; a case must carry the
@@ -37,7 +38,7 @@ from anomalens.store import ExemplarHit
 from anomalens.text import clip
 from anomalens.text import names as names_of
 
-__all__ = ["PROFILE_LEVELS", "TabularModality", "as_rows", "check_csv_header", "check_distinct_columns", "column_list",
+__all__ = ["PROFILE_LEVELS", "RowModality", "as_rows", "check_csv_header", "check_distinct_columns", "column_list",
            "select_columns"]
 
 _WHERE = {"above": "above its normal range", "below": "below its normal range", "within": "inside its normal range"}
@@ -134,10 +135,11 @@ def select_columns(frame, *, label_column: str | None = None, exclude: list[str]
     return X, ids
 
 
-class TabularModality(Modality):
-    """Rows of named numeric features."""
+class RowModality(Modality):
+    """Rows of named numeric features (not registered itself: ``TabularModality`` is, and the log
+    modality reads its cases' template counts as such rows)."""
 
-    name = "tabular"
+    name = "rows"
     unit_kind = "feature"
 
     def __init__(self, feature_names: list[str] | None = None, profile: np.ndarray | None = None,
@@ -151,7 +153,7 @@ class TabularModality(Modality):
         self.quantiles = None if quantiles is None else np.asarray(quantiles, dtype=np.float64)
 
     def __repr__(self) -> str:
-        return f"TabularModality(features={len(self.feature_names)})"
+        return f"{type(self).__name__}(features={len(self.feature_names)})"
 
     @property
     def unit_names(self) -> list[str]:
@@ -285,22 +287,31 @@ class TabularModality(Modality):
 
 
     # ------------------------------------------------------------------ persistence
+    def detector_mismatch(self, detector: BaseDetector) -> str | None:
+        # the detector keeps its own copy of the columns: an edited or reordered list in the JSON would
+        # feed every value to another feature's weights (p-values changed, no error)
+        names = getattr(detector, "feature_names_in_", None)
+        if names is not None and list(names) != list(self.feature_names):
+            return (f"its feature names do not match the detector's ({names_of(self.feature_names, 6)} against "
+                    f"{names_of(names, 6)})")
+        return None
+
     def to_config(self) -> dict[str, Any]:
         return {"feature_names": self.feature_names, "quantiles": self.quantiles.tolist(),
                 "profile": None if self.profile is None else self.profile.tolist()}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "TabularModality":
+    def from_config(cls, config: dict[str, Any]) -> "RowModality":
         try:
             names = [str(n) for n in config["feature_names"]]
             quantiles = np.asarray(config["quantiles"], dtype=np.float64)
             profile = config.get("profile")
             profile = None if profile is None else np.asarray(profile, dtype=np.float64)
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"the tabular metadata is corrupted ({exc})") from exc
+            raise CheckpointError(f"the {cls.name} metadata is corrupted ({exc})") from exc
         if quantiles.shape != (3, len(names)) or (profile is not None and profile.shape != (len(PROFILE_LEVELS), len(names))):
-            raise CheckpointError(f"the tabular metadata is corrupted: {len(names)} feature names but normal ranges of "
+            raise CheckpointError(f"the {cls.name} metadata is corrupted: {len(names)} feature names but normal ranges of "
                                   f"shape {quantiles.shape}")
         if not np.isfinite(quantiles).all() or (profile is not None and not np.isfinite(profile).all()):
-            raise CheckpointError("the tabular metadata is corrupted: its normal ranges hold NaN or inf")
+            raise CheckpointError(f"the {cls.name} metadata is corrupted: its normal ranges hold NaN or inf")
         return cls(names, profile, quantiles)

@@ -3,12 +3,12 @@ evidence units are its events, keyed by template (``event:<template id>``), and 
 (``line:<file>:<n>``).
 
 - input: log files (plain, ``.gz``, several, ``-`` for standard input) read with a header format
-  (``anomalens.logs.reader``), parsed into Drain3 templates (``anomalens.logs.parser``) and grouped
-  into cases (``anomalens.logs.cases``); or sequences of event ids already parsed (a list of lists,
+  (``anomalens.modalities.logs.reader``), parsed into Drain3 templates (``anomalens.modalities.logs.parser``) and grouped
+  into cases (``anomalens.modalities.logs.cases``); or sequences of event ids already parsed (a list of lists,
   e.g. HDFS's log keys);
-- models of normal logs (``LogInvestigator`` fits them): the next-event model (per event: how
+- models of normal logs (the log flow fits them): the next-event model (per event: how
   probable it was in its context, and what was expected) and a count model (a tabular detector on
-  the per-case template count vectors, whose features are the templates: this class is the tabular
+  the per-case template count vectors, whose features are the templates: this class is a row
   modality over those vectors);
 - normal profile: per template, the quantiles of its count over normal cases, its training lines
   and the share of normal cases that hold it;
@@ -33,9 +33,11 @@ import numpy as np
 
 from anomalens.detectors.calibration import Calibrator, CombinationCalibrator
 from anomalens.errors import CheckpointError, InputError
-from anomalens.logs.parser import TemplateParser
-from anomalens.modalities import log_claims
-from anomalens.modalities.tabular import TabularModality
+from anomalens.modalities.logs.parser import TemplateParser
+from anomalens.modalities.logs import claims as log_claims
+from anomalens.modalities.logs.cases import END, ScoredCase
+from anomalens.modalities.logs.flow import LogFlow
+from anomalens.modalities.rows import RowModality
 from anomalens.schema import (
     Attribution,
     Claim,
@@ -49,9 +51,8 @@ from anomalens.schema import (
 )
 from anomalens.store import ExemplarHit
 
-__all__ = ["LogModality", "ScoredCase", "line_id"]
+__all__ = ["LogModality", "line_id"]
 
-END = "END"  # the expected "event" where the model says the case should have ended
 SEQUENCE_SHOWN = 24  # places of the expected sequence shown around the most surprising one
 COUNT_SURPRISE = float(np.log(100.0))  # nats for a count outside the normal 1%-99% range
 CALIBRATIONS = ("split", "cross")
@@ -66,20 +67,14 @@ def line_id(source: str, lineno: int) -> str:
     return f"line:{re.sub(r'[^A-Za-z0-9_.-]', '_', source) or '_'}:{lineno}"
 
 
-class ScoredCase:
-    """A case with its next-event surprises and its count vector, scored by both models."""
-
-    def __init__(self, case, ids: np.ndarray, surprise: np.ndarray, logp: np.ndarray, counts: np.ndarray) -> None:
-        self.case, self.ids, self.surprise, self.logp, self.counts = case, ids, surprise, logp, counts
-
-
-class LogModality(TabularModality):
+class LogModality(RowModality):
     """Sessions or windows of log lines (see the module docstring). ``next_event``: parameters of the
     next-event model (``NextEventModel``: history, embed, hidden, layers, epochs, min_steps,
     batch_size, lr); None keeps its defaults. ``calibration`` and ``n_folds``: see the module
     docstring (``calibration_mode``, set at fit, is the one used)."""
 
     name = "logs"
+    flow_class = LogFlow
     max_exemplars = 1000  # cases (their event sequences), as many as a series keeps windows
     case_noun = "case"
     units_title = "Templates"
@@ -453,7 +448,7 @@ class LogModality(TabularModality):
                     f"this log model was saved with an earlier next-event score (version {version}, this anomalens "
                     f"computes version {SCORE_VERSION}): its calibration scores do not match today's scores; fit it "
                     "again on the same logs")
-            tab = TabularModality.from_config(c)
+            tab = RowModality.from_config(c)
             m = cls(c["format"], c["session"], c["window"] if c["session"] is None else None,
                     calibration_size=c["calibration_size"], next_event=c.get("next_event"),
                     calibration=c.get("calibration", "split"), n_folds=int(c.get("n_folds", CROSS_FOLDS)))

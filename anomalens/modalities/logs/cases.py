@@ -17,10 +17,12 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from anomalens.errors import InputError
-from anomalens.logs.parser import TimedPattern
+import numpy as np
 
-__all__ = ["GroupStats", "LogCase", "compile_session", "group_lines", "parse_window", "session_ids"]
+from anomalens.errors import InputError
+from anomalens.modalities.logs.parser import TimedPattern
+
+__all__ = ["END", "GroupStats", "LogCase", "ScoredCase", "compile_session", "group_lines", "parse_window", "session_ids"]
 
 MAX_TEXT = 500  # characters kept of a line's raw text (the location points to the full line)
 
@@ -218,3 +220,13 @@ def _time_windows(lines, width, stats: GroupStats) -> Iterator[LogCase]:
     if case is not None:
         stats.cases += 1
         yield case
+
+
+END = "END"  # the expected "event" where the model says the case should have ended
+
+
+class ScoredCase:
+    """A case with its next-event surprises and its count vector, scored by both models."""
+
+    def __init__(self, case, ids: np.ndarray, surprise: np.ndarray, logp: np.ndarray, counts: np.ndarray) -> None:
+        self.case, self.ids, self.surprise, self.logp, self.counts = case, ids, surprise, logp, counts

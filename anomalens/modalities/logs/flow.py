@@ -1,8 +1,8 @@
-"""LogInvestigator: the Investigator of logs, where a case is a session or a window and anomalous
-cases are merged into ranked **incidents**.
+"""The log flow: how logs go through an Investigator, where a case is a session or a window and
+anomalous cases are merged into ranked **incidents**.
 
 ``Investigator.fit(["normal.log"], modality=LogModality(fmt="hdfs", session=r"blk_-?\\d+"))`` (or
-``modality="logs"``, windows of 100 lines) returns one. Fitting reads the normal logs, learns their
+``modality="logs"``, windows of 100 lines) holds one. Fitting reads the normal logs, learns their
 templates with Drain3, groups the lines into cases, and fits two models of normal logs on most of
 the cases: a **next-event model** (an LSTM over template ids: how probable each event was in its
 context, what was expected instead) and a **count model** (a tabular detector, the autoencoder by
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,17 +35,14 @@ from anomalens.detectors import BaseDetector, benjamini_hochberg, check_probabil
 from anomalens.detectors.calibration import Calibrator, bh_cutoff
 from anomalens.detectors.sequence import NextEventModel
 from anomalens.errors import CheckpointError, InputError
-from anomalens.grounding.drafting import explain_many
-from anomalens.investigator import Investigator
-from anomalens.llm.base import Reasoner
-from anomalens.logs.cases import MAX_TEXT, GroupStats, LogCase, group_lines
-from anomalens.logs.reader import LogLine, LogStats, line_texts, read_logs
-from anomalens.modalities.logs import END, LogModality, ScoredCase
+from anomalens.modalities.flow import ONE_METHOD, CaseFlow, Fitted, check_limit
+from anomalens.modalities.logs.cases import END, MAX_TEXT, GroupStats, LogCase, ScoredCase, group_lines
+from anomalens.modalities.logs.reader import LogLine, LogStats, line_texts, read_logs
 from anomalens.schema import Evidence, Incident, Report, Verdict, fmt
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, nearest, select_exemplars
 
-__all__ = ["LogInvestigator", "Triage", "as_cases"]
+__all__ = ["LogFlow", "Triage", "as_cases"]
 
 LOGS_METHOD = "Benjamini-Hochberg false discovery rate control over the log cases"
 MIN_CASES = 10  # normal cases needed to fit and calibrate
@@ -91,7 +88,7 @@ def as_cases(data: Any, name: str = "data") -> list[LogCase] | None:
 
 @dataclass
 class Triage:
-    """The result of ``LogInvestigator.triage``: ranked incidents (one Report each, most anomalous
+    """The result of ``Investigator.triage``: ranked incidents (one Report each, most anomalous
     first), what reading and grouping did, and the batch's numbers."""
 
     reports: list[Report]
@@ -171,18 +168,18 @@ class Triage:
                 "timelines": {str(k): v for k, v in self.timelines.items()}}
 
 
-class LogInvestigator(Investigator):
-    """An Investigator whose cases are log sessions or windows (see the module docstring)."""
+class LogFlow(CaseFlow):
+    """The flow of logs, whose cases are sessions or windows (see the module docstring); it keeps the
+    next-event model beside the Investigator's count detector."""
 
-    modality: LogModality
+    verbs = ("read_cases", "score_cases", "exemplar_sequence", "next_event")
 
-    def __init__(self, detector: BaseDetector, store: ExemplarStore, modality: LogModality, n_train: int, *,
-                 next_event: NextEventModel, **kw: Any) -> None:
-        super().__init__(detector, store, modality, n_train, **kw)
+    def __init__(self, inv: Any, *, next_event: NextEventModel) -> None:
+        super().__init__(inv)
         self.next_event = next_event
 
-    def __repr__(self) -> str:
-        return (f"LogInvestigator(templates={len(self.feature_names)}, detector={self.detector_name!r}, "
+    def summary(self) -> str:
+        return (f"Investigator(modality='logs', templates={len(self.feature_names)}, detector={self.detector_name!r}, "
                 f"n_train={self.n_train} cases, store={self.store.count()} exemplars)")
 
     @property
@@ -191,9 +188,12 @@ class LogInvestigator(Investigator):
 
     # ------------------------------------------------------------------ fit
     @classmethod
-    def fit_logs(cls, modality: LogModality, data: Any, det: BaseDetector, det_name: str, *, store: ExemplarStore,
-                 reasoner: Reasoner | None, max_exemplars: int, source: str | None, seed: int = 0,
-                 progress: bool = False) -> "LogInvestigator":
+    def fit(cls, modality: Any, data: Any, det: BaseDetector, det_name: str, *, store: ExemplarStore,
+            max_exemplars: int, source: str | None, ids: Any, max_train_rows: int | None, rows_seen: int | None,
+            progress: bool) -> Fitted:
+        if ids is not None:
+            raise InputError("ids do not apply to logs: cases are named by their session id or window number")
+        seed = det.config.random_state
         t0 = time.perf_counter()
         cases = as_cases(data)
         if cases is None:
@@ -243,7 +243,6 @@ class LogInvestigator(Investigator):
                 surprises += [sur for sur, _ in ms.per_case]
                 member[name] = [ms.s1, ms.s2]
         modality.fit_calibration(member["a"], member["b"], surprises)
-        inv = cls(det, store, modality, len(fit_cases), next_event=nxt, detector_name=det_name, reasoner=reasoner)
         # exemplars: one per distinct count vector (normal sessions repeat: many are identical), standing
         # for its copies (the store's weights), then a sample of at most max_exemplars
         _, first, dup = np.unique(counts, axis=0, return_index=True, return_counts=True)
@@ -262,12 +261,11 @@ class LogInvestigator(Investigator):
         store.add(E_all[keep], counts[keep], keys, source=source, weights=weights.tolist(),
                   timestamps=[fit_cases[i].start for i in keep] if any(c.start for c in fit_cases) else None)
         modality.exemplar_sequences = {fit_cases[i].key: fit_cases[i].events[:MAX_EXEMPLAR_EVENTS] for i in keep}
-        inv.exemplar_coverage = coverage(E, keep_u, seed=seed) if len(keep_u) < len(E) else None
-        inv.fit_seconds = {"models": t_models, "total": time.perf_counter() - t0}
-        return inv
+        return Fitted(n_train=len(fit_cases), exemplar_coverage=coverage(E, keep_u, seed=seed) if len(keep_u) < len(E) else None,
+                      seconds={"models": t_models, "total": time.perf_counter() - t0}, parts={"next_event": nxt})
 
     @staticmethod
-    def _fit_members(modality: LogModality, det: BaseDetector, cases: list[LogCase], seed: int, *,
+    def _fit_members(modality: Any, det: BaseDetector, cases: list[LogCase], seed: int, *,
                      progress: bool | str = False) -> tuple[NextEventModel, np.ndarray]:
         """The next-event model and ``det`` (the count model) fitted on ``cases``; their count matrix."""
         import pandas as pd
@@ -279,7 +277,7 @@ class LogInvestigator(Investigator):
         return nxt, counts
 
     @classmethod
-    def _fold_scores(cls, modality: LogModality, det: BaseDetector, train: list[LogCase], held: list[LogCase],
+    def _fold_scores(cls, modality: Any, det: BaseDetector, train: list[LogCase], held: list[LogCase],
                      seed: int, *, progress: bool = False) -> "MemberScores":
         """Both members' scores of ``held`` by fresh copies of the two models fitted on ``train`` (a fold
         of cross-fitted calibration; the count model's own calibration is not used, so it splits)."""
@@ -326,7 +324,7 @@ class LogInvestigator(Investigator):
         items = mod.case_evidence(sc, hits, top=top, n_lines=top, continuation=cont)
         cal = self.calibrator
         approx = bool(mod.approximate(np.array([T]))[0])
-        verdict = self._verdict(T, p, approx, flag, alpha, cutoff, LOGS_METHOD if m > 1 else "conformal p-value below alpha",
+        verdict = self.verdict(T, p, approx, flag, alpha, cutoff, LOGS_METHOD if m > 1 else ONE_METHOD,
                                 m, cal.threshold(cutoff))
         if approx:
             verdict = verdict.model_copy(update={"p_value_method": mod.BEYOND})
@@ -348,10 +346,9 @@ class LogInvestigator(Investigator):
         scored, T, p = self.score_cases(cases)
         return scored, T, p, stats
 
-    def evidence(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int | None = 5,
-                 case_id: str | None = None) -> Evidence:
+    def evidence(self, case: Any, *, alpha: float, k: int, top: int | None, case_id: str | None,
+                 plot_dir: Any = None) -> Evidence:
         """The evidence of one case: a sequence of event ids, a LogCase, or log lines forming one case."""
-        alpha = check_probability(alpha, "alpha")
         scored, T, p, _ = self._scored([case] if isinstance(case, LogCase) or _is_sequence(case) else case, "case")
         if len(scored) > 1 and not self.modality.session:  # log text of one window cut in two: one case
             scored, T, p, _ = self._scored([_merge(sc.case for sc in scored)], "case")
@@ -361,57 +358,35 @@ class LogInvestigator(Investigator):
                                  top=top or 5)
         return ev if case_id is None else ev.model_copy(update={"case_id": case_id})
 
-    def analyze(self, case: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, case_id: str | None = None,
-                reasoner: Reasoner | None = None) -> Report:
-        ev = self.evidence(case, alpha=alpha, k=k, top=top, case_id=case_id)
-        return Report(evidence=ev, explanation=explain_many([ev], reasoner or self.reasoner)[0])
-
-    def verdicts(self, X: Any, *, alpha: float = 0.05, ids: Any = None) -> dict[str, Verdict]:
-        """The verdict of every case (Benjamini-Hochberg over all of them), by case key."""
-        return self.assess(X, alpha=alpha, ids=ids, explain=False)[0]
-
-    def analyze_batch(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
-                      reasoner: Reasoner | None = None, only_anomalous: bool = False,
-                      limit: int | None = None) -> list[Report]:
-        """A report per case (sequences, LogCases or log files), flagged by Benjamini-Hochberg over
-        all of them; ``only_anomalous`` keeps the flagged ones, ``limit`` the most anomalous."""
-        return self.assess(X, alpha=alpha, k=k, top=top, ids=ids, reasoner=reasoner, only_anomalous=only_anomalous,
-                           limit=limit)[1]
-
-    def assess(self, X: Any, *, alpha: float = 0.05, k: int = 5, top: int = 5, ids: Any = None,
-               reasoner: Reasoner | None = None, only_anomalous: bool = False, limit: int | None = None,
-               explain: bool = True, on_progress: Any = None) -> tuple[dict[str, Verdict], list[Report]]:
-        """The cases scored once: every case's verdict by key and the reports ``analyze_batch`` gives
-        (``explain=False``: none)."""
-        alpha = check_probability(alpha, "alpha")
+    def assess(self, X: Any, *, alpha: float, k: int, top: int, ids: Any, only_anomalous: bool, limit: int | None,
+               explain: bool, plot_dir: Any = None, progress: bool = False) -> tuple[dict[str, Verdict], list[Evidence]]:
+        """The cases (sequences, LogCases or log files) scored once: every case's verdict by key
+        (Benjamini-Hochberg over all of them) and the evidence of the ones to report
+        (``only_anomalous``: the flagged ones; ``limit``: the most anomalous)."""
         if ids is not None:
             raise InputError("ids do not apply to logs: cases are named by their session id or window number")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-            raise InputError(f"limit must be a positive int or None, got {limit!r}")
+        check_limit(limit)
         scored, T, p, _ = self._scored(X, "X")
         flags = benjamini_hochberg(p, alpha).astype(bool)
         cutoff = bh_cutoff(int(flags.sum()), len(p), alpha)
         thr, approx = self.calibrator.threshold(cutoff), self.modality.approximate(T)
         verdicts = {}
         for i, sc in enumerate(scored):
-            v = self._verdict(T[i], p[i], approx[i], flags[i], alpha, cutoff, LOGS_METHOD, len(p), thr)
+            v = self.verdict(T[i], p[i], approx[i], flags[i], alpha, cutoff, LOGS_METHOD, len(p), thr)
             verdicts[sc.case.key] = v.model_copy(update={"p_value_method": self.modality.BEYOND}) if approx[i] else v
         if not explain:
             return verdicts, []
         keep = np.flatnonzero(flags) if only_anomalous else np.arange(len(p))
         if limit is not None:
             keep = keep[np.argsort(-T[keep], kind="stable")[:limit]]
-        if on_progress is not None:
-            on_progress(0, len(keep))
-        evs = [self._case_evidence(scored[i], T[i], p[i], flag=bool(flags[i]), alpha=alpha, cutoff=cutoff, m=len(p),
-                                   k=k, top=top) for i in keep]
-        explanations = explain_many(evs, reasoner or self.reasoner, on_done=on_progress)
-        return verdicts, [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explanations)]
+        return verdicts, [self._case_evidence(scored[i], T[i], p[i], flag=bool(flags[i]), alpha=alpha, cutoff=cutoff,
+                                              m=len(p), k=k, top=top) for i in keep]
 
     # ------------------------------------------------------------------ triage
     def triage(self, sources: Any, *, alpha: float = 0.05, limit: int | None = 10, k: int = 3, top: int = 5,
-               reasoner: Reasoner | None = None, progress: bool = False, engine: str = "local",
-               model_dir: str | Path | None = None, address: str | None = None, workers: int | None = None) -> Triage:
+               progress: bool = False, engine: str = "local", model_dir: str | Path | None = None,
+               address: str | None = None, workers: int | None = None,
+               explain: Callable[[list[Evidence]], list[Report]]) -> Triage:
         """Ranked incidents of new logs (files, ``-``, or sequences of event ids); see the module docstring.
 
         Cases are scored in chunks as they close; only those with p <= alpha (the largest cut-off
@@ -422,10 +397,10 @@ class LogInvestigator(Investigator):
         ``engine="ray"`` (log files only; ``model_dir``: the folder this investigator was loaded
         from, which the workers load too) parses and scores on a Ray cluster
         (``anomalens.scale.ray_logs``); the flagged cases are then scored again here for their
-        evidence, and the texts of their lines read back from the files."""
+        evidence, and the texts of their lines read back from the files. ``explain`` turns the top
+        incidents' evidence into reports (the Investigator's reasoner and verifier)."""
         alpha = check_probability(alpha, "alpha")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-            raise InputError(f"limit must be a positive int or None, got {limit!r}")
+        check_limit(limit)
         if engine not in ("local", "ray"):
             raise InputError(f"engine must be 'local' or 'ray', got {engine!r}")
         self.calibrator  # noqa: B018
@@ -502,7 +477,7 @@ class LogInvestigator(Investigator):
             timelines[rank] = [{"case": x[1].case.key, "start": x[1].case.start, "end": x[1].case.end,
                                 "lines": len(x[1].case), "first_line": x[1].case.location(0), "p_value": x[3],
                                 "template": self._top_template(x[1])} for x in sorted(members, key=lambda x: x[0])]
-        reports = [Report(evidence=ev, explanation=ex) for ev, ex in zip(evs, explain_many(evs, reasoner or self.reasoner))]
+        reports = explain(evs)
         unseen = self.modality.parser.unseen_templates if given is None else {}
         return Triage(reports=reports, read=read, groups=groups, n_cases=len(p_all), n_flagged=int(flags.sum()),
                       n_incidents=len(incidents), alpha=alpha, cutoff=cutoff, unseen=unseen,
@@ -585,17 +560,19 @@ class LogInvestigator(Investigator):
                         p_value=float(members[0][3]))
 
     # ------------------------------------------------------------------ tools' lookups
-    def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5):
+    def compare(self, case: Any, other: Any, *, other_id: str, alpha: float, top: int):
         """A case beside another one (each a LogCase, a sequence of event ids or log text; e.g. a
         session and its nearest normal exemplar): the count model's embedding distance, the other's
         verdict and the templates whose counts differ most."""
-        alpha = check_probability(alpha, "alpha")
         a, _, _, _ = self._scored([case] if isinstance(case, LogCase) or _is_sequence(case) else case, "case")
         b, _, p, _ = self._scored([other] if isinstance(other, LogCase) or _is_sequence(other) else other, "other")
         if len(a) != 1 or len(b) != 1:
             raise InputError(f"compare takes one case each, got {len(a)} and {len(b)}")
         return self.modality.compare(self.detector, a[0].counts[None, :], b[0].counts[None, :], other_id=other_id,
                                      p_other=float(p[0]), alpha=alpha, top=top)
+
+    def exemplar(self, row_id: str) -> list[str]:
+        return self.exemplar_sequence(row_id)
 
     def exemplar_sequence(self, row_id: str) -> list[str]:
         """The events of a stored normal session (its first MAX_EXEMPLAR_EVENTS)."""
@@ -631,7 +608,7 @@ class MemberScores:
     s2: np.ndarray
 
 
-def member_scores(modality: LogModality, nxt: NextEventModel, det: BaseDetector, cases: list[LogCase]) -> MemberScores:
+def member_scores(modality: Any, nxt: NextEventModel, det: BaseDetector, cases: list[LogCase]) -> MemberScores:
     """Both members' scores of (non-empty) ``cases``: the same at calibration (fit) and at scoring."""
     seqs = [modality.encode(c.events) for c in cases]
     logps = nxt.log_probs(seqs)
@@ -641,7 +618,7 @@ def member_scores(modality: LogModality, nxt: NextEventModel, det: BaseDetector,
 
 
 def _novel(cases: list[LogCase], seen: set[str]) -> int:
-    """How many of ``cases`` hold a template outside ``seen`` (``LogModality.novel_cases``)."""
+    """How many of ``cases`` hold a template outside ``seen`` (``Any.novel_cases``)."""
     return sum(not seen.issuperset(c.events) for c in cases)
 
 
@@ -725,7 +702,7 @@ def _looks_like_path(s: str) -> bool:
     return s == "-" or "/" in s or "." in s or Path(s).exists()
 
 
-def modality_cases_for_fit(modality: LogModality, data: Any, *, progress: bool = False) -> list[LogCase]:
+def modality_cases_for_fit(modality: Any, data: Any, *, progress: bool = False) -> list[LogCase]:
     """Read normal logs, learn their templates (Drain3), then group the lines, each given the known
     template the fast path matches (so training and scoring see the same template for a line)."""
     stats = LogStats()
