@@ -10,7 +10,11 @@ Every evidence item has a stable ``id`` that claims cite:
 - ``profile:<name>``           a feature's training distribution          } investigation
 
 Features looked up during an investigation beyond the top ones are ``feature:<name>`` items too
-(``Evidence.lookups``).
+(``Evidence.lookups``). The items of a modality's own (a series' ``event`` and ``segment:...``, a
+log case's ``line:...``, ``template:...``, ``sequence``, ``incident``) are ``EvidenceItem``
+subclasses that each modality defines in its package and registers (``register_item``); they sit in
+``Evidence.parts``, a list discriminated on ``kind``. A report saved when they were fields of their
+own (``event``, ``segments``, ``lines``, ...) loads into ``parts``.
 
 ``anomalens.schema.Attribution`` is the report's view of one feature (value, normal range,
 contribution); the detectors' array-valued ``anomalens.detectors.Attribution`` is what it is
@@ -20,23 +24,20 @@ built from.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import re
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 __all__ = [
     "Attribution",
     "Claim",
     "Comparison",
     "Context",
-    "Event",
     "Evidence",
-    "ExpectedSequence",
-    "Incident",
-    "LogLine",
-    "LogTemplate",
+    "EvidenceItem",
     "Exemplar",
     "Explanation",
     "Item",
@@ -49,12 +50,15 @@ __all__ = [
     "FeatureProfile",
     "Report",
     "Restoration",
-    "Segment",
     "Verdict",
+    "code_span",
     "fmt",
+    "md",
+    "register_item",
     "is_ordinary_word",
     "quote",
     "split_mentions",
+    "time_positions",
 ]
 
 
@@ -253,131 +257,68 @@ class FeatureProfile(_Model):
         return [self.normal_low, self.normal_median, self.normal_high, *self.quantiles.values(), self.n_train, *levels]
 
 
-class Event(_Model):
-    """An anomaly event of a series: a run of flagged time points (the series modality)."""
+class EvidenceItem(_Model):
+    """An item of a case's evidence that its modality contributes (a series' event and segments, a
+    log case's lines, templates, expected sequence and incident; each modality's ``items.py``).
+    ``Evidence.parts`` holds them: a list discriminated on ``kind``. Each item answers what the
+    verifier, the prompt and the report need without anyone knowing its kind: its ``id`` (what a
+    claim cites), the unit names it speaks about (``units``), the numbers and times a claim citing
+    it may state (``numbers``, ``stamps``), what a model is shown (``payload``) and how a report
+    shows the case's items of its kind (``markdown``).
 
-    id: Literal["event"] = "event"
-    index: int  # 1, 2, ... in time order within the analysed series
-    start: str  # time of the first flagged point (ISO 8601, or the position for a series without timestamps)
-    end: str  # time of the last flagged point
-    peak: str  # time of the highest point score
-    n_points: int
-    peak_score: float  # the point score at the peak (the verdict's score)
-    channels: list[str]  # channels whose attribution over the event is beyond their normal level, largest first
-    note: str | None = None  # e.g. how many missing values the input had filled
+    A subclass sets ``kind`` (a ``Literal`` with its default), ``plural`` (the name the case's items
+    of this kind go by: the prompt payload's key, and ``Evidence.<plural>`` to read them) and
+    ``single`` (at most one per case, read as one item), and is added with ``register_item``.
+    """
+
+    kind: str
+    id: str
+    plural: ClassVar[str] = ""
+    single: ClassVar[bool] = False
+
+    def units(self) -> set[str]:
+        return set()
 
     def numbers(self) -> list[float]:
-        return [float(self.n_points), self.peak_score, *_positions(self.start, self.end, self.peak)]
+        return []
 
     def stamps(self) -> list[str]:
         """Times a claim citing this item may write (read as times, not numbers)."""
-        return [self.start, self.end, self.peak]
+        return []
+
+    def payload(self) -> dict[str, Any]:
+        """What a language model is shown of this item (untrusted text goes in data blocks)."""
+        return self.model_dump(exclude={"id", "kind"})
+
+    @classmethod
+    def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
+        """A report's lines for the case's items of this kind (markdown, untrusted text escaped)."""
+        return []
 
 
-class Segment(_Model):
-    """One channel over an event: observed and restored values, and the channel's most deviating point."""
-
-    id: str  # "segment:<channel>:<start>..<end>"
-    channel: str
-    start: str
-    end: str
-    times: list[str]  # the event's times (at most MAX_SEGMENT_POINTS, evenly picked)
-    observed: list[float]
-    restored: list[float]  # the detector's restoration: what the channel should have looked like
-    peak_time: str  # where observed and restored differ most
-    peak_value: float  # observed at peak_time
-    expected: float  # restored at peak_time
-    normal_low: float  # the channel's 1% quantile at that time (the same phase of the period, when there is one)
-    normal_high: float  # 99% quantile
-    share: float  # the channel's share of the event's attribution
-
-    def numbers(self) -> list[float]:
-        return [self.peak_value, self.expected, self.normal_low, self.normal_high, self.share, 100 * self.share,
-                self.expected - self.peak_value, *_positions(self.start, self.end, self.peak_time)]
-
-    def stamps(self) -> list[str]:
-        return [self.start, self.end, self.peak_time]
+_ITEM_TYPES: dict[str, type[EvidenceItem]] = {}  # kind -> class
+_BY_PLURAL: dict[str, type[EvidenceItem]] = {}  # plural -> class
 
 
-class LogLine(_Model):
-    """One raw line of a log case: where it is, its template, and how probable the next-event model
-    of normal logs found it in its context (the logs modality). ``text`` is the raw line (cut):
-    untrusted, shown escaped in reports and never written into a claim."""
-
-    id: str  # "line:<file>:<n>"
-    source: str
-    lineno: int
-    template_id: str  # "E<n>" (learnt from normal logs) or "N<n>" (never seen in normal logs)
-    seen: bool  # the template was seen in the normal training logs
-    probability: float  # the next-event model's probability of this event at this place
-    expected: str | None = None  # the template the model found most likely here, when it is another one
-    expected_probability: float | None = None
-    time: str | None = None
-    text: str = ""
-
-    def numbers(self) -> list[float]:
-        nums = [float(self.lineno), self.probability, 100 * self.probability]
-        return nums + ([self.expected_probability, 100 * self.expected_probability]
-                       if self.expected_probability is not None else [])
-
-    def stamps(self) -> list[str]:
-        return [self.time] if self.time else []
+def _item_types() -> None:
+    """Make sure the modalities' item types are registered: a report read before any modality was
+    imported (``from anomalens.schema import Report`` alone) has them looked up here, as plugins are
+    (the schema is below the modalities and imports none of them by name)."""
+    if not _ITEM_TYPES:
+        importlib.import_module("anomalens.modalities")
 
 
-class LogTemplate(_Model):
-    """A template of the case: its text (untrusted, shown escaped, never in a claim) and how often
-    normal logs hold it."""
-
-    id: str  # "template:<id>"
-    template_id: str
-    text: str
-    seen: bool
-    training_lines: int  # lines of the normal logs with this template
-    training_share: float  # of all normal lines
-    normal_cases: float  # share of normal cases that hold it at least once
-
-    def numbers(self) -> list[float]:
-        return [float(self.training_lines), self.training_share, 100 * self.training_share, self.normal_cases,
-                100 * self.normal_cases]
+def register_item(cls: type[EvidenceItem]) -> type[EvidenceItem]:
+    """Add an evidence item type (a class decorator): ``Evidence.parts`` then reads its ``kind``."""
+    kind = cls.model_fields["kind"].default
+    if not isinstance(kind, str) or not kind or not cls.plural:
+        raise TypeError(f"{cls.__name__} must set kind (a Literal with its default) and plural")
+    _ITEM_TYPES[kind] = cls
+    _BY_PLURAL[cls.plural] = cls
+    return cls
 
 
-class Incident(_Model):
-    """Anomalous log cases merged into one incident (cases sharing their most abnormal template, or
-    adjacent windows), ranked by their strongest case's p-value."""
-
-    id: Literal["incident"] = "incident"
-    index: int  # rank: 1 is the most anomalous
-    start: str | None = None  # time of the first line (None when the logs carry no times)
-    end: str | None = None
-    n_cases: int
-    n_lines: int
-    cases: list[str]  # case keys (sessions or windows), strongest first (at most 20)
-    templates: list[str]  # the abnormal templates of its cases, most frequent first
-    unseen: list[str]  # templates never seen in normal logs
-    p_value: float  # its strongest case's p-value
-
-    def numbers(self) -> list[float]:
-        return [float(self.index), float(self.n_cases), float(self.n_lines), self.p_value]
-
-    def stamps(self) -> list[str]:
-        return [t for t in (self.start, self.end) if t]
-
-
-class ExpectedSequence(_Model):
-    """The case's events around its most surprising place, beside what the model of normal logs
-    expected there (the restoration of a log case)."""
-
-    id: Literal["sequence"] = "sequence"
-    observed: list[str]  # template ids, in order
-    expected: list[str]  # the most likely template at each place ("END": the case should have ended)
-    locations: list[str]  # "<file>:<n>" of each observed event
-    first: int  # position of the first shown event in the case (0-based)
-
-    def numbers(self) -> list[float]:
-        return [float(len(self.observed))]
-
-
-def _positions(*times: str) -> list[float]:
+def time_positions(*times: str) -> list[float]:
     """The times of a series without timestamps are positions: numbers a claim may state."""
     return [float(t) for t in times if t.lstrip("-").isdigit()]
 
@@ -403,13 +344,58 @@ class Evidence(_Model):
     lookups: list[Attribution] = Field(default_factory=list)
     profiles: list[FeatureProfile] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(default_factory=list)
-    event: Event | None = None  # a series case: the event, its segments (one per involved channel) and plot
-    segments: list[Segment] = Field(default_factory=list)
-    # a log case: its most surprising lines, its templates, its expected sequence and its incident
-    lines: list[LogLine] = Field(default_factory=list)
-    templates: list[LogTemplate] = Field(default_factory=list)
-    sequence: ExpectedSequence | None = None
-    incident: Incident | None = None
+    # the items the case's modality contributes (a series' event and segments; a log case's lines,
+    # templates, expected sequence and incident): ``EvidenceItem`` subclasses, by ``kind``
+    parts: list[SerializeAsAny[EvidenceItem]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_fields(cls, data: Any) -> Any:
+        """A report saved before ``parts`` held its modality's items as fields of their own
+        (``event``, ``segments``, ``lines``, ``templates``, ``sequence``, ``incident``): read them
+        into ``parts``; passed as keyword arguments, the same."""
+        if not isinstance(data, dict):
+            return data
+        _item_types()
+        if not any(k in _BY_PLURAL for k in data):
+            return data
+        data = dict(data)
+        parts = list(data.get("parts") or [])
+        for name, item_cls in _BY_PLURAL.items():
+            if name not in data:
+                continue
+            value = data.pop(name)
+            for v in ([] if value is None else [value] if item_cls.single else list(value)):
+                parts.append({**v, "kind": item_cls.model_fields["kind"].default} if isinstance(v, dict) else v)
+        data["parts"] = parts
+        return data
+
+    @field_validator("parts", mode="before")
+    @classmethod
+    def _typed_parts(cls, value: Any) -> Any:
+        """Each part read as the item type its ``kind`` names (registered by its modality)."""
+        if not isinstance(value, list):
+            return value
+        if value:
+            _item_types()
+        out = []
+        for v in value:
+            if isinstance(v, dict):
+                item_cls = _ITEM_TYPES.get(v.get("kind"))  # type: ignore[arg-type]
+                if item_cls is None:
+                    raise ValueError(f"parts: kind must be one of {sorted(_ITEM_TYPES)}, got {v.get('kind')!r}")
+                v = item_cls.model_validate(v)
+            out.append(v)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        """The case's parts of one type by its ``plural`` (``evidence.segments``: a list;
+        ``evidence.event``: the one item or None)."""
+        item_cls = _BY_PLURAL.get(name)
+        if item_cls is None:
+            return super().__getattr__(name)  # type: ignore[misc]
+        found = [p for p in self.__dict__.get("parts", []) if isinstance(p, item_cls)]
+        return (found[0] if found else None) if item_cls.single else found
 
     def items(self) -> dict[str, Item]:
         """Every citable item by id."""
@@ -421,24 +407,16 @@ class Evidence(_Model):
             out["restoration"] = self.restoration
         out.update({p.id: p for p in self.profiles})
         out.update({c.id: c for c in self.comparisons})
-        if self.event is not None:
-            out["event"] = self.event
-        out.update({g.id: g for g in self.segments})
-        out.update({ln.id: ln for ln in self.lines})
-        out.update({t.id: t for t in self.templates})
-        if self.sequence is not None:
-            out["sequence"] = self.sequence
-        if self.incident is not None:
-            out["incident"] = self.incident
+        out.update({p.id: p for p in self.parts})
         return out
 
-    def with_items(self, *new: "Attribution | FeatureProfile | Comparison | LogTemplate | LogLine") -> "Evidence":
+    def with_items(self, *new: Attribution | FeatureProfile | Comparison | EvidenceItem) -> Evidence:
         """A copy that also holds these looked-up items (an id already held is replaced; a top
         feature's attribution is kept as it is)."""
         top = {a.id for a in self.attributions}
         update = {}
         for field, kind in (("lookups", Attribution), ("profiles", FeatureProfile), ("comparisons", Comparison),
-                            ("templates", LogTemplate), ("lines", LogLine)):
+                            ("parts", EvidenceItem)):
             add = [x for x in new if isinstance(x, kind) and x.id not in top]
             ids = {x.id for x in add}
             update[field] = [x for x in getattr(self, field) if x.id not in ids] + add
@@ -457,18 +435,8 @@ class Evidence(_Model):
             return {d.feature for d in item.differences}
         if isinstance(item, FeatureProfile):
             return {item.feature}
-        if isinstance(item, Segment):
-            return {item.channel}
-        if isinstance(item, Event):
-            return set(item.channels)
-        if isinstance(item, LogLine):
-            return {item.template_id, *([item.expected] if item.expected else [])}
-        if isinstance(item, LogTemplate):
-            return {item.template_id}
-        if isinstance(item, ExpectedSequence):
-            return set(item.observed) | set(item.expected)
-        if isinstance(item, Incident):
-            return set(item.templates) | set(item.unseen)
+        if isinstance(item, EvidenceItem):
+            return item.units()
         return set()
 
     def counts(self) -> list[float]:
@@ -476,8 +444,7 @@ class Evidence(_Model):
         return [len(self.attributions), len(self.exemplars), sum(a.abnormal for a in self.attributions)]
 
 
-Item = (Verdict | Attribution | Exemplar | Restoration | FeatureProfile | Comparison | Event | Segment | LogLine
-        | LogTemplate | ExpectedSequence | Incident)
+Item = Verdict | Attribution | Exemplar | Restoration | FeatureProfile | Comparison | EvidenceItem
 
 
 class Claim(_Model):
@@ -528,14 +495,13 @@ class Report(_Model):
         if not v.anomalous and v.note:
             word = "not flagged"
         lines = [
-            f"# Case {_md(ev.case_id)}: {word}",
+            f"# Case {md(ev.case_id)}: {word}",
             "",
             f"- score {fmt(v.score)} (threshold {fmt(v.threshold)}), p-value {fmt(v.p_value)} (cut-off {fmt(v.cutoff)}, "
             f"alpha {fmt(v.alpha)})",
-            f"- detector: {_md(v.detector)}; verdict: {v.method}; p-value: {v.p_value_method}",
-            *([f"- note: {_md(v.note)}"] if v.note else []),
-            *_event_lines(ev, self.plot),
-            *_log_lines(ev),
+            f"- detector: {md(v.detector)}; verdict: {v.method}; p-value: {v.p_value_method}",
+            *([f"- note: {md(v.note)}"] if v.note else []),
+            *_part_lines(ev, self.plot),
             "",
             f"## {ev.context.units_title or ev.context.unit_kind.capitalize() + 's'}",
             "",
@@ -545,82 +511,42 @@ class Report(_Model):
         for a in ev.attributions:
             ex = "-" if a.exemplar_mean is None else fmt(a.exemplar_mean)
             lines.append(
-                f"| {_md(a.feature)} | {fmt(a.value)} | {fmt(a.normal_low)} to {fmt(a.normal_high)} | {fmt(a.normal_median)} "
+                f"| {md(a.feature)} | {fmt(a.value)} | {fmt(a.normal_low)} to {fmt(a.normal_high)} | {fmt(a.normal_median)} "
                 f"| {ex} | {100 * a.share:.1f}% | {'yes' if a.abnormal else 'no'} |"
             )
         if ev.exemplars:
             lines += ["", "## Nearest normal exemplars", "", "| id | distance | source |", "|---|---:|---|"]
-            lines += [f"| {_md(e.id)} | {fmt(e.distance)} | {_md(e.source or '-')} |" for e in ev.exemplars]
+            lines += [f"| {md(e.id)} | {fmt(e.distance)} | {md(e.source or '-')} |" for e in ev.exemplars]
         if ev.restoration is not None:
             lines += ["", "## Normal version (restoration)", "", f"| {ev.context.unit_kind} | observed | restored | change |", "|---|---:|---:|---:|"]
             lines += [
-                f"| {_md(d.feature)} | {fmt(d.observed)} | {fmt(d.restored)} | {fmt(d.delta)} |"
+                f"| {md(d.feature)} | {fmt(d.observed)} | {fmt(d.restored)} | {fmt(d.delta)} |"
                 for d in ev.restoration.deltas[:10]
             ]
             if ev.restoration.note:
-                lines += ["", f"_{_md(ev.restoration.note)}_"]
+                lines += ["", f"_{md(ev.restoration.note)}_"]
         ex = self.explanation
         lines += ["", f"## Explanation ({ex.source}; {'verified' if ex.grounded else 'NOT verified'})", ""]
-        lines += [f"- {_md(c.text)} \\[{_md(', '.join(c.cites))}\\]" for c in ex.claims]
+        lines += [f"- {md(c.text)} \\[{md(', '.join(c.cites))}\\]" for c in ex.claims]
         if ex.interpretation:
-            lines += ["", f"## Interpretation ({_md(ex.source)}; the model's reading, NOT verified)", "",
-                      _md(ex.interpretation)]
+            lines += ["", f"## Interpretation ({md(ex.source)}; the model's reading, NOT verified)", "",
+                      md(ex.interpretation)]
         if ex.note:
-            lines += ["", f"_{_md(ex.note)}_"]
+            lines += ["", f"_{md(ex.note)}_"]
         if ex.rejected:
             lines += ["", f"_{len(ex.rejected)} draft claim(s) failed verification and are not shown._"]
         return "\n".join(lines) + "\n"
 
 
-def _event_lines(ev: Evidence, plot: str | None) -> list[str]:
-    """A series case's event, its segments and plot, as markdown lines."""
-    e = ev.event
-    if e is None:
-        return []
-    lines = ["", "## Event", "", f"- {e.n_points} point(s) from {_md(e.start)} to {_md(e.end)}, peak at {_md(e.peak)}",
-             f"- channels involved: {_md(', '.join(e.channels) or 'none beyond their normal level')}"]
-    lines += [f"- note: {_md(e.note)}"] if e.note else []
-    if plot and re.fullmatch(r"[\w.-]+\.png", plot):  # a name the plots module wrote, next to the report
-        lines += [f"- plot: ![event {e.index}]({plot})"]
-    if ev.segments:
-        lines += ["", "| channel | peak time | observed | restored (expected) | normal range (1%-99%) | share |",
-                  "|---|---|---:|---:|---|---:|"]
-        lines += [f"| {_md(g.channel)} | {_md(g.peak_time)} | {fmt(g.peak_value)} | {fmt(g.expected)} | "
-                  f"{fmt(g.normal_low)} to {fmt(g.normal_high)} | {100 * g.share:.1f}% |" for g in ev.segments]
-    return lines
+def _part_lines(ev: Evidence, plot: str | None) -> list[str]:
+    """The markdown of the case's modality items, each type's section once, in the order they come."""
+    groups: dict[type[EvidenceItem], list[EvidenceItem]] = {}
+    for p in ev.parts:
+        groups.setdefault(type(p), []).append(p)
+    return [line for item_cls, items in groups.items() for line in item_cls.markdown(items, ev, plot)]
 
 
-def _log_lines(ev: Evidence) -> list[str]:
-    """A log case's incident, lines, templates and expected sequence, as markdown lines (log text escaped);
-    none for a case that holds none of them."""
-    out: list[str] = []
-    i = ev.incident
-    if i is not None:
-        span = f" from {_md(i.start)} to {_md(i.end)}" if i.start else ""
-        out += ["", f"## Incident {i.index}", "", f"- {i.n_cases} case(s), {i.n_lines} line(s){span}; strongest case p-value "
-                f"{fmt(i.p_value)}", f"- cases: {_md(', '.join(i.cases))}",
-                f"- abnormal templates: {_md(', '.join(i.templates) or 'none')}",
-                f"- templates never seen in normal logs: {_md(', '.join(i.unseen) or 'none')}"]
-    if ev.lines:
-        out += ["", "## Most surprising lines", "", "| line | template | probability here | expected instead | text |",
-                "|---|---|---:|---|---|"]
-        for ln in ev.lines:
-            exp = "-" if ln.expected is None else f"{_md(ln.expected)} ({fmt(ln.expected_probability)})"
-            prob = fmt(ln.probability) if ln.seen else f"{fmt(ln.probability)} (never seen in normal logs)"
-            out.append(f"| {_md(ln.source)}:{ln.lineno} | {_md(ln.template_id)} | {prob} | {exp} | `{_code(ln.text)}` |")
-    if ev.templates:
-        out += ["", "## Template texts", "", "| template | text | normal lines | share of normal cases |", "|---|---|---:|---:|"]
-        out += [f"| {_md(t.template_id)} | `{_code(t.text)}` | {t.training_lines} | {100 * t.normal_cases:.1f}% |"
-                for t in ev.templates]
-    q = ev.sequence
-    if q is not None:
-        out += ["", "## Expected sequence", "", "| line | observed | expected by the model of normal logs |", "|---|---|---|"]
-        out += [f"| {_md(loc)} | {_md(o)} | {_md(e) if e != o else '(same)'} |"
-                for loc, o, e in zip(q.locations, q.observed, q.expected)]
-    return out
-
-
-def _code(text: str) -> str:
+def code_span(text: str) -> str:
     """Untrusted log text inside a markdown code span: control characters stripped, backticks (which would
     end the span) and table bars replaced. Not HTML-escaped: a code span is literal, and its renderer
     escapes it (escaping here showed a masked ``<UUID>`` as ``&lt;UUID&gt;``)."""
@@ -629,7 +555,7 @@ def _code(text: str) -> str:
     return clip(strip_control(text), 160).replace("`", "'").replace("|", "¦")
 
 
-def _md(text: str) -> str:
+def md(text: str) -> str:
     """Untrusted text (feature names, sources, claim text) as inert markdown: no HTML, links,
     images or table breaks, no control characters."""
     from anomalens.text import for_markdown

@@ -20,7 +20,7 @@ channels) injected into a 12-channel factor series; channel hit@k (k = channels 
 time IoU of the best-overlapping event with the injected span, and the share of the injected
 deviation the restored segment undoes (median over injected cells).
 
-Throughput: points scored per second by ``SeriesInvestigator.score`` on SMAP (25 channels), fit
+Throughput: points scored per second by ``Investigator.score`` (the series flow) on SMAP (25 channels), fit
 time; the baselines' time per point in the same process.
 
 Run:  python -m evals.series [--nab 8] [--epochs 60] [--quick]

@@ -331,3 +331,80 @@ def test_the_rooms_import_downward_only():
     crossing = sorted((m, t) for name, mods in rooms.items() for m in mods for t in graph[m]
                       if any(t in other for n, other in rooms.items() if n != name))
     assert crossing == []  # the log modality builds on the shared row machinery (modalities/rows.py), not on tabular
+
+
+# ---------------------------------------------------------------- an evidence item added by its modality
+def test_a_modalitys_own_evidence_item_reaches_the_report_the_prompt_and_the_verifier(text_stats, monkeypatch):
+    """A TOY evidence item type (``Shout``: how many upper-case letters the text holds), defined and
+    registered here, contributed by a toy modality's ``case_items``: the verifier checks a claim
+    citing it against its numbers, the prompt payload shows it, the markdown report has its section,
+    the JSON round trip gives it back typed, and ``evidence.shouts`` reads it, with no edit to the
+    schema, the verifier, the reasoner or the report (issue 42 item 4)."""
+    from typing import Literal
+
+    import pandas as pd
+
+    import anomalens.modalities as modalities
+    import anomalens.schema as schema
+    from anomalens import Investigator
+    from anomalens.grounding.verifier import verify_claim
+    from anomalens.llm.reasoner import evidence_payload
+    from anomalens.modalities.base import CaseItems
+    from anomalens.schema import Claim, EvidenceItem, Report, md
+
+    monkeypatch.setattr(schema, "_ITEM_TYPES", dict(schema._ITEM_TYPES))
+    monkeypatch.setattr(schema, "_BY_PLURAL", dict(schema._BY_PLURAL))
+
+    @schema.register_item
+    class Shout(EvidenceItem):
+        kind: Literal["shout"] = "shout"
+        plural = "shouts"
+        letters: int
+
+        def units(self):
+            return {"upper"}
+
+        def numbers(self):
+            return [float(self.letters)]
+
+        @classmethod
+        def markdown(cls, items, evidence, plot):
+            return ["", "## Shouting", *[f"- {md(i.id)}: {i.letters} upper-case letters" for i in items]]
+
+    class TextShout(text_stats):
+        name = "text_shout"
+
+        def case_items(self, X, inspection, hits, top, scale):
+            items = super().case_items(X, inspection, hits, top, scale)
+            upper = self.UNITS.index("upper")
+            return [CaseItems(it.attributions, it.exemplars, it.restoration,
+                              parts=[Shout(id="shout:upper", letters=int(X[i, upper]))]) for i, it in enumerate(items)]
+
+        @classmethod
+        def parse_claim(cls, claim, evidence):
+            # its own reading of free text: a sentence about its shouts is shown once the verifier's
+            # generic checks (ids, names against the item's units, numbers against its numbers) pass
+            if all(c.startswith("shout:") for c in claim.cites):
+                return None
+            return super().parse_claim(claim, evidence)
+
+    modalities.register(TextShout)
+    words = ["get", "user", "list", "page", "item", "cart"]
+    rng = np.random.default_rng(1)
+    normal = [f"/{rng.choice(words)}/{rng.choice(words)}?id={rng.integers(1, 999)}" for _ in range(300)]
+    inv = Investigator.fit(pd.DataFrame({"text": normal}), modality="text_shout", detector="pca", random_state=0)
+    rep = inv.analyze(["/ITEM?ID=1 OR 1=1 UNION SELECT PASSWORD"], case_id="attack")
+    ev = rep.evidence
+    assert [type(p).__name__ for p in ev.parts] == ["Shout"] and ev.shouts[0].letters == 27
+    assert evidence_payload(ev)["shouts"] == {"shout:upper": {"letters": 27}}
+    assert "## Shouting" in rep.to_markdown() and "- shout:upper: 27 upper-case letters" in rep.to_markdown()
+    back = Report.model_validate_json(rep.model_dump_json())
+    assert back == rep and type(back.evidence.parts[0]) is Shout
+    assert verify_claim(Claim(text="The 'upper' count is 27.", cites=["shout:upper"]), ev) is None
+    wrong = verify_claim(Claim(text="The 'upper' count is 31.", cites=["shout:upper"]), ev)
+    assert wrong is not None and "31" in wrong
+    named = verify_claim(Claim(text="The 'digits' count is 27.", cites=["shout:upper"]), ev)
+    assert named is not None and "digits" in named  # the item speaks about 'upper' only
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Report.model_validate({**rep.model_dump(mode="json"),
+                               "evidence": {**rep.evidence.model_dump(mode="json"), "parts": [{"kind": "whisper"}]}})

@@ -88,7 +88,7 @@ def test_reader_counts_every_line_and_keeps_bad_ones(tmp_path):
 def test_log_text_in_a_markdown_code_span_is_escaped_once():
     """Issue 40 #15: a masked ``<UUID>`` showed as ``&lt;UUID&gt;`` (escaped, then escaped again by the
     renderer of the code span); a backtick still cannot end the span."""
-    from anomalens.schema import _code
+    from anomalens.schema import code_span as _code
 
     html = MarkdownIt("commonmark").render(f"`{_code('req <UUID> failed `<script>` | x')}`")
     assert "&lt;UUID&gt;" in html and "&amp;" not in html and "<script" not in html
@@ -588,7 +588,7 @@ def test_cli_fit_triage_json_and_stdin(tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     res = json.loads(r.stdout)
     assert res["read"]["files"] == ["<stdin>"] and res["n_cases"] == 200 and res["n_incidents"] >= 1
-    found = {c for inc in res["incidents"] for c in inc["evidence"]["incident"]["cases"]}
+    found = {c for inc in res["incidents"] for p in inc["evidence"]["parts"] if p["kind"] == "incident" for c in p["cases"]}
     assert len(found & set(today.anomalies)) >= 8
     r = _cli("triage", str(tmp_path / "m"), "-", "--top", "2", "--out", str(tmp_path / "out"), stdin=today.text().encode())
     assert r.returncode == 0, r.stderr.decode()

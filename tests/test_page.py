@@ -145,8 +145,9 @@ def test_page_shows_series_events_as_charts(tmp_path, series_fitted):
         up = httpx.post(f"{url}/v1/investigators/metrics/analyze/upload?limit=1", headers=auth, timeout=120,
                         files={"file": ("series.csv", csv.read_bytes(), "text/csv")}).json()
         listed = up["reports"][0]["evidence"]
+        event = next(p for p in listed["parts"] if p["kind"] == "event")  # the series' own evidence item
         s = httpx.post(f"{url}/v1/sessions", headers=auth, timeout=120, json={
-            "investigator": "metrics", "series_csv": csv.read_text(), "event": listed["event"]["index"]}).json()
+            "investigator": "metrics", "series_csv": csv.read_text(), "event": event["index"]}).json()
         assert s["case_id"] == listed["case_id"] and s["verdict"]["p_value"] == listed["verdict"]["p_value"]
     finally:
         ctx.__exit__(None, None, None)

@@ -43,3 +43,17 @@ def test_a_model_saved_before_the_change_loads_and_answers_the_same(name, tmp_pa
     text = old.to_markdown()
     assert old.evidence.case_id in text and ("**anomalous**" in text or "anomalous" in text.lower())
     assert Report.model_validate_json(old.model_dump_json()) == old  # the JSON round trip keeps every field
+
+
+def test_a_saved_report_loads_with_only_the_schema_imported():
+    """The modalities register their item types when imported; a report read by a process that
+    imported only ``anomalens.schema`` still gets its series and log items back typed."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from anomalens.schema import Report; e = json.load(open(sys.argv[1])); "
+            "print(*[type(p).__name__ for k in ('series', 'logs') for p in Report.model_validate(e[k]['report']).evidence.parts][:3])")
+    out = subprocess.run([sys.executable, "-c", code, str(FIXTURES / "expected.json")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["Event", "Segment", "LogLine"]

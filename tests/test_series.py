@@ -309,7 +309,7 @@ def test_cli_fit_and_analyze_a_series(tmp_path):
     assert "event(s) in test.csv" in res.output and "latency" in res.output
     assert (tmp_path / "events" / "event-1.png").stat().st_size > 20_000
     rep = json.loads((tmp_path / "events" / "event-1.json").read_text())
-    assert rep["evidence"]["event"]["channels"][0] == "latency"
+    assert next(p for p in rep["evidence"]["parts"] if p["kind"] == "event")["channels"][0] == "latency"
     res = runner.invoke(app, ["analyze", str(tmp_path / "model"), str(tmp_path / "test.csv")])
     assert res.exit_code == 2 and "unexpected ['label']" in res.output
     # per-point scores, as TSB-AD's evaluations read them (issue 40 #10: score refused series)

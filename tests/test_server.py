@@ -224,7 +224,7 @@ def test_csv_upload_and_log_triage(server, models):
     assert r.status_code == 200, r.text
     t = r.json()["triage"]
     assert t["n_cases"] == 150 and t["n_incidents"] >= 1 and len(t["incidents"]) <= 3
-    found = {c for inc in t["incidents"] for c in inc["evidence"]["incident"]["cases"]}
+    found = {c for inc in t["incidents"] for p in inc["evidence"]["parts"] if p["kind"] == "incident" for c in p["cases"]}
     assert found & set(sample.anomalies)
     r = httpx.post(f"{server}/v1/investigators/web/triage/upload", headers=_auth(),
                    files={"file": ("today.log", sample.text().encode())}, timeout=120)

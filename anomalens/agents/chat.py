@@ -48,7 +48,7 @@ from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.llm.base import Draft, Reasoner, ToolChatClient
 from anomalens.llm.reasoner import chat_system_prompt, schema_for
 from anomalens.llm.template import TemplateReasoner, topics
-from anomalens.schema import Attribution, Claim, Comparison, Evidence, Explanation, FeatureProfile, LogLine, LogTemplate
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, EvidenceItem, Explanation, FeatureProfile
 from anomalens.tools import Toolbox, make_tools
 from anomalens.tools.registry import TOOLS, help_text, parse_command
 
@@ -93,7 +93,7 @@ def _evidence_of(state: ChatState) -> Evidence:
 def _merge(ev: Evidence, artifact: Any) -> Evidence:
     """Evidence items among a tool's artifact join the case's evidence."""
     found = [a for a in (artifact if isinstance(artifact, (tuple, list)) else [artifact])
-             if isinstance(a, (Attribution, FeatureProfile, Comparison, LogTemplate, LogLine))]
+             if isinstance(a, (Attribution, FeatureProfile, Comparison, EvidenceItem))]
     return ev.with_items(*found) if found else ev
 
 

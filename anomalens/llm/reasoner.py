@@ -65,22 +65,14 @@ def _payload(evidence: Evidence) -> dict:
         payload["profiles"] = {p.id: p.model_dump(exclude={"id"}) for p in evidence.profiles}
     if evidence.comparisons:
         payload["comparisons"] = {c.id: c.model_dump(exclude={"id"}) for c in evidence.comparisons}
-    # a log case: its lines (raw text: untrusted, clipped by data_block), templates, expected sequence, incident
-    if evidence.lines:
-        payload["lines"] = {ln.id: ln.model_dump(exclude={"id", "source", "lineno"}) for ln in evidence.lines}
-    if evidence.templates:
-        payload["templates"] = {t.id: t.model_dump(exclude={"id"}) for t in evidence.templates}
-    if evidence.sequence is not None:
-        payload["sequence"] = evidence.sequence.model_dump(exclude={"id"})
-    if evidence.incident is not None:
-        payload["incident"] = evidence.incident.model_dump(exclude={"id"})
-    # a series event: the items its ``event`` and ``peak`` claims cite (each segment's point lists stay
-    # out: the peak, the expected value and the normal range are what a claim can say)
-    if evidence.event is not None:
-        payload["event"] = evidence.event.model_dump(exclude={"id"})
-    if evidence.segments:
-        payload["segments"] = {g.id: g.model_dump(exclude={"id", "times", "observed", "restored"})
-                               for g in evidence.segments}
+    # the items the case's modality contributes (a log case's lines, templates, expected sequence and
+    # incident; a series' event and segments), each shown as its type says (raw text is untrusted:
+    # data_block clips and fences it): one item under its type's name, several by id
+    for p in evidence.parts:
+        if p.single:
+            payload[p.plural] = p.payload()
+        else:
+            payload.setdefault(p.plural, {})[p.id] = p.payload()
     return payload
 
 

@@ -25,7 +25,7 @@ arrays, scores, p-values, embeddings and evidence units.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,11 +55,14 @@ class ModelInput:
 
 @dataclass(frozen=True)
 class CaseItems:
-    """The modality-specific evidence of one case (besides the verdict, which calibration gives)."""
+    """The modality-specific evidence of one case (besides the verdict, which calibration gives):
+    its units' attributions, nearest exemplars, restoration, and ``parts``, the evidence items of
+    the modality's own types (``schema.EvidenceItem``), which go to ``Evidence.parts``."""
 
     attributions: list
     exemplars: list
     restoration: Any
+    parts: list = field(default_factory=list)
 
 
 class Modality(ABC):

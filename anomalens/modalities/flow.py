@@ -296,7 +296,8 @@ class RowFlow(CaseFlow):
                                         attribution_method=det.attribution_method)
         return [Evidence(case_id=str(case_ids[i]),
                          verdict=self.verdict(insp.scores[i], pvals[i], approx[i], flags[i], alpha, cutoff, method, m, thr),
-                         attributions=it.attributions, exemplars=it.exemplars, restoration=it.restoration, context=context)
+                         attributions=it.attributions, exemplars=it.exemplars, restoration=it.restoration, context=context,
+                         parts=list(it.parts))
                 for i, it in enumerate(items)]
 
     def evidence(self, case: Any, *, alpha: float, k: int, top: int | None, case_id: str | None,

@@ -210,7 +210,7 @@ def score_file(inv, source: str | Path | list, out: str | Path, *, alpha: float 
     is_logs = inv.modality.reads_text  # log files or stdin, scored case by case as sessions and windows close
     if inv.modality.sequential:
         raise InputError("score_file streams tables and logs; a series is scored whole (its windows overlap, so its "
-                         "chunks are not independent): SeriesInvestigator.point_table, or `anomalens score`")
+                         "chunks are not independent): Investigator.point_table, or `anomalens score`")
     if is_logs and (id_column or keep):
         raise InputError("--id-column and --keep apply to tables; log cases are named by their session or window")
     if not is_logs:

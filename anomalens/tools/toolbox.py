@@ -162,7 +162,7 @@ class Toolbox:
 
 class SeriesToolbox(Toolbox):
     """The events of a series as the cases under investigation (``event-1``, ``event-2``, ... as
-    ``SeriesInvestigator.analyze_batch`` numbers them).
+    ``Investigator.analyze_batch`` numbers them).
 
     Each event keeps its stretch of series (the event and two windows on each side): a case's
     ``row`` is the window centred on its peak, flattened channel by channel (what ``compare``
@@ -236,7 +236,7 @@ class SeriesToolbox(Toolbox):
 
 class LogToolbox(Toolbox):
     """The incidents of logs as the cases under investigation (``incident-1``, ``incident-2``, ... as
-    ``LogInvestigator.triage`` ranks them). Each keeps its strongest case (a session or window: its
+    ``Investigator.triage`` ranks them). Each keeps its strongest case (a session or window: its
     lines, templates and locations), whose evidence is the incident's report; ``row`` is that case
     (``exemplar:<key>`` gives a stored normal session's events), ``saved_row`` its JSON form, so a saved
     chat resumes without the log files."""
@@ -290,7 +290,7 @@ class LogToolbox(Toolbox):
     def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
         """Add a case saved by ``saved_row`` (or a LogCase) under ``case_id``."""
         from anomalens.modalities.logs.cases import LogCase
-        from anomalens.schema import Incident
+        from anomalens.modalities.logs.items import Incident
 
         cid = str(case_id)
         if isinstance(row, LogCase):
@@ -307,7 +307,7 @@ class LogToolbox(Toolbox):
                 raise InputError(f"a saved log case must be what LogToolbox.saved_row wrote ({exc})") from exc
         ev = self.investigator.evidence(case, alpha=self.alpha, k=self.k, top=self.top)
         self._rows[cid] = case
-        self._evidence[cid] = ev.model_copy(update={"incident": incident}) if incident is not None else ev
+        self._evidence[cid] = ev.with_items(incident) if incident is not None else ev
         self._timelines[cid] = timeline
         if focus:
             self.focus = cid

@@ -38,7 +38,8 @@ from anomalens.errors import CheckpointError, InputError
 from anomalens.modalities.flow import ONE_METHOD, CaseFlow, Fitted, check_limit
 from anomalens.modalities.logs.cases import END, MAX_TEXT, GroupStats, LogCase, ScoredCase, group_lines
 from anomalens.modalities.logs.reader import LogLine, LogStats, line_texts, read_logs
-from anomalens.schema import Evidence, Incident, Report, Verdict, fmt
+from anomalens.modalities.logs.items import Incident
+from anomalens.schema import Evidence, Report, Verdict, fmt
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import coverage, nearest, select_exemplars
 
@@ -117,7 +118,7 @@ class Triage:
                 + (f" {self.drift}" if self.drift and drift else ""))
 
     def to_markdown(self) -> str:
-        from anomalens.schema import _md
+        from anomalens.schema import md as _md
 
         out = ["# Log triage", "", _md(self.summary(drift=False)), ""]
         if self.drift:
@@ -143,7 +144,7 @@ class Triage:
     def _unseen_markdown(self) -> list[str]:
         """The templates never seen in normal logs, each with the lines that hold it (flagged or not: a
         new kind of line is worth a look even when no case reaches the cut-off)."""
-        from anomalens.schema import _code, _md
+        from anomalens.schema import code_span as _code, md as _md
 
         if not self.unseen:
             return []
@@ -332,7 +333,8 @@ class LogFlow(CaseFlow):
         context = mod.context(n_train=self.n_train, detector=f"next-event LSTM + {self.detector_name} on counts",
                               attribution_method="surprise (-log p) of the template's events in context, in nats, "
                                                  "plus a count outside its normal range", extra_units=unseen)
-        return Evidence(case_id=sc.case.key, verdict=verdict, context=context, incident=incident, **items)
+        parts = [*([incident] if incident is not None else []), *items.pop("parts")]
+        return Evidence(case_id=sc.case.key, verdict=verdict, context=context, parts=parts, **items)
 
     def _scored(self, X: Any, name: str) -> tuple[list[ScoredCase], np.ndarray, np.ndarray, LogStats | None]:
         self.calibrator  # noqa: B018 - raises NotFittedError before the data is looked at

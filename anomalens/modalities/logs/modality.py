@@ -38,17 +38,8 @@ from anomalens.modalities.logs import claims as log_claims
 from anomalens.modalities.logs.cases import END, ScoredCase
 from anomalens.modalities.logs.flow import LogFlow
 from anomalens.modalities.rows import RowModality
-from anomalens.schema import (
-    Attribution,
-    Claim,
-    Evidence,
-    Exemplar,
-    ExpectedSequence,
-    FeatureDelta,
-    LogLine,
-    LogTemplate,
-    Restoration,
-)
+from anomalens.modalities.logs.items import ExpectedSequence, LogLine, LogTemplate
+from anomalens.schema import Attribution, Claim, Evidence, Exemplar, FeatureDelta, Restoration
 from anomalens.store import ExemplarHit
 
 __all__ = ["LogModality", "line_id"]
@@ -251,7 +242,7 @@ class LogModality(RowModality):
             if self.combined_scores is None:
                 from anomalens.errors import NotFittedError
 
-                raise NotFittedError("the logs modality is not calibrated yet (LogInvestigator.fit does it)")
+                raise NotFittedError("the logs modality is not calibrated yet (Investigator.fit does it)")
             self._combined = CombinationCalibrator(self.combined_scores)
         return self._combined
 
@@ -402,7 +393,7 @@ class LogModality(RowModality):
                 vals.setdefault(tid, float(h.values[j - 1]) if j is not None and len(h.values) else 0.0)
             exemplars.append(Exemplar(id=f"exemplar:{h.row_id}", row_id=h.row_id, distance=h.distance, values=vals,
                                       source=h.source, timestamp=h.timestamp, weight=h.weight))
-        return {"attributions": attributions, "lines": lines, "templates": templates, "sequence": sequence,
+        return {"attributions": attributions, "parts": [*lines, *templates, sequence],
                 "restoration": restoration, "exemplars": exemplars}
 
     def context(self, *, n_train: int, detector: str, attribution_method: str, extra_units: list[str] = ()):

@@ -129,8 +129,8 @@ class SeriesFlow(CaseFlow):
         verdict = self._event_verdict(sc, span, flag=flag, alpha=alpha, cutoffs=cutoffs)
         context = m.context(n_train=self.n_train, detector=self.detector_name, attribution_method=det.attribution_method)
         ev = Evidence(case_id=case_id or f"event-{index}", verdict=verdict, attributions=items.attributions,
-                      exemplars=items.exemplars, restoration=items.restoration, context=context, event=event,
-                      segments=segments)
+                      exemplars=items.exemplars, restoration=items.restoration, context=context,
+                      parts=[event, *segments])
         return ev, {"restored": restored, "hits": hits, "window_start": window_start}
 
     def _event_verdict(self, sc: SeriesScores, span: tuple[int, int], *, flag: bool, alpha: float,

@@ -51,18 +51,17 @@ from anomalens.modalities.series import claims as series_claims
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.modalities.common import PROFILE_LEVELS
 from anomalens.modalities.series.flow import SeriesFlow
+from anomalens.modalities.series.items import Event, Segment
 from anomalens.schema import (
     Attribution,
     Claim,
     Comparison,
-    Event,
     Evidence,
     Exemplar,
     FeatureDelta,
     FeatureDifference,
     FeatureProfile,
     Restoration,
-    Segment,
 )
 from anomalens.store import ExemplarHit
 from anomalens.text import clip
