@@ -32,6 +32,7 @@ import numpy as np
 
 from anomalens.detectors import BaseDetector, Inspection
 from anomalens.errors import InputError
+from anomalens.modalities.common import column_list
 from anomalens.modalities.flow import CaseFlow, RowFlow
 from anomalens.schema import Claim, Comparison, Context, Evidence, FeatureProfile
 from anomalens.store import ExemplarHit
@@ -123,6 +124,31 @@ class Modality(ABC):
     def detector_mismatch(self, detector: BaseDetector) -> str | None:
         """Why a loaded detector does not fit this modality's saved metadata (None: it does)."""
         return None
+
+    # ------------------------------------------------------------------ the command line (``anomalens fit``)
+    options: ClassVar[tuple[str, ...]] = ()  # the command line's modality options it takes (window, time_column, ...)
+    samples_training: ClassVar[bool] = False  # True: fit may train on a uniform sample of a large table's rows
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Modality:
+        """A modality from the command line's options (names in ``options``; the CLI refuses others)."""
+        return cls()
+
+    def training_table(self, frame: Any, *, label_column: str | None = None, exclude: list[str] | None = None,
+                       id_column: str | None = None) -> tuple[Any, list[str] | None]:
+        """(training data, row ids) of a table read for fit: without its label and excluded columns."""
+        if id_column is not None:
+            raise InputError(f"--id-column applies to tables of rows; {self.name} data has none")
+        drop = [c for c in [label_column, *column_list(exclude)] if c]
+        missing = [c for c in drop if c not in frame.columns]
+        if missing:
+            raise InputError(f"column {str(missing[0])[:60]!r} is not in the data")
+        return frame.drop(columns=drop), None
+
+    def fit_summary(self, inv: Any, data: Any) -> tuple[dict[str, Any], str | None]:
+        """(what ``anomalens fit`` prints about the investigator fitted on ``data`` beyond its
+        detector and exemplars, a line for people about reading the input or None)."""
+        return {"cases": inv.n_train, "units": len(self.unit_names)}, None
 
     # ------------------------------------------------------------------ normal profile
     @abstractmethod

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from anomalens.schema import Claim, Evidence, fmt
 
-__all__ = ["PROFILE_LEVELS", "verdict_claim"]
+__all__ = ["PROFILE_LEVELS", "column_list", "verdict_claim"]
 
 PROFILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # training quantiles kept per unit
+
+
+def column_list(names: list[str] | None) -> list[str]:
+    """Column names given as repeated and/or comma-separated options."""
+    return [c.strip() for n in names or [] for c in n.split(",") if c.strip()]
 
 
 def verdict_claim(evidence: Evidence) -> Claim:

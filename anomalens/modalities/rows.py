@@ -21,7 +21,7 @@ import numpy as np
 from anomalens.detectors import BaseDetector, Inspection, check_matrix
 from anomalens.errors import CheckpointError, InputError
 from anomalens.modalities import unit_claims
-from anomalens.modalities.common import PROFILE_LEVELS
+from anomalens.modalities.common import PROFILE_LEVELS, column_list
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.schema import (
     Attribution,
@@ -72,11 +72,6 @@ def as_rows(data: Any, name: str) -> tuple[Any, list[str] | None, list[str] | No
     if X.ndim == 1:
         X = X[None, :]
     return X, None, None
-
-
-def column_list(names: list[str] | None) -> list[str]:
-    """Column names given as repeated and/or comma-separated options."""
-    return [c.strip() for n in names or [] for c in n.split(",") if c.strip()]
 
 
 def check_csv_header(source: Any, name: str, **read_kw: Any) -> None:
@@ -187,6 +182,26 @@ class RowModality(Modality):
         """The fitted features of an uploaded table (other columns, a label for one, left alone) and its
         case ids from ``id_column``."""
         return select_columns(frame, id_column=id_column, features=self.feature_names)
+
+    # ------------------------------------------------------------------ the command line
+    samples_training = True
+
+    def training_table(self, frame: Any, *, label_column: str | None = None, exclude: list[str] | None = None,
+                       id_column: str | None = None) -> tuple[Any, list[str] | None]:
+        """The table's numeric feature columns (less the label and excluded ones) and its row ids."""
+        return select_columns(frame, label_column=label_column, exclude=exclude, id_column=id_column)
+
+    def fit_summary(self, inv: Any, data: Any) -> tuple[dict[str, Any], str | None]:
+        out: dict[str, Any] = {"rows": inv.rows_seen}
+        if inv.n_train < inv.rows_seen:
+            out["trained on"] = f"a uniform sample of {inv.n_train:,} of {inv.rows_seen:,} rows (--max-train-rows)"
+        out.update({"features": len(inv.feature_names), "calibration_rows": len(inv.detector.calibration_scores_)})
+        limit = inv.batch_limit()
+        if limit is not None:
+            out["batches"] = (f"one anomalous row alone can be flagged in batches of up to {limit} rows at a false "
+                              f"discovery rate of 0.05 ({inv.calibrator.n} calibration scores, no tail beyond them); "
+                              "larger batches flag it only with other anomalies, or analyze it alone (--row)")
+        return out, None
 
     # ------------------------------------------------------------------ normal profile
     def fit_profile(self, array: np.ndarray) -> None:

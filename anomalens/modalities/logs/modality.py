@@ -33,11 +33,12 @@ import numpy as np
 
 from anomalens.detectors.calibration import Calibrator, CombinationCalibrator
 from anomalens.errors import CheckpointError, InputError
-from anomalens.modalities.logs.parser import TemplateParser
 from anomalens.modalities.logs import claims as log_claims
 from anomalens.modalities.logs.cases import END, ScoredCase
 from anomalens.modalities.logs.flow import LogFlow
 from anomalens.modalities.rows import RowModality
+from anomalens.modalities.logs.parser import DEFAULT_MASKS, TemplateParser
+from anomalens.modalities.logs.reader import get_format
 from anomalens.modalities.logs.items import ExpectedSequence, LogLine, LogTemplate
 from anomalens.schema import Attribution, Claim, Evidence, Exemplar, FeatureDelta, Restoration
 from anomalens.store import ExemplarHit
@@ -113,6 +114,38 @@ class LogModality(RowModality):
         self.neighbours: dict[str, dict[str, list]] = {}  # template -> its most frequent predecessors and successors
         self._calibrators: list[Calibrator] | None = None
         self._combined: CombinationCalibrator | None = None
+
+    # ------------------------------------------------------------------ the command line
+    options = ("window", "log_format", "session", "mask")
+    samples_training = False
+
+    @classmethod
+    def from_options(cls, **options: Any) -> LogModality:
+        """``mask``: NAME=REGEX strings, applied before the default masks; ``log_format`` is checked now."""
+        extra = []
+        for m in options.get("mask") or []:
+            name, sep, regex = m.partition("=")
+            if not sep or not name.strip() or not regex:
+                raise InputError(f"--mask must be NAME=REGEX (e.g. 'TRACE=trace-[0-9a-f]+'), got {m!r}")
+            extra.append((regex, name.strip()))
+        fmt = options.get("log_format")
+        if fmt is not None:
+            get_format(fmt)  # an unknown --format fails before any work
+        return cls(fmt, options.get("session"), options.get("window"),
+                   masks=[*extra, *DEFAULT_MASKS] if extra else None)
+
+    def training_table(self, frame: Any, **kw: Any) -> tuple[Any, list[str] | None]:
+        raise InputError("logs are read from log files, not from a table")
+
+    def fit_summary(self, inv: Any, data: Any) -> tuple[dict[str, Any], str | None]:
+        read, groups = self.read_stats, self.group_stats
+        out = {"format": read.format + (" (detected)" if read.detected else ""), "lines": read.lines,
+               "lines kept": read.kept, "skipped": read.skipped, "templates": len(self.feature_names),
+               "cases": f"{groups.cases} ({'sessions ' + self.session if self.session else 'windows of ' + str(self.window)})",
+               "training cases": inv.n_train, "count model": inv.detector_name}
+        if groups.no_session:
+            out["lines without a session id"] = groups.no_session
+        return out, read.summary()
 
     def __repr__(self) -> str:
         how = f"session={self.session!r}" if self.session else f"window={self.window!r}"

@@ -471,6 +471,23 @@ class SeriesModality(Modality):
                   f"per step" + (f", {s.filled} empty cell(s) filled ({s.fill})" if s.filled else ""))
         return s
 
+    # ------------------------------------------------------------------ the command line
+    options = ("window", "time_column", "fill", "resample")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> SeriesModality:
+        window = options.pop("window", None)
+        if window is not None and not str(window).isdigit():
+            raise InputError(f"--window of a series is a number of points, got {str(window)[:40]!r}")
+        return cls(None if window is None else int(window), **options)
+
+    def fit_summary(self, inv: Any, data: Any) -> tuple[dict[str, Any], str | None]:
+        cross = self.calibration_mode == "cross"
+        return {"rows": len(data), "channels": len(self.channels), "window": self.window, "period": self.period,
+                "calibration_points": len(self.calibration_scores),
+                "calibration": (f"out-of-fold scores of every training point ({len(self.fold_blocks(self.n_points))} "
+                                "contiguous blocks)" if cross else "a held-out block at the end")}, None
+
     def begin_fit(self, data: Any) -> tuple[SeriesData, SeriesData | None]:
         """The series checked and split (``split``) before the detector is built: it needs the window."""
         return self.split(data)

@@ -1,0 +1,5 @@
+"""``python -m anomalens.cli``."""
+
+from anomalens.cli import main
+
+main()
