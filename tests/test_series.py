@@ -461,6 +461,45 @@ def test_a_real_incident_is_flagged_at_the_calibrated_cut_off(shared_data):
     assert len(reports) - len(inside) <= 1  # at most one event outside the labelled window
 
 
+def test_a_series_event_is_inspected_in_one_detector_pass(fitted, monkeypatch):
+    """Issue 42: an event's evidence took four detector passes (explain and decision_function over
+    every window, restore over the event's windows, embed of its peak window); now the series' windows
+    are read in one pass (``score_explain``) and each event in one (``inspect``: its restoration and
+    the embedding its exemplars are found by), giving what the separate passes gave."""
+    from collections import Counter
+
+    inv, test = fitted
+    data = test.iloc[:600].copy()
+    data.iloc[300:320, 1] -= 3.0
+    m, det = inv.modality, inv.detector
+    values = m.read(data, "data").values
+    T, w = len(values), m.window
+    X = m.windows(values, np.arange(0, T - w + 1, 7))
+    scores, att = det.score_explain(X, checked=True)  # what the two passes gave
+    np.testing.assert_array_equal(scores, det.decision_function(X, checked=True))
+    np.testing.assert_allclose(att.values, det.explain(X, checked=True).values, rtol=1e-6, atol=1e-9)
+    span, start = (300, 319), 290
+    restored, emb = m.inspect_span(det, values, span, start)
+    starts = np.arange(300 - w + 1, 320)
+    R = det.restore(m.windows(values, starts), checked=True).reshape(len(starts), len(m.channels), w)
+    mean = np.mean([R[i, :, 300 - a] for i, a in enumerate(starts) if a <= 300 < a + w], axis=0)
+    np.testing.assert_allclose(restored[:, 300], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb, det.embed(m.windows(values, np.array([start])), checked=True), rtol=1e-4, atol=1e-5)
+    det_cls = type(inv.detector)
+    calls: Counter = Counter()
+    for name in ("decision_function", "explain", "restore", "embed", "inspect", "score_explain"):
+        def wrapped(self, X, *a, _orig=getattr(det_cls, name), _name=name, **kw):
+            calls[_name] += 1
+            return _orig(self, X, *a, **kw)
+
+        monkeypatch.setattr(det_cls, name, wrapped)
+    reports = inv.analyze_batch(data)
+    assert reports and dict(calls) == {"score_explain": 1, "inspect": len(reports)}  # 600 points: one chunk
+    calls.clear()
+    inv.verdicts(data)
+    assert dict(calls) == {"score_explain": 1}
+
+
 def test_verdicts_and_a_rest_batch_score_a_series_once_and_draft_only_what_they_return(fitted, tmp_path, monkeypatch):
     """A series' verdicts build no evidence and draft no explanation; over REST, explain=false drafts
     nothing and explain=true scores the series once (each used to score it twice and draft one

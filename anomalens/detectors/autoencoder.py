@@ -114,6 +114,10 @@ class AutoEncoder(TorchDetector):
         return self._errors(batch, self._reconstruct(batch)).mean(dim=1)
 
     def _explain_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._error_and_attribution(batch)[1]
+
+    def _error_and_attribution(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the plain reconstruction error score, the attribution) from one first reconstruction."""
         recon = self._reconstruct(batch)
         plain = self._errors(batch, recon)
         limit = self.error_limit_.to(batch.device)
@@ -122,7 +126,16 @@ class AutoEncoder(TorchDetector):
             recon = self._reconstruct(torch.where(err <= limit, batch, recon))
             err = self._errors(batch, recon)
         share = err / err.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        return share * plain.mean(dim=1, keepdim=True)
+        score = plain.mean(dim=1)
+        return score, share * score[:, None]
+
+    def _score_explain_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if type(self)._explain_batch is not AutoEncoder._explain_batch:  # a subclass attributes otherwise
+            return super()._score_explain_batch(batch)
+        score, values = self._error_and_attribution(batch)
+        if type(self)._score_batch is not AutoEncoder._score_batch:  # a subclass scores otherwise (a memory)
+            score = self._score_batch(batch)
+        return score, values
 
     def _project_batch(self, batch: torch.Tensor) -> torch.Tensor:
         code = clamp_code(self.module_.encoder(batch), self.code_range_)

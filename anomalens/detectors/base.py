@@ -433,6 +433,15 @@ class BaseDetector(ABC):
         values = self._explain_scaled(self._scale(self._check_input(X, checked=checked)))
         return Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method)
 
+    def score_explain(self, X: Any, *, checked: bool = False) -> tuple[np.ndarray, Attribution]:
+        """(``decision_function``'s scores, ``explain``'s attribution) of the rows of ``X`` in one
+        pass: checked and scaled once, and the work shared where the detector can (an autoencoder's
+        one reconstruction gives its error score and the start of its attribution). What a series
+        reads off every window."""
+        scores, values = self._score_explain_scaled(self._scale(self._check_input(X, checked=checked)))
+        return finite_scores(scores), Attribution(values, self.feature_names_in_, self.feature_thresholds_,
+                                                  self.attribution_method)
+
     def restore(self, X: Any, *, checked: bool = False) -> np.ndarray:
         """(n, d) the model's "normal version" of each row, in the original units."""
         return self._restore_scaled(self._scale(self._check_input(X, checked=checked))) * self.scale_ + self.center_
@@ -454,6 +463,10 @@ class BaseDetector(ABC):
             embedding=finite_embedding(self._embed_scaled(Z)))
 
     # ------------------------------------------------------------------ hooks
+    def _score_explain_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, attribution) of scaled rows; detectors that can share work between them override it."""
+        return self._score_scaled(Z), self._explain_scaled(Z)
+
     def _inspect_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores, attribution, restored rows) of scaled rows, the attribution computed once;
         detectors that can share more work between the three override it."""
@@ -892,6 +905,18 @@ class TorchDetector(BaseDetector):
 
     def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
         return self._map(self._explain_batch, Z)
+
+    def _score_explain_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        both = self._map(self._score_explain_cat, Z)  # (n, 1 + d): the score, then the attribution
+        return both[:, 0], both[:, 1:]
+
+    def _score_explain_cat(self, batch: torch.Tensor) -> torch.Tensor:
+        score, values = self._score_explain_batch(batch)
+        return torch.cat([score[:, None], values], dim=1)
+
+    def _score_explain_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, attribution) of a scaled batch; by default the two hooks."""
+        return self._score_batch(batch), self._explain_batch(batch)
 
     def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
         return self._map(self._restore_batch, Z, attribution)
