@@ -662,27 +662,21 @@ class SeriesModality(Modality):
         attribution ``cells`` and its detector ``score``."""
         return float(self.point_pvalues(cells, np.full(cells.shape[1], score))[1].min())
 
-    def inspect_span(self, detector: BaseDetector, values: np.ndarray, span: tuple[int, int],
-                     window_start: int) -> tuple[np.ndarray, np.ndarray]:
-        """One detector pass over an event: ((C, T) the restored values over points ``span`` (first,
-        last) of a series, each cell's mean over the restored windows that cover it (at most
-        MAX_EVENT_WINDOWS, strided beyond), NaN outside them; (1, k) the embedding of the window at
-        ``window_start``, whose nearest normal windows are the event's exemplars)."""
+    def restore_span(self, detector: BaseDetector, values: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+        """(C, T) the detector's restored values over points ``span`` (first, last) of a series: each
+        cell's mean over the restored windows that cover it (at most MAX_EVENT_WINDOWS, strided
+        beyond); NaN outside the windows that cover the span. (One ``inspect`` of those windows, which
+        would also give the peak window's embedding, costs more: it scores the windows and their
+        restorations and embeds every one; measured in docs/series.md.)"""
         a, b = span
         T, C, w = len(values), len(self.channels), self.window
         starts = np.arange(max(0, a - w + 1), min(T - w, b) + 1)
         if len(starts) > MAX_EVENT_WINDOWS:
             starts = starts[:: math.ceil(len(starts) / MAX_EVENT_WINDOWS)]
-        restored_starts = starts
-        if window_start not in starts:  # the exemplar query's window rides along in the same pass
-            starts = np.sort(np.r_[starts, window_start])
-        insp = detector.inspect(self.windows(values, starts), checked=True)
-        keep = np.isin(starts, restored_starts)
-        R = insp.restored[keep].reshape(int(keep.sum()), C, w)
+        R = detector.restore(self.windows(values, starts), checked=True).reshape(len(starts), C, w)
         total, count = np.zeros((C, T)), np.zeros(T)
-        _fold(total, count, R, starts[keep], mean=True)
-        emb = insp.embedding[int(np.flatnonzero(starts == window_start)[0])][None, :]
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan), emb
+        _fold(total, count, R, starts, mean=True)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
     def fit_calibration(self, detector: BaseDetector, block: SeriesData) -> None:
         """Point scores of the held-out block become the conformal calibration set; each channel's 99%
