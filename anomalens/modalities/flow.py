@@ -144,12 +144,35 @@ class CaseFlow:
         elif not flag and not cal.extends and cal.floor > cutoff:
             note = (f"cannot be resolved: with {cal.n} calibration scores no p-value is below {fmt(cal.floor)}, "
                     f"and the cut-off is {fmt(cutoff)}")
-        tail = cal.method.removeprefix("conformal + ")
         return Verdict(anomalous=bool(flag), score=float(score), p_value=float(p), alpha=alpha, cutoff=float(cutoff),
                        threshold=float(thr) if np.isfinite(thr) else None, detector=self.detector_name, method=method,
-                       p_value_method=(f"{tail} beyond the largest calibration score (approximate)" if approx
+                       p_value_method=(self.approximate_method() if approx
                                        else f"conformal ({cal.n} calibration scores)"),
                        approximate=bool(approx), note=note)
+
+    def approximate_method(self) -> str:
+        """How a p-value below the calibration's floor was made (a verdict's ``p_value_method``)."""
+        tail = self.calibrator.method.removeprefix("conformal + ")
+        return f"{tail} beyond the largest calibration score (approximate)"
+
+    def batch_verdicts(self, case_ids: Sequence[str], scores: np.ndarray, pvals: np.ndarray, approx: np.ndarray,
+                       alpha: float, method: str) -> tuple[dict[str, Verdict], np.ndarray, float]:
+        """(every case's verdict by id, the flags, the cut-off) of a batch: Benjamini-Hochberg at
+        ``alpha`` over its p-values (a case is flagged when p <= the cut-off)."""
+        flags = benjamini_hochberg(pvals, alpha).astype(bool)
+        cutoff = bh_cutoff(int(flags.sum()), len(pvals), alpha)
+        thr = self.calibrator.threshold(cutoff)
+        return ({cid: self.verdict(s, p, a, f, alpha, cutoff, method, len(pvals), thr)
+                 for cid, s, p, a, f in zip(case_ids, scores, pvals, approx, flags)}, flags, cutoff)
+
+    @staticmethod
+    def reported(flags: np.ndarray, scores: np.ndarray, only_anomalous: bool, limit: int | None) -> np.ndarray:
+        """Positions of a batch's cases to report: the flagged ones (``only_anomalous``) or all, and
+        of those the ``limit`` highest scores (in input order otherwise)."""
+        keep = np.flatnonzero(flags) if only_anomalous else np.arange(len(flags))
+        if limit is not None:
+            keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
+        return keep
 
     def batch_limit(self, alpha: float = 0.05) -> int | None:
         """See ``Investigator.batch_limit``; None: no such limit for this kind of case."""
@@ -337,16 +360,10 @@ class RowFlow(CaseFlow):
             return {ev.case_id: ev.verdict for ev in evs}, evs
         scores = self.detector.decision_function(rows, checked=True)
         pvals, approx = self._verdict_parts(scores)
-        flags = benjamini_hochberg(pvals, alpha).astype(bool)
-        cutoff = bh_cutoff(int(flags.sum()), m, alpha)  # flagged <=> p <= cutoff
-        thr = self.calibrator.threshold(cutoff)
-        verdicts = {cid: self.verdict(s, p, a, f, alpha, cutoff, BH_METHOD, m, thr)
-                    for cid, s, p, a, f in zip(case_ids, scores, pvals, approx, flags)}
+        verdicts, flags, cutoff = self.batch_verdicts(case_ids, scores, pvals, approx, alpha, BH_METHOD)
         if not explain:
             return verdicts, []
-        keep = np.flatnonzero(flags) if only_anomalous else np.arange(m)
-        if limit is not None:
-            keep = keep[np.argsort(-scores[keep], kind="stable")[:limit]]
+        keep = self.reported(flags, scores, only_anomalous, limit)
         if len(keep) == 0:
             return verdicts, []
         return verdicts, self.inspected(rows[keep], alpha, cutoff, k, top, [case_ids[i] for i in keep], BH_METHOD, m,

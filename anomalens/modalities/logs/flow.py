@@ -179,6 +179,9 @@ class LogFlow(CaseFlow):
         super().__init__(inv)
         self.next_event = next_event
 
+    def approximate_method(self) -> str:
+        return self.modality.BEYOND
+
     def summary(self) -> str:
         return (f"Investigator(modality='logs', templates={len(self.feature_names)}, detector={self.detector_name!r}, "
                 f"n_train={self.n_train} cases, store={self.store.count()} exemplars)")
@@ -327,8 +330,6 @@ class LogFlow(CaseFlow):
         approx = bool(mod.approximate(np.array([T]))[0])
         verdict = self.verdict(T, p, approx, flag, alpha, cutoff, LOGS_METHOD if m > 1 else ONE_METHOD,
                                 m, cal.threshold(cutoff))
-        if approx:
-            verdict = verdict.model_copy(update={"p_value_method": mod.BEYOND})
         unseen = sorted({e for e in sc.case.events if e not in mod.vocab}, key=lambda t: (len(t), t))
         context = mod.context(n_train=self.n_train, detector=f"next-event LSTM + {self.detector_name} on counts",
                               attribution_method="surprise (-log p) of the template's events in context, in nats, "
@@ -369,18 +370,11 @@ class LogFlow(CaseFlow):
             raise InputError("ids do not apply to logs: cases are named by their session id or window number")
         check_limit(limit)
         scored, T, p, _ = self._scored(X, "X")
-        flags = benjamini_hochberg(p, alpha).astype(bool)
-        cutoff = bh_cutoff(int(flags.sum()), len(p), alpha)
-        thr, approx = self.calibrator.threshold(cutoff), self.modality.approximate(T)
-        verdicts = {}
-        for i, sc in enumerate(scored):
-            v = self.verdict(T[i], p[i], approx[i], flags[i], alpha, cutoff, LOGS_METHOD, len(p), thr)
-            verdicts[sc.case.key] = v.model_copy(update={"p_value_method": self.modality.BEYOND}) if approx[i] else v
+        verdicts, flags, cutoff = self.batch_verdicts([sc.case.key for sc in scored], T, p,
+                                                      self.modality.approximate(T), alpha, LOGS_METHOD)
         if not explain:
             return verdicts, []
-        keep = np.flatnonzero(flags) if only_anomalous else np.arange(len(p))
-        if limit is not None:
-            keep = keep[np.argsort(-T[keep], kind="stable")[:limit]]
+        keep = self.reported(flags, T, only_anomalous, limit)
         return verdicts, [self._case_evidence(scored[i], T[i], p[i], flag=bool(flags[i]), alpha=alpha, cutoff=cutoff,
                                               m=len(p), k=k, top=top) for i in keep]
 
