@@ -144,7 +144,7 @@ def main() -> int:
     graph = imports(modules())
     comps = components(graph)
     up = upward(graph)
-    lines = [f"# Import graph of `anomalens` (imports inside functions included)\n",
+    lines = ["# Import graph of `anomalens` (imports inside functions included)\n",
              f"`python -m evals.import_graph`: {len(graph)} modules, {sum(map(len, graph.values()))} imports between them.\n",
              f"## Cycles: {len(comps)} strongly connected component(s)\n"]
     for c in comps:

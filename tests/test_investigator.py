@@ -156,7 +156,7 @@ def test_bad_input(inv, tmp_path):
     with pytest.raises(InputError, match="one row"):
         inv.analyze(frame(3, 5))
     with pytest.raises(InputError, match="modality must be one of"):
-        Investigator.fit(frame(100, 0), modality="images")
+        Investigator.fit(frame(100, 0), modality="video")
     with pytest.raises(InputError, match="6 features"):
         inv.analyze(np.zeros(5))
     with pytest.raises(CheckpointError, match="no saved Investigator"):

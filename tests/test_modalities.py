@@ -90,7 +90,28 @@ def logs_sample() -> Sample:
     ])
 
 
-SAMPLES: dict[str, Callable[[], Sample]] = {"tabular": tabular_sample, "series": series_sample, "logs": logs_sample}
+def images_sample() -> Sample:
+    """28 x 28 grey images of gratings at random phases; the anomaly is a bright square over region 2,4
+    (rows 8-11, columns 16-19 of the 7 x 7 grid's 4-pixel regions)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:28, 0:28] / 28.0
+
+    def image() -> np.ndarray:
+        a, b = rng.uniform(0, 2 * np.pi, 2)
+        return (0.5 + 0.15 * np.sin(2 * np.pi * 2 * xx + a) + 0.15 * np.sin(2 * np.pi * 3 * yy + b)
+                + 0.02 * rng.normal(size=xx.shape)).clip(0, 1)
+
+    train = {f"train{i:03d}.png": image() for i in range(300)}
+    anomalous = image()
+    anomalous[8:12, 16:20] = 1.0
+    return Sample(train, image(), anomalous, "2,4", bad=[
+        (None, "None"), (b"not an image at all", "not an image"), (np.zeros((1, 1)), "at least"),
+        (np.full((28, 28), np.nan), "NaN"), (np.full((28, 28), -2.0), "[0, 1]"), ("no/such/image.png", "no such"),
+    ])
+
+
+SAMPLES: dict[str, Callable[[], Sample]] = {"tabular": tabular_sample, "series": series_sample, "logs": logs_sample,
+                                            "images": images_sample}
 
 
 def test_every_registered_modality_has_a_sample_here():
@@ -153,10 +174,10 @@ def test_bad_input_is_one_input_error_naming_the_problem(fitted):
 
 
 def test_unknown_modalities_are_refused_with_the_list():
-    with pytest.raises(InputError, match=r"modality must be one of \['logs', 'series', 'tabular'"):
-        Investigator.fit(np.zeros((10, 2)), modality="image")
+    with pytest.raises(InputError, match=r"modality must be one of \['images', 'logs', 'series', 'tabular'"):
+        Investigator.fit(np.zeros((10, 2)), modality="video")
     with pytest.raises(InputError, match="modality must be one of"):
-        get_modality("image")
+        get_modality("video")
     with pytest.raises(InputError, match="Modality subclass"):
         register(dict)  # type: ignore[arg-type]
 

@@ -16,7 +16,7 @@ def test_every_detector_is_described():
     names = [i.name for i in infos]
     assert {"autoencoder", "vae", "flow", "autoregressive", "ensemble"} <= set(names)
     for info in infos:
-        assert info.family in {"reconstruction", "density", "ensemble"}
+        assert info.family in {"reconstruction", "density", "ensemble", "memory bank"}
         assert info.modalities and set(info.modalities) <= set(list_modalities()) and len(info.score) > 20
         assert "random_state" in info.params
         assert type(make_detector(info.name)).__name__ == info.cls.__name__

@@ -194,7 +194,8 @@ def _score_series(inv, data: list[str], out_file: Path, *, alpha: float, as_json
 @guard
 def analyze(
     model_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a folder written by 'anomalens fit'")],
-    data: Annotated[Path, typer.Argument(help="rows to analyze: a CSV or Parquet file")],
+    data: Annotated[Path, typer.Argument(help="rows to analyze: a CSV or Parquet file (a series: its CSV; images: "
+                                         "a folder or an image file)")],
     top: Annotated[int, typer.Option(min=1, help="report the N most anomalous rows")] = 5,
     row: Annotated[Optional[str], typer.Option(help="report this row only: 0-based position, or a value of --id-column")] = None,
     id_column: IdColOpt = None,
@@ -216,6 +217,8 @@ def analyze(
     if inv.modality.sequential:
         return _analyze_series(inv, data, top=top, alpha=alpha, label_column=label_column, exclude=exclude,
                                out_dir=out_dir, as_json=as_json)
+    if inv.modality.reads_paths and not inv.modality.reads_text:
+        return _analyze_files(inv, data, top=top, row=row, alpha=alpha, out_dir=out_dir, as_json=as_json)
     X, ids = select_features(read_table(data), id_column=id_column, features=inv.feature_names)
     if row is not None:
         case, cid = pick_row(X, ids, row)
@@ -284,10 +287,55 @@ def _analyze_series(inv, data: Path, *, top: int, alpha: float, label_column: st
         e, v = r.evidence.event, r.verdict
         table.add_row(str(e.index), shown(e.start, 30), shown(e.end, 30), str(e.n_points), shown(e.peak, 30),
                       f"{v.p_value:.3g}" + (" (tail)" if v.approximate else ""), shown(", ".join(e.channels[:4]), 60))
+    _print_reports(table, reports, out_dir, "each event's report and plot")
+
+
+def _analyze_files(inv, data: Path, *, top: int, row: str | None, alpha: float, out_dir: Path | None,
+                   as_json: bool) -> None:
+    """``analyze`` on files the modality reads itself (a folder of images): the false discovery rate
+    over the lot, the table of the top N, each one's report, and with --out its files and picture."""
+    if not data.exists():
+        raise CliError(f"DATA must be an existing folder or file, got {str(data)!r} (no such path)")
+    if out_dir is not None:
+        check_out(out_dir)
+    noun = inv.modality.case_noun
+    if row is not None:
+        case = data / row if data.is_dir() else data
+        if not case.exists():
+            raise CliError(f"--row must name a file in {str(data)!r}, got {row!r}")
+        reports, total = [inv.analyze(str(case), alpha=alpha, case_id=case.name, plot_dir=out_dir)], 1
+    else:
+        verdicts, reports = inv.assess(str(data), alpha=alpha, limit=top, only_anomalous=False, plot_dir=out_dir)
+        total = len(verdicts)
+    if out_dir is not None:
+        for r in reports:
+            stem = Path(r.plot).stem if r.plot else r.evidence.case_id
+            (out_dir / f"{stem}.json").write_text(r.model_dump_json(indent=1))
+            (out_dir / f"{stem}.md").write_text(r.to_markdown())
+    if as_json:
+        print(json.dumps([json.loads(r.model_dump_json()) for r in reports]))
+        return
+    flagged = sum(r.verdict.anomalous for r in reports)
+    title = (f"{len(reports)} {noun}(s) of {total} in {for_terminal(data.name, 80)}, most anomalous first "
+             f"({flagged} flagged at a false discovery rate of {alpha:g})" if row is None else
+             f"{noun} {for_terminal(reports[0].evidence.case_id, 80)}")
+    table = Table(title=title)
+    for col in ("case", "verdict", "score", "p-value", f"top {inv.modality.units_title.lower()}"):
+        table.add_column(col)
+    for r in reports:
+        v = r.verdict
+        table.add_row(shown(r.evidence.case_id, 40), verdict_word(v), f"{v.score:.4g}",
+                      f"{v.p_value:.4g}" + (" (tail)" if v.approximate else ""),
+                      shown(", ".join(a.feature for a in r.evidence.attributions[:3]), 80))
+    _print_reports(table, reports, out_dir, "each report and its picture")
+
+
+def _print_reports(table: Table, reports: list, out_dir: Path | None, what: str) -> None:
+    """The table, where the files went (or how to write them), then each report."""
     out.print(table)
     if out_dir is not None:
-        err.print(f"reports and plots written to {for_terminal(str(out_dir), 200)}", highlight=False)
+        err.print(f"written to {for_terminal(str(out_dir), 200)}: {what}", highlight=False)
     elif reports:
-        err.print("pass --out DIR to write each event's report and plot", highlight=False)
+        err.print(f"pass --out DIR to write {what}", highlight=False)
     for r in reports:
         out.print(Markdown(r.to_markdown()))

@@ -33,8 +33,9 @@ from anomalens.text import for_terminal
 @app.command()
 @guard
 def fit(
-    data: Annotated[list[Path], typer.Argument(metavar="DATA...", help="normal data: a CSV or Parquet file of rows or of a series; or "
-                                               "log files (plain, .gz, several, - for standard input)")],
+    data: Annotated[list[Path], typer.Argument(metavar="DATA...", help="normal data: a CSV or Parquet file of rows or of a series; "
+                                               "log files (plain, .gz, several, - for standard input); or image folders "
+                                               "or files")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write the fitted investigator to")],
     detector: Annotated[Optional[str], typer.Option("--detector", "-d", help="a registered detector (see the README); "
                                                     "default: the Ensemble of autoencoder, vae, autoregressive and pca for "
@@ -42,9 +43,9 @@ def fit(
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="label column to leave out")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="columns to leave out (repeat or comma-separate)")] = None,
     id_column: IdColOpt = None,
-    modality: Annotated[Optional[str], typer.Option("--modality", help="tabular, series or logs (default: series when "
-                                                     "--time-column is given, logs for .log/.gz/.txt/.jsonl files or "
-                                                     "with --format or --session)")] = None,
+    modality: Annotated[Optional[str], typer.Option("--modality", help="tabular, series, logs or images (default: series "
+                                                     "when --time-column is given, logs for .log/.gz/.txt/.jsonl files "
+                                                     "or with --format or --session, images for folders and image files)")] = None,
     time_column: Annotated[Optional[str], typer.Option("--time-column", help="a series' timestamp column")] = None,
     window: Annotated[Optional[str], typer.Option("--window", help="a series' window length (default: its period); "
                                                   "logs: a window of N lines (e.g. 200) or of time (e.g. 5m)")] = None,
@@ -71,7 +72,8 @@ def fit(
     from anomalens.modalities import get_modality, list_modalities
 
     is_log = bool(log_format or session) or all(str(p) == "-" or p.suffix.lower() in LOG_SUFFIXES for p in data)
-    modality = modality or ("series" if time_column else "logs" if is_log else "series" if window else "tabular")
+    own = next((n for n in list_modalities() if get_modality(n).accepts(data)), None)  # e.g. a folder of images
+    modality = modality or ("series" if time_column else "logs" if is_log else own or ("series" if window else "tabular"))
     if modality not in list_modalities():
         raise CliError(f"--modality must be one of {list_modalities()}, got {modality!r}")
     kind = get_modality(modality)
@@ -82,7 +84,7 @@ def fit(
         owners = sorted({n for n in list_modalities() for k in foreign if k in get_modality(n).options})
         raise CliError(f"{_and([FLAGS[k] for k in foreign])} apply to {_and(owners) or 'no modality'}, not to "
                        f"{modality} data")
-    if not kind.reads_text and len(data) != 1:
+    if not kind.reads_paths and len(data) != 1:
         raise CliError(f"{modality} data is one CSV or Parquet file, got {len(data)} paths")
     params = {"random_state": seed, **detector_params(param)}
     if not as_json and sys.stderr.isatty():
@@ -91,7 +93,7 @@ def fit(
         make_detector(detector, **params).validate_params()  # bad hyper-parameters fail before any work
     mod = kind.from_options(**given)
     rows_seen, fit_kw = None, {}
-    if kind.reads_text:  # log files, read as they are parsed
+    if kind.reads_paths:  # log files read as they are parsed, image folders: the modality reads its files
         X, ids, source = [str(p) for p in data], None, ",".join(p.name for p in data)[:200]
     else:
         path = data[0]

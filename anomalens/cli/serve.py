@@ -141,7 +141,7 @@ def _check_model(folder: str) -> None:
 
 EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "levels", "tail_rules", "null_tails",
          "linear_member", "fit_large", "latency", "verifier", "series", "logs", "serve", "scale", "soak", "validity", "verdicts",
-         "rare_modes", "series_blocks", "import_graph")
+         "rare_modes", "series_blocks", "import_graph", "images")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

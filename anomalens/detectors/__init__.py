@@ -14,6 +14,7 @@ from anomalens.detectors.diffusion import Diffusion
 from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
 from anomalens.detectors.ganomaly import GANomaly
+from anomalens.detectors.patch import PatchCore
 from anomalens.detectors.pca import PCA
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
 from anomalens.detectors.vae import VAE
@@ -29,6 +30,9 @@ register("pca", PCA, "density", ("tabular", "series", "logs"),
 register("ensemble", Ensemble, "ensemble", ("tabular", "logs"), "Cauchy combination of the members' conformal p-values, re-calibrated")
 register("conv_ae", ConvAutoEncoder, "reconstruction", ("series",),
          "mean squared reconstruction error per channel x time cell of a 1-D convolutional autoencoder over windows")
+
+register("patchcore", PatchCore, "memory bank", ("images",),
+         "largest distance of an image cell's pretrained descriptor (EfficientNet-Lite0) to its nearest normal patch")
 
 load = BaseDetector.load
 
@@ -46,6 +50,7 @@ __all__ = [
     "GANomaly",
     "NormalizingFlow",
     "PCA",
+    "PatchCore",
     "VAE",
     "benjamini_hochberg",
     "check_int",

@@ -29,7 +29,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -114,6 +114,8 @@ class Inspection:
     restored: np.ndarray  # (n, d) the normal version, original units
     restored_scores: np.ndarray  # (n,) scores of the restored rows
     embedding: np.ndarray  # (n, k) float32, for exemplar retrieval
+    # what a detector can say beyond the five (an image detector's matched normal patch per cell), by name
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,11 @@ class BaseDetector(ABC):
     def _scale(self, X: np.ndarray) -> np.ndarray:
         return (X - self.center_) / self.scale_
 
+    def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(center, scale) of the training rows: robust per column (a detector of pixels keeps them as
+        they are and overrides it)."""
+        return robust_scale(X)
+
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None) -> "BaseDetector":
         """Learn normal behaviour from ``X`` (rows assumed normal) and calibrate p-values.
@@ -320,7 +327,7 @@ class BaseDetector(ABC):
             mode = "cross" if small else "split"
         if mode == "cross" and n >= 2 * self.config.n_folds + 4:
             raw, attributions = self._out_of_fold(arr, perm)
-            self.center_, self.scale_ = robust_scale(arr)
+            self.center_, self.scale_ = self._fit_scaler(arr)
             self._fit_scaled(self._scale(arr))
             self.calibration_scores_ = np.sort(self._calibrate(raw))
             self.feature_thresholds_ = np.quantile(attributions, _FEATURE_QUANTILE, axis=0)
@@ -334,7 +341,7 @@ class BaseDetector(ABC):
                 "or a larger calibration_size for finer verdicts", n_cal, 1 / (n_cal + 1)
             )
         train, cal = arr[perm[n_cal:]], arr[perm[:n_cal]]
-        self.center_, self.scale_ = robust_scale(train)
+        self.center_, self.scale_ = self._fit_scaler(train)
         self._fit_scaled(self._scale(train))
         cal_scaled = self._scale(cal)
         self.calibration_scores_ = np.sort(self._calibrate(self._calibration_raw(cal_scaled)))
@@ -364,7 +371,7 @@ class BaseDetector(ABC):
             rest = np.setdiff1d(perm, held, assume_unique=True)
             member = self.fold_copy(calibration="split")
             member.n_features_in_, member.feature_names_in_ = self.n_features_in_, None
-            member.center_, member.scale_ = robust_scale(arr[rest])
+            member.center_, member.scale_ = member._fit_scaler(arr[rest])
             member._fit_scaled(member._scale(arr[rest]))
             z = member._scale(arr[held])
             raw = member._calibration_raw(z)

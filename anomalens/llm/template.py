@@ -72,8 +72,8 @@ class TemplateReasoner:
         self.max_features = max_features
 
     def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
-        claims = [verdict_claim(evidence), *(about(evidence, "event") if evidence.event is not None else []),
-                  *(about(evidence, "incident") if evidence.incident is not None else [])]
+        # the case's one-of-a-kind items (a series' event, a log's incident, an image's anomaly map) first
+        claims = [verdict_claim(evidence), *about(evidence, *[p.id for p in evidence.parts if type(p).single])]
         # units whose contribution is abnormal or whose value is outside its normal range, by contribution
         # (an event of a series: its channels beyond their normal attribution level, as a value outside
         # the normal band of its phase is common in a long series)

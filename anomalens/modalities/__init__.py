@@ -14,7 +14,7 @@ from anomalens.errors import InputError
 from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.modalities.tabular import TabularModality
 
-__all__ = ["CaseItems", "LogModality", "Modality", "ModelInput", "SeriesModality", "TabularModality", "get_modality", "list_modalities", "modality_of",
+__all__ = ["CaseItems", "ImageModality", "LogModality", "Modality", "ModelInput", "SeriesModality", "TabularModality", "get_modality", "list_modalities", "modality_of",
            "register"]
 
 _REGISTRY: dict[str, type[Modality]] = {}
@@ -53,3 +53,7 @@ register(SeriesModality)
 from anomalens.modalities.logs import LogModality  # noqa: E402
 
 register(LogModality)
+
+from anomalens.modalities.images import ImageModality  # noqa: E402
+
+register(ImageModality)

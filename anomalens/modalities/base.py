@@ -76,6 +76,7 @@ class Modality(ABC):
     flow_class: ClassVar[type[CaseFlow]] = RowFlow  # what a case is and the verbs over it (rows by default)
     sequential: ClassVar[bool] = False  # True: a case is an event found in a sequence (see the series flow)
     reads_text: ClassVar[bool] = False  # True: cases come from text read line by line (logs: triage), not tables
+    reads_paths: ClassVar[bool] = False  # True: the command line hands it paths (log files, image folders), not a table
     max_exemplars: ClassVar[int] = 5000  # default exemplar sample kept in the store (k-means medoids beyond it)
     case_noun: ClassVar[str] = "row"  # what one case is called in messages and tables ("row", "event", "case")
     units_title: ClassVar[str] = "Features"  # what a report calls its units
@@ -128,6 +129,12 @@ class Modality(ABC):
     # ------------------------------------------------------------------ the command line (``anomalens fit``)
     options: ClassVar[tuple[str, ...]] = ()  # the command line's modality options it takes (window, time_column, ...)
     samples_training: ClassVar[bool] = False  # True: fit may train on a uniform sample of a large table's rows
+
+    @classmethod
+    def accepts(cls, paths: list[Any]) -> bool:
+        """True when the command line's DATA paths are this modality's own files (an image folder), so
+        ``anomalens fit`` picks it without ``--modality``."""
+        return False
 
     @classmethod
     def from_options(cls, **options: Any) -> Modality:

@@ -293,7 +293,7 @@ class RowFlow(CaseFlow):
 
     # ------------------------------------------------------------------ evidence
     def inspected(self, X: np.ndarray, alpha: float, cutoff: float | None, k: int, top: int, case_ids: list[str],
-                  method: str, m: int = 1, in_batch: bool = False) -> list[Evidence]:
+                  method: str, m: int = 1, in_batch: bool = False, plot_dir: str | Path | None = None) -> list[Evidence]:
         """Evidence of checked rows ``X``: the detector inspects them once (scores, attribution,
         restoration, embedding), calibration gives the p-values, the store the nearest exemplars and
         the modality the evidence items. One case is flagged when p < alpha; rows ``in_batch`` (of
@@ -312,23 +312,31 @@ class RowFlow(CaseFlow):
         for it in items:
             r = it.restoration
             if r is not None and r.score_after is not None and r.score_after > normal_below:
-                r.note = (f"no normal version was found within the training range: the restored row still scores "
+                r.note = (f"no normal version was found within the training range: the restored "
+                          f"{self.modality.case_noun} still scores "
                           f"{fmt(r.score_after)}, above the single-case threshold {fmt(normal_below)} at alpha "
                           f"{fmt(alpha)}")
         context = self.modality.context(n_train=self.n_train, detector=self.detector_name,
                                         attribution_method=det.attribution_method)
-        return [Evidence(case_id=str(case_ids[i]),
-                         verdict=self.verdict(insp.scores[i], pvals[i], approx[i], flags[i], alpha, cutoff, method, m, thr),
-                         attributions=it.attributions, exemplars=it.exemplars, restoration=it.restoration, context=context,
-                         parts=list(it.parts))
-                for i, it in enumerate(items)]
+        evs = [Evidence(case_id=str(case_ids[i]),
+                        verdict=self.verdict(insp.scores[i], pvals[i], approx[i], flags[i], alpha, cutoff, method, m, thr),
+                        attributions=it.attributions, exemplars=it.exemplars, restoration=it.restoration, context=context,
+                        parts=list(it.parts))
+               for i, it in enumerate(items)]
+        self.after_inspection(X, insp, evs, plot_dir)
+        return evs
+
+    def after_inspection(self, X: np.ndarray, insp: Any, evs: list[Evidence], plot_dir: str | Path | None) -> None:
+        """What a kind of row does with an inspection besides its evidence (an image draws its picture
+        to ``plot_dir``); nothing by default."""
 
     def evidence(self, case: Any, *, alpha: float, k: int, top: int | None, case_id: str | None,
                  plot_dir: str | Path | None = None) -> Evidence:
-        return self.evidence_each([case], alpha=alpha, k=k, top=top, case_ids=[case_id] if case_id else None)[0]
+        return self.evidence_each([case], alpha=alpha, k=k, top=top, case_ids=[case_id] if case_id else None,
+                                  plot_dir=plot_dir)[0]
 
     def evidence_each(self, cases: Sequence[Any], *, alpha: float, k: int, top: int | None,
-                      case_ids: Sequence[str] | None) -> list[Evidence]:
+                      case_ids: Sequence[str] | None, plot_dir: str | Path | None = None) -> list[Evidence]:
         """Each case on its own (p < alpha), with the detector, the calibration and the store run once over all."""
         top = len(self.feature_names) if top is None else check_int(top, "top", error=InputError)
         cases = list(cases)
@@ -345,7 +353,7 @@ class RowFlow(CaseFlow):
             arrays.append(X)
             ids.append(str(case_ids[i]) if case_ids is not None else (row_ids[0] if row_ids else
                                                                       "case" if len(cases) == 1 else str(i)))
-        return self.inspected(np.concatenate(arrays), alpha, alpha, k, top, ids, ONE_METHOD)
+        return self.inspected(np.concatenate(arrays), alpha, alpha, k, top, ids, ONE_METHOD, plot_dir=plot_dir)
 
     def assess(self, X: Any, *, alpha: float, k: int, top: int, ids: Sequence[str] | None, only_anomalous: bool,
                limit: int | None, explain: bool, plot_dir: str | Path | None = None,
@@ -356,7 +364,8 @@ class RowFlow(CaseFlow):
         rows, case_ids = self.checked(X, ids)
         m = len(rows)
         if explain and not only_anomalous and (limit is None or limit >= m):  # every row explained: one inspection each
-            evs = self.inspected(rows, alpha, None, k, top, case_ids, BH_METHOD, m, in_batch=True) if m else []
+            evs = self.inspected(rows, alpha, None, k, top, case_ids, BH_METHOD, m, in_batch=True,
+                                 plot_dir=plot_dir) if m else []
             return {ev.case_id: ev.verdict for ev in evs}, evs
         scores = self.detector.decision_function(rows, checked=True)
         pvals, approx = self._verdict_parts(scores)
@@ -367,7 +376,7 @@ class RowFlow(CaseFlow):
         if len(keep) == 0:
             return verdicts, []
         return verdicts, self.inspected(rows[keep], alpha, cutoff, k, top, [case_ids[i] for i in keep], BH_METHOD, m,
-                                        in_batch=True)
+                                        in_batch=True, plot_dir=plot_dir)
 
     def evidence_in_batch(self, X: Any, *, m: int, cutoff: float, alpha: float, k: int, top: int,
                           ids: Sequence[str] | None) -> list[Evidence]:

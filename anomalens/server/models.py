@@ -85,6 +85,22 @@ class AnalyzeResponse(BaseModel):
     seconds: float
     # e.g. that this batch is too large for one anomalous row alone to be flagged (Investigator.batch_note)
     note: str | None = None
+    # a drawn case's picture by case id (images: the image, its map, its restoration, the nearest normal), a PNG data URL
+    pictures: dict[str, str] = Field(default_factory=dict)
+
+
+class ImagesRequest(BaseModel):
+    """Images to judge as JSON: each one's encoded file (PNG, JPEG, TIFF, ...) in base64, by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: dict[str, str] = Field(..., min_length=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    top: int = Field(5, ge=1, le=100)
+    limit: int | None = Field(20, ge=1)
+    explain: bool = True
+    only_anomalous: bool = False
+    pictures: bool = True  # each reported image's picture in the response (``pictures``)
 
 
 class TriageResponse(BaseModel):

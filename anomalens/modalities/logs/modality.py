@@ -71,6 +71,7 @@ class LogModality(RowModality):
     case_noun = "case"
     units_title = "Templates"
     reads_text = True
+    reads_paths = True
     unit_kind = "event"
     default_detector = "autoencoder"  # the count model
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, File, Request, UploadFile
 
 from anomalens.llm.template import TemplateReasoner
-from anomalens.server.models import AnalyzeRequest, AnalyzeResponse
+from anomalens.server.models import AnalyzeRequest, AnalyzeResponse, ImagesRequest
 from anomalens.server.runtime import (INLINE_BODY, Coalescer, HTTPProblem, Runtime, noted, parse_analyze_request,
                                       problem_responses, read_table, verdict_out)
 
@@ -135,5 +135,71 @@ def router(rt: Runtime) -> APIRouter:
         with _as_problems():  # the modality reads its cases from the table (a table: its fitted features)
             frame, req.ids = inv.modality.from_table(frame, id_column=id_column)
         return await _work(_analyze(name, frame, req))
+
+    def _images(name: str, images: dict[str, bytes], req: Any) -> Callable[[], AnalyzeResponse]:
+        """The job of an images request: the lot judged with the false discovery rate, the reports of
+        the ``limit`` most anomalous (or only the flagged ones) and, with ``pictures``, each one's PNG."""
+        inv = _get(name)
+        if not (inv.modality.reads_paths and inv.flow.plots and not inv.modality.reads_text):
+            raise HTTPProblem(400, "Bad input", f"investigator {name!r} holds a {inv.modality.name} model: images go to "
+                                             "an investigator fitted on images")
+        if len(images) > cfg.max_rows:
+            raise HTTPProblem(413, "Request too large", f"images must be at most {cfg.max_rows} per request, got {len(images)}")
+
+        def job() -> AnalyzeResponse:
+            import base64
+            import tempfile
+            from pathlib import Path
+
+            t0 = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                verdicts, reports = inv.assess(images, alpha=req.alpha, top=req.top, reasoner=batch_reasoner,
+                                               only_anomalous=req.only_anomalous, limit=req.limit,
+                                               explain=req.explain, plot_dir=tmp if req.pictures and req.explain else None)
+                pictures = {r.evidence.case_id: "data:image/png;base64," + base64.b64encode(
+                    (Path(tmp) / r.plot).read_bytes()).decode() for r in reports if r.plot}
+            noted(reports, batch_note)
+            out = [verdict_out(k, v) for k, v in verdicts.items()]
+            return AnalyzeResponse(investigator=name, n_cases=len(out), n_flagged=sum(v.anomalous for v in out),
+                                   verdicts=out, reports=reports, seconds=time.perf_counter() - t0,
+                                   note=inv.batch_note(len(out), req.alpha), pictures=pictures)
+
+        return job
+
+    @api.post("/v1/investigators/{name}/images", response_model=AnalyzeResponse, tags=["analyze"],
+              responses=problem_responses(400, 401, 404, 413, 422, 429, 504))
+    async def analyze_images(name: str, files: list[UploadFile] = File(..., description="image files (PNG, JPEG, TIFF, ...)"),
+                             alpha: float = 0.05, top: int = 5, limit: int | None = 20, explain: bool = True,
+                             only_anomalous: bool = False, pictures: bool = True) -> AnalyzeResponse:
+        """Images uploaded as files (multipart): verdicts over the lot (Benjamini-Hochberg at ``alpha``),
+        the reports of the ``limit`` most anomalous and, with ``pictures``, each one's picture as a PNG
+        data URL. A corrupt or non-image file is a 400 naming it, before any work."""
+        try:
+            req = ImagesRequest(images={"-": "-"}, alpha=alpha, top=top, limit=limit, explain=explain,
+                                only_anomalous=only_anomalous, pictures=pictures)
+        except ValueError as exc:
+            raise HTTPProblem(422, "Invalid request", str(exc).splitlines()[0]) from exc
+        images: dict[str, bytes] = {}
+        for i, f in enumerate(files):
+            key = f.filename or f"image{i}"
+            if key in images:
+                raise HTTPProblem(400, "Bad input", f"files must have distinct names, got {key[:80]!r} more than once")
+            images[key] = await f.read()
+        return await _work(_images(name, images, req))
+
+    @api.post("/v1/investigators/{name}/images/json", response_model=AnalyzeResponse, tags=["analyze"],
+              responses=problem_responses(400, 401, 404, 413, 422, 429, 504))
+    async def analyze_images_json(name: str, req: ImagesRequest) -> AnalyzeResponse:
+        """The same as ``images`` with the files in a JSON body, base64-encoded by name (``ImagesRequest``)."""
+        import base64
+        import binascii
+
+        images = {}
+        for key, text in req.images.items():
+            try:
+                images[key] = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise HTTPProblem(400, "Bad input", f"images[{key[:80]!r}] must be base64 ({exc})") from exc
+        return await _work(_images(name, images, req))
 
     return api

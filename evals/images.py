@@ -1,0 +1,307 @@
+"""Images benchmark: ELPV solar-cell defects, synthetic texture defects with masks, calibration over lots, speed.
+
+- **ELPV** (the ``elpv-dataset`` package, CC BY-NC-SA 4.0; 300 x 300 electroluminescence images of
+  solar cells, mono and poly): defect probability 1.0 against 0.0, training on ``--train`` normal
+  cells only (seeded), testing on the other normal cells and every defective one: image AUROC of
+  anomalens' default image detector (``patchcore``) beside the simple patch-kNN baseline (the same
+  EfficientNet-Lite0 cells, a uniform 25% sample of the training cells, the largest nearest-cell
+  distance, no calibration) run in the same process; the false-positive rate at alpha on the held-out
+  normal cells; Benjamini-Hochberg over lots of held-out normal cells (the false discovery rate is
+  the share of lots with any flag), and over lots of 10 holding one defect (how many of the defects a
+  single-image test flags at alpha the lot flags too).
+- **Textures** (no data needed): smooth random textures with a dark bar, a bright blob or a swapped
+  patch pasted at a random place (exact masks): image AUROC, pixel AUROC of the map, AUPRO up to 30%
+  false-positive rate, the share of flagged defects whose anomaly-map peak zone (3 x 3 grid) is the
+  defect's, the share the restoration brings below the single-image threshold, and the IoU of the
+  pixels the restoration changes with the defect mask.
+- **Speed** on this machine: fit on ``--train`` images, images scored per second at 224 px, one
+  image analysed with its evidence and picture (template reasoner).
+
+Writes evals/results/images.json and .md. ``--quick``: fewer images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evals.common import write_results
+
+ALPHA = 0.05
+LOTS = 200  # all-normal lots drawn per seed and size
+
+
+def _elpv():
+    try:
+        import elpv_dataset
+    except ImportError:
+        sys.exit("the ELPV images come from the elpv-dataset package: pip install elpv-dataset==1.0.0.post1")
+    root = Path(elpv_dataset.__file__).parent / "data"
+    rows = np.genfromtxt(root / "labels.csv", dtype=["|S19", "<f8", "|S4"], names=["path", "p", "t"])
+    return root, np.char.decode(rows["path"]), rows["p"], np.char.decode(rows["t"])
+
+
+def patch_knn_baseline(train: np.ndarray, test: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The simple patch-kNN of the issue: EfficientNet-Lite0 cells, a uniform 25% of the training
+    cells as the bank, an image's score its largest nearest-cell distance."""
+    import torch
+
+    from anomalens.detectors.patch import backbone_features
+
+    def cells(X: np.ndarray) -> torch.Tensor:
+        out = []
+        for i in range(0, len(X), 16):
+            t = torch.as_tensor(X[i:i + 16], dtype=torch.float32).reshape(-1, 1, 224, 224)
+            out.append(backbone_features(t).flatten(2).transpose(1, 2))
+        return torch.cat(out)
+
+    bank = cells(train).reshape(-1, 152)
+    g = torch.Generator().manual_seed(seed)
+    bank = bank[torch.randperm(len(bank), generator=g)[: len(bank) // 4]]
+    return np.array([torch.cdist(f, bank).min(1).values.max().item() for f in cells(test)])
+
+
+def _bh_any(p: np.ndarray, alpha: float) -> np.ndarray:
+    from anomalens.detectors import benjamini_hochberg
+
+    return benjamini_hochberg(p, alpha).astype(bool)
+
+
+def elpv(kind: str, n_train: int, seeds: list[int]) -> dict:
+    """Per seed a split of the normal cells (``n_train`` to train on, the rest held out), pooled."""
+    from sklearn.metrics import roc_auc_score
+
+    from anomalens import Investigator
+    from anomalens.detectors.calibration import Calibrator
+
+    root, paths, prob, types = _elpv()
+    bad = np.flatnonzero((types == kind) & (prob == 1))
+    defects = [str(root / paths[i]) for i in bad]
+    runs = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        normal = rng.permutation(np.flatnonzero((types == kind) & (prob == 0)))
+        train = [str(root / paths[i]) for i in normal[:n_train]]
+        held = [str(root / paths[i]) for i in normal[n_train:]]
+        t0 = time.perf_counter()
+        inv = Investigator.fit(train, modality="images", random_state=seed)
+        fit_s = time.perf_counter() - t0
+        Xn = inv.modality.prepare(held).array
+        Xd = inv.modality.prepare(defects).array
+        sn = inv.detector.decision_function(Xn, checked=True)
+        sd = inv.detector.decision_function(Xd, checked=True)
+        y = np.r_[np.zeros(len(sn)), np.ones(len(sd))]
+        base = patch_knn_baseline(inv.modality.prepare(train).array, np.r_[Xn, Xd], seed)
+        run = {"seed": seed, "fit_s": fit_s, "auroc": float(roc_auc_score(y, np.r_[sn, sd])),
+               "baseline": float(roc_auc_score(y, base)), "calibration_scores": inv.calibrator.n}
+        for tail in (False, True):
+            cal = Calibrator(inv.detector.calibration_scores_, tail=tail)
+            pn, pd_ = cal.pvalues(sn), cal.pvalues(sd)
+            key = "tail" if tail else "default"
+            run[key] = {"fpr": float((pn < ALPHA).mean()), "n_normal": len(pn), "single": float((pd_ < ALPHA).mean())}
+            for size in (10, 100):
+                run[key][f"lots{size}"] = [bool(_bh_any(rng.choice(pn, size, replace=False), ALPHA).any())
+                                           for _ in range(LOTS)]
+            run[key]["keep10"] = [bool(_bh_any(np.r_[rng.choice(pn, 9, replace=False), p], ALPHA)[-1])
+                                  for p in pd_[pd_ < ALPHA]]
+        runs.append(run)
+
+    def pooled(key: str) -> dict:
+        fpr = float(np.mean([r[key]["fpr"] for r in runs]))
+        n = sum(r[key]["n_normal"] for r in runs)
+        out = {"fpr_at_alpha": round(fpr, 4), "fpr_se": round(float(np.sqrt(ALPHA * (1 - ALPHA) / n)), 4),
+               "single_test_recall": round(float(np.mean([r[key]["single"] for r in runs])), 4)}
+        for size in (10, 100):
+            flags = [f for r in runs for f in r[key][f"lots{size}"]]
+            out[f"normal_lots{size}_fdr"] = round(float(np.mean(flags)), 4)
+            out[f"normal_lots{size}_se"] = round(float(np.sqrt(ALPHA * (1 - ALPHA) / len(flags))), 4)
+        keep = [f for r in runs for f in r[key]["keep10"]]
+        out["lot10_keeps_single_flags"] = round(float(np.mean(keep)), 4) if keep else None
+        return out
+
+    return {"kind": kind, "train": n_train, "seeds": seeds, "held_out_normal": runs[0]["default"]["n_normal"],
+            "defects": len(defects), "fit_s": round(float(np.mean([r["fit_s"] for r in runs])), 2),
+            "auroc": round(float(np.mean([r["auroc"] for r in runs])), 4),
+            "auroc_by_seed": [round(r["auroc"], 4) for r in runs],
+            "baseline_patch_knn_auroc": round(float(np.mean([r["baseline"] for r in runs])), 4),
+            "calibration_scores": runs[0]["calibration_scores"], "default": pooled("default"), "with_tail": pooled("tail")}
+
+
+# ---------------------------------------------------------------- synthetic textures
+def _texture(rng: np.random.Generator, n: int) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    t = gaussian_filter(rng.normal(size=(n, n)), 1.5) + 0.5 * gaussian_filter(rng.normal(size=(n, n)), 6)
+    return np.clip(0.5 + 0.12 * t / t.std(), 0, 1)
+
+
+def _paste(img: np.ndarray, rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    n = img.shape[0]
+    out, mask = img.copy(), np.zeros_like(img, dtype=bool)
+    r, c = (int(v) for v in rng.integers(n // 8, n - n // 8, size=2))
+    if kind == "bar":
+        mask[max(r - 2, 0):r + 2, max(c - n // 10, 0):c + n // 10] = True
+        out[mask] = 0.05
+    elif kind == "blob":
+        yy, xx = np.mgrid[0:n, 0:n]
+        mask = (yy - r) ** 2 + (xx - c) ** 2 <= (n // 16) ** 2
+        out[mask] = np.clip(out[mask] + 0.35, 0, 1)
+    else:  # a patch of another texture, rotated
+        h = n // 8
+        r0, c0 = min(max(r - h, 0), n - 2 * h), min(max(c - h, 0), n - 2 * h)
+        mask[r0:r0 + 2 * h, c0:c0 + 2 * h] = True
+        other = np.rot90(_texture(rng, n)[:2 * h, :2 * h] * 0.6 + 0.3)
+        out[mask] = other.ravel()
+    return out, mask
+
+
+def _aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, steps: int = 60) -> float:
+    """Area under the per-region overlap curve up to ``max_fpr`` false-positive rate, normalised to 1."""
+    from scipy.ndimage import label
+
+    regions = []
+    for m, k in zip(maps, masks):
+        lab, n = label(k)
+        regions += [(m, lab == j) for j in range(1, n + 1)]
+    normal_px = maps[~masks]
+    thresholds = np.quantile(normal_px, 1 - np.linspace(0, max_fpr, steps))
+    fprs, pros = [], []
+    for t in thresholds:
+        fprs.append(float((normal_px > t).mean()))
+        pros.append(float(np.mean([(m[r] > t).mean() for m, r in regions])))
+    return float(np.trapezoid(pros, fprs) / max_fpr)
+
+
+def textures(n_train: int, n_test: int, seed: int = 0, size: int = 128) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from anomalens import Investigator
+
+    rng = np.random.default_rng(seed)
+    inv = Investigator.fit({f"t{i}": _texture(rng, size) for i in range(n_train)}, modality="images", random_state=seed)
+    normals = [_texture(rng, size) for _ in range(n_test)]
+    kinds = ["bar", "blob", "swap"]
+    pasted = [_paste(_texture(rng, size), rng, kinds[i % 3]) for i in range(n_test)]
+    X = inv.modality.prepare({f"x{i}": a for i, a in enumerate(normals + [p[0] for p in pasted])}).array
+    insp = inv.detector.inspect(X, checked=True)
+    s = inv.modality.size
+    maps = inv.modality.planes(insp.attribution.values)
+    masks = np.stack([np.zeros((s, s), bool)] * n_test + [m for _, m in pasted])
+    y = np.r_[np.zeros(n_test), np.ones(n_test)]
+    image_auroc = float(roc_auc_score(y, insp.scores))
+    pixel_auroc = float(roc_auc_score(masks[n_test:].ravel(), maps[n_test:].ravel()))
+    aupro = _aupro(maps[n_test:], masks[n_test:])
+    thr = inv.calibrator.threshold(ALPHA)
+    flagged = np.flatnonzero(insp.scores[n_test:] > thr) + n_test
+    from anomalens.modalities.images.items import zone_of
+
+    evs = inv.flow.inspected(X[flagged], ALPHA, ALPHA, 5, 5, [str(i) for i in flagged], "conformal p-value below alpha")
+    zone_hits, peak_hits, ious, cleared = [], [], [], []
+    for i, ev in zip(flagged, evs):
+        mask = masks[i]
+        rr, cc = np.argwhere(mask).mean(0)
+        regions = inv.modality.regions
+        want = zone_of(rr * regions / s - 0.5, cc * regions / s - 0.5, regions)
+        zone_hits.append(ev.anomaly_map.zone == want)
+        peak_hits.append(ev.anomaly_map.peak_zone == want)
+        changed = np.abs(insp.restored[i] - X[i]).reshape(s, s) > 0.02
+        ious.append(float((changed & mask).sum() / max((changed | mask).sum(), 1)))
+        cleared.append(bool(insp.restored_scores[i] < thr))
+    return {"size": size, "train": n_train, "normal": n_test, "defects": n_test, "image_auroc": round(image_auroc, 4),
+            "pixel_auroc": round(pixel_auroc, 4), "aupro_30": round(aupro, 4), "flagged": int(len(flagged)),
+            "zone_is_the_defects": round(float(np.mean(zone_hits)), 4) if zone_hits else None,
+            "peak_zone_is_the_defects": round(float(np.mean(peak_hits)), 4) if peak_hits else None,
+            "restoration_clears_flag": round(float(np.mean(cleared)), 4) if cleared else None,
+            "restoration_iou_with_mask": round(float(np.mean(ious)), 4) if ious else None}
+
+
+def speed(n_train: int) -> dict:
+    from anomalens import Investigator
+
+    root, paths, prob, types = _elpv()
+    normal = np.flatnonzero(prob == 0)[: n_train + 1]
+    train = [str(root / paths[i]) for i in normal[:n_train]]
+    t0 = time.perf_counter()
+    inv = Investigator.fit(train, modality="images", random_state=0)
+    fit_s = time.perf_counter() - t0
+    one = str(root / paths[normal[-1]])
+    inv.analyze(one)  # warm
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        inv.analyze(one, plot_dir=tmp)
+        analyze_s = time.perf_counter() - t0
+    X = inv.modality.prepare([str(root / paths[i]) for i in normal[:64]]).array
+    t0 = time.perf_counter()
+    inv.detector.decision_function(X, checked=True)
+    per_s = len(X) / (time.perf_counter() - t0)
+    return {"fit_images": n_train, "fit_s": round(fit_s, 2), "images_per_s": round(per_s, 1),
+            "analyze_one_with_picture_s": round(analyze_s, 3)}
+
+
+def markdown(res: dict) -> str:
+    out = ["# Images", "", f"`python -m evals.images {res['args']}` on {res['machine']}.", "",
+           "## ELPV solar cells (defect probability 1.0 against 0.0, normal-only training)", "",
+           "Each seed a split of the normal cells; AUROC the mean over seeds; the rates pooled over seeds. Lots: "
+           f"{LOTS} all-normal lots per seed and size (their false discovery rate is the share of lots with any flag); "
+           "'lot of 10 keeps it': of the defects a single-image test flags at 0.05, the share that BH still flags in a "
+           "lot with 9 normal cells.", "",
+           "| cells | train | seeds | held-out normal | defects | AUROC patchcore (by seed) | AUROC patch-kNN baseline | "
+           "FPR at 0.05 (2 SE) | all-normal lots of 10 / 100: FDR (2 SE) | the same with the GPD tail | single-test "
+           "recall | lot of 10 keeps it | fit s |",
+           "|---|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|---:|"]
+    for r in res["elpv"]:
+        d, t_ = r["default"], r["with_tail"]
+        out.append(f"| {r['kind']} | {r['train']} | {len(r['seeds'])} | {r['held_out_normal']} | {r['defects']} | "
+                   f"**{r['auroc']:.3f}** ({', '.join(f'{a:.3f}' for a in r['auroc_by_seed'])}) | "
+                   f"{r['baseline_patch_knn_auroc']:.3f} | {d['fpr_at_alpha']:.3f} ({2 * d['fpr_se']:.3f}) | "
+                   f"{d['normal_lots10_fdr']:.3f} / {d['normal_lots100_fdr']:.3f} ({2 * d['normal_lots10_se']:.3f}) | "
+                   f"{t_['normal_lots10_fdr']:.3f} / {t_['normal_lots100_fdr']:.3f} | {d['single_test_recall']:.3f} | "
+                   f"{d['lot10_keeps_single_flags']} | {r['fit_s']} |")
+    t = res["textures"]
+    out += ["", "## Synthetic texture defects (bar, blob, swapped patch; exact masks)", "",
+            "| size | train | normal / defects | image AUROC | pixel AUROC | AUPRO (30% FPR) | flagged | the map's zone "
+            "right (its peak's) | "
+            "restoration clears the flag | IoU changed pixels vs mask |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {t['size']} | {t['train']} | {t['normal']} / {t['defects']} | {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | "
+            f"{t['aupro_30']:.3f} | {t['flagged']} | {t['zone_is_the_defects']} ({t['peak_zone_is_the_defects']}) | "
+            f"{t['restoration_clears_flag']} | "
+            f"{t['restoration_iou_with_mask']} |"]
+    s = res["speed"]
+    out += ["", "## Speed (this machine)", "", f"- fit on {s['fit_images']} ELPV images: {s['fit_s']} s",
+            f"- scored: {s['images_per_s']} images/s at 224 px", f"- one image analysed with its evidence and picture "
+            f"(template reasoner): {s['analyze_one_with_picture_s']} s", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer images")
+    ap.add_argument("--train", type=int, default=200, help="normal ELPV cells to train on")
+    ap.add_argument("--seeds", type=int, default=3, help="splits of the normal ELPV cells")
+    ap.add_argument("--only", nargs="*", default=None, help="elpv textures speed (the others keep their last results)")
+    args = ap.parse_args()
+    n_train = 60 if args.quick else args.train
+    res = {"args": " ".join(sys.argv[1:]), "machine": f"{platform.processor() or platform.machine()}, "
+           f"{__import__('os').cpu_count()} cores"}
+    parts = args.only or ["elpv", "textures", "speed"]
+    prev = Path(__file__).resolve().parent / "results" / "images.json"
+    if args.only and prev.exists():  # a partial run keeps the other parts' last results
+        res = {**json.loads(prev.read_text()), **res}
+    if "elpv" in parts:
+        res["elpv"] = [elpv(kind, n_train, list(range(1 if args.quick else args.seeds))) for kind in ("mono", "poly")]
+    if "textures" in parts:
+        res["textures"] = textures(20 if args.quick else 60, 30 if args.quick else 90)
+    if "speed" in parts:
+        res["speed"] = speed(n_train)
+    write_results("images", res, markdown(res))
+
+
+if __name__ == "__main__":
+    main()
