@@ -221,7 +221,8 @@ SLOW_TESTS = (
     "test_logs.py::test_fresh_normal_windows", "test_logs.py::test_hdfs_sessions", "test_logs.py::test_cli_fit",
     "test_quality.py::",
     "test_scale.py::test_the_cli_scores", "test_series.py::test_cli_fit", "test_store.py::test_real_chroma_server",
-    "test_images.py::test_the_rest_api",
+    "test_images.py::test_the_rest_api", "test_images.py::test_mcp_investigates_images",
+    "test_page.py::test_page_judges_uploaded_images",
 )
 
 

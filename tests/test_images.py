@@ -303,3 +303,38 @@ def test_the_rest_api_judges_uploaded_images_and_returns_their_pictures(textures
         assert r.status_code == 400 and "base64" in r.json()["detail"]
         r = httpx.post(f"{url}/analyze", json={"rows": [{"a": 1.0}]}, timeout=60)
         assert r.status_code == 400
+
+
+# ---------------------------------------------------------------- MCP (the SDK's client over stdio)
+def test_mcp_investigates_images_and_returns_the_picture_as_image_content(textures, tmp_path):
+    import asyncio
+    import base64
+    import json
+    import sys
+
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    inv, rng = textures
+    inv.save(tmp_path / "cells")
+    lot = {"ok.png": _png((_texture(rng) * 255).astype(np.uint8)),
+           "bad.png": _png((_defect(_texture(rng), rng)[0] * 255).astype(np.uint8))}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "anomalens.cli", "mcp", str(tmp_path / "cells")],
+                                   env={**os.environ, "ANOMALENS_LLM": "template"})
+
+    async def session():
+        async with Client(params) as c:
+            text = json.dumps({k: base64.b64encode(v).decode() for k, v in lot.items()})
+            got = (await c.call_tool("investigate", {"investigator": "cells", "text": text})).structured_content
+            assert got["modality"] == "images" and {x["case_id"]: x["anomalous"] for x in got["listed"]} == \
+                {"ok.png": False, "bad.png": True}
+            ex = (await c.call_tool("explain_case", {"investigator": "cells", "case_id": "bad.png"})).structured_content
+            assert ex["data"][0]["id"].startswith("region:") and "region" in ex["text"]
+            pic = await c.call_tool("plot_case", {"investigator": "cells", "case_id": "bad.png"})
+            assert not pic.is_error and [x.type for x in pic.content] == ["text", "image"]
+            png = Image.open(io.BytesIO(base64.b64decode(pic.content[1].data)))
+            assert pic.content[1].mime_type == "image/png" and png.size[0] > 800
+            bad = await c.call_tool("investigate", {"investigator": "cells", "text": "not json"})
+            assert bad.is_error and "JSON object" in bad.content[0].text
+
+    asyncio.run(session())

@@ -15,7 +15,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-def _connected(p, url: str):
+def _connected(p, url: str, investigator: str = "metrics"):
     """(browser, page, page errors) with the page loaded from ``url`` and connected with the key."""
     browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
     page = browser.new_page(viewport={"width": 1366, "height": 900})
@@ -24,7 +24,7 @@ def _connected(p, url: str):
     page.goto(url + "/")
     page.fill("#key", KEY)
     page.click("#connect")
-    page.wait_for_selector("#inv option[value=metrics]", state="attached")
+    page.wait_for_selector(f"#inv option[value={investigator}]", state="attached")
     return browser, page, errors
 
 
@@ -149,5 +149,49 @@ def test_page_shows_series_events_as_charts(tmp_path, series_fitted):
         s = httpx.post(f"{url}/v1/sessions", headers=auth, timeout=120, json={
             "investigator": "metrics", "series_csv": csv.read_text(), "event": event["index"]}).json()
         assert s["case_id"] == listed["case_id"] and s["verdict"]["p_value"] == listed["verdict"]["p_value"]
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it with apt-get)")
+def test_page_judges_uploaded_images_and_shows_their_pictures(tmp_path):
+    """Several image files uploaded at once: the lot's table, the most anomalous image opened with its
+    picture (image, map, restoration, nearest normal), its regions and its verified explanation."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (anomalens[dev] has it)")
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+    from test_images import _defect, _png, _texture
+
+    from anomalens import Investigator
+
+    rng = np.random.default_rng(5)
+    models = tmp_path / "models"
+    Investigator.fit({f"n{i:03d}.png": _texture(rng) for i in range(100)}, modality="images",
+                     random_state=0).save(models / "cells")
+    (models / "keys").write_text(KEY + "\n")
+    files = []
+    for name, img in [("ok1.png", _texture(rng)), ("scratch.png", _defect(_texture(rng), rng)[0]),
+                      ("ok2.png", _texture(rng))]:
+        (tmp_path / name).write_bytes(_png((img * 255).astype(np.uint8)))
+        files.append(str(tmp_path / name))
+    ctx, _, url = _serve(models, names=("cells",))
+    try:
+        with sync_playwright() as p:
+            browser, page, errors = _connected(p, url, "cells")
+            assert "images" in page.inner_text("#inv") and "regions" in page.inner_text("#inv")
+            page.set_input_files("#file", files)
+            page.click("#analyze")
+            try:
+                page.wait_for_selector("#imageitems img[src^='data:image/png;base64,']", timeout=60_000)
+            except Exception:  # say what the page said
+                raise AssertionError(f"no picture; the page's error: {page.inner_text('#error')!r}; {errors}") from None
+            assert page.inner_text("#cases thead").startswith("image")
+            assert "scratch.png" in page.inner_text("#title") and "ANOMALOUS" in page.inner_text("#verdict")
+            assert page.eval_on_selector("#picture", "e => e.naturalWidth") > 800
+            assert "every claim verified" in page.inner_text("#source") and "region" in page.inner_text("#claims")
+            assert not page.is_visible("#exemplars") and not page.is_visible("#chat")
+            page.screenshot(path=str(tmp_path / "page-images.png"), full_page=True)
+            assert not errors, errors
+            browser.close()
     finally:
         ctx.__exit__(None, None, None)

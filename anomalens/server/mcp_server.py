@@ -310,8 +310,8 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
     @_guarded
     def investigate(investigator: str, text: str, ctx: Context, top: int = 10, session: SessionArg = None) -> dict[str, Any]:
         """Put data under investigation as the investigator's modality reads it: CSV rows (each row a case),
-        a CSV series (its events become cases: event-1, event-2, ...) or log text (its ranked incidents:
-        incident-1, ...). Replaces the investigator's cases in this session; returns each case's own verdict
+        a CSV series (its events become cases: event-1, event-2, ...), log text (its ranked incidents:
+        incident-1, ...) or images (a JSON object of base64-encoded files by name; each image a case). Replaces the investigator's cases in this session; returns each case's own verdict
         (the first 50; batch_verdicts gives them with the false discovery rate controlled over all)."""
         boxes = boxes_of(ctx, session)
         inv = inv_of(investigator)

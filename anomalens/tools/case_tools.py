@@ -164,11 +164,13 @@ def describe_feature(box: Toolbox, name: str, case_id: str | None = None):
             f"{p.id}: training quantiles {qs}", (p, a))
 
 
-@tool("plot_case", CaseArgs, modalities={"series"}, command="/plot", usage="/plot: draw the event of a series to a PNG",
+@tool("plot_case", CaseArgs, modalities={"series", "images"}, command="/plot",
+      usage="/plot: draw the case to a PNG (a series' event; an image with its map)",
       image=True)  # over MCP the picture itself, not a path on the server's disk
 def plot_case(box: Toolbox, case_id: str | None = None):
-    """Draw an event of a series to a PNG: its channels, the restored values, the nearest normal window and the
-    channel x time attribution; returns the file's path."""
+    """Draw the case to a PNG: an event of a series (its channels, the restored values, the nearest normal
+    window and the channel x time attribution) or an image (the image, its anomaly map with the top regions
+    boxed, the restoration, the nearest normal image and the matched patch); returns the file's path."""
     path = box.plot(case_id)
     return f"{box.resolve(case_id)}: plot written to {path}", str(path)
 

@@ -362,7 +362,50 @@ class LogToolbox(Toolbox):
         raise InputError(f"case_id {self.resolve(case_id)!r} is a log incident: plots are drawn for the events of a series")
 
 
-TOOLBOXES: dict[str, type[Toolbox]] = {"series": SeriesToolbox, "logs": LogToolbox}  # modality -> its toolbox
+class ImageToolbox(Toolbox):
+    """Images as the cases under investigation, by name (their pixels at the model's size are the rows)."""
+
+    plot_dir: str | None = None
+
+    @classmethod
+    def from_text(cls, investigator: Investigator, text: str, *, alpha: float = 0.05, k: int = 5, top: int = 5,
+                  limit: int = 20) -> ImageToolbox:
+        """The images in ``text``: a JSON object mapping each image's name to its encoded file (PNG, JPEG,
+        TIFF, ...) in base64 (paths are not read: the files of the server's machine are not a client's)."""
+        import base64
+        import binascii
+        import json
+
+        try:
+            named = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise InputError('text must be a JSON object {"name.png": "<base64 of the file>", ...} for images') from exc
+        if not isinstance(named, dict) or not named or not all(isinstance(v, str) for v in named.values()):
+            raise InputError('text must be a non-empty JSON object {"name.png": "<base64 of the file>", ...}')
+        images = {}
+        for name, b64 in named.items():
+            try:
+                images[str(name)] = base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise InputError(f"image {str(name)[:80]!r} must be base64 ({exc})") from exc
+        return cls(investigator, images, alpha=alpha, k=k, top=top)
+
+    def plot(self, case_id: str | None = None):
+        """Write ``<case id>.png`` (the image, its anomaly map, its restoration, the nearest normal image) to
+        ``plot_dir``; its path."""
+        import re
+        import tempfile
+        from pathlib import Path
+
+        cid = self.resolve(case_id)
+        if self.plot_dir is None:
+            self.plot_dir = tempfile.mkdtemp(prefix="anomalens-plots-")
+        stem = re.sub(r"[^\w.-]+", "_", Path(cid).stem)[:80] or "image"
+        return self.investigator.picture(self._rows[cid], Path(self.plot_dir) / f"{stem}.png", alpha=self.alpha, k=self.k,
+                                         case_id=cid)
+
+
+TOOLBOXES: dict[str, type[Toolbox]] = {"series": SeriesToolbox, "logs": LogToolbox, "images": ImageToolbox}
 
 
 def register_toolbox(modality: str, cls: type[Toolbox]) -> None:

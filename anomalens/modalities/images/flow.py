@@ -79,13 +79,13 @@ class ImageFlow(RowFlow):
         except InputError:
             return None
 
-    def picture(self, case: Any, path: str | Path, *, alpha: float = 0.05, k: int = 5) -> Path:
+    def picture(self, case: Any, path: str | Path, *, alpha: float = 0.05, k: int = 5, case_id: str | None = None) -> Path:
         """Draw one image's picture (image, map, restoration, nearest normal) to ``path``; nothing is explained."""
         X, row_ids = self.rows(case)
         if len(X) != 1:
             raise InputError(f"case must be one image, got {len(X)}")
         path = Path(path)
-        ev = self.inspected(X, alpha, alpha, k, 5, [row_ids[0] if row_ids else "image"], ONE_METHOD,
+        ev = self.inspected(X, alpha, alpha, k, 5, [case_id or (row_ids[0] if row_ids else "image")], ONE_METHOD,
                             plot_dir=path.parent)[0]
         drawn = path.parent / self.plot_name(ev)
         if drawn != path:

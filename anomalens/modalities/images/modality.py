@@ -131,6 +131,11 @@ class ImageModality(Modality):
             raise InputError("this image modality has not seen training images yet")
         if isinstance(data, ImageSet):
             return ModelInput(data.rows, data.rows, data.ids)
+        if isinstance(data, np.ndarray) and data.ndim in (1, 2) and data.shape[-1] == self.model_width:
+            rows = np.atleast_2d(data).astype(np.float64)  # rows of pixels already at the model's size (a toolbox's)
+            if not np.isfinite(rows).all() or rows.min() < 0 or rows.max() > 1:
+                raise InputError(f"{name}: pixel rows must hold values in [0, 1]")
+            return ModelInput(rows, rows, None)
         images = read_images(data, name)
         rows = pixel_rows(images, self.size, self.channels)
         return ModelInput(rows, rows, [im.id for im in images])

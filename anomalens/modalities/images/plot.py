@@ -70,7 +70,10 @@ def image_picture(path: str | Path, ev: Evidence, pixels: np.ndarray, restored: 
         cb.ax.tick_params(labelsize=7)
         axes[1].set_title(f"anomaly map (cyan: normal level {fmt(amap.normal_level)})", fontsize=10)
     for k, g in enumerate(matches[:3], start=1):
-        _box(axes[1], g.box, "#ff1744", f"{k}: {g.region}")
+        _box(axes[1], g.box, "#ff1744", str(k))
+    if matches:
+        axes[1].set_xlabel("boxed: " + ", ".join(f"{k} = region {g.region}" for k, g in enumerate(matches[:3], start=1)),
+                           fontsize=9)
 
     axes[2].imshow(rest, interpolation="nearest")
     from scipy.ndimage import uniform_filter
@@ -84,8 +87,10 @@ def image_picture(path: str | Path, ev: Evidence, pixels: np.ndarray, restored: 
     if normal is not None:
         name, px = normal
         axes[3].imshow(_rgb(px), interpolation="nearest")
-        for k, g in enumerate([m for m in matches[:3] if m.normal_image == name], start=1):
-            _box(axes[3], g.normal_box, "#2979ff", f"match {g.region}")
+        for k, g in enumerate(matches[:3], start=1):
+            if g.normal_image == name:
+                _box(axes[3], g.normal_box, "#2979ff", str(k))
+        axes[3].set_xlabel("boxed: the normal patch a region matched", fontsize=9)
         axes[3].set_title(f"nearest normal: {name[:40]}", fontsize=10)
     else:
         axes[3].axis("off")
