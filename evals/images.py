@@ -5,7 +5,7 @@
   cells only (seeded), testing on the other normal cells and every defective one: image AUROC of
   anomalens' default image detector (``patchcore``) beside the simple patch-kNN baseline (the same
   EfficientNet-Lite0 cells, a uniform 25% sample of the training cells, the largest nearest-cell
-  distance, no calibration) run in the same process; the false-positive rate at alpha on the held-out
+  distance, no calibration) run in the same process, and ``padim`` (a Gaussian per cell position); the false-positive rate at alpha on the held-out
   normal cells; Benjamini-Hochberg over lots of held-out normal cells (the false discovery rate is
   the share of lots with any flag), and over lots of 10 holding one defect (how many of the defects a
   single-image test flags at alpha the lot flags too).
@@ -36,6 +36,7 @@ from evals.common import write_results
 
 ALPHA = 0.05
 LOTS = 200  # all-normal lots drawn per seed and size
+DETECTORS = ("patchcore", "padim")  # the image detectors, the default first
 
 
 def _elpv():
@@ -74,7 +75,7 @@ def _bh_any(p: np.ndarray, alpha: float) -> np.ndarray:
     return benjamini_hochberg(p, alpha).astype(bool)
 
 
-def elpv(kind: str, n_train: int, seeds: list[int]) -> dict:
+def elpv(kind: str, n_train: int, seeds: list[int], detector: str = "patchcore") -> dict:
     """Per seed a split of the normal cells (``n_train`` to train on, the rest held out), pooled."""
     from sklearn.metrics import roc_auc_score
 
@@ -91,7 +92,7 @@ def elpv(kind: str, n_train: int, seeds: list[int]) -> dict:
         train = [str(root / paths[i]) for i in normal[:n_train]]
         held = [str(root / paths[i]) for i in normal[n_train:]]
         t0 = time.perf_counter()
-        inv = Investigator.fit(train, modality="images", random_state=seed)
+        inv = Investigator.fit(train, modality="images", detector=detector, random_state=seed)
         fit_s = time.perf_counter() - t0
         Xn = inv.modality.prepare(held).array
         Xd = inv.modality.prepare(defects).array
@@ -126,7 +127,7 @@ def elpv(kind: str, n_train: int, seeds: list[int]) -> dict:
         out["lot10_keeps_single_flags"] = round(float(np.mean(keep)), 4) if keep else None
         return out
 
-    return {"kind": kind, "train": n_train, "seeds": seeds, "held_out_normal": runs[0]["default"]["n_normal"],
+    return {"kind": kind, "detector": detector, "train": n_train, "seeds": seeds, "held_out_normal": runs[0]["default"]["n_normal"],
             "defects": len(defects), "fit_s": round(float(np.mean([r["fit_s"] for r in runs])), 2),
             "auroc": round(float(np.mean([r["auroc"] for r in runs])), 4),
             "auroc_by_seed": [round(r["auroc"], 4) for r in runs],
@@ -179,13 +180,14 @@ def _aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, steps: int
     return float(np.trapezoid(pros, fprs) / max_fpr)
 
 
-def textures(n_train: int, n_test: int, seed: int = 0, size: int = 128) -> dict:
+def textures(n_train: int, n_test: int, seed: int = 0, size: int = 128, detector: str = "patchcore") -> dict:
     from sklearn.metrics import roc_auc_score
 
     from anomalens import Investigator
 
     rng = np.random.default_rng(seed)
-    inv = Investigator.fit({f"t{i}": _texture(rng, size) for i in range(n_train)}, modality="images", random_state=seed)
+    inv = Investigator.fit({f"t{i}": _texture(rng, size) for i in range(n_train)}, modality="images", detector=detector,
+                           random_state=seed)
     normals = [_texture(rng, size) for _ in range(n_test)]
     kinds = ["bar", "blob", "swap"]
     pasted = [_paste(_texture(rng, size), rng, kinds[i % 3]) for i in range(n_test)]
@@ -214,7 +216,7 @@ def textures(n_train: int, n_test: int, seed: int = 0, size: int = 128) -> dict:
         changed = np.abs(insp.restored[i] - X[i]).reshape(s, s) > 0.02
         ious.append(float((changed & mask).sum() / max((changed | mask).sum(), 1)))
         cleared.append(bool(insp.restored_scores[i] < thr))
-    return {"size": size, "train": n_train, "normal": n_test, "defects": n_test, "image_auroc": round(image_auroc, 4),
+    return {"detector": detector, "size": size, "train": n_train, "normal": n_test, "defects": n_test, "image_auroc": round(image_auroc, 4),
             "pixel_auroc": round(pixel_auroc, 4), "aupro_30": round(aupro, 4), "flagged": int(len(flagged)),
             "zone_is_the_defects": round(float(np.mean(zone_hits)), 4) if zone_hits else None,
             "peak_zone_is_the_defects": round(float(np.mean(peak_hits)), 4) if peak_hits else None,
@@ -252,27 +254,27 @@ def markdown(res: dict) -> str:
            f"{LOTS} all-normal lots per seed and size (their false discovery rate is the share of lots with any flag); "
            "'lot of 10 keeps it': of the defects a single-image test flags at 0.05, the share that BH still flags in a "
            "lot with 9 normal cells.", "",
-           "| cells | train | seeds | held-out normal | defects | AUROC patchcore (by seed) | AUROC patch-kNN baseline | "
+           "| cells | detector | train | seeds | held-out normal | defects | AUROC (by seed) | AUROC patch-kNN baseline | "
            "FPR at 0.05 (2 SE) | all-normal lots of 10 / 100: FDR (2 SE) | the same with the GPD tail | single-test "
            "recall | lot of 10 keeps it | fit s |",
-           "|---|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|---:|"]
+           "|---|---|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|---:|"]
     for r in res["elpv"]:
         d, t_ = r["default"], r["with_tail"]
-        out.append(f"| {r['kind']} | {r['train']} | {len(r['seeds'])} | {r['held_out_normal']} | {r['defects']} | "
+        out.append(f"| {r['kind']} | {r.get('detector', 'patchcore')} | {r['train']} | {len(r['seeds'])} | {r['held_out_normal']} | {r['defects']} | "
                    f"**{r['auroc']:.3f}** ({', '.join(f'{a:.3f}' for a in r['auroc_by_seed'])}) | "
                    f"{r['baseline_patch_knn_auroc']:.3f} | {d['fpr_at_alpha']:.3f} ({2 * d['fpr_se']:.3f}) | "
                    f"{d['normal_lots10_fdr']:.3f} / {d['normal_lots100_fdr']:.3f} ({2 * d['normal_lots10_se']:.3f}) | "
                    f"{t_['normal_lots10_fdr']:.3f} / {t_['normal_lots100_fdr']:.3f} | {d['single_test_recall']:.3f} | "
                    f"{d['lot10_keeps_single_flags']} | {r['fit_s']} |")
-    t = res["textures"]
     out += ["", "## Synthetic texture defects (bar, blob, swapped patch; exact masks)", "",
-            "| size | train | normal / defects | image AUROC | pixel AUROC | AUPRO (30% FPR) | flagged | the map's zone "
-            "right (its peak's) | "
-            "restoration clears the flag | IoU changed pixels vs mask |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {t['size']} | {t['train']} | {t['normal']} / {t['defects']} | {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | "
-            f"{t['aupro_30']:.3f} | {t['flagged']} | {t['zone_is_the_defects']} ({t['peak_zone_is_the_defects']}) | "
-            f"{t['restoration_clears_flag']} | "
-            f"{t['restoration_iou_with_mask']} |"]
+            "| detector | size | train | normal / defects | image AUROC | pixel AUROC | AUPRO (30% FPR) | flagged | the map's "
+            "zone right (its peak's) | restoration clears the flag | IoU changed pixels vs mask |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for t in res["textures"] if isinstance(res["textures"], list) else [res["textures"]]:
+        out.append(f"| {t.get('detector', 'patchcore')} | {t['size']} | {t['train']} | {t['normal']} / {t['defects']} | "
+                   f"{t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | {t['aupro_30']:.3f} | {t['flagged']} | "
+                   f"{t['zone_is_the_defects']} ({t['peak_zone_is_the_defects']}) | {t['restoration_clears_flag']} | "
+                   f"{t['restoration_iou_with_mask']} |")
     s = res["speed"]
     out += ["", "## Speed (this machine)", "", f"- fit on {s['fit_images']} ELPV images: {s['fit_s']} s",
             f"- scored: {s['images_per_s']} images/s at 224 px", f"- one image analysed with its evidence and picture "
@@ -295,9 +297,10 @@ def main() -> None:
     if args.only and prev.exists():  # a partial run keeps the other parts' last results
         res = {**json.loads(prev.read_text()), **res}
     if "elpv" in parts:
-        res["elpv"] = [elpv(kind, n_train, list(range(1 if args.quick else args.seeds))) for kind in ("mono", "poly")]
+        res["elpv"] = [elpv(kind, n_train, list(range(1 if args.quick else args.seeds)), det)
+                       for kind in ("mono", "poly") for det in DETECTORS]
     if "textures" in parts:
-        res["textures"] = textures(20 if args.quick else 60, 30 if args.quick else 90)
+        res["textures"] = [textures(20 if args.quick else 60, 30 if args.quick else 90, detector=det) for det in DETECTORS]
     if "speed" in parts:
         res["speed"] = speed(n_train)
     write_results("images", res, markdown(res))

@@ -211,6 +211,22 @@ def test_a_saved_image_model_loads_and_judges_the_same(textures, tmp_path):
     assert back.exemplar_row(inv.modality.train_ids[0]).shape == (1, 96, 96)
 
 
+def test_padim_a_gaussian_per_cell_finds_the_defects_and_reloads_the_same(tmp_path):
+    rng = np.random.default_rng(4)
+    inv = Investigator.fit({f"n{i:03d}.png": _texture(rng) for i in range(60)}, modality="images", detector="padim",
+                           random_state=0)
+    normals = {f"ok{i}": _texture(rng) for i in range(8)}
+    defects = {f"bad{i}": _defect(_texture(rng), rng)[0] for i in range(8)}
+    scores = inv.score({**normals, **defects}).scores
+    assert scores[8:].min() > scores[:8].max()
+    rep = inv.analyze(defects["bad0"], case_id="bad0")
+    assert rep.verdict.anomalous and rep.evidence.anomaly_map is not None
+    assert rep.evidence.matches == []  # a Gaussian per position matches no patch
+    assert rep.explanation.grounded and any(c.kind == "area" for c in rep.explanation.claims)
+    back = Investigator.load(inv.save(tmp_path / "model"))
+    assert back.analyze(defects["bad0"], case_id="bad0").verdict.score == pytest.approx(rep.verdict.score, rel=1e-6)
+
+
 # ---------------------------------------------------------------- real defects: ELPV solar cells
 @pytest.fixture(scope="module")
 def elpv():

@@ -14,7 +14,7 @@ from anomalens.detectors.diffusion import Diffusion
 from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
 from anomalens.detectors.ganomaly import GANomaly
-from anomalens.detectors.patch import PatchCore
+from anomalens.detectors.patch import PaDiM, PatchCore
 from anomalens.detectors.pca import PCA
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
 from anomalens.detectors.vae import VAE
@@ -33,6 +33,8 @@ register("conv_ae", ConvAutoEncoder, "reconstruction", ("series",),
 
 register("patchcore", PatchCore, "memory bank", ("images",),
          "largest distance of an image cell's pretrained descriptor (EfficientNet-Lite0) to its nearest normal patch")
+register("padim", PaDiM, "density", ("images",),
+         "largest Mahalanobis distance of an image cell's pretrained descriptor to a Gaussian of the normal cells at its position")
 
 load = BaseDetector.load
 
@@ -50,6 +52,7 @@ __all__ = [
     "GANomaly",
     "NormalizingFlow",
     "PCA",
+    "PaDiM",
     "PatchCore",
     "VAE",
     "benjamini_hochberg",

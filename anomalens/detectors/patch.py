@@ -42,7 +42,7 @@ from anomalens.detectors.base import (
 )
 from anomalens.errors import ConfigError, InputError
 
-__all__ = ["PatchCore", "PatchCoreConfig", "backbone_features"]
+__all__ = ["CellDetector", "PaDiM", "PaDiMConfig", "PatchCore", "PatchCoreConfig", "backbone_features"]
 
 _TAPS = (4, 10)  # EfficientNet-Lite0 blocks: 40 channels at stride 8, 112 at stride 16
 RESTORE_ROUNDS = 2  # passes of the restoration (each one feature pass over the restored images)
@@ -117,13 +117,28 @@ class PatchCoreConfig(BaseConfig):
         resolve_device(self.device)
 
 
-class PatchCore(BaseDetector):
-    """Nearest normal patch on pretrained features: see the module docstring."""
+class CellDetector(BaseDetector):
+    """What the detectors of image cells share (see the module docstring): pixel rows kept unscaled,
+    the backbone's cell descriptors computed once per call, cross-fitted calibration, the training
+    images kept for the restoration and the pictures. A subclass builds its model of normal cells
+    (``_model_of``) and measures each cell against it (``_cell_distances``)."""
 
     Config = PatchCoreConfig
     config: PatchCoreConfig
-    attribution_method = "distance of each cell to its nearest normal patch (EfficientNet-Lite0 features), upsampled"
     additive_attribution = False
+
+    # ------------------------------------------------------------------ the model of normal cells
+    def _model_of(self, F_: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """The model of the normal cells of the images ``rows`` of F_ (n, cells, D)."""
+        raise NotImplementedError
+
+    def _cell_distances(self, F_: torch.Tensor, model: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """((n, cells) distance of each cell to normal, (n, cells) the model's matched entry or None)."""
+        raise NotImplementedError
+
+    def _matched(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """What ``inspect`` says of the matched entries ``idx`` (n, g, g) besides the distances (none here)."""
+        return {}
 
     # ------------------------------------------------------------------ pixels
     def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,58 +173,34 @@ class PatchCore(BaseDetector):
             return torch.zeros((0, self.grid ** 2, 152), device=dev)
         return torch.cat(out)
 
-    @staticmethod
-    def _nearest(F_: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(distance, bank index) of each cell's nearest bank descriptor; F_ (n, cells, D)."""
-        dist = torch.empty(F_.shape[:2], device=F_.device)
-        idx = torch.empty(F_.shape[:2], dtype=torch.long, device=F_.device)
-        bank_sq = (bank * bank).sum(1)
-        for i in range(len(F_)):
-            q = F_[i]
-            d2 = (q * q).sum(1, keepdim=True) - 2 * q @ bank.T + bank_sq  # (cells, bank)
-            m = d2.min(1)
-            dist[i], idx[i] = m.values.clamp_min(0).sqrt(), m.indices
-        return dist, idx
-
-    def _bank_of(self, F_: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(descriptors, their image positions, their cells) of the images ``rows`` of F_, sampled to bank_max."""
-        cells = F_.shape[1]
-        desc = F_[torch.as_tensor(rows)].reshape(-1, F_.shape[2])
-        img = torch.as_tensor(np.repeat(rows, cells))
-        cell = torch.arange(cells).repeat(len(rows))
-        if len(desc) > self.config.bank_max:
-            g = torch.Generator().manual_seed(int(self.config.random_state or 0))
-            keep = torch.randperm(len(desc), generator=g)[: self.config.bank_max].sort().values
-            desc, img, cell = desc[keep.to(desc.device)], img[keep], cell[keep]
-        return desc, img, cell
+    def _distances(self, F_: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        dist, idx = self._cell_distances(F_, {k: v.to(F_.device) for k, v in self.model_.items()})
+        return dist.cpu().numpy().astype(np.float64), None if idx is None else idx.cpu().numpy()
 
     # ------------------------------------------------------------------ fit
     def _out_of_fold(self, arr: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every training image scored against a bank of the other folds' cells, the features computed once."""
+        """Every training image scored against a model of the other folds' cells, the features computed once."""
         F_ = self.features(arr)
         self._pending = (arr, F_)  # _fit_scaled of the same rows reuses them
         k, n = self.config.n_folds, len(arr)
-        scores, cells = np.empty(n), np.empty((n, F_.shape[1]))
+        cells = np.empty((n, F_.shape[1]))
         for f in range(k):
             held = perm[f::k]
             rest = np.setdiff1d(perm, held, assume_unique=True)
-            bank, _, _ = self._bank_of(F_, rest)
-            dist, _ = self._nearest(F_[torch.as_tensor(held)], bank)
+            dist, _ = self._cell_distances(F_[torch.as_tensor(held)], self._model_of(F_, rest))
             cells[held] = dist.cpu().numpy()
-        scores = cells.max(1)
         self._calibration_cells = cells
-        return scores, self._upsample(cells)
+        return cells.max(1), self._upsample(cells)
 
     def _fit_scaled(self, Z: np.ndarray) -> None:
         pending = self.__dict__.pop("_pending", None)
         F_ = pending[1] if pending is not None and pending[0] is Z else self.features(Z)
-        bank, self.bank_image_, self.bank_cell_ = self._bank_of(F_, np.arange(len(Z)))
-        self.bank_ = bank.half().float()  # what is saved: a loaded detector scores exactly as this one
+        self.model_ = self._model_of(F_, np.arange(len(Z)))
         self.images_ = torch.as_tensor(np.clip(np.rint(np.asarray(Z) * 255), 0, 255).astype(np.uint8))
         self.train_embed_ = F_.mean(1).cpu().float()
         self._row_hashes = [hash(r.tobytes()) for r in np.asarray(Z)]
 
-    def fit(self, X: Any, y: Any = None) -> "PatchCore":
+    def fit(self, X: Any, y: Any = None) -> "CellDetector":
         """See ``BaseDetector.fit``; besides, ``train_rows_`` maps each kept training image to its row in ``X``."""
         from anomalens.detectors._validation import check_matrix
 
@@ -222,8 +213,7 @@ class PatchCore(BaseDetector):
         return self
 
     def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
-        dist, _ = self._nearest(self.features(Z), self.bank_.to(self.device))
-        self._calibration_cells = dist.cpu().numpy()
+        self._calibration_cells = self._distances(self.features(Z))[0]
         return finite_scores(self._calibration_cells.max(1))
 
     def _on_calibrated(self, cal: np.ndarray) -> None:
@@ -239,15 +229,13 @@ class PatchCore(BaseDetector):
         return up.expand(-1, c, -1, -1).reshape(len(m), -1).numpy().astype(np.float64)
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
-        dist, _ = self._nearest(self.features(Z), self.bank_.to(self.device))
-        return dist.max(1).values.cpu().numpy().astype(np.float64)
+        return self._distances(self.features(Z))[0].max(1)
 
     def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
         return self._score_explain_scaled(Z)[1]
 
     def _score_explain_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dist, _ = self._nearest(self.features(Z), self.bank_.to(self.device))
-        cells = dist.cpu().numpy().astype(np.float64)
+        cells = self._distances(self.features(Z))[0]
         return cells.max(1), self._upsample(cells)
 
     def _embed_scaled(self, Z: np.ndarray) -> np.ndarray:
@@ -288,38 +276,32 @@ class PatchCore(BaseDetector):
         R = Z
         for _ in range(RESTORE_ROUNDS):
             R = self._restore_cells(R, dist, emb)
-            d, _ = self._nearest(self.features(R), self.bank_.to(self.device))
-            dist = d.cpu().numpy().astype(np.float64)
+            dist = self._distances(self.features(R))[0]
             if not (dist > self.patch_threshold_).any():
                 break
         return R, finite_scores(dist.max(1))
 
     def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
         F_ = self.features(Z)
-        dist, _ = self._nearest(F_, self.bank_.to(F_.device))
-        return self._restored(Z, dist.cpu().numpy(), F_.mean(1).cpu().numpy())[0]
+        return self._restored(Z, self._distances(F_)[0], F_.mean(1).cpu().numpy())[0]
 
     def inspect(self, X: Any, *, checked: bool = False) -> Inspection:
-        """One feature pass over the images (and one over their restorations); ``extra`` holds each
-        cell's distance (``cell_distance``), the training row and cell of its matched normal patch
-        (``matched_row``, ``matched_cell``)."""
+        """One feature pass over the images (and one or two over their restorations); ``extra`` holds
+        each cell's distance (``cell_distance``), the normal cells' level and what the model matched."""
         Z = self._check_input(X, checked=checked)
         F_ = self.features(Z)
-        dist, idx = self._nearest(F_, self.bank_.to(F_.device))
-        d, ix = dist.cpu().numpy().astype(np.float64), idx.cpu().numpy()
+        d, ix = self._distances(F_)
         E = F_.mean(1).cpu().numpy()
         R, restored_scores = self._restored(Z, d, E)
         g = self.grid
+        extra = {"cell_distance": d.reshape(-1, g, g), "normal_cell_level": self.patch_threshold_}
+        if ix is not None:
+            extra.update(self._matched(ix.reshape(-1, g, g)))
         return Inspection(
             scores=finite_scores(d.max(1)),
             attribution=Attribution(self._upsample(d), self.feature_names_in_, self.feature_thresholds_,
                                     self.attribution_method),
-            restored=R, restored_scores=restored_scores,
-            embedding=finite_embedding(E),
-            extra={"cell_distance": d.reshape(-1, g, g),
-                   "matched_row": self.train_rows_[self.bank_image_[torch.as_tensor(ix)].numpy()].reshape(-1, g, g),
-                   "matched_cell": self.bank_cell_[torch.as_tensor(ix)].numpy().reshape(-1, g, g),
-                   "normal_cell_level": self.patch_threshold_})
+            restored=R, restored_scores=restored_scores, embedding=finite_embedding(E), extra=extra)
 
     def training_image(self, row: int) -> np.ndarray:
         """The training image at row ``row`` of fit's input, (channels, size, size) in [0, 1]."""
@@ -331,14 +313,14 @@ class PatchCore(BaseDetector):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:
-        return {"bank": self.bank_.cpu().to(torch.float16), "bank_image": self.bank_image_.to(torch.int32),
-                "bank_cell": self.bank_cell_.to(torch.int32), "images": self.images_,
-                "train_rows": torch.as_tensor(self.train_rows_), "train_embed": self.train_embed_, "patch_threshold": torch.tensor([self.patch_threshold_])}
+        model = {f"cells.{k}": (v.cpu().to(torch.float16) if v.is_floating_point() else v.cpu())
+                 for k, v in self.model_.items()}
+        return {**model, "images": self.images_, "train_rows": torch.as_tensor(self.train_rows_),
+                "train_embed": self.train_embed_, "patch_threshold": torch.tensor([self.patch_threshold_])}
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.bank_ = state["bank"].to(torch.float32).to(self.device)
-        self.bank_image_ = state["bank_image"].to(torch.long)
-        self.bank_cell_ = state["bank_cell"].to(torch.long)
+        self.model_ = {k.removeprefix("cells."): (v.to(torch.float32) if v.is_floating_point() else v.to(torch.long))
+                       for k, v in state.items() if k.startswith("cells.")}
         self.images_ = state["images"]
         self.train_embed_ = state["train_embed"].float()
         self.train_rows_ = state["train_rows"].numpy().astype(np.int64)
@@ -346,3 +328,78 @@ class PatchCore(BaseDetector):
         if self.images_.shape[1] != self.config.channels * self.config.image_size ** 2:
             raise RuntimeError(f"stored images have {self.images_.shape[1]} values, the parameters say "
                                f"{self.config.channels * self.config.image_size ** 2}")
+
+
+class PatchCore(CellDetector):
+    """Nearest normal patch on pretrained features: each cell's distance to the nearest cell of the
+    memory bank (every training cell, a uniform sample beyond ``bank_max``); ``inspect`` names the
+    training image and cell each cell matched."""
+
+    attribution_method = "distance of each cell to its nearest normal patch (EfficientNet-Lite0 features), upsampled"
+
+    def _model_of(self, F_: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        cells = F_.shape[1]
+        desc = F_[torch.as_tensor(rows)].reshape(-1, F_.shape[2])
+        img = torch.as_tensor(np.repeat(rows, cells))
+        cell = torch.arange(cells).repeat(len(rows))
+        if len(desc) > self.config.bank_max:
+            g = torch.Generator().manual_seed(int(self.config.random_state or 0))
+            keep = torch.randperm(len(desc), generator=g)[: self.config.bank_max].sort().values
+            desc, img, cell = desc[keep.to(desc.device)], img[keep], cell[keep]
+        # float16-rounded: what is saved, so a loaded detector scores exactly as this one
+        return {"bank": desc.half().float(), "image": img, "cell": cell}
+
+    def _cell_distances(self, F_: torch.Tensor, model: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        bank = model["bank"]
+        dist = torch.empty(F_.shape[:2], device=F_.device)
+        idx = torch.empty(F_.shape[:2], dtype=torch.long, device=F_.device)
+        bank_sq = (bank * bank).sum(1)
+        for i in range(len(F_)):
+            q = F_[i]
+            d2 = (q * q).sum(1, keepdim=True) - 2 * q @ bank.T + bank_sq  # (cells, bank)
+            m = d2.min(1)
+            dist[i], idx[i] = m.values.clamp_min(0).sqrt(), m.indices
+        return dist, idx
+
+    def _matched(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        t = torch.as_tensor(idx)
+        return {"matched_row": self.train_rows_[self.model_["image"].cpu()[t].numpy()],
+                "matched_cell": self.model_["cell"].cpu()[t].numpy()}
+
+
+@dataclass(frozen=True)
+class PaDiMConfig(PatchCoreConfig):
+    shrinkage: float = 0.1  # each position's covariance pulled this share toward its mean variance (few images)
+
+    def validate(self) -> None:
+        super().validate()
+        if isinstance(self.shrinkage, bool) or not isinstance(self.shrinkage, (int, float)) or not 0 < self.shrinkage <= 1:
+            raise ConfigError(f"shrinkage must be a number in (0, 1], got {self.shrinkage!r}")
+
+
+class PaDiM(CellDetector):
+    """A Gaussian per cell position (PaDiM-like): each cell's Mahalanobis distance to the normal cells
+    at its position, with a shrunk covariance (152 values from a few hundred images). For aligned
+    images (one product, one camera); it matches no patch."""
+
+    Config = PaDiMConfig
+    config: PaDiMConfig
+    attribution_method = "Mahalanobis distance of each cell to the normal cells at its position (EfficientNet-Lite0 features)"
+
+    def _model_of(self, F_: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        X = F_[torch.as_tensor(rows)].double()  # (n, cells, D)
+        mean = X.mean(0)
+        C = X - mean
+        cov = torch.einsum("ncd,nce->cde", C, C) / max(len(rows) - 1, 1)
+        D = cov.shape[-1]
+        level = torch.diagonal(cov, dim1=1, dim2=2).mean(1).clamp_min(1e-6)  # (cells,)
+        eye = torch.eye(D, dtype=cov.dtype, device=cov.device)
+        lam = float(self.config.shrinkage)
+        shrunk = (1 - lam) * cov + lam * level[:, None, None] * eye
+        # float16-rounded as saved (see PatchCore): the precision is computed from the stored mean and covariance
+        return {"mean": mean.float().half().float(), "precision": torch.linalg.inv(shrunk).float().half().float()}
+
+    def _cell_distances(self, F_: torch.Tensor, model: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        diff = F_ - model["mean"]
+        d2 = torch.einsum("ncd,cde,nce->nc", diff, model["precision"], diff)
+        return d2.clamp_min(0).sqrt(), None
