@@ -354,3 +354,32 @@ def test_mcp_investigates_images_and_returns_the_picture_as_image_content(textur
             assert bad.is_error and "JSON object" in bad.content[0].text
 
     asyncio.run(session())
+
+
+def test_chat_over_an_image_and_resuming_it(textures, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from anomalens.cli import app
+
+    inv, rng = textures
+    inv.save(tmp_path / "model")
+    (tmp_path / "lot").mkdir()
+    (tmp_path / "lot" / "ok.png").write_bytes(_png((_texture(rng) * 255).astype(np.uint8)))
+    (tmp_path / "lot" / "bad.png").write_bytes(_png((_defect(_texture(rng), rng)[0] * 255).astype(np.uint8)))
+    runner = CliRunner()
+    env = {"ANOMALENS_LLM": "template"}
+    db = str(tmp_path / "chat.sqlite")
+    res = runner.invoke(app, ["chat", str(tmp_path / "model"), str(tmp_path / "lot"), "--row", "bad.png",
+                              "--checkpoint", db], input="why is this anomalous?\n/plot\n/compare ok.png\n/quit\n", env=env)
+    assert res.exit_code == 0, res.output
+    assert "Case bad.png: ANOMALOUS" in res.stdout and "top regions:" in res.stdout
+    assert "The anomaly map peaks at" in res.stdout and "plot written to" in res.stdout and "Against case ok.png" in res.stdout
+    res = runner.invoke(app, ["chat", str(tmp_path / "model"), "--thread", "case-bad.png", "--checkpoint", db, "--json"],
+                        input="/restore\n", env=env)
+    assert res.exit_code == 0, res.output
+    turn = json.loads(res.stdout.strip().splitlines()[-1])
+    assert turn["tools"] == ["restore_case"] and "restoration" in turn["explanation"]["claims"][0]["cites"]
+    res = runner.invoke(app, ["chat", str(tmp_path / "model"), str(tmp_path / "lot"), "--row", "nope.png"], env=env)
+    assert res.exit_code != 0 and "--row must name one of the 2 files" in res.output

@@ -92,6 +92,16 @@ def chat(
             case_id = _focus_numbered(box, "event", event, data.name)
         elif thread is None:
             raise CliError("give DATA and --event to start a chat, or --thread to resume a saved one")
+    elif inv.modality.reads_paths and data is not None:  # images: a folder (or file) the modality reads itself
+        if row is None:
+            raise CliError(f"--row is required with DATA: which {inv.modality.case_noun} to investigate (its file name)")
+        if not data.exists():
+            raise CliError(f"DATA must be an existing folder or file, got {str(data)!r} (no such path)")
+        box = toolbox_for(inv)(inv, str(data))
+        if row not in box.case_ids:
+            raise CliError(f"--row must name one of the {len(box.case_ids)} files in {str(data)!r} "
+                           f"(e.g. {box.case_ids[:5]}), got {row!r}")
+        box.focus = case_id = row
     elif data is not None:
         if row is None:
             raise CliError("--row is required with DATA: which row to investigate")
@@ -121,7 +131,7 @@ def chat(
                       "Try /lines, /timeline, /template <id>.", highlight=False)
         out.print(f"[bold]Case {for_terminal(ev.case_id, 40)}[/]: {verdict_word(v)} "
                   f"(p-value {v.p_value:.4g}, detector {for_terminal(v.detector, 40)}); top "
-                  f"{ {'event': 'templates', 'channel': 'channels'}.get(ev.context.unit_kind, 'features')}: "
+                  f"{ev.context.units_title.lower() or 'features'}: "
                   f"{for_terminal(', '.join(a.feature for a in ev.attributions[:3]), 120)}. Ask a question, or /help. "
                   "/quit ends.", highlight=False)
         if session.resumed:

@@ -126,6 +126,7 @@ class CellDetector(BaseDetector):
     Config = PatchCoreConfig
     config: PatchCoreConfig
     additive_attribution = False
+    model_keys: tuple[str, ...] = ()  # the tensors ``_model_of`` returns (checked when a saved detector is read)
 
     # ------------------------------------------------------------------ the model of normal cells
     def _model_of(self, F_: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -321,6 +322,9 @@ class CellDetector(BaseDetector):
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.model_ = {k.removeprefix("cells."): (v.to(torch.float32) if v.is_floating_point() else v.to(torch.long))
                        for k, v in state.items() if k.startswith("cells.")}
+        missing = [k for k in self.model_keys if k not in self.model_]
+        if missing:
+            raise RuntimeError(f"its model of normal cells lacks {missing}")
         self.images_ = state["images"]
         self.train_embed_ = state["train_embed"].float()
         self.train_rows_ = state["train_rows"].numpy().astype(np.int64)
@@ -336,6 +340,7 @@ class PatchCore(CellDetector):
     training image and cell each cell matched."""
 
     attribution_method = "distance of each cell to its nearest normal patch (EfficientNet-Lite0 features), upsampled"
+    model_keys = ("bank", "image", "cell")
 
     def _model_of(self, F_: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
         cells = F_.shape[1]
@@ -385,6 +390,7 @@ class PaDiM(CellDetector):
     Config = PaDiMConfig
     config: PaDiMConfig
     attribution_method = "Mahalanobis distance of each cell to the normal cells at its position (EfficientNet-Lite0 features)"
+    model_keys = ("mean", "precision")
 
     def _model_of(self, F_: torch.Tensor, rows: np.ndarray) -> dict[str, torch.Tensor]:
         X = F_[torch.as_tensor(rows)].double()  # (n, cells, D)

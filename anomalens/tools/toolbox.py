@@ -390,6 +390,23 @@ class ImageToolbox(Toolbox):
                 raise InputError(f"image {str(name)[:80]!r} must be base64 ({exc})") from exc
         return cls(investigator, images, alpha=alpha, k=k, top=top)
 
+    def saved_row(self, case_id: str | None = None) -> dict:
+        """The image's pixels at the model's size as a chat checkpoint keeps them (float32, base64: exact)."""
+        import base64
+
+        return {"pixels_f32": base64.b64encode(self.row(case_id).astype(np.float32).tobytes()).decode("ascii")}
+
+    def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
+        """Add an image (what ``saved_row`` wrote, or anything the modality reads) under ``case_id``."""
+        import base64
+
+        if isinstance(row, dict) and "pixels_f32" in row:
+            try:
+                row = np.frombuffer(base64.b64decode(row["pixels_f32"], validate=True), dtype=np.float32).astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"the saved image of case {case_id!r} is corrupted ({exc})") from exc
+        return super().add_case(row, case_id, focus=focus)
+
     def plot(self, case_id: str | None = None):
         """Write ``<case id>.png`` (the image, its anomaly map, its restoration, the nearest normal image) to
         ``plot_dir``; its path."""
