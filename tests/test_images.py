@@ -192,7 +192,7 @@ def test_a_lot_is_judged_with_the_false_discovery_rate_and_drawn(textures, tmp_p
     assert {"bad0", "bad1", "bad2"} <= flagged and len(flagged - {"bad0", "bad1", "bad2"}) <= 1
     assert all(v.method.startswith("Benjamini-Hochberg") for v in verdicts.values())
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert pngs == sorted(f"{r.evidence.case_id}.png" for r in reports) and all(r.plot for r in reports)
+    assert pngs == sorted(["_lot.png", *[f"{r.evidence.case_id}.png" for r in reports]]) and all(r.plot for r in reports)
     assert all((tmp_path / p).stat().st_size > 20_000 for p in pngs)
     assert "![" in reports[0].to_markdown()
 
@@ -276,7 +276,7 @@ def test_the_command_line_fits_a_folder_and_analyzes_a_lot(elpv, tmp_path):
     assert res.exit_code == 0, res.output
     assert "2 image(s) of 6" in res.output and "top regions" in res.output
     written = sorted(p.suffix for p in (tmp_path / "report").iterdir())
-    assert written == [".json", ".json", ".md", ".md", ".png", ".png"]
+    assert written == [".json", ".json", ".md", ".md", ".png", ".png", ".png"]  # and the lot's contact sheet
     res = runner.invoke(app, ["analyze", str(tmp_path / "model"), str(tmp_path / "nowhere"), "--llm", "template"])
     assert res.exit_code != 0 and "no such path" in res.output
 

@@ -5,6 +5,7 @@ gives its verdict and evidence; Benjamini-Hochberg over a lot), with what images
   the detector keeps those, 8-bit, for the restorations and the pictures);
 - ``plot_dir`` gets one PNG per reported image (``images/plot.py``): the image, the anomaly map over
   it with the top regions boxed, the restoration, and the nearest normal image with the matched patch;
+  and, for several, a contact sheet of them (``_lot.png``);
 - ``exemplar(id)`` gives a training image's pixels.
 """
 
@@ -25,7 +26,9 @@ from anomalens.schema import Evidence
 from anomalens.store import ExemplarStore
 from anomalens.store.coreset import select_exemplars
 
-__all__ = ["ImageFlow"]
+__all__ = ["LOT_SHEET", "ImageFlow"]
+
+LOT_SHEET = "_lot.png"  # the contact sheet of the reported images of a lot, beside their pictures
 
 
 class ImageFlow(RowFlow):
@@ -60,13 +63,15 @@ class ImageFlow(RowFlow):
     def after_inspection(self, X: np.ndarray, insp: Inspection, evs: list[Evidence], plot_dir: Any) -> None:
         if plot_dir is None:
             return
-        from anomalens.modalities.images.plot import image_picture
+        from anomalens.modalities.images.plot import contact_sheet, image_picture
 
         folder = Path(plot_dir)
         folder.mkdir(parents=True, exist_ok=True)
         for i, ev in enumerate(evs):
             image_picture(folder / self.plot_name(ev), ev, X[i], insp.restored[i], self.modality,
                           normal=self._nearest_pixels(ev))
+        if len(evs) > 1:  # the lot at a glance (no image's picture can be called so: plot_name strips the "_")
+            contact_sheet(folder / LOT_SHEET, evs, X, self.modality)
 
     def _nearest_pixels(self, ev: Evidence) -> tuple[str, np.ndarray] | None:
         """(id, pixels) of the normal image the top region's patch matched (else the nearest exemplar)."""

@@ -102,29 +102,31 @@ def image_picture(path: str | Path, ev: Evidence, pixels: np.ndarray, restored: 
     return path
 
 
-def contact_sheet(path: str | Path, reports: list[Any], pictures: dict[str, np.ndarray], modality: Any,
-                  columns: int = 6) -> Path:
-    """Write ``path`` (PNG): a lot at a glance, each image with its map's peak boxed and its verdict."""
+def contact_sheet(path: str | Path, evidence: list[Evidence], pixels: np.ndarray, modality: Any, columns: int = 6) -> Path:
+    """Write ``path`` (PNG): the reported images of a lot at a glance, most anomalous first, each with the
+    cell of its top region boxed and its verdict and p-value in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = max(len(reports), 1)
+    order = sorted(range(len(evidence)), key=lambda i: -evidence[i].verdict.score)
+    n = max(len(order), 1)
+    columns = min(columns, n)
     rows = (n + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.8 * rows), dpi=90, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, r in zip(axes.ravel(), reports):
-        ev = r.evidence
-        px = pictures.get(ev.case_id)
-        if px is not None:
-            ax.imshow(_rgb(np.asarray(px).reshape(modality.channels, modality.size, modality.size)))
+    s = modality.size
+    for ax, i in zip(axes.ravel(), order):
+        ev = evidence[i]
+        ax.imshow(_rgb(np.asarray(pixels[i]).reshape(modality.channels, s, s)), interpolation="nearest")
         for g in ev.matches[:1]:
             _box(ax, g.box, "#ff1744", width=1.5)
-        colour = "#b00020" if r.verdict.anomalous else "#1b5e20"
-        ax.set_title(f"{ev.case_id[:18]}\np = {fmt(r.verdict.p_value)}", fontsize=8, color=colour)
-    fig.tight_layout()
+        v = ev.verdict
+        ax.set_title(f"{ev.case_id[:20]}\n{'ANOMALOUS' if v.anomalous else 'not flagged'}, p = {fmt(v.p_value)}",
+                     fontsize=8, color="#b00020" if v.anomalous else "#1b5e20")
+    fig.tight_layout(h_pad=1.5)
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
