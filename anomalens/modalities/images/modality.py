@@ -184,13 +184,7 @@ class ImageModality(Modality):
 
     def pool(self, planes: np.ndarray, how: str = "mean") -> np.ndarray:
         """(n, regions^2) mean (or max) of (n, size, size) planes over each region."""
-        e = self._edges()
-        out = np.empty((len(planes), self.regions ** 2))
-        for r in range(self.regions):
-            for c in range(self.regions):
-                block = planes[:, e[r]:e[r + 1], e[c]:e[c + 1]]
-                out[:, r * self.regions + c] = block.mean(axis=(1, 2)) if how == "mean" else block.max(axis=(1, 2))
-        return out
+        return self._cells(planes, self.regions, how).reshape(len(planes), -1)
 
     def planes(self, X: np.ndarray) -> np.ndarray:
         """(n, size, size) mean over channels of rows of pixels (or of a per-pixel attribution)."""
@@ -285,10 +279,11 @@ class ImageModality(Modality):
         w = excess / excess.sum()
         return zone_of(float((rows * w).sum()), float((cols * w).sum()), grid.shape[0])
 
-    def _cells(self, planes: np.ndarray, g: int) -> np.ndarray:
-        """(n, g, g) means of (n, size, size) planes over a g x g grid of cells."""
+    def _cells(self, planes: np.ndarray, g: int, how: str = "mean") -> np.ndarray:
+        """(n, g, g) means (or maxima) of (n, size, size) planes over a g x g grid of cells (the regions: g = regions)."""
         e = np.linspace(0, self.size, g + 1).round().astype(int)
-        return np.stack([[planes[:, e[r]:e[r + 1], e[c]:e[c + 1]].mean(axis=(1, 2)) for c in range(g)]
+        reduce = np.mean if how == "mean" else np.max
+        return np.stack([[reduce(planes[:, e[r]:e[r + 1], e[c]:e[c + 1]], axis=(1, 2)) for c in range(g)]
                          for r in range(g)]).transpose(2, 0, 1)
 
     def _upsampled_mask(self, cells: np.ndarray) -> np.ndarray:
