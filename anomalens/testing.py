@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["chroma_binary", "chroma_server", "free_port", "llama_server", "running", "vllm_missing", "vllm_server",
+__all__ = ["VLLM_VISION_MODEL_NAME", "vllm_vision_server", "chroma_binary", "chroma_server", "free_port", "llama_server", "running", "vllm_missing", "vllm_server",
            "wait_http", "VLLM_MODEL_NAME"]
 
 VLLM_MODEL_NAME = "smollm2-135m"
@@ -130,4 +130,33 @@ def vllm_server(tmp: Path, *, max_model_len: int = 8192, timeout: float = 300.0)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
            "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     with running(cmd, f"http://127.0.0.1:{port}/v1/models", timeout, tmp / "vllm.log", env=env):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+VLLM_VISION_MODEL_NAME = "plumbing-vl"  # a tiny randomly initialised Idefics3: its answers are noise
+
+
+@contextlib.contextmanager
+def vllm_vision_server(tmp: Path, *, timeout: float = 300.0):
+    """vLLM's CPU server serving the PLUMBING vision-language model that ``make test`` builds
+    (``vllm_launch.py plumbing-vlm``: Idefics3, 6.6M random parameters, SmolLM2's tokenizer), up to
+    three images a request; yields its base URL. For the image path's plumbing: its answers are noise."""
+    reason = vllm_missing()
+    if reason:
+        raise RuntimeError(reason)
+    venv = _vllm_venv()
+    folder = venv / "models" / VLLM_VISION_MODEL_NAME
+    if not (folder / "config.json").is_file():
+        raise RuntimeError(f"{folder} is missing: make test builds it (vllm_launch.py plumbing-vlm)")
+    here = Path(__file__).resolve().parent
+    port = free_port()
+    cmd = [str(venv / "bin" / "python"), str(here / "llm" / "vllm_launch.py"), "serve", str(folder),
+           "--served-model-name", VLLM_VISION_MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", "float32", "--max-model-len", "8192", "--enforce-eager", "--disable-log-stats",
+           "--limit-mm-per-prompt", '{"image": 3}',
+           # JSON without free whitespace: a model of noise would otherwise fill max_tokens with blanks
+           "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+           "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    with running(cmd, f"http://127.0.0.1:{port}/v1/models", timeout, tmp / "vllm-vision.log", env=env):
         yield f"http://127.0.0.1:{port}/v1"

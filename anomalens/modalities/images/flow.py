@@ -61,15 +61,17 @@ class ImageFlow(RowFlow):
         return f"{stem}.png"
 
     def after_inspection(self, X: np.ndarray, insp: Inspection, evs: list[Evidence], plot_dir: Any) -> None:
+        from anomalens.modalities.images.plot import contact_sheet, image_picture, model_views
+
+        normals = [self._nearest_pixels(ev) for ev in evs]
+        for i, ev in enumerate(evs):  # what a reasoner that reads images is shown (Evidence.views)
+            ev.set_views(model_views(ev, X[i], self.modality, normal=normals[i]))
         if plot_dir is None:
             return
-        from anomalens.modalities.images.plot import contact_sheet, image_picture
-
         folder = Path(plot_dir)
         folder.mkdir(parents=True, exist_ok=True)
         for i, ev in enumerate(evs):
-            image_picture(folder / self.plot_name(ev), ev, X[i], insp.restored[i], self.modality,
-                          normal=self._nearest_pixels(ev))
+            image_picture(folder / self.plot_name(ev), ev, X[i], insp.restored[i], self.modality, normal=normals[i])
         if len(evs) > 1:  # the lot at a glance (no image's picture can be called so: plot_name strips the "_")
             contact_sheet(folder / LOT_SHEET, evs, X, self.modality)
 
