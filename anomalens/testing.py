@@ -139,7 +139,7 @@ VLLM_VISION_MODEL_NAME = "plumbing-vl"  # a tiny randomly initialised Idefics3: 
 @contextlib.contextmanager
 def vllm_vision_server(tmp: Path, *, timeout: float = 300.0):
     """vLLM's CPU server serving the PLUMBING vision-language model that ``make test`` builds
-    (``vllm_launch.py plumbing-vlm``: Idefics3, 6.6M random parameters, SmolLM2's tokenizer), up to
+    (``vllm_launch.py plumbing-vlm``: Idefics3, 12.9M random parameters, SmolLM2's tokenizer), up to
     three images a request; yields its base URL. For the image path's plumbing: its answers are noise."""
     reason = vllm_missing()
     if reason:

@@ -9,8 +9,8 @@ vLLM and transformers). Three commands:
 
     python vllm_launch.py plumbing-vlm TEXT_DIR OUT_DIR
         a PLUMBING vision-language model: the Idefics3 architecture (SmolVLM's) at a tiny size
-        (6.6M parameters), randomly initialised (seed 0), with the tokenizer of TEXT_DIR (the
-        exported SmolLM2) and Idefics3's special image tokens. No vision-language weights can be had
+        (12.9M parameters, most of them the embeddings), randomly initialised (seed 0), with the
+        tokenizer of TEXT_DIR (the exported SmolLM2) and Idefics3's special image tokens. No vision-language weights can be had
         here (none in any package, nothing downloaded), so the tests of the image path use this: its
         answers are noise; what it proves is that image parts reach a real vLLM server, which runs
         them through a real vision encoder and returns schema-constrained output. Qwen2-VL was tried
