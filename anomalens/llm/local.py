@@ -63,17 +63,20 @@ class LlamaCppClient:
 
     vision = False  # a text model: image parts reach it as their alt text (anomalens.llm.content)
 
+    def _complete(self, **kwargs) -> dict:
+        """One greedy chat completion in this model's context, one at a time (module docstring)."""
+        try:
+            with self._lock:
+                return self._llm.create_chat_completion(temperature=0.0, **kwargs)
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"{self.name} failed: {exc}") from exc
+
     def complete_json(self, system: str, user: UserContent, schema: type[T], *,
                       max_tokens: int = 512) -> Completion[T]:
         fmt = {"type": "json_object", "schema": schema.model_json_schema()}
 
         def generate(messages: list[dict]) -> tuple[str, int]:
-            try:
-                with self._lock:
-                    out = self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0,
-                                                           repeat_penalty=1.3, response_format=fmt)
-            except (RuntimeError, ValueError) as exc:
-                raise BackendError(f"{self.name} failed: {exc}") from exc
+            out = self._complete(messages=messages, max_tokens=max_tokens, repeat_penalty=1.3, response_format=fmt)
             return out["choices"][0]["message"]["content"] or "", out["usage"]["completion_tokens"]
 
         # the grammar enforces the schema (a reply can still be cut off at max_tokens), so the prompt
@@ -156,12 +159,7 @@ class LlamaCppToolClient(LlamaCppClient):
             if messages and messages[0].get("role") == "system":
                 messages = [{**messages[0], "content": f"{messages[0]['content']}\n\n{_tool_listing(tools)}"},
                             *messages[1:]]
-        try:
-            with self._lock:
-                out = self._llm.create_chat_completion(messages=_plain(messages), max_tokens=max_tokens,
-                                                       temperature=0.0, repeat_penalty=1.1, response_format=fmt)
-        except (RuntimeError, ValueError) as exc:
-            raise BackendError(f"{self.name} failed: {exc}") from exc
+        out = self._complete(messages=_plain(messages), max_tokens=max_tokens, repeat_penalty=1.1, response_format=fmt)
         text = out["choices"][0]["message"]["content"] or ""
         tokens = out["usage"]["completion_tokens"]
         if fmt is None:
