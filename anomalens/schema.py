@@ -28,6 +28,7 @@ import importlib
 import math
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
@@ -346,17 +347,29 @@ class View:
 
 class _Pictures:
     """A case's views, held beside its evidence: not part of its value (two pieces of evidence that
-    differ in pictures only are equal, as they are once saved and read back)."""
+    differ in pictures only are equal, as they are once saved and read back). Given as a function,
+    they are drawn on first use only: most reports never meet a model that reads images. Pickled
+    (sent to another process) they are left behind, like a saved report's."""
 
-    __slots__ = ("views",)
+    __slots__ = ("_draw", "_views")
 
-    def __init__(self, views: list[View] | None = None) -> None:
-        self.views = list(views or [])
+    def __init__(self, views: list[View] | Callable[[], list[View]] | None = None) -> None:
+        self._draw = views if callable(views) else None
+        self._views = None if callable(views) else list(views or [])
+
+    @property
+    def views(self) -> list[View]:
+        if self._views is None:
+            self._views, self._draw = list(self._draw()), None
+        return self._views
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Pictures)
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return _Pictures, ()
 
 
 class Evidence(_Model):
@@ -382,7 +395,8 @@ class Evidence(_Model):
         """The case's pictures for a vision model (see ``View``); empty for data that has none."""
         return list(self._pictures.views)
 
-    def set_views(self, views: list[View]) -> None:
+    def set_views(self, views: list[View] | Callable[[], list[View]]) -> None:
+        """The case's pictures, or a function that draws them when they are first asked for."""
         self._pictures = _Pictures(views)
 
     @model_validator(mode="before")

@@ -173,6 +173,9 @@ def test_an_image_case_carries_its_pictures_and_a_text_model_is_not_sent_them(im
     from anomalens.schema import Evidence
 
     assert Evidence.model_validate_json(ev.model_dump_json()).views == []
+    import pickle
+
+    assert pickle.loads(pickle.dumps(ev)).views == [] and ev.views  # nor do they travel to another process
 
 
 def test_wrong_region_drafts_are_never_shown_as_verified(image_case):

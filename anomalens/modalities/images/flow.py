@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,19 +62,26 @@ class ImageFlow(RowFlow):
         return f"{stem}.png"
 
     def after_inspection(self, X: np.ndarray, insp: Inspection, evs: list[Evidence], plot_dir: Any) -> None:
-        from anomalens.modalities.images.plot import contact_sheet, image_picture, model_views
+        from anomalens.modalities.images.plot import contact_sheet, image_picture
 
-        normals = [self._nearest_pixels(ev) for ev in evs]
-        for i, ev in enumerate(evs):  # what a reasoner that reads images is shown (Evidence.views)
-            ev.set_views(model_views(ev, X[i], self.modality, normal=normals[i]))
+        for i, ev in enumerate(evs):  # what a reasoner that reads images is shown (Evidence.views), drawn
+            # when first asked for (about 40 ms an image at 224 px, as much as its inspection), from its
+            # pixels kept as 8 bits (what the PNG holds), not from the batch's array
+            ev.set_views(partial(self._views, ev, (np.clip(X[i], 0, 1) * 255).round().astype(np.uint8)))
         if plot_dir is None:
             return
         folder = Path(plot_dir)
         folder.mkdir(parents=True, exist_ok=True)
         for i, ev in enumerate(evs):
-            image_picture(folder / self.plot_name(ev), ev, X[i], insp.restored[i], self.modality, normal=normals[i])
+            image_picture(folder / self.plot_name(ev), ev, X[i], insp.restored[i], self.modality,
+                          normal=self._nearest_pixels(ev))
         if len(evs) > 1:  # the lot at a glance (no image's picture can be called so: plot_name strips the "_")
             contact_sheet(folder / LOT_SHEET, evs, X, self.modality)
+
+    def _views(self, ev: Evidence, pixels8: np.ndarray) -> list:
+        from anomalens.modalities.images.plot import model_views
+
+        return model_views(ev, pixels8 / 255.0, self.modality, normal=self._nearest_pixels(ev))
 
     def _nearest_pixels(self, ev: Evidence) -> tuple[str, np.ndarray] | None:
         """(id, pixels) of the normal image the top region's patch matched (else the nearest exemplar)."""
