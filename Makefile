@@ -83,8 +83,11 @@ setup:
 model: $(STAMP)
 	$(PY) -m anomalens.llm.models fetch qwen2.5-coder-1.5b
 
-demo: $(STAMP)
-	$(VENV)/bin/anomalens demo
+# the main job on the embedded defaults, answered by the local model that can reason (fetched once by
+# `make model`; about 18 s a chat answer here, docs/reasoners.md); ANOMALENS_LLM_LOCAL_MODEL=smollm2-135m
+# runs it on the packaged 135M model instead
+demo: model
+	ANOMALENS_LLM_LOCAL_MODEL=$${ANOMALENS_LLM_LOCAL_MODEL:-qwen2.5-coder-1.5b} $(VENV)/bin/anomalens demo
 
 # every test's durations go to $(REPORT)/durations.json; the 20 slowest and the seconds per file are
 # printed at the end (tests/durations_report.py; what the suite checks and its budget: docs/testing.md)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["clip", "for_markdown", "for_terminal", "names", "strip_control"]
+__all__ = ["clip", "for_markdown", "for_terminal", "names", "strip_control", "whole_sentences"]
 
 _ESCAPES = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI ... final byte (colours, cursor moves, clear screen)
@@ -64,3 +64,13 @@ def names(values, limit: int = 5, max_len: int = 60) -> str:
     shown = [repr(clip(strip_control(v), max_len)) for v in values[:limit]]
     more = f" and {len(values) - limit} more" if len(values) > limit else ""
     return "[" + ", ".join(shown) + "]" + more
+
+
+def whole_sentences(text: str, limit: int) -> str:
+    """``text`` that a length bound of ``limit`` characters may have cut off (a model's reply decoded
+    under a schema's ``maxLength``), back to its last whole sentence, or marked as cut with an
+    ellipsis when it has none: a reader should not meet half a sentence."""
+    if len(text) < limit - 1:
+        return text
+    end = max(text.rfind(". "), text.rfind("! "), text.rfind("? "), text.rfind(".", len(text) - 1))
+    return text[: end + 1] if end > 0 else text.rstrip(" ,;:") + "…"

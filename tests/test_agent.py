@@ -303,6 +303,67 @@ def test_constrained_mode_sends_strict_enum_schemas_and_bounds_the_turn(box):
     assert all(d["additionalProperties"] is False for d in defs.values())
 
 
+def test_auto_mode_offers_each_tool_once_and_names_only_this_turns_new_evidence(box):
+    """tool_choice="auto" (against the FAKE scripted model: what the graph sends): after a look-up the
+    same tools are listed (a prompt that lists them stays the same) while the choice allows only those
+    not yet called and the answer; this turn's look-ups are named by id (their values are in the
+    tool results just above); an earlier turn's are shown with their values."""
+    model = ScriptedToolModel([
+        ScriptedToolModel.call("describe_feature", case_id="c7", name="memory"),
+        ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"})),
+        ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"})),
+    ])
+    s = ChatSession(box, model=model, tool_choice="auto", max_steps=4)
+    assert s.ask("what is a normal memory value?").explanation.source == "fake:scripted"
+    first, second = model.calls[:2]
+    assert first["tool_choice"] == "auto" and second["tools"] == first["tools"]  # the same tools listed
+    allowed = {t["name"] for t in second["tool_choice"]["allowed_tools"]["tools"]}
+    assert second["tool_choice"]["type"] == "allowed_tools" and second["tool_choice"]["allowed_tools"]["mode"] == "auto"
+    assert allowed == set(first["tools"]) - {"describe_feature"} and "answer" in allowed
+    trailing = second["messages"][-1]
+    assert trailing["role"] == "system" and "profile:memory" in trailing["content"]
+    assert "quantiles" not in trailing["content"]  # its values are in the tool result, not repeated
+    assert "describe_feature" in trailing["content"] and '"answer"' in trailing["content"]  # the reminder
+    s.ask("and is it above it?")  # the next turn: the look-up's tool result is gone, so its values are shown
+    third = model.calls[2]
+    assert third["tool_choice"] == "auto" and "quantiles" in third["messages"][-1]["content"]
+
+
+def test_an_interpretation_cut_at_its_bound_ends_at_a_whole_sentence():
+    from anomalens.agents.chat import INTERPRETATION_LIMIT
+    from anomalens.text import whole_sentences
+
+    def _clipped(text):
+        return whole_sentences(text, INTERPRETATION_LIMIT)
+
+    whole = "Area error is far above normal. It drives the score, with radius error, worst radius and"
+    cut = (whole + " more" * 40)[:INTERPRETATION_LIMIT]
+    assert _clipped(cut) == "Area error is far above normal."
+    assert _clipped("short and whole") == "short and whole"
+    assert _clipped("x" * INTERPRETATION_LIMIT).endswith("…")  # no sentence end: marked as cut
+
+
+def test_an_allowed_tools_choice_narrows_the_call_and_not_the_listing():
+    from anomalens.llm.base import allowed_tools, narrow_tools
+    from anomalens.llm.local import _tool_call_schema
+
+    def spec(name):
+        return {"type": "function", "function": {"name": name, "parameters": {
+            "type": "object", "properties": {"k": {"type": "integer"}}}}}
+
+    tools = [spec("a"), spec("b"), spec("answer")]
+    choice = allowed_tools("auto", ["b", "answer"])
+    narrowed, mode = narrow_tools(tools, choice)
+    assert [t["function"]["name"] for t in narrowed] == ["b", "answer"] and mode == "auto"
+    assert narrow_tools(tools, "required") == (tools, "required")  # other choices pass through
+    schema = _tool_call_schema(tools, choice)  # the local model's grammar: one call of b or answer
+    assert [c["properties"]["name"]["const"] for c in schema["anyOf"]] == ["b", "answer"]
+    from anomalens.errors import BackendError
+
+    with pytest.raises(BackendError, match="allows none"):
+        _tool_call_schema(tools, allowed_tools("auto", ["z"]))
+
+
 def test_tool_choice_is_checked():
     from anomalens.agents.chat import build_chat_graph
     from anomalens.tools import Toolbox

@@ -312,6 +312,31 @@ def test_a_chat_message_over_rest_does_not_rescore_its_case_or_rebuild_its_graph
         assert client.post(f"/v1/sessions/{sid}/messages", json={"text": "/score"}).status_code == 404
 
 
+def test_a_rest_session_lets_a_model_that_calls_tools_investigate(metrics_inv, tmp_path):
+    """The server's reasoner's client, when it calls tools, drives a REST session's questions as it
+    does `anomalens chat`'s (the sessions route used to answer from the evidence only). Against
+    ScriptedToolModel, a FAKE tool-calling model: what the route hands the graph, not a model's words."""
+    from agent_fixtures import ScriptedToolModel
+    from fastapi.testclient import TestClient
+
+    from anomalens.llm import LLMReasoner
+    from anomalens.server.app import ServeConfig, create_app
+
+    metrics_inv.save(tmp_path / "metrics")
+    model = ScriptedToolModel([ScriptedToolModel.call("describe_feature", case_id="c7", name="memory"),
+                               ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"}))])
+    app = create_app({"metrics": tmp_path / "metrics"}, ServeConfig(no_auth=True, mcp=False, state_dir=str(tmp_path / "s")),
+                     reasoner=LLMReasoner(model))
+    row = {k: float(v) for k, v in cases().loc["c7"].items()}
+    with TestClient(app) as client:
+        sid = client.post("/v1/sessions", json={"investigator": "metrics", "row": row}).json()["id"]
+        r = client.post(f"/v1/sessions/{sid}/messages", json={"text": "what is a normal memory value?"})
+        assert r.status_code == 200, r.text
+    assert len(model.calls) == 2 and not model.script  # it looked up, then answered
+    body = r.json()
+    assert "memory" in body["text"] and body["tools"] == ["describe_feature", "answer"], body
+
+
 def test_the_rooms_import_downward_only():
     """``python -m evals.import_graph`` over the package, imports inside functions included: no module
     of ``modalities/`` imports ``llm/``, ``agents/``, ``tools/`` or ``server/``, no import cycle is

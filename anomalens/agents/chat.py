@@ -46,10 +46,11 @@ from pydantic import ValidationError
 from anomalens.grounding.drafting import Drafting, answer_question, with_answer
 from anomalens.grounding.verifier import cite_text
 from anomalens.errors import BackendError, CheckpointError, InputError
-from anomalens.llm.base import Draft, Reasoner, ToolChatClient
-from anomalens.llm.reasoner import chat_system_prompt, gathered_prompt, schema_for
+from anomalens.llm.base import Draft, Reasoner, ToolChatClient, allowed_tools
+from anomalens.llm.reasoner import chat_system_prompt, gathered_prompt, next_step_prompt, schema_for
 from anomalens.llm.template import TemplateReasoner, topics
 from anomalens.schema import Attribution, Claim, Comparison, Evidence, EvidenceItem, Explanation, FeatureProfile
+from anomalens.text import whole_sentences
 from anomalens.tools import Toolbox, make_tools
 from anomalens.tools.registry import TOOLS, help_text, parse_command
 
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 ANSWER_TOOL = "answer"
 TOOL_CHOICES = ("auto", "required")
 ENUM_LIMIT = 200  # values listed in one enum of a constrained tool schema (case ids beyond it are not offered)
+INTERPRETATION_LIMIT = 160  # characters of a chat answer's interpretation (a report's may run to 300)
 FREE_TEXT_LIMIT = 80  # characters of a string argument without an enum, in constrained mode
 
 
@@ -69,6 +71,7 @@ class ChatState(TypedDict, total=False):
     case_id: str
     evidence: dict  # the case's Evidence (JSON form, so checkpoints hold plain data), grown by lookups
     base: dict  # the case's Evidence as the conversation began (the system prompt's, which stays the same)
+    turn: dict  # the case's Evidence as this turn began (what this turn's tools add is in its tool results)
     case_row: Any  # the case's values (a log case: its lines as a dict), so a saved conversation resumes without its data file
     question: str  # the analyst's text this turn
     command: str | None  # the command this turn, when it is one
@@ -185,6 +188,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         if not state.get("evidence"):
             update["evidence"] = update["base"] = box.evidence(state["case_id"]).model_dump(mode="json")
             update["case_row"] = box.saved_row(state["case_id"])
+        update["turn"] = update.get("evidence") or state["evidence"]
         return update
 
     def route(state: ChatState) -> str:
@@ -217,11 +221,14 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         # processed tokens (on this CPU a 1,500-token head costs 30 s, a reused one nothing)
         base = Evidence.model_validate(state["base"]) if state.get("base") else ev
         system = chat_system_prompt(base, max_claims=max_claims)
-        gathered = gathered_prompt(ev, base)
+        gathered = gathered_prompt(ev, base, Evidence.model_validate(state["turn"]) if state.get("turn") else None)
         specs = [convert_to_openai_tool(tools[n]) for n in _offered(list(tools), modality)]
+        params = schema_for(ev).model_json_schema()
+        if "interpretation" in params.get("properties", {}):  # a chat answer's is a sentence: each token is
+            params["properties"]["interpretation"]["maxLength"] = INTERPRETATION_LIMIT  # decoding time
         specs.append({"type": "function", "function": {
             "name": ANSWER_TOOL, "description": "Give the analyst the final answer as claims citing evidence ids.",
-            "parameters": schema_for(ev).model_json_schema()}})
+            "parameters": params}})
         step = state.get("steps", 0)
         choice: str | dict = "auto"
         if constrained or step < len(forced):  # a forced step is decoded under the strict schemas too
@@ -229,7 +236,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         if step < len(forced):
             choice = {"type": "function", "function": {"name": forced[step]}}
         elif constrained:
-            called = {c["name"] for m in _this_turn(state["messages"]) if isinstance(m, AIMessage) for c in m.tool_calls}
+            called = _called(state["messages"])
             specs = [s for s in specs if s["function"]["name"] not in called]  # each tool once a turn: progress
             choice = "required"
             if step == 0 and max_steps > 1:  # look before answering: the first step is an investigation tool
@@ -238,6 +245,10 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
                 choice = {"type": "function", "function": {"name": ANSWER_TOOL}}
         elif max_steps > 1 and step >= max_steps - 1:  # auto: the last allowed step answers too, rather than
             choice = {"type": "function", "function": {"name": ANSWER_TOOL}}  # a look-up the turn cannot use
+        elif called_now := _called(state["messages"]):  # auto: each tool once a turn, as in constrained mode; the
+            # tools stay listed (a prompt that lists them stays the same) and only the choice narrows
+            choice = allowed_tools("auto", [s["function"]["name"] for s in specs
+                                            if s["function"]["name"] not in called_now])
         turn_msgs = _this_turn(state["messages"])
         # earlier turns as plain question and answer (their tool calls are done; a cut-off pair of a
         # tool call and its result would be an invalid request), the last 3 turns at most
@@ -245,8 +256,11 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
                    if isinstance(m, HumanMessage) or (isinstance(m, AIMessage) and m.content and not m.tool_calls)]
         messages = [{"role": "system", "content": system}, *convert_to_openai_messages(earlier[-6:]),
                     *convert_to_openai_messages(turn_msgs)]
-        if gathered:
-            messages.append({"role": "system", "content": gathered})
+        trailing = [gathered] if gathered else []
+        if step > 0 and not constrained and choice != "none":  # after a look-up: answer when it answers
+            trailing.append(next_step_prompt(sorted(_called(state["messages"]))))
+        if trailing:
+            messages.append({"role": "system", "content": "\n\n".join(trailing)})
         try:
             turn = model.chat(messages, specs, tool_choice=choice)
         except BackendError as exc:
@@ -316,7 +330,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
                 try:
                     drafted = schema_for(ev).model_validate(c["args"])
                     return {"draft": [d.claim().model_dump() for d in drafted.claims],
-                            "interpretation": drafted.interpretation.strip() or None}
+                            "interpretation": whole_sentences(drafted.interpretation.strip(), INTERPRETATION_LIMIT) or None}
                 except ValidationError as exc:
                     return {"draft": [{"text": json.dumps(c["args"])[:200], "cites": [],
                                        "reason": f"invalid answer: {exc.errors()[0]['msg']}"}]}
@@ -360,6 +374,11 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
     g.add_edge("draft", "verify")
     g.add_edge("verify", END)
     return g.compile(checkpointer=checkpointer)
+
+
+def _called(messages: list[AnyMessage]) -> set[str]:
+    """The tools called this turn (the answer tool aside)."""
+    return {c["name"] for m in _this_turn(messages) if isinstance(m, AIMessage) for c in m.tool_calls} - {ANSWER_TOOL}
 
 
 def _this_turn(messages: list[AnyMessage]) -> list[AnyMessage]:

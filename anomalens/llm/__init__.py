@@ -13,6 +13,7 @@ from anomalens.llm.base import (
     Reasoner,
     ToolCallRequest,
     ToolChatClient,
+    allowed_tools,
 )
 from anomalens.llm.content import ImagePart, TextPart, UserContent
 from anomalens.llm.reasoner import LLMReasoner, evidence_payload, make_reasoner, tool_client
@@ -33,6 +34,7 @@ __all__ = [
     "ToolCallRequest",
     "ToolChatClient",
     "UserContent",
+    "allowed_tools",
     "evidence_payload",
     "make_reasoner",
     "tool_client",

@@ -83,6 +83,9 @@ class ChatTurn:
     seconds: float = 0.0
 
 
+INTERPRETATION_MAX = 300  # characters of a drafted interpretation (the schema bounds the decoding)
+
+
 @runtime_checkable
 class ToolChatClient(Protocol):
     """A chat model that can call tools (OpenAI tool-calling format: messages and tools as dicts)."""
@@ -91,9 +94,29 @@ class ToolChatClient(Protocol):
 
     def chat(self, messages: list[dict], tools: list[dict], *, tool_choice: str | dict = "auto",
              max_tokens: int = 512) -> ChatTurn:
-        """The next assistant turn; ``tool_choice`` is "auto", "required", "none" or
-        ``{"type": "function", "function": {"name": ...}}``. Raises BackendError when the backend fails."""
+        """The next assistant turn; ``tool_choice`` is "auto", "required", "none",
+        ``{"type": "function", "function": {"name": ...}}``, or ``allowed_tools(mode, names)``: only those
+        tools may be called, while ``tools`` stays the whole list, so a prompt that lists the tools stays
+        the same from step to step (and its processed tokens are reused). Raises BackendError when the
+        backend fails."""
         ...
+
+
+def allowed_tools(mode: str, names: list[str]) -> dict:
+    """A ``tool_choice`` that lets the reply call only ``names`` (``mode``: "auto" or "required"),
+    in the shape of OpenAI's ``allowed_tools`` choice."""
+    return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": [{"type": "function", "name": n}
+                                                                              for n in names]}}
+
+
+def narrow_tools(tools: list[dict], tool_choice: str | dict) -> tuple[list[dict], str | dict]:
+    """``tools`` and ``tool_choice`` with an ``allowed_tools`` choice applied (for a backend that takes
+    only the plain choices): the allowed tools and their mode. Other choices come back unchanged."""
+    if not (isinstance(tool_choice, dict) and tool_choice.get("type") == "allowed_tools"):
+        return tools, tool_choice
+    spec = tool_choice.get("allowed_tools") or {}
+    names = {t.get("name") or (t.get("function") or {}).get("name") for t in spec.get("tools", [])}
+    return [t for t in tools if t["function"]["name"] in names], spec.get("mode", "auto")
 
 
 class ClaimDraft(BaseModel):
@@ -134,7 +157,7 @@ class DraftClaims(BaseModel):
 
     claims: list[ClaimDraft] = Field(min_length=1, max_length=4)
     # the model's own reading of the case, shown apart and labelled, never as a verified claim
-    interpretation: str = Field(default="", max_length=300)
+    interpretation: str = Field(default="", max_length=INTERPRETATION_MAX)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import time
 from pydantic import BaseModel
 
 from anomalens.errors import BackendError, ConfigError
-from anomalens.llm.base import ChatTurn, Completion, T, ToolCallRequest, ask_validated
+from anomalens.llm.base import ChatTurn, Completion, T, ToolCallRequest, ask_validated, narrow_tools
 from anomalens.llm.content import UserContent, openai_content, text_content
 
 __all__ = ["OpenAIChatClient"]
@@ -186,6 +186,7 @@ class OpenAIChatClient:
         """The next assistant turn with tool calling (OpenAI format)."""
         o = self._openai
         t0 = time.perf_counter()
+        tools, tool_choice = narrow_tools(tools, tool_choice)  # servers differ on allowed_tools: send the plain form
         try:
             resp = self._call(lambda c: c.chat.completions.create(
                 model=self.model, messages=messages, tools=tools or None, tool_choice=tool_choice if tools else None,

@@ -5,13 +5,14 @@ from __future__ import annotations
 from anomalens.config import Settings, get_settings
 from anomalens.errors import ConfigError
 from anomalens.llm.content import ImagePart, UserContent
-from anomalens.llm.base import PARAMS, ChatClient, ClaimDraft, Draft, DraftClaims, KindDraft, Reasoner, ToolChatClient
+from anomalens.llm.base import INTERPRETATION_MAX, PARAMS, ChatClient, ClaimDraft, Draft, DraftClaims, KindDraft, Reasoner, ToolChatClient
 from anomalens.llm.template import TemplateReasoner
 from anomalens.modalities import modality_of
 from anomalens.prompts import data_block, render, template_hash
 from anomalens.schema import Evidence
+from anomalens.text import whole_sentences
 
-__all__ = ["LLMReasoner", "VisionRouter", "gathered_prompt", "tool_mode", "chat_system_prompt", "draft_schema", "evidence_payload", "kind_schema", "kinds_block", "schema_for", "make_reasoner", "tool_client"]
+__all__ = ["LLMReasoner", "VisionRouter", "gathered_prompt", "next_step_prompt", "tool_mode", "chat_system_prompt", "draft_schema", "evidence_payload", "kind_schema", "kinds_block", "schema_for", "make_reasoner", "tool_client"]
 
 PROMPTS = ("explain_system.jinja2", "explain_user.jinja2")
 ANSWER_PROMPTS = ("answer_system.jinja2", "answer_user.jinja2")
@@ -85,18 +86,33 @@ def chat_system_prompt(evidence: Evidence, *, max_claims: int = 4) -> str:
                   max_claims=max_claims, unit_kind=evidence.context.unit_kind, kinds=kinds_block(evidence), evidence=data_block(evidence_payload(evidence)))
 
 
-def gathered_prompt(evidence: Evidence, base: Evidence) -> str | None:
+def gathered_prompt(evidence: Evidence, base: Evidence, turn: Evidence | None = None) -> str | None:
     """What ``evidence`` holds beyond ``base`` (the items the chat's tools gathered: features looked up,
-    profiles, comparisons), as a data block after the conversation; None when nothing was gathered."""
+    profiles, comparisons), as a data block after the conversation; None when nothing was gathered.
+    Items beyond ``turn`` (the evidence as this turn began) are named by id only: this turn's tool
+    results, which the model reads just above, hold their values (about 150 prompt tokens a look-up)."""
     now, then = evidence_payload(evidence), evidence_payload(base)
-    new = {}
+    before = evidence_payload(turn) if turn is not None else now
+    new: dict = {}
+    ids: list[str] = []
     for key, value in now.items():
         if isinstance(value, dict):
             old = then.get(key) if isinstance(then.get(key), dict) else {}
-            add = {i: v for i, v in value.items() if i not in old}
+            seen = before.get(key) if isinstance(before.get(key), dict) else {}
+            add = {i: v for i, v in value.items() if i not in old and i in seen}
+            ids += [i for i in value if i not in old and i not in seen]
             if add:
                 new[key] = add
-    return render("chat_gathered.jinja2", evidence=data_block(new)) if new else None
+    if not new and not ids:
+        return None
+    return render("chat_gathered.jinja2", evidence=data_block(new) if new else None,
+                  ids=data_block(ids) if ids else None)
+
+
+def next_step_prompt(called: list[str]) -> str:
+    """The chat's reminder after a look-up (the tools called this turn, by name): answer when the
+    evidence answers, rather than look further."""
+    return render("chat_next.jinja2", called=", ".join(called))
 
 
 def draft_schema(ids: list[str], kinds: list[str] | None = None, units: list[str] | None = None) -> type[DraftClaims]:
@@ -234,7 +250,7 @@ class LLMReasoner:
                                         max_tokens=self.max_tokens)
         claims = [c.claim() for c in out.value.claims[: self.max_claims]]
         return Draft(claims, out.completion_tokens, out.seconds, prompt_hash,
-                     interpretation=out.value.interpretation.strip() or None)
+                     interpretation=whole_sentences(out.value.interpretation.strip(), INTERPRETATION_MAX) or None)
 
 
 class VisionRouter:

@@ -93,8 +93,13 @@ def router(rt: Runtime) -> APIRouter:
 
     def _keep_live(sid: str, name: str, case_id: str, box: Any) -> tuple[threading.Lock, str, str, Any]:
         from anomalens.agents.chat import ChatSession
+        from anomalens.config import get_settings
+        from anomalens.llm.reasoner import tool_client, tool_mode
 
-        chat = ChatSession(box, case_id, reasoner=loaded[name].reasoner, checkpoint=sessions.checkpoint, thread_id=sid)
+        reasoner = loaded[name].reasoner
+        model = tool_client(reasoner)  # a model that calls tools investigates, as in `anomalens chat`
+        chat = ChatSession(box, case_id, reasoner=reasoner, model=model, checkpoint=sessions.checkpoint, thread_id=sid,
+                           tool_choice=tool_mode(model, get_settings().llm_tool_choice))
         entry = (threading.Lock(), name, case_id, chat)
         with live_lock:
             live[sid] = entry
