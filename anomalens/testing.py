@@ -111,22 +111,29 @@ def vllm_missing() -> str | None:
 
 
 @contextlib.contextmanager
-def vllm_server(tmp: Path, *, max_model_len: int = 8192, timeout: float = 300.0):
+def vllm_server(tmp: Path, *, max_model_len: int = 8192, timeout: float = 300.0, model: str = VLLM_MODEL_NAME,
+                dtype: str = "float32"):
     """vLLM's OpenAI-compatible server (the CPU build) serving the embedded SmolLM2-135M, exported
-    to a Hugging Face folder by ``make test``; yields its base URL. Tool calling is on (Hermes
-    parser, with a ChatML template that lists the tools); ``--enforce-eager`` skips torch.compile,
-    which costs about 90 s at every start here."""
+    to a Hugging Face folder by ``make test`` (or another folder of ``.venv-vllm/models``, e.g. the
+    1.5B model the agent benchmark exports); yields its base URL. Tool calling is on (Hermes parser;
+    SmolLM2 gets a ChatML template that lists the tools, a model with a tool template of its own,
+    as Qwen2.5's, keeps it); ``--enforce-eager`` skips torch.compile, which costs about 90 s at every
+    start here."""
     reason = vllm_missing()
     if reason:
         raise RuntimeError(reason)
     venv = _vllm_venv()
+    if not (venv / "models" / model).is_dir():
+        raise RuntimeError(f"{venv / 'models' / model} is missing: export the model for vLLM first")
     here = Path(__file__).resolve().parent
     port = free_port()
+    template = (["--chat-template", str(here / "llm" / "chat_templates" / "chatml_tools.jinja")]
+                if model == VLLM_MODEL_NAME else [])
     cmd = [str(venv / "bin" / "python"), str(here / "llm" / "vllm_launch.py"), "serve",
-           str(venv / "models" / VLLM_MODEL_NAME), "--served-model-name", VLLM_MODEL_NAME,
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", str(max_model_len),
-           "--enforce-eager", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-           "--chat-template", str(here / "llm" / "chat_templates" / "chatml_tools.jinja"), "--disable-log-stats"]
+           str(venv / "models" / model), "--served-model-name", model,
+           "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype, "--max-model-len", str(max_model_len),
+           "--enforce-eager", "--enable-auto-tool-choice", "--tool-call-parser", "hermes", *template,
+           "--disable-log-stats"]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
            "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     with running(cmd, f"http://127.0.0.1:{port}/v1/models", timeout, tmp / "vllm.log", env=env):

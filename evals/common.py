@@ -55,10 +55,10 @@ def keep_earlier(name: str, results: list[dict], ran: set[str], meta: dict) -> l
 
 
 @contextlib.contextmanager
-def vllm_client():
+def vllm_client(model: str | None = None, dtype: str = "float32"):
     """An OpenAI client of vLLM's OpenAI-compatible server (the CPU build from .venv-vllm, started on
     a free 127.0.0.1 port by the launcher the tests use, serving the embedded model exported for
-    vLLM); None, with the reason printed, where that server cannot run here."""
+    vLLM, or ``model``'s folder there); None, with the reason printed, where that server cannot run here."""
     from anomalens.llm.openai_client import OpenAIChatClient
     from anomalens.testing import vllm_missing, vllm_server
 
@@ -67,5 +67,8 @@ def vllm_client():
         print(f"vllm skipped: {reason}", flush=True)
         yield None
         return
-    with tempfile.TemporaryDirectory() as tmp, vllm_server(Path(tmp)) as url:
-        yield OpenAIChatClient(url, timeout=300)
+    from anomalens.testing import VLLM_MODEL_NAME
+
+    model = model or VLLM_MODEL_NAME
+    with tempfile.TemporaryDirectory() as tmp, vllm_server(Path(tmp), model=model, dtype=dtype) as url:
+        yield OpenAIChatClient(url, model=model, timeout=300)

@@ -22,9 +22,10 @@ For ``vllm``, also the throughput of batch explanation (``explain_many``) with 1
 in flight, over the same ``--throughput-cases`` cases: explanations per minute.
 
 ``local-1.5b``: Qwen2.5-Coder-1.5B-Instruct in this process (``make model`` fetches it), on the first
-``--llm-cases`` cases.
+``--llm-cases`` cases; ``vllm-1.5b``: the same model behind vLLM's CPU build in bfloat16 (``make
+model-vllm`` exports it).
 
-Run:  python -m evals.explain [--llm-cases 40] [--backends template,local,local-1.5b,openai,vllm]
+Run:  python -m evals.explain [--llm-cases 40] [--backends template,local,local-1.5b,openai,vllm,vllm-1.5b]
 Writes evals/results/explain.json and .md.
 """
 
@@ -184,6 +185,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results.append(run_backend("openai", LLMReasoner(client), invs, cases[: args.llm_cases]))
             results[-1]["structured_output_mode"] = client.mode
         print(results[-1], flush=True)
+    if "vllm-1.5b" in backends:  # the 1.5B model served by vLLM's CPU build (bfloat16: `make model-vllm` exports it)
+        with vllm_client("qwen2.5-coder-1.5b", dtype="bfloat16") as client:
+            if client is not None:
+                results.append(run_backend("vllm-1.5b", LLMReasoner(client), invs, cases[: args.llm_cases]))
+                results[-1]["structured_output_mode"] = client.mode
+                print(results[-1], flush=True)
     throughput = {}
     if "vllm" in backends:
         with vllm_client() as client:

@@ -364,6 +364,23 @@ def test_an_allowed_tools_choice_narrows_the_call_and_not_the_listing():
         _tool_call_schema(tools, allowed_tools("auto", ["z"]))
 
 
+def test_a_tool_call_written_as_text_is_recovered_only_when_the_reply_is_nothing_else():
+    """What Qwen2.5-Coder wrote behind vLLM's Hermes parser in the agent benchmark (``<tools>`` for
+    ``<tool_call>``), recovered as calls of offered tools; prose, unknown tools and mixed text stay text."""
+    from anomalens.llm.openai_client import calls_in_text
+
+    offered = {"describe_feature", "nearest_exemplars", "answer"}
+    tag = """<tools>\n    <function name="describe_feature" arguments='{"case_id": "c7", "name": "memory"}'/>\n</tools>"""
+    [c] = calls_in_text(tag, offered)
+    assert (c.name, c.args) == ("describe_feature", {"case_id": "c7", "name": "memory"})
+    two = '<tool_call>\n{"name": "nearest_exemplars", "arguments": {"k": 1}}\n</tool_call>\n{"name": "answer", "arguments": {}}'
+    assert [c.name for c in calls_in_text(two, offered)] == ["nearest_exemplars", "answer"]
+    assert calls_in_text('{"name": "rm_rf", "arguments": {}}', offered) == []  # not offered
+    assert calls_in_text('Memory is high. {"name": "answer", "arguments": {}}', offered) == []  # prose around it
+    assert calls_in_text("memory is above its normal range", offered) == []
+    assert calls_in_text('{"name": "answer", "arguments": {}, "extra": 1}', offered) == []
+
+
 def test_tool_choice_is_checked():
     from anomalens.agents.chat import build_chat_graph
     from anomalens.tools import Toolbox

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from pydantic import BaseModel
@@ -201,5 +202,50 @@ class OpenAIChatClient:
             except json.JSONDecodeError:  # the model's mistake: the tool will report the arguments as invalid
                 args = {"__unparsed__": (tc.function.arguments or "")[:200]}
             calls.append(ToolCallRequest(tc.id or f"call_{i}", tc.function.name, args if isinstance(args, dict) else {}))
-        return ChatTurn(msg.content or "", calls, getattr(resp.usage, "completion_tokens", 0) or 0,
-                        time.perf_counter() - t0)
+        content = msg.content or ""
+        if not calls and tools and tool_choice != "none":
+            calls = calls_in_text(content, {t["function"]["name"] for t in tools})
+            if calls:
+                content = ""  # the text was the call
+        return ChatTurn(content, calls, getattr(resp.usage, "completion_tokens", 0) or 0, time.perf_counter() - t0)
+
+
+_FUNCTION_TAG = re.compile(r"""<function\s+name\s*=\s*["']([\w.-]+)["']\s+arguments\s*=\s*'(\{.*?\})'\s*/?>""", re.S)
+
+
+def calls_in_text(text: str, offered: set[str]) -> list[ToolCallRequest]:
+    """Tool calls that a model wrote as text where the server's tool parser did not see them: a small
+    model imitates the ``<tools>`` block of its prompt instead of writing ``<tool_call>`` (Qwen2.5-Coder
+    behind vLLM's Hermes parser: every call of the agent benchmark's ``auto`` rows). Accepted only as
+    a whole reply that is nothing but such calls (JSON ``{"name", "arguments"}`` objects, or
+    ``<function name=... arguments='{...}'/>``), each naming an offered tool; anything else stays
+    text."""
+    body = re.sub(r"</?(tools|tool_call|tool_calls)>", " ", text).strip()
+    if not body:
+        return []
+    found: list[tuple[str, dict]] = []
+    rest = _FUNCTION_TAG.sub(lambda m: found.append((m.group(1), _json_or_none(m.group(2)))) or " ", body).strip()
+    dec = json.JSONDecoder()
+    i = 0
+    while i < len(rest):
+        if rest[i].isspace() or rest[i] == ",":
+            i += 1
+            continue
+        try:
+            obj, i = dec.raw_decode(rest, i)
+        except json.JSONDecodeError:
+            return []
+        for o in obj if isinstance(obj, list) else [obj]:
+            if not (isinstance(o, dict) and set(o) <= {"name", "arguments"} and "name" in o):
+                return []
+            found.append((o["name"], o.get("arguments") or {}))
+    if not found or any(not isinstance(n, str) or n not in offered or not isinstance(a, dict) for n, a in found):
+        return []
+    return [ToolCallRequest(f"text_call_{k}_{time.monotonic_ns()}", n, a) for k, (n, a) in enumerate(found)]
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None

@@ -3,9 +3,10 @@
 This file is executed by that environment's Python, never imported by anomalens (it imports only
 vLLM and transformers). Three commands:
 
-    python vllm_launch.py export GGUF OUT_DIR
-        de-quantise a GGUF file (the embedded SmolLM2-135M) into a Hugging Face folder that vLLM
-        can load; float32 weights, the tokenizer and its chat template kept.
+    python vllm_launch.py export GGUF OUT_DIR [DTYPE]
+        de-quantise a GGUF file (the embedded SmolLM2-135M; the 1.5B model for the benchmark) into a
+        Hugging Face folder that vLLM can load; float32 weights (or DTYPE, e.g. bfloat16), the
+        tokenizer and its chat template kept.
 
     python vllm_launch.py plumbing-vlm TEXT_DIR OUT_DIR
         a PLUMBING vision-language model: the Idefics3 architecture (SmolVLM's) at a tiny size
@@ -49,8 +50,10 @@ def _map_distribution_name() -> None:
     _md.metadata = lambda name: metadata(alias(name))
 
 
-def export(gguf: str, out_dir: str) -> None:
-    """The GGUF's model and tokenizer as a Hugging Face folder (written to a temporary folder, then renamed)."""
+def export(gguf: str, out_dir: str, dtype: str = "float32") -> None:
+    """The GGUF's model and tokenizer as a Hugging Face folder (written to a temporary folder, then
+    renamed), its weights de-quantised to ``dtype`` ("float32", or "bfloat16": half the size, for a
+    CPU with AVX512-BF16 / AMX, where vLLM's CPU build runs bfloat16 natively)."""
     import shutil
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,6 +65,10 @@ def export(gguf: str, out_dir: str) -> None:
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     model.hf_quantizer = None  # the weights are de-quantised float32 tensors now; saved as such
+    if dtype != "float32":
+        import torch
+
+        model = model.to(getattr(torch, dtype))
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(tmp)
@@ -130,7 +137,7 @@ def plumbing_vlm(text_dir: str, out_dir: str) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) >= 3 and argv[0] == "export":
-        export(argv[1], argv[2])
+        export(argv[1], argv[2], *argv[3:4])
     elif len(argv) >= 3 and argv[0] == "plumbing-vlm":
         plumbing_vlm(argv[1], argv[2])
     elif argv and argv[0] == "serve":
