@@ -11,7 +11,9 @@ Three ways a turn is answered, all ending in the same verify step:
   model calls tools until it calls ``answer`` with claims citing evidence ids (or answers in plain
   text, whose sentences are matched to the evidence they mention), within ``max_steps`` calls.
   ``tool_choice="auto"`` lets the model decide whether to call a tool (for models that do it well),
-  but for the last allowed step, which names the ``answer`` tool;
+  each tool once a turn (an ``allowed_tools`` choice: the tools stay listed, so the prompt stays the
+  same and a server or llama.cpp reuses its processed tokens), but for the last allowed step, which
+  names the ``answer`` tool;
   ``"required"`` constrains every step: the server must return a tool call (vLLM decodes it under
   the tool's JSON schema), the tools are ``strict`` with their ids and names as enums, the first
   step is an investigation tool, and the last allowed step is the ``answer`` tool, so a model
