@@ -83,14 +83,14 @@ setup:
 model: $(STAMP)
 	$(PY) -m anomalens.llm.models fetch qwen2.5-coder-1.5b
 
-# the main job on the embedded defaults, answered by the local model that can reason (fetched once by
-# `make model`; about 18 s a chat answer here, docs/reasoners.md); ANOMALENS_LLM_LOCAL_MODEL=smollm2-135m
-# runs it on the packaged 135M model instead
-# the 1.5B model for vLLM's CPU build (the agent benchmark's vllm-1.5b row): de-quantised to bfloat16
-# (3.5 GB), which vLLM runs natively on a CPU with AVX512-BF16/AMX
+# the 1.5B model for vLLM's CPU build (the benchmarks' vllm-1.5b rows): de-quantised to bfloat16
+# (3.4 GB), which vLLM runs natively on a CPU with AVX512-BF16/AMX
 model-vllm: model $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python anomalens/llm/vllm_launch.py export "$$($(PY) -c 'from anomalens.llm.models import model_path; print(model_path("qwen2.5-coder-1.5b"))')" $(VLLM_VENV)/models/qwen2.5-coder-1.5b bfloat16
 
+# the main job on the embedded defaults, answered by the local model that can reason (fetched once by
+# `make model`; about 18 s a chat answer here, docs/reasoners.md); ANOMALENS_LLM_LOCAL_MODEL=smollm2-135m
+# runs it on the packaged 135M model instead
 demo: model
 	ANOMALENS_LLM_LOCAL_MODEL=$${ANOMALENS_LLM_LOCAL_MODEL:-qwen2.5-coder-1.5b} $(VENV)/bin/anomalens demo
 

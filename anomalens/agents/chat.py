@@ -232,13 +232,13 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
             "name": ANSWER_TOOL, "description": "Give the analyst the final answer as claims citing evidence ids.",
             "parameters": params}})
         step = state.get("steps", 0)
+        called = _called(state["messages"])  # the tools this turn has called: each is offered once a turn
         choice: str | dict = "auto"
         if constrained or step < len(forced):  # a forced step is decoded under the strict schemas too
             specs = constrained_tool_specs(specs, _argument_enums(box, ev, state["case_id"]))
         if step < len(forced):
             choice = {"type": "function", "function": {"name": forced[step]}}
         elif constrained:
-            called = _called(state["messages"])
             specs = [s for s in specs if s["function"]["name"] not in called]  # each tool once a turn: progress
             choice = "required"
             if step == 0 and max_steps > 1:  # look before answering: the first step is an investigation tool
@@ -247,10 +247,9 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
                 choice = {"type": "function", "function": {"name": ANSWER_TOOL}}
         elif max_steps > 1 and step >= max_steps - 1:  # auto: the last allowed step answers too, rather than
             choice = {"type": "function", "function": {"name": ANSWER_TOOL}}  # a look-up the turn cannot use
-        elif called_now := _called(state["messages"]):  # auto: each tool once a turn, as in constrained mode; the
-            # tools stay listed (a prompt that lists them stays the same) and only the choice narrows
-            choice = allowed_tools("auto", [s["function"]["name"] for s in specs
-                                            if s["function"]["name"] not in called_now])
+        elif called:  # auto: each tool once a turn, as in constrained mode; the tools stay listed (a prompt
+            # that lists them stays the same) and only the choice narrows
+            choice = allowed_tools("auto", [s["function"]["name"] for s in specs if s["function"]["name"] not in called])
         turn_msgs = _this_turn(state["messages"])
         # earlier turns as plain question and answer (their tool calls are done; a cut-off pair of a
         # tool call and its result would be an invalid request), the last 3 turns at most
@@ -259,8 +258,8 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         messages = [{"role": "system", "content": system}, *convert_to_openai_messages(earlier[-6:]),
                     *convert_to_openai_messages(turn_msgs)]
         trailing = [gathered] if gathered else []
-        if step > 0 and not constrained and choice != "none":  # after a look-up: answer when it answers
-            trailing.append(next_step_prompt(sorted(_called(state["messages"]))))
+        if step > 0 and not constrained:  # after a look-up: answer when it answers
+            trailing.append(next_step_prompt(sorted(called)))
         if trailing:
             messages.append({"role": "system", "content": "\n\n".join(trailing)})
         try:

@@ -23,6 +23,7 @@ time (a lock around the model); the others wait their turn.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.util
 import json
@@ -110,8 +111,6 @@ class _GreedySampler:
         self.refused = 0  # tokens the grammar refused (each one decoded again under the whole grammar)
 
     def _best(self, logits, grammar: bool) -> int:
-        import ctypes
-
         self.all.copy_logits(logits)
         self.all.candidates.selected = -1
         if grammar:
@@ -120,8 +119,6 @@ class _GreedySampler:
         return int(self.all.candidates_data.id[self.all.candidates.selected])
 
     def _allowed(self, token: int) -> bool:
-        import ctypes
-
         one = self.one
         one.candidates_data.id[0], one.candidates_data.logit[0], one.candidates_data.p[0] = token, 0.0, 0.0
         one.candidates.size, one.candidates.sorted, one.candidates.selected = 1, False, -1
@@ -224,9 +221,10 @@ class LlamaCppToolClient(LlamaCppClient):
     """A local model that also calls tools (module docstring): every turn is one tool call.
 
     The tools are listed briefly at the head of the system message, which stays the same from step to
-    step (and from case to case, up to the case's own evidence) when the same tools are offered (``tool_choice="auto"``, this client's preferred mode, or an
-    ``allowed_tools`` choice, which narrows the grammar and not the listing), so llama.cpp reuses the
-    processed prompt and a step costs only its new tokens."""
+    step (and from case to case, up to the case's own evidence) when the same tools are offered
+    (``tool_choice="auto"``, this client's preferred mode, or an ``allowed_tools`` choice, which
+    narrows the grammar and not the listing), so llama.cpp reuses the processed prompt and a step
+    costs only its new tokens."""
 
     tool_choice = "auto"  # the chat's mode for this model when the settings name none
 
