@@ -119,7 +119,7 @@ def _qwen_or_skip():
 
 @pytest.mark.slow
 def test_the_1_5b_model_explains_and_answers_with_a_tool_in_process(metrics_inv):
-    """One explanation and one chat answer by the 1.5B model in this process (about 60 s here): its
+    """One explanation and one chat answer by the 1.5B model in this process (about 100 s here): its
     own claims, each verified; asked for a normal value (which only a tool gives), the chat turn
     looks something up, then answers (the second and last step names the answer tool)."""
     from anomalens.llm.local import LlamaCppToolClient, make_local_client
