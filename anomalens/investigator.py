@@ -197,9 +197,9 @@ class Investigator:
         check_int(k, "k", error=InputError)  # counts of at least 1 (top=0 and top=2.5 were taken)
         return alpha, None if top is None else check_int(top, "top", error=InputError)
 
-    def feature_profile(self, name: str) -> FeatureProfile:
+    def unit_profile(self, name: str) -> FeatureProfile:
         """The training distribution of one unit (tabular: quantiles of a feature over the normal rows)."""
-        return self.flow.feature_profile(name)
+        return self.flow.unit_profile(name)
 
     def compare(self, case: Any, other: Any, *, other_id: str, alpha: float = 0.05, top: int = 5) -> Comparison:
         """The case beside another one: embedding distance, the other's verdict, and the ``top``

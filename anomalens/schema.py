@@ -16,9 +16,9 @@ subclasses that each modality defines in its package and registers (``register_i
 ``Evidence.parts``, a list discriminated on ``kind``. A report saved when they were fields of their
 own (``event``, ``segments``, ``lines``, ...) loads into ``parts``.
 
-``anomalens.schema.Attribution`` is the report's view of one feature (value, normal range,
-contribution); the detectors' array-valued ``anomalens.detectors.Attribution`` is what it is
-built from.
+``anomalens.schema.Attribution`` is the report's view of one unit (a feature of a row, a channel, a
+template: value, normal range, contribution); the detectors' array-valued
+``anomalens.detectors.Contributions`` is what it is built from.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
 
 __all__ = [
     "Attribution",
@@ -161,10 +161,10 @@ class Verdict(_Model):
 
 
 class Attribution(_Model):
-    """One feature's part in the verdict."""
+    """One unit's part in the verdict (a feature of a row, a channel of a series, a template of logs...)."""
 
-    id: str  # "feature:<name>"
-    feature: str
+    id: str  # "<unit kind>:<name>", e.g. "feature:memory"
+    unit: str = Field(validation_alias=AliasChoices("unit", "feature"))  # the unit's name (a feature of a row, a channel...)
     value: float  # the case's value
     contribution: float  # the detector's attribution, higher = more responsible
     share: float  # contribution / total of the case's contributions (0..1; 0 when the total is 0)
@@ -197,7 +197,7 @@ class Exemplar(_Model):
 
 
 class FeatureDelta(_Model):
-    feature: str
+    unit: str = Field(validation_alias=AliasChoices("unit", "feature"))  # the unit's name (a feature of a row, a channel...)
     observed: float
     restored: float
     delta: float  # restored - observed
@@ -218,7 +218,7 @@ class Restoration(_Model):
 
 
 class FeatureDifference(_Model):
-    feature: str
+    unit: str = Field(validation_alias=AliasChoices("unit", "feature"))  # the unit's name (a feature of a row, a channel...)
     value: float  # the case's value
     other: float  # the other case's value
     difference: float  # other - value
@@ -248,7 +248,7 @@ class FeatureProfile(_Model):
     """One feature's training distribution (the normal rows the detector was fitted on)."""
 
     id: str  # "profile:<name>"
-    feature: str
+    unit: str = Field(validation_alias=AliasChoices("unit", "feature"))  # the unit's name (a feature of a row, a channel...)
     normal_low: float  # 1% quantile
     normal_median: float
     normal_high: float  # 99% quantile
@@ -327,7 +327,9 @@ def time_positions(*times: str) -> list[float]:
 
 
 class Context(_Model):
-    feature_names: list[str]  # the names of the evidence units (features of a row for the tabular modality)
+    # the names of the evidence units (features of a row, channels of a series, templates of logs); "feature_names"
+    # in reports saved before 2026-12-07
+    unit_names: list[str] = Field(validation_alias=AliasChoices("unit_names", "feature_names"))
     unit_kind: str = "feature"  # the prefix of the units' evidence ids: "<unit_kind>:<name>"
     n_train: int
     detector: str
@@ -473,19 +475,19 @@ class Evidence(_Model):
             update[field] = [x for x in getattr(self, field) if x.id not in ids] + add
         return self.model_copy(update=update)
 
-    def features_of(self, item_id: str) -> set[str]:
-        """Unit (feature) names an item speaks about."""
+    def units_of(self, item_id: str) -> set[str]:
+        """Unit names an item speaks about."""
         item = self.items()[item_id]
         if isinstance(item, Attribution):
-            return {item.feature}
+            return {item.unit}
         if isinstance(item, Exemplar):
             return set(item.values)
         if isinstance(item, Restoration):
-            return {d.feature for d in item.deltas}
+            return {d.unit for d in item.deltas}
         if isinstance(item, Comparison):
-            return {d.feature for d in item.differences}
+            return {d.unit for d in item.differences}
         if isinstance(item, FeatureProfile):
-            return {item.feature}
+            return {item.unit}
         if isinstance(item, EvidenceItem):
             return item.units()
         return set()
@@ -562,7 +564,7 @@ class Report(_Model):
         for a in ev.attributions:
             ex = "-" if a.exemplar_mean is None else fmt(a.exemplar_mean)
             lines.append(
-                f"| {md(a.feature)} | {fmt(a.value)} | {fmt(a.normal_low)} to {fmt(a.normal_high)} | {fmt(a.normal_median)} "
+                f"| {md(a.unit)} | {fmt(a.value)} | {fmt(a.normal_low)} to {fmt(a.normal_high)} | {fmt(a.normal_median)} "
                 f"| {ex} | {100 * a.share:.1f}% | {'yes' if a.abnormal else 'no'} |"
             )
         if ev.exemplars:
@@ -571,7 +573,7 @@ class Report(_Model):
         if ev.restoration is not None:
             lines += ["", "## Normal version (restoration)", "", f"| {ev.context.unit_kind} | observed | restored | change |", "|---|---:|---:|---:|"]
             lines += [
-                f"| {md(d.feature)} | {fmt(d.observed)} | {fmt(d.restored)} | {fmt(d.delta)} |"
+                f"| {md(d.unit)} | {fmt(d.observed)} | {fmt(d.restored)} | {fmt(d.delta)} |"
                 for d in ev.restoration.deltas[:10]
             ]
             if ev.restoration.note:

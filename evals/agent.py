@@ -78,7 +78,7 @@ def build(n_cases: int):
     truth = []
     for i in range(n_cases):
         j = int(np.flatnonzero(syn.changed[i])[0])
-        profile = inv.feature_profile(str(X.columns[j]))
+        profile = inv.unit_profile(str(X.columns[j]))
         nearest = str(train.index[int(np.argmin(np.linalg.norm(E_train - E_case[i], axis=1)))])
         truth.append({"feature": str(X.columns[j]), "names": [str(c) for c in X.columns], "anomalous_value": float(syn.X[i, j]),
                       "clean_value": float(syn.clean[i, j]), "closest": f"exemplar:{nearest}",

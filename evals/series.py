@@ -208,7 +208,7 @@ def synthetic_explanations(epochs: int, seeds: int = 2) -> dict:
                         continue
                     found += 1
                     k = len(e.channels)
-                    top = {a.feature for a in rep.evidence.attributions[:k]}
+                    top = {a.unit for a in rep.evidence.attributions[:k]}
                     hits.append(len(top & {cols[c] for c in e.channels}) / k)
                     for c in e.channels:
                         seg = next((g for g in rep.evidence.segments if g.channel == cols[c]), None)

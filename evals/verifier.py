@@ -83,8 +83,8 @@ def case_evidence(max_cases: int | None = None) -> list:
 def _enrich(inv, rows, cid):
     ev = inv.evidence(rows.loc[cid], case_id=cid)
     other = next(i for i in rows.index if i != cid)
-    top = ev.attributions[0].feature
-    return ev.with_items(inv.compare(rows.loc[cid], rows.loc[other], other_id=str(other)), inv.feature_profile(top))
+    top = ev.attributions[0].unit
+    return ev.with_items(inv.compare(rows.loc[cid], rows.loc[other], other_id=str(other)), inv.unit_profile(top))
 
 
 def claims_of(ev, rng: random.Random, part: str) -> list[tuple[str, bool, Any]]:
@@ -100,7 +100,7 @@ def claims_of(ev, rng: random.Random, part: str) -> list[tuple[str, bool, Any]]:
     for kind, cs in by_kind.items():
         out.append((f"true typed: {kind}", True, rng.choice(cs)))
     a0 = ev.attributions[0]
-    q, fid = quote(a0.feature), a0.id
+    q, fid = quote(a0.unit), a0.id
     e1 = ev.exemplars[0] if ev.exemplars else None
     e2 = ev.exemplars[1] if len(ev.exemplars) > 1 else None
     v = ev.verdict
@@ -122,7 +122,7 @@ def claims_of(ev, rng: random.Random, part: str) -> list[tuple[str, bool, Any]]:
     moved = [d for d in (ev.restoration.deltas if ev.restoration else []) if fmt(d.observed) != fmt(d.restored)]
     if moved:
         d = moved[0]
-        B.append((f"The normal version brings {quote(d.feature)} back from {fmt(d.observed)} to {fmt(d.restored)}.",
+        B.append((f"The normal version brings {quote(d.unit)} back from {fmt(d.observed)} to {fmt(d.restored)}.",
                   ["restoration"]))
     # set C, held out too: written on 2026-11-30, after set B had been seen, before the verifier's
     # vocabulary of linking verbs was widened
@@ -135,7 +135,7 @@ def claims_of(ev, rng: random.Random, part: str) -> list[tuple[str, bool, Any]]:
         C.append((f"The p-value of {fmt(v.p_value)} falls below the cut-off of {fmt(v.cutoff)}.", ["verdict"]))
     if moved:
         d = moved[0]
-        C.append((f"In the restored version, {quote(d.feature)} goes from {fmt(d.observed)} to {fmt(d.restored)}.",
+        C.append((f"In the restored version, {quote(d.unit)} goes from {fmt(d.observed)} to {fmt(d.restored)}.",
                   ["restoration"]))
     for label, texts in (("", A), (" (held out)", B), (" (held out, set C)", C)):
         for text, cites in texts if part == "all" or not label else ():
@@ -153,7 +153,7 @@ def claims_of(ev, rng: random.Random, part: str) -> list[tuple[str, bool, Any]]:
         F.append(("wrong exemplar", f"The closest normal exemplar is {e2.id}.", [e2.id]))
     if len(ev.attributions) > 1 and v.anomalous:
         a1 = ev.attributions[1]
-        F.append(("wrong top feature", f"{quote(a1.feature)} is the main driver of the score.", [a1.id]))
+        F.append(("wrong top feature", f"{quote(a1.unit)} is the main driver of the score.", [a1.id]))
     if part == "all":
         F += [("invented cause", "The anomaly started after the last deployment.", ["verdict"]),
               ("invented cause", f"A firmware bug in the {q} sensor explains the score.", [fid]),

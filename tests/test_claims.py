@@ -20,9 +20,9 @@ def evidence():
     ev = inv.evidence(rows.loc["c7"], case_id="c7")
     other = rows.loc["c3"]
     comparison = inv.compare(rows.loc["c7"], other, other_id="c3")
-    profile = inv.feature_profile("latency")
+    profile = inv.unit_profile("latency")
     ev = ev.with_items(comparison, profile)
-    assert ev.verdict.anomalous and ev.attributions[0].feature == "memory"
+    assert ev.verdict.anomalous and ev.attributions[0].unit == "memory"
     return ev
 
 
@@ -53,7 +53,7 @@ def _mutations(c: Claim, evidence) -> list[Claim]:
         if key in flips:
             out.append(c.model_copy(update={"params": {**c.params, key: flips[key][value]}}))
         else:  # unit: another unit
-            other = next(n for n in evidence.context.feature_names if n != value)
+            other = next(n for n in evidence.context.unit_names if n != value)
             out.append(c.model_copy(update={"params": {**c.params, key: other}}))
     return out
 

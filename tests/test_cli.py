@@ -75,7 +75,7 @@ def test_analyze_reports_the_injected_case_first(files):
     assert res.exit_code == 0, res.output
     reports = json.loads(res.stdout)
     assert len(reports) == 3 and reports[0]["evidence"]["case_id"] == "c7"
-    assert reports[0]["evidence"]["attributions"][0]["feature"] == "memory"
+    assert reports[0]["evidence"]["attributions"][0]["unit"] == "memory"
     assert reports[0]["explanation"]["grounded"] and reports[0]["explanation"]["source"] == "template"
     one = cli("analyze", str(files / "model"), str(files / "test.parquet"), "--id-column", "id", "--row", "c7")
     assert one.exit_code == 0 and "Case c7: ANOMALOUS" in one.stdout and "memory" in one.stdout

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from anomalens.detectors import Attribution, load, make_detector
+from anomalens.detectors import Contributions, load, make_detector
 from anomalens.errors import NotFittedError
 from conftest import correlated, detector_names, fast
 
@@ -39,7 +39,7 @@ def test_shapes_and_types(name, fitted, test_normal):
     assert np.all(approx[p < floor]) and np.all(p[~approx] >= floor)
     assert set(np.unique(det.predict(test_normal, alpha=0.05))) <= {0, 1}
     att = det.explain(test_normal)
-    assert isinstance(att, Attribution) and att.values.shape == (n, d) and att.thresholds.shape == (d,)
+    assert isinstance(att, Contributions) and att.values.shape == (n, d) and att.thresholds.shape == (d,)
     assert det.restore(test_normal).shape == (n, d)
     emb = det.embed(test_normal)
     assert emb.ndim == 2 and emb.shape[0] == n and np.isfinite(emb).all()

@@ -45,9 +45,9 @@ def test_a_restoration_stays_inside_the_training_range_or_says_it_found_none():
     noted = 0
     for ev in inv.evidence_each([X.iloc[[i]] for i in range(len(X))], top=None):
         r = ev.restoration
-        prof = {a.feature: (a.normal_low, a.normal_high) for a in ev.attributions}
+        prof = {a.unit: (a.normal_low, a.normal_high) for a in ev.attributions}
         for d in r.deltas:
-            lo, hi = prof[d.feature]
+            lo, hi = prof[d.unit]
             assert d.restored == d.observed or lo - 1e-9 <= d.restored <= hi + 1e-9, (ev.case_id, d)
         assert (r.score_after > thr) == (r.note is not None), (r.score_after, thr, r.note)
         noted += r.note is not None
@@ -78,12 +78,12 @@ def test_report_of_an_injected_case(inv):
     r = inv.analyze(case)
     ev = r.evidence
     assert r.verdict.anomalous and r.verdict.p_value < 0.05 and ev.case_id == "row-7"
-    assert ev.attributions[0].feature == NAMES[feat] and ev.attributions[0].abnormal
+    assert ev.attributions[0].unit == NAMES[feat] and ev.attributions[0].abnormal
     assert ev.attributions[0].position in ("above", "below")
     assert len(ev.exemplars) == 5 and ev.exemplars[0].source == "train.csv"
     assert [e.distance for e in ev.exemplars] == sorted(e.distance for e in ev.exemplars)
     # the restoration undoes most of the injected change to that feature
-    d = next(x for x in ev.restoration.deltas if x.feature == NAMES[feat])
+    d = next(x for x in ev.restoration.deltas if x.unit == NAMES[feat])
     assert abs(d.restored - syn.clean[0, feat]) < 0.5 * abs(syn.X[0, feat] - syn.clean[0, feat])
     assert ev.restoration.score_after < r.verdict.score
     ex = r.explanation
@@ -127,7 +127,7 @@ def test_instruction_in_a_column_name_stays_data():
     case[0, 1] += 40  # memory far out
     ra, rb = a.analyze(case), b.analyze(case)
     assert ra.verdict == rb.verdict and rb.verdict.anomalous
-    assert rb.evidence.attributions[0].feature == evil
+    assert rb.evidence.attributions[0].unit == evil
     ok, bad = verify(rb.explanation.claims, rb.evidence)
     assert not bad and rb.explanation.grounded
     assert [c.text.replace(evil, "memory") for c in rb.explanation.claims] == [c.text for c in ra.explanation.claims]
@@ -202,7 +202,7 @@ def test_analyze_each_judges_every_case_on_its_own_in_one_pass(inv):
         assert a.evidence.case_id == b.evidence.case_id and a.verdict.anomalous == b.verdict.anomalous
         assert a.verdict.p_value == pytest.approx(b.verdict.p_value, rel=1e-4)
         assert a.verdict.method == b.verdict.method and a.verdict.note == b.verdict.note
-        assert [x.feature for x in a.evidence.attributions] == [x.feature for x in b.evidence.attributions]
+        assert [x.unit for x in a.evidence.attributions] == [x.unit for x in b.evidence.attributions]
         assert [x.row_id for x in a.evidence.exemplars] == [x.row_id for x in b.evidence.exemplars]
         assert a.explanation.grounded and a.explanation.text == b.explanation.text
     # one pass: the detector inspects the twelve rows together

@@ -331,8 +331,8 @@ def test_dropped_step_expected_sequence_and_restoration(inv, injected):
     q = ev.sequence
     assert any(o != e and e == auth for o, e in zip(q.observed, q.expected))
     # the normal version puts the step back, and the count table says it is below its normal range
-    assert any(d.feature == auth and d.observed == 0 and d.restored == 1 for d in ev.restoration.deltas)
-    assert any(a.feature == auth and a.position == "below" for a in ev.attributions)
+    assert any(d.unit == auth and d.observed == 0 and d.restored == 1 for d in ev.restoration.deltas)
+    assert any(a.unit == auth and a.position == "below" for a in ev.attributions)
 
 
 def _session_lines(sample, sid: str) -> str:
@@ -616,7 +616,7 @@ def test_chat_over_an_incident_and_resume_without_the_logs(inv, logs_dir, inject
     ev = session.evidence
     lines = session.ask("/lines")
     assert ev.lines[0].id.split(":", 1)[1].rsplit(":", 1)[0] in lines.text and ">>" in lines.text
-    tid = ev.attributions[0].feature
+    tid = ev.attributions[0].unit
     tpl = session.ask(f"/template {tid}")
     assert tpl.explanation.grounded and any(c.cites == [f"template:{tid}"] for c in tpl.explanation.claims)
     timeline = session.ask("/timeline")

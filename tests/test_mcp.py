@@ -48,9 +48,9 @@ def test_mcp_over_stdio_keeps_the_investigation_per_session(folders):
                                            "row": {"cpu": 0.0, "memory": 0.1, "latency": 0.1, "errors": 0.0}})
             cmp = (await c.call_tool("compare_cases", {"investigator": "metrics", "case_id": "7",
                                                        "other_id": "12"})).structured_content
-            assert cmp["data"]["id"] == "compare:12" and cmp["data"]["differences"][0]["feature"] == "memory"
+            assert cmp["data"]["id"] == "compare:12" and cmp["data"]["differences"][0]["unit"] == "memory"
             # a tool argument called 'name' (issue 40 #11: it collided with the wrapper's own and failed every call)
-            feat = await c.call_tool("describe_feature", {"investigator": "metrics", "name": "memory", "case_id": "7"})
+            feat = await c.call_tool("describe_unit", {"investigator": "metrics", "name": "memory", "case_id": "7"})
             assert not feat.is_error and "memory" in feat.structured_content["text"], feat.content
             # a used case id with other values is refused (it returned the old case); the same row again is a retry
             again = await c.call_tool("add_case", {"investigator": "metrics", "case_id": "7",
@@ -120,7 +120,7 @@ def test_mcp_over_streamable_http_keeps_each_clients_cases_behind_the_api_keys(f
                                            "row": {"cpu": 0.0, "memory": 0.1, "latency": 0.1, "errors": 0.0}})
             cmp = (await c.call_tool("compare_cases", {"investigator": "metrics", "case_id": "7", "other_id": "12",
                                                        "session": sid})).structured_content
-            assert cmp["data"]["differences"][0]["feature"] == "memory"
+            assert cmp["data"]["differences"][0]["unit"] == "memory"
             bad = await c.call_tool("explain_case", {"investigator": "metrics", "case_id": "99", "session": sid})
             assert bad.is_error and "case_id must be one of" in bad.content[0].text
             fresh = (await c.call_tool("open_session", {})).structured_content["session"]

@@ -159,7 +159,7 @@ def test_save_load_and_json_round_trips(fitted, tmp_path):
     assert again.evidence.restoration == rep.evidence.restoration
     assert [e.row_id for e in again.evidence.exemplars] == [e.row_id for e in rep.evidence.exemplars]
     assert Report.model_validate_json(rep.model_dump_json()) == rep
-    assert back.feature_profile(sample.changed_unit) == inv.feature_profile(sample.changed_unit)
+    assert back.unit_profile(sample.changed_unit) == inv.unit_profile(sample.changed_unit)
 
 
 def test_bad_input_is_one_input_error_naming_the_problem(fitted):
@@ -170,7 +170,7 @@ def test_bad_input_is_one_input_error_naming_the_problem(fitted):
         msg = str(err.value)
         assert "\n" not in msg and words.lower() in msg.lower(), msg
     with pytest.raises(InputError, match="must be one of"):
-        inv.feature_profile("no such unit")
+        inv.unit_profile("no such unit")
 
 
 def test_unknown_modalities_are_refused_with_the_list():

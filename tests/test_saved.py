@@ -37,12 +37,18 @@ def test_a_model_saved_before_the_change_loads_and_answers_the_same(name, tmp_pa
         assert got.p_value == pytest.approx(want["p_value"], rel=1e-5, abs=1e-12)
     old = Report.model_validate(expected["report"])
     assert anomalous.evidence.case_id == old.evidence.case_id
-    assert [a.feature for a in anomalous.evidence.attributions] == [a.feature for a in old.evidence.attributions]
+    assert [a.unit for a in anomalous.evidence.attributions] == [a.unit for a in old.evidence.attributions]
     _, rejected = verify(old.explanation.claims, old.evidence)
     assert old.explanation.claims and rejected == []
     text = old.to_markdown()
     assert old.evidence.case_id in text and ("**anomalous**" in text or "anomalous" in text.lower())
     assert Report.model_validate_json(old.model_dump_json()) == old  # the JSON round trip keeps every field
+    # saved with "feature" / "feature_names"; read into the units' names and written as such (issue 42 item 4)
+    assert '"feature":' in json.dumps(expected["report"]) and '"feature_names":' in json.dumps(expected["report"])
+    dumped = json.loads(old.model_dump_json())
+    assert dumped["evidence"]["context"]["unit_names"] == old.evidence.context.unit_names != []
+    assert dumped["evidence"]["attributions"][0]["unit"] == old.evidence.attributions[0].unit
+    assert '"feature":' not in old.model_dump_json() and '"feature_names":' not in old.model_dump_json()
 
 
 def test_a_saved_report_loads_with_only_the_schema_imported():

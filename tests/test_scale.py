@@ -114,7 +114,7 @@ def test_explain_top_explains_only_flagged_rows_with_the_whole_inputs_cutoff(mod
     for r in reports:
         assert r.verdict.anomalous and r.verdict.cutoff == pytest.approx(summary["cutoff"])
         assert r.explanation.grounded and r.explanation.claims and all(c.verified for c in r.explanation.claims)
-        assert {a.feature for a in r.evidence.attributions[:2]} & {"b", "d"}  # the moved features lead
+        assert {a.unit for a in r.evidence.attributions[:2]} & {"b", "d"}  # the moved features lead
 
 
 def test_a_bad_value_mid_stream_names_its_row_and_leaves_no_output(model, table, tmp_path):

@@ -72,7 +72,7 @@ def test_injected_events_are_found_named_overlapping_and_restored(fitted, kind, 
             continue
         found += 1
         ch = CHANNELS[e.channels[0]]
-        assert rep.verdict.anomalous and rep.evidence.attributions[0].feature == ch
+        assert rep.verdict.anomalous and rep.evidence.attributions[0].unit == ch
         assert iou >= 0.5, (kind, iou)
         shown = [c for c in rep.explanation.claims if c.verified]
         assert any(ch in c.text for c in shown if c.kind in ("range", "peak"))
@@ -359,7 +359,7 @@ def test_chat_on_an_event_through_the_tools(fitted, tmp_path, monkeypatch):
     assert plot.tools == ["plot_case"] and png.name == f"{cid}.png" and png.stat().st_size > 20_000
     assert drafted == []  # a plot drafts nothing
     channel = session.ask("is disk involved?")
-    assert channel.tools == ["describe_feature"] and "'disk'" in channel.text
+    assert channel.tools == ["describe_unit"] and "'disk'" in channel.text
     session.close()
     again = ChatSession(SeriesToolbox(inv), None, checkpoint=tmp_path / "chat.sqlite", thread_id="t")
     assert again.resumed and again.evidence.event == ev.event
@@ -393,7 +393,7 @@ def test_mcp_investigates_a_series_event(fitted):
             found = None
             for x in listed["listed"]:
                 ex = (await c.call_tool("explain_case", {"investigator": "series", "case_id": x["case_id"]}))
-                if ex.structured_content["data"][0]["feature"] == "net":
+                if ex.structured_content["data"][0]["unit"] == "net":
                     found = x["case_id"]
                     break
             assert found, "no event led by the shifted channel 'net'"
@@ -464,9 +464,10 @@ def test_a_real_incident_is_flagged_at_the_calibrated_cut_off(shared_data):
 def test_a_series_is_read_in_one_detector_pass_per_chunk_of_windows(fitted, monkeypatch):
     """Issue 42: a series' windows were read twice (explain, then decision_function); now in one
     pass (``score_explain``: checked and scaled once, an autoencoder's first reconstruction giving
-    both), bitwise the same scores and the same attribution. An event then takes its restoration and
-    its peak window's embedding (two calls: one ``inspect`` would give both but scores the windows
-    and their restorations and embeds every one, 24% slower per event; docs/series.md)."""
+    both), bitwise the same scores and the same attribution. An event then takes one more call
+    (``restore_embed``: its windows' restoration and its peak window's embedding, checked and scaled
+    once; ``inspect`` would also score the windows and their restorations and embed every one, 24%
+    slower per event; docs/series.md)."""
     from collections import Counter
 
     inv, test = fitted
@@ -481,7 +482,7 @@ def test_a_series_is_read_in_one_detector_pass_per_chunk_of_windows(fitted, monk
     np.testing.assert_allclose(att.values, det.explain(X, checked=True).values, rtol=1e-6, atol=1e-9)
     det_cls = type(det)
     calls: Counter = Counter()
-    for name in ("decision_function", "explain", "restore", "embed", "inspect", "score_explain"):
+    for name in ("decision_function", "explain", "restore", "embed", "inspect", "score_explain", "restore_embed"):
         def wrapped(self, X, *a, _orig=getattr(det_cls, name), _name=name, **kw):
             calls[_name] += 1
             return _orig(self, X, *a, **kw)
@@ -489,7 +490,7 @@ def test_a_series_is_read_in_one_detector_pass_per_chunk_of_windows(fitted, monk
         monkeypatch.setattr(det_cls, name, wrapped)
     reports = inv.analyze_batch(data)
     n = len(reports)
-    assert n and dict(calls) == {"score_explain": 1, "restore": n, "embed": n}  # 600 points: one chunk
+    assert n and dict(calls) == {"score_explain": 1, "restore_embed": n}  # 600 points: one chunk
     calls.clear()
     inv.verdicts(data)
     assert dict(calls) == {"score_explain": 1}

@@ -84,7 +84,7 @@ def test_analyze_one_row_returns_the_report_json_with_verified_claims(server, mo
     body = r.json()
     assert body["n_cases"] == 1 and body["verdicts"][0]["anomalous"]
     rep = Report.model_validate(body["reports"][0])  # the same JSON as Report.model_dump_json()
-    assert rep.evidence.attributions[0].feature == "memory"
+    assert rep.evidence.attributions[0].unit == "memory"
     assert rep.explanation.grounded and all(c.verified for c in rep.explanation.claims)
     local = Investigator.load(models / "metrics").analyze(pd.DataFrame([row]), case_id="0")
     assert rep.verdict.p_value == pytest.approx(local.verdict.p_value)

@@ -44,13 +44,13 @@ def test_tools_find_the_injected_anomaly(tools):
     assert v.status == "success" and isinstance(v.artifact, Verdict) and v.artifact.anomalous
     assert "ANOMALOUS" in v.content and "c7" in v.content
     ex = run(t["explain_case"], top=3)
-    assert [a.feature for a in ex.artifact][0] == "memory" and all(isinstance(a, Attribution) for a in ex.artifact)
+    assert [a.unit for a in ex.artifact][0] == "memory" and all(isinstance(a, Attribution) for a in ex.artifact)
     assert ex.content.startswith("feature:memory")
     nb = run(t["nearest_exemplars"], k=8)
     d = [e.distance for e in nb.artifact]
     assert len(nb.artifact) == 8 and d == sorted(d) and all(isinstance(e, Exemplar) for e in nb.artifact)
     r = run(t["restore_case"]).artifact
-    assert isinstance(r, Restoration) and r.deltas[0].feature == "memory" and r.deltas[0].delta < -4
+    assert isinstance(r, Restoration) and r.deltas[0].unit == "memory" and r.deltas[0].delta < -4
     # the normal version scores far lower than the case
     assert r.score_after < v.artifact.score / 10
 
@@ -58,15 +58,15 @@ def test_tools_find_the_injected_anomaly(tools):
 def test_compare_describe_and_batch(tools, inv):
     box, t = tools
     c = run(t["compare_cases"], other_id="c3").artifact
-    assert isinstance(c, Comparison) and c.id == "compare:c3" and c.differences[0].feature == "memory"
+    assert isinstance(c, Comparison) and c.id == "compare:c3" and c.differences[0].unit == "memory"
     assert not c.other_anomalous
     ex_id = run(t["nearest_exemplars"], k=1).artifact[0].id
     ce = run(t["compare_cases"], other_id=ex_id).artifact
-    assert ce.differences[0].feature == "memory" and ce.distance > 0
-    p, a = run(t["describe_feature"], name="latency").artifact
-    assert isinstance(p, FeatureProfile) and p.feature == "latency" and p.quantiles["50%"] == pytest.approx(
+    assert ce.differences[0].unit == "memory" and ce.distance > 0
+    p, a = run(t["describe_unit"], name="latency").artifact
+    assert isinstance(p, FeatureProfile) and p.unit == "latency" and p.quantiles["50%"] == pytest.approx(
         float(np.median(metrics(600, 0)["latency"])), abs=1e-9)
-    assert a.feature == "latency" and a.position == "within"
+    assert a.unit == "latency" and a.position == "within"
     few = ["c7", "c1", "c2", "c3"]
     b = run(t["batch_verdicts"], case_ids=few, alpha=0.05).artifact
     assert list(b) == few and b["c7"].anomalous and not any(b[c].anomalous for c in few[1:])
@@ -89,7 +89,7 @@ def test_compare_describe_and_batch(tools, inv):
 
 @pytest.mark.parametrize("tool, args, expected", [
     ("score_case", {"case_id": "c999"}, "case_id must be one of"),
-    ("describe_feature", {"name": "mem"}, "'memory'"),
+    ("describe_unit", {"name": "mem"}, "'memory'"),
     ("describe_detector", {"name": "vea"}, "try one of ['autoencoder'"),
     ("explain_case", {"top": 0}, "top: Input should be greater than or equal to 1 (got 0)"),
     ("nearest_exemplars", {"k": "many"}, "k: Input should be a valid integer"),

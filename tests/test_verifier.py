@@ -16,17 +16,17 @@ def make_evidence(anomalous: bool = True) -> Evidence:
         case_id="c1",
         verdict=Verdict(anomalous=anomalous, score=12.34, p_value=0.0041, alpha=0.05, cutoff=0.05, threshold=7.5, detector="vae"),
         attributions=[
-            Attribution(id="feature:glucose", feature="glucose", value=310.0, contribution=8.1, share=0.6564,
+            Attribution(id="feature:glucose", unit="glucose", value=310.0, contribution=8.1, share=0.6564,
                         abnormal=True, normal_low=70.0, normal_median=110.0, normal_high=190.0, position="above",
                         exemplar_mean=121.5),
-            Attribution(id="feature:age", feature="age", value=41.0, contribution=1.2, share=0.0972, abnormal=False,
+            Attribution(id="feature:age", unit="age", value=41.0, contribution=1.2, share=0.0972, abnormal=False,
                         normal_low=21.0, normal_median=33.0, normal_high=70.0, position="within"),
         ],
         exemplars=[Exemplar(id="exemplar:17", row_id="17", distance=0.8123,
                             values={"glucose": 118.0, "age": 40.0, "blood pressure": 72.0})],
         restoration=Restoration(values={"glucose": 125.0, "age": 41.0, "blood pressure": 70.0},
-                                deltas=[FeatureDelta(feature="glucose", observed=310.0, restored=125.0, delta=-185.0)]),
-        context=Context(feature_names=feats, n_train=500, detector="vae", attribution_method="nll"),
+                                deltas=[FeatureDelta(unit="glucose", observed=310.0, restored=125.0, delta=-185.0)]),
+        context=Context(unit_names=feats, n_train=500, detector="vae", attribution_method="nll"),
     )
 
 

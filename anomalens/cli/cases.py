@@ -253,7 +253,7 @@ def analyze(
         v = r.verdict
         p = f"{v.p_value:.4g}" + (" (tail)" if v.approximate else "")
         table.add_row(shown(r.evidence.case_id, 40), verdict_word(v), f"{v.score:.4g}", p,
-                      shown(", ".join(a.feature for a in r.evidence.attributions[:3]), 80))
+                      shown(", ".join(a.unit for a in r.evidence.attributions[:3]), 80))
     out.print(table)
     notes = {r.verdict.note for r in reports if r.verdict.note}
     batch = inv.batch_note(len(X), alpha) if row is None else None
@@ -326,7 +326,7 @@ def _analyze_files(inv, data: Path, *, top: int, row: str | None, alpha: float, 
         v = r.verdict
         table.add_row(shown(r.evidence.case_id, 40), verdict_word(v), f"{v.score:.4g}",
                       f"{v.p_value:.4g}" + (" (tail)" if v.approximate else ""),
-                      shown(", ".join(a.feature for a in r.evidence.attributions[:3]), 80))
+                      shown(", ".join(a.unit for a in r.evidence.attributions[:3]), 80))
     _print_reports(table, reports, out_dir, "each report and its picture")
 
 

@@ -133,7 +133,7 @@ def chat(
         out.print(f"[bold]Case {for_terminal(ev.case_id, 40)}[/]: {verdict_word(v)} "
                   f"(p-value {v.p_value:.4g}, detector {for_terminal(v.detector, 40)}); top "
                   f"{ev.context.units_title.lower() or 'features'}: "
-                  f"{for_terminal(', '.join(a.feature for a in ev.attributions[:3]), 120)}. Ask a question, or /help. "
+                  f"{for_terminal(', '.join(a.unit for a in ev.attributions[:3]), 120)}. Ask a question, or /help. "
                   "/quit ends.", highlight=False)
         if session.resumed:
             out.print(f"(resumed conversation {for_terminal(repr(session.thread_id), 60)}, "

@@ -6,7 +6,7 @@ Score sign: higher = more anomalous (PyOD's convention, the reverse of scikit-le
 
 from anomalens.detectors.autoencoder import AutoEncoder
 from anomalens.detectors.autoregressive import Autoregressive
-from anomalens.detectors.base import Attribution, BaseDetector, Inspection
+from anomalens.detectors.base import Contributions, BaseDetector, Inspection
 from anomalens.detectors._validation import check_int, check_matrix, check_positive_int, check_probability
 from anomalens.detectors.calibration import Calibrator, benjamini_hochberg, conformal_pvalues
 from anomalens.detectors.conv import ConvAutoEncoder
@@ -39,7 +39,7 @@ register("padim", PaDiM, "density", ("images",),
 load = BaseDetector.load
 
 __all__ = [
-    "Attribution",
+    "Contributions",
     "Inspection",
     "AutoEncoder",
     "Autoregressive",

@@ -8,7 +8,7 @@ Every anomalens detector is used the same way::
     det.pvalues(X)             # (n,) split-conformal p-values against the calibration scores
     det.predict(X, alpha=0.01) # (n,) 0/1, 1 where the p-value is below alpha
     det.predict_fdr(X, alpha=0.05)  # (n,) 0/1 with Benjamini-Hochberg false-discovery-rate control
-    det.explain(X)             # Attribution: per-feature contributions, higher = more responsible
+    det.explain(X)             # Contributions: per-feature contributions, higher = more responsible
     det.restore(X)             # (n, d) the "normal version" of X, in the original units
     det.embed(X)               # (n, k) representation for exemplar retrieval
     det.save(path); anomalens.detectors.load(path)
@@ -41,7 +41,7 @@ from anomalens.detectors._validation import check_dims, check_int, check_matrix,
 from anomalens.detectors.calibration import Calibrator, benjamini_hochberg
 from anomalens.errors import CheckpointError, ConfigError, InputError, NotFittedError
 
-__all__ = ["Attribution", "BaseConfig", "BaseDetector", "TorchConfig", "TorchDetector", "resolve_device"]
+__all__ = ["Contributions", "BaseConfig", "BaseDetector", "TorchConfig", "TorchDetector", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ FITTED_ARRAYS = ("center_", "scale_", "calibration_scores_", "feature_thresholds
 
 
 @dataclass(frozen=True)
-class Attribution:
+class Contributions:
     """Which features make rows anomalous.
 
     Attributes:
@@ -110,7 +110,7 @@ class Inspection:
     attribution pass (``BaseDetector.inspect``): the restoration's minimal edit reuses the attribution."""
 
     scores: np.ndarray  # (n,) anomaly scores
-    attribution: Attribution  # (n, d) per-feature contributions
+    attribution: Contributions  # (n, d) per-feature contributions
     restored: np.ndarray  # (n, d) the normal version, original units
     restored_scores: np.ndarray  # (n,) scores of the restored rows
     embedding: np.ndarray  # (n, k) float32, for exemplar retrieval
@@ -427,7 +427,7 @@ class BaseDetector(ABC):
         alpha = check_probability(alpha, "alpha")
         return self.calibrator.threshold(alpha)
 
-    def explain(self, X: Any, *, checked: bool = False) -> Attribution:
+    def explain(self, X: Any, *, checked: bool = False) -> Contributions:
         """Per-feature contributions to the anomaly score, higher = more responsible.
 
         Args:
@@ -435,18 +435,18 @@ class BaseDetector(ABC):
             checked: as in ``decision_function``.
 
         Returns:
-            Attribution with ``values`` of shape (n, d) in the score's units.
+            Contributions with ``values`` of shape (n, d) in the score's units.
         """
         values = self._explain_scaled(self._scale(self._check_input(X, checked=checked)))
-        return Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method)
+        return Contributions(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method)
 
-    def score_explain(self, X: Any, *, checked: bool = False) -> tuple[np.ndarray, Attribution]:
+    def score_explain(self, X: Any, *, checked: bool = False) -> tuple[np.ndarray, Contributions]:
         """(``decision_function``'s scores, ``explain``'s attribution) of the rows of ``X`` in one
         pass: checked and scaled once, and the work shared where the detector can (an autoencoder's
         one reconstruction gives its error score and the start of its attribution). What a series
         reads off every window."""
         scores, values = self._score_explain_scaled(self._scale(self._check_input(X, checked=checked)))
-        return finite_scores(scores), Attribution(values, self.feature_names_in_, self.feature_thresholds_,
+        return finite_scores(scores), Contributions(values, self.feature_names_in_, self.feature_thresholds_,
                                                   self.attribution_method)
 
     def restore(self, X: Any, *, checked: bool = False) -> np.ndarray:
@@ -457,6 +457,18 @@ class BaseDetector(ABC):
         """(n, k) float32 representation used to retrieve similar normal exemplars."""
         return finite_embedding(self._embed_scaled(self._scale(self._check_input(X, checked=checked))))
 
+    def restore_embed(self, X: Any, rows: Any, *, checked: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """((n, d) restored rows of ``X``, (len(rows), k) embedding of the rows at positions ``rows``), ``X``
+        checked and scaled once: what a series event needs (its windows' normal version and its peak
+        window's place among the normal exemplars) in one call, without the scores and the embedding
+        of every window that ``inspect`` adds."""
+        Z = self._scale(self._check_input(X, checked=checked))
+        idx = np.asarray(rows, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= len(Z)):
+            raise InputError(f"rows must be positions 0..{len(Z) - 1} of X, got {idx.min()}..{idx.max()}")
+        return (self._restore_scaled(Z) * self.scale_ + self.center_,
+                finite_embedding(self._embed_scaled(Z[idx])))
+
     def inspect(self, X: Any, *, checked: bool = False) -> Inspection:
         """Scores, attribution, restoration (and its scores) and embedding of the rows of ``X``, with
         ``X`` checked and scaled once and the attribution computed once (``restore`` alone
@@ -465,7 +477,7 @@ class BaseDetector(ABC):
         scores, values, R = self._inspect_scaled(Z)
         return Inspection(
             scores=finite_scores(scores),
-            attribution=Attribution(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method),
+            attribution=Contributions(values, self.feature_names_in_, self.feature_thresholds_, self.attribution_method),
             restored=R * self.scale_ + self.center_, restored_scores=finite_scores(self._score_scaled(R)),
             embedding=finite_embedding(self._embed_scaled(Z)))
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from anomalens.detectors.base import (
     BaseConfig,
     BaseDetector,
-    Attribution,
+    Contributions,
     Inspection,
     finite_embedding,
     finite_scores,
@@ -300,7 +300,7 @@ class CellDetector(BaseDetector):
             extra.update(self._matched(ix.reshape(-1, g, g)))
         return Inspection(
             scores=finite_scores(d.max(1)),
-            attribution=Attribution(self._upsample(d), self.feature_names_in_, self.feature_thresholds_,
+            attribution=Contributions(self._upsample(d), self.feature_names_in_, self.feature_thresholds_,
                                     self.attribution_method),
             restored=R, restored_scores=restored_scores, embedding=finite_embedding(E), extra=extra)
 

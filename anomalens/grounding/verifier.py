@@ -122,8 +122,8 @@ def _grounded(claim: Claim, evidence: Evidence, *, rendered: bool = False) -> st
         if ident not in items and ident not in compared:
             return f"names {ident!r}, which is not in the evidence"
     # feature names: every one mentioned must be spoken about by a cited item
-    cited_features = set().union(*(evidence.features_of(c) for c in claim.cites))
-    named, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names, quoted_only=rendered)
+    cited_features = set().union(*(evidence.units_of(c) for c in claim.cites))
+    named, stripped = split_mentions(_ID.sub(" ", text), evidence.context.unit_names, quoted_only=rendered)
     times = False
     for c in claim.cites:  # the times of a cited event or segment are times, not numbers
         for t in sorted(getattr(items[c], "stamps", list)(), key=len, reverse=True):
@@ -156,14 +156,14 @@ def check_interpretation(text: str, evidence: Evidence) -> str | None:
     for m in _ID.finditer(text):
         if m.group(0).rstrip(".") not in items:
             return f"names {m.group(0).rstrip('.')!r}, which is not in the evidence"
-    names = set(evidence.context.feature_names)
+    names = set(evidence.context.unit_names)
     for name in re.findall(r"'([^']{1,80})'", text):
         if name not in names:
             return f"names {name!r}, which is not a {evidence.context.unit_kind} of the evidence"
     values: list[float] = list(evidence.counts())
     for item in items.values():
         values += item.numbers()
-    _, stripped = split_mentions(_ID.sub(" ", text), evidence.context.feature_names)
+    _, stripped = split_mentions(_ID.sub(" ", text), evidence.context.unit_names)
     x = _foreign_number(stripped, values)
     if x is not None:
         return f"states {x:g}, which the evidence does not contain"
@@ -199,7 +199,7 @@ def cite_text(text: str, evidence: Evidence) -> list[Claim]:
         if not sentence:
             continue
         cites = [m.group(0).rstrip(".") for m in _ID.finditer(sentence) if m.group(0).rstrip(".") in items]
-        named, rest = split_mentions(_ID.sub(" ", sentence), evidence.context.feature_names)
+        named, rest = split_mentions(_ID.sub(" ", sentence), evidence.context.unit_names)
         kind = evidence.context.unit_kind
         cites += [i for name in named for i in (f"{kind}:{name}", f"profile:{name}") if i in items]
         low = rest.lower()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from anomalens.config import Settings, get_settings
 from anomalens.errors import ConfigError
 from anomalens.llm.content import ImagePart, UserContent
@@ -51,7 +53,17 @@ def _verdict(evidence: Evidence) -> dict:
 
 
 def _unit(a) -> dict:
-    return a.model_dump(exclude={"id", "contribution", "feature"})  # the name is in the id
+    return a.model_dump(exclude={"id", "contribution", "unit"})  # the name is in the id
+
+
+def _prompted(value: Any) -> Any:
+    """An item's dump as the prompt has always shown it: a unit's name under "feature", whatever the
+    modality (as the units sit under "features"), so the prompts the benchmarks measured stay the same."""
+    if isinstance(value, dict):
+        return {("feature" if k == "unit" else k): _prompted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_prompted(v) for v in value]
+    return value
 
 
 def _payload(evidence: Evidence) -> dict:
@@ -61,13 +73,13 @@ def _payload(evidence: Evidence) -> dict:
     payload["exemplars"] = {e.id: {"distance": e.distance} for e in evidence.exemplars}
     if evidence.restoration is not None:  # the changes the restoration makes (an unchanged feature says nothing)
         changed = [d for d in evidence.restoration.deltas if abs(d.delta) > 1e-6 * max(1.0, abs(d.observed))]
-        payload["restoration"] = [d.model_dump() for d in changed[:5]]
+        payload["restoration"] = [_prompted(d.model_dump()) for d in changed[:5]]
     if evidence.lookups:
         payload["features"].update({a.id: _unit(a) for a in evidence.lookups})
     if evidence.profiles:
-        payload["profiles"] = {p.id: p.model_dump(exclude={"id"}) for p in evidence.profiles}
+        payload["profiles"] = {p.id: _prompted(p.model_dump(exclude={"id"})) for p in evidence.profiles}
     if evidence.comparisons:
-        payload["comparisons"] = {c.id: c.model_dump(exclude={"id"}) for c in evidence.comparisons}
+        payload["comparisons"] = {c.id: _prompted(c.model_dump(exclude={"id"})) for c in evidence.comparisons}
     # the items the case's modality contributes (a log case's lines, templates, expected sequence and
     # incident; a series' event and segments), each shown as its type says (raw text is untrusted:
     # data_block clips and fences it): one item under its type's name, several by id

@@ -30,7 +30,7 @@ def topics(question: str, evidence: Evidence) -> tuple[list[str], list[str]]:
     """(topics the question asks about, feature names it mentions), longest names first."""
     q = question.lower()
     found = [t for t, words in _TOPICS.items() if any(w in q for w in words)]
-    return found, split_mentions(question, evidence.context.feature_names)[0]
+    return found, split_mentions(question, evidence.context.unit_names)[0]
 
 
 def about(evidence: Evidence, *item_ids: str) -> list[Claim]:

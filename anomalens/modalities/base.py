@@ -184,7 +184,7 @@ class Modality(ABC):
         """One case (X, a single prepared row) beside another (Y)."""
 
     def context(self, *, n_train: int, detector: str, attribution_method: str) -> Context:
-        return Context(feature_names=self.unit_names, unit_kind=self.unit_kind, n_train=n_train, detector=detector,
+        return Context(unit_names=self.unit_names, unit_kind=self.unit_kind, n_train=n_train, detector=detector,
                        attribution_method=attribution_method, modality=self.name, units_title=self.units_title)
 
     # ------------------------------------------------------------------ typed claims (the verifier's rules)

@@ -210,7 +210,7 @@ class CaseFlow:
     def score(self, X: Any, *, name: str = "X", progress: bool = False) -> Any:
         raise InputError(f"score applies to rows; {self.modality.name} data has no per-row scores")
 
-    def feature_profile(self, name: str) -> FeatureProfile:
+    def unit_profile(self, name: str) -> FeatureProfile:
         return self.modality.profile_of(name, self.n_train)
 
     def compare(self, case: Any, other: Any, *, other_id: str, alpha: float, top: int) -> Comparison:

@@ -222,7 +222,7 @@ class RowModality(Modality):
         else:
             qs = {f"{100 * q:g}%": float(v) for q, v in zip((0.01, 0.5, 0.99), self.quantiles[:, j])}
         lo, med, hi = self.quantiles[:, j]
-        return FeatureProfile(id=f"profile:{unit}", feature=unit, normal_low=float(lo), normal_median=float(med),
+        return FeatureProfile(id=f"profile:{unit}", unit=unit, normal_low=float(lo), normal_median=float(med),
                               normal_high=float(hi), quantiles=qs, n_train=n_train)
 
     # ------------------------------------------------------------------ evidence
@@ -262,7 +262,7 @@ class RowModality(Modality):
             for j in np.argsort(-contrib, kind="stable")[:top]:
                 v = float(X[i, j])
                 attributions.append(Attribution(
-                    id=self.unit_id(names[j]), feature=names[j], value=v, contribution=float(contrib[j]),
+                    id=self.unit_id(names[j]), unit=names[j], value=v, contribution=float(contrib[j]),
                     share=float(positive[j] / total) if total > 0 else 0.0, abnormal=bool(abnormal[i, j]),
                     normal_low=float(lo[j]), normal_median=float(med[j]), normal_high=float(hi[j]),
                     position="below" if v < lo[j] else "above" if v > hi[j] else "within",
@@ -270,7 +270,7 @@ class RowModality(Modality):
                 ))
             delta = restored[i] - X[i]
             rel = np.abs(delta) / scale
-            deltas = [FeatureDelta(feature=names[j], observed=float(X[i, j]), restored=float(restored[i, j]),
+            deltas = [FeatureDelta(unit=names[j], observed=float(X[i, j]), restored=float(restored[i, j]),
                                    delta=float(delta[j])) for j in np.argsort(-rel, kind="stable")]
             restoration = Restoration(values=dict(zip(names, map(float, restored[i]))), deltas=deltas,
                                       score_after=float(inspection.restored_scores[i]))
@@ -287,7 +287,7 @@ class RowModality(Modality):
         return Comparison(
             id=f"compare:{other_id}", other_id=str(other_id), distance=float(np.linalg.norm(ex - ey)),
             other_score=score, other_p_value=float(p_other), other_anomalous=bool(p_other < alpha),
-            differences=[FeatureDifference(feature=names[j], value=float(X[0, j]), other=float(Y[0, j]),
+            differences=[FeatureDifference(unit=names[j], value=float(X[0, j]), other=float(Y[0, j]),
                                            difference=float(diff[j])) for j in order],
         )
 

@@ -102,18 +102,18 @@ def candidates(evidence: Evidence) -> list[Claim]:
                                                           if a.id not in {b.id for b in evidence.attributions}]]
     for a in units:
         out.append(Claim(kind="range", cites=[a.id], params={"position": a.position},
-                         text=f"{quote(a.feature)} is {fmt(a.value)}, {_WHERE[a.position]} {fmt(a.normal_low)} to "
+                         text=f"{quote(a.unit)} is {fmt(a.value)}, {_WHERE[a.position]} {fmt(a.normal_low)} to "
                               f"{fmt(a.normal_high)} (median {fmt(a.normal_median)}), and accounts for "
                               f"{fmt(100 * a.share)}% of the score."))
         out.append(Claim(kind="share", cites=[a.id], params={},
-                         text=f"{quote(a.feature)} accounts for {fmt(100 * a.share)}% of the score."))
+                         text=f"{quote(a.unit)} accounts for {fmt(100 * a.share)}% of the score."))
         if a.exemplar_mean is not None and evidence.exemplars:
             out.append(Claim(kind="exemplar_value", cites=[a.id, *[e.id for e in evidence.exemplars]], params={},
-                             text=f"The nearest normal cases have {quote(a.feature)} around {fmt(a.exemplar_mean)} "
+                             text=f"The nearest normal cases have {quote(a.unit)} around {fmt(a.exemplar_mean)} "
                                   f"(this case: {fmt(a.value)})."))
     for k, a in enumerate(evidence.attributions, start=1):
         out.append(Claim(kind="rank", cites=[a.id], params={"rank": str(k)},
-                         text=f"{quote(a.feature)} is the {_ordinal(k, _ORD, 'largest')} contribution to the score "
+                         text=f"{quote(a.unit)} is the {_ordinal(k, _ORD, 'largest')} contribution to the score "
                               f"({fmt(100 * a.share)}%)."))
     for k, e in enumerate(evidence.exemplars, start=1):
         out.append(Claim(kind="exemplar_distance", cites=[e.id], params={"rank": str(k)},
@@ -122,25 +122,25 @@ def candidates(evidence: Evidence) -> list[Claim]:
     r = evidence.restoration
     for d in (r.deltas if r is not None else []):
         if fmt(d.observed) != fmt(d.restored):
-            out.append(Claim(kind="restoration", cites=["restoration"], params={"unit": d.feature},
-                             text=f"The normal version of this case changes {quote(d.feature)} from {fmt(d.observed)} "
+            out.append(Claim(kind="restoration", cites=["restoration"], params={"unit": d.unit},
+                             text=f"The normal version of this case changes {quote(d.unit)} from {fmt(d.observed)} "
                                   f"to {fmt(d.restored)}."))
     for p in evidence.profiles:
         out.append(_profile(p, {"channel": "points", "event": "cases"}.get(evidence.context.unit_kind, "rows")))
     for c in evidence.comparisons:
         for d in c.differences:
-            out.append(_comparison(c, d.feature))
+            out.append(_comparison(c, d.unit))
     return out
 
 
 def _profile(p: FeatureProfile, what: str = "rows") -> Claim:
     return Claim(kind="profile", cites=[p.id], params={},
-                 text=f"In the {p.n_train} normal training {what}, {quote(p.feature)} has median {fmt(p.normal_median)} "
+                 text=f"In the {p.n_train} normal training {what}, {quote(p.unit)} has median {fmt(p.normal_median)} "
                       f"and ranges from {fmt(p.normal_low)} (1%) to {fmt(p.normal_high)} (99%).")
 
 
 def _comparison(c: Comparison, unit: str) -> Claim:
-    d = next(x for x in c.differences if x.feature == unit)
+    d = next(x for x in c.differences if x.unit == unit)
     other = c.other_id if c.other_id.startswith("exemplar:") else f"case {c.other_id}"
     return Claim(kind="comparison", cites=[c.id], params={"unit": unit},
                  text=f"Against {other} (distance {fmt(c.distance)}), {quote(unit)} is {fmt(d.value)} here and "
@@ -267,7 +267,7 @@ def unconfirmable_words(text: str, names: list[str], extra: frozenset[str] = fro
 def parse(claim: Claim, evidence: Evidence, extra_words: frozenset[str] = frozenset()) -> str | None:
     """Read a free-text claim as typed claims: None when it is one (its words are the vocabulary of
     claims about its cited items and the relations it states hold), else why it cannot be proved."""
-    names = evidence.context.feature_names
+    names = evidence.context.unit_names
     unit = evidence.context.unit_kind
     extra = unconfirmable_words(claim.text, names, extra_words)
     if extra:
@@ -295,7 +295,7 @@ def parse(claim: Claim, evidence: Evidence, extra_words: frozenset[str] = frozen
     if cited_units and re.search(r"\b(main|largest|biggest|top|primary|chief|strongest|greatest|drivers?|drives|driving|"
                                  r"responsible)\b", low) and not re.search(r"\b(second|third|\d+(st|nd|rd|th))\b", low):
         kinds.add("rank")
-        top = evidence.attributions[0].feature if evidence.attributions else None
+        top = evidence.attributions[0].unit if evidence.attributions else None
         if len(cited_units) == 1 and top is not None and cited_units[0] != top:
             return f"says {quote(cited_units[0])} contributes most, but {quote(top)} does"
     if any(c.startswith("exemplar:") for c in cites) and (ids_in_text or has_number):

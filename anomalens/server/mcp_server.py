@@ -272,7 +272,7 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
         units = []
         for u in inv.feature_names[:MAX_RESOURCE_UNITS]:
             try:
-                p = inv.feature_profile(u)
+                p = inv.unit_profile(u)
                 units.append({"name": u, "normal_low": p.normal_low, "normal_median": p.normal_median,
                               "normal_high": p.normal_high})
             except InputError:  # a unit without a tabular profile (a series channel may have none)

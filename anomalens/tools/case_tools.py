@@ -48,8 +48,8 @@ class CompareArgs(CaseArgs):
     other_id: str = Field(description="another case id, or a normal exemplar as 'exemplar:<row id>'")
 
 
-class FeatureArgs(CaseArgs):
-    name: str = Field(description="a feature (column) name exactly as in the data")
+class UnitArgs(CaseArgs):
+    name: str = Field(description="a unit's name exactly as in the data: a feature (column), a channel, a template id")
 
 
 class LinesArgs(CaseArgs):
@@ -137,7 +137,7 @@ def restore_case(box: Toolbox, case_id: str | None = None):
     """Restore a case: its normal version (what the model says it should have looked like) and the biggest
     changes."""
     r = box.evidence(case_id).restoration
-    text = "; ".join(f"{d.feature}: {fmt(d.observed)} -> {fmt(d.restored)}" for d in r.deltas[:5])
+    text = "; ".join(f"{d.unit}: {fmt(d.observed)} -> {fmt(d.restored)}" for d in r.deltas[:5])
     return f"normal version changes {text}; its score would be {fmt(r.score_after)}", r
 
 
@@ -148,17 +148,17 @@ def compare_cases(box: Toolbox, other_id: str, case_id: str | None = None):
     and the units that differ most."""
     cid = box.resolve(case_id)
     c = box.investigator.compare(box.row(cid), box.row(other_id), other_id=other_id, alpha=box.alpha)
-    diffs = "; ".join(f"{d.feature}: {fmt(d.value)} vs {fmt(d.other)}" for d in c.differences)
+    diffs = "; ".join(f"{d.unit}: {fmt(d.value)} vs {fmt(d.other)}" for d in c.differences)
     return f"{c.id}: distance {fmt(c.distance)}; {other_id} has p-value {fmt(c.other_p_value)}; {diffs}", c
 
 
-@tool("describe_feature", FeatureArgs, command="/feature", words=("name",),
+@tool("describe_unit", UnitArgs, command="/feature", words=("name",),
       usage="/feature <name>: a unit's value, part in the score and normal range")
-def describe_feature(box: Toolbox, name: str, case_id: str | None = None):
+def describe_unit(box: Toolbox, name: str, case_id: str | None = None):
     """Describe a unit (a feature, channel or template): its normal range in the training data and its value
     and part in the case."""
-    p = box.investigator.feature_profile(name)
-    a = box.feature_attribution(name, case_id)
+    p = box.investigator.unit_profile(name)
+    a = box.unit_attribution(name, case_id)
     qs = ", ".join(f"{q} {fmt(v)}" for q, v in p.quantiles.items())
     return (f"{a.id}: value {fmt(a.value)} ({a.position} the normal range), {fmt(100 * a.share)}% of the score; "
             f"{p.id}: training quantiles {qs}", (p, a))

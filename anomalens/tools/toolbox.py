@@ -154,10 +154,10 @@ class Toolbox:
         ev = self.full_evidence(case_id)
         return ev.model_copy(update={"attributions": ev.attributions[: self.top]})
 
-    def feature_attribution(self, name: str, case_id: str | None = None):
+    def unit_attribution(self, name: str, case_id: str | None = None):
         """One feature's attribution in the case (any feature, not only the top ones)."""
-        self.investigator.feature_profile(name)  # validates the name, listing the valid ones
-        return next(a for a in self.full_evidence(case_id).attributions if a.feature == name)
+        self.investigator.unit_profile(name)  # validates the name, listing the valid ones
+        return next(a for a in self.full_evidence(case_id).attributions if a.unit == name)
 
 
 class SeriesToolbox(Toolbox):
@@ -316,18 +316,18 @@ class LogToolbox(Toolbox):
     def full_evidence(self, case_id: str | None = None) -> Evidence:
         return self._evidence[self.resolve(case_id)]
 
-    def feature_attribution(self, name: str, case_id: str | None = None):
+    def unit_attribution(self, name: str, case_id: str | None = None):
         """A template's part in the case: its attribution when it has one, else its count against its
         normal range with no contribution."""
         from anomalens.schema import Attribution
 
         ev = self.full_evidence(case_id)
-        found = next((a for a in [*ev.attributions, *ev.lookups] if a.feature == name), None)
+        found = next((a for a in [*ev.attributions, *ev.lookups] if a.unit == name), None)
         if found is not None:
             return found
-        p = self.investigator.feature_profile(name)  # validates the name, listing the valid ones
+        p = self.investigator.unit_profile(name)  # validates the name, listing the valid ones
         v = float(sum(e == name for e in self._rows[self.resolve(case_id)].events))
-        return Attribution(id=f"event:{name}", feature=name, value=v, contribution=0.0, share=0.0,
+        return Attribution(id=f"event:{name}", unit=name, value=v, contribution=0.0, share=0.0,
                            abnormal=bool(v < p.normal_low or v > p.normal_high), normal_low=p.normal_low,
                            normal_median=p.normal_median, normal_high=p.normal_high,
                            position="below" if v < p.normal_low else "above" if v > p.normal_high else "within")

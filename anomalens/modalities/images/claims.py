@@ -92,10 +92,10 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
     image_cites = [c for c in cites if c == "map" or c.startswith("match:")]
     if not image_cites:
         return unit_claims.parse(claim, evidence, _IMAGE_WORDS)
-    extra = unit_claims.unconfirmable_words(claim.text, evidence.context.feature_names, _IMAGE_WORDS)
+    extra = unit_claims.unconfirmable_words(claim.text, evidence.context.unit_names, _IMAGE_WORDS)
     if extra:
         return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
-    denied = unit_claims.denies(claim.text, evidence.context.feature_names)
+    denied = unit_claims.denies(claim.text, evidence.context.unit_names)
     if denied:
         return denied
     zones = {z for c in image_cites for z in (getattr(items.get(c), "zone", None), getattr(items.get(c), "peak_zone", None))

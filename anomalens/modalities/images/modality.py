@@ -202,7 +202,7 @@ class ImageModality(Modality):
         r, c = self._rc(unit)
         col = self.profile[:, r * self.regions + c]
         q = dict(zip(PROFILE_LEVELS, col))
-        return FeatureProfile(id=f"profile:{unit}", feature=unit, normal_low=float(q[0.01]), normal_median=float(q[0.5]),
+        return FeatureProfile(id=f"profile:{unit}", unit=unit, normal_low=float(q[0.01]), normal_median=float(q[0.5]),
                               normal_high=float(q[0.99]), quantiles={f"{100 * k:g}%": float(v) for k, v in q.items()},
                               n_train=n_train)
 
@@ -245,7 +245,7 @@ class ImageModality(Modality):
             for j in order[:top]:
                 v = float(means[i, j])
                 attributions.append(Attribution(
-                    id=self.unit_id(names[j]), feature=names[j], value=v, contribution=float(level[i, j]),
+                    id=self.unit_id(names[j]), unit=names[j], value=v, contribution=float(level[i, j]),
                     share=float(share[j]), abnormal=bool(region_above[j]), normal_low=float(lo[j]),
                     normal_median=float(med[j]), normal_high=float(hi[j]),
                     position="below" if v < lo[j] else "above" if v > hi[j] else "within",
@@ -262,7 +262,7 @@ class ImageModality(Modality):
             if "matched_row" in extra:
                 parts += self._matches(i, extra, names, order, region_above, share, g, top)
             delta = restored_means[i] - means[i]
-            deltas = [FeatureDelta(feature=names[j], observed=float(means[i, j]), restored=float(restored_means[i, j]),
+            deltas = [FeatureDelta(unit=names[j], observed=float(means[i, j]), restored=float(restored_means[i, j]),
                                    delta=float(delta[j])) for j in np.argsort(-np.abs(delta), kind="stable")[:top]]
             restoration = Restoration(values=dict(zip(names, map(float, restored_means[i]))), deltas=deltas,
                                       score_after=float(inspection.restored_scores[i]))
@@ -326,7 +326,7 @@ class ImageModality(Modality):
         return Comparison(
             id=f"compare:{other_id}", other_id=str(other_id), distance=float(np.linalg.norm(ex - ey)),
             other_score=score, other_p_value=float(p_other), other_anomalous=bool(p_other < alpha),
-            differences=[FeatureDifference(feature=names[j], value=float(mx[j]), other=float(my[j]),
+            differences=[FeatureDifference(unit=names[j], value=float(mx[j]), other=float(my[j]),
                                            difference=float(diff[j])) for j in np.argsort(-np.abs(diff), kind="stable")[:top]])
 
     # ------------------------------------------------------------------ typed claims

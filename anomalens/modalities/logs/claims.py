@@ -89,11 +89,11 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
     low = claim.text.lower()
     log_cites = [c for c in cites if c.startswith(("line:", "template:")) or c == "incident"]
     if log_cites:
-        extra = unit_claims.unconfirmable_words(claim.text, evidence.context.feature_names, _LOG_WORDS)
+        extra = unit_claims.unconfirmable_words(claim.text, evidence.context.unit_names, _LOG_WORDS)
         if extra:
             return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
         # "never seen in normal logs" is checked below against the line's template
-        denied = unit_claims.denies(claim.text, evidence.context.feature_names, _SEEN_NEGATION)
+        denied = unit_claims.denies(claim.text, evidence.context.unit_names, _SEEN_NEGATION)
         if denied:
             return denied
         for c in log_cites:

@@ -375,7 +375,7 @@ class LogModality(RowModality):
                 v, lo_j, med_j, hi_j = float(counts[j]), float(lo[j]), float(med[j]), float(hi[j])
                 ex_mean = float(ex_counts[:, j].mean()) if ex_counts is not None and ex_counts.shape[1] else None
             attributions.append(Attribution(
-                id=self.unit_id(tid), feature=tid, value=v, contribution=c, share=c / total if total > 0 else 0.0,
+                id=self.unit_id(tid), unit=tid, value=v, contribution=c, share=c / total if total > 0 else 0.0,
                 abnormal=bool(worst.get(tid, 0.0) > self.event_level or v < lo_j or v > hi_j or j is None),
                 normal_low=lo_j, normal_median=med_j, normal_high=hi_j,
                 position="below" if v < lo_j else "above" if v > hi_j else "within", exemplar_mean=ex_mean))
@@ -397,7 +397,7 @@ class LogModality(RowModality):
                 template_id=e, seen=e in self.vocab, probability=float(np.exp(-surprise[t])),
                 expected=exp if exp != e else None, expected_probability=float(best_p[t]) if exp != e else None,
                 time=case.times[t], text=case.texts[t]))
-        cited = list(dict.fromkeys([*(a.feature for a in attributions), *(ln.template_id for ln in lines)]))
+        cited = list(dict.fromkeys([*(a.unit for a in attributions), *(ln.template_id for ln in lines)]))
         templates = [self.describe_template(tid) for tid in cited]
         # the expected sequence around the most surprising place, and the counts it implies
         peak = int(np.argmax(surprise))
@@ -415,7 +415,7 @@ class LogModality(RowModality):
         restored = [self._name(int(best[t])) if improbable[t] else obs[t] for t in range(n)] + missing
         restored = [e for e in restored if e != END]
         rc = {tid: float(sum(e == tid for e in restored)) for tid in cited}
-        deltas = [FeatureDelta(feature=tid, observed=float(sum(e == tid for e in events)), restored=rc[tid],
+        deltas = [FeatureDelta(unit=tid, observed=float(sum(e == tid for e in events)), restored=rc[tid],
                                delta=rc[tid] - float(sum(e == tid for e in events))) for tid in cited]
         deltas.sort(key=lambda d: -abs(d.delta))
         restoration = Restoration(values=rc, deltas=deltas)

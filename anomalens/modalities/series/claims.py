@@ -76,8 +76,8 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
         return f"names a time its cited evidence does not hold ({foreign[0]})"
     text = _TIME.sub(" ", claim.text)
     if ("event" in cites or any(c.startswith("segment:") for c in cites)) and (times or re.search(r"\d", text)):
-        extra = unit_claims.unconfirmable_words(text, evidence.context.feature_names, _EVENT_WORDS)
+        extra = unit_claims.unconfirmable_words(text, evidence.context.unit_names, _EVENT_WORDS)
         if extra:
             return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
-        return unit_claims.denies(text, evidence.context.feature_names)
+        return unit_claims.denies(text, evidence.context.unit_names)
     return unit_claims.parse(claim.model_copy(update={"text": text}), evidence, _EVENT_WORDS)

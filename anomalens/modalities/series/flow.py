@@ -119,10 +119,9 @@ class SeriesFlow(CaseFlow):
         m, s, det = self.modality, sc.series, self.detector
         a, b = span
         T, w = len(s.values), m.window
-        restored = m.restore_span(det, s.values, span)
         peak = a + int(sc.cells[:, a : b + 1].sum(axis=0).argmax())
         window_start = int(np.clip(peak - w // 2, 0, T - w))
-        emb = det.embed(m.windows(s.values, np.array([window_start])), checked=True)
+        restored, emb = m.restore_span(det, s.values, span, window_start)  # one detector call
         hits = self.store.query(emb, k=k)[0]
         event, items, segments = m.event_items(s, span, sc.cells, sc.scores, restored, hits, window_start, top)
         event = event.model_copy(update={"index": index})

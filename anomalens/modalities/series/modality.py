@@ -662,21 +662,25 @@ class SeriesModality(Modality):
         attribution ``cells`` and its detector ``score``."""
         return float(self.point_pvalues(cells, np.full(cells.shape[1], score))[1].min())
 
-    def restore_span(self, detector: BaseDetector, values: np.ndarray, span: tuple[int, int]) -> np.ndarray:
-        """(C, T) the detector's restored values over points ``span`` (first, last) of a series: each
-        cell's mean over the restored windows that cover it (at most MAX_EVENT_WINDOWS, strided
-        beyond); NaN outside the windows that cover the span. (One ``inspect`` of those windows, which
-        would also give the peak window's embedding, costs more: it scores the windows and their
-        restorations and embeds every one; measured in docs/series.md.)"""
+    def restore_span(self, detector: BaseDetector, values: np.ndarray, span: tuple[int, int],
+                     peak_start: int) -> tuple[np.ndarray, np.ndarray]:
+        """((C, T) the detector's restored values over points ``span`` (first, last) of a series, (1, k) the
+        embedding of the window starting at ``peak_start``), in one detector call (``restore_embed``).
+        Each cell is its mean over the restored windows that cover it (at most MAX_EVENT_WINDOWS,
+        strided beyond, and the peak window); NaN outside the windows that cover the span. (One
+        ``inspect`` of those windows would also score them and their restorations and embed every one:
+        measured slower, docs/series.md.)"""
         a, b = span
         T, C, w = len(values), len(self.channels), self.window
         starts = np.arange(max(0, a - w + 1), min(T - w, b) + 1)
         if len(starts) > MAX_EVENT_WINDOWS:
             starts = starts[:: math.ceil(len(starts) / MAX_EVENT_WINDOWS)]
-        R = detector.restore(self.windows(values, starts), checked=True).reshape(len(starts), C, w)
+        starts = np.union1d(starts, [peak_start])
+        R, emb = detector.restore_embed(self.windows(values, starts), np.flatnonzero(starts == peak_start), checked=True)
+        R = R.reshape(len(starts), C, w)
         total, count = np.zeros((C, T)), np.zeros(T)
         _fold(total, count, R, starts, mean=True)
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan), emb
 
     def fit_calibration(self, detector: BaseDetector, block: SeriesData) -> None:
         """Point scores of the held-out block become the conformal calibration set; each channel's 99%
@@ -836,7 +840,7 @@ class SeriesModality(Modality):
         j = self._index(unit)
         qs = {f"{100 * q:g}%": float(v) for q, v in zip(PROFILE_LEVELS, self.profile[:, j])}
         lo, med, hi = self.quantiles[:, j]
-        return FeatureProfile(id=f"profile:{unit}", feature=unit, normal_low=float(lo), normal_median=float(med),
+        return FeatureProfile(id=f"profile:{unit}", unit=unit, normal_low=float(lo), normal_median=float(med),
                               normal_high=float(hi), quantiles=qs, n_train=n_train)
 
     # ------------------------------------------------------------------ evidence
@@ -871,7 +875,7 @@ class SeriesModality(Modality):
             off = min(max(offset(t), 0), self.window - 1)
             share = float(max(contrib[c], 0) / total) if total > 0 else 0.0
             attributions.append(Attribution(
-                id=self.unit_id(self.channels[c]), feature=self.channels[c], value=v, contribution=float(contrib[c]),
+                id=self.unit_id(self.channels[c]), unit=self.channels[c], value=v, contribution=float(contrib[c]),
                 share=share, abnormal=bool(abnormal[c]), normal_low=lo, normal_median=med, normal_high=hi,
                 position="below" if v < lo else "above" if v > hi else "within",
                 exemplar_mean=float(np.mean([e[c, off] for e in ex_vals])) if ex_vals else None))
@@ -883,11 +887,11 @@ class SeriesModality(Modality):
                     observed=[float(s.values[i, c]) for i in keep], restored=[float(restored[c, i]) for i in keep],
                     peak_time=s.stamp(t), peak_value=v, expected=float(restored[c, t]), normal_low=lo, normal_high=hi,
                     share=share))
-            deltas.append(FeatureDelta(feature=self.channels[c], observed=v, restored=float(restored[c, t]),
+            deltas.append(FeatureDelta(unit=self.channels[c], observed=v, restored=float(restored[c, t]),
                                        delta=float(restored[c, t] - v)))
         scale = self.spreads()
-        deltas.sort(key=lambda d: -abs(d.delta) / scale[self.channels.index(d.feature)])
-        restoration = Restoration(values={d.feature: d.restored for d in deltas}, deltas=deltas)
+        deltas.sort(key=lambda d: -abs(d.delta) / scale[self.channels.index(d.unit)])
+        restoration = Restoration(values={d.unit: d.restored for d in deltas}, deltas=deltas)
         peak = a + int(cells[:, a : b + 1].sum(axis=0).argmax())  # where the anomaly is sharpest
         note = s.note or (f"{s.filled} missing value(s) of the input were filled ({s.fill})" if s.filled else None)
         event = Event(index=0, start=s.stamp(a), end=s.stamp(b), peak=s.stamp(peak), n_points=b - a + 1,
@@ -907,7 +911,7 @@ class SeriesModality(Modality):
             atts = []
             for c in np.argsort(-A, kind="stable")[:top]:
                 lo, med, hi = self.quantiles[:, c]
-                atts.append(Attribution(id=self.unit_id(self.channels[c]), feature=self.channels[c], value=float(x[c]),
+                atts.append(Attribution(id=self.unit_id(self.channels[c]), unit=self.channels[c], value=float(x[c]),
                                         contribution=float(A[c]), share=float(max(A[c], 0) / total) if total > 0 else 0.0,
                                         abnormal=False, normal_low=float(lo), normal_median=float(med),
                                         normal_high=float(hi),
@@ -915,9 +919,9 @@ class SeriesModality(Modality):
             ex = [Exemplar(id=f"exemplar:{h.row_id}", row_id=h.row_id, distance=h.distance,
                            values={ch: float(h.values.reshape(C, w)[c, -1]) for c, ch in enumerate(self.channels)},
                            source=h.source, timestamp=h.timestamp or h.row_id, weight=h.weight) for h in hits[i]]
-            deltas = [FeatureDelta(feature=ch, observed=float(x[c]), restored=float(r[c]), delta=float(r[c] - x[c]))
+            deltas = [FeatureDelta(unit=ch, observed=float(x[c]), restored=float(r[c]), delta=float(r[c] - x[c]))
                       for c, ch in enumerate(self.channels)]
-            out.append(CaseItems(atts, ex, Restoration(values={d.feature: d.restored for d in deltas}, deltas=deltas)))
+            out.append(CaseItems(atts, ex, Restoration(values={d.unit: d.restored for d in deltas}, deltas=deltas)))
         return out
 
     def compare(self, detector: BaseDetector, X: np.ndarray, Y: np.ndarray, *, other_id: str, p_other: float,
@@ -932,7 +936,7 @@ class SeriesModality(Modality):
             id=f"compare:{other_id}", other_id=str(other_id), distance=float(np.linalg.norm(ex - ey)),
             other_score=float(detector.decision_function(Y, checked=True)[0]), other_p_value=float(p_other),
             other_anomalous=bool(p_other < alpha),
-            differences=[FeatureDifference(feature=self.channels[c], value=float(mx[c]), other=float(my[c]),
+            differences=[FeatureDifference(unit=self.channels[c], value=float(mx[c]), other=float(my[c]),
                                            difference=float(my[c] - mx[c])) for c in order])
 
     # ------------------------------------------------------------------ typed claims

@@ -42,7 +42,7 @@ def event_plot(path: str | Path, scores: Any, span: tuple[int, int], evidence: E
     lo, hi = max(0, a - pad), min(T, b + pad + 1)
     x = np.arange(lo, hi)
     names = modality.channels
-    shown = [names.index(c) for c in (evidence.event.channels or [evidence.attributions[0].feature])][:MAX_CHANNELS]
+    shown = [names.index(c) for c in (evidence.event.channels or [evidence.attributions[0].unit])][:MAX_CHANNELS]
     fig, axes = plt.subplots(len(shown) + 1, 1, figsize=(11, 2.3 * len(shown) + 2.6), sharex=True,
                              gridspec_kw={"height_ratios": [3] * len(shown) + [2]})
     axes = np.atleast_1d(axes)
@@ -62,7 +62,7 @@ def event_plot(path: str | Path, scores: Any, span: tuple[int, int], evidence: E
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=7, ncol=5, frameon=False)
     heat = axes[-1]
-    order = [names.index(at.feature) for at in evidence.attributions]
+    order = [names.index(at.unit) for at in evidence.attributions]
     rows = order + [i for i in range(len(names)) if i not in order]
     rows = rows[:12]
     img = heat.imshow(cells[rows, lo:hi], aspect="auto", cmap="magma_r", interpolation="nearest",
