@@ -132,9 +132,16 @@ class NextEventModel:
 
             desc = progress if isinstance(progress, str) else "training the next-event model"
             loop = tqdm(loop, desc=desc, unit=" steps", mininterval=0.5, leave=False)
-        for _ in loop:  # batches drawn in proportion to the pairs' counts
-            idx = torch.as_tensor(rng.choice(len(X), size=min(c.batch_size, int(total)), p=p), device=dev)
-            loss = nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
+        # where the distinct pairs fit in a batch (a small or repetitive log: 34 pairs in 900 sessions of the
+        # tests' logs), each step is the exact count-weighted loss over all of them; otherwise batches are drawn
+        # in proportion to the pairs' counts
+        whole = len(X) <= c.batch_size
+        for _ in loop:
+            if whole:
+                loss = (nn.functional.cross_entropy(net(Xt), yt, reduction="none") * wt).sum() / total
+            else:
+                idx = torch.as_tensor(rng.choice(len(X), size=min(c.batch_size, int(total)), p=p), device=dev)
+                loss = nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
