@@ -293,6 +293,11 @@ class EvidenceItem(_Model):
         """What a language model is shown of this item (untrusted text goes in data blocks)."""
         return self.model_dump(exclude={"id", "kind"})
 
+    def headline(self) -> tuple[str, str] | None:
+        """(title, detail): the line a surface prints above a case this item belongs to (the CLI chat's
+        header), or None; plain text with the item's untrusted strings as they are (the surface escapes it)."""
+        return None
+
     @classmethod
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
         """A report's lines for the case's items of this kind (markdown, untrusted text escaped)."""

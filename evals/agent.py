@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.common import keep_earlier, llama_server, vllm_client, write_results
+from evals.common import DTYPE_1_5B_VLLM, MODEL_1_5B, keep_earlier, llama_server, vllm_client, write_results
 
 QUESTIONS = {
     "feature": "Which feature makes this case anomalous?",
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from anomalens.llm.local import make_local_client
 
         n = args.llm_cases
-        client = make_local_client(model="qwen2.5-coder-1.5b")  # calls tools: the chat's auto mode
+        client = make_local_client(model=MODEL_1_5B)  # calls tools: the chat's auto mode
         results.append(run_backend("local-1.5b", inv, frame.iloc[:n], truth[:n], LLMReasoner(client), client,
                                    tool_choice="auto"))
     if "openai" in backends and has_llama:
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     modes = [m for m in ("auto", "required") if "vllm-1.5b" in backends or f"vllm-1.5b-{m}" in backends]
     if modes:  # the 1.5B model served by vLLM's CPU build (bfloat16: `make model-vllm` exports it)
         n = args.llm_cases
-        with vllm_client("qwen2.5-coder-1.5b", dtype="bfloat16") as client:
+        with vllm_client(MODEL_1_5B, dtype=DTYPE_1_5B_VLLM) as client:
             if client is not None:
                 for mode in modes:
                     results.append(run_backend(f"vllm-1.5b-{mode}", inv, frame.iloc[:n], truth[:n], LLMReasoner(client),

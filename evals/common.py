@@ -54,6 +54,12 @@ def keep_earlier(name: str, results: list[dict], ran: set[str], meta: dict) -> l
     return sorted([*results, *kept], key=lambda r: order.get(r["backend"], len(order)))
 
 
+# the 1.5B model of the agent and explanation benchmarks: in process (its GGUF) and behind vLLM's CPU build
+# (`make model-vllm` exports it to bfloat16 under this name)
+MODEL_1_5B = "qwen2.5-coder-1.5b"
+DTYPE_1_5B_VLLM = "bfloat16"
+
+
 @contextlib.contextmanager
 def vllm_client(model: str | None = None, dtype: str = "float32"):
     """An OpenAI client of vLLM's OpenAI-compatible server (the CPU build from .venv-vllm, started on

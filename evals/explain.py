@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.common import earlier, keep_earlier, llama_server, vllm_client, write_results
+from evals.common import DTYPE_1_5B_VLLM, MODEL_1_5B, earlier, keep_earlier, llama_server, vllm_client, write_results
 
 
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "local-1.5b" in backends:
         from anomalens.llm.local import make_local_client
 
-        results.append(run_backend("local-1.5b", LLMReasoner(make_local_client(model="qwen2.5-coder-1.5b")), invs,
+        results.append(run_backend("local-1.5b", LLMReasoner(make_local_client(model=MODEL_1_5B)), invs,
                                    cases[: args.llm_cases]))
         print(results[-1], flush=True)
     if "openai" in backends and has_llama:
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[-1]["structured_output_mode"] = client.mode
         print(results[-1], flush=True)
     if "vllm-1.5b" in backends:  # the 1.5B model served by vLLM's CPU build (bfloat16: `make model-vllm` exports it)
-        with vllm_client("qwen2.5-coder-1.5b", dtype="bfloat16") as client:
+        with vllm_client(MODEL_1_5B, dtype=DTYPE_1_5B_VLLM) as client:
             if client is not None:
                 results.append(run_backend("vllm-1.5b", LLMReasoner(client), invs, cases[: args.llm_cases]))
                 results[-1]["structured_output_mode"] = client.mode

@@ -77,14 +77,14 @@ def test_analyze_graph_redrafts_then_falls_back_when_the_reasoner_is_ungrounded(
 # ---------------------------------------------------------------- chat: scripted tool-calling model
 def test_chat_routes_tools_and_answers_with_verified_claims(box):
     model = ScriptedToolModel([
-        ScriptedToolModel.call("describe_unit", name="latency"),
+        ScriptedToolModel.call("describe_feature", name="latency"),
         ScriptedToolModel.call("nearest_exemplars", k=2),
         lambda msgs: ScriptedToolModel.answer(
             ("range", ["feature:latency"], {"position": "within"}), ("profile", ["profile:latency"])),
     ])
     s = ChatSession(box, model=model)
     reply = s.ask("is latency also involved?")
-    assert reply.tools == ["describe_unit", "nearest_exemplars", "answer"] and reply.steps == 3
+    assert reply.tools == ["describe_feature", "nearest_exemplars", "answer"] and reply.steps == 3
     ex = reply.explanation
     assert ex.source == "fake:scripted" and len(ex.claims) == 2 and shown_ok(ex, s.evidence)
     assert "profile:latency" in s.evidence.items()  # the lookup joined the case's evidence
@@ -92,7 +92,7 @@ def test_chat_routes_tools_and_answers_with_verified_claims(box):
     assert f"median {_profile_median(model.calls[2]['messages'])}" in ex.claims[1].text
     # the model saw each tool's result before answering, and was offered every tool plus "answer"
     assert any(m["role"] == "tool" and "profile:latency" in m["content"] for m in model.calls[2]["messages"])
-    assert set(model.calls[0]["tools"]) >= {"describe_unit", "compare_cases", "answer"}
+    assert set(model.calls[0]["tools"]) >= {"describe_feature", "compare_cases", "answer"}
 
 
 def test_later_turns_see_earlier_answers_but_not_their_tool_traffic(box):
@@ -117,7 +117,7 @@ def _profile_median(messages) -> str:
 
 def test_a_tool_error_goes_back_to_the_model_as_an_observation(box):
     model = ScriptedToolModel([
-        ScriptedToolModel.call("describe_unit", name="mem"),
+        ScriptedToolModel.call("describe_feature", name="mem"),
         ScriptedToolModel.call("no_such_tool"),
         ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"})),
     ])
@@ -125,7 +125,7 @@ def test_a_tool_error_goes_back_to_the_model_as_an_observation(box):
     reply = s.ask("what about mem?")
     tool_msgs = [m for m in model.calls[2]["messages"] if m["role"] == "tool"]
     assert "'memory'" in tool_msgs[0]["content"] and "must be one of" in tool_msgs[0]["content"]
-    assert "unknown tool 'no_such_tool'" in tool_msgs[1]["content"] and "describe_unit" in tool_msgs[1]["content"]
+    assert "unknown tool 'no_such_tool'" in tool_msgs[1]["content"] and "describe_feature" in tool_msgs[1]["content"]
     assert reply.explanation.source == "fake:scripted" and reply.explanation.claims
 
 
@@ -211,7 +211,7 @@ def test_without_a_tool_model_questions_are_answered_from_the_evidence(box):
     near = s.ask("show me similar normal cases")
     assert near.explanation.claims[0].text.startswith("The closest normal exemplar is exemplar:")
     feat = s.ask("is latency also involved?")
-    assert feat.tools == ["describe_unit"] and "latency" in feat.text and shown_ok(feat.explanation, s.evidence)
+    assert feat.tools == ["describe_feature"] and "latency" in feat.text and shown_ok(feat.explanation, s.evidence)
     normal = s.ask("what should this case look like?").explanation
     assert normal.claims[0].cites == ["restoration"]
 
@@ -278,11 +278,11 @@ def test_constrained_mode_sends_strict_enum_schemas_and_bounds_the_turn(box):
 
     model = Recording([
         ScriptedToolModel.call("explain_case", case_id="c7", top=3),
-        ScriptedToolModel.call("describe_unit", case_id="c7", name="memory"),
+        ScriptedToolModel.call("describe_feature", case_id="c7", name="memory"),
         ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"})),
     ])
     reply = ChatSession(box, model=model, tool_choice="required", max_steps=3).ask("why?")
-    assert reply.tools == ["explain_case", "describe_unit", "answer"] and reply.explanation.source == "fake:scripted"
+    assert reply.tools == ["explain_case", "describe_feature", "answer"] and reply.explanation.source == "fake:scripted"
     choices = [c["tool_choice"] for c in model.calls]
     assert choices == ["required", "required", {"type": "function", "function": {"name": "answer"}}]
     first, second, last = ([s["function"] for s in specs] for specs in model.specs)
@@ -293,7 +293,7 @@ def test_constrained_mode_sends_strict_enum_schemas_and_bounds_the_turn(box):
     assert all(f["strict"] and f["parameters"]["additionalProperties"] is False for f in first)
     case_arg = by_name["explain_case"]["parameters"]["properties"]["case_id"]
     assert [s.get("enum") for s in case_arg["anyOf"] if s.get("type") == "string"] == [["c7"]]
-    assert by_name["describe_unit"]["parameters"]["properties"]["name"]["enum"] == list(box.investigator.feature_names)
+    assert by_name["describe_feature"]["parameters"]["properties"]["name"]["enum"] == list(box.investigator.feature_names)
     other = by_name["compare_cases"]["parameters"]["properties"]["other_id"]["enum"]
     assert "c7" not in other and "c3" in other and any(o.startswith("exemplar:") for o in other)
     defs = {f["name"]: f for f in last}["answer"]["parameters"]["$defs"]
@@ -309,7 +309,7 @@ def test_auto_mode_offers_each_tool_once_and_names_only_this_turns_new_evidence(
     not yet called and the answer; this turn's look-ups are named by id (their values are in the
     tool results just above); an earlier turn's are shown with their values."""
     model = ScriptedToolModel([
-        ScriptedToolModel.call("describe_unit", case_id="c7", name="memory"),
+        ScriptedToolModel.call("describe_feature", case_id="c7", name="memory"),
         ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"})),
         ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"})),
     ])
@@ -319,11 +319,11 @@ def test_auto_mode_offers_each_tool_once_and_names_only_this_turns_new_evidence(
     assert first["tool_choice"] == "auto" and second["tools"] == first["tools"]  # the same tools listed
     allowed = {t["name"] for t in second["tool_choice"]["allowed_tools"]["tools"]}
     assert second["tool_choice"]["type"] == "allowed_tools" and second["tool_choice"]["allowed_tools"]["mode"] == "auto"
-    assert allowed == set(first["tools"]) - {"describe_unit"} and "answer" in allowed
+    assert allowed == set(first["tools"]) - {"describe_feature"} and "answer" in allowed
     trailing = second["messages"][-1]
     assert trailing["role"] == "system" and "profile:memory" in trailing["content"]
     assert "quantiles" not in trailing["content"]  # its values are in the tool result, not repeated
-    assert "describe_unit" in trailing["content"] and '"answer"' in trailing["content"]  # the reminder
+    assert "describe_feature" in trailing["content"] and '"answer"' in trailing["content"]  # the reminder
     s.ask("and is it above it?")  # the next turn: the look-up's tool result is gone, so its values are shown
     third = model.calls[2]
     assert third["tool_choice"] == "auto" and "quantiles" in third["messages"][-1]["content"]
@@ -369,10 +369,10 @@ def test_a_tool_call_written_as_text_is_recovered_only_when_the_reply_is_nothing
     ``<tool_call>``), recovered as calls of offered tools; prose, unknown tools and mixed text stay text."""
     from anomalens.llm.openai_client import calls_in_text
 
-    offered = {"describe_unit", "nearest_exemplars", "answer"}
-    tag = """<tools>\n    <function name="describe_unit" arguments='{"case_id": "c7", "name": "memory"}'/>\n</tools>"""
+    offered = {"describe_feature", "nearest_exemplars", "answer"}
+    tag = """<tools>\n    <function name="describe_feature" arguments='{"case_id": "c7", "name": "memory"}'/>\n</tools>"""
     [c] = calls_in_text(tag, offered)
-    assert (c.name, c.args) == ("describe_unit", {"case_id": "c7", "name": "memory"})
+    assert (c.name, c.args) == ("describe_feature", {"case_id": "c7", "name": "memory"})
     two = '<tool_call>\n{"name": "nearest_exemplars", "arguments": {"k": 1}}\n</tool_call>\n{"name": "answer", "arguments": {}}'
     assert [c.name for c in calls_in_text(two, offered)] == ["nearest_exemplars", "answer"]
     assert calls_in_text('{"name": "rm_rf", "arguments": {}}', offered) == []  # not offered

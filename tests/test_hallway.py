@@ -59,7 +59,7 @@ def test_the_built_in_tools_are_declared_once_each_with_a_command_where_a_chat_h
                                                                         "describe_template", "incident_timeline"}
     assert "/lines" in help_text("logs") and "/lines" not in help_text("tabular") and "/plot" in help_text("series")
     spec, args = parse_command("/feature disk busy", "tabular")
-    assert spec.name == "describe_unit" and args == {"name": "disk busy"}  # the last word takes the rest
+    assert spec.name == "describe_feature" and args == {"name": "disk busy"}  # the last word takes the rest
     assert parse_command("/neighbors 8", "tabular")[1] == {"k": 8}
     assert "k: input should be a valid integer" in parse_command("/neighbors many", "tabular")
     assert "other_id: field required" in parse_command("/compare", "tabular")
@@ -98,7 +98,7 @@ def test_a_tool_declared_once_is_on_every_surface(declared, metrics_inv):
             assert set(spec.input_schema["required"]) == {"investigator"} and "session" in props
             # the built-in tools keep their typed arguments too
             assert listed["explain_case"].input_schema["properties"]["top"]["maximum"] == 50
-            assert "name" in listed["describe_unit"].input_schema["required"]
+            assert "name" in listed["describe_feature"].input_schema["required"]
             assert "plot_case" in listed  # its picture comes back as image content (test_series)
             empty = await c.call_tool("case_spread", {"investigator": "metrics"})
             assert empty.is_error and "call investigate" in empty.content[0].text
@@ -323,7 +323,7 @@ def test_a_rest_session_lets_a_model_that_calls_tools_investigate(metrics_inv, t
     from anomalens.server.app import ServeConfig, create_app
 
     metrics_inv.save(tmp_path / "metrics")
-    model = ScriptedToolModel([ScriptedToolModel.call("describe_unit", case_id="c7", name="memory"),
+    model = ScriptedToolModel([ScriptedToolModel.call("describe_feature", case_id="c7", name="memory"),
                                ScriptedToolModel.answer(("range", ["feature:memory"], {"position": "above"}))])
     app = create_app({"metrics": tmp_path / "metrics"}, ServeConfig(no_auth=True, mcp=False, state_dir=str(tmp_path / "s")),
                      reasoner=LLMReasoner(model))
@@ -334,7 +334,7 @@ def test_a_rest_session_lets_a_model_that_calls_tools_investigate(metrics_inv, t
         assert r.status_code == 200, r.text
     assert len(model.calls) == 2 and not model.script  # it looked up, then answered
     body = r.json()
-    assert "memory" in body["text"] and body["tools"] == ["describe_unit", "answer"], body
+    assert "memory" in body["text"] and body["tools"] == ["describe_feature", "answer"], body
 
 
 def test_the_rooms_import_downward_only():

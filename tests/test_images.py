@@ -375,6 +375,7 @@ def test_chat_over_an_image_and_resuming_it(textures, tmp_path):
                               "--checkpoint", db], input="why is this anomalous?\n/plot\n/compare ok.png\n/quit\n", env=env)
     assert res.exit_code == 0, res.output
     assert "Case bad.png: ANOMALOUS" in res.stdout and "top regions:" in res.stdout
+    assert "Anomaly map: peak in region" in res.stdout  # the map's headline heads the chat
     assert "The anomaly map peaks at" in res.stdout and "plot written to" in res.stdout and "Against case ok.png" in res.stdout
     res = runner.invoke(app, ["chat", str(tmp_path / "model"), "--thread", "case-bad.png", "--checkpoint", db, "--json"],
                         input="/restore\n", env=env)

@@ -606,6 +606,22 @@ def test_cli_fit_triage_json_and_stdin(tmp_path):
 
 
 # ---------------------------------------------------------------- chat over an incident
+def test_cli_chat_heads_the_case_with_its_incident(inv, logs_dir, injected, tmp_path):
+    """The chat's header comes from the case's evidence items (``EvidenceItem.headline``): a log case's
+    incident here, a series' event in test_series; the CLI names neither."""
+    from typer.testing import CliRunner
+
+    from anomalens.cli import app
+
+    inv.save(tmp_path / "m")
+    res = CliRunner().invoke(app, ["chat", str(tmp_path / "m"), str(logs_dir / "today.log"), "--incident", "1",
+                                   "--llm", "template"], input="/quit\n")
+    assert res.exit_code == 0, res.output
+    head = " ".join(res.output.split())  # the terminal wraps the line
+    assert "Incident 1: " in head and "case(s)" in head and "abnormal templates" in head and "Try /lines" in head
+    assert head.index("Incident 1: ") < head.index("Case ")  # above the case's own line
+
+
 def test_chat_over_an_incident_and_resume_without_the_logs(inv, logs_dir, injected, tmp_path):
     from anomalens.agents.chat import ChatSession
     from anomalens.tools import LogToolbox

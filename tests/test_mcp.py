@@ -50,7 +50,7 @@ def test_mcp_over_stdio_keeps_the_investigation_per_session(folders):
                                                        "other_id": "12"})).structured_content
             assert cmp["data"]["id"] == "compare:12" and cmp["data"]["differences"][0]["unit"] == "memory"
             # a tool argument called 'name' (issue 40 #11: it collided with the wrapper's own and failed every call)
-            feat = await c.call_tool("describe_unit", {"investigator": "metrics", "name": "memory", "case_id": "7"})
+            feat = await c.call_tool("describe_feature", {"investigator": "metrics", "name": "memory", "case_id": "7"})
             assert not feat.is_error and "memory" in feat.structured_content["text"], feat.content
             # a used case id with other values is refused (it returned the old case); the same row again is a retry
             again = await c.call_tool("add_case", {"investigator": "metrics", "case_id": "7",

@@ -359,7 +359,7 @@ def test_chat_on_an_event_through_the_tools(fitted, tmp_path, monkeypatch):
     assert plot.tools == ["plot_case"] and png.name == f"{cid}.png" and png.stat().st_size > 20_000
     assert drafted == []  # a plot drafts nothing
     channel = session.ask("is disk involved?")
-    assert channel.tools == ["describe_unit"] and "'disk'" in channel.text
+    assert channel.tools == ["describe_feature"] and "'disk'" in channel.text
     session.close()
     again = ChatSession(SeriesToolbox(inv), None, checkpoint=tmp_path / "chat.sqlite", thread_id="t")
     assert again.resumed and again.evidence.event == ev.event

@@ -63,7 +63,7 @@ def test_compare_describe_and_batch(tools, inv):
     ex_id = run(t["nearest_exemplars"], k=1).artifact[0].id
     ce = run(t["compare_cases"], other_id=ex_id).artifact
     assert ce.differences[0].unit == "memory" and ce.distance > 0
-    p, a = run(t["describe_unit"], name="latency").artifact
+    p, a = run(t["describe_feature"], name="latency").artifact
     assert isinstance(p, FeatureProfile) and p.unit == "latency" and p.quantiles["50%"] == pytest.approx(
         float(np.median(metrics(600, 0)["latency"])), abs=1e-9)
     assert a.unit == "latency" and a.position == "within"
@@ -89,7 +89,7 @@ def test_compare_describe_and_batch(tools, inv):
 
 @pytest.mark.parametrize("tool, args, expected", [
     ("score_case", {"case_id": "c999"}, "case_id must be one of"),
-    ("describe_unit", {"name": "mem"}, "'memory'"),
+    ("describe_feature", {"name": "mem"}, "'memory'"),
     ("describe_detector", {"name": "vea"}, "try one of ['autoencoder'"),
     ("explain_case", {"top": 0}, "top: Input should be greater than or equal to 1 (got 0)"),
     ("nearest_exemplars", {"k": "many"}, "k: Input should be a valid integer"),

@@ -154,7 +154,7 @@ def _argument_enums(box: Toolbox, ev: Evidence, case_id: str) -> dict[str, list[
     others = [c for c in box.case_ids if c != case_id][: ENUM_LIMIT - 1]
     # a chat investigates one case: its tools act on it; other cases are reached through other_id
     return {"case_id": [case_id], "case_ids": [case_id, *others], "other_id": [*[e.id for e in ev.exemplars], *others],
-            "describe_unit.name": list(ev.context.unit_names),
+            "describe_feature.name": list(ev.context.unit_names),
             "describe_detector.name": [d.name for d in list_detectors()],
             "template_id": [t.template_id for t in ev.templates]}
 
@@ -300,7 +300,7 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
         """Without a tool-calling model: look up the features the question names."""
         ev = _evidence_of(state)
         _, features = topics(state["question"], ev)
-        calls = [{"name": "describe_unit", "args": {"name": f, "case_id": state["case_id"]},
+        calls = [{"name": "describe_feature", "args": {"name": f, "case_id": state["case_id"]},
                   "id": f"lookup-{len(state['messages'])}-{i}", "type": "tool_call"} for i, f in enumerate(features[:3])]
         return {"messages": [AIMessage("", tool_calls=calls)]} if calls else {}
 

@@ -121,15 +121,8 @@ def chat(
     if not as_json:
         ev = session.evidence
         v = ev.verdict
-        if ev.event is not None:
-            out.print(f"[bold]Event {ev.event.index}[/]: {for_terminal(ev.event.start, 40)} to "
-                      f"{for_terminal(ev.event.end, 40)} ({ev.event.n_points} points)", highlight=False)
-        if ev.incident is not None:
-            i = ev.incident
-            out.print(f"[bold]Incident {i.index}[/]: {i.n_cases} case(s), {i.n_lines} lines"
-                      + (f", {for_terminal(i.start, 40)} to {for_terminal(i.end, 40)}" if i.start else "")
-                      + f"; abnormal templates {for_terminal(', '.join(i.templates[:5]), 80)}. "
-                      "Try /lines, /timeline, /template <id>.", highlight=False)
+        for line in filter(None, (p.headline() for p in ev.parts)):  # a series' event, a log's incident
+            out.print(f"[bold]{for_terminal(line[0], 60)}[/]: {for_terminal(line[1], 300)}", highlight=False)
         out.print(f"[bold]Case {for_terminal(ev.case_id, 40)}[/]: {verdict_word(v)} "
                   f"(p-value {v.p_value:.4g}, detector {for_terminal(v.detector, 40)}); top "
                   f"{ev.context.units_title.lower() or 'features'}: "

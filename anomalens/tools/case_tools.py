@@ -49,7 +49,7 @@ class CompareArgs(CaseArgs):
 
 
 class UnitArgs(CaseArgs):
-    name: str = Field(description="a unit's name exactly as in the data: a feature (column), a channel, a template id")
+    name: str = Field(description="a feature (column) name exactly as in the data")
 
 
 class LinesArgs(CaseArgs):
@@ -152,9 +152,9 @@ def compare_cases(box: Toolbox, other_id: str, case_id: str | None = None):
     return f"{c.id}: distance {fmt(c.distance)}; {other_id} has p-value {fmt(c.other_p_value)}; {diffs}", c
 
 
-@tool("describe_unit", UnitArgs, command="/feature", words=("name",),
+@tool("describe_feature", UnitArgs, command="/feature", words=("name",),
       usage="/feature <name>: a unit's value, part in the score and normal range")
-def describe_unit(box: Toolbox, name: str, case_id: str | None = None):
+def describe_feature(box: Toolbox, name: str, case_id: str | None = None):
     """Describe a unit (a feature, channel or template): its normal range in the training data and its value
     and part in the case."""
     p = box.investigator.unit_profile(name)

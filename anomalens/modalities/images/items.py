@@ -50,6 +50,10 @@ class AnomalyMap(EvidenceItem):
     def payload(self) -> dict[str, Any]:
         return self.model_dump(exclude={"id", "kind", "grid"})
 
+    def headline(self) -> tuple[str, str]:
+        return ("Anomaly map", f"peak in region {self.peak_region} ({self.peak_zone}); {fmt(100 * self.area_share)}% "
+                f"of the image above the normal level. Try /plot for the picture.")
+
     @classmethod
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
         m = items[0]

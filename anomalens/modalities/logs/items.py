@@ -41,6 +41,11 @@ class Incident(EvidenceItem):
     def stamps(self) -> list[str]:
         return [t for t in (self.start, self.end) if t]
 
+    def headline(self) -> tuple[str, str]:
+        span = f", {self.start} to {self.end}" if self.start else ""
+        return (f"Incident {self.index}", f"{self.n_cases} case(s), {self.n_lines} lines{span}; abnormal templates "
+                f"{', '.join(self.templates[:5])}. Try /lines, /timeline, /template <id>.")
+
     @classmethod
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
         i = items[0]

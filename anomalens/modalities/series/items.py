@@ -39,6 +39,9 @@ class Event(EvidenceItem):
     def stamps(self) -> list[str]:
         return [self.start, self.end, self.peak]
 
+    def headline(self) -> tuple[str, str]:
+        return f"Event {self.index}", f"{self.start} to {self.end} ({self.n_points} points)"
+
     @classmethod
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
         e = items[0]
