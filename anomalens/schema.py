@@ -29,7 +29,7 @@ import math
 import re
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
 
@@ -138,6 +138,11 @@ ITEM_KINDS = (*UNIT_KINDS, "exemplar", "profile", "compare", "template")
 ITEM_ID = re.compile(r"(?<![\w:])(?:" + "|".join(ITEM_KINDS) + r"):[^\s,;()\[\]]+")
 
 
+# a unit's name (a feature of a row, a channel of a series, a template of logs, a region of an image); reports
+# saved before 2026-12-07 call it "feature"
+UnitName = Annotated[str, Field(validation_alias=AliasChoices("unit", "feature"))]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -164,7 +169,7 @@ class Attribution(_Model):
     """One unit's part in the verdict (a feature of a row, a channel of a series, a template of logs...)."""
 
     id: str  # "<unit kind>:<name>", e.g. "feature:memory"
-    unit: str = Field(validation_alias=AliasChoices("unit", "feature"))  # the unit's name (a feature of a row, a channel...)
+    unit: UnitName
     value: float  # the case's value
     contribution: float  # the detector's attribution, higher = more responsible
     share: float  # contribution / total of the case's contributions (0..1; 0 when the total is 0)
@@ -197,7 +202,7 @@ class Exemplar(_Model):
 
 
 class FeatureDelta(_Model):
-    unit: str = Field(validation_alias=AliasChoices("unit", "feature"))  # the unit's name (a feature of a row, a channel...)
+    unit: UnitName
     observed: float
     restored: float
     delta: float  # restored - observed
@@ -218,7 +223,7 @@ class Restoration(_Model):
 
 
 class FeatureDifference(_Model):
-    unit: str = Field(validation_alias=AliasChoices("unit", "feature"))  # the unit's name (a feature of a row, a channel...)
+    unit: UnitName
     value: float  # the case's value
     other: float  # the other case's value
     difference: float  # other - value
@@ -248,7 +253,7 @@ class FeatureProfile(_Model):
     """One feature's training distribution (the normal rows the detector was fitted on)."""
 
     id: str  # "profile:<name>"
-    unit: str = Field(validation_alias=AliasChoices("unit", "feature"))  # the unit's name (a feature of a row, a channel...)
+    unit: UnitName
     normal_low: float  # 1% quantile
     normal_median: float
     normal_high: float  # 99% quantile
