@@ -303,6 +303,20 @@ class EvidenceItem(_Model):
         header), or None; plain text with the item's untrusted strings as they are (the surface escapes it)."""
         return None
 
+    def label(self) -> str | None:
+        """The name surfaces give the case this item leads ("event-2", "incident-3"), or None."""
+        return None
+
+    def brief(self, evidence: Evidence) -> dict[str, Any] | None:
+        """The case this item leads as a row of a listing of cases (the CLI's tables, MCP's summaries):
+        plain JSON values by snake_case column name, its untrusted strings as they are (a surface
+        escapes and cuts them), or None."""
+        return None
+
+    def quote(self) -> tuple[str, str] | None:
+        """(where, text): a piece of the raw input this item quotes (a log line), or None. Untrusted."""
+        return None
+
     @classmethod
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
         """A report's lines for the case's items of this kind (markdown, untrusted text escaped)."""
@@ -459,6 +473,19 @@ class Evidence(_Model):
             return super().__getattr__(name)  # type: ignore[misc]
         found = [p for p in self.__dict__.get("parts", []) if isinstance(p, item_cls)]
         return (found[0] if found else None) if item_cls.single else found
+
+    def label(self) -> str:
+        """The case's name on a surface: its leading item's (``event-2``, ``incident-3``) or its id."""
+        return next(filter(None, (p.label() for p in self.parts)), None) or self.case_id
+
+    def brief(self) -> dict[str, Any] | None:
+        """The case as a row of a listing, from its leading item (``EvidenceItem.brief``); None for a
+        case without one (a row, an image: a surface shows its verdict, score and top units)."""
+        return next(filter(None, (p.brief(self) for p in self.parts)), None)
+
+    def quotes(self) -> list[tuple[str, str]]:
+        """The pieces of raw input the case's items quote (``EvidenceItem.quote``), in order. Untrusted."""
+        return [q for p in self.parts if (q := p.quote()) is not None]
 
     def items(self) -> dict[str, Item]:
         """Every citable item by id."""

@@ -6,6 +6,7 @@ and scores each row once (call-count spies on the detector of the app's own inve
 from __future__ import annotations
 
 import asyncio
+import io
 
 import numpy as np
 import pytest
@@ -392,6 +393,15 @@ def test_a_modalitys_own_evidence_item_reaches_the_report_the_prompt_and_the_ver
         def numbers(self):
             return [float(self.letters)]
 
+        def label(self):
+            return f"shout-{self.letters}"
+
+        def brief(self, evidence):
+            return {"shouting": self.letters, "p_value": evidence.verdict.p_value, "tags": ["loud", "caps"]}
+
+        def quote(self):
+            return "input", "SHOUTED \x1b[31mTEXT"
+
         @classmethod
         def markdown(cls, items, evidence, plot):
             return ["", "## Shouting", *[f"- {md(i.id)}: {i.letters} upper-case letters" for i in items]]
@@ -425,6 +435,16 @@ def test_a_modalitys_own_evidence_item_reaches_the_report_the_prompt_and_the_ver
     assert "## Shouting" in rep.to_markdown() and "- shout:upper: 27 upper-case letters" in rep.to_markdown()
     back = Report.model_validate_json(rep.model_dump_json())
     assert back == rep and type(back.evidence.parts[0]) is Shout
+    # the surfaces' listings read the item's label, brief and quotes (the CLI's case table: its columns)
+    from rich.console import Console
+
+    from anomalens.cli.cases import case_table
+
+    assert ev.label() == "shout-27" and ev.brief()["shouting"] == 27 and ev.quotes() == [("input", "SHOUTED \x1b[31mTEXT")]
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(case_table("toy cases", [rep], "Counts"))
+    table = console.export_text()
+    assert all(c in table for c in ("shouting", "p-value", "tags", "27", "loud, caps")) and "verdict" not in table
     assert verify_claim(Claim(text="The 'upper' count is 27.", cites=["shout:upper"]), ev) is None
     wrong = verify_claim(Claim(text="The 'upper' count is 31.", cites=["shout:upper"]), ev)
     assert wrong is not None and "31" in wrong

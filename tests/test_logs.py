@@ -569,7 +569,7 @@ def test_injection_strings_change_no_verdict_ranking_or_claim(inv, injected, tmp
 # ---------------------------------------------------------------- CLI
 def _cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "anomalens.cli", *args], input=stdin, capture_output=True,
-                          cwd=cwd, timeout=600, env={**os.environ, "ANOMALENS_LLM": "template"})
+                          cwd=cwd, timeout=600, env={**os.environ, "ANOMALENS_LLM": "template", "COLUMNS": "160"})
 
 
 def test_cli_fit_triage_json_and_stdin(tmp_path):
@@ -594,6 +594,9 @@ def test_cli_fit_triage_json_and_stdin(tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     text = r.stdout.decode()
     assert "incident(s)" in text and "Incident 1" in text and "\x1b]" not in text
+    # the table is the incident's brief: its columns, and the raw lines it quotes under each incident
+    assert all(c in text for c in ("abnormal templates", "never seen", "top line", "p-value"))
+    assert "<stdin>:" in text
     assert (tmp_path / "out" / "triage.md").read_text().startswith("# Log triage")
     # bad input: one line, exit 2
     r = _cli("fit", str(normal), "--format", "nope", "--out", str(tmp_path / "m2"))

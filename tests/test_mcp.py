@@ -65,6 +65,9 @@ def test_mcp_over_stdio_keeps_the_investigation_per_session(folders):
             assert bad.is_error and "investigator must be one of ['metrics', 'web']" in bad.content[0].text
             t = (await c.call_tool("triage_logs", {"investigator": "web", "text": sample.text()})).structured_content
             assert t["incidents"] and t["incidents"][0]["case_id"] == "incident-1"
+            first = t["incidents"][0]  # the incident's row, as the CLI's triage table shows it
+            assert first["incident"] == 1 and first["abnormal_templates"] and 0 <= first["p_value"] <= 1
+            assert first["lines"] >= 1 and first["top_line"]
             lines = (await c.call_tool("show_lines", {"investigator": "web", "case_id": "incident-1"})).structured_content
             assert ">>" in lines["text"] and lines["data"][0]["id"].startswith("line:")
             tid = lines["data"][0]["template_id"]

@@ -73,24 +73,15 @@ def triage(
     err.print(for_terminal(result.summary(drift=False), 800), highlight=False)
     if result.drift:  # on a line of its own: a flood of flags may be a changed system, not incidents
         err.print("[bold yellow]" + for_terminal(result.drift, 800) + "[/]", highlight=False)
-    table = Table(title=f"{result.n_incidents} incident(s), {len(result.reports)} shown, most anomalous first")
-    for col in ("#", "p-value", "cases", "lines", "starts", "abnormal templates", "never seen", "top line"):
-        table.add_column(col, overflow="ellipsis", no_wrap=col in ("starts", "top line"))
-    for r in result.reports:
-        i, ev = r.evidence.incident, r.evidence
-        ex = next(iter(ev.lines), None)
-        table.add_row(str(i.index), f"{i.p_value:.3g}", str(i.n_cases), str(i.n_lines), shown(i.start or "-", 30),
-                      shown(", ".join(i.templates[:4]), 40), shown(", ".join(i.unseen[:4]) or "-", 30),
-                      shown("-" if ex is None else f"{ex.source}:{ex.lineno}", 40))
-    out.print(table)
+    out.print(case_table(f"{result.n_incidents} incident(s), {len(result.reports)} shown, most anomalous first",
+                         result.reports, inv.modality.units_title))
     for r in result.reports:
         ev = r.evidence
-        out.print(f"\n[bold]Incident {ev.incident.index}[/] (strongest case {for_terminal(ev.case_id, 60)}; "
-                  f"{for_terminal(ev.incident.start or '-', 40)} to {for_terminal(ev.incident.end or '-', 40)}):",
+        title = next(filter(None, (p.headline() for p in ev.parts)), (ev.label(), ""))[0]
+        out.print(f"\n[bold]{for_terminal(title, 60)}[/] (strongest case {for_terminal(ev.case_id, 60)}):",
                   highlight=False)
-        for ln in ev.lines[:2]:  # the raw lines, as data
-            out.print(f"  [dim]{for_terminal(f'{ln.source}:{ln.lineno}', 80)}[/] {for_terminal(ln.text, 160)}",
-                      highlight=False)
+        for where, text in ev.quotes()[:2]:  # the raw input, as data
+            out.print(f"  [dim]{for_terminal(where, 80)}[/] {for_terminal(text, 160)}", highlight=False)
         for c in r.explanation.claims:
             out.print(f"  - {for_terminal(c.text, 400)} [dim]\\[{for_terminal(', '.join(c.cites), 200)}][/]",
                       highlight=False)
@@ -245,16 +236,8 @@ def analyze(
     if as_json:
         print(json.dumps([json.loads(r.model_dump_json()) for r in reports]))
         return
-    table = Table(title=f"{len(reports)} case(s) from {for_terminal(data.name, 80)}"
-                  + ("" if row is not None else ", most anomalous first"))
-    for col in ("case", "verdict", "score", "p-value", "top features"):
-        table.add_column(col)
-    for r in reports:
-        v = r.verdict
-        p = f"{v.p_value:.4g}" + (" (tail)" if v.approximate else "")
-        table.add_row(shown(r.evidence.case_id, 40), verdict_word(v), f"{v.score:.4g}", p,
-                      shown(", ".join(a.unit for a in r.evidence.attributions[:3]), 80))
-    out.print(table)
+    out.print(case_table(f"{len(reports)} case(s) from {for_terminal(data.name, 80)}"
+                         + ("" if row is not None else ", most anomalous first"), reports, inv.modality.units_title))
     notes = {r.verdict.note for r in reports if r.verdict.note}
     batch = inv.batch_note(len(X), alpha) if row is None else None
     for note in ([batch] if batch else []) + sorted(notes)[:1]:
@@ -273,20 +256,14 @@ def _analyze_series(inv, data: Path, *, top: int, alpha: float, label_column: st
                                 progress=not as_json and sys.stderr.isatty())
     if out_dir is not None:
         for r in reports:
-            stem = f"event-{r.evidence.event.index}"
+            stem = r.evidence.label()
             (out_dir / f"{stem}.json").write_text(r.model_dump_json(indent=1))
             (out_dir / f"{stem}.md").write_text(r.to_markdown())
     if as_json:
         print(json.dumps([json.loads(r.model_dump_json()) for r in reports]))
         return
-    table = Table(title=f"{len(reports)} event(s) in {for_terminal(data.name, 80)} (false discovery rate {alpha:g} "
-                        f"over {len(frame)} points)")
-    for col in ("event", "start", "end", "points", "peak", "p-value", "channels"):
-        table.add_column(col)
-    for r in reports:
-        e, v = r.evidence.event, r.verdict
-        table.add_row(str(e.index), shown(e.start, 30), shown(e.end, 30), str(e.n_points), shown(e.peak, 30),
-                      f"{v.p_value:.3g}" + (" (tail)" if v.approximate else ""), shown(", ".join(e.channels[:4]), 60))
+    table = case_table(f"{len(reports)} event(s) in {for_terminal(data.name, 80)} (false discovery rate {alpha:g} "
+                       f"over {len(frame)} points)", reports, inv.modality.units_title)
     _print_reports(table, reports, out_dir, "each event's report and plot")
 
 
@@ -319,15 +296,42 @@ def _analyze_files(inv, data: Path, *, top: int, row: str | None, alpha: float, 
     title = (f"{len(reports)} {noun}(s) of {total} in {for_terminal(data.name, 80)}, most anomalous first "
              f"({flagged} flagged at a false discovery rate of {alpha:g})" if row is None else
              f"{noun} {for_terminal(reports[0].evidence.case_id, 80)}")
-    table = Table(title=title)
-    for col in ("case", "verdict", "score", "p-value", f"top {inv.modality.units_title.lower()}"):
-        table.add_column(col)
+    _print_reports(case_table(title, reports, inv.modality.units_title), reports, out_dir, "each report and its picture")
+
+
+def case_table(title: str, reports: list, units_title: str) -> Table:
+    """A table of cases, one row a report: a case its modality leads with an item (a series' event, a
+    log's incident) shows that item's ``brief``; any other its verdict, score, p-value and top units."""
+    rows = []
     for r in reports:
-        v = r.verdict
-        table.add_row(shown(r.evidence.case_id, 40), verdict_word(v), f"{v.score:.4g}",
-                      f"{v.p_value:.4g}" + (" (tail)" if v.approximate else ""),
-                      shown(", ".join(a.unit for a in r.evidence.attributions[:3]), 80))
-    _print_reports(table, reports, out_dir, "each report and its picture")
+        v, brief = r.verdict, r.evidence.brief()
+        p_value = f"{v.p_value:.4g}" if brief is None else f"{v.p_value:.3g}"
+        p_value += " (tail)" if v.approximate else ""
+        if brief is None:
+            rows.append({"case": shown(r.evidence.case_id, 40), "verdict": verdict_word(v), "score": f"{v.score:.4g}",
+                         "p-value": p_value, f"top {units_title.lower()}":
+                         shown(", ".join(a.unit for a in r.evidence.attributions[:3]), 80)})
+            continue
+        rows.append({k.replace("_", " ") if k != "p_value" else "p-value":
+                     p_value if k == "p_value" else _cell(value) for k, value in brief.items()})
+    table = Table(title=title)
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    for c in columns:
+        table.add_column(c, overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(row.get(c, "") for c in columns))
+    return table
+
+
+def _cell(value: object):
+    """One value of an item's brief as a table cell (untrusted strings printed as themselves, cut)."""
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return shown(", ".join(map(str, value)), 60)
+    return shown(value, 40)
 
 
 def _print_reports(table: Table, reports: list, out_dir: Path | None, what: str) -> None:

@@ -61,34 +61,30 @@ def chat(
     from anomalens.agents.chat import TOOL_CHOICES, ChatSession
     from anomalens.config import get_settings
     from anomalens.llm.reasoner import tool_client, tool_mode
-    from anomalens.tools import Toolbox
     from anomalens.tools.toolbox import toolbox_for
 
     if tool_choice is not None and tool_choice not in TOOL_CHOICES:  # before the model is loaded
         raise CliError(f"--tool-choice must be one of {list(TOOL_CHOICES)}, got {tool_choice!r}")
     reasoner = cli_reasoner(llm, base_url, model)
     inv = load_model(model_dir, reasoner)
-    box = toolbox_for(inv)(inv)
+    box_cls = toolbox_for(inv)  # the modality's toolbox: its cases are rows, a series' events, a log's incidents, ...
+    box = box_cls(inv)
     case_id = None
     if inv.modality.reads_text:
-        from anomalens.tools import LogToolbox
-
         if data is not None:
             if incident is None:
                 raise CliError("--incident is required with logs: which incident to investigate ('triage' ranks them)")
             if str(data) == "-":
                 raise CliError("chat reads your questions from standard input: give the logs as a file")
-            box = LogToolbox(inv, str(data), limit=max(incident, 20))
+            box = box_cls(inv, str(data), limit=max(incident, 20))
             case_id = _focus_numbered(box, "incident", incident, data.name)
         elif thread is None:
             raise CliError("give the logs and --incident to start a chat, or --thread to resume a saved one")
     elif inv.modality.sequential:
-        from anomalens.tools import SeriesToolbox
-
         if data is not None:
             if event is None:
                 raise CliError("--event is required with a series: which event to investigate ('analyze' lists them)")
-            box = SeriesToolbox(inv, inv.modality.training_table(read_table(data), label_column=label_column, exclude=exclude)[0])
+            box = box_cls(inv, inv.modality.training_table(read_table(data), label_column=label_column, exclude=exclude)[0])
             case_id = _focus_numbered(box, "event", event, data.name)
         elif thread is None:
             raise CliError("give DATA and --event to start a chat, or --thread to resume a saved one")
@@ -97,7 +93,7 @@ def chat(
             raise CliError(f"--row is required with DATA: which {inv.modality.case_noun} to investigate (its file name)")
         if not data.exists():
             raise CliError(f"DATA must be an existing folder or file, got {str(data)!r} (no such path)")
-        box = toolbox_for(inv)(inv, str(data))
+        box = box_cls(inv, str(data))
         if row not in box.case_ids:
             raise CliError(f"--row must name one of the {len(box.case_ids)} files in {str(data)!r} "
                            f"(e.g. {box.case_ids[:5]}), got {row!r}")
@@ -107,7 +103,7 @@ def chat(
             raise CliError("--row is required with DATA: which row to investigate")
         X, ids = select_features(read_table(data), id_column=id_column, features=inv.feature_names)
         _, case_id = pick_row(X, ids, row)
-        box = Toolbox(inv, X, ids=ids or [str(i) for i in range(len(X))], focus=case_id)  # /compare <id> reaches every row
+        box = box_cls(inv, X, ids=ids or [str(i) for i in range(len(X))], focus=case_id)  # /compare <id> reaches every row
     elif thread is None:
         raise CliError("give DATA and --row to start a chat, or --thread to resume a saved one")
     checkpoint = checkpoint or _default_checkpoint(model_dir)

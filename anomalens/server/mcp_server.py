@@ -335,11 +335,8 @@ def build_mcp(investigators: dict[str, Any], *, reasoner=None, max_sessions: int
         box = toolbox_for(inv).from_text(inv, text, limit=top)
         boxes[investigator] = box
         res = box.result
-        return {"summary": res.summary(), "incidents": [
-            {"case_id": f"incident-{r.evidence.incident.index}", "p_value": r.evidence.incident.p_value,
-             "cases": r.evidence.incident.n_cases, "lines": r.evidence.incident.n_lines,
-             "templates": r.evidence.incident.templates[:5], "never_seen": r.evidence.incident.unseen[:5]}
-            for r in res.reports]}
+        return {"summary": res.summary(), "incidents": [{"case_id": r.evidence.label(), **(r.evidence.brief() or {})}
+                                                        for r in res.reports]}
 
     for spec in TOOLS.values():  # every declared tool, generated from its one declaration
         if spec.mcp:

@@ -254,7 +254,7 @@ class LogToolbox(Toolbox):
         if logs is not None:
             self.result = investigator.triage(logs, alpha=alpha, limit=limit, k=k, top=top)
             for r in self.result.reports:
-                cid = f"incident-{r.evidence.incident.index}"
+                cid = r.evidence.label()
                 self._rows[cid] = self.result.cases[r.evidence.case_id]
                 self._evidence[cid] = r.evidence
                 self._timelines[cid] = self.result.timelines[r.evidence.incident.index]

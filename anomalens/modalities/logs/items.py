@@ -41,6 +41,15 @@ class Incident(EvidenceItem):
     def stamps(self) -> list[str]:
         return [t for t in (self.start, self.end) if t]
 
+    def label(self) -> str:
+        return f"incident-{self.index}"
+
+    def brief(self, evidence: Evidence) -> dict[str, Any]:
+        where = next(iter(evidence.quotes()), None)
+        return {"incident": self.index, "p_value": self.p_value, "cases": self.n_cases, "lines": self.n_lines,
+                "start": self.start, "abnormal_templates": self.templates[:5], "never_seen": self.unseen[:5],
+                "top_line": None if where is None else where[0]}
+
     def headline(self) -> tuple[str, str]:
         span = f", {self.start} to {self.end}" if self.start else ""
         return (f"Incident {self.index}", f"{self.n_cases} case(s), {self.n_lines} lines{span}; abnormal templates "
@@ -88,6 +97,9 @@ class LogLine(EvidenceItem):
 
     def payload(self) -> dict[str, Any]:
         return self.model_dump(exclude={"id", "kind", "source", "lineno"})
+
+    def quote(self) -> tuple[str, str]:
+        return f"{self.source}:{self.lineno}", self.text
 
     @classmethod
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:

@@ -39,6 +39,13 @@ class Event(EvidenceItem):
     def stamps(self) -> list[str]:
         return [self.start, self.end, self.peak]
 
+    def label(self) -> str:
+        return f"event-{self.index}"
+
+    def brief(self, evidence: Evidence) -> dict[str, Any]:
+        return {"event": self.index, "start": self.start, "end": self.end, "points": self.n_points, "peak": self.peak,
+                "p_value": evidence.verdict.p_value, "channels": self.channels[:4]}
+
     def headline(self) -> tuple[str, str]:
         return f"Event {self.index}", f"{self.start} to {self.end} ({self.n_points} points)"
 

@@ -32,15 +32,15 @@ def router(rt: Runtime) -> APIRouter:
         """A toolbox for the investigator, with the request's case when given: (box, case id)."""
         import pandas as pd
 
-        from anomalens.tools import LogToolbox, SeriesToolbox, Toolbox
         from anomalens.tools.toolbox import toolbox_for
 
+        box_cls = toolbox_for(inv)  # the investigator's modality's toolbox: its cases are rows, events, incidents, ...
         if req is None:
-            return toolbox_for(inv)(inv), None
+            return box_cls(inv), None
         if inv.modality.reads_text:
             if req.logs is None or req.incident is None:
                 raise HTTPProblem(400, "Bad input", "a log investigator's session needs logs (text) and incident (a number)")
-            box = LogToolbox(inv, io.BytesIO(req.logs.encode("utf-8", errors="replace")), limit=max(req.incident, 20))
+            box = box_cls(inv, io.BytesIO(req.logs.encode("utf-8", errors="replace")), limit=max(req.incident, 20))
             return box, numbered(box, "incident", req.incident)
         if inv.modality.sequential:
             if (req.series is None) == (req.series_csv is None) or req.event is None:
@@ -48,11 +48,11 @@ def router(rt: Runtime) -> APIRouter:
                                                  "series_csv (the CSV text), and event (a number)")
             frame = pd.DataFrame(req.series) if req.series is not None else \
                 read_table(req.series_csv.encode("utf-8"), "series.csv")
-            box = SeriesToolbox(inv, frame)
+            box = box_cls(inv, frame)
             return box, numbered(box, "event", req.event)
         if req.row is None:
             raise HTTPProblem(400, "Bad input", "a tabular investigator's session needs row (feature name -> value)")
-        box = Toolbox(inv, pd.DataFrame([req.row]), ids=["case"], focus="case")
+        box = box_cls(inv, pd.DataFrame([req.row]), ids=["case"], focus="case")
         return box, "case"
 
     @api.post("/v1/sessions", response_model=SessionOut, status_code=201, tags=["chat"],
