@@ -545,8 +545,20 @@ def _f(x, nd=3):
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{nd}f}"
 
 
+PARTS = ("parsing", "hdfs", "hdfs_ratios", "bgl", "explanations", "null", "end_to_end")
+
+
 def markdown(res: dict) -> str:
-    out = ["# Log benchmark", "", f"`python -m evals.logs {res['args']}` on {res['machine']}; see docs/logs.md.", ""]
+    ran = res.get("ran", {})  # part -> the command line that last produced it (a partial run keeps the others)
+    commands: dict[str, list[str]] = {}
+    for part in PARTS:
+        if part in res:
+            r = ran.get(part)
+            line = "an earlier run (its command was not recorded)" if r is None else \
+                f"`python -m evals.logs{' ' + r['args'] if r['args'] else ''}` ({r['date']})"
+            commands.setdefault(line, []).append(part)
+    out = ["# Log benchmark", "", f"On {res['machine']}; see docs/logs.md. Each part as its last run left it:", ""]
+    out += [f"- {', '.join(parts)}: {line}" for line, parts in commands.items()] + [""]
     if "parsing" in res:
         p = res["parsing"]
         methods = ("ours", "drain3", "logparser3_drain")
@@ -648,12 +660,14 @@ def main() -> None:
     args = ap.parse_args()
     if not (DATA / "loghub").is_dir():
         sys.exit(f"the shared data is absent ({DATA}); the log benchmark needs ../shared/data")
-    parts = args.only or ["parsing", "hdfs", "hdfs_ratios", "bgl", "explanations", "null", "end_to_end"]
+    parts = args.only or list(PARTS)
     res: dict = {"args": " ".join(sys.argv[1:]), "machine": f"{platform.processor() or platform.machine()}, "
                  f"{__import__('os').cpu_count()} cores"}
     prev = Path(__file__).resolve().parent / "results" / "logs.json"
     if args.only and prev.exists():  # a partial run keeps the other parts' last results
         res = {**json.loads(prev.read_text()), **{k: res[k] for k in ("args", "machine")}}
+    stamp = {"args": res["args"], "date": time.strftime("%Y-%m-%d")}
+    res["ran"] = {**res.get("ran", {}), **{p: stamp for p in parts if p in PARTS}}
     if "parsing" in parts:
         res["parsing"] = parsing(args.replay if not args.quick else 100_000)
     if "hdfs" in parts:
