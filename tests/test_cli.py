@@ -200,6 +200,10 @@ def test_eval_works_from_any_directory(tmp_path):
     res = subprocess.run([*_command(), "eval", "calibration", "-h"], capture_output=True, text=True, env=env,
                          timeout=120, cwd=tmp_path)
     assert res.returncode == 0 and "usage" in res.stdout and "--draws" in res.stdout, res.stderr
+    # a runner whose main reads sys.argv itself
+    res = subprocess.run([*_command(), "eval", "series_ab", "-h"], capture_output=True, text=True, env=env,
+                         timeout=120, cwd=tmp_path)
+    assert res.returncode == 0 and "--tree" in res.stdout and "anomalens eval series_ab" in res.stdout, res.stderr
     bad = subprocess.run([*_command(), "eval", "nosuch"], capture_output=True, text=True, env=env, timeout=120,
                          cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "benchmark must be one of" in bad.stderr

@@ -56,9 +56,10 @@ def test_the_built_in_tools_are_declared_once_each_with_a_command_where_a_chat_h
     assert tuple(TOOLS)[: len(TOOL_NAMES)] == TOOL_NAMES
     commands = [s.command for s in TOOLS.values() if s.command]
     assert len(commands) == len(set(commands)) and "/why" in commands
-    assert {s.name for s in tools_for("tabular")} == set(TOOL_NAMES) - {"plot_case", "show_lines",
-                                                                        "describe_template", "incident_timeline"}
+    assert {s.name for s in tools_for("tabular")} == set(TOOL_NAMES) - {"plot_case", "show_lines", "describe_template",
+                                                                        "incident_timeline", "describe_region"}
     assert "/lines" in help_text("logs") and "/lines" not in help_text("tabular") and "/plot" in help_text("series")
+    assert "/region" in help_text("images") and "/region" not in help_text("tabular")
     spec, args = parse_command("/feature disk busy", "tabular")
     assert spec.name == "describe_feature" and args == {"name": "disk busy"}  # the last word takes the rest
     assert parse_command("/neighbors 8", "tabular")[1] == {"k": 8}

@@ -372,8 +372,12 @@ def test_chat_over_an_image_and_resuming_it(textures, tmp_path):
     env = {"ANOMALENS_LLM": "template"}
     db = str(tmp_path / "chat.sqlite")
     res = runner.invoke(app, ["chat", str(tmp_path / "model"), str(tmp_path / "lot"), "--row", "bad.png",
-                              "--checkpoint", db], input="why is this anomalous?\n/plot\n/compare ok.png\n/quit\n", env=env)
+                              "--checkpoint", db], input="why is this anomalous?\n/plot\n/compare ok.png\n/region 3,3\n"
+                              "/region 9,9\n/help\n/quit\n", env=env)
     assert res.exit_code == 0, res.output
+    # /region: any region's highest map cell against the normal level, its zone and box (a bad name: the valid ones)
+    assert "Region '3,3' lies in the centre of the image (box [" in res.stdout and "the normal level" in res.stdout
+    assert "region must be one of the 49 regions" in res.stdout and "/region <row>,<col>" in res.stdout
     assert "Case bad.png: ANOMALOUS" in res.stdout and "top regions:" in res.stdout
     assert "Anomaly map: peak in region" in res.stdout  # the map's headline heads the chat
     assert "The anomaly map peaks at" in res.stdout and "plot written to" in res.stdout and "Against case ok.png" in res.stdout

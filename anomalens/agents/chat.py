@@ -155,6 +155,7 @@ def _argument_enums(box: Toolbox, ev: Evidence, case_id: str) -> dict[str, list[
     # a chat investigates one case: its tools act on it; other cases are reached through other_id
     return {"case_id": [case_id], "case_ids": [case_id, *others], "other_id": [*[e.id for e in ev.exemplars], *others],
             "describe_feature.name": list(ev.context.unit_names),
+            "describe_region.region": list(ev.context.unit_names),  # offered for images only: their units are regions
             "describe_detector.name": [d.name for d in list_detectors()],
             "template_id": [t.template_id for t in ev.templates]}
 
@@ -323,7 +324,9 @@ def build_chat_graph(box: Toolbox, *, reasoner: Reasoner | None = None, model: T
                 return {"draft": None, "reply": None, "messages": [AIMessage(failed[0].content)]}
             if state["command"] in ("/plot", "/lines"):  # a file written, or raw log lines shown as data: the tool's text
                 return {"draft": None, "reply": None, "messages": [AIMessage(state["messages"][-1].content)]}
-            claims = TemplateReasoner().command_claims(state["command"], ev, call.tool_calls[0]["args"])
+            held = set(Evidence.model_validate(state["turn"]).items()) if state.get("turn") else set()
+            claims = TemplateReasoner().command_claims(state["command"], ev, call.tool_calls[0]["args"],
+                                                       new=[i for i in ev.items() if i not in held])
             return {"draft": [c.model_dump() for c in claims], "interpretation": None}
         last = state["messages"][-1]
         for c in getattr(last, "tool_calls", None) or []:

@@ -141,7 +141,7 @@ def _check_model(folder: str) -> None:
 
 EVALS = ("tabular", "attribution", "explain", "store", "agent", "calibration", "levels", "tail_rules", "null_tails",
          "linear_member", "fit_large", "latency", "verifier", "series", "logs", "serve", "scale", "soak", "validity", "verdicts",
-         "rare_modes", "series_blocks", "import_graph", "images")
+         "rare_modes", "series_blocks", "import_graph", "images", "series_ab")
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -160,7 +160,17 @@ def eval_(
     except ModuleNotFoundError as exc:
         raise CliError(f"the benchmarks are not installed with this anomalens ({exc}); install it from the source "
                        "checkout: pip install -e .") from exc
+    import inspect
+    import sys
+
     try:
-        mod.main(list(ctx.args))
+        if inspect.signature(mod.main).parameters:
+            mod.main(list(ctx.args))
+        else:  # a runner that reads sys.argv itself
+            saved, sys.argv = sys.argv, [f"anomalens eval {name}", *ctx.args]
+            try:
+                mod.main()
+            finally:
+                sys.argv = saved
     except SystemExit as exc:  # argparse's --help and usage errors
         raise typer.Exit(exc.code if isinstance(exc.code, int) else 2) from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from anomalens.llm.base import Draft
 from anomalens.modalities import modality_of
 from anomalens.modalities.common import verdict_claim
-from anomalens.schema import Attribution, Claim, Comparison, Evidence, FeatureProfile, split_mentions
+from anomalens.schema import Attribution, Claim, Comparison, Evidence, EvidenceItem, FeatureProfile, split_mentions
 
 __all__ = ["TemplateReasoner", "topics", "verdict_claim"]
 
@@ -117,8 +117,10 @@ class TemplateReasoner:
             return self.answer(question, evidence).claims
         return [c for c in self.draft(evidence).claims if "verdict" not in c.cites][:1]
 
-    def command_claims(self, command: str, evidence: Evidence, args: dict) -> list[Claim]:
-        """The claims about what a chat command's tool returned (``/why``, ``/neighbors``, ...)."""
+    def command_claims(self, command: str, evidence: Evidence, args: dict, new: list[str] = ()) -> list[Claim]:
+        """The claims about what a chat command's tool returned (``/why``, ``/neighbors``, ...); for a
+        command this list does not name (a modality's own, e.g. ``/region``), the claims about the
+        evidence items its tool added (``new``: their ids)."""
         ev = evidence
         if command == "/why":
             return self.draft(ev).claims
@@ -140,4 +142,5 @@ class TemplateReasoner:
             return about(ev, f"template:{args['template_id']}")
         if command == "/timeline":
             return about(ev, "incident")
-        return []
+        items = ev.items()  # the modality's own items first (a region's level), then units looked up
+        return sorted(about(ev, *new), key=lambda c: not isinstance(items.get(c.cites[0]), EvidenceItem))[:3]

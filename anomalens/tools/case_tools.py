@@ -52,6 +52,10 @@ class UnitArgs(CaseArgs):
     name: str = Field(description="a feature (column) name exactly as in the data")
 
 
+class RegionArgs(CaseArgs):
+    region: str = Field(description='an image region "<row>,<col>" on the grid, as the report names it (e.g. "2,3")')
+
+
 class LinesArgs(CaseArgs):
     around: int = Field(2, ge=0, le=20, description="lines of the same case to show before and after each")
 
@@ -173,6 +177,24 @@ def plot_case(box: Toolbox, case_id: str | None = None):
     boxed, the restoration, the nearest normal image and the matched patch); returns the file's path."""
     path = box.plot(case_id)
     return f"{box.resolve(case_id)}: plot written to {path}", str(path)
+
+
+@tool("describe_region", RegionArgs, modalities={"images"}, command="/region", words=("region",),
+      usage="/region <row>,<col>: a region's anomaly against the normal level, where it is, the normal patch it matched")
+def describe_region(box: Toolbox, region: str, case_id: str | None = None):
+    """Describe an image region: its highest anomaly-map cell against the normal cells' level, its share
+    of the map above that level, its zone and box, its mean intensity against its normal range, and the
+    normal patch it matched (image and box) when it is among the top regions."""
+    d = box.region(region, case_id)
+    a, g, match = d["attribution"], d["level"], d["match"]
+    state = "above" if g.peak_cell > g.normal_level else "not above"
+    text = (f"{g.id}: in the {g.zone} zone, box {g.box}; its highest cell {fmt(g.peak_cell)}, {state} the normal "
+            f"level {fmt(g.normal_level)}; {fmt(100 * g.share)}% of the map above the normal level; {a.id}: mean "
+            f"intensity {fmt(a.value)} ({a.position} its normal range {fmt(a.normal_low)} to {fmt(a.normal_high)})")
+    if match is not None:
+        text += (f"; {match.id}: nearest normal patch in {match.normal_image!r} at {match.normal_box}, "
+                 f"distance {fmt(match.distance)}")
+    return text, tuple(x for x in (g, a, match) if x is not None)
 
 
 @tool("show_lines", LinesArgs, modalities={"logs"}, command="/lines",

@@ -407,6 +407,27 @@ class ImageToolbox(Toolbox):
                 raise InputError(f"the saved image of case {case_id!r} is corrupted ({exc})") from exc
         return super().add_case(row, case_id, focus=focus)
 
+    def region(self, name: str, case_id: str | None = None) -> dict[str, Any]:
+        """One region of the case's image: its attribution (any region, not only the top ones), its
+        ``RegionLevel`` (zone, box, highest map cell against the normal level) and the normal patch it
+        matched (for the regions the evidence holds a match for)."""
+        from anomalens.modalities.images.items import RegionLevel, zone_of
+
+        m = self.investigator.modality
+        box = m.region_box(name)  # validates the name, listing the valid ones
+        a = self.unit_attribution(name, case_id)
+        ev = self.full_evidence(case_id)
+        amap = ev.anomaly_map
+        r, c = (int(v) for v in name.split(","))
+        grid, n = np.asarray(amap.grid), m.regions
+        g = len(grid)
+        of = np.minimum(((np.arange(g) + 0.5) * n // g).astype(int), n - 1)  # each cell's region row (col)
+        peak = float(grid[np.ix_(of == r, of == c)].max())
+        match = next((x for x in ev.matches if x.region == name), None)
+        level = RegionLevel(id=f"level:{name}", region=name, zone=zone_of(r, c, n), box=box, peak_cell=peak,
+                            normal_level=amap.normal_level, share=a.share)
+        return {"attribution": a, "level": level, "match": match}
+
     def plot(self, case_id: str | None = None):
         """Write ``<case id>.png`` (the image, its anomaly map, its restoration, the nearest normal image) to
         ``plot_dir``; its path."""

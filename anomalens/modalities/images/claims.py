@@ -13,6 +13,8 @@ of ``unit_claims`` (``range``, ``share``, ``rank``, ``exemplar_value``, ``exempl
 - ``matched_patch``: the normal patch a region's cell matched: its training image, box and distance
   (cites ``match:<region>``)
 - ``restoration_score``: the restored image's score against the image's (cites ``restoration``, ``verdict``)
+- ``region_level`` [zone]: a region looked up (``/region``): its place, box, and its highest map cell against
+  the normal level (cites ``level:<region>``)
 
 What a defect *is* ("scratch", "crack", "stain") is interpretation, never a claim: no kind states it
 and the free-text reading refuses such words.
@@ -36,6 +38,7 @@ KINDS = {
     "area": "the share of the image above the normal level, the zone of its centre (params: zone) and its regions",
     "matched_patch": "the normal training image and patch box a region's cell matched, and its distance",
     "restoration_score": "the detector's score of the restored image against the image's",
+    "region_level": "a looked-up region's place (params: zone), box, and its highest cell against the normal level",
 }
 _ZONE_WORDS = tuple(sorted({z for row in ZONES for z in row}, key=len, reverse=True))
 _ZONE = re.compile(r"\b(" + "|".join(re.escape(z) for z in _ZONE_WORDS) + r")\b")
@@ -67,6 +70,11 @@ def candidates(evidence: Evidence) -> list[Claim]:
         out.append(Claim(kind="matched_patch", cites=[g.id], params={},
                          text=f"The nearest normal patch to region {quote(g.region)} is in training image "
                               f"{quote(g.normal_image)} at {g.normal_box}, at distance {fmt(g.distance)}."))
+    for g in evidence.region_levels:
+        side = "above" if g.peak_cell > g.normal_level else "not above"
+        out.append(Claim(kind="region_level", cites=[g.id], params={"zone": g.zone},
+                         text=f"Region {quote(g.region)} lies in the {g.zone} of the image (box {g.box}); its highest cell, "
+                              f"{fmt(g.peak_cell)}, is {side} the normal level {fmt(g.normal_level)}."))
     r = evidence.restoration
     if r is not None and r.score_after is not None:
         out.append(Claim(kind="restoration_score", cites=["restoration", "verdict"], params={},

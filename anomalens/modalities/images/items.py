@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from anomalens.schema import Evidence, EvidenceItem, fmt, md, register_item
 
-__all__ = ["AnomalyMap", "PatchMatch", "ZONES", "zone_of"]
+__all__ = ["AnomalyMap", "PatchMatch", "RegionLevel", "ZONES", "zone_of"]
 
 ZONES = (("top-left", "top", "top-right"), ("left", "centre", "right"), ("bottom-left", "bottom", "bottom-right"))
 
@@ -68,24 +68,29 @@ class AnomalyMap(EvidenceItem):
         return lines
 
 
+class _RegionItem(EvidenceItem):
+    """An item about one region: its name, 3 x 3 zone and box (the units it speaks about: the region)."""
+
+    region: str  # the unit name ("<row>,<col>")
+    zone: str  # the region's 3 x 3 zone
+    box: list[int]  # [x0, y0, x1, y1] in the model's pixels (a PatchMatch: the region's matched cell)
+
+    def units(self) -> set[str]:
+        return {self.region}
+
+
 @register_item
-class PatchMatch(EvidenceItem):
+class PatchMatch(_RegionItem):
     """A region's most anomalous cell and the normal patch the memory bank matched it with."""
 
     kind: Literal["patch_match"] = "patch_match"
     plural = "matches"
 
     id: str  # "match:<region>"
-    region: str  # the unit name ("<row>,<col>")
-    zone: str  # the region's 3 x 3 zone
-    box: list[int]  # the region's cell [x0, y0, x1, y1] in the model's pixels
     distance: float  # that cell's distance to its nearest normal patch
     normal_image: str  # the training image of the matched patch
     normal_box: list[int]  # the matched patch's [x0, y0, x1, y1] in that image
     share: float  # the region's share of the map above the normal level
-
-    def units(self) -> set[str]:
-        return {self.region}
 
     def numbers(self) -> list[float]:
         return [self.distance, self.share, 100 * self.share, *map(float, self.box), *map(float, self.normal_box)]
@@ -94,4 +99,28 @@ class PatchMatch(EvidenceItem):
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
         return ["", "| region | zone | cell box | distance | nearest normal patch | share |", "|---|---|---|---:|---|---:|",
                 *[f"| {md(g.region)} | {g.zone} | {g.box} | {fmt(g.distance)} | {md(g.normal_image)} {g.normal_box} | "
+                  f"{100 * g.share:.1f}% |" for g in items]]
+
+
+@register_item
+class RegionLevel(_RegionItem):
+    """Any region of the image looked up (the chat's ``/region``): where it is (``box``: the whole region)
+    and its highest map cell against the normal cells' level (the top regions also have a ``PatchMatch``)."""
+
+    kind: Literal["region_level"] = "region_level"
+    plural = "region_levels"
+
+    id: str  # "level:<region>"
+    peak_cell: float  # the region's highest map cell (the detector's units)
+    normal_level: float  # the map's normal level (as AnomalyMap.normal_level)
+    share: float  # the region's share of the map above the normal level
+
+    def numbers(self) -> list[float]:
+        return [self.peak_cell, self.normal_level, self.share, 100 * self.share, *map(float, self.box)]
+
+    @classmethod
+    def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
+        return ["", "## Regions looked up", "", "| region | zone | box | highest cell | normal level | share |",
+                "|---|---|---|---:|---:|---:|",
+                *[f"| {md(g.region)} | {g.zone} | {g.box} | {fmt(g.peak_cell)} | {fmt(g.normal_level)} | "
                   f"{100 * g.share:.1f}% |" for g in items]]
