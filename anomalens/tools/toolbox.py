@@ -411,21 +411,10 @@ class ImageToolbox(Toolbox):
         """One region of the case's image: its attribution (any region, not only the top ones), its
         ``RegionLevel`` (zone, box, highest map cell against the normal level) and the normal patch it
         matched (for the regions the evidence holds a match for)."""
-        from anomalens.modalities.images.items import RegionLevel, zone_of
-
-        m = self.investigator.modality
-        box = m.region_box(name)  # validates the name, listing the valid ones
-        a = self.unit_attribution(name, case_id)
+        a = self.unit_attribution(name, case_id)  # validates the name, listing the valid ones
         ev = self.full_evidence(case_id)
-        amap = ev.anomaly_map
-        r, c = (int(v) for v in name.split(","))
-        grid, n = np.asarray(amap.grid), m.regions
-        g = len(grid)
-        of = np.minimum(((np.arange(g) + 0.5) * n // g).astype(int), n - 1)  # each cell's region row (col)
-        peak = float(grid[np.ix_(of == r, of == c)].max())
+        level = self.investigator.modality.region_level(ev, name, a.share)
         match = next((x for x in ev.matches if x.region == name), None)
-        level = RegionLevel(id=f"level:{name}", region=name, zone=zone_of(r, c, n), box=box, peak_cell=peak,
-                            normal_level=amap.normal_level, share=a.share)
         return {"attribution": a, "level": level, "match": match}
 
     def plot(self, case_id: str | None = None):

@@ -25,7 +25,7 @@ from anomalens.modalities.base import CaseItems, Modality, ModelInput
 from anomalens.modalities.common import PROFILE_LEVELS
 from anomalens.modalities.images import claims as image_claims
 from anomalens.modalities.images.flow import ImageFlow
-from anomalens.modalities.images.items import AnomalyMap, PatchMatch, zone_of
+from anomalens.modalities.images.items import AnomalyMap, PatchMatch, RegionLevel, zone_of
 from anomalens.modalities.images.reader import pixel_rows, read_images
 from anomalens.schema import (
     Attribution,
@@ -182,6 +182,22 @@ class ImageModality(Modality):
                              f"0..{self.regions - 1} (e.g. '0,0', '{self.regions // 2},{self.regions // 2}'), got {str(name)[:60]!r}")
         return r, c
 
+    def _cell_regions(self, g: int) -> np.ndarray:
+        """The region row (or column) of each of the g cells along a side of an anomaly map."""
+        return np.minimum(((np.arange(g) + 0.5) * self.regions // g).astype(int), self.regions - 1)
+
+    def region_level(self, evidence: Evidence, name: str, share: float) -> RegionLevel:
+        """Any region of a case (``name``, validated) as a ``RegionLevel``: its zone and box and its
+        highest cell of the case's anomaly map against the map's normal level; ``share``: its share of
+        the map above the normal level (its attribution's)."""
+        r, c = self._rc(name)
+        m = evidence.anomaly_map
+        grid = np.asarray(m.grid)
+        of = self._cell_regions(len(grid))
+        return RegionLevel(id=f"level:{name}", region=name, zone=zone_of(r, c, self.regions), box=self.region_box(name),
+                           peak_cell=float(grid[np.ix_(of == r, of == c)].max()), normal_level=m.normal_level,
+                           share=share)
+
     def pool(self, planes: np.ndarray, how: str = "mean") -> np.ndarray:
         """(n, regions^2) mean (or max) of (n, size, size) planes over each region."""
         return self._cells(planes, self.regions, how).reshape(len(planes), -1)
@@ -251,7 +267,7 @@ class ImageModality(Modality):
                     position="below" if v < lo[j] else "above" if v > hi[j] else "within",
                     exemplar_mean=float(ex_values[:, j].mean()) if len(ex_values) else None))
             pr, pc = np.unravel_index(int(np.argmax(grid)), grid.shape)
-            rr, rc = (int(min((v + 0.5) * self.regions // g, self.regions - 1)) for v in (pr, pc))
+            rr, rc = (int(self._cell_regions(g)[v]) for v in (pr, pc))
             peak_region = names[rr * self.regions + rc]
             parts: list = [AnomalyMap(
                 grid=np.round(grid, 6).tolist(), normal_level=normal_level, peak_region=peak_region,
