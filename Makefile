@@ -8,7 +8,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_DEPS  := $(VLLM_VENV)/.deps
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup model model-vllm demo test check bench bench-series bench-logs bench-studies clean
+.PHONY: setup model model-vllm demo test check bench bench-series bench-logs bench-images bench-studies clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -132,6 +132,12 @@ bench-series: $(STAMP)
 bench-logs: $(STAMP)
 	$(PY) -m pip install -q --no-deps logparser3==1.0.4
 	$(PY) -m evals.logs
+
+# the image benchmark; Fashion-MNIST is Debian's dataset-fashion-mnist (the ELPV cells come with make setup)
+bench-images: $(STAMP)
+	test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz || \
+		(apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
+	$(PY) -m evals.images
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(REPORT) .pytest_cache build dist *.egg-info

@@ -14,6 +14,7 @@ from anomalens.detectors.diffusion import Diffusion
 from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
 from anomalens.detectors.ganomaly import GANomaly
+from anomalens.detectors.image_ae import ImageAutoEncoder
 from anomalens.detectors.patch import PaDiM, PatchCore
 from anomalens.detectors.pca import PCA
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
@@ -35,6 +36,8 @@ register("patchcore", PatchCore, "memory bank", ("images",),
          "largest distance of an image cell's pretrained descriptor (EfficientNet-Lite0) to its nearest normal patch")
 register("padim", PaDiM, "density", ("images",),
          "largest Mahalanobis distance of an image cell's pretrained descriptor to a Gaussian of the normal cells at its position")
+register("image_ae", ImageAutoEncoder, "reconstruction", ("images",),
+         "mean normalised squared pixel error of a convolutional autoencoder's reconstruction (nearest of its training codes' decodings)")
 
 load = BaseDetector.load
 
@@ -50,6 +53,7 @@ __all__ = [
     "Diffusion",
     "Ensemble",
     "GANomaly",
+    "ImageAutoEncoder",
     "NormalizingFlow",
     "PCA",
     "PaDiM",

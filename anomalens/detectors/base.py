@@ -912,7 +912,7 @@ class TorchDetector(BaseDetector):
         out = []
         step = self.config.score_batch_size
         with torch.enable_grad() if grad else torch.inference_mode():
-            for i in range(0, len(Z), step):
+            for i in range(0, len(Z) or 1, step):  # no rows: one empty batch, so the output keeps its shape
                 xb = torch.as_tensor(Z[i : i + step], dtype=torch.float32, device=self.device_)
                 more = [None if e is None else torch.as_tensor(e[i : i + step], dtype=torch.float32, device=self.device_)
                         for e in extra]

@@ -40,6 +40,7 @@ from anomalens.detectors.base import (
     finite_scores,
     resolve_device,
 )
+from anomalens.detectors.kept_images import KeptImages, check_image_params
 from anomalens.errors import ConfigError, InputError
 
 __all__ = ["CellDetector", "PaDiM", "PaDiMConfig", "PatchCore", "PatchCoreConfig", "backbone_features"]
@@ -106,18 +107,13 @@ class PatchCoreConfig(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("image_size", "input_size", "bank_max", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be a positive int, got {v!r}")
+        check_image_params(self, ("image_size", "input_size", "bank_max", "batch_size"))
         if self.input_size % 32 or self.input_size < 64:
             raise ConfigError(f"input_size must be a multiple of 32, at least 64, got {self.input_size!r}")
-        if self.channels not in (1, 3):
-            raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
         resolve_device(self.device)
 
 
-class CellDetector(BaseDetector):
+class CellDetector(KeptImages, BaseDetector):
     """What the detectors of image cells share (see the module docstring): pixel rows kept unscaled,
     the backbone's cell descriptors computed once per call, cross-fitted calibration, the training
     images kept for the restoration and the pictures. A subclass builds its model of normal cells
@@ -197,21 +193,8 @@ class CellDetector(BaseDetector):
         pending = self.__dict__.pop("_pending", None)
         F_ = pending[1] if pending is not None and pending[0] is Z else self.features(Z)
         self.model_ = self._model_of(F_, np.arange(len(Z)))
-        self.images_ = torch.as_tensor(np.clip(np.rint(np.asarray(Z) * 255), 0, 255).astype(np.uint8))
         self.train_embed_ = F_.mean(1).cpu().float()
-        self._row_hashes = [hash(r.tobytes()) for r in np.asarray(Z)]
-
-    def fit(self, X: Any, y: Any = None) -> "CellDetector":
-        """See ``BaseDetector.fit``; besides, ``train_rows_`` maps each kept training image to its row in ``X``."""
-        from anomalens.detectors._validation import check_matrix
-
-        arr, _ = check_matrix(X, name="X", min_rows=1)
-        super().fit(arr)
-        first: dict[int, int] = {}
-        for i, r in enumerate(arr):
-            first.setdefault(hash(r.tobytes()), i)
-        self.train_rows_ = np.array([first[h] for h in self.__dict__.pop("_row_hashes")], dtype=np.int64)
-        return self
+        self._keep_images(Z)
 
     def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
         self._calibration_cells = self._distances(self.features(Z))[0]
@@ -304,20 +287,12 @@ class CellDetector(BaseDetector):
                                     self.attribution_method),
             restored=R, restored_scores=restored_scores, embedding=finite_embedding(E), extra=extra)
 
-    def training_image(self, row: int) -> np.ndarray:
-        """The training image at row ``row`` of fit's input, (channels, size, size) in [0, 1]."""
-        pos = np.flatnonzero(self.train_rows_ == int(row))
-        if len(pos) == 0:
-            raise InputError(f"row must be a training row this detector kept, got {row!r}")
-        c, s = self.config.channels, self.config.image_size
-        return self.images_[int(pos[0])].reshape(c, s, s).numpy().astype(np.float64) / 255.0
-
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:
         model = {f"cells.{k}": (v.cpu().to(torch.float16) if v.is_floating_point() else v.cpu())
                  for k, v in self.model_.items()}
-        return {**model, "images": self.images_, "train_rows": torch.as_tensor(self.train_rows_),
-                "train_embed": self.train_embed_, "patch_threshold": torch.tensor([self.patch_threshold_])}
+        return {**model, **self._kept_state(), "train_embed": self.train_embed_,
+                "patch_threshold": torch.tensor([self.patch_threshold_])}
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.model_ = {k.removeprefix("cells."): (v.to(torch.float32) if v.is_floating_point() else v.to(torch.long))
@@ -325,13 +300,9 @@ class CellDetector(BaseDetector):
         missing = [k for k in self.model_keys if k not in self.model_]
         if missing:
             raise RuntimeError(f"its model of normal cells lacks {missing}")
-        self.images_ = state["images"]
+        self._load_kept(state)
         self.train_embed_ = state["train_embed"].float()
-        self.train_rows_ = state["train_rows"].numpy().astype(np.int64)
         self.patch_threshold_ = float(state["patch_threshold"][0])
-        if self.images_.shape[1] != self.config.channels * self.config.image_size ** 2:
-            raise RuntimeError(f"stored images have {self.images_.shape[1]} values, the parameters say "
-                               f"{self.config.channels * self.config.image_size ** 2}")
 
 
 class PatchCore(CellDetector):

@@ -87,10 +87,11 @@ def image_picture(path: str | Path, ev: Evidence, pixels: np.ndarray, restored: 
     if normal is not None:
         name, px = normal
         axes[3].imshow(_rgb(px), interpolation="nearest")
-        for k, g in enumerate(matches[:3], start=1):
-            if g.normal_image == name:
-                _box(axes[3], g.normal_box, "#2979ff", str(k))
-        axes[3].set_xlabel("boxed: the normal patch a region matched", fontsize=9)
+        boxed = [(k, g) for k, g in enumerate(matches[:3], start=1) if g.normal_image == name]
+        for k, g in boxed:
+            _box(axes[3], g.normal_box, "#2979ff", str(k))
+        if boxed:  # a detector that matches no patch (padim, image_ae) boxes nothing
+            axes[3].set_xlabel("boxed: the normal patch a region matched", fontsize=9)
         axes[3].set_title(f"nearest normal: {name[:40]}", fontsize=10)
     else:
         axes[3].axis("off")
