@@ -19,6 +19,20 @@ def write_results(name: str, data: Any, markdown: str) -> None:
     print(markdown)
 
 
+def ran_lines(res: dict, parts: tuple[str, ...], module: str) -> list[str]:
+    """Markdown lines naming, for each part of ``res``, the command line that last produced it
+    (``res["ran"]``: part -> {"args", "date"}; a partial run keeps the other parts' results)."""
+    ran = res.get("ran", {})
+    commands: dict[str, list[str]] = {}
+    for part in parts:
+        if part in res:
+            r = ran.get(part)
+            line = "an earlier run (its command was not recorded)" if r is None else \
+                f"`python -m {module}{' ' + r['args'] if r['args'] else ''}` ({r['date']})"
+            commands.setdefault(line, []).append(part)
+    return [f"- {', '.join(ps)}: {line}" for line, ps in commands.items()] + [""]
+
+
 @contextlib.contextmanager
 def llama_server():
     """llama.cpp's OpenAI-compatible server on a free 127.0.0.1 port, serving the embedded GGUF

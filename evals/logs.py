@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evals.common import write_results
+from evals.common import ran_lines, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SYSTEMS = ("Apache", "BGL", "HDFS", "HPC", "Hadoop", "Linux", "OpenSSH", "Spark", "Thunderbird", "Zookeeper")
@@ -549,16 +549,8 @@ PARTS = ("parsing", "hdfs", "hdfs_ratios", "bgl", "explanations", "null", "end_t
 
 
 def markdown(res: dict) -> str:
-    ran = res.get("ran", {})  # part -> the command line that last produced it (a partial run keeps the others)
-    commands: dict[str, list[str]] = {}
-    for part in PARTS:
-        if part in res:
-            r = ran.get(part)
-            line = "an earlier run (its command was not recorded)" if r is None else \
-                f"`python -m evals.logs{' ' + r['args'] if r['args'] else ''}` ({r['date']})"
-            commands.setdefault(line, []).append(part)
     out = ["# Log benchmark", "", f"On {res['machine']}; see docs/logs.md. Each part as its last run left it:", ""]
-    out += [f"- {', '.join(parts)}: {line}" for line, parts in commands.items()] + [""]
+    out += ran_lines(res, PARTS, "evals.logs")
     if "parsing" in res:
         p = res["parsing"]
         methods = ("ours", "drain3", "logparser3_drain")
