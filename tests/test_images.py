@@ -54,6 +54,13 @@ def test_the_reader_takes_folders_paths_bytes_and_arrays_of_every_common_kind(tm
     buf = io.BytesIO()
     im.save(buf, format="JPEG", exif=exif.tobytes())
     assert read_images(buf.getvalue())[0].pixels.shape == (1, 30, 40)
+    # a resize stays in [0, 1]: float rounding left 1 + 1.2e-7 in a 300 -> 224 px black-and-white image, and the
+    # pixel autoencoder refused ELPV's cells as not pixels
+    from anomalens.modalities.images.reader import pixel_rows
+
+    bw = read_images({"bw": (rng.random((300, 300)) > 0.5).astype(np.uint8) * 255})
+    rows = pixel_rows(bw, 224, 1)
+    assert rows.max() <= 1.0 and rows.min() >= 0.0 and rows.max() > 0.99
 
 
 def test_bad_images_are_one_line_errors_naming_the_image(tmp_path):

@@ -57,6 +57,7 @@ RESTORE_ROUNDS = 2  # re-reconstructions of the restoration (each from the image
 _PIXEL_LEVEL = 0.995  # a pixel's error beyond this quantile of the training images' may be restored
 _CELL_LEVEL = 0.995  # the normal cells' level of the evidence: this quantile of the training images' cells
 _SCALE_FLOOR = 0.1  # a pixel's error divisor is at least this share of the mean divisor
+_PIXEL_SLACK = 1e-6  # pixel values this far outside [0, 1] are float rounding, clipped
 DECODED_MEMORY_MAX = 32_000_000  # values of the memory's decodings kept for scoring (128 MB as float32)
 
 
@@ -91,6 +92,14 @@ class ImageAutoEncoderConfig(TorchConfig):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
+
+
+def _pixels(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` with float rounding outside [0, 1] (1 + 1e-7 after a resize) clipped; InputError beyond it
+    (8-bit values, standardised pixels: the network's sigmoid output could never reconstruct them)."""
+    if arr.size and (arr.min() < -_PIXEL_SLACK or arr.max() > 1 + _PIXEL_SLACK):
+        raise InputError(f"{name} must hold pixel values in [0, 1], got values in [{arr.min():.6g}, {arr.max():.6g}]")
+    return np.clip(arr, 0.0, 1.0)
 
 
 class ImageAEOutput(NamedTuple):
@@ -179,17 +188,12 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
     # ------------------------------------------------------------------ fit
     def _check_input(self, X: Any, name: str = "X", *, checked: bool = False) -> np.ndarray:
         arr = super()._check_input(X, name, checked=checked)
-        if not checked and arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise InputError(f"{name} must hold pixel values in [0, 1], got values in [{arr.min():.3g}, {arr.max():.3g}]")
-        return arr
+        return arr if checked else _pixels(arr, name)
 
     def fit(self, X: Any, y: Any = None) -> "ImageAutoEncoder":
         from anomalens.detectors._validation import check_matrix
 
-        arr, _ = check_matrix(X, name="X", min_rows=1)
-        if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise InputError(f"X must hold pixel values in [0, 1], got values in [{arr.min():.3g}, {arr.max():.3g}]")
-        return super().fit(arr)
+        return super().fit(_pixels(check_matrix(X, name="X", min_rows=1)[0], "X"))
 
     def _fit_scaled(self, Z: np.ndarray) -> None:
         super()._fit_scaled(Z)

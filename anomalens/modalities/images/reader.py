@@ -139,7 +139,8 @@ def _resized(px: np.ndarray, size: int, channels: int) -> np.ndarray:
     if px.shape[1:] == (size, size):
         return px
     t = torch.from_numpy(np.ascontiguousarray(px))[None]
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].numpy()
+    out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].numpy()
+    return np.clip(out, 0.0, 1.0)  # the weights are non-negative: only float rounding leaves [0, 1] (1 + 1e-7)
 
 
 def read_images(data: Any, name: str = "images") -> list[Image]:
