@@ -217,8 +217,7 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
     def _on_calibrated(self, cal: np.ndarray) -> None:
         # the normal cells' level: the training images' cells under the final model (in-sample under cross
         # calibration: a little low, so the evidence marks a little more as above normal, never less)
-        cells = self._map(lambda b: self._cells(self._error_map(self.module_.at_work(b), self._reconstruct(b))),
-                          cal[:2000])
+        cells = self._map(self._cells_batch, cal[:2000])
         self.cell_level_ = float(np.quantile(cells, _CELL_LEVEL))
 
     # ------------------------------------------------------------------ maps
