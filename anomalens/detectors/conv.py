@@ -23,11 +23,10 @@ import torch
 from torch import nn
 
 from anomalens.detectors.autoencoder import AEOutput, AutoEncoder, AutoEncoderConfig
+from anomalens.detectors.nn import nearest_decodings
 from anomalens.errors import ConfigError, InputError
 
 __all__ = ["ConvAutoEncoder", "ConvAutoEncoderConfig", "ConvAENetwork"]
-
-DECODED_MEMORY_MAX = 32_000_000  # values (128 MB as float32) of the memory's decodings kept for scoring
 
 
 @dataclass(frozen=True)
@@ -138,31 +137,10 @@ class ConvAutoEncoder(AutoEncoder):
         The score uses it; the attribution and the restoration keep the window's own
         reconstruction (robust for the restoration), which follows the window's normal cells closely and so singles out the
         deviating ones (a memory window matches a new normal window only approximately)."""
-        memory = self.memory_.to(batch.device)
-        code = self.module_.encoder(batch)
-        k = min(self.config.memory, len(memory))
-        near = torch.cdist(code, memory).topk(k, dim=1, largest=False).indices  # (n, k)
-        decoded = self._decoded_memory(batch.device)
-        if decoded is not None:
-            cand = decoded[near]  # (n, k, d)
-        else:
-            cand = self.module_.decoder(memory[near].reshape(-1, memory.shape[1])).view(len(batch), k, -1)
+        cand = nearest_decodings(self.__dict__, self.memory_, self.module_.encoder(batch), self.config.memory,
+                                 self.module_.decoder, self.n_features_in_)  # (n, k, d)
         err = self._errors(batch[:, None, :], cand).mean(dim=2)
         return cand[torch.arange(len(batch), device=batch.device), err.argmin(dim=1)]
-
-    def _decoded_memory(self, device: torch.device) -> torch.Tensor | None:
-        """The decodings of the memory codes, computed once (not saved: they follow from the weights),
-        or None where they would pass DECODED_MEMORY_MAX values (then each batch decodes its own)."""
-        cached = self.__dict__.get("_decoded")
-        if cached is not None and cached[0] is self.memory_ and cached[1].device == device:
-            return cached[1]
-        if self.memory_.numel() and len(self.memory_) * self.n_features_in_ > DECODED_MEMORY_MAX:
-            return None
-        with torch.no_grad():
-            memory = self.memory_.to(device)
-            decoded = torch.cat([self.module_.decoder(memory[i : i + 1024]) for i in range(0, len(memory), 1024)])
-        self.__dict__["_decoded"] = (self.memory_, decoded)
-        return decoded
 
     def _restore_batch(self, batch: torch.Tensor, attribution: torch.Tensor | None = None) -> torch.Tensor:
         """The robust reconstruction's cells where a cell's error is beyond its normal 99% level,

@@ -48,7 +48,7 @@ from torch import nn
 
 from anomalens.detectors.base import Inspection, TorchConfig, TorchDetector
 from anomalens.detectors.kept_images import KeptImages, check_image_params
-from anomalens.detectors.nn import clamp_code, code_range
+from anomalens.detectors.nn import clamp_code, code_range, nearest_decodings
 from anomalens.errors import ConfigError, InputError
 
 __all__ = ["ImageAutoEncoder", "ImageAutoEncoderConfig", "ImageAENetwork"]
@@ -58,7 +58,6 @@ _PIXEL_LEVEL = 0.995  # a pixel's error beyond this quantile of the training ima
 _CELL_LEVEL = 0.995  # the normal cells' level of the evidence: this quantile of the training images' cells
 _SCALE_FLOOR = 0.1  # a pixel's error divisor is at least this share of the mean divisor
 _PIXEL_SLACK = 1e-6  # pixel values this far outside [0, 1] are float rounding, clipped
-DECODED_MEMORY_MAX = 32_000_000  # values of the memory's decodings kept for scoring (128 MB as float32)
 
 
 @dataclass(frozen=True)
@@ -235,34 +234,21 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         return err[:, 0]
 
     def _cells(self, emap: torch.Tensor) -> torch.Tensor:
-        """(n, g, g) the error map's means over the cells of the evidence's grid."""
+        """(n, g, g) the (work-size) error map's means over the cells of the evidence's grid."""
         return F.adaptive_avg_pool2d(emap[:, None], self.grid)[:, 0]
+
+    def _cells_of(self, attribution: torch.Tensor) -> torch.Tensor:
+        """(n, g, g) the attribution (the error map at the image's size) pooled to the evidence's cells:
+        what ``cell_distance``, the normal cells' level and the restoration's region all read."""
+        s, c = self.config.image_size, self.config.channels
+        return F.adaptive_avg_pool2d(attribution.reshape(-1, c, s, s)[:, :1], self.grid)[:, 0]
 
     def _memory_reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Of the decodings of the ``memory`` training codes nearest to the image's code, the one closest to it."""
-        memory = self.memory_.to(x.device)
-        k = min(self.config.memory, len(memory))
-        near = torch.cdist(self.module_.encode(x), memory).topk(k, dim=1, largest=False).indices  # (n, k)
-        decoded = self._decoded_memory(x.device)
-        if decoded is not None:
-            cand = decoded[near]  # (n, k, c, w, w)
-        else:
-            cand = self.module_.decode(memory[near].reshape(-1, memory.shape[1])).view(len(x), k, *x.shape[1:])
+        cand = nearest_decodings(self.__dict__, self.memory_, self.module_.encode(x), self.config.memory,
+                                 self.module_.decode, self.config.channels * self.work ** 2)  # (n, k, c, w, w)
         err = (cand - x[:, None]).pow(2).flatten(2).div(self.error_scale_.to(x.device).flatten().repeat(x.shape[1])).mean(2)
         return cand[torch.arange(len(x), device=x.device), err.argmin(1)]
-
-    def _decoded_memory(self, device: torch.device) -> torch.Tensor | None:
-        cached = self.__dict__.get("_decoded")
-        if cached is not None and cached[0] is self.memory_ and cached[1].device == device:
-            return cached[1]
-        per = self.config.channels * self.work ** 2
-        if len(self.memory_) * per > DECODED_MEMORY_MAX:
-            return None
-        with torch.no_grad():
-            memory = self.memory_.to(device)
-            decoded = torch.cat([self.module_.decode(memory[i:i + 512]) for i in range(0, len(memory), 512)])
-        self.__dict__["_decoded"] = (self.memory_, decoded)
-        return decoded
 
     def _score_of(self, x: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
         recon = self._memory_reconstruct(x) if self.memory_ is not None else own
@@ -299,7 +285,9 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         x = self.module_.at_work(batch)
         recon = self._reconstruct(batch, x)
         g, w = self.grid, self.work
-        cells = self._cells(self._error_map(x, recon)) > self.cell_level_
+        if attribution is None:
+            attribution = self._upsample(self._error_map(x, recon))
+        cells = self._cells_of(attribution) > self.cell_level_
         near = F.max_pool2d(cells.float()[:, None], 3, 1, 1)
         region = F.interpolate(near, size=(w, w), mode="nearest") > 0 if g != w else near > 0
         weight = torch.zeros_like(x[:, :1])
@@ -318,15 +306,13 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         return self.module_.encode(self.module_.at_work(batch))
 
     def _cells_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        x = self.module_.at_work(batch)
-        return self._cells(self._error_map(x, self._reconstruct(batch, x))).flatten(1)
+        return self._cells_of(self._explain_batch(batch)).flatten(1)
 
     def inspect(self, X: Any, *, checked: bool = False) -> Inspection:
-        """The base inspection, with the error map pooled to cells (``cell_distance``) and the normal cells' level."""
+        """The base inspection, with its error map pooled to cells (``cell_distance``) and the normal cells' level."""
         insp = super().inspect(X, checked=checked)
-        Z = self._check_input(X, checked=True)
-        g = self.grid
-        insp.extra.update({"cell_distance": self._map(self._cells_batch, Z).reshape(-1, g, g),
+        cells = self._cells_of(torch.as_tensor(insp.attribution.values)).numpy()  # the map inspect made, pooled
+        insp.extra.update({"cell_distance": cells,
                            "normal_cell_level": self.cell_level_})
         return insp
 

@@ -6,13 +6,14 @@ MADE: Germain et al., "MADE: Masked Autoencoder for Distribution Estimation", IC
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 __all__ = [
-    "made_hidden", "made_masks", "clamp_code", "code_range", "mlp", "auto_hidden", "auto_latent", "MaskedLinear", "MADE",
+    "made_hidden", "made_masks", "clamp_code", "code_range", "nearest_decodings", "DECODED_MEMORY_MAX", "mlp", "auto_hidden", "auto_latent", "MaskedLinear", "MADE",
     "BatchedMaskedLinear", "BatchedMADE",
 ]
 
@@ -161,3 +162,27 @@ def clamp_code(code: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """Clamp codes (batch, k) into the training box (2, k): the decoder then never extrapolates."""
     box = box.to(code.device)
     return torch.maximum(torch.minimum(code, box[1]), box[0])
+
+
+DECODED_MEMORY_MAX = 32_000_000  # values (128 MB as float32) of a memory's decodings kept for scoring
+
+
+def nearest_decodings(cache: dict, memory: torch.Tensor, code: torch.Tensor, k: int,
+                      decode: Callable[[torch.Tensor], torch.Tensor], values_per_code: int) -> torch.Tensor:
+    """(n, k, ...) the decodings of the ``k`` memory codes nearest to each of the ``n`` codes (the hard-
+    addressed memory of MemAE, Gong et al., ICCV 2019). Every memory code's decoding is computed once
+    per ``memory`` tensor and device and kept in ``cache["_decoded"]`` (not saved: it follows from the
+    weights), unless that would pass DECODED_MEMORY_MAX values: then each batch decodes its own."""
+    on = memory.to(code.device)
+    k = min(k, len(on))
+    near = torch.cdist(code, on).topk(k, dim=1, largest=False).indices  # (n, k)
+    cached = cache.get("_decoded")
+    if cached is not None and cached[0] is memory and cached[1].device == code.device:
+        return cached[1][near]
+    if len(on) * values_per_code > DECODED_MEMORY_MAX:
+        out = decode(on[near].reshape(-1, on.shape[1]))
+        return out.view(len(code), k, *out.shape[1:])
+    with torch.no_grad():
+        decoded = torch.cat([decode(on[i:i + 512]) for i in range(0, len(on), 512)])
+    cache["_decoded"] = (memory, decoded)
+    return decoded[near]
