@@ -135,6 +135,18 @@ def _defect(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tupl
     return out, (int(r), int(c))
 
 
+def _normals_and_defects(rng: np.random.Generator, n: int) -> tuple[dict, dict, dict, dict]:
+    """n normal textures, n with a bar pasted (``bad0``...), each bar's 3 x 3 zone and its mask."""
+    normals = {f"ok{i}": _texture(rng) for i in range(n)}
+    defects, where, masks = {}, {}, {}
+    for i in range(n):
+        img, (r, c) = _defect(_texture(rng), rng)
+        defects[f"bad{i}"], where[f"bad{i}"] = img, zone_of(r * 7 / 96 - 0.5, c * 7 / 96 - 0.5, 7)
+        masks[f"bad{i}"] = np.zeros((96, 96), bool)
+        masks[f"bad{i}"][r - 2:r + 2, c - 9:c + 9] = True
+    return normals, defects, where, masks
+
+
 @pytest.fixture(scope="module")
 def textures():
     rng = np.random.default_rng(3)
@@ -146,11 +158,7 @@ def textures():
 def test_patchcore_finds_pasted_defects_and_the_template_names_their_zone(textures):
     inv, rng = textures
     assert isinstance(inv.detector, PatchCore) and inv.detector.calibration_mode_ == "cross"
-    normals = {f"ok{i}": _texture(rng) for i in range(10)}
-    defects, where = {}, {}
-    for i in range(10):
-        img, (r, c) = _defect(_texture(rng), rng)
-        defects[f"bad{i}"], where[f"bad{i}"] = img, zone_of(r * 7 / 96 - 0.5, c * 7 / 96 - 0.5, 7)
+    normals, defects, where, _ = _normals_and_defects(rng, 10)
     scores = inv.score({**normals, **defects}).scores
     assert scores[10:].min() > scores[:10].max()  # every defect above every normal image
     reports = [inv.analyze(img, case_id=name) for name, img in defects.items()]
@@ -234,6 +242,43 @@ def test_padim_a_gaussian_per_cell_finds_the_defects_and_reloads_the_same(tmp_pa
     assert back.analyze(defects["bad0"], case_id="bad0").verdict.score == pytest.approx(rep.verdict.score, rel=1e-6)
 
 
+def test_an_ensemble_of_the_cell_detectors_combines_their_maps_and_cites_the_matched_patch(tmp_path):
+    """``-d ensemble`` on images: patchcore and padim on raw pixels (not robust-scaled), cross-fitted with
+    the backbone's features computed once, their cells combined into one map, patchcore's matches kept."""
+    from anomalens.detectors import PatchCore
+    from anomalens.detectors.patch import FEATURE_CACHE
+
+    rng = np.random.default_rng(6)
+    FEATURE_CACHE.clear()
+    inv = Investigator.fit({f"n{i:03d}.png": _texture(rng) for i in range(60)}, modality="images", detector="ensemble",
+                           random_state=0)
+    det = inv.detector
+    assert det.config.detectors == ("patchcore", "padim") and det.calibration_mode_ == "cross"
+    assert len(det.calibration_scores_) == 60 and np.all(det.scale_ == 1) and np.all(det.center_ == 0)
+    assert [m.calibration_mode_ for m in det.members_] == ["cross", "cross"]  # each member's model on every image
+    assert FEATURE_CACHE.bytes > 0
+    normals, defects, where, _ = _normals_and_defects(rng, 8)
+    scores = inv.score({**normals, **defects}).scores
+    assert scores[8:].min() > scores[:8].max()
+    reports = [inv.analyze(img, case_id=name, plot_dir=tmp_path) for name, img in defects.items()]
+    assert sum(r.verdict.anomalous for r in reports) >= 7
+    assert sum(r.evidence.anomaly_map.zone == where[r.evidence.case_id] for r in reports) >= 7
+    patchcore = next(m for m in det.members_ if isinstance(m, PatchCore))
+    for r in reports:
+        ok, bad = verify(r.explanation.claims, r.evidence)
+        assert not bad and r.explanation.grounded and (tmp_path / r.plot).stat().st_size > 20_000
+        assert r.evidence.anomaly_map.normal_level == 1.0  # each member's cells over its own normal level
+        g = r.evidence.matches[0]  # the matched patch and its distance are patchcore's own
+        X = inv.modality.prepare(defects[r.evidence.case_id]).array
+        cells = patchcore.cell_evidence(X, checked=True)["cell_distance"][0]
+        edges = list(np.linspace(0, 96, cells.shape[0] + 1).round().astype(int))
+        assert g.normal_image in inv.modality.train_ids
+        assert g.distance == pytest.approx(float(cells[edges.index(g.box[1]), edges.index(g.box[0])]), rel=1e-5)
+    assert inv.exemplar_row(inv.modality.train_ids[0]).shape == (1, 96, 96)
+    back = Investigator.load(inv.save(tmp_path / "model"))
+    assert back.analyze(defects["bad0"], case_id="bad0").verdict.score == pytest.approx(reports[0].verdict.score, rel=1e-6)
+
+
 def test_the_pixel_autoencoder_restores_the_defects_own_pixels_and_reloads_the_same(tmp_path):
     """The pixel-space generative restorer (``image_ae``) through the image modality: it flags pasted bars,
     names their zone, and its normal version changes the bar's pixels, not the texture around them."""
@@ -250,13 +295,7 @@ def test_the_pixel_autoencoder_restores_the_defects_own_pixels_and_reloads_the_s
     assert isinstance(inv.detector, ImageAutoEncoder) and inv.detector.calibration_mode_ == "cross"
     with pytest.raises(InputError, match=r"pixel values in \[0, 1\], got values in \[255, 255\]"):
         inv.detector.decision_function(np.full((1, 96 * 96), 255.0))  # 8-bit values, not pixels in [0, 1]
-    normals = {f"ok{i}": _texture(rng) for i in range(8)}
-    defects, masks, where = {}, {}, {}
-    for i in range(8):
-        img, (r, c) = _defect(_texture(rng), rng)
-        defects[f"bad{i}"], where[f"bad{i}"] = img, zone_of(r * 7 / 96 - 0.5, c * 7 / 96 - 0.5, 7)
-        masks[f"bad{i}"] = np.zeros((96, 96), bool)
-        masks[f"bad{i}"][r - 2:r + 2, c - 9:c + 9] = True
+    normals, defects, where, masks = _normals_and_defects(rng, 8)
     scores = inv.score({**normals, **defects}).scores
     assert scores[8:].min() > scores[:8].max()
     thr = inv.calibrator.threshold(0.05)

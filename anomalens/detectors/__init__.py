@@ -28,7 +28,7 @@ register("flow", NormalizingFlow, "density", ("tabular", "series", "logs"), "neg
 register("autoregressive", Autoregressive, "density", ("tabular", "series", "logs"), "negative log-likelihood -log p(x), MADE with Gaussian-mixture conditionals")
 register("pca", PCA, "density", ("tabular", "series", "logs"),
          "squared Mahalanobis distance over the principal axes, per axis (a Gaussian; light-tailed on normal rows)")
-register("ensemble", Ensemble, "ensemble", ("tabular", "logs"), "Cauchy combination of the members' conformal p-values, re-calibrated")
+register("ensemble", Ensemble, "ensemble", ("tabular", "logs", "images"), "Cauchy combination of the members' conformal p-values, re-calibrated")
 register("conv_ae", ConvAutoEncoder, "reconstruction", ("series",),
          "mean squared reconstruction error per channel x time cell of a 1-D convolutional autoencoder over windows")
 

@@ -208,6 +208,10 @@ class BaseDetector(ABC):
     min_train_rows: ClassVar[int] = 2  # the fewest that split calibration may leave to train on
     attribution_method: ClassVar[str] = ""
     additive_attribution: ClassVar[bool] = True  # each row's attributions sum to its score
+    pixel_rows: ClassVar[bool] = False  # rows are pixels in [0, 1], kept unscaled (an Ensemble of such keeps them so)
+    # its cross-fitted calibration costs about one fit (an image cell detector's features are computed once),
+    # so as an Ensemble's member it keeps it and its model learns from every row, not a split's 80%
+    cheap_cross_calibration: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         valid = [f.name for f in dataclasses.fields(self.Config)]

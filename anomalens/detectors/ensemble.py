@@ -89,16 +89,18 @@ class EnsembleConfig(BaseConfig):
 
 def member_detectors(config: EnsembleConfig) -> list[BaseDetector]:
     """The unfitted members of an ensemble: each gets the ensemble's seed, the split calibration (one fit
-    each; the ensemble replaces its calibration set) and those of ``member_params`` its own
+    each; the ensemble replaces its calibration set; a member whose cross-fitted calibration costs about
+    one fit keeps it, and so learns from every row) and those of ``member_params`` its own
     configuration takes."""
     from anomalens.detectors.registry import get_detector_class
 
-    params = {"random_state": config.random_state, "calibration": "split", **dict(config.member_params)}
+    params = {"random_state": config.random_state, **dict(config.member_params)}
     members = []
     for name in config.detectors:
         cls = get_detector_class(name)
         own = {f.name for f in dataclasses.fields(cls.Config)}
-        member = cls(**{k: v for k, v in params.items() if k in own})
+        calibration = {} if cls.cheap_cross_calibration else {"calibration": "split"}
+        member = cls(**{k: v for k, v in {**params, **calibration}.items() if k in own})
         member.nested = True
         members.append(member)
     return members
@@ -167,8 +169,49 @@ class Ensemble(BaseDetector):
     def _members(self) -> list[BaseDetector]:
         return member_detectors(self.config)
 
+    @property
+    def pixel_rows(self) -> bool:  # type: ignore[override]
+        """Rows are pixels when a member reads pixels: they reach the members unscaled."""
+        from anomalens.detectors.registry import get_detector_class
+
+        return any(get_detector_class(name).pixel_rows for name in self.config.detectors)
+
+    def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.pixel_rows:
+            return np.zeros(X.shape[1]), np.ones(X.shape[1])
+        return super()._fit_scaler(X)
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return X if self.pixel_rows else super()._scale(X)
+
     def _fit_scaled(self, Z: np.ndarray) -> None:
         self.members_ = [m.fit(Z) for m in member_detectors(self.config)]
+
+    @property
+    def training_image(self):
+        """The first member's ``training_image`` that has one (the image detectors keep their training
+        images); AttributeError where none does."""
+        for m in getattr(self, "members_", ()):
+            if hasattr(m, "training_image"):
+                return m.training_image
+        raise AttributeError("no member of this Ensemble keeps its training images")
+
+    def inspect(self, X: Any, *, checked: bool = False):
+        """The base inspection; where members measure image cells (``cell_evidence``) on one grid, ``extra``
+        holds their cells each divided by its normal level and averaged (normal level 1, as the
+        attribution), and the matched normal patches (with their distances) of the first member that
+        matches them."""
+        insp = super().inspect(X, checked=checked)
+        Z = self._scale(self._check_input(X, checked=checked))
+        parts = [m.cell_evidence(Z, checked=True) for m in self.members_ if hasattr(m, "cell_evidence")]
+        if parts and len({p["cell_distance"].shape for p in parts}) == 1:
+            cells = np.mean([p["cell_distance"] / max(float(p["normal_cell_level"]), 1e-12) for p in parts], axis=0)
+            insp.extra.update({"cell_distance": cells, "normal_cell_level": 1.0})
+            matched = next((p for p in parts if "matched_row" in p), None)
+            if matched is not None:
+                insp.extra.update({"matched_row": matched["matched_row"], "matched_cell": matched["matched_cell"],
+                                   "matched_distance": matched["cell_distance"]})
+        return insp
 
     def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
         """(n, members) raw member scores of the calibration rows ``Z``."""

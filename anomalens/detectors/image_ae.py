@@ -312,9 +312,15 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         """The base inspection, with its error map pooled to cells (``cell_distance``) and the normal cells' level."""
         insp = super().inspect(X, checked=checked)
         cells = self._cells_of(torch.as_tensor(insp.attribution.values)).numpy()  # the map inspect made, pooled
-        insp.extra.update({"cell_distance": cells,
-                           "normal_cell_level": self.cell_level_})
+        insp.extra.update({"cell_distance": cells, "normal_cell_level": self.cell_level_})
         return insp
+
+    def cell_evidence(self, X: Any, *, checked: bool = False) -> dict[str, Any]:
+        """What ``inspect`` puts in ``extra`` (the error map pooled to cells, the normal cells' level),
+        alone: an Ensemble of image detectors combines its members' cells."""
+        g = self.grid
+        cells = self._map(self._cells_batch, self._check_input(X, checked=checked)).reshape(-1, g, g)
+        return {"cell_distance": cells, "normal_cell_level": self.cell_level_}
 
     # ------------------------------------------------------------------ state
     def _extra_state(self) -> dict[str, torch.Tensor]:

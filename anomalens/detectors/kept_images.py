@@ -28,6 +28,7 @@ class KeptImages:
     its ``_fit_scaled`` calls ``_keep_images(Z)`` with the rows the model is fitted on, and ``fit``
     (this class's) maps each kept image to its row in ``X`` (``train_rows_``) once the base fit is done."""
 
+    pixel_rows = True
     images_: torch.Tensor  # (n kept, pixels) uint8
     train_rows_: np.ndarray
 

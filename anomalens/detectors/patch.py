@@ -74,6 +74,54 @@ def _backbone(device: torch.device) -> torch.nn.Module:
         return _BACKBONES[key]
 
 
+class _FeatureCache:
+    """The cell descriptors of the images seen last, keyed by each image's pixels (a digest of its
+    float32 bytes) and the backbone's input size: an image's descriptors are computed once however many
+    models ask for them (an Ensemble's members and its cross-fitted fold models read the same images;
+    a fit embeds the images it has just read). Least recently used first out, beyond ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(image: np.ndarray, input_size: int, device: torch.device) -> tuple:
+        import hashlib
+
+        return (hashlib.blake2b(image.tobytes(), digest_size=16).digest(), image.shape, input_size, str(device))
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        with self._lock:
+            f = self._items.get(key)
+            if f is not None:
+                self._items.move_to_end(key)
+            return f
+
+    def put(self, key: tuple, f: torch.Tensor) -> None:
+        size = f.numel() * f.element_size()
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = f
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
+
+
+FEATURE_CACHE = _FeatureCache(256 * 2 ** 20)  # about 2,200 images' descriptors at 224 px
+
+
 @torch.no_grad()
 def backbone_features(images: torch.Tensor, input_size: int = 224) -> torch.Tensor:
     """(n, 152, input_size/16, input_size/16) cell descriptors of (n, C, H, W) images in [0, 1]."""
@@ -122,6 +170,7 @@ class CellDetector(KeptImages, BaseDetector):
     Config = PatchCoreConfig
     config: PatchCoreConfig
     additive_attribution = False
+    cheap_cross_calibration = True
     model_keys: tuple[str, ...] = ()  # the tensors ``_model_of`` returns (checked when a saved detector is read)
 
     # ------------------------------------------------------------------ the model of normal cells
@@ -160,15 +209,24 @@ class CellDetector(KeptImages, BaseDetector):
         return torch.as_tensor(np.asarray(Z, dtype=np.float32)).reshape(-1, c, s, s)
 
     def features(self, Z: np.ndarray) -> torch.Tensor:
-        """(n, cells, 152) descriptors of pixel rows, in batches."""
-        out = []
+        """(n, cells, 152) descriptors of pixel rows, in batches; those of images seen lately come
+        from ``FEATURE_CACHE``."""
         dev = self.device
-        for i in range(0, len(Z), self.config.batch_size):
-            f = backbone_features(self._images(Z[i:i + self.config.batch_size]).to(dev), self.config.input_size)
-            out.append(f.flatten(2).transpose(1, 2).float())
-        if not out:
+        if not len(Z):
             return torch.zeros((0, self.grid ** 2, 152), device=dev)
-        return torch.cat(out)
+        out = []
+        for i in range(0, len(Z), self.config.batch_size):
+            images = self._images(Z[i:i + self.config.batch_size])
+            keys = [FEATURE_CACHE.key(im.numpy(), self.config.input_size, dev) for im in images]
+            got = [FEATURE_CACHE.get(k) for k in keys]
+            todo = [j for j, f in enumerate(got) if f is None]
+            if todo:
+                f = backbone_features(images[todo].to(dev), self.config.input_size).flatten(2).transpose(1, 2).float()
+                for j, fj in zip(todo, f):
+                    got[j] = fj.contiguous()
+                    FEATURE_CACHE.put(keys[j], got[j])
+            out += got
+        return torch.stack(out)  # type: ignore[arg-type]
 
     def _distances(self, F_: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         dist, idx = self._cell_distances(F_, {k: v.to(F_.device) for k, v in self.model_.items()})
@@ -277,15 +335,23 @@ class CellDetector(KeptImages, BaseDetector):
         d, ix = self._distances(F_)
         E = F_.mean(1).cpu().numpy()
         R, restored_scores = self._restored(Z, d, E)
-        g = self.grid
-        extra = {"cell_distance": d.reshape(-1, g, g), "normal_cell_level": self.patch_threshold_}
-        if ix is not None:
-            extra.update(self._matched(ix.reshape(-1, g, g)))
         return Inspection(
             scores=finite_scores(d.max(1)),
             attribution=Contributions(self._upsample(d), self.feature_names_in_, self.feature_thresholds_,
                                     self.attribution_method),
-            restored=R, restored_scores=restored_scores, embedding=finite_embedding(E), extra=extra)
+            restored=R, restored_scores=restored_scores, embedding=finite_embedding(E), extra=self._cell_extra(d, ix))
+
+    def cell_evidence(self, X: Any, *, checked: bool = False) -> dict[str, Any]:
+        """What ``inspect`` puts in ``extra`` (each cell's distance, the normal cells' level, the matched
+        entries), alone: an Ensemble of image detectors combines its members' cells."""
+        return self._cell_extra(*self._distances(self.features(self._check_input(X, checked=checked))))
+
+    def _cell_extra(self, d: np.ndarray, ix: np.ndarray | None) -> dict[str, Any]:
+        g = self.grid
+        extra = {"cell_distance": d.reshape(-1, g, g), "normal_cell_level": self.patch_threshold_}
+        if ix is not None:
+            extra.update(self._matched(ix.reshape(-1, g, g)))
+        return extra
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:

@@ -43,6 +43,9 @@ from anomalens.store import ExemplarHit
 __all__ = ["ImageModality", "ImageSet"]
 
 DEFAULT_SIZE = 224
+# `-d ensemble`'s members for images: the two cell detectors on the one backbone (its features computed once
+# for both); the pixel autoencoder joins where asked (detectors=...), at its cost (a fit of its own per fold)
+ENSEMBLE_MEMBERS = ("patchcore", "padim")
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,11 @@ class ImageModality(Modality):
 
     def detector_defaults(self, fields: set[str]) -> dict[str, Any]:
         given = {"image_size": self.size, "channels": self.channels}
+        if "detectors" in fields:  # an Ensemble: image members by default, and what each reads goes to them;
+            # cross-fitted (the cell members' features are computed once: every training image a calibration
+            # score), and no GPD tail beyond the largest (as the cell detectors: PatchCoreConfig.tail)
+            return {"detectors": ENSEMBLE_MEMBERS, "calibration": "cross", "tail": False,
+                    **{k: v for k, v in given.items() if v is not None}}
         return {k: v for k, v in given.items() if k in fields and v is not None}
 
     def detector_mismatch(self, detector: BaseDetector) -> str | None:
@@ -312,6 +320,8 @@ class ImageModality(Modality):
                  share: np.ndarray, g: int, top: int) -> list[PatchMatch]:
         """For the top regions above the normal level: their highest cell and its matched normal patch."""
         cells, rows, matched = extra["cell_distance"][i], extra["matched_row"][i], extra["matched_cell"][i]
+        # the match's own distance where the map is not it (an Ensemble's map: its members' cells combined)
+        dist = extra.get("matched_distance", extra["cell_distance"])[i]
         cell_edges = np.linspace(0, self.size, g + 1).round().astype(int)
         out = []
         for j in [j for j in order if region_above[j]][:top]:
@@ -327,7 +337,7 @@ class ImageModality(Modality):
             out.append(PatchMatch(
                 id=f"match:{names[j]}", region=names[j], zone=zone_of(*divmod(j, self.regions), self.regions),
                 box=[int(cell_edges[c]), int(cell_edges[r]), int(cell_edges[c + 1]), int(cell_edges[r + 1])],
-                distance=float(cells[r, c]), normal_image=image,
+                distance=float(dist[r, c]), normal_image=image,
                 normal_box=[int(cell_edges[mc]), int(cell_edges[mr]), int(cell_edges[mc + 1]), int(cell_edges[mr + 1])],
                 share=float(share[j])))
         return out
