@@ -409,6 +409,18 @@ def test_the_rest_api_judges_uploaded_images_and_returns_their_pictures(textures
         assert r.status_code == 400 and "base64" in r.json()["detail"]
         r = httpx.post(f"{url}/analyze", json={"rows": [{"a": 1.0}]}, timeout=60)
         assert r.status_code == 400
+        # a chat session over one uploaded image: its verdict alone, a verified answer, the region tool
+        root = f"http://127.0.0.1:{port}/v1/sessions"
+        s = httpx.post(root, json={"investigator": "cells", "image": base64.b64encode(lot["bad0.png"]).decode(),
+                                   "image_name": "bad0.png"}, timeout=60)
+        assert s.status_code == 201 and s.json()["case_id"] == "bad0.png" and s.json()["verdict"]["anomalous"], s.text
+        a = httpx.post(f"{root}/{s.json()['id']}/messages", json={"text": "why is this anomalous?"}, timeout=120).json()
+        assert a["explanation"]["grounded"] and any(c["kind"] == "peak" for c in a["explanation"]["claims"]), a
+        a = httpx.post(f"{root}/{s.json()['id']}/messages", json={"text": "/region 3,3"}, timeout=120).json()
+        assert "Region '3,3' lies in the centre" in a["text"], a
+        for bad, word in (({"image": "%%%"}, "base64"), ({}, "needs image")):
+            r = httpx.post(root, json={"investigator": "cells", **bad}, timeout=60)
+            assert r.status_code == 400 and word in r.json()["detail"], r.text
 
 
 # ---------------------------------------------------------------- MCP (the SDK's client over stdio)

@@ -156,7 +156,8 @@ def test_page_shows_series_events_as_charts(tmp_path, series_fitted):
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it with apt-get)")
 def test_page_judges_uploaded_images_and_shows_their_pictures(tmp_path):
     """Several image files uploaded at once: the lot's table, the most anomalous image opened with its
-    picture (image, map, restoration, nearest normal), its regions and its verified explanation."""
+    picture (image, map, restoration, nearest normal), its regions and its verified explanation, and a
+    question about it answered by a chat session over that image."""
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (anomalens[dev] has it)")
     import numpy as np
     from playwright.sync_api import sync_playwright
@@ -189,9 +190,7 @@ def test_page_judges_uploaded_images_and_shows_their_pictures(tmp_path):
             assert "scratch.png" in page.inner_text("#title") and "ANOMALOUS" in page.inner_text("#verdict")
             assert page.eval_on_selector("#picture", "e => e.naturalWidth") > 800
             assert "every claim verified" in page.inner_text("#source") and "region" in page.inner_text("#claims")
-            assert not page.is_visible("#exemplars") and not page.is_visible("#chat")
-            page.screenshot(path=str(tmp_path / "page-images.png"), full_page=True)
-            assert not errors, errors
-            browser.close()
+            assert not page.is_visible("#exemplars")
+            _ask_and_finish(page, browser, errors, tmp_path / "page-images.png")  # a session over the uploaded file
     finally:
         ctx.__exit__(None, None, None)

@@ -111,8 +111,8 @@ class TriageResponse(BaseModel):
 
 
 class SessionRequest(BaseModel):
-    """The case a chat session investigates: a row (tabular), a series and one of its events, or log
-    text and one of its incidents (as triage ranks them)."""
+    """The case a chat session investigates: a row (tabular), a series and one of its events, log
+    text and one of its incidents (as triage ranks them), or an image file (base64) and its name."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "investigator": "metrics", "row": {"cpu": 0.2, "memory": 9.0, "latency": 0.1, "errors": 0.0}}]})
@@ -126,6 +126,8 @@ class SessionRequest(BaseModel):
     event: int | None = Field(None, ge=1)
     logs: str | None = Field(None, max_length=50_000_000)
     incident: int | None = Field(None, ge=1)
+    image: str | None = Field(None, max_length=70_000_000)  # an image file (PNG, JPEG, TIFF, ...) in base64
+    image_name: str | None = Field(None, min_length=1, max_length=200)  # the case's id (default "image")
 
 
 class SessionOut(BaseModel):

@@ -42,6 +42,19 @@ def router(rt: Runtime) -> APIRouter:
                 raise HTTPProblem(400, "Bad input", "a log investigator's session needs logs (text) and incident (a number)")
             box = box_cls(inv, io.BytesIO(req.logs.encode("utf-8", errors="replace")), limit=max(req.incident, 20))
             return box, numbered(box, "incident", req.incident)
+        if inv.modality.reads_paths:  # images: files the modality reads itself (logs, which read text, are above)
+            if req.image is None:
+                raise HTTPProblem(400, "Bad input", "an image investigator's session needs image (the file in base64) "
+                                                 "and, optionally, image_name")
+            import base64
+            import binascii
+
+            try:
+                raw = base64.b64decode(req.image, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise HTTPProblem(400, "Bad input", f"image must be an image file in base64 ({exc})") from None
+            name = req.image_name or "image"
+            return box_cls(inv, {name: raw}), name
         if inv.modality.sequential:
             if (req.series is None) == (req.series_csv is None) or req.event is None:
                 raise HTTPProblem(400, "Bad input", "a series investigator's session needs one of series (rows) or "
