@@ -291,7 +291,7 @@ def test_the_pixel_autoencoder_restores_the_defects_own_pixels_and_reloads_the_s
             ImageAutoEncoder(**bad).validate_params()
     rng = np.random.default_rng(5)
     inv = Investigator.fit({f"n{i:03d}.png": _texture(rng) for i in range(60)}, modality="images", detector="image_ae",
-                           random_state=0, epochs=30)
+                           random_state=0, epochs=30, n_folds=3)  # cross-fitted: 4 fits
     assert isinstance(inv.detector, ImageAutoEncoder) and inv.detector.calibration_mode_ == "cross"
     with pytest.raises(InputError, match=r"pixel values in \[0, 1\], got values in \[255, 255\]"):
         inv.detector.decision_function(np.full((1, 96 * 96), 255.0))  # 8-bit values, not pixels in [0, 1]
