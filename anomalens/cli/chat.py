@@ -28,6 +28,7 @@ from anomalens.cli.common import (
     shown,
     verdict_word,
 )
+from anomalens.errors import InputError
 from anomalens.text import for_terminal
 
 
@@ -162,12 +163,10 @@ def chat(
 
 def _focus_numbered(box, kind: str, number: int, source: str) -> str:
     """Focus the box on ``<kind>-<number>`` (an event of a series, an incident of logs), or a one-line error."""
-    case_id = f"{kind}-{number}"
-    if case_id not in box.case_ids:
-        raise CliError(f"--{kind} must be one of the {len(box.case_ids)} {kind}s found in {shown(source, 80)} "
-                       f"(1..{len(box.case_ids)}), got {number}")
-    box.focus = case_id
-    return case_id
+    try:
+        return box.numbered(kind, number, f" in {shown(source, 80)}")
+    except InputError as exc:
+        raise CliError(str(exc).replace(f"{kind} must", f"--{kind} must", 1)) from None
 
 
 def _default_checkpoint(model_dir: Path) -> Path:

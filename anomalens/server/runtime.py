@@ -249,11 +249,11 @@ class Runtime:
 
 
 def numbered(box, kind: str, number: int) -> str:
-    case_id = f"{kind}-{number}"
-    if case_id not in box.case_ids:
-        raise HTTPProblem(400, "Bad input", f"{kind} must be one of the {len(box.case_ids)} {kind}s found "
-                                         f"(1..{len(box.case_ids)}), got {number}")
-    return case_id
+    """The toolbox's ``<kind>-<number>`` case (``Toolbox.numbered``), or a 400 naming the valid range."""
+    try:
+        return box.numbered(kind, number)
+    except InputError as exc:
+        raise HTTPProblem(400, "Bad input", str(exc)) from None
 
 
 class Sessions:

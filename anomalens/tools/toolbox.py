@@ -104,6 +104,16 @@ class Toolbox:
             self.focus = str(case_id)
         return str(case_id)
 
+    def numbered(self, kind: str, number: int, where: str = "") -> str:
+        """The id of the ``number``-th case of ``kind`` (``event-3`` of a series, ``incident-2`` of logs, as
+        their flows name them), now in focus; InputError naming the valid range (found ``where``) otherwise."""
+        case_id = f"{kind}-{number}"
+        if case_id not in self._rows:
+            raise InputError(f"{kind} must be one of the {len(self._rows)} {kind}s found{where} (1..{len(self._rows)}), "
+                             f"got {number}")
+        self.focus = case_id
+        return case_id
+
     def resolve(self, case_id: str | None) -> str:
         """The id of a known case (``None``: the case in focus)."""
         cid = self.focus if case_id is None else str(case_id)
