@@ -279,6 +279,21 @@ def test_an_ensemble_of_the_cell_detectors_combines_their_maps_and_cites_the_mat
     assert back.analyze(defects["bad0"], case_id="bad0").verdict.score == pytest.approx(reports[0].verdict.score, rel=1e-6)
 
 
+def test_an_ensemble_with_the_pixel_autoencoder_brings_the_members_cells_to_one_grid():
+    """Members on different grids (patchcore's 14 x 14 cells, the pixel autoencoder's 16 x 16): one map on
+    the matching member's grid, so the bar is above the normal level where it is and the match is cited."""
+    rng = np.random.default_rng(7)
+    inv = Investigator.fit({f"n{i:03d}.png": _texture(rng) for i in range(40)}, modality="images", detector="ensemble",
+                           detectors=["patchcore", "image_ae"], epochs=5, random_state=0)
+    assert [m.calibration_mode_ for m in inv.detector.members_] == ["cross", "split"]  # the autoencoder: one fit
+    _, defects, where, _ = _normals_and_defects(rng, 3)
+    for name, img in defects.items():
+        rep = inv.analyze(img, case_id=name)
+        m = rep.evidence.anomaly_map
+        assert np.array(m.grid).shape == (14, 14) and m.normal_level == 1.0 and m.zone == where[name]
+        assert rep.evidence.matches and rep.explanation.grounded
+
+
 def test_the_pixel_autoencoder_restores_the_defects_own_pixels_and_reloads_the_same(tmp_path):
     """The pixel-space generative restorer (``image_ae``) through the image modality: it flags pasted bars,
     names their zone, and its normal version changes the bar's pixels, not the texture around them."""

@@ -106,6 +106,15 @@ def member_detectors(config: EnsembleConfig) -> list[BaseDetector]:
     return members
 
 
+def _on_grid(cells: np.ndarray, g: int) -> np.ndarray:
+    """(n, g, g) cell maps (n, h, h) resampled to a g x g grid (bilinear; unchanged where h = g)."""
+    if cells.shape[-1] == g:
+        return cells
+    t = torch.nn.functional.interpolate(torch.as_tensor(cells, dtype=torch.float64)[:, None], size=(g, g),
+                                        mode="bilinear", align_corners=False)
+    return t[:, 0].numpy()
+
+
 SCORE_VERSION = 3  # 1 (unmarked): T, with member p-values clipped at 1e-15; 2: -ln q; 3: truncated at 1/2,
 # members calibrated on the ensemble's calibration rows
 
@@ -197,20 +206,23 @@ class Ensemble(BaseDetector):
         raise AttributeError("no member of this Ensemble keeps its training images")
 
     def inspect(self, X: Any, *, checked: bool = False):
-        """The base inspection; where members measure image cells (``cell_evidence``) on one grid, ``extra``
-        holds their cells each divided by its normal level and averaged (normal level 1, as the
-        attribution), and the matched normal patches (with their distances) of the first member that
-        matches them."""
+        """The base inspection; where members measure image cells (``cell_evidence``), ``extra`` holds their
+        cells each divided by its normal level, brought to one grid (the matching member's, else the
+        first's) and averaged (normal level 1), and the matched normal patches (with their distances) of
+        the first member that matches them."""
         insp = super().inspect(X, checked=checked)
         Z = self._scale(self._check_input(X, checked=checked))
         parts = [m.cell_evidence(Z, checked=True) for m in self.members_ if hasattr(m, "cell_evidence")]
-        if parts and len({p["cell_distance"].shape for p in parts}) == 1:
-            cells = np.mean([p["cell_distance"] / max(float(p["normal_cell_level"]), 1e-12) for p in parts], axis=0)
-            insp.extra.update({"cell_distance": cells, "normal_cell_level": 1.0})
-            matched = next((p for p in parts if "matched_row" in p), None)
-            if matched is not None:
-                insp.extra.update({"matched_row": matched["matched_row"], "matched_cell": matched["matched_cell"],
-                                   "matched_distance": matched["cell_distance"]})
+        if not parts:
+            return insp
+        matched = next((p for p in parts if "matched_row" in p), None)
+        g = (matched or parts[0])["cell_distance"].shape[-1]  # the matching member's grid, where one matches
+        cells = np.mean([_on_grid(p["cell_distance"] / max(float(p["normal_cell_level"]), 1e-12), g) for p in parts],
+                        axis=0)
+        insp.extra.update({"cell_distance": cells, "normal_cell_level": 1.0})
+        if matched is not None:
+            insp.extra.update({"matched_row": matched["matched_row"], "matched_cell": matched["matched_cell"],
+                               "matched_distance": matched["cell_distance"]})
         return insp
 
     def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
