@@ -284,8 +284,9 @@ def test_an_ensemble_with_the_pixel_autoencoder_brings_the_members_cells_to_one_
     the matching member's grid, so the bar is above the normal level where it is and the match is cited."""
     rng = np.random.default_rng(7)
     inv = Investigator.fit({f"n{i:03d}.png": _texture(rng) for i in range(40)}, modality="images", detector="ensemble",
-                           detectors=["patchcore", "image_ae"], epochs=5, random_state=0)
+                           detectors=["patchcore", "image_ae"], epochs=5, train_max=16, random_state=0)
     assert [m.calibration_mode_ for m in inv.detector.members_] == ["cross", "split"]  # the autoencoder: one fit
+    assert len(inv.detector.members_[1].memory_) == 32  # its network trained on 16 of the 32; all 32 in its memory
     _, defects, where, _ = _normals_and_defects(rng, 3)
     for name, img in defects.items():
         rep = inv.analyze(img, case_id=name)
@@ -301,7 +302,8 @@ def test_the_pixel_autoencoder_restores_the_defects_own_pixels_and_reloads_the_s
     from anomalens.errors import ConfigError
 
     for bad, words in (({"work_size": 20}, "multiple of 8"), ({"score": "median"}, "'mean' or 'max'"),
-                       ({"smooth": 2}, "odd"), ({"channels": 2}, "channels must be 1 or 3")):
+                       ({"smooth": 2}, "odd"), ({"channels": 2}, "channels must be 1 or 3"),
+                       ({"train_max": 4}, "train_max must be None or an int >= 8")):
         with pytest.raises(ConfigError, match=words):
             ImageAutoEncoder(**bad).validate_params()
     rng = np.random.default_rng(5)

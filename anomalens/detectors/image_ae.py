@@ -70,6 +70,9 @@ class ImageAutoEncoderConfig(TorchConfig):
     score: str = "mean"  # "mean": the mean of the error map; "max": its largest cell
     memory: int = 5  # training codes whose decodings the score may use (0: the image's own reconstruction)
     memory_size: int = 4096  # training codes kept (a seeded random subset beyond)
+    # images the network trains on at most (a seeded sample; None: every one): training time grows with the
+    # images, while every training image's code still joins the memory the score reads
+    train_max: int | None = None
     smooth: int = 3  # the error map is averaged over smooth x smooth pixels (at the work size)
     epochs: int = 100
     patience: int = 10
@@ -91,6 +94,9 @@ class ImageAutoEncoderConfig(TorchConfig):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
+        t = self.train_max
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 8):
+            raise ConfigError(f"train_max must be None or an int >= 8, got {t!r}")
 
 
 def _pixels(arr: np.ndarray, name: str) -> np.ndarray:
@@ -195,7 +201,21 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         return super().fit(_pixels(check_matrix(X, name="X", min_rows=1)[0], "X"))
 
     def _fit_scaled(self, Z: np.ndarray) -> None:
-        super()._fit_scaled(Z)
+        cap = self.config.train_max
+        if cap is None or len(Z) <= cap:
+            super()._fit_scaled(Z)
+        else:  # the network learns from a sample; the memory holds every image's code
+            pick = np.sort(np.random.default_rng(self.config.random_state).choice(len(Z), cap, replace=False))
+            super()._fit_scaled(Z[pick])
+            if self.memory_ is not None:
+                with torch.no_grad():
+                    codes = torch.cat([self._embed_batch(torch.as_tensor(Z[i:i + 512], dtype=torch.float32,
+                                                                         device=self.device_))
+                                       for i in range(0, len(Z), 512)])
+                self.memory_ = codes[torch.randperm(len(codes), generator=torch.Generator().manual_seed(
+                    int(self.config.random_state or 0)))[: self.config.memory_size].sort().values]
+                self.code_range_ = code_range(codes)
+                self.__dict__.pop("_decoded", None)
         self._keep_images(Z)
 
     def _on_fit_end(self, train: torch.Tensor) -> None:
