@@ -248,6 +248,17 @@ class Runtime:
             raise problem_of(exc) from exc
 
 
+def base64_file(text: str, field: str) -> bytes:
+    """A file's bytes from its base64 text, or a 400 naming ``field``."""
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise HTTPProblem(400, "Bad input", f"{field} must be base64 ({exc})") from None
+
+
 def numbered(box, kind: str, number: int) -> str:
     """The toolbox's ``<kind>-<number>`` case (``Toolbox.numbered``), or a 400 naming the valid range."""
     try:

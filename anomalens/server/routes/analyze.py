@@ -11,8 +11,8 @@ from fastapi import APIRouter, File, Request, UploadFile
 
 from anomalens.llm.template import TemplateReasoner
 from anomalens.server.models import AnalyzeRequest, AnalyzeResponse, ImagesRequest
-from anomalens.server.runtime import (INLINE_BODY, Coalescer, HTTPProblem, Runtime, noted, parse_analyze_request,
-                                      problem_responses, read_table, verdict_out)
+from anomalens.server.runtime import (INLINE_BODY, Coalescer, HTTPProblem, Runtime, base64_file, noted,
+                                      parse_analyze_request, problem_responses, read_table, verdict_out)
 
 __all__ = ["router"]
 
@@ -191,15 +191,7 @@ def router(rt: Runtime) -> APIRouter:
               responses=problem_responses(400, 401, 404, 413, 422, 429, 504))
     async def analyze_images_json(name: str, req: ImagesRequest) -> AnalyzeResponse:
         """The same as ``images`` with the files in a JSON body, base64-encoded by name (``ImagesRequest``)."""
-        import base64
-        import binascii
-
-        images = {}
-        for key, text in req.images.items():
-            try:
-                images[key] = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise HTTPProblem(400, "Bad input", f"images[{key[:80]!r}] must be base64 ({exc})") from exc
+        images = {key: base64_file(text, f"images[{key[:80]!r}]") for key, text in req.images.items()}
         return await _work(_images(name, images, req))
 
     return api

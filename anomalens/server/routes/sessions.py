@@ -15,8 +15,8 @@ from fastapi import APIRouter, Request
 
 from anomalens.errors import AnomalensError
 from anomalens.server.models import HistoryOut, MessageOut, MessageRequest, SessionOut, SessionRequest
-from anomalens.server.runtime import (LIVE_CHATS, Busy, HTTPProblem, Pool, Runtime, Sessions, key_owner, log,
-                                      numbered, problem_of, problem_responses, read_table, verdict_out)
+from anomalens.server.runtime import (LIVE_CHATS, Busy, HTTPProblem, Pool, Runtime, Sessions, base64_file, key_owner,
+                                      log, numbered, problem_of, problem_responses, read_table, verdict_out)
 
 __all__ = ["router"]
 
@@ -46,15 +46,8 @@ def router(rt: Runtime) -> APIRouter:
             if req.image is None:
                 raise HTTPProblem(400, "Bad input", "an image investigator's session needs image (the file in base64) "
                                                  "and, optionally, image_name")
-            import base64
-            import binascii
-
-            try:
-                raw = base64.b64decode(req.image, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise HTTPProblem(400, "Bad input", f"image must be an image file in base64 ({exc})") from None
             name = req.image_name or "image"
-            return box_cls(inv, {name: raw}), name
+            return box_cls(inv, {name: base64_file(req.image, "image")}), name
         if inv.modality.sequential:
             if (req.series is None) == (req.series_csv is None) or req.event is None:
                 raise HTTPProblem(400, "Bad input", "a series investigator's session needs one of series (rows) or "
