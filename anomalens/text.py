@@ -5,6 +5,8 @@
 - ``for_terminal``: that, clipped, with rich markup escaped, so ``[/]`` or ``[bold]`` prints as itself.
 - ``for_markdown``: that, with markdown and HTML escaped, so ``<script>`` or ``![x](http://...)``
   is shown as text and never rendered or fetched.
+- ``from_base64``: a file's bytes from its base64 text (strict: no stray characters), or an error
+  naming the field.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["clip", "for_markdown", "for_terminal", "names", "strip_control", "whole_sentences"]
+__all__ = ["clip", "for_markdown", "for_terminal", "from_base64", "names", "strip_control", "whole_sentences"]
 
 _ESCAPES = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI ... final byte (colours, cursor moves, clear screen)
@@ -74,3 +76,17 @@ def whole_sentences(text: str, limit: int) -> str:
         return text
     end = max(text.rfind(". "), text.rfind("! "), text.rfind("? "), text.rfind(".", len(text) - 1))
     return text[: end + 1] if end > 0 else text.rstrip(" ,;:") + "…"
+
+
+def from_base64(text: object, field: str) -> bytes:
+    """The bytes of ``text`` decoded as base64 (``validate=True``: a character outside the alphabet is an
+    error, not skipped), or an InputError naming ``field``."""
+    import base64
+    import binascii
+
+    from anomalens.errors import InputError
+
+    try:
+        return base64.b64decode(text, validate=True)  # type: ignore[arg-type]
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise InputError(f"{field} must be base64 ({exc})") from None

@@ -21,14 +21,20 @@ def write_results(name: str, data: Any, markdown: str) -> None:
 
 def ran_lines(res: dict, parts: tuple[str, ...], module: str) -> list[str]:
     """Markdown lines naming, for each part of ``res``, the command line that last produced it
-    (``res["ran"]``: part -> {"args", "date"}; a partial run keeps the other parts' results)."""
+    (``res["ran"]``: part -> {"args", "date"}; a partial run keeps the other parts' results), and the
+    earlier commands whose rows it kept (``"earlier"``: a list of such stamps, newest first)."""
     ran = res.get("ran", {})
     commands: dict[str, list[str]] = {}
+
+    def command(r: dict) -> str:
+        return f"`python -m {module}{' ' + r['args'] if r['args'] else ''}` ({r['date']})"
+
     for part in parts:
         if part in res:
             r = ran.get(part)
-            line = "an earlier run (its command was not recorded)" if r is None else \
-                f"`python -m {module}{' ' + r['args'] if r['args'] else ''}` ({r['date']})"
+            line = "an earlier run (its command was not recorded)" if r is None else command(r)
+            if r is not None and r.get("earlier"):
+                line += "; the other rows from " + ", then ".join(command(e) for e in r["earlier"])
             commands.setdefault(line, []).append(part)
     return [f"- {', '.join(ps)}: {line}" for line, ps in commands.items()] + [""]
 

@@ -37,7 +37,7 @@ from evals.common import ran_lines, write_results
 ALPHA = 0.05
 LOTS = 200  # all-normal lots drawn per seed and size
 DETECTORS = ("patchcore", "padim")  # the image detectors on pretrained features, the default first
-RESTORERS = ("image_ae",)  # the pixel-space generative detectors (their own rows where they are run)
+RESTORERS = ("image_ae", "image_diffusion")  # the pixel-space generative detectors (their own rows where they are run)
 # the Ensemble of the two cell detectors, on ELPV and the textures (on Fashion-MNIST it would be six fits of
 # each member on 6,000 images a class, and its members' rows are there)
 ENSEMBLES = ("ensemble",)
@@ -253,7 +253,10 @@ FASHION_PUBLISHED = {"Deep SVDD-like": 0.892, "GeoTrans": 0.935, "ARNet": 0.939,
 # The autoencoder fits on every training image of a class but trains its network on 1,000 of them (about 90 s
 # a class on this machine; about 9 minutes on all 6,000): every image's code joins the memory its score reads
 FASHION_PARAMS = {"patchcore": {"input_size": 64}, "padim": {"input_size": 64},
-                  "image_ae": {"calibration": "split", "train_max": 1000}}
+                  "image_ae": {"calibration": "split", "train_max": 1000},
+                  # the diffusion model: the mean error (an object of another kind is anomalous all over, as for the
+                  # autoencoder), 60 epochs (about a minute a class)
+                  "image_diffusion": {"calibration": "split", "train_max": 1000, "score": "mean", "epochs": 60}}
 # training images per class where fewer than all (none now: image_ae's train_max bounds its training instead)
 FASHION_TRAIN_CAP: dict[str, int] = {}
 
@@ -421,7 +424,15 @@ def main() -> None:
     if args.only and prev.exists():  # a partial run keeps the other parts' last results
         res = {**json.loads(prev.read_text()), **res}
     stamp = {"args": res["args"], "date": time.strftime("%Y-%m-%d")}
-    res["ran"] = {**res.get("ran", {}), **{p: stamp for p in parts if p in PARTS}}
+    def stamped(part: str) -> dict:
+        """This run's stamp; a run of some detectors keeps the other rows, so it names the runs they came from."""
+        old = res.get("ran", {}).get(part)
+        if not args.detectors or old is None:
+            return stamp
+        earlier = [{"args": old["args"], "date": old["date"]}, *old.get("earlier", [])]
+        return {**stamp, "earlier": [e for i, e in enumerate(earlier) if e not in earlier[:i]][:4]}
+
+    res["ran"] = {**res.get("ran", {}), **{p: stamped(p) for p in parts if p in PARTS}}
     chosen = tuple(args.detectors.split(",")) if args.detectors else (*DETECTORS, *RESTORERS, *ENSEMBLES)
 
     def merged(old: list[dict], new: list[dict], key) -> list[dict]:

@@ -75,13 +75,9 @@ def shared_data():
 @pytest.fixture(scope="session")
 def vllm_url(tmp_path_factory):
     """One vLLM CPU server for the whole test session (started on first use, stopped at the end)."""
-    from servers import vllm_missing, vllm_server
+    from servers import vllm_or_skip, vllm_server
 
-    reason = vllm_missing()
-    if reason:
-        pytest.skip(reason)
-    with vllm_server(tmp_path_factory.mktemp("vllm")) as url:
-        yield url
+    yield from vllm_or_skip(tmp_path_factory, vllm_server, "vllm")
 
 
 # ---------------------------------------------------------------- fitted once per session

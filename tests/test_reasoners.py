@@ -239,14 +239,10 @@ def test_wrong_region_drafts_are_never_shown_as_verified(image_case):
 
 @pytest.fixture(scope="module")
 def vision_url(tmp_path_factory):
-    from servers import vllm_missing
+    from servers import vllm_or_skip
     from anomalens.testing import vllm_vision_server
 
-    reason = vllm_missing()
-    if reason:
-        pytest.skip(reason)
-    with vllm_vision_server(tmp_path_factory.mktemp("vlm")) as url:
-        yield url
+    yield from vllm_or_skip(tmp_path_factory, vllm_vision_server, "vlm")
 
 
 @pytest.mark.vllm

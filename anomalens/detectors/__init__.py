@@ -15,6 +15,7 @@ from anomalens.detectors.ensemble import Ensemble
 from anomalens.detectors.flow import NormalizingFlow
 from anomalens.detectors.ganomaly import GANomaly
 from anomalens.detectors.image_ae import ImageAutoEncoder
+from anomalens.detectors.image_diffusion import ImageDiffusion
 from anomalens.detectors.patch import PaDiM, PatchCore
 from anomalens.detectors.pca import PCA
 from anomalens.detectors.registry import DetectorInfo, get_detector_class, list_detectors, make_detector, register
@@ -38,6 +39,8 @@ register("padim", PaDiM, "density", ("images",),
          "largest Mahalanobis distance of an image cell's pretrained descriptor to a Gaussian of the normal cells at its position")
 register("image_ae", ImageAutoEncoder, "reconstruction", ("images",),
          "mean normalised squared pixel error of a convolutional autoencoder's reconstruction (nearest of its training codes' decodings)")
+register("image_diffusion", ImageDiffusion, "reconstruction", ("images",),
+         "mean normalised squared pixel error of the image's partial-diffusion denoising (AnoDDPM, a pixel-space U-Net DDPM)")
 
 load = BaseDetector.load
 
@@ -54,6 +57,7 @@ __all__ = [
     "Ensemble",
     "GANomaly",
     "ImageAutoEncoder",
+    "ImageDiffusion",
     "NormalizingFlow",
     "PCA",
     "PaDiM",

@@ -51,7 +51,7 @@ from anomalens.detectors.kept_images import KeptImages, check_image_params
 from anomalens.detectors.nn import clamp_code, code_range, nearest_decodings
 from anomalens.errors import ConfigError, InputError
 
-__all__ = ["ImageAutoEncoder", "ImageAutoEncoderConfig", "ImageAENetwork"]
+__all__ = ["ImageAENetwork", "ImageAutoEncoder", "ImageAutoEncoderConfig", "work_images"]
 
 RESTORE_ROUNDS = 2  # re-reconstructions of the restoration (each from the image with its deviating pixels replaced)
 _PIXEL_LEVEL = 0.995  # a pixel's error beyond this quantile of the training images' may be restored
@@ -107,6 +107,14 @@ def _pixels(arr: np.ndarray, name: str) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
+def work_images(rows: torch.Tensor, channels: int, size: int, work: int) -> torch.Tensor:
+    """(n, channels * size * size) rows as (n, channels, work, work) images (resized where work != size)."""
+    x = rows.reshape(-1, channels, size, size)
+    if size == work:
+        return x
+    return F.interpolate(x, size=(work, work), mode="bilinear", align_corners=False, antialias=work < size)
+
+
 class ImageAEOutput(NamedTuple):
     reconstruction: torch.Tensor  # (batch, channels, work, work)
     code: torch.Tensor  # (batch, latent)
@@ -135,11 +143,7 @@ class ImageAENetwork(nn.Module):
 
     def at_work(self, rows: torch.Tensor) -> torch.Tensor:
         """(n, c * size * size) rows as (n, c, work, work) images."""
-        x = rows.reshape(-1, self.c, self.size, self.size)
-        if self.size == self.work:
-            return x
-        return F.interpolate(x, size=(self.work, self.work), mode="bilinear", align_corners=False,
-                             antialias=self.work < self.size)
+        return work_images(rows, self.c, self.size, self.work)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (n, c, work, work) -> (n, latent)
         return self.encoder_linear(self.encoder_conv(x).flatten(1))
@@ -180,10 +184,14 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         """The side of the grid of cells the evidence's map is pooled to."""
         return max(1, self.work // 4)
 
-    def _build_module(self, n_features: int) -> nn.Module:
+    def _check_width(self, n_features: int) -> None:
         c, s = self.config.channels, self.config.image_size
         if n_features != c * s * s:
             raise InputError(f"X must have {c} x {s} x {s} = {c * s * s} pixel values per row, got {n_features}")
+
+    def _build_module(self, n_features: int) -> nn.Module:
+        self._check_width(n_features)
+        c, s = self.config.channels, self.config.image_size
         return ImageAENetwork(c, s, self.work, self.config.conv_channels, self.config.latent_dim or 32)
 
     def _loss(self, module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -207,29 +215,36 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         else:  # the network learns from a sample; the memory holds every image's code
             pick = np.sort(np.random.default_rng(self.config.random_state).choice(len(Z), cap, replace=False))
             super()._fit_scaled(Z[pick])
-            if self.memory_ is not None:
-                with torch.no_grad():
-                    codes = torch.cat([self._embed_batch(torch.as_tensor(Z[i:i + 512], dtype=torch.float32,
-                                                                         device=self.device_))
-                                       for i in range(0, len(Z), 512)])
-                self.memory_ = codes[torch.randperm(len(codes), generator=torch.Generator().manual_seed(
-                    int(self.config.random_state or 0)))[: self.config.memory_size].sort().values]
-                self.code_range_ = code_range(codes)
-                self.__dict__.pop("_decoded", None)
+        self._remember(Z)
         self._keep_images(Z)
+
+    def _remember(self, Z: np.ndarray) -> None:
+        """Every training image's code (those the network trained on, those it held out for early stopping,
+        those beyond ``train_max``): their box clamps a code before decoding (``code_range_``), and a
+        seeded subset of at most ``memory_size`` of them is the memory the score reads (``memory > 0``)."""
+        with torch.no_grad():
+            codes = torch.cat([self._embed_batch(torch.as_tensor(Z[i:i + 512], dtype=torch.float32, device=self.device_))
+                               for i in range(0, len(Z), 512)])
+        self.code_range_ = code_range(codes)
+        self.memory_ = None
+        if self.config.memory:
+            order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(int(self.config.random_state or 0)))
+            self.memory_ = codes[order[: self.config.memory_size].sort().values.to(codes.device)]
+        self.__dict__.pop("_decoded", None)
 
     def _on_fit_end(self, train: torch.Tensor) -> None:
         module = self.module_
-        outs = [module(train[i:i + 512]) for i in range(0, len(train), 512)]
+        recon = torch.cat([module(train[i:i + 512]).reconstruction for i in range(0, len(train), 512)])
         targets = torch.cat([module.at_work(train[i:i + 512]) for i in range(0, len(train), 512)])
-        recon = torch.cat([o.reconstruction for o in outs])
+        self._fit_error_levels(targets, recon)
+
+    def _fit_error_levels(self, targets: torch.Tensor, recon: torch.Tensor) -> None:
+        """The training images' (work-size) pixels and reconstructions: each pixel's error divisor and the
+        normal pixels' error level the restoration reads (the cells' level waits for the calibration)."""
         err = (recon - targets).pow(2).mean(1).mean(0)  # (work, work)
         self.error_scale_ = err.clamp_min(_SCALE_FLOOR * float(err.mean()) + 1e-8)
-        self.code_range_ = code_range(torch.cat([o.code for o in outs]))
-        self.memory_ = torch.cat([o.code for o in outs])[: self.config.memory_size] if self.config.memory else None
-        self.__dict__.pop("_decoded", None)
         raw = torch.cat([self._error_map(targets[i:i + 512], recon[i:i + 512], smooth=False)
-                         for i in range(0, len(train), 512)])
+                         for i in range(0, len(targets), 512)])
         self.raw_pixel_limit_ = float(torch.quantile(raw.flatten()[: 16_000_000], _PIXEL_LEVEL))
         self.cell_level_ = float("inf")
 
@@ -343,14 +358,21 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         return {"cell_distance": cells, "normal_cell_level": self.cell_level_}
 
     # ------------------------------------------------------------------ state
+    def _pixel_state(self) -> dict[str, torch.Tensor]:
+        """The state every pixel restorer keeps: error divisors, levels, the kept training images."""
+        return {"error_scale": self.error_scale_, **self._kept_state(),
+                "levels": torch.tensor([self.raw_pixel_limit_, self.cell_level_], dtype=torch.float64)}
+
+    def _load_pixel_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.error_scale_ = state["error_scale"].float()
+        self.raw_pixel_limit_, self.cell_level_ = (float(v) for v in state["levels"].cpu())
+        self._load_kept(state)
+
     def _extra_state(self) -> dict[str, torch.Tensor]:
-        state = {"error_scale": self.error_scale_, "code_range": self.code_range_,
-                 "levels": torch.tensor([self.raw_pixel_limit_, self.cell_level_], dtype=torch.float64),
-                 **self._kept_state()}
+        state = {**self._pixel_state(), "code_range": self.code_range_}
         return state if self.memory_ is None else {**state, "memory": self.memory_}
 
     def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.error_scale_, self.code_range_ = state["error_scale"].float(), state["code_range"].float()
-        self.raw_pixel_limit_, self.cell_level_ = (float(v) for v in state["levels"].cpu())
-        self._load_kept(state)
+        self._load_pixel_state(state)
+        self.code_range_ = state["code_range"].float()
         self.memory_ = state.get("memory")

@@ -250,13 +250,12 @@ class Runtime:
 
 def base64_file(text: str, field: str) -> bytes:
     """A file's bytes from its base64 text, or a 400 naming ``field``."""
-    import base64
-    import binascii
+    from anomalens.text import from_base64
 
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise HTTPProblem(400, "Bad input", f"{field} must be base64 ({exc})") from None
+        return from_base64(text, field)
+    except InputError as exc:
+        raise HTTPProblem(400, "Bad input", str(exc)) from None
 
 
 def numbered(box, kind: str, number: int) -> str:

@@ -382,9 +382,9 @@ class ImageToolbox(Toolbox):
                   limit: int = 20) -> ImageToolbox:
         """The images in ``text``: a JSON object mapping each image's name to its encoded file (PNG, JPEG,
         TIFF, ...) in base64 (paths are not read: the files of the server's machine are not a client's)."""
-        import base64
-        import binascii
         import json
+
+        from anomalens.text import from_base64
 
         try:
             named = json.loads(text)
@@ -392,12 +392,7 @@ class ImageToolbox(Toolbox):
             raise InputError('text must be a JSON object {"name.png": "<base64 of the file>", ...} for images') from exc
         if not isinstance(named, dict) or not named or not all(isinstance(v, str) for v in named.values()):
             raise InputError('text must be a non-empty JSON object {"name.png": "<base64 of the file>", ...}')
-        images = {}
-        for name, b64 in named.items():
-            try:
-                images[str(name)] = base64.b64decode(b64, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise InputError(f"image {str(name)[:80]!r} must be base64 ({exc})") from exc
+        images = {str(name): from_base64(b64, f"image {str(name)[:80]!r}") for name, b64 in named.items()}
         return cls(investigator, images, alpha=alpha, k=k, top=top)
 
     def saved_row(self, case_id: str | None = None) -> dict:
@@ -408,12 +403,12 @@ class ImageToolbox(Toolbox):
 
     def add_case(self, row: Any, case_id: str, *, focus: bool = True) -> str:
         """Add an image (what ``saved_row`` wrote, or anything the modality reads) under ``case_id``."""
-        import base64
+        from anomalens.text import from_base64
 
         if isinstance(row, dict) and "pixels_f32" in row:
             try:
-                row = np.frombuffer(base64.b64decode(row["pixels_f32"], validate=True), dtype=np.float32).astype(np.float64)
-            except (TypeError, ValueError) as exc:
+                row = np.frombuffer(from_base64(row["pixels_f32"], "pixels_f32"), dtype=np.float32).astype(np.float64)
+            except (InputError, ValueError) as exc:
                 raise InputError(f"the saved image of case {case_id!r} is corrupted ({exc})") from exc
         return super().add_case(row, case_id, focus=focus)
 
