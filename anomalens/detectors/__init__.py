@@ -40,7 +40,7 @@ register("padim", PaDiM, "density", ("images",),
 register("image_ae", ImageAutoEncoder, "reconstruction", ("images",),
          "mean normalised squared pixel error of a convolutional autoencoder's reconstruction (nearest of its training codes' decodings)")
 register("image_diffusion", ImageDiffusion, "reconstruction", ("images",),
-         "mean normalised squared pixel error of the image's partial-diffusion denoising (AnoDDPM, a pixel-space U-Net DDPM)")
+         "largest cell of the normalised squared pixel error of the image's partial-diffusion denoising (AnoDDPM, a pixel-space U-Net DDPM)")
 
 load = BaseDetector.load
 

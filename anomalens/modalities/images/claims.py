@@ -61,8 +61,8 @@ def candidates(evidence: Evidence) -> list[Claim]:
                               f"({m.peak_zone}); normal cells stay below {fmt(m.normal_level)}."))
         where = (f", in region(s) {', '.join(quote(r) for r in m.regions_above[:6])}" if m.regions_above else "")
         out.append(Claim(kind="area", cites=["map"], params={"zone": m.zone},
-                         text=f"{fmt(100 * m.area_share)}% of the image is above the normal level, centred in the "
-                              f"{m.zone}{where}."))
+                         text=f"{fmt(100 * m.area_share)}% of the image is above the normal level, its main part centred in "
+                              f"the {m.zone}{where}."))
     for g in evidence.matches:
         out.append(Claim(kind="location", cites=[g.id], params={"zone": g.zone},
                          text=f"Region {quote(g.region)} lies in the {g.zone} of the image (box {g.box}) and holds "

@@ -36,7 +36,7 @@ class AnomalyMap(EvidenceItem):
     peak_zone: str  # that cell's 3 x 3 zone ("top-left", ..., "centre", ...)
     peak_value: float
     area_share: float  # share of the image's cells above the normal level (0..1)
-    zone: str  # the 3 x 3 zone of the centre of the map above the normal level (by excess; the peak's when none is)
+    zone: str  # the 3 x 3 zone of the centre of the main group of cells above the normal level (by excess; the peak's when none is)
     regions_above: list[str]  # regions holding a cell above the normal level, highest first
     image_size: int  # pixels on a side of the image the map covers (the model's size)
 
@@ -60,7 +60,7 @@ class AnomalyMap(EvidenceItem):
         lines = ["", "## Anomaly map", "",
                  f"- peak {fmt(m.peak_value)} in region {md(m.peak_region)} ({m.peak_zone}); normal cells stay below "
                  f"{fmt(m.normal_level)}",
-                 f"- {fmt(100 * m.area_share)}% of the image is above the normal level, centred in the {m.zone}"
+                 f"- {fmt(100 * m.area_share)}% of the image is above the normal level, its main part centred in the {m.zone}"
                  + (f", in {len(m.regions_above)} region(s): {md(', '.join(m.regions_above[:8]))}" if m.regions_above
                     else "")]
         if plot and re.fullmatch(r"[\w.-]+\.png", plot):  # a name the flow wrote, next to the report

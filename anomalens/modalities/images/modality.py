@@ -295,12 +295,19 @@ class ImageModality(Modality):
 
     @staticmethod
     def _centre_zone(grid: np.ndarray, level: np.ndarray) -> str | None:
-        """The zone of the excess-weighted centre of the cells above their normal level (None: none is)."""
+        """The zone of the excess-weighted centre of the main abnormal region: of the groups of touching
+        cells above their normal level (8-neighbours), the one with the most excess (None: no cell is
+        above). A stray cell elsewhere no longer pulls the centre of a defect towards it."""
+        from scipy.ndimage import label
+
         excess = np.clip(grid - level, 0, None)
         if excess.sum() <= 0:
             return None
+        groups, n = label(excess > 0, structure=np.ones((3, 3)))
+        main = 1 + int(np.argmax([excess[groups == k].sum() for k in range(1, n + 1)]))
+        w = np.where(groups == main, excess, 0.0)
         rows, cols = np.indices(grid.shape)
-        w = excess / excess.sum()
+        w = w / w.sum()
         return zone_of(float((rows * w).sum()), float((cols * w).sum()), grid.shape[0])
 
     def _cells(self, planes: np.ndarray, g: int, how: str = "mean") -> np.ndarray:
