@@ -308,7 +308,7 @@ def test_the_pixel_autoencoder_restores_the_defects_own_pixels_and_reloads_the_s
             ImageAutoEncoder(**bad).validate_params()
     rng = np.random.default_rng(5)
     inv = Investigator.fit({f"n{i:03d}.png": _texture(rng) for i in range(60)}, modality="images", detector="image_ae",
-                           random_state=0, epochs=30, n_folds=3)  # cross-fitted: 4 fits
+                           random_state=0, epochs=30, n_folds=2)  # cross-fitted: 3 fits
     assert isinstance(inv.detector, ImageAutoEncoder) and inv.detector.calibration_mode_ == "cross"
     with pytest.raises(InputError, match=r"pixel values in \[0, 1\], got values in \[255, 255\]"):
         inv.detector.decision_function(np.full((1, 96 * 96), 255.0))  # 8-bit values, not pixels in [0, 1]
@@ -349,7 +349,7 @@ def test_the_pixel_diffusion_model_restores_bars_by_partial_denoising(tmp_path):
             ImageDiffusion(**bad).validate_params()
     rng = np.random.default_rng(11)
     inv = Investigator.fit({f"n{i:03d}.png": _texture(rng) for i in range(48)}, modality="images",
-                           detector="image_diffusion", random_state=0, epochs=40, n_folds=2)  # cross-fitted: 3 fits
+                           detector="image_diffusion", random_state=0, epochs=30, n_folds=2)  # cross-fitted: 3 fits
     assert isinstance(inv.detector, ImageDiffusion) and inv.detector.memory_ is None
     normals, defects, where, masks = _normals_and_defects(rng, 8)
     scores = inv.score({**normals, **defects}).scores
@@ -365,7 +365,7 @@ def test_the_pixel_diffusion_model_restores_bars_by_partial_denoising(tmp_path):
         X = inv.modality.prepare(img).array
         changed = np.abs(inv.detector.restore(X, checked=True) - X).reshape(96, 96) > 0.02
         ious.append((changed & masks[name]).sum() / max((changed | masks[name]).sum(), 1))
-    assert np.mean(ious) >= 0.4, ious  # 0.54 at the time of writing
+    assert np.mean(ious) >= 0.4, ious  # 0.56 at the time of writing (8 of 8 flagged, named and cleared)
     for r in flagged:
         ok, bad = verify(r.explanation.claims, r.evidence)
         assert not bad and r.explanation.grounded
