@@ -430,7 +430,8 @@ def main() -> None:
         if not args.detectors or old is None:
             return stamp
         earlier = [{"args": old["args"], "date": old["date"]}, *old.get("earlier", [])]
-        return {**stamp, "earlier": [e for i, e in enumerate(earlier) if e not in earlier[:i]][:4]}
+        now = {"args": stamp["args"], "date": stamp["date"]}  # the same command run again names itself once
+        return {**stamp, "earlier": [e for i, e in enumerate(earlier) if e != now and e not in earlier[:i]][:4]}
 
     res["ran"] = {**res.get("ran", {}), **{p: stamped(p) for p in parts if p in PARTS}}
     chosen = tuple(args.detectors.split(",")) if args.detectors else (*DETECTORS, *RESTORERS, *ENSEMBLES)
