@@ -164,9 +164,9 @@ def chat(
 def _focus_numbered(box, kind: str, number: int, source: str) -> str:
     """Focus the box on ``<kind>-<number>`` (an event of a series, an incident of logs), or a one-line error."""
     try:
-        return box.numbered(kind, number, f" in {shown(source, 80)}")
+        return box.numbered(kind, number, f" in {shown(source, 80)}", field=f"--{kind}")
     except InputError as exc:
-        raise CliError(str(exc).replace(f"{kind} must", f"--{kind} must", 1)) from None
+        raise CliError(str(exc)) from None
 
 
 def _default_checkpoint(model_dir: Path) -> Path:

@@ -255,7 +255,7 @@ def base64_file(text: str, field: str) -> bytes:
     try:
         return from_base64(text, field)
     except InputError as exc:
-        raise HTTPProblem(400, "Bad input", str(exc)) from None
+        raise problem_of(exc) from None
 
 
 def numbered(box, kind: str, number: int) -> str:
@@ -263,7 +263,7 @@ def numbered(box, kind: str, number: int) -> str:
     try:
         return box.numbered(kind, number)
     except InputError as exc:
-        raise HTTPProblem(400, "Bad input", str(exc)) from None
+        raise problem_of(exc) from None
 
 
 class Sessions:

@@ -104,12 +104,13 @@ class Toolbox:
             self.focus = str(case_id)
         return str(case_id)
 
-    def numbered(self, kind: str, number: int, where: str = "") -> str:
+    def numbered(self, kind: str, number: int, where: str = "", *, field: str | None = None) -> str:
         """The id of the ``number``-th case of ``kind`` (``event-3`` of a series, ``incident-2`` of logs, as
-        their flows name them), now in focus; InputError naming the valid range (found ``where``) otherwise."""
+        their flows name them), now in focus; InputError naming ``field`` (``kind``), the valid range (found
+        ``where``) and ``number`` otherwise."""
         case_id = f"{kind}-{number}"
         if case_id not in self._rows:
-            raise InputError(f"{kind} must be one of the {len(self._rows)} {kind}s found{where} (1..{len(self._rows)}), "
+            raise InputError(f"{field or kind} must be one of the {len(self._rows)} {kind}s found{where} (1..{len(self._rows)}), "
                              f"got {number}")
         self.focus = case_id
         return case_id
@@ -408,7 +409,7 @@ class ImageToolbox(Toolbox):
         if isinstance(row, dict) and "pixels_f32" in row:
             try:
                 row = np.frombuffer(from_base64(row["pixels_f32"], "pixels_f32"), dtype=np.float32).astype(np.float64)
-            except (InputError, ValueError) as exc:
+            except ValueError as exc:  # not base64 (InputError), or not whole float32 values
                 raise InputError(f"the saved image of case {case_id!r} is corrupted ({exc})") from exc
         return super().add_case(row, case_id, focus=focus)
 

@@ -303,8 +303,8 @@ class ImageModality(Modality):
         excess = np.clip(grid - level, 0, None)
         if excess.sum() <= 0:
             return None
-        groups, n = label(excess > 0, structure=np.ones((3, 3)))
-        main = 1 + int(np.argmax([excess[groups == k].sum() for k in range(1, n + 1)]))
+        groups, _ = label(excess > 0, structure=np.ones((3, 3)))
+        main = 1 + int(np.argmax(np.bincount(groups.ravel(), excess.ravel())[1:]))  # each group's excess
         w = np.where(groups == main, excess, 0.0)
         rows, cols = np.indices(grid.shape)
         w = w / w.sum()
