@@ -316,7 +316,8 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         pixels re-estimated (``RESTORE_ROUNDS`` times). A pixel deviates where its own (unsmoothed) error
         is beyond the normal pixels' 99.5% level and it lies in a cell of the map above the normal
         cells' level or next to one: the cells say where the image departs from normal, the pixels
-        which of them do, so the restoration changes the defect's pixels and not the texture around them."""
+        which of them do, so the restoration changes the defect's pixels and not the texture around them.
+        An image larger than the work size is decided again at its own size (below)."""
         x = self.module_.at_work(batch)
         recon = self._reconstruct(batch, x)
         g, w = self.grid, self.work
@@ -333,8 +334,13 @@ class ImageAutoEncoder(KeptImages, TorchDetector):
         s, c = self.config.image_size, self.config.channels
         image = batch.reshape(-1, c, s, s)
         if self.work != s:
-            weight = F.interpolate(weight, size=(s, s), mode="bilinear", align_corners=False)
             recon = F.interpolate(recon, size=(s, s), mode="bilinear", align_corners=False)
+            # at the image's size, of the pixels the work-size weight reaches, those that deviate themselves
+            # (their error against the upsampled reconstruction beyond the same level): a work pixel holds four
+            # or more image pixels, and the edge of a thin defect's work pixels holds normal ones
+            scale = F.interpolate(self.error_scale_.to(image.device)[None, None], size=(s, s), mode="bilinear", align_corners=False)
+            own = (recon - image).pow(2).mean(1, keepdim=True) / scale > self.raw_pixel_limit_
+            weight = F.interpolate(weight, size=(s, s), mode="bilinear", align_corners=False) * own
         return (image * (1 - weight) + recon * weight).clamp(0, 1).reshape(len(batch), -1)
 
     def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:

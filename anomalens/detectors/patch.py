@@ -11,7 +11,8 @@ maps, each averaged over 3 x 3 neighbours and brought to one grid, are pooled to
   and the cell it came from, and the training images themselves (8-bit), so a decision can show the
   normal patch it rests on;
 - the score of an image is its largest cell distance to the nearest normal descriptor; the
-  attribution of a pixel is its cell's distance, bilinearly upsampled (not additive);
+  attribution of a pixel is its cell's distance, bilinearly upsampled and smoothed by a Gaussian of
+  4 backbone pixels (PatchCore's sigma at its 224-px input; ``MAP_SIGMA``), not additive;
 - the restoration replaces each cell whose distance is beyond the normal cells' 99.5% level (and its
   neighbours) by the same cells of the nearest normal training image; the embedding is the image's
   mean descriptor;
@@ -45,6 +46,7 @@ from anomalens.errors import ConfigError, InputError
 
 __all__ = ["CellDetector", "PaDiM", "PaDiMConfig", "PatchCore", "PatchCoreConfig", "backbone_features"]
 
+MAP_SIGMA = 4.0  # the pixel map's Gaussian, in pixels of the backbone's input (PatchCore's, Roth et al. 2022)
 _TAPS = (4, 10)  # EfficientNet-Lite0 blocks: 40 channels at stride 8, 112 at stride 16
 RESTORE_ROUNDS = 2  # passes of the restoration (each one feature pass over the restored images)
 _PATCH_LEVEL = 0.995  # a cell beyond this quantile of the normal cells' distances is restored
@@ -138,6 +140,19 @@ def backbone_features(images: torch.Tensor, input_size: int = 224) -> torch.Tens
     grid = taps[0].shape[-2:]
     f = torch.cat([taps[0], F.interpolate(taps[1], size=grid, mode="bilinear", align_corners=False)], 1)
     return F.avg_pool2d(f, 2)
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(n, 1, h, w) maps smoothed by a Gaussian of ``sigma`` pixels (separable, edges reflected,
+    truncated at 4 sigma as scipy's ``gaussian_filter``); sigma below 0.5 px leaves them as they are."""
+    if sigma < 0.5:
+        return maps
+    r = min(int(4 * sigma + 0.5), min(maps.shape[-2:]) - 1)
+    x = torch.arange(-r, r + 1, dtype=maps.dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    out = F.conv2d(F.pad(maps, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(out, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
 
 
 @dataclass(frozen=True)
@@ -264,10 +279,12 @@ class CellDetector(KeptImages, BaseDetector):
 
     # ------------------------------------------------------------------ scoring
     def _upsample(self, cells: np.ndarray) -> np.ndarray:
-        """(n, pixels x channels) attribution: each cell's distance, bilinearly upsampled to the image."""
+        """(n, pixels x channels) attribution: each cell's distance, bilinearly upsampled to the image
+        and smoothed by a Gaussian of ``MAP_SIGMA`` backbone pixels (the cells' edges are not the defect's)."""
         g, s, c = self.grid, self.config.image_size, self.config.channels
         m = torch.as_tensor(np.asarray(cells, dtype=np.float32)).reshape(-1, 1, g, g)
-        up = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False)
+        up = gaussian_blur(F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False),
+                           MAP_SIGMA * s / self.config.input_size)
         return up.expand(-1, c, -1, -1).reshape(len(m), -1).numpy().astype(np.float64)
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
