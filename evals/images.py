@@ -87,8 +87,9 @@ def _bh_any(p: np.ndarray, alpha: float) -> np.ndarray:
     return benjamini_hochberg(p, alpha).astype(bool)
 
 
-def elpv(kind: str, n_train: int, seeds: list[int], detector: str = "patchcore") -> dict:
-    """Per seed a split of the normal cells (``n_train`` to train on, the rest held out), pooled."""
+def elpv(kind: str, n_train: int, seeds: list[int], detector: str = "patchcore", input_size: int | None = None) -> dict:
+    """Per seed a split of the normal cells (``n_train`` to train on, the rest held out), pooled;
+    ``input_size``: the side the cell detectors' backbone reads (None: their default, 224 px)."""
     from sklearn.metrics import roc_auc_score
 
     from anomalens import Investigator
@@ -105,7 +106,8 @@ def elpv(kind: str, n_train: int, seeds: list[int], detector: str = "patchcore")
         held = [str(root / paths[i]) for i in normal[n_train:]]
         _cold()
         t0 = time.perf_counter()
-        inv = Investigator.fit(train, modality="images", detector=detector, random_state=seed)
+        inv = Investigator.fit(train, modality="images", detector=detector, random_state=seed,
+                               **({"input_size": input_size} if input_size else {}))
         fit_s = time.perf_counter() - t0
         Xn = inv.modality.prepare(held).array
         Xd = inv.modality.prepare(defects).array
@@ -140,7 +142,7 @@ def elpv(kind: str, n_train: int, seeds: list[int], detector: str = "patchcore")
         out["lot10_keeps_single_flags"] = round(float(np.mean(keep)), 4) if keep else None
         return out
 
-    return {"kind": kind, "detector": detector, "train": n_train, "seeds": seeds, "held_out_normal": runs[0]["default"]["n_normal"],
+    return {"kind": kind, "detector": detector, "input_size": getattr(inv.detector.config, "input_size", None), "train": n_train, "seeds": seeds, "held_out_normal": runs[0]["default"]["n_normal"],
             "defects": len(defects), "fit_s": round(float(np.mean([r["fit_s"] for r in runs])), 2),
             "auroc": round(float(np.mean([r["auroc"] for r in runs])), 4),
             "auroc_by_seed": [round(r["auroc"], 4) for r in runs],
@@ -365,7 +367,8 @@ def markdown(res: dict) -> str:
            "|---|---|---:|---:|---:|---:|---|---:|---|---|---|---:|---:|---:|"]
     for r in res["elpv"]:
         d, t_ = r["default"], r["with_tail"]
-        out.append(f"| {r['kind']} | {r.get('detector', 'patchcore')} | {r['train']} | {len(r['seeds'])} | {r['held_out_normal']} | {r['defects']} | "
+        side = f" (input {r['input_size']})" if r.get("input_size") not in (None, 224) else ""
+        out.append(f"| {r['kind']} | {r.get('detector', 'patchcore')}{side} | {r['train']} | {len(r['seeds'])} | {r['held_out_normal']} | {r['defects']} | "
                    f"**{r['auroc']:.3f}** ({', '.join(f'{a:.3f}' for a in r['auroc_by_seed'])}) | "
                    f"{r['baseline_patch_knn_auroc']:.3f} | {d['fpr_at_alpha']:.3f} ({2 * d['fpr_se']:.3f}) | "
                    f"{d['normal_lots10_fdr']:.3f} / {d['normal_lots100_fdr']:.3f} ({2 * d['normal_lots10_se']:.3f}) | "
@@ -422,7 +425,7 @@ def main() -> None:
                     help="comma-separated: run ELPV and the textures for these only, keeping the other rows "
                          f"(default: {','.join((*DETECTORS, *RESTORERS, *ENSEMBLES))}; Fashion-MNIST runs no ensemble)")
     ap.add_argument("--input-size", type=int, nargs="*", default=None,
-                    help="textures: the cell detectors' backbone input sides to run (default: theirs, 224); a row each")
+                    help="ELPV and textures: the cell detectors' backbone input sides to run (default: theirs, 224); a row each")
     ap.add_argument("--only", nargs="*", default=None,
                     help="elpv textures fashion speed (the others keep their last results)")
     args = ap.parse_args()
@@ -452,12 +455,14 @@ def main() -> None:
         return [r for r in old if key(r) not in ran] + new if args.detectors else new
 
     if "elpv" in parts:
-        rows = [elpv(kind, n_train, list(range(1 if args.quick else args.seeds)), det)
-                for kind in ("mono", "poly") for det in chosen]
-        res["elpv"] = merged(res.get("elpv", []), rows, lambda r: (r["kind"], r.get("detector", "patchcore")))
-        res["elpv"].sort(key=lambda r: (r["kind"], chosen.index(r["detector"]) if r["detector"] in chosen else -1))
-    if "textures" in parts:
         sides = args.input_size or [None]
+        rows = [elpv(kind, n_train, list(range(1 if args.quick else args.seeds)), det, side)
+                for kind in ("mono", "poly") for det in chosen for side in (sides if det in DETECTORS else [None])]
+        res["elpv"] = merged(res.get("elpv", []), rows,
+                             lambda r: (r["kind"], r.get("detector", "patchcore"), r.get("input_size") or 224))
+        res["elpv"].sort(key=lambda r: (r["kind"], chosen.index(r["detector"]) if r["detector"] in chosen else -1,
+                                        r.get("input_size") or 224))
+    if "textures" in parts:
         rows = [textures(20 if args.quick else 60, 30 if args.quick else 90, detector=det, input_size=side)
                 for det in chosen for side in (sides if det in DETECTORS else [None])]
         res["textures"] = merged(res.get("textures", []), rows,
