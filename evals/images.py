@@ -51,6 +51,11 @@ def _cold() -> None:
     FEATURE_CACHE.clear()
 
 
+def _backbone_input(input_size: int | None) -> dict:
+    """The detector parameters that set the cell detectors' backbone input (None: none, their default)."""
+    return {"input_size": input_size} if input_size else {}
+
+
 def _elpv():
     try:
         import elpv_dataset
@@ -106,8 +111,7 @@ def elpv(kind: str, n_train: int, seeds: list[int], detector: str = "patchcore",
         held = [str(root / paths[i]) for i in normal[n_train:]]
         _cold()
         t0 = time.perf_counter()
-        inv = Investigator.fit(train, modality="images", detector=detector, random_state=seed,
-                               **({"input_size": input_size} if input_size else {}))
+        inv = Investigator.fit(train, modality="images", detector=detector, random_state=seed, **_backbone_input(input_size))
         fit_s = time.perf_counter() - t0
         Xn = inv.modality.prepare(held).array
         Xd = inv.modality.prepare(defects).array
@@ -204,9 +208,8 @@ def textures(n_train: int, n_test: int, seed: int = 0, size: int = 128, detector
 
     rng = np.random.default_rng(seed)
     _cold()
-    params = {"input_size": input_size} if input_size else {}
     inv = Investigator.fit({f"t{i}": _texture(rng, size) for i in range(n_train)}, modality="images", detector=detector,
-                           random_state=seed, **params)
+                           random_state=seed, **_backbone_input(input_size))
     normals = [_texture(rng, size) for _ in range(n_test)]
     kinds = ["bar", "blob", "swap"]
     pasted = [_paste(_texture(rng, size), rng, kinds[i % 3]) for i in range(n_test)]
@@ -454,8 +457,8 @@ def main() -> None:
         ran = {key(r) for r in new}
         return [r for r in old if key(r) not in ran] + new if args.detectors else new
 
+    sides = args.input_size or [None]  # the cell detectors' backbone inputs (None: their default)
     if "elpv" in parts:
-        sides = args.input_size or [None]
         rows = [elpv(kind, n_train, list(range(1 if args.quick else args.seeds)), det, side)
                 for kind in ("mono", "poly") for det in chosen for side in (sides if det in DETECTORS else [None])]
         res["elpv"] = merged(res.get("elpv", []), rows,
