@@ -24,7 +24,9 @@ maps, each averaged over 3 x 3 neighbours and brought to one grid, are pooled to
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,10 @@ __all__ = ["CellDetector", "PaDiM", "PaDiMConfig", "PatchCore", "PatchCoreConfig
 MAP_SIGMA = 4.0  # the pixel map's Gaussian, in pixels of the backbone's input (PatchCore's, Roth et al. 2022)
 _TAPS = (4, 10)  # EfficientNet-Lite0 blocks: 40 channels at stride 8, 112 at stride 16
 RESTORE_ROUNDS = 2  # passes of the restoration (each one feature pass over the restored images)
+# the cell distances of the last few sets of images a detector measured: an Ensemble's inspect asks each member
+# for the same images' scores (twice), map, restoration and cells, and each was a kNN over the memory bank again
+_MEASURED_KEPT = 3
+_MEASURED_LOCK = threading.Lock()
 _PATCH_LEVEL = 0.995  # a cell beyond this quantile of the normal cells' distances is restored
 _LOCK = threading.Lock()
 _BACKBONES: dict[str, torch.nn.Module] = {}
@@ -247,6 +253,27 @@ class CellDetector(KeptImages, BaseDetector):
         dist, idx = self._cell_distances(F_, {k: v.to(F_.device) for k, v in self.model_.items()})
         return dist.cpu().numpy().astype(np.float64), None if idx is None else idx.cpu().numpy()
 
+    def _measured(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(cell distances, matched entries or None, mean descriptors) of pixel rows ``Z``; those of the
+        last ``_MEASURED_KEPT`` sets of rows are remembered (keyed by their bytes; forgotten by a fit or a
+        load) and handed out as copies."""
+        arr = np.ascontiguousarray(Z)
+        key = (arr.shape, str(arr.dtype), hashlib.blake2b(arr.view(np.uint8), digest_size=16).digest())
+        with _MEASURED_LOCK:
+            memo = self.__dict__.setdefault("_measured_memo", OrderedDict())
+            hit = memo.get(key)
+            if hit is not None:
+                memo.move_to_end(key)
+        if hit is None:
+            F_ = self.features(Z)
+            d, ix = self._distances(F_)
+            hit = (d, ix, F_.mean(1).cpu().numpy())
+            with _MEASURED_LOCK:
+                memo[key] = hit
+                while len(memo) > _MEASURED_KEPT:
+                    memo.popitem(last=False)
+        return tuple(None if a is None else a.copy() for a in hit)  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ fit
     def _out_of_fold(self, arr: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every training image scored against a model of the other folds' cells, the features computed once."""
@@ -265,12 +292,13 @@ class CellDetector(KeptImages, BaseDetector):
     def _fit_scaled(self, Z: np.ndarray) -> None:
         pending = self.__dict__.pop("_pending", None)
         F_ = pending[1] if pending is not None and pending[0] is Z else self.features(Z)
+        self.__dict__.pop("_measured_memo", None)
         self.model_ = self._model_of(F_, np.arange(len(Z)))
         self.train_embed_ = F_.mean(1).cpu().float()
         self._keep_images(Z)
 
     def _calibration_raw(self, Z: np.ndarray) -> np.ndarray:
-        self._calibration_cells = self._distances(self.features(Z))[0]
+        self._calibration_cells = self._measured(Z)[0]
         return finite_scores(self._calibration_cells.max(1))
 
     def _on_calibrated(self, cal: np.ndarray) -> None:
@@ -288,13 +316,13 @@ class CellDetector(KeptImages, BaseDetector):
         return up.expand(-1, c, -1, -1).reshape(len(m), -1).numpy().astype(np.float64)
 
     def _score_scaled(self, Z: np.ndarray) -> np.ndarray:
-        return self._distances(self.features(Z))[0].max(1)
+        return self._measured(Z)[0].max(1)
 
     def _explain_scaled(self, Z: np.ndarray) -> np.ndarray:
         return self._score_explain_scaled(Z)[1]
 
     def _score_explain_scaled(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cells = self._distances(self.features(Z))[0]
+        cells = self._measured(Z)[0]
         return cells.max(1), self._upsample(cells)
 
     def _embed_scaled(self, Z: np.ndarray) -> np.ndarray:
@@ -341,16 +369,14 @@ class CellDetector(KeptImages, BaseDetector):
         return R, finite_scores(dist.max(1))
 
     def _restore_scaled(self, Z: np.ndarray, attribution: np.ndarray | None = None) -> np.ndarray:
-        F_ = self.features(Z)
-        return self._restored(Z, self._distances(F_)[0], F_.mean(1).cpu().numpy())[0]
+        d, _, E = self._measured(Z)
+        return self._restored(Z, d, E)[0]
 
     def inspect(self, X: Any, *, checked: bool = False) -> Inspection:
         """One feature pass over the images (and one or two over their restorations); ``extra`` holds
         each cell's distance (``cell_distance``), the normal cells' level and what the model matched."""
         Z = self._check_input(X, checked=checked)
-        F_ = self.features(Z)
-        d, ix = self._distances(F_)
-        E = F_.mean(1).cpu().numpy()
+        d, ix, E = self._measured(Z)
         R, restored_scores = self._restored(Z, d, E)
         return Inspection(
             scores=finite_scores(d.max(1)),
@@ -361,7 +387,7 @@ class CellDetector(KeptImages, BaseDetector):
     def cell_evidence(self, X: Any, *, checked: bool = False) -> dict[str, Any]:
         """What ``inspect`` puts in ``extra`` (each cell's distance, the normal cells' level, the matched
         entries), alone: an Ensemble of image detectors combines its members' cells."""
-        return self._cell_extra(*self._distances(self.features(self._check_input(X, checked=checked))))
+        return self._cell_extra(*self._measured(self._check_input(X, checked=checked))[:2])
 
     def _cell_extra(self, d: np.ndarray, ix: np.ndarray | None) -> dict[str, Any]:
         g = self.grid
@@ -384,6 +410,7 @@ class CellDetector(KeptImages, BaseDetector):
         if missing:
             raise RuntimeError(f"its model of normal cells lacks {missing}")
         self._load_kept(state)
+        self.__dict__.pop("_measured_memo", None)
         self.train_embed_ = state["train_embed"].float()
         self.patch_threshold_ = float(state["patch_threshold"][0])
 
