@@ -54,6 +54,7 @@ RESTORE_ROUNDS = 2  # passes of the restoration (each one feature pass over the 
 # the cell distances of the last few sets of images a detector measured: an Ensemble's inspect asks each member
 # for the same images' scores (twice), map, restoration and cells, and each was a kNN over the memory bank again
 _MEASURED_KEPT = 3
+_MEASURED_MAX_ROWS = 4096  # larger sets are measured, not remembered (about 15 MB a set of this size at 224 px)
 _MEASURED_LOCK = threading.Lock()
 _PATCH_LEVEL = 0.995  # a cell beyond this quantile of the normal cells' distances is restored
 _LOCK = threading.Lock()
@@ -255,8 +256,11 @@ class CellDetector(KeptImages, BaseDetector):
 
     def _measured(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(cell distances, matched entries or None, mean descriptors) of pixel rows ``Z``; those of the
-        last ``_MEASURED_KEPT`` sets of rows are remembered (keyed by their bytes; forgotten by a fit or a
-        load) and handed out as copies."""
+        last ``_MEASURED_KEPT`` sets of rows (of at most ``_MEASURED_MAX_ROWS``) are remembered (keyed by
+        their bytes; forgotten by a fit or a load) and handed out as copies."""
+        if len(Z) > _MEASURED_MAX_ROWS:
+            F_ = self.features(Z)
+            return (*self._distances(F_), F_.mean(1).cpu().numpy())
         arr = np.ascontiguousarray(Z)
         key = (arr.shape, str(arr.dtype), hashlib.blake2b(arr.view(np.uint8), digest_size=16).digest())
         with _MEASURED_LOCK:
