@@ -118,9 +118,8 @@ def test_patchcore_refuses_bad_parameters_and_rows_of_the_wrong_width():
         det.decision_function(np.zeros((1, 1000)))
 
 
-
 def test_a_refitted_patchcore_measures_again_and_hands_out_copies():
-    """The distances of the last images measured are remembered (an Ensemble's inspect asks for them four
+    """The distances of the last images measured are remembered (an Ensemble's inspect asks for them five
     times): a refit on other images must not read them, and a caller's edit must not reach the memo."""
     rng = np.random.default_rng(1)
     a, b, x = rng.random((12, 32 * 32)), rng.random((12, 32 * 32)) * 0.5, rng.random((4, 32 * 32))
@@ -133,6 +132,7 @@ def test_a_refitted_patchcore_measures_again_and_hands_out_copies():
     fresh = PatchCore(image_size=32, input_size=64).fit(b)
     assert np.allclose(det.decision_function(x, checked=True), fresh.decision_function(x, checked=True))
     assert not np.allclose(det.decision_function(x, checked=True), first)
+
 
 # ---------------------------------------------------------------- synthetic defects with known places
 def _texture(rng: np.random.Generator, n: int = 96) -> np.ndarray:

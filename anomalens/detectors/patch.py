@@ -254,13 +254,17 @@ class CellDetector(KeptImages, BaseDetector):
         dist, idx = self._cell_distances(F_, {k: v.to(F_.device) for k, v in self.model_.items()})
         return dist.cpu().numpy().astype(np.float64), None if idx is None else idx.cpu().numpy()
 
+    def _measure(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(cell distances, matched entries or None, mean descriptors) of pixel rows ``Z``, measured now."""
+        F_ = self.features(Z)
+        return (*self._distances(F_), F_.mean(1).cpu().numpy())
+
     def _measured(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(cell distances, matched entries or None, mean descriptors) of pixel rows ``Z``; those of the
         last ``_MEASURED_KEPT`` sets of rows (of at most ``_MEASURED_MAX_ROWS``) are remembered (keyed by
         their bytes; forgotten by a fit or a load) and handed out as copies."""
         if len(Z) > _MEASURED_MAX_ROWS:
-            F_ = self.features(Z)
-            return (*self._distances(F_), F_.mean(1).cpu().numpy())
+            return self._measure(Z)
         arr = np.ascontiguousarray(Z)
         key = (arr.shape, str(arr.dtype), hashlib.blake2b(arr.view(np.uint8), digest_size=16).digest())
         with _MEASURED_LOCK:
@@ -269,9 +273,7 @@ class CellDetector(KeptImages, BaseDetector):
             if hit is not None:
                 memo.move_to_end(key)
         if hit is None:
-            F_ = self.features(Z)
-            d, ix = self._distances(F_)
-            hit = (d, ix, F_.mean(1).cpu().numpy())
+            hit = self._measure(Z)
             with _MEASURED_LOCK:
                 memo[key] = hit
                 while len(memo) > _MEASURED_KEPT:
