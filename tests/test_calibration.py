@@ -23,11 +23,22 @@ def test_pvalue_formula():
 
 def test_threshold_matches_predict():
     rng = np.random.default_rng(0)
-    cal = rng.normal(size=999)
-    for alpha in (0.01, 0.05, 0.2):
-        t = score_threshold(cal, alpha)
-        assert conformal_pvalues(cal, [t])[0] < alpha
-        assert conformal_pvalues(cal, [np.nextafter(t, -np.inf)])[0] >= alpha
+    for cal in (rng.normal(size=999), -rng.exponential(size=50), np.r_[np.zeros(30), rng.normal(size=30)]):
+        for alpha in (0.01, 0.05, 0.2):
+            t = score_threshold(cal, alpha)
+            if np.isinf(t):  # 1 / (n + 1) is not below alpha: no score can be
+                assert 1 / (cal.size + 1) >= alpha
+                continue
+            assert conformal_pvalues(cal, [t])[0] < alpha
+            assert conformal_pvalues(cal, [np.nextafter(t, -np.inf)])[0] >= alpha
+
+
+def test_a_score_equal_to_calibration_scores_up_to_float_noise_is_a_tie():
+    """A saved log model's normal case scored 3e-7 above the 45 calibration scores it equals (another
+    numpy and torch build): a tie, p = 1, not 0.49."""
+    cal = np.r_[np.full(45, 0.34606695), np.ones(45)]
+    assert conformal_pvalues(cal, [0.34606725])[0] == 1.0
+    assert conformal_pvalues(cal, [0.3461])[0] == pytest.approx(46 / 91)  # 1e-4 above: no tie
 
 
 def test_benjamini_hochberg_known_case():

@@ -57,8 +57,21 @@ TAIL_SCALE_CONF = 0.75  # one-sided confidence level of the scale's upper bound
 TAIL_CHECK_LEVEL = 0.05  # the held-back top scores may be at most 20x rarer under the tail than their ranks say
 
 
+# Scores equal up to floating-point noise are ties: a saved model's calibration scores were computed by one
+# build of numpy and torch, and the same case scored by another differs in the 7th digit (a log case whose
+# counts equal those of 45 of 90 calibration cases scored 3e-7 above them, and its p-value fell from 1 to
+# 0.49). A score within TIE_RTOL (relative) of a calibration score counts as reaching it, as a tie does.
+TIE_RTOL = 1e-5
+
+
+def _tie_floor(s: np.ndarray) -> np.ndarray:
+    """The lowest calibration score each of ``s`` counts as reaching (``TIE_RTOL`` below it)."""
+    return s - (TIE_RTOL * np.abs(s) + 1e-12)
+
+
 def conformal_pvalues(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Exact conformal p-values of ``scores`` against ``calibration_scores`` (higher = more anomalous).
+    """Exact conformal p-values of ``scores`` against ``calibration_scores`` (higher = more anomalous;
+    a calibration score within ``TIE_RTOL`` of a score is a tie).
 
     Args:
         calibration_scores: (n_cal,) scores of normal rows the model did not train on.
@@ -71,7 +84,7 @@ def conformal_pvalues(calibration_scores: np.ndarray, scores: np.ndarray) -> np.
     if cal.size == 0:
         raise InputError("calibration_scores must hold at least one score, got 0")
     s = np.asarray(scores, dtype=np.float64)
-    n_ge = cal.size - np.searchsorted(cal, s, side="left")  # number of calibration scores >= s
+    n_ge = cal.size - np.searchsorted(cal, _tie_floor(s), side="left")  # number of calibration scores >= s (ties)
     return (1.0 + n_ge) / (cal.size + 1.0)
 
 
@@ -370,4 +383,15 @@ def score_threshold(calibration_scores: np.ndarray, alpha: float) -> float:
         return float("inf")
     if m > n:
         return float("-inf")
-    return float(np.nextafter(cal[n - m], np.inf))
+    # the smallest t whose tie floor is above c = cal[n - m]: t - (TIE_RTOL |t| + 1e-12) > c, solved, then
+    # settled to the last float by the same arithmetic the p-values use
+    c = float(cal[n - m])
+    t = (c + 1e-12) / (1 - TIE_RTOL) if c + 1e-12 >= 0 else (c + 1e-12) / (1 + TIE_RTOL)
+    def above(x: float) -> bool:
+        return float(_tie_floor(np.float64(x))) > c
+
+    while not above(t):
+        t = np.nextafter(t, np.inf)
+    while above(np.nextafter(t, -np.inf)):
+        t = np.nextafter(t, -np.inf)
+    return float(t)
