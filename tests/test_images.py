@@ -21,7 +21,7 @@ from anomalens.errors import InputError
 from anomalens.grounding.verifier import verify
 from anomalens.modalities.images.items import zone_of
 from anomalens.modalities.images.reader import read_images
-from anomalens.schema import Claim, Report
+from anomalens.schema import Claim, Report, fmt
 
 
 def _png(a: np.ndarray, mode: str | None = None) -> bytes:
@@ -213,9 +213,15 @@ def test_image_claims_are_checked_against_the_map(textures):
     wrong = [Claim(text="", kind="peak", cites=["map"], params={"zone": other}),
              Claim(text="", kind="location", cites=[g.id], params={"zone": other if other != g.zone else "centre"}),
              Claim(text=f"The defect in region '{g.region}' is a scratch.", cites=[g.id]),
-             Claim(text=f"The anomaly map peaks in the {other} of the image.", cites=["map"])]
+             Claim(text=f"The anomaly map peaks in the {other} of the image.", cites=["map"]),
+             # a number of the map in another role, and a region above the level that is not the peak's
+             Claim(text=f"The anomaly map peaks at {fmt(m.normal_level)}.", cites=["map"]),
+             *[Claim(text=f"The anomaly map peaks in region '{r}'.", cites=["map"])
+               for r in m.regions_above[:3] if r != m.peak_region][:1]]
     right = [Claim(text="", kind="peak", cites=["map"], params={"zone": m.peak_zone}),
-             Claim(text="", kind="matched_patch", cites=[g.id], params={})]
+             Claim(text="", kind="matched_patch", cites=[g.id], params={}),
+             Claim(text=f"Region '{g.region}' matched training image '{g.normal_image}'.", cites=[g.id]),
+             Claim(text=f"The anomaly map peaks at {fmt(m.peak_value)} in region '{m.peak_region}'.", cites=["map"])]
     ok, bad = verify(wrong + right, ev)
     assert len(bad) == len(wrong) and len(ok) == len(right)
     assert g.normal_image in inv.modality.train_ids and len(g.normal_box) == 4

@@ -37,6 +37,9 @@ def make_evidence(anomalous: bool = True) -> Evidence:
     ("The closest normal case, exemplar:17, is at distance 0.81.", ["exemplar:17"]),
     ("The normal version lowers glucose by 185 to 125.", ["restoration"]),
     ("Of the 2 features shown, 1 is abnormal.", ["verdict"]),
+    ("At 310, glucose lies above its usual range (70 to 190).", ["feature:glucose"]),
+    ("glucose is 200 above its median.", ["feature:glucose"]),
+    ("The score of 12.34 gives a p-value of 0.0041, below the cut-off of 0.05.", ["verdict"]),
 ])
 def test_grounded_claims_pass(text, cites):
     assert verify_claim(Claim(text=text, cites=cites), make_evidence()) is None
@@ -51,6 +54,13 @@ def test_grounded_claims_pass(text, cites):
     ("The closest case is exemplar:99.", ["exemplar:17"], "not in the evidence"),
     ("The case is not anomalous.", ["verdict"], "contradicts the verdict"),
     ("The score is 12.9.", ["verdict"], "states 12.9"),
+    # a number of a cited item stated in another role (each accepted before the roles were read)
+    ("glucose is 190, above its normal range.", ["feature:glucose"], "190 as a value"),
+    ("glucose accounts for 310% of the score.", ["feature:glucose"], "310 as a share"),
+    ("glucose is -310, above its normal range.", ["feature:glucose"], "-310 as a value"),
+    ("The p-value is 12.34.", ["verdict"], "12.34 as a p-value"),
+    ("The closest normal case, exemplar:17, is at distance 118.", ["exemplar:17"], "118 as a distance"),
+    ("age accounts for 65.6% of the score.", ["feature:glucose", "feature:age"], "65.6 as a share"),
 ])
 def test_ungrounded_claims_are_rejected(text, cites, reason):
     got = verify_claim(Claim(text=text, cites=cites), make_evidence())

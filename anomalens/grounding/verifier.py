@@ -15,6 +15,11 @@ A claim is rejected when it
 - names a feature that none of its cited items speaks about;
 - states a number that is not, up to rounding, a number of its cited items (or a count of the
   evidence: features shown, exemplars, abnormal features);
+- (free text) states a number in a role its cited items give it nowhere: the words next to a number
+  say what it is (a value right after a name, "%" a share, "p-value" a p-value, "distance", "score",
+  "range" or "normal level" a bound, "peaks at" a value), and it must be a number of that role
+  ("'cpu' is 2.1, above its normal range" where 2.1 is the range's top and 'cpu' is 6.3; "'cpu'
+  accounts for 6.3%" where 6.3 is its value); a number whose words say nothing keeps the check above;
 - names an exemplar id that the evidence does not contain;
 - contradicts the verdict (calls an anomalous case normal, or the reverse);
 - asks a question, or states nothing checkable (no number, feature, id or verdict);
@@ -55,12 +60,14 @@ def _numbers_in(text: str) -> list[tuple[float, int]]:
     return out
 
 
-def _matches(x: float, decimals: int, values: list[float]) -> bool:
+def _matches(x: float, decimals: int, values: list[float], either_sign: bool = True) -> bool:
+    """Whether ``x``, written with ``decimals`` decimals, is one of ``values`` up to rounding (or, with
+    ``either_sign``, minus one of them: a change may be written as a drop of its size)."""
     tol = 0.5 * 10.0 ** (-decimals) * (1 + 1e-9)
     for v in values:
         if v is None:
             continue
-        for cand in (v, -v):
+        for cand in ((v, -v) if either_sign else (v,)):
             if abs(x - cand) <= tol or (cand != 0 and abs(x - cand) <= 0.005 * abs(cand)):
                 return True
     return False
@@ -69,6 +76,79 @@ def _matches(x: float, decimals: int, values: list[float]) -> bool:
 def _foreign_number(text: str, values: list[float]) -> float | None:
     """The first number written in ``text`` that is none of ``values`` up to rounding, or None."""
     return next((x for x, decimals in _numbers_in(text) if not _matches(x, decimals, values)), None)
+
+
+# ---------------------------------------------------------------- the role a sentence gives a number
+_NAME = "\u00a7"  # where a unit name stood (not a word character, so no pattern of words matches it)
+# the words before a number that say what it is (the nearest one in its clause decides)
+_CUES = (("p", re.compile(r"p-values?|\bp values?|\bp\s*[=<>≤]|\bp of\b|\balpha\b|significance")),
+         ("cut-off", re.compile(r"cut-?offs?|thresholds?")),
+         ("distance", re.compile(r"\bdistances?\b|\baway\b")),
+         ("score", re.compile(r"\bscor(?:e|es|ed|ing)\b")),
+         ("bound", re.compile(r"\branges?\b|\bbetween\b|quantiles?|percentiles?|\bmedian\b|\blevels?\b|\btypical\b|"
+                              r"\busual\b|\bstays? (?:below|under)\b")),
+         ("value", re.compile(r"\b(?:peaks?|peaked|highest|maximum)\b|(?<!-)\bvalues?\b")))
+_WANT = {"p": {"p"}, "cut-off": {"p", "score"}, "distance": {"distance"}, "score": {"score"}, "bound": {"bound"},
+         "value": {"value"}, "share": {"share"}}
+_ROLE_WORDS = {"p": "a p-value", "cut-off": "a cut-off", "distance": "a distance", "score": "a score",
+               "bound": "a bound of a normal range or level", "value": "a value", "share": "a share"}
+# a value right after a name: "'cpu' is 6.3", "'cpu' (6.3)", "'cpu' at about 6.3"
+_AFTER_NAME = re.compile(_NAME + r"\s*(?:is|was|reads|read|measures|measured|equals|=|:|at|of|sits at|lies at|stands at|"
+                         r"stays at|remains at|reaches|reached|\()?\s*(?:about|around|roughly|approximately|nearly|almost|"
+                         r"just|only|exactly|~)?\s*$")
+_BEFORE_NAME = re.compile(r"^\s*,?\s*" + _NAME)  # "At 6.3, 'cpu' lies above its range"
+_COMPARATIVE = re.compile(r"^\s*(?:units?\s+)?(?:above|below|higher|lower|more|less|over|under)\b")
+_CLAUSE = re.compile(r"[,;]|\b(?:and|but|while|whereas)\b")
+_PAIR = re.compile(r"(?<![\w.])([-+−]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*(?:to|and|through|–|-)\s*$")
+
+
+def _role(low: str, start: int, end: int) -> str | None:
+    """The role the words around the number at ``low[start:end]`` give it, or None when they say none."""
+    after = low[end:end + 16]
+    if re.match(r"\s*(?:%|percent\b|per cent\b)", after):
+        return "share"
+    before = low[max(0, start - 60):start]
+    pair = _PAIR.search(before)  # the second number of "-2.4 to 2.1" or "between 1 and 3": the first one's role
+    if pair:
+        first = start - len(before) + pair.start(1)
+        return _role(low, first, first + len(pair.group(1)))
+    if _AFTER_NAME.search(before) or (_BEFORE_NAME.match(after) and re.search(r"(?:^|[.:;]|\bat|\bof|\bwith)\s*$", before)):
+        return "value"
+    cut = max((m.end() for m in _CLAUSE.finditer(before)), default=0)
+    clause, best, role = before[cut:], -1, None
+    for name, pattern in _CUES:
+        for m in pattern.finditer(clause):
+            if m.end() > best:
+                best, role = m.end(), name
+    return role
+
+
+def _miscast_number(text: str, evidence: Evidence, cites: list[str]) -> str | None:
+    """Why a free-text claim states a number in a role its cited items do not give it, or None."""
+    items = evidence.items()
+    named, marked = split_mentions(_ID.sub(" ", text), evidence.context.unit_names, blank=f" {_NAME} ")
+    roles = [("count", float(n)) for n in evidence.counts()]
+    for c in cites:  # a sentence about one unit states the numbers of the cited items about it (or about no unit)
+        units = evidence.units_of(c)
+        if len(named) != 1 or not units or named[0] in units:
+            roles += items[c].number_roles()
+    for c in cites:  # times are not numbers
+        for t in sorted(getattr(items[c], "stamps", list)(), key=len, reverse=True):
+            if not t.lstrip("-").isdigit():
+                marked = marked.replace(t, " ")
+    low = marked.lower()
+    for m in _NUMBER.finditer(low):
+        role = _role(low, m.start(), m.end())
+        if role is None:
+            continue
+        want = set(_WANT[role])
+        if role == "value" and _COMPARATIVE.match(low[m.end():]):  # "'cpu' is 4.2 above its median"
+            want.add("change")
+        (x, decimals), = _numbers_in(m.group(0))
+        if not any((r in want or r == "any") and _matches(x, decimals, [v], either_sign=r in ("change", "any"))
+                   for r, v in roles):
+            return f"states {x:g} as {_ROLE_WORDS[role]}, which none of its cited items has"
+    return None
 
 
 def _reverses_verdict(low: str, evidence: Evidence) -> str | None:
@@ -139,6 +219,10 @@ def _grounded(claim: Claim, evidence: Evidence, *, rendered: bool = False) -> st
     x = _foreign_number(stripped, values)
     if x is not None:
         return f"states {x:g}, which its cited evidence does not contain"
+    if not rendered:  # our renderings put every number in its place; free text is read for the role it gives each
+        miscast = _miscast_number(text, evidence, claim.cites)
+        if miscast:
+            return miscast
     # a claim must say something the evidence can confirm: a number, a feature, an id, or the verdict
     said_something = _numbers_in(stripped) or times or named or _ID.search(text) or re.search(
         r"\b(anomal\w*|normal|outlier|unusual)\b", stripped.lower())

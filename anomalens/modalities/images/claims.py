@@ -26,7 +26,7 @@ import re
 
 from anomalens.modalities import unit_claims
 from anomalens.modalities.images.items import ZONES
-from anomalens.schema import Claim, Evidence, fmt, quote
+from anomalens.schema import Claim, Evidence, fmt, quote, split_mentions
 
 __all__ = ["KINDS", "candidates", "check", "parse", "render_kind"]
 
@@ -100,12 +100,21 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
     image_cites = [c for c in cites if c == "map" or c.startswith("match:")]
     if not image_cites:
         return unit_claims.parse(claim, evidence, _IMAGE_WORDS)
-    extra = unit_claims.unconfirmable_words(claim.text, evidence.context.unit_names, _IMAGE_WORDS)
+    # the training image a cited match names may be written (its name, quoted or not, is no word of a claim)
+    text = claim.text
+    for g in (items[c] for c in image_cites if c.startswith("match:")):
+        text = split_mentions(text, [g.normal_image])[1]
+    extra = unit_claims.unconfirmable_words(text, evidence.context.unit_names, _IMAGE_WORDS)
     if extra:
         return f"states what its evidence cannot confirm ({', '.join(dict.fromkeys(extra[:4]))})"
     denied = unit_claims.denies(claim.text, evidence.context.unit_names)
     if denied:
         return denied
+    m = evidence.anomaly_map
+    named, rest = split_mentions(claim.text, evidence.context.unit_names)
+    if ("map" in cites and m is not None and len(named) == 1 and named[0] != m.peak_region
+            and re.search(r"\b(peaks?|peaked|highest|maximum)\b", rest.lower())):
+        return f"says the map peaks in region {quote(named[0])}, but it peaks in region {quote(m.peak_region)}"
     zones = {z for c in image_cites for z in (getattr(items.get(c), "zone", None), getattr(items.get(c), "peak_zone", None))
              if z}
     named = set(_ZONE.findall(claim.text.lower().replace("center", "centre")))

@@ -47,6 +47,10 @@ class AnomalyMap(EvidenceItem):
         return [self.peak_value, self.normal_level, self.area_share, 100 * self.area_share,
                 float(len(self.regions_above)), float(self.image_size)]
 
+    def number_roles(self) -> list[tuple[str, float]]:
+        return [("value", self.peak_value), ("bound", self.normal_level), ("share", self.area_share),
+                ("share", 100 * self.area_share), ("count", float(len(self.regions_above))), ("count", float(self.image_size))]
+
     def payload(self) -> dict[str, Any]:
         return self.model_dump(exclude={"id", "kind", "grid"})
 
@@ -95,6 +99,10 @@ class PatchMatch(_RegionItem):
     def numbers(self) -> list[float]:
         return [self.distance, self.share, 100 * self.share, *map(float, self.box), *map(float, self.normal_box)]
 
+    def number_roles(self) -> list[tuple[str, float]]:  # box corners: "count" (pixels), never a value or a share
+        return [("distance", self.distance), ("share", self.share), ("share", 100 * self.share),
+                *(("count", float(v)) for v in (*self.box, *self.normal_box))]
+
     @classmethod
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
         return ["", "| region | zone | cell box | distance | nearest normal patch | share |", "|---|---|---|---:|---|---:|",
@@ -117,6 +125,10 @@ class RegionLevel(_RegionItem):
 
     def numbers(self) -> list[float]:
         return [self.peak_cell, self.normal_level, self.share, 100 * self.share, *map(float, self.box)]
+
+    def number_roles(self) -> list[tuple[str, float]]:
+        return [("value", self.peak_cell), ("bound", self.normal_level), ("share", self.share),
+                ("share", 100 * self.share), *(("count", float(v)) for v in self.box)]
 
     @classmethod
     def markdown(cls, items: list[EvidenceItem], evidence: Evidence, plot: str | None) -> list[str]:
