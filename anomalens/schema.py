@@ -103,7 +103,8 @@ def is_ordinary_word(name: str) -> bool:
     return bool(words) and all(w in ORDINARY_WORDS or (w.isalpha() and len(w) <= 2) for w in words)
 
 
-def split_mentions(text: str, names: list[str], *, quoted_only: bool = False, blank: str = " ") -> tuple[list[str], str]:
+def split_mentions(text: str, names: list[str], *, quoted_only: bool = False,
+                   blank: str | Callable[[str], str] = " ") -> tuple[list[str], str]:
     """(the names ``text`` mentions, case-insensitively; ``text`` with them blanked).
 
     A name is mentioned when it appears quoted ('name', "name", `name`, curly quotes), or as a
@@ -112,11 +113,18 @@ def split_mentions(text: str, names: list[str], *, quoted_only: bool = False, bl
     is not found inside "page_age" and a feature name cannot be mistaken for the words or numbers of
     the text around it. ``quoted_only``: only quoted forms count (a sentence we rendered, which quotes
     every name it writes: a feature named "is anomalous" is then not found in "The case is anomalous").
-    ``blank``: what each mention becomes (a space; the verifier marks where names stood).
+    ``blank``: what each mention becomes (a space), or a function of the name giving it (the verifier
+    marks where each name stood).
     """
     found = []
     for name in sorted(names, key=len, reverse=True):
-        text, hits = _mention_pattern(name, quoted_only).subn(blank, text)
+        pattern = _mention_pattern(name, quoted_only)
+        if callable(blank):
+            if not pattern.search(text):
+                continue
+            text, hits = pattern.subn(blank(name), text)
+        else:
+            text, hits = pattern.subn(blank, text)
         if hits:
             found.append(name)
     return found, text

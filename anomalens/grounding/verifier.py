@@ -35,7 +35,7 @@ import re
 
 from anomalens.modalities import modality_of
 from anomalens.schema import ITEM_ID as _ID
-from anomalens.schema import Claim, Comparison, Evidence, split_mentions
+from anomalens.schema import Claim, Comparison, Evidence, quote, split_mentions
 
 __all__ = ["check_interpretation", "cite_text", "verify", "verify_claim"]
 
@@ -79,7 +79,9 @@ def _foreign_number(text: str, values: list[float]) -> float | None:
 
 
 # ---------------------------------------------------------------- the role a sentence gives a number
-_NAME = "\u00a7"  # where a unit name stood (not a word character, so no pattern of words matches it)
+# where each unit name stood: a private-use character per name (no word or digit character, so no pattern of
+# words or numbers matches it), the first name mentioned U+E000, the next U+E001, ...
+_NAME = "[\ue000-\uf8ff]"
 # the words before a number that say what it is (the nearest one in its clause decides)
 _CUES = (("p", re.compile(r"p-values?|\bp values?|\bp\s*[=<>≤]|\bp of\b|\balpha\b|significance")),
          ("cut-off", re.compile(r"cut-?offs?|thresholds?")),
@@ -96,7 +98,7 @@ _ROLE_WORDS = {"p": "a p-value", "cut-off": "a cut-off", "distance": "a distance
 _AFTER_NAME = re.compile(_NAME + r"\s*(?:is|was|reads|read|measures|measured|equals|=|:|at|of|sits at|lies at|stands at|"
                          r"stays at|remains at|reaches|reached|\()?\s*(?:about|around|roughly|approximately|nearly|almost|"
                          r"just|only|exactly|~)?\s*$")
-_BEFORE_NAME = re.compile(r"^\s*,?\s*" + _NAME)  # "At 6.3, 'cpu' lies above its range"
+_BEFORE_NAME = re.compile(r"^\s*,?\s*(" + _NAME + ")")  # "At 6.3, 'cpu' lies above its range"
 _COMPARATIVE = re.compile(r"^\s*(?:units?\s+)?(?:above|below|higher|lower|more|less|over|under)\b")
 _CLAUSE = re.compile(r"[,;]|\b(?:and|but|while|whereas)\b")
 _PAIR = re.compile(r"(?<![\w.])([-+−]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*(?:to|and|through|–|-)\s*$")
@@ -123,15 +125,30 @@ def _role(low: str, start: int, end: int) -> str | None:
     return role
 
 
+def _subject(low: str, start: int, end: int) -> str | None:
+    """The marker of the unit a number at ``low[start:end]`` is about: the name nearest before it in its
+    clause ("'cpu' is 6.3 and 'memory' is 0.3"), or right after it ("At 6.3, 'cpu' ..."); None if neither."""
+    before = low[max(0, start - 60):start]
+    clause = before[max((m.end() for m in _CLAUSE.finditer(before)), default=0):]
+    found = re.findall(_NAME, clause)
+    if found:
+        return found[-1]
+    after = _BEFORE_NAME.match(low[end:end + 8])
+    return after.group(1) if after else None
+
+
 def _miscast_number(text: str, evidence: Evidence, cites: list[str]) -> str | None:
-    """Why a free-text claim states a number in a role its cited items do not give it, or None."""
+    """Why a free-text claim states a number in a role its cited items do not give it, or None. A number
+    about a unit (a value, share, bound or change next to its name, or in a sentence naming one unit) is
+    held to the cited items about that unit (or about none)."""
     items = evidence.items()
-    named, marked = split_mentions(_ID.sub(" ", text), evidence.context.unit_names, blank=f" {_NAME} ")
-    roles = [("count", float(n)) for n in evidence.counts()]
-    for c in cites:  # a sentence about one unit states the numbers of the cited items about it (or about no unit)
-        units = evidence.units_of(c)
-        if len(named) != 1 or not units or named[0] in units:
-            roles += items[c].number_roles()
+    marks: dict[str, str] = {}
+    named, marked = split_mentions(_ID.sub(" ", text), evidence.context.unit_names,
+                                   blank=lambda name: f" {marks.setdefault(name, chr(0xE000 + min(len(marks), 6399)))} ")
+    unit_of = {mark: name for name, mark in marks.items()}
+    counts = [("count", float(n)) for n in evidence.counts()]
+    roles = {c: items[c].number_roles() for c in cites}
+    units = {c: evidence.units_of(c) for c in cites}
     for c in cites:  # times are not numbers
         for t in sorted(getattr(items[c], "stamps", list)(), key=len, reverse=True):
             if not t.lstrip("-").isdigit():
@@ -144,10 +161,14 @@ def _miscast_number(text: str, evidence: Evidence, cites: list[str]) -> str | No
         want = set(_WANT[role])
         if role == "value" and _COMPARATIVE.match(low[m.end():]):  # "'cpu' is 4.2 above its median"
             want.add("change")
+        about = unit_of.get(_subject(low, m.start(), m.end()) or "") if want & {"value", "share", "bound", "change"} else None
+        about = about or (named[0] if len(named) == 1 else None)
+        pool = counts + [rv for c in cites if about is None or not units[c] or about in units[c] for rv in roles[c]]
         (x, decimals), = _numbers_in(m.group(0))
         if not any((r in want or r == "any") and _matches(x, decimals, [v], either_sign=r in ("change", "any"))
-                   for r, v in roles):
-            return f"states {x:g} as {_ROLE_WORDS[role]}, which none of its cited items has"
+                   for r, v in pool):
+            whose = f" of {quote(about)}" if about else ""
+            return f"states {x:g} as {_ROLE_WORDS[role]}{whose}, which none of its cited items has"
     return None
 
 
