@@ -16,7 +16,8 @@
   pixels the restoration changes with the defect mask.
 - **Anchors**: anomalib's PatchCore and PaDiM (its torch models and defaults) on the same backbone
   weights, ELPV splits and textures, run by ``evals/anomalib_runner.py`` in anomalib's own venv
-  (``--anomalib``; ``make bench-anomalib`` makes ``.venv-anomalib``). Without it, ``--only`` the other parts.
+  (``--anomalib``; ``make bench-anomalib`` makes ``.venv-anomalib``). A full run without that venv skips
+  them and says so; ``--only anchors`` without it stops with the command that makes it.
 - **Speed** on this machine: fit on ``--train`` images, images scored per second at 224 px, one
   image analysed with its evidence and picture (template reasoner).
 

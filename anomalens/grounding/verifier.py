@@ -82,6 +82,7 @@ def _foreign_number(text: str, values: list[float]) -> float | None:
 # where each unit name stood: a private-use character per name (no word or digit character, so no pattern of
 # words or numbers matches it), the first name mentioned U+E000, the next U+E001, ...
 _NAME = "[\ue000-\uf8ff]"
+_MARKED = re.compile(" " + _NAME + " ")  # a mark as ``_grounded`` writes it, spaces included
 # the words before a number that say what it is (the nearest one in its clause decides)
 _CUES = (("p", re.compile(r"p-values?|\bp values?|\bp\s*[=<>≤]|\bp of\b|\balpha\b|significance")),
          ("cut-off", re.compile(r"cut-?offs?|thresholds?")),
@@ -137,22 +138,17 @@ def _subject(low: str, start: int, end: int) -> str | None:
     return after.group(1) if after else None
 
 
-def _miscast_number(text: str, evidence: Evidence, cites: list[str]) -> str | None:
-    """Why a free-text claim states a number in a role its cited items do not give it, or None. A number
-    about a unit (a value, share, bound or change next to its name, or in a sentence naming one unit) is
-    held to the cited items about that unit (or about none)."""
+def _miscast_number(marked: str, marks: dict[str, str], named: list[str], evidence: Evidence,
+                    cites: list[str]) -> str | None:
+    """Why a free-text claim states a number in a role its cited items do not give it, or None. ``marked``:
+    its text with ids and times blanked and each unit name ``named`` replaced by its mark (``marks``). A
+    number about a unit (a value, share, bound or change next to its name, or in a sentence naming one
+    unit) is held to the cited items about that unit (or about none)."""
     items = evidence.items()
-    marks: dict[str, str] = {}
-    named, marked = split_mentions(_ID.sub(" ", text), evidence.context.unit_names,
-                                   blank=lambda name: f" {marks.setdefault(name, chr(0xE000 + min(len(marks), 6399)))} ")
     unit_of = {mark: name for name, mark in marks.items()}
     counts = [("count", float(n)) for n in evidence.counts()]
     roles = {c: items[c].number_roles() for c in cites}
     units = {c: evidence.units_of(c) for c in cites}
-    for c in cites:  # times are not numbers
-        for t in sorted(getattr(items[c], "stamps", list)(), key=len, reverse=True):
-            if not t.lstrip("-").isdigit():
-                marked = marked.replace(t, " ")
     low = marked.lower()
     for m in _NUMBER.finditer(low):
         role = _role(low, m.start(), m.end())
@@ -224,12 +220,15 @@ def _grounded(claim: Claim, evidence: Evidence, *, rendered: bool = False) -> st
             return f"names {ident!r}, which is not in the evidence"
     # feature names: every one mentioned must be spoken about by a cited item
     cited_features = set().union(*(evidence.units_of(c) for c in claim.cites))
-    named, stripped = split_mentions(_ID.sub(" ", text), evidence.context.unit_names, quoted_only=rendered)
+    marks: dict[str, str] = {}  # each name mentioned -> the character standing where it stood (``_NAME``)
+    named, marked = split_mentions(_ID.sub(" ", text), evidence.context.unit_names, quoted_only=rendered,
+                                   blank=lambda name: f" {marks.setdefault(name, chr(0xE000 + min(len(marks), 6399)))} ")
     times = False
     for c in claim.cites:  # the times of a cited event or segment are times, not numbers
         for t in sorted(getattr(items[c], "stamps", list)(), key=len, reverse=True):
-            if not t.lstrip("-").isdigit() and t in stripped:
-                stripped, times = stripped.replace(t, " "), True
+            if not t.lstrip("-").isdigit() and t in marked:
+                marked, times = marked.replace(t, " "), True
+    stripped = _MARKED.sub(" ", marked)  # the text with names and times blanked
     for name in named:
         if name not in cited_features:
             return f"names {evidence.context.unit_kind} {name!r}, which its cited evidence does not contain"
@@ -241,7 +240,7 @@ def _grounded(claim: Claim, evidence: Evidence, *, rendered: bool = False) -> st
     if x is not None:
         return f"states {x:g}, which its cited evidence does not contain"
     if not rendered:  # our renderings put every number in its place; free text is read for the role it gives each
-        miscast = _miscast_number(text, evidence, claim.cites)
+        miscast = _miscast_number(marked, marks, named, evidence, claim.cites)
         if miscast:
             return miscast
     # a claim must say something the evidence can confirm: a number, a feature, an id, or the verdict

@@ -111,10 +111,10 @@ def parse(claim: Claim, evidence: Evidence) -> str | None:
     if denied:
         return denied
     m = evidence.anomaly_map
-    named, rest = split_mentions(claim.text, evidence.context.unit_names)
-    if ("map" in cites and m is not None and len(named) == 1 and named[0] != m.peak_region
+    regions, rest = split_mentions(claim.text, evidence.context.unit_names)
+    if ("map" in cites and m is not None and len(regions) == 1 and regions[0] != m.peak_region
             and re.search(r"\b(peaks?|peaked|highest|maximum)\b", rest.lower())):
-        return f"says the map peaks in region {quote(named[0])}, but it peaks in region {quote(m.peak_region)}"
+        return f"says the map peaks in region {quote(regions[0])}, but it peaks in region {quote(m.peak_region)}"
     zones = {z for c in image_cites for z in (getattr(items.get(c), "zone", None), getattr(items.get(c), "peak_zone", None))
              if z}
     named = set(_ZONE.findall(claim.text.lower().replace("center", "centre")))
