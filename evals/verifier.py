@@ -195,6 +195,9 @@ def claims_of(ev, rng: random.Random, part: str) -> list[tuple[str, bool, Any]]:
             a1 = ev.attributions[1]
             if _apart(100 * a1.share, 100 * a0.share):
                 F.append(("misplaced number", f"{q} accounts for {fmt(100 * a1.share)}% of the score.", [fid, a1.id]))
+            if _apart(100 * a1.share, 100 * a0.share):  # two units named after their shares, the shares swapped
+                F.append(("misplaced number", f"{fmt(100 * a1.share)}% of the score comes from {q} and "
+                                              f"{fmt(100 * a0.share)}% from {quote(a1.unit)}.", [fid, a1.id]))
             if _apart(a1.value, a0.value):  # two units named, their values swapped
                 F.append(("misplaced number", f"{q} is {fmt(a1.value)}, {where} its normal range, and {quote(a1.unit)} "
                                               f"is {fmt(a0.value)}, {a1.position} its normal range.", [fid, a1.id]))

@@ -42,6 +42,7 @@ def make_evidence(anomalous: bool = True) -> Evidence:
     ("The score of 12.34 gives a p-value of 0.0041, below the cut-off of 0.05.", ["verdict"]),
     ("glucose is 310, above its normal range, and age is 41, within its range.", ["feature:glucose", "feature:age"]),
     ("glucose accounts for 65.6% of the score, age for 9.72%.", ["feature:glucose", "feature:age"]),
+    ("65.6% of the score comes from glucose and 9.72% from age.", ["feature:glucose", "feature:age"]),
 ])
 def test_grounded_claims_pass(text, cites):
     assert verify_claim(Claim(text=text, cites=cites), make_evidence()) is None
@@ -64,6 +65,8 @@ def test_grounded_claims_pass(text, cites):
     ("The closest normal case, exemplar:17, is at distance 118.", ["exemplar:17"], "118 as a distance"),
     ("age accounts for 65.6% of the score.", ["feature:glucose", "feature:age"], "65.6 as a share"),
     ("glucose is 41 and age is 310.", ["feature:glucose", "feature:age"], "41 as a value of 'glucose'"),
+    ("9.72% of the score comes from glucose and 65.6% from age.", ["feature:glucose", "feature:age"],
+     "9.72 as a share of 'glucose'"),
 ])
 def test_ungrounded_claims_are_rejected(text, cites, reason):
     got = verify_claim(Claim(text=text, cites=cites), make_evidence())
