@@ -99,10 +99,16 @@ _ROLE_WORDS = {"p": "a p-value", "cut-off": "a cut-off", "distance": "a distance
 _AFTER_NAME = re.compile(_NAME + r"\s*(?:is|was|reads|read|measures|measured|equals|=|:|at|of|sits at|lies at|stands at|"
                          r"stays at|remains at|reaches|reached|\()?\s*(?:about|around|roughly|approximately|nearly|almost|"
                          r"just|only|exactly|~)?\s*$")
-_BEFORE_NAME = re.compile(r"^\s*,?\s*(" + _NAME + ")")  # "At 6.3, 'cpu' lies above its range"
+_BEFORE_NAME = re.compile(r"^\s*,?\s*" + _NAME)  # "At 6.3, 'cpu' lies above its range"
 _COMPARATIVE = re.compile(r"^\s*(?:units?\s+)?(?:above|below|higher|lower|more|less|over|under)\b")
 _CLAUSE = re.compile(r"[,;]|\b(?:and|but|while|whereas)\b")
 _PAIR = re.compile(r"(?<![\w.])([-+−]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*(?:to|and|through|–|-)\s*$")
+
+
+def _clause_before(low: str, start: int) -> str:
+    """The words of the number at ``low[start]``'s clause before it (at most 60 characters)."""
+    before = low[max(0, start - 60):start]
+    return before[max((m.end() for m in _CLAUSE.finditer(before)), default=0):]
 
 
 def _role(low: str, start: int, end: int) -> str | None:
@@ -117,8 +123,7 @@ def _role(low: str, start: int, end: int) -> str | None:
         return _role(low, first, first + len(pair.group(1)))
     if _AFTER_NAME.search(before) or (_BEFORE_NAME.match(after) and re.search(r"(?:^|[.:;]|\bat|\bof|\bwith)\s*$", before)):
         return "value"
-    cut = max((m.end() for m in _CLAUSE.finditer(before)), default=0)
-    clause, best, role = before[cut:], -1, None
+    clause, best, role = _clause_before(low, start), -1, None
     for name, pattern in _CUES:
         for m in pattern.finditer(clause):
             if m.end() > best:
@@ -130,9 +135,7 @@ def _subject(low: str, start: int, end: int) -> str | None:
     """The marker of the unit a number at ``low[start:end]`` is about: the name nearest before it in its
     clause ("'cpu' is 6.3 and 'memory' is 0.3"), else right after it ("At 6.3, 'cpu' ..."), else the
     first after it in its clause ("87% comes from 'cpu' and 5% from 'memory'"); None if none."""
-    before = low[max(0, start - 60):start]
-    clause = before[max((m.end() for m in _CLAUSE.finditer(before)), default=0):]
-    found = re.findall(_NAME, clause)
+    found = re.findall(_NAME, _clause_before(low, start))
     if found:
         return found[-1]
     after = low[end:end + 60]
